@@ -1,0 +1,3 @@
+module github.com/doppel-ft/doppel
+
+go 1.26
