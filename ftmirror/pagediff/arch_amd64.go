@@ -1,0 +1,3 @@
+package pagediff
+
+func bestArch() arch { return portable }

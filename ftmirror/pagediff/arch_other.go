@@ -1,0 +1,5 @@
+//go:build !amd64
+
+package pagediff
+
+func bestArch() arch { return portable }
