@@ -1,0 +1,51 @@
+package cpu
+
+// CPUID executes CPUID with EAX=leaf and ECX=subleaf and returns the four
+// result registers. It works in any ring.
+func CPUID(leaf, subleaf uint32) (eax, ebx, ecx, edx uint32) {
+	return cpuid(leaf, subleaf)
+}
+
+// RDTSC returns the time-stamp counter of the CPU the thread runs on. It
+// works in any ring unless CR4.TSD is set.
+func RDTSC() uint64 { return rdtsc() }
+
+// RDTSCP returns the time-stamp counter and IA32_TSC_AUX, which Linux (and
+// the boot layer, if it sets it) loads with the CPU's index. It works in any
+// ring when CPUID.80000001H:EDX.RDTSCP[bit 27] is set.
+func RDTSCP() (tsc uint64, aux uint32) { return rdtscp() }
+
+// RDMSR reads a model-specific register. Ring 0 only: it faults on a host.
+func RDMSR(msr uint32) uint64 { return rdmsr(msr) }
+
+// WRMSR writes a model-specific register. Ring 0 only: it faults on a host.
+func WRMSR(msr uint32, value uint64) { wrmsr(msr, value) }
+
+// ReadCR0 returns CR0. Ring 0 only: it faults on a host.
+func ReadCR0() uint64 { return readCR0() }
+
+// ReadCR3 returns CR3 (the page-table base of the current address space).
+// Ring 0 only: it faults on a host.
+func ReadCR3() uint64 { return readCR3() }
+
+// ReadCR4 returns CR4. Ring 0 only: it faults on a host.
+func ReadCR4() uint64 { return readCR4() }
+
+// HasRDTSCP reports whether the CPU implements RDTSCP
+// (CPUID.80000001H:EDX[bit 27]).
+func HasRDTSCP() bool {
+	maxExt, _, _, _ := cpuid(LeafExtendedMax, 0)
+	if maxExt < LeafExtendedFeatures {
+		return false
+	}
+	_, _, _, edx := cpuid(LeafExtendedFeatures, 0)
+	return edx&(1<<CPUID_80000001_EDX_RDTSCP) != 0
+}
+
+// InitialAPICID returns the initial APIC ID of the CPU the calling thread runs
+// on, from CPUID.01H:EBX[31:24] (SDM Vol. 2A, CPUID leaf 01H). Pin the
+// thread first, or the answer may be stale by the time it returns.
+func InitialAPICID() uint8 {
+	_, ebx, _, _ := cpuid(LeafFeatures, 0)
+	return uint8(ebx >> 24)
+}

@@ -1,0 +1,178 @@
+package cpu
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// onBareMetal mirrors board.OnBareMetal (board imports cpu, so cpu cannot
+// import board): privileged instructions are only tested under the boot layer.
+func onBareMetal() bool {
+	_, err := os.Stat("/proc/doppel/memmap")
+	return err == nil
+}
+
+func requireBareMetal(t *testing.T) {
+	t.Helper()
+	if !onBareMetal() {
+		t.Skip("privileged instruction: runs only under the doppel boot layer")
+	}
+}
+
+func TestCPUIDVendor(t *testing.T) {
+	maxLeaf, ebx, ecx, edx := CPUID(LeafVendor, 0)
+	if maxLeaf < LeafFeatures {
+		t.Fatalf("CPUID.0: max basic leaf %#x, want >= 1", maxLeaf)
+	}
+	var vendor [12]byte
+	for i, r := range []uint32{ebx, edx, ecx} {
+		for j := 0; j < 4; j++ {
+			vendor[4*i+j] = byte(r >> (8 * j))
+		}
+	}
+	for _, c := range vendor {
+		if c < 0x20 || c > 0x7e {
+			t.Fatalf("CPUID.0 vendor %q is not printable ASCII", vendor)
+		}
+	}
+	t.Logf("vendor %s, max leaf %#x", vendor, maxLeaf)
+}
+
+func TestCPUIDFeaturesHasTSCAndMSR(t *testing.T) {
+	// Every x86-64 CPU has TSC and MSR (SDM Vol. 2A Table 3-11).
+	_, _, _, edx := CPUID(LeafFeatures, 0)
+	for _, bit := range []struct {
+		name string
+		n    uint
+	}{{"TSC", CPUID_01_EDX_TSC}, {"MSR", CPUID_01_EDX_MSR}} {
+		if edx&(1<<bit.n) == 0 {
+			t.Errorf("CPUID.01H:EDX.%s[bit %d] clear on an x86-64 CPU (edx=%#x)", bit.name, bit.n, edx)
+		}
+	}
+}
+
+func TestCPUIDExtendedBrand(t *testing.T) {
+	maxExt, _, _, _ := CPUID(LeafExtendedMax, 0)
+	if maxExt < LeafBrand2 {
+		t.Skipf("no brand string leaves (max extended leaf %#x)", maxExt)
+	}
+	var b strings.Builder
+	for leaf := uint32(LeafBrand0); leaf <= LeafBrand2; leaf++ {
+		a, bx, c, d := CPUID(leaf, 0)
+		for _, r := range []uint32{a, bx, c, d} {
+			for j := 0; j < 4; j++ {
+				b.WriteByte(byte(r >> (8 * j)))
+			}
+		}
+	}
+	if strings.TrimSpace(strings.TrimRight(b.String(), "\x00")) == "" {
+		t.Errorf("brand string is empty")
+	}
+}
+
+func TestRDTSCAdvances(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	t0 := RDTSC()
+	time.Sleep(2 * time.Millisecond)
+	t1 := RDTSC()
+	if t1 <= t0 {
+		t.Fatalf("TSC did not advance across a 2ms sleep: %d then %d", t0, t1)
+	}
+	// 2 ms at any plausible TSC rate (>= 100 MHz) is at least 200000 ticks.
+	if d := t1 - t0; d < 200000 {
+		t.Errorf("TSC advanced %d ticks in >= 2ms: implausibly slow", d)
+	}
+}
+
+// TestRDTSCPAuxOnLinux checks RDTSCP's IA32_TSC_AUX against the CPU the
+// thread is pinned to: Linux loads it with (node << 12) | cpu.
+func TestRDTSCPAuxOnLinux(t *testing.T) {
+	if onBareMetal() {
+		t.Skip("TSC_AUX convention is Linux's; the boot layer need not follow it")
+	}
+	if !HasRDTSCP() {
+		t.Skip("CPU has no RDTSCP")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old [16]uint64
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETAFFINITY, 0, unsafe.Sizeof(old), uintptr(unsafe.Pointer(&old))); e != 0 {
+		t.Fatalf("sched_getaffinity: %v", e)
+	}
+	defer syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(old), uintptr(unsafe.Pointer(&old)))
+	for cpu := 0; cpu < 64*len(old); cpu++ {
+		if old[cpu/64]&(1<<(cpu%64)) == 0 {
+			continue
+		}
+		var mask [16]uint64
+		mask[cpu/64] = 1 << (cpu % 64)
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask))); e != 0 {
+			t.Fatalf("sched_setaffinity(cpu %d): %v", cpu, e)
+		}
+		if _, aux := RDTSCP(); int(aux&0xfff) != cpu {
+			t.Errorf("pinned to cpu %d, RDTSCP TSC_AUX = %#x", cpu, aux)
+		}
+	}
+}
+
+func TestControlRegistersBareMetal(t *testing.T) {
+	requireBareMetal(t)
+	cr0, cr4 := ReadCR0(), ReadCR4()
+	for _, c := range []struct {
+		reg  string
+		val  uint64
+		bit  uint
+		name string
+	}{
+		{"CR0", cr0, CR0_PE, "PE"},
+		{"CR0", cr0, CR0_PG, "PG"},
+		{"CR4", cr4, CR4_PAE, "PAE"},
+		{"CR4", cr4, CR4_OSFXSR, "OSFXSR"},
+	} {
+		if c.val&(1<<c.bit) == 0 {
+			t.Errorf("%s.%s[bit %d] clear in long mode (%s=%#x)", c.reg, c.name, c.bit, c.reg, c.val)
+		}
+	}
+	if cr3 := ReadCR3(); cr3 == 0 {
+		t.Errorf("CR3 = 0 with paging on")
+	}
+}
+
+func TestMSRRoundTripBareMetal(t *testing.T) {
+	requireBareMetal(t)
+	if !HasRDTSCP() {
+		t.Skip("CPU has no IA32_TSC_AUX")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	old := RDMSR(IA32_TSC_AUX)
+	defer WRMSR(IA32_TSC_AUX, old)
+	WRMSR(IA32_TSC_AUX, 0x5a5)
+	if got := RDMSR(IA32_TSC_AUX); got != 0x5a5 {
+		t.Errorf("IA32_TSC_AUX = %#x after writing 0x5a5", got)
+	}
+	if _, aux := RDTSCP(); aux != 0x5a5 {
+		t.Errorf("RDTSCP aux = %#x after writing IA32_TSC_AUX = 0x5a5", aux)
+	}
+}
+
+// TestPortsBareMetal uses the COM1 scratch register (8250/16550 SCR, offset
+// 7), which no driver relies on.
+func TestPortsBareMetal(t *testing.T) {
+	requireBareMetal(t)
+	const com1Scratch = 0x3f8 + 7
+	old := Hardware.In8(com1Scratch)
+	defer Hardware.Out8(com1Scratch, old)
+	for _, v := range []uint8{0x00, 0x5a, 0xa5, 0xff} {
+		Hardware.Out8(com1Scratch, v)
+		if got := Hardware.In8(com1Scratch); got != v {
+			t.Errorf("COM1 scratch: wrote %#x, read %#x", v, got)
+		}
+	}
+}
