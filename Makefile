@@ -1,0 +1,47 @@
+# doppel: build, run and test. `make run` and `make test` install what they
+# need (scripts/deps.sh) on a fresh Debian machine.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+# Host packages: everything except the emulator tests, which boot images.
+HOST_PKGS = $(shell go list ./... | grep -v /qemu-test)
+
+.PHONY: all deps image run test check unit fuzz emu bench clean
+
+all: image
+
+deps:
+	@bash scripts/deps.sh
+
+# build/doppel.bin (qemu -kernel), build/doppel.iso (GRUB), build/testguest.bin
+image: deps
+	@bash scripts/image.sh build
+
+# Boot in the best emulator present, serial console on this terminal.
+run: image
+	@bash scripts/run.sh
+
+# Everything CI runs: format and vet, host tests, a short fuzz pass, then the
+# emulator tests (QEMU TCG and Bochs) on the freshly built image.
+test: deps check unit fuzz emu
+
+check:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	go vet ./...
+
+unit:
+	go test -count=1 -timeout 15m $(HOST_PKGS)
+
+fuzz:
+	@bash scripts/fuzz.sh
+
+emu: image
+	go test -count=1 -timeout 40m -v ./qemu-test/
+
+# Hot-loop and harvest benchmarks, side by side with copy().
+bench:
+	go test -run '^$$' -bench . -benchtime 200ms -count 6 ./ftmirror/pagediff ./ept
+
+clean:
+	rm -rf build

@@ -1,0 +1,143 @@
+package qemutest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestMain builds the images once (go build and the boot layer's build are
+// incremental), so `go test ./qemu-test` alone also tests fresh code.
+func TestMain(m *testing.M) {
+	cmd := exec.Command("bash", filepath.Join(repoRoot(), "scripts", "image.sh"), "build")
+	cmd.Dir = repoRoot()
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "qemu-test: building the image failed: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+var (
+	selftestDone = regexp.MustCompile(`selftest: (ok|failed) (\d+)/(\d+)`)
+	selftestFail = regexp.MustCompile(`selftest: FAIL [^\r\n]*`)
+	prompt       = "doppel> "
+)
+
+// checkSelftest waits for the selftest summary and fails the test on any
+// FAIL line or a failed summary, then waits for the machine to power off.
+func checkSelftest(t *testing.T, m *Machine, timeout time.Duration) {
+	t.Helper()
+	subs, err := m.Expect(selftestDone, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := m.Output()
+	for _, line := range selftestFail.FindAllString(out, -1) {
+		t.Errorf("%s", line)
+	}
+	passed, _ := strconv.Atoi(subs[2])
+	total, _ := strconv.Atoi(subs[3])
+	if subs[1] != "ok" || passed != total || total < 7 {
+		t.Errorf("selftest summary %q: want ok N/N with N >= 7", subs[0])
+	}
+	if err := m.Wait(60 * time.Second); err != nil {
+		t.Errorf("no power-off after the selftest: %v", err)
+	}
+}
+
+func TestQEMUSelftest(t *testing.T) {
+	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: "doppel.selftest=1", SMP: 2, MemMiB: 4608})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	checkSelftest(t, m, 6*time.Minute)
+	// All RAM seen: QEMU puts 3 GiB below 4 GiB and the rest above it, so
+	// the memory report must count RAM above 4 GiB too.
+	re := regexp.MustCompile(`board: usable RAM (\d+) MiB`)
+	subs := re.FindStringSubmatch(m.Output())
+	if subs == nil {
+		t.Fatalf("no %q line in the boot log", re)
+	}
+	if mib, _ := strconv.Atoi(subs[1]); mib < 4608-128 {
+		t.Errorf("usable RAM %d MiB of 4608 MiB: memory above 4 GiB missed", mib)
+	}
+}
+
+func TestQEMUShell(t *testing.T) {
+	m, err := StartQEMU(t.Name(), QEMUConfig{SMP: 2, MemMiB: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	shellSession(t, m, 2*time.Minute)
+}
+
+// shellSession types help and mem at the prompt and checks the answers.
+func shellSession(t *testing.T, m *Machine, bootTimeout time.Duration) {
+	t.Helper()
+	if err := m.ExpectString(prompt, bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		typed string
+		want  *regexp.Regexp
+	}{
+		{"help\r", regexp.MustCompile(`(?s)help.*mem.*cpu.*uptime.*log.*halt.*reboot.*` + prompt)},
+		{"mem\r", regexp.MustCompile(`(?s)MemTotal.*` + prompt)},
+		{"uptime\r", regexp.MustCompile(`(?s)up.*\d.*` + prompt)},
+		{"nonsense\r", regexp.MustCompile(`(?s)nonsense.*(unknown|not found).*` + prompt)},
+	} {
+		if err := m.Type(step.typed); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Expect(step.want, 30*time.Second); err != nil {
+			t.Errorf("after typing %q: %v", step.typed, err)
+		}
+	}
+}
+
+func TestQEMUBadFlags(t *testing.T) {
+	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: "doppel.selftest=maybe doppel.reserve=lots doppel.nosuchflag=1", SMP: 1, MemMiB: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, flag := range []string{"doppel.reserve", "doppel.selftest", "doppel.nosuchflag"} {
+		re := regexp.MustCompile(`bad flag[^\r\n]*` + regexp.QuoteMeta(flag) + `|` + regexp.QuoteMeta(flag) + `[^\r\n]*(bad|unknown|invalid)`)
+		if !re.MatchString(m.Output()) {
+			if _, err := m.Expect(re, 90*time.Second); err != nil {
+				t.Errorf("no clear message for %s: %v", flag, err)
+			}
+		}
+	}
+	// Boot goes on with defaults: the shell answers.
+	if err := m.ExpectString(prompt, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBochsSelftest(t *testing.T) {
+	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: "doppel.selftest=1", CPUs: 2, MemMiB: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	checkSelftest(t, m, 10*time.Minute)
+}
+
+func TestBochsShell(t *testing.T) {
+	m, err := StartBochs(t.Name(), BochsConfig{CPUs: 2, MemMiB: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	shellSession(t, m, 5*time.Minute)
+}

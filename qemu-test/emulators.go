@@ -1,0 +1,180 @@
+package qemutest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Module is a multiboot module handed to doppel: a file and its name, which
+// becomes the module's command line (doppel.guest=<name> picks it).
+type Module struct {
+	Path, Name string
+}
+
+// QEMUConfig describes a QEMU TCG boot of build/doppel.bin via -kernel.
+type QEMUConfig struct {
+	Cmdline string
+	SMP     int    // CPUs, default 2
+	MemMiB  int    // default 4096
+	CPU     string // -cpu model, default QEMU's
+	Modules []Module
+}
+
+// StartQEMU boots doppel.bin under QEMU TCG with the serial console on the
+// process's stdio.
+func StartQEMU(name string, c QEMUConfig) (*Machine, error) {
+	if c.SMP == 0 {
+		c.SMP = 2
+	}
+	if c.MemMiB == 0 {
+		c.MemMiB = 4096
+	}
+	root := repoRoot()
+	args := []string{
+		"-kernel", filepath.Join(root, "build", "doppel.bin"),
+		"-append", c.Cmdline,
+		"-smp", strconv.Itoa(c.SMP), "-m", strconv.Itoa(c.MemMiB),
+		"-display", "none", "-monitor", "none", "-serial", "stdio",
+		"-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+	}
+	if c.CPU != "" {
+		args = append(args, "-cpu", c.CPU)
+	}
+	if len(c.Modules) > 0 {
+		var initrd string
+		for i, mod := range c.Modules {
+			if i > 0 {
+				initrd += ","
+			}
+			initrd += mod.Path + " " + mod.Name
+		}
+		args = append(args, "-initrd", initrd)
+	}
+	m, err := newMachine(name)
+	if err != nil {
+		return nil, err
+	}
+	m.cmd = exec.Command("qemu-system-x86_64", args...)
+	fmt.Fprintf(m.log, "# qemu-system-x86_64 %q\n", args)
+	if m.in, err = m.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := m.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	m.cmd.Stderr = m.log
+	if err := m.start(); err != nil {
+		return nil, err
+	}
+	go m.pump(stdout)
+	return m, nil
+}
+
+// BochsConfig describes a Bochs boot of a GRUB ISO built for this run.
+type BochsConfig struct {
+	Cmdline string
+	CPUs    int    // default 2
+	MemMiB  int    // default 512
+	Model   string // Bochs CPU model, default an Intel one with VMX+EPT
+	Modules []Module
+}
+
+// StartBochs builds an ISO with the given command line and modules, boots it
+// under Bochs and connects to its COM1 socket.
+func StartBochs(name string, c BochsConfig) (*Machine, error) {
+	if c.CPUs == 0 {
+		c.CPUs = 2
+	}
+	if c.MemMiB == 0 {
+		c.MemMiB = 512
+	}
+	if c.Model == "" {
+		c.Model = "corei7_skylake_x"
+	}
+	root := repoRoot()
+	m, err := newMachine(name)
+	if err != nil {
+		return nil, err
+	}
+	work := filepath.Join(root, "build", "qemu-test", name)
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, err
+	}
+	iso := filepath.Join(work, "boot.iso")
+	mk := []string{filepath.Join(root, "scripts", "mkiso.sh"), iso, filepath.Join(root, "build", "doppel.bin"), c.Cmdline}
+	for _, mod := range c.Modules {
+		mk = append(mk, mod.Path, mod.Name)
+	}
+	if out, err := exec.Command("bash", mk...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("%s: mkiso: %v: %s", name, err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	rc, err := exec.Command("bash", filepath.Join(root, "scripts", "bochsrc.sh"), iso, strconv.Itoa(port),
+		strconv.Itoa(c.CPUs), strconv.Itoa(c.MemMiB), c.Model).Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: bochsrc: %w", name, err)
+	}
+	rcPath, contPath := filepath.Join(work, "bochsrc"), filepath.Join(work, "continue")
+	if err := os.WriteFile(rcPath, rc, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(contPath, []byte("c\n"), 0o644); err != nil {
+		return nil, err
+	}
+	bochsOut, err := os.Create(filepath.Join(work, "bochs.out"))
+	if err != nil {
+		return nil, err
+	}
+	m.cmd = exec.Command("bochs", "-q", "-f", rcPath, "-rc", contPath)
+	m.cmd.Stdout, m.cmd.Stderr = bochsOut, bochsOut
+	fmt.Fprintf(m.log, "# bochs -q -f %s (cmdline %q)\n", rcPath, c.Cmdline)
+	if err := m.start(); err != nil {
+		return nil, err
+	}
+	conn, err := dialRetry(port, 30*time.Second, m.exited)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%s: bochs COM1: %w (see %s)", name, err, bochsOut.Name())
+	}
+	m.in = conn
+	go m.pump(conn)
+	return m, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func dialRetry(port int, timeout time.Duration, exited <-chan struct{}) (net.Conn, error) {
+	deadline := time.Now().Add(timeout)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			return conn, nil
+		}
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("emulator exited before its console opened")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

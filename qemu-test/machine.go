@@ -1,0 +1,182 @@
+// Package qemutest boots doppel's images in emulators and drives the serial
+// console: QEMU TCG (fast, no VMX) with `-kernel build/doppel.bin`, and Bochs
+// (an Intel CPU model with VT-x and EPT) from a GRUB ISO. Tests wait for
+// console lines with timeouts and type at the shell; every run's serial output
+// is kept under build/qemu-test/ for debugging.
+package qemutest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+)
+
+// Machine is one running emulator with its serial console.
+type Machine struct {
+	name string
+	cmd  *exec.Cmd
+	in   io.WriteCloser // serial input (typing)
+	log  *os.File
+
+	mu     sync.Mutex
+	out    bytes.Buffer  // all serial output so far
+	seen   int           // offset up to which Expect has consumed out
+	grew   chan struct{} // closed and replaced whenever out grows
+	exited chan struct{} // closed when the emulator process has exited
+	err    error         // the process's exit error, valid after exited
+	ended  bool          // serial stream closed
+}
+
+func newMachine(name string) (*Machine, error) {
+	dir := filepath.Join(repoRoot(), "build", "qemu-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("log dir: %w", err)
+	}
+	log, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, fmt.Errorf("serial log: %w", err)
+	}
+	return &Machine{name: name, log: log, grew: make(chan struct{}), exited: make(chan struct{})}, nil
+}
+
+// pump copies the serial stream into the buffer and the log until it ends.
+func (m *Machine) pump(r io.Reader) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m.log.Write(buf[:n])
+			m.mu.Lock()
+			m.out.Write(buf[:n])
+			close(m.grew)
+			m.grew = make(chan struct{})
+			m.mu.Unlock()
+		}
+		if err != nil {
+			m.mu.Lock()
+			m.ended = true
+			close(m.grew)
+			m.grew = make(chan struct{})
+			m.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Expect waits until the serial output after the previous match matches re,
+// and returns the submatches. It fails on timeout or when the machine stops.
+func (m *Machine) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		m.mu.Lock()
+		rest := m.out.Bytes()[m.seen:]
+		if loc := re.FindSubmatchIndex(rest); loc != nil {
+			subs := make([]string, len(loc)/2)
+			for i := range subs {
+				if loc[2*i] >= 0 {
+					subs[i] = string(rest[loc[2*i]:loc[2*i+1]])
+				}
+			}
+			m.seen += loc[1]
+			m.mu.Unlock()
+			return subs, nil
+		}
+		grew, ended := m.grew, m.ended
+		m.mu.Unlock()
+		if ended {
+			return nil, fmt.Errorf("%s: console closed before %q; tail:\n%s", m.name, re, m.Tail(1500))
+		}
+		select {
+		case <-grew:
+		case <-deadline.C:
+			return nil, fmt.Errorf("%s: no %q within %v; tail:\n%s", m.name, re, timeout, m.Tail(1500))
+		}
+	}
+}
+
+// ExpectString is Expect for a literal string.
+func (m *Machine) ExpectString(s string, timeout time.Duration) error {
+	_, err := m.Expect(regexp.MustCompile(regexp.QuoteMeta(s)), timeout)
+	return err
+}
+
+// Type sends keystrokes to the serial console, slowly enough for a 16550
+// without FIFO handling in the guest to keep up.
+func (m *Machine) Type(s string) error {
+	for i := 0; i < len(s); i++ {
+		if _, err := m.in.Write([]byte{s[i]}); err != nil {
+			return fmt.Errorf("%s: typing: %w", m.name, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// Output returns all serial output so far.
+func (m *Machine) Output() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.String()
+}
+
+// Tail returns the last n bytes of serial output.
+func (m *Machine) Tail(n int) string {
+	s := m.Output()
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
+}
+
+// Wait waits for the emulator to exit by itself (the kernel powered off).
+func (m *Machine) Wait(timeout time.Duration) error {
+	select {
+	case <-m.exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: still running after %v; tail:\n%s", m.name, timeout, m.Tail(1500))
+	}
+}
+
+// Close stops the emulator if it still runs and closes the log.
+func (m *Machine) Close() {
+	select {
+	case <-m.exited:
+	default:
+		m.cmd.Process.Kill()
+		<-m.exited
+	}
+	if m.in != nil {
+		m.in.Close()
+	}
+	m.log.Close()
+}
+
+func (m *Machine) start() error {
+	if err := m.cmd.Start(); err != nil {
+		return fmt.Errorf("%s: start %s: %w", m.name, m.cmd.Path, err)
+	}
+	go func() {
+		m.err = m.cmd.Wait()
+		close(m.exited)
+	}()
+	return nil
+}
+
+// repoRoot is the directory holding go.mod, found from the test's directory.
+func repoRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return dir
+}

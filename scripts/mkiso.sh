@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# mkiso.sh OUT.iso KERNEL.bin "CMDLINE" [MODULE.bin NAME]...
+# builds a BIOS-bootable GRUB ISO that boots KERNEL with multiboot2, the given
+# command line and modules (each passed with its NAME as the module's command
+# line), GRUB itself speaking on COM1 at 115200. Used by the emulator tests to
+# boot the same image with different flags.
+set -euo pipefail
+out=$1 kernel=$2 cmdline=$3
+shift 3
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir/boot/grub"
+cp "$kernel" "$dir/boot/doppel.bin"
+mods=""
+while [ $# -ge 2 ]; do
+  cp "$1" "$dir/boot/$2"
+  mods+="  module2 /boot/$2 $2"$'\n'
+  shift 2
+done
+cat > "$dir/boot/grub/grub.cfg" <<CFG
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=0
+menuentry "doppel" {
+  multiboot2 /boot/doppel.bin $cmdline
+$mods  boot
+}
+CFG
+grub-mkrescue -o "$out" "$dir" >/dev/null 2>&1 || {
+  echo "mkiso: grub-mkrescue failed (grub-pc-bin, xorriso, mtools installed?)" >&2
+  grub-mkrescue -o "$out" "$dir"
+  exit 1
+}

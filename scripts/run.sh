@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# run.sh boots build/doppel.iso in the best emulator present, with doppel's
+# serial console on this terminal:
+#   1. QEMU with KVM and nested VMX (-cpu host,+vmx), when /dev/kvm works and
+#      the host CPU has VMX: the fast path, like a real server.
+#   2. Bochs with an Intel CPU model (VT-x with EPT emulated): slow but exact.
+# DOPPEL_CMDLINE adds boot flags (QEMU path: appended to the kernel command
+# line). Leave Bochs with Ctrl-] (socat's escape), QEMU with Ctrl-A X.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+iso=build/doppel.iso
+[ -f "$iso" ] || { echo "run: $iso missing: make image" >&2; exit 1; }
+
+nested_vmx() {
+  [ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
+  grep -qw vmx /proc/cpuinfo || return 1
+  local p=/sys/module/kvm_intel/parameters/nested
+  [ -r $p ] && grep -qE '^(Y|1)' $p
+}
+
+if nested_vmx; then
+  echo "run: QEMU/KVM with nested VMX"
+  exec qemu-system-x86_64 -enable-kvm -cpu host,+vmx -smp 2 -m 4G \
+    -kernel build/doppel.bin -append "${DOPPEL_CMDLINE:-}" \
+    $( [ -f build/testguest.bin ] && echo -initrd "build/testguest.bin testguest" ) \
+    -nographic -no-reboot
+fi
+
+echo "run: no usable KVM with nested VMX here; booting in Bochs (Intel model, VT-x+EPT emulated)"
+echo "run: the serial console follows; Ctrl-] leaves"
+port=$(( 20000 + RANDOM % 20000 ))
+dir=$(mktemp -d)
+bash scripts/bochsrc.sh "$PWD/$iso" "$port" 2 1024 > "$dir/bochsrc"
+echo c > "$dir/continue"
+bochs -q -f "$dir/bochsrc" -rc "$dir/continue" > build/bochs-run.log 2>&1 &
+bochs_pid=$!
+trap 'kill $bochs_pid 2>/dev/null; rm -rf "$dir"' EXIT
+socat -,raw,echo=0,escape=0x1d TCP:127.0.0.1:"$port",retry=50,interval=0.2
