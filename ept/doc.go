@@ -1,0 +1,44 @@
+// Package ept builds and maintains Extended Page Tables, the second-level
+// address translation of Intel VT-x, and harvests the guest's dirty pages from
+// them.
+//
+// Reference: Intel 64 and IA-32 Architectures Software Developer's Manual
+// (SDM), Vol. 3C, ch. 29 "VMX Support for Address Translation":
+//   - 29.3.2 EPT translation mechanism (4-level walk: PML4, PDPT, PD, PT);
+//   - 29.3.3 EPT-induced VM exits (violations, misconfigurations);
+//   - 29.3.5 Accessed and dirty flags for EPT;
+//   - 29.3.6 Page-modification logging (PML);
+//   - 29.3.7 EPT and memory typing;
+//   - 29.4.3 Invalidation of cached translations (INVEPT).
+//
+// and Vol. 3C 25.6.11 "Extended-Page-Table Pointer (EPTP)".
+//
+// The tables live in physical memory the package reaches only through the
+// PhysMem interface: on bare metal a Region over doppel's reserved memory
+// (mapped through /dev/mem), in tests a Region over a Go slice. Table frames
+// and guest RAM both come from that region, and Map refuses a host address
+// that is not guest RAM, so no guest-physical address can reach the kernel's
+// memory or the EPT tables themselves.
+//
+// Map, Unmap, Protect, Lookup and the dirty harvest share one walker
+// parameterised by a visitor (the shape of gVisor's ring0/pagetables); a walk
+// never allocates Go memory. After every change the Tables call their
+// Invalidator (INVEPT single-context on hardware).
+//
+// # Dirty tracking
+//
+// With EPT A/D enabled (EPTP bit 6) the CPU sets the accessed flag in every
+// EPT entry it uses for a translation and the dirty flag in the leaf that
+// maps a written page (29.3.5). HarvestScan test-and-clears the leaf dirty
+// flags into a Bitmap of guest frame numbers and clears the accessed flags of
+// the upper levels; a subtree whose upper accessed flag is clear was not used
+// since the previous harvest and is skipped, so the cost of a scan follows the
+// memory the guest touched, not its size. With PML (29.3.6) the CPU also logs
+// the guest-physical address of each page whose dirty flag it sets; DrainPML
+// moves those frames into the Bitmap and clears just their dirty flags.
+//
+// Both harvests are exact only if no vCPU runs between clearing a flag and
+// the INVEPT that follows: a translation cached with D=1 lets later writes
+// through without setting D again. doppel harvests at a VM exit, with the
+// guest's vCPUs out of non-root operation.
+package ept
