@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -19,10 +20,48 @@ const (
 
 // OnBareMetal reports whether the kernel runs on the doppel boot layer (in
 // ring 0) rather than as a process on a Linux host. It is true iff
-// /proc/doppel/memmap exists.
+// /proc/doppel/memmap exists; the answer is computed once.
 func OnBareMetal() bool {
-	_, err := os.Stat(MemmapPath)
-	return err == nil
+	bareMetalOnce.Do(func() {
+		// openat, not stat: the layer answers openat and read only.
+		fd, err := syscall.Open(MemmapPath, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == nil {
+			syscall.Close(fd)
+			onBareMetal = true
+		}
+	})
+	return onBareMetal
+}
+
+var (
+	bareMetalOnce sync.Once
+	onBareMetal   bool
+)
+
+// ReadFile returns the contents of a file the boot layer serves (or the
+// host's file of that name). It uses only openat, read and close, which is
+// all the layer promises (no fstat, no poller), unlike os.ReadFile.
+func ReadFile(path string) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	var data []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n <= 0 {
+			return data, nil
+		}
+		data = append(data, buf[:n]...)
+	}
 }
 
 // ErrNotBareMetal is returned by operations that would act on the host
