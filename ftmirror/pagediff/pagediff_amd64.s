@@ -334,18 +334,19 @@ bitloop:
 	JMP  next64
 
 // func applyAVX2(dst, src []byte) int
-// As applySSE2 with 128-byte blocks; the slow path compares qwords
-// directly (VPCMPEQQ) for one mask bit per word.
+// As applySSE2 with 256-byte blocks (one VPTEST per 32 words keeps the
+// fast path at two loads per 32 bytes and little else); the slow path
+// compares qwords directly (VPCMPEQQ) for one mask bit per word.
 TEXT ·applyAVX2(SB), NOSPLIT, $0-56
-	MOVQ   dst_base+0(FP), DI
-	MOVQ   dst_len+8(FP), BX
-	MOVQ   src_base+24(FP), SI
-	XORQ   R8, R8
-	CMPQ   BX, $128
-	JB     words
-	VPXOR  Y7, Y7, Y7
+	MOVQ  dst_base+0(FP), DI
+	MOVQ  dst_len+8(FP), BX
+	MOVQ  src_base+24(FP), SI
+	XORQ  R8, R8
+	CMPQ  BX, $256
+	JB    words
+	VPXOR Y15, Y15, Y15
 
-loop128:
+loop256:
 	VMOVDQU 0(SI), Y0
 	VPXOR   0(DI), Y0, Y0
 	VMOVDQU 32(SI), Y1
@@ -354,18 +355,30 @@ loop128:
 	VPXOR   64(DI), Y2, Y2
 	VMOVDQU 96(SI), Y3
 	VPXOR   96(DI), Y3, Y3
-	VPOR    Y1, Y0, Y4
-	VPOR    Y3, Y2, Y5
-	VPOR    Y5, Y4, Y4
-	VPTEST  Y4, Y4
-	JNZ     slow128
+	VMOVDQU 128(SI), Y4
+	VPXOR   128(DI), Y4, Y4
+	VMOVDQU 160(SI), Y5
+	VPXOR   160(DI), Y5, Y5
+	VMOVDQU 192(SI), Y6
+	VPXOR   192(DI), Y6, Y6
+	VMOVDQU 224(SI), Y7
+	VPXOR   224(DI), Y7, Y7
+	VPOR    Y1, Y0, Y8
+	VPOR    Y3, Y2, Y9
+	VPOR    Y5, Y4, Y10
+	VPOR    Y7, Y6, Y11
+	VPOR    Y9, Y8, Y8
+	VPOR    Y11, Y10, Y10
+	VPOR    Y10, Y8, Y8
+	VPTEST  Y8, Y8
+	JNZ     slow256
 
-next128:
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $128, BX
-	CMPQ BX, $128
-	JAE  loop128
+next256:
+	ADDQ $256, SI
+	ADDQ $256, DI
+	SUBQ $256, BX
+	CMPQ BX, $256
+	JAE  loop256
 	VZEROUPPER
 
 words:
@@ -389,11 +402,15 @@ done:
 	MOVQ R8, ret+48(FP)
 	RET
 
-slow128:
-	VPCMPEQQ  Y7, Y0, Y0         // all-ones where the word is equal
-	VPCMPEQQ  Y7, Y1, Y1
-	VPCMPEQQ  Y7, Y2, Y2
-	VPCMPEQQ  Y7, Y3, Y3
+slow256:
+	VPCMPEQQ  Y15, Y0, Y0        // all-ones where the word is equal
+	VPCMPEQQ  Y15, Y1, Y1
+	VPCMPEQQ  Y15, Y2, Y2
+	VPCMPEQQ  Y15, Y3, Y3
+	VPCMPEQQ  Y15, Y4, Y4
+	VPCMPEQQ  Y15, Y5, Y5
+	VPCMPEQQ  Y15, Y6, Y6
+	VPCMPEQQ  Y15, Y7, Y7
 	VMOVMSKPD Y0, AX
 	VMOVMSKPD Y1, R10
 	VMOVMSKPD Y2, R11
@@ -404,7 +421,19 @@ slow128:
 	ORL       R10, AX
 	ORL       R12, R11
 	ORL       R11, AX
-	XORL      $0xffff, AX        // bit w: word w differs
+	VMOVMSKPD Y4, R9
+	VMOVMSKPD Y5, R10
+	VMOVMSKPD Y6, R11
+	VMOVMSKPD Y7, R12
+	SHLL      $4, R10
+	SHLL      $8, R11
+	SHLL      $12, R12
+	ORL       R10, R9
+	ORL       R12, R11
+	ORL       R11, R9
+	SHLL      $16, R9
+	ORL       R9, AX
+	NOTL      AX                 // bit w: word w differs
 
 bitloop:
 	BSFL AX, CX
@@ -414,4 +443,4 @@ bitloop:
 	LEAL -1(AX), R11
 	ANDL R11, AX                 // clear the lowest set bit
 	JNZ  bitloop
-	JMP  next128
+	JMP  next256
