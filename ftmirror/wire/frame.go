@@ -1,0 +1,345 @@
+// Package wire is the frame codec of the doppel fault-tolerance link: versioned,
+// length-prefixed frames with a CRC32C (corruption) and a keyed MAC
+// (authentication), with a sequence number per direction so that a replayed,
+// reordered or reflected frame is refused.
+//
+// # Frame layout (all integers little-endian)
+//
+//	offset size  field
+//	0      2     magic "dF"
+//	2      1     version (1)
+//	3      1     type (Type)
+//	4      4     payload length n (≤ MaxPayload)
+//	8      8     sequence number (per direction, from 0, +1 a frame)
+//	16     8     epoch
+//	24     n     payload
+//	24+n   4     CRC32C (Castagnoli) of bytes [0, 24+n)
+//	28+n   16    MAC tag of bytes [0, 28+n)
+//
+// The CRC is checked before the MAC so that line corruption and forgery give
+// different errors; the MAC alone decides authenticity. The sequence number is
+// checked after the MAC, so a forged frame cannot move the expected sequence.
+//
+// # Keys and MAC
+//
+// The two HELLO frames of a session (sequence 0 in each direction) carry a
+// fresh 16-byte random nonce each and are authenticated with
+// HMAC-SHA256(PSK, direction || frame) truncated to 16 bytes. Both sides then
+// derive a session key K = HMAC-SHA256(PSK, "doppel-ft session v1" || nonce
+// of the primary || nonce of the secondary), and every later frame is
+// authenticated with AES-256-GCM used as a MAC (GMAC: empty plaintext, the
+// frame as additional data) under K with the 96-bit nonce direction(4) ||
+// sequence(8). A nonce never repeats under one key: the key is new each
+// session and the sequence only grows. GMAC runs at about 6.5 GB/s on one core
+// here against 1.3 GB/s for HMAC-SHA256 (SHA-NI), which matters because the
+// initial sync must run near loopback TCP speed (the figures are in
+// ftmirror/doc.go).
+package wire
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// Frame layout constants.
+const (
+	Version    = 1
+	HeaderSize = 24
+	CRCSize    = 4
+	TagSize    = 16
+	Overhead   = HeaderSize + CRCSize + TagSize
+	// MaxPayload bounds a frame so that a corrupted length cannot make the
+	// receiver allocate or wait for gigabytes.
+	MaxPayload = 8 << 20
+	KeySize    = 32
+	NonceSize  = 16
+)
+
+var magic = [2]byte{'d', 'F'}
+
+// Type is the frame type.
+type Type uint8
+
+// Frame types. See ftmirror/doc.go for the protocol that uses them.
+const (
+	THello     Type = 1 // handshake: role, generation, nonce
+	TBegin     Type = 2 // an epoch opens: staging starts on the secondary
+	TGroup     Type = 3 // page records of the open epoch
+	TEnd       Type = 4 // epoch closes: counts, state blobs, output; commit
+	TAck       Type = 5 // secondary committed an epoch
+	THeartbeat Type = 6 // liveness, both directions
+	TBye       Type = 7 // orderly end of a session
+	maxType         = TBye
+)
+
+func (t Type) String() string {
+	switch t {
+	case THello:
+		return "HELLO"
+	case TBegin:
+		return "BEGIN"
+	case TGroup:
+		return "GROUP"
+	case TEnd:
+		return "END"
+	case TAck:
+		return "ACK"
+	case THeartbeat:
+		return "HEARTBEAT"
+	case TBye:
+		return "BYE"
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Direction names the sender of a frame; it is bound into every MAC so a
+// frame reflected back to its sender is refused.
+type Direction uint32
+
+const (
+	PrimaryToSecondary Direction = 1
+	SecondaryToPrimary Direction = 2
+)
+
+// Errors. Every refusal wraps one of these, so callers can tell corruption
+// from forgery from replay.
+var (
+	ErrBadMagic   = errors.New("wire: bad magic")
+	ErrVersion    = errors.New("wire: unsupported version")
+	ErrType       = errors.New("wire: unknown frame type")
+	ErrTooLarge   = errors.New("wire: payload length over limit")
+	ErrTruncated  = errors.New("wire: truncated frame")
+	ErrCorrupt    = errors.New("wire: checksum mismatch (corrupt frame)")
+	ErrForged     = errors.New("wire: authentication failed (forged frame or wrong key)")
+	ErrReplay     = errors.New("wire: unexpected sequence number (replayed, reordered or lost frame)")
+	ErrNoSession  = errors.New("wire: no session key yet (only HELLO allowed)")
+	ErrTrailing   = errors.New("wire: trailing bytes after frame")
+	ErrBadPayload = errors.New("wire: malformed payload")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Frame is a decoded, authenticated frame. Payload aliases the buffer it was
+// decoded from.
+type Frame struct {
+	Type    Type
+	Seq     uint64
+	Epoch   uint64
+	Payload []byte
+}
+
+// Codec seals outgoing frames and opens incoming ones for one end of a
+// session. It is not safe for concurrent use by several senders, nor by
+// several receivers; one sender and one receiver may run concurrently.
+type Codec struct {
+	psk     []byte
+	out, in Direction
+	sendSeq uint64
+	recvSeq uint64
+	gcm     cipher.AEAD // nil until SetSessionKey
+	nonceTx [12]byte
+	nonceRx [12]byte
+	tagTx   [TagSize]byte
+}
+
+// NewCodec returns a codec that sends in direction out and receives frames
+// sent in the other direction. psk must be KeySize bytes.
+func NewCodec(psk []byte, out Direction) (*Codec, error) {
+	if len(psk) != KeySize {
+		return nil, fmt.Errorf("wire: pre-shared key is %d bytes, want %d", len(psk), KeySize)
+	}
+	in := SecondaryToPrimary
+	if out == SecondaryToPrimary {
+		in = PrimaryToSecondary
+	}
+	c := &Codec{psk: append([]byte(nil), psk...), out: out, in: in}
+	binary.LittleEndian.PutUint32(c.nonceTx[:4], uint32(out))
+	binary.LittleEndian.PutUint32(c.nonceRx[:4], uint32(in))
+	return c, nil
+}
+
+// SessionKey derives the session key from the pre-shared key and the two
+// HELLO nonces.
+func SessionKey(psk, primaryNonce, secondaryNonce []byte) []byte {
+	m := hmac.New(sha256.New, psk)
+	m.Write([]byte("doppel-ft session v1"))
+	m.Write(primaryNonce)
+	m.Write(secondaryNonce)
+	return m.Sum(nil)
+}
+
+// SetSessionKey switches the codec from PSK-HMAC (HELLO only) to GMAC under
+// the session key.
+func (c *Codec) SetSessionKey(k []byte) error {
+	b, err := aes.NewCipher(k)
+	if err != nil {
+		return err
+	}
+	g, err := cipher.NewGCM(b)
+	if err != nil {
+		return err
+	}
+	c.gcm = g
+	return nil
+}
+
+// Start appends an empty header to dst; the caller appends the payload and
+// then calls Seal on the whole slice.
+func Start(dst []byte) []byte {
+	return append(dst, make([]byte, HeaderSize)...)
+}
+
+// Seal fills in the header of buf (made by Start plus a payload appended)
+// and appends the CRC and MAC. It returns the complete frame.
+func (c *Codec) Seal(buf []byte, t Type, epoch uint64) ([]byte, error) {
+	n := len(buf) - HeaderSize
+	if n < 0 {
+		return nil, ErrTruncated
+	}
+	if n > MaxPayload {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
+	}
+	if c.gcm == nil && t != THello {
+		return nil, ErrNoSession
+	}
+	buf[0], buf[1], buf[2], buf[3] = magic[0], magic[1], Version, byte(t)
+	binary.LittleEndian.PutUint32(buf[4:], uint32(n))
+	binary.LittleEndian.PutUint64(buf[8:], c.sendSeq)
+	binary.LittleEndian.PutUint64(buf[16:], epoch)
+	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
+	buf = append(buf, c.tag(c.out, c.sendSeq, buf, &c.nonceTx)...)
+	c.sendSeq++
+	return buf, nil
+}
+
+// Append seals a frame with the given payload onto dst.
+func (c *Codec) Append(dst []byte, t Type, epoch uint64, payload []byte) ([]byte, error) {
+	start := len(dst)
+	dst = Start(dst)
+	dst = append(dst, payload...)
+	f, err := c.Seal(dst[start:], t, epoch)
+	if err != nil {
+		return dst[:start], err
+	}
+	return append(dst[:start], f...), nil
+}
+
+func (c *Codec) tag(dir Direction, seq uint64, data []byte, nonce *[12]byte) []byte {
+	if c.gcm == nil {
+		m := hmac.New(sha256.New, c.psk)
+		var d [4]byte
+		binary.LittleEndian.PutUint32(d[:], uint32(dir))
+		m.Write(d[:])
+		m.Write(data)
+		return m.Sum(nil)[:TagSize]
+	}
+	binary.LittleEndian.PutUint64(nonce[4:], seq)
+	var out [TagSize]byte
+	return c.gcm.Seal(out[:0], nonce[:], nil, data)
+}
+
+// parseHeader checks the fixed header and returns the payload length.
+func parseHeader(h []byte) (Type, int, error) {
+	if h[0] != magic[0] || h[1] != magic[1] {
+		return 0, 0, fmt.Errorf("%w: % x", ErrBadMagic, h[:2])
+	}
+	if h[2] != Version {
+		return 0, 0, fmt.Errorf("%w: %d", ErrVersion, h[2])
+	}
+	t := Type(h[3])
+	if t == 0 || t > maxType {
+		return 0, 0, fmt.Errorf("%w: %d", ErrType, h[3])
+	}
+	n := binary.LittleEndian.Uint32(h[4:])
+	if n > MaxPayload {
+		return 0, 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
+	}
+	return t, int(n), nil
+}
+
+// Open checks one complete frame (exactly one, no trailing bytes) and returns
+// it. On any error nothing about the codec changes.
+func (c *Codec) Open(b []byte) (Frame, error) {
+	if len(b) < Overhead {
+		return Frame{}, fmt.Errorf("%w: %d bytes", ErrTruncated, len(b))
+	}
+	_, n, err := parseHeader(b)
+	if err != nil {
+		return Frame{}, err
+	}
+	if len(b) < Overhead+n {
+		return Frame{}, fmt.Errorf("%w: %d of %d bytes", ErrTruncated, len(b), Overhead+n)
+	}
+	if len(b) > Overhead+n {
+		return Frame{}, fmt.Errorf("%w: %d extra", ErrTrailing, len(b)-Overhead-n)
+	}
+	return c.check(b, n)
+}
+
+func (c *Codec) check(b []byte, n int) (Frame, error) {
+	body := b[:HeaderSize+n]
+	want := binary.LittleEndian.Uint32(b[HeaderSize+n:])
+	if got := crc32.Checksum(body, castagnoli); got != want {
+		return Frame{}, fmt.Errorf("%w: crc %08x, frame says %08x", ErrCorrupt, got, want)
+	}
+	t := Type(b[3])
+	seq := binary.LittleEndian.Uint64(b[8:])
+	if c.gcm == nil && t != THello {
+		return Frame{}, fmt.Errorf("%w: got %v", ErrNoSession, t)
+	}
+	tag := c.tag(c.in, seq, b[:HeaderSize+n+CRCSize], &c.nonceRx)
+	if !hmac.Equal(tag, b[HeaderSize+n+CRCSize:HeaderSize+n+CRCSize+TagSize]) {
+		return Frame{}, fmt.Errorf("%w: %v seq %d", ErrForged, t, seq)
+	}
+	if seq != c.recvSeq {
+		return Frame{}, fmt.Errorf("%w: %v seq %d, want %d", ErrReplay, t, seq, c.recvSeq)
+	}
+	c.recvSeq++
+	return Frame{Type: t, Seq: seq, Epoch: binary.LittleEndian.Uint64(b[16:]), Payload: b[HeaderSize : HeaderSize+n]}, nil
+}
+
+// Reader reads frames from a stream into a reusable buffer.
+type Reader struct {
+	r   io.Reader
+	c   *Codec
+	buf []byte
+}
+
+// NewReader returns a frame reader over r using codec c for the receive side.
+func NewReader(r io.Reader, c *Codec) *Reader {
+	return &Reader{r: r, c: c, buf: make([]byte, 0, 64<<10)}
+}
+
+// Next reads and checks one frame. The payload is valid until the next call.
+// A stream error mid-frame is reported as ErrTruncated wrapping the cause.
+func (r *Reader) Next() (Frame, error) {
+	r.buf = r.buf[:HeaderSize]
+	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+		if err == io.EOF {
+			return Frame{}, io.EOF
+		}
+		return Frame{}, fmt.Errorf("%w: header: %v", ErrTruncated, err)
+	}
+	_, n, err := parseHeader(r.buf)
+	if err != nil {
+		return Frame{}, err
+	}
+	total := Overhead + n
+	if cap(r.buf) < total {
+		nb := make([]byte, total)
+		copy(nb, r.buf)
+		r.buf = nb
+	}
+	r.buf = r.buf[:total]
+	if _, err := io.ReadFull(r.r, r.buf[HeaderSize:]); err != nil {
+		return Frame{}, fmt.Errorf("%w: %d-byte payload: %v", ErrTruncated, n, err)
+	}
+	return r.c.check(r.buf, n)
+}
