@@ -1,0 +1,134 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/doppel-ft/doppel/board"
+)
+
+// System is what the built-in commands ask of the machine. The kernel wires
+// the real machine (Machine); tests wire fakes.
+type System struct {
+	Log          *Log
+	Uptime       func() time.Duration
+	CPUReport    func(w io.Writer) error
+	MemoryReport func(w io.Writer) error
+	Stats        func() ([]byte, error)
+	Flags        func(w io.Writer) error
+	Power        func(board.PowerAction) error
+}
+
+// Builtins returns the standard command table over sys.
+func Builtins(sys System) []Command {
+	return []Command{
+		{Name: "cpu", Help: "CPU identity and virtualization features", Run: report(sys.CPUReport)},
+		{Name: "mem", Help: "memory: /proc/meminfo, Go heap, memory map", Run: report(sys.MemoryReport)},
+		{Name: "uptime", Help: "time since boot", Run: func(w io.Writer, _ []string) error {
+			d := sys.Uptime()
+			_, err := fmt.Fprintf(w, "up %s (%.6f s)\n", d.Truncate(time.Second), d.Seconds())
+			return err
+		}},
+		{Name: "log", Args: "[n]", Help: "the last n log lines (all kept lines by default)", Run: func(w io.Writer, args []string) error {
+			return logCommand(w, sys.Log, args)
+		}},
+		{Name: "stats", Help: "boot layer counters (" + board.StatsPath + ")", Run: func(w io.Writer, _ []string) error {
+			data, err := sys.Stats()
+			if err != nil {
+				return err
+			}
+			_, err = w.Write(data)
+			return err
+		}},
+		{Name: "flags", Help: "boot flags and their values", Run: report(sys.Flags)},
+		{Name: "halt", Help: "stop all CPUs", Run: power(sys.Power, board.Halt)},
+		{Name: "reboot", Help: "restart the machine", Run: power(sys.Power, board.Restart)},
+	}
+}
+
+func report(fn func(io.Writer) error) func(io.Writer, []string) error {
+	return func(w io.Writer, _ []string) error {
+		if fn == nil {
+			return errors.New("not available")
+		}
+		return fn(w)
+	}
+}
+
+func power(fn func(board.PowerAction) error, a board.PowerAction) func(io.Writer, []string) error {
+	return func(w io.Writer, _ []string) error {
+		fmt.Fprintf(w, "%s...\n", a)
+		return fn(a)
+	}
+}
+
+func logCommand(w io.Writer, log *Log, args []string) error {
+	lines := log.Lines()
+	if len(args) > 1 {
+		return errors.New("usage: log [n]")
+	}
+	if len(args) == 1 {
+		n, err := strconv.Atoi(args[0])
+		if err != nil || n < 0 {
+			return fmt.Errorf("bad count %q: want a number of lines", args[0])
+		}
+		if n < len(lines) {
+			lines = lines[len(lines)-n:]
+		}
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Machine returns a System over the live machine: the boot layer's files
+// on bare metal (the host's /proc on a host), runtime statistics, and
+// board.Power.
+func Machine(log *Log, cpuReport func(io.Writer) error, flags func(io.Writer) error) System {
+	return System{
+		Log:          log,
+		Uptime:       SinceBoot,
+		CPUReport:    cpuReport,
+		MemoryReport: MemoryReport,
+		Stats:        func() ([]byte, error) { return board.ReadFile(board.StatsPath) },
+		Flags:        flags,
+		Power:        board.Power,
+	}
+}
+
+// MemoryReport prints what the layer (or host) says about memory, what the
+// Go runtime holds, and the memory map when there is one.
+func MemoryReport(w io.Writer) error {
+	var errs []error
+	if mi, err := board.ReadMeminfo(); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, k := range []string{"MemTotal", "MemFree", "MemAvailable", "DoppelReserved"} {
+			if v, ok := mi[k]; ok {
+				fmt.Fprintf(w, "%-16s %10s\n", k+":", board.FormatBytes(v))
+			}
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(w, "go: sys %s, heap in use %s, heap idle %s, released %s, stacks %s\n",
+		board.FormatBytes(ms.Sys), board.FormatBytes(ms.HeapInuse), board.FormatBytes(ms.HeapIdle),
+		board.FormatBytes(ms.HeapReleased), board.FormatBytes(ms.StackSys))
+	fmt.Fprintf(w, "go: %d GCs, %d goroutines, next GC at %s\n",
+		ms.NumGC, runtime.NumGoroutine(), board.FormatBytes(ms.NextGC))
+	if m, err := board.ReadMemmap(); err == nil {
+		errs = append(errs, m.WriteReport(w))
+	} else if board.OnBareMetal() {
+		errs = append(errs, err)
+	} else {
+		fmt.Fprintf(w, "memory map: none (not on bare metal)\n")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,189 @@
+package console
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doppel-ft/doppel/board"
+)
+
+// fakeSystem is a System whose answers are fixed strings, recording power
+// requests.
+func fakeSystem(powered *[]board.PowerAction) System {
+	log := NewLog(nil, 16, fakeClock(time.Second, time.Second))
+	log.Printf("kernel", "one")
+	log.Printf("kernel", "two")
+	log.Printf("kernel", "three")
+	text := func(s string) func(io.Writer) error {
+		return func(w io.Writer) error { _, err := io.WriteString(w, s); return err }
+	}
+	return System{
+		Log:          log,
+		Uptime:       func() time.Duration { return 3723*time.Second + 500*time.Millisecond },
+		CPUReport:    text("GenuineIntel family 6\n"),
+		MemoryReport: text("MemTotal: 4G\n"),
+		Stats:        func() ([]byte, error) { return nil, errors.New("open /proc/doppel/stats: no such file or directory") },
+		Power: func(a board.PowerAction) error {
+			*powered = append(*powered, a)
+			return board.ErrNotBareMetal
+		},
+	}
+}
+
+func TestShell(t *testing.T) {
+	const prompt = "doppel> "
+	tests := []struct {
+		name    string
+		echo    bool
+		input   string
+		want    string
+		powered []board.PowerAction
+	}{
+		{
+			name:  "empty input prints one prompt",
+			input: "",
+			want:  prompt,
+		},
+		{
+			name:  "echo, CR as enter, command output",
+			echo:  true,
+			input: "cpu\r",
+			want:  prompt + "cpu\nGenuineIntel family 6\n" + prompt,
+		},
+		{
+			name:  "LF as enter, CR LF is one enter",
+			input: "mem\nmem\r\n",
+			want:  prompt + "MemTotal: 4G\n" + prompt + "MemTotal: 4G\n" + prompt,
+		},
+		{
+			name:  "backspace and DEL erase, echoed as BS SP BS",
+			echo:  true,
+			input: "cpx\x7fu\r" + "\x08\x08\r",
+			want:  prompt + "cpx\b \bu\nGenuineIntel family 6\n" + prompt + "\n" + prompt,
+		},
+		{
+			name:  "ctrl-U erases the line, ctrl-C cancels it",
+			echo:  true,
+			input: "xy\x15cpu\r" + "halt\x03",
+			want:  prompt + "xy\b \b\b \bcpu\nGenuineIntel family 6\n" + prompt + "halt^C\n" + prompt,
+		},
+		{
+			name:  "arrow keys and other escapes are swallowed",
+			echo:  true,
+			input: "\x1b[Acp\x1b[1;5Du\x1bOA\r",
+			want:  prompt + "cpu\nGenuineIntel family 6\n" + prompt,
+		},
+		{
+			name:  "blank lines and extra spaces",
+			input: "\n   \n  uptime   \n",
+			want:  prompt + prompt + prompt + "up 1h2m3s (3723.500000 s)\n" + prompt,
+		},
+		{
+			name:  "unknown command",
+			input: "reboto\n",
+			want:  prompt + "unknown command \"reboto\": try help\n" + prompt,
+		},
+		{
+			name:  "log with and without a count",
+			input: "log 2\nlog\nlog x\n",
+			want: prompt + "[    2.000000] kernel: two\n[    3.000000] kernel: three\n" + prompt +
+				"[    1.000000] kernel: one\n[    2.000000] kernel: two\n[    3.000000] kernel: three\n" + prompt +
+				"log: bad count \"x\": want a number of lines\n" + prompt,
+		},
+		{
+			name:  "a failing command reports its error",
+			input: "stats\nflags\n",
+			want: prompt + "stats: open /proc/doppel/stats: no such file or directory\n" + prompt +
+				"flags: not available\n" + prompt,
+		},
+		{
+			name:    "halt and reboot refused off bare metal",
+			input:   "halt\nreboot\n",
+			want:    prompt + "halt...\nhalt: not on bare metal (no /proc/doppel/memmap)\n" + prompt + "restart...\nreboot: not on bare metal (no /proc/doppel/memmap)\n" + prompt,
+			powered: []board.PowerAction{board.Halt, board.Restart},
+		},
+		{
+			name:  "control and high bytes are ignored",
+			echo:  true,
+			input: "c\x01\x80p\xffu\r",
+			want:  prompt + "cpu\nGenuineIntel family 6\n" + prompt,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			var powered []board.PowerAction
+			sh := &Shell{In: strings.NewReader(tt.input), Out: &out, Echo: tt.echo, Commands: Builtins(fakeSystem(&powered))}
+			if err := sh.Run(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if out.String() != tt.want {
+				t.Errorf("output:\n%q\nwant:\n%q", out.String(), tt.want)
+			}
+			if len(powered) != len(tt.powered) || (len(powered) > 0 && powered[0] != tt.powered[0]) {
+				t.Errorf("power requests %v, want %v", powered, tt.powered)
+			}
+		})
+	}
+}
+
+func TestShellHelpListsEveryCommand(t *testing.T) {
+	var out strings.Builder
+	var powered []board.PowerAction
+	cmds := Builtins(fakeSystem(&powered))
+	sh := &Shell{In: strings.NewReader("help\n"), Out: &out, Commands: cmds}
+	if err := sh.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range append(cmds, Command{Name: "help"}) {
+		if !strings.Contains(out.String(), "\n  "+c.Name) && !strings.HasPrefix(out.String(), "doppel>   "+c.Name) {
+			t.Errorf("help lacks %s:\n%s", c.Name, out.String())
+		}
+	}
+	for _, name := range []string{"help", "mem", "cpu", "uptime", "log", "halt", "reboot", "stats"} {
+		if !strings.Contains(out.String(), "  "+name) {
+			t.Errorf("help lacks required command %s", name)
+		}
+	}
+}
+
+func TestShellLineLimitAndExit(t *testing.T) {
+	var out strings.Builder
+	exit := Command{Name: "exit", Run: func(io.Writer, []string) error { return ErrExit }}
+	long := strings.Repeat("x", MaxLine+2)
+	sh := &Shell{In: strings.NewReader(long + "\n" + "exit\nnever\n"), Out: &out, Echo: true, Commands: []Command{exit}}
+	if err := sh.Run(); err != nil {
+		t.Fatal(err)
+	}
+	want := "doppel> " + strings.Repeat("x", MaxLine) + "\a\a\n" +
+		"unknown command \"" + strings.Repeat("x", MaxLine) + "\": try help\n" + "doppel> exit\n"
+	if out.String() != want {
+		t.Errorf("output:\n%q\nwant:\n%q", out.String(), want)
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("uart overrun") }
+
+func TestShellReadError(t *testing.T) {
+	sh := &Shell{In: failingReader{}, Out: io.Discard}
+	if err := sh.Run(); err == nil || !strings.Contains(err.Error(), "uart overrun") {
+		t.Errorf("Run = %v, want the read error", err)
+	}
+}
+
+func TestMemoryReportOnThisMachine(t *testing.T) {
+	var out strings.Builder
+	if err := MemoryReport(&out); err != nil {
+		t.Fatalf("MemoryReport: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"MemTotal:", "MemFree:", "go: sys ", "memory map"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
