@@ -1,0 +1,212 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// VMCS reads and writes fields of the current VMCS (VMREAD/VMWRITE on the
+// hardware; a map in host tests).
+type VMCS interface {
+	Read(f Field) (uint64, error)
+	Write(f Field, v uint64) error
+}
+
+// Regs are the guest registers the VMCS does not hold, saved and restored
+// by the entry/exit stub around every VM entry. The order is the stub's.
+type Regs struct {
+	RAX, RBX, RCX, RDX, RSI, RDI, RBP    uint64
+	R8, R9, R10, R11, R12, R13, R14, R15 uint64
+}
+
+// Action is what the vCPU loop does after an exit was handled.
+type Action int
+
+// Actions.
+const (
+	// ActionResume re-enters the guest.
+	ActionResume Action = iota
+	// ActionStop ends the guest's run without error (it halted, or a
+	// device ended the test).
+	ActionStop
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionResume:
+		return "resume"
+	case ActionStop:
+		return "stop"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Exit is the information of one VM exit, read from the VMCS (25.9).
+type Exit struct {
+	Reason        ExitReasonField
+	Qualification uint64
+	GuestPhysical uint64 // EPT violations and misconfigurations
+	InstrLen      uint64 // VM-exit instruction length, for instruction exits
+	RIP           uint64
+}
+
+// VCPU is the state the exit handlers act on.
+type VCPU struct {
+	Regs Regs
+	VMCS VMCS
+	Bus  *IOBus
+	// CPUID runs CPUID on the host (cpu.CPUID on the hardware).
+	CPUID func(leaf, subleaf uint32) (eax, ebx, ecx, edx uint32)
+	// OnEPTViolation decides what an EPT violation does; nil stops the
+	// guest with ErrEPTViolation.
+	OnEPTViolation func(v *VCPU, gpa uint64, q EPTViolationQual) (Action, error)
+	// OnPMLFull drains the page-modification log (ept.PMLSource.Drain).
+	OnPMLFull func() error
+	// Counts counts exits by basic reason.
+	Counts [NumExitReasons]uint64
+}
+
+// Errors of exit handling; the messages wrap them with the details.
+var (
+	ErrUnhandledExit = errors.New("vmm: unhandled VM exit")
+	ErrEntryFailed   = errors.New("vmm: VM entry failed")
+	ErrTripleFault   = errors.New("vmm: guest triple fault")
+	ErrEPTViolation  = errors.New("vmm: guest EPT violation")
+	ErrEPTMisconfig  = errors.New("vmm: EPT misconfiguration")
+	ErrUnsupported   = errors.New("vmm: unsupported guest operation")
+)
+
+// ExitHandler handles one basic exit reason.
+type ExitHandler func(v *VCPU, e *Exit) (Action, error)
+
+var exitHandlers [NumExitReasons]ExitHandler
+
+func init() {
+	exitHandlers = [NumExitReasons]ExitHandler{
+		ExitExternalInterrupt: handleExternalInterrupt,
+		ExitTripleFault:       handleTripleFault,
+		ExitCPUID:             handleCPUID,
+		ExitHLT:               handleHLT,
+		ExitIOInstruction:     handleIO,
+		ExitEPTViolation:      handleEPTViolation,
+		ExitEPTMisconfig:      handleEPTMisconfig,
+		ExitPMLFull:           handlePMLFull,
+	}
+}
+
+// Dispatch counts the exit and runs its handler.
+func Dispatch(v *VCPU, e *Exit) (Action, error) {
+	r := e.Reason.Basic()
+	if int(r) < len(v.Counts) {
+		v.Counts[r]++
+	}
+	if e.Reason.EntryFailure() {
+		return ActionStop, fmt.Errorf("%w: %s (exit reason %#x, rip %#x)",
+			ErrEntryFailed, EntryFailureDetail(r, e.Qualification), uint32(e.Reason), e.RIP)
+	}
+	if int(r) >= len(exitHandlers) || exitHandlers[r] == nil {
+		return ActionStop, fmt.Errorf("%w: %v (reason %d, qualification %#x, rip %#x)",
+			ErrUnhandledExit, r, uint16(r), e.Qualification, e.RIP)
+	}
+	return exitHandlers[r](v, e)
+}
+
+// skip advances the guest RIP past the exiting instruction.
+func skip(v *VCPU, e *Exit) error {
+	if err := v.VMCS.Write(GuestRIP, e.RIP+e.InstrLen); err != nil {
+		return fmt.Errorf("vmm: advance rip: %w", err)
+	}
+	return nil
+}
+
+// handleExternalInterrupt resumes: without "acknowledge interrupt on exit"
+// the interrupt stays pending and the host takes it when the vCPU loop
+// enables interrupts again.
+func handleExternalInterrupt(*VCPU, *Exit) (Action, error) { return ActionResume, nil }
+
+func handleTripleFault(_ *VCPU, e *Exit) (Action, error) {
+	return ActionStop, fmt.Errorf("%w at rip %#x", ErrTripleFault, e.RIP)
+}
+
+// HypervisorSignature is what CPUID leaf 0x40000000 returns in EBX, ECX,
+// EDX: the hypervisor vendor the guest sees.
+const HypervisorSignature = "doppel-ft-hv"
+
+// handleCPUID runs CPUID on the host and edits the answer: leaf 1 reports a
+// hypervisor (ECX bit 31) and no VMX (ECX bit 5); leaf 0x40000000 names doppel.
+func handleCPUID(v *VCPU, e *Exit) (Action, error) {
+	leaf, sub := uint32(v.Regs.RAX), uint32(v.Regs.RCX)
+	var a, b, c, d uint32
+	switch {
+	case leaf == 0x4000_0000:
+		s := []byte(HypervisorSignature)
+		a = 0x4000_0000
+		b = le32(s[0:4])
+		c = le32(s[4:8])
+		d = le32(s[8:12])
+	case leaf > 0x4000_0000 && leaf < 0x4000_0100:
+		// No further hypervisor leaves.
+	default:
+		a, b, c, d = v.CPUID(leaf, sub)
+		if leaf == 1 {
+			c = c&^(1<<CPUID01_ECX_VMX) | 1<<CPUID01_ECX_Hypervisor
+		}
+	}
+	v.Regs.RAX, v.Regs.RBX, v.Regs.RCX, v.Regs.RDX = uint64(a), uint64(b), uint64(c), uint64(d)
+	return ActionResume, skip(v, e)
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+// handleHLT stops the guest: doppel injects no interrupts yet, so a halted
+// guest never wakes.
+func handleHLT(v *VCPU, e *Exit) (Action, error) {
+	return ActionStop, skip(v, e)
+}
+
+// handleIO emulates IN and OUT on the bus (string forms are not supported).
+func handleIO(v *VCPU, e *Exit) (Action, error) {
+	q := IOQual(e.Qualification)
+	if q.StringOp() {
+		return ActionStop, fmt.Errorf("%w: %v at rip %#x", ErrUnsupported, q, e.RIP)
+	}
+	size := q.Size()
+	if q.In() {
+		val := uint64(v.Bus.In(q.Port(), size))
+		switch size {
+		case 4: // a 32-bit destination zero-extends into RAX
+			v.Regs.RAX = val
+		default:
+			mask := uint64(1)<<(8*size) - 1
+			v.Regs.RAX = v.Regs.RAX&^mask | val
+		}
+	} else {
+		v.Bus.Out(q.Port(), size, uint32(v.Regs.RAX))
+	}
+	return ActionResume, skip(v, e)
+}
+
+func handleEPTViolation(v *VCPU, e *Exit) (Action, error) {
+	q := EPTViolationQual(e.Qualification)
+	if v.OnEPTViolation != nil {
+		return v.OnEPTViolation(v, e.GuestPhysical, q)
+	}
+	return ActionStop, fmt.Errorf("%w: gpa %#x, %v, rip %#x", ErrEPTViolation, e.GuestPhysical, q, e.RIP)
+}
+
+func handleEPTMisconfig(_ *VCPU, e *Exit) (Action, error) {
+	return ActionStop, fmt.Errorf("%w at gpa %#x, rip %#x", ErrEPTMisconfig, e.GuestPhysical, e.RIP)
+}
+
+// handlePMLFull drains the log; the logging write is retried on resume.
+func handlePMLFull(v *VCPU, _ *Exit) (Action, error) {
+	if v.OnPMLFull == nil {
+		return ActionStop, fmt.Errorf("%w: PML full without a PML consumer", ErrUnhandledExit)
+	}
+	if err := v.OnPMLFull(); err != nil {
+		return ActionStop, fmt.Errorf("vmm: pml full: %w", err)
+	}
+	return ActionResume, nil
+}
