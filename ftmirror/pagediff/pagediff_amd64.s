@@ -434,6 +434,8 @@ slow256:
 	SHLL      $16, R9
 	ORL       R9, AX
 	NOTL      AX                 // bit w: word w differs
+	CMPL      AX, $-1
+	JEQ       alldiffer
 
 bitloop:
 	BSFL AX, CX
@@ -444,3 +446,24 @@ bitloop:
 	ANDL R11, AX                 // clear the lowest set bit
 	JNZ  bitloop
 	JMP  next256
+
+alldiffer:
+	// Every word of the block differs: store the whole block.
+	VMOVDQU 0(SI), Y0
+	VMOVDQU 32(SI), Y1
+	VMOVDQU 64(SI), Y2
+	VMOVDQU 96(SI), Y3
+	VMOVDQU 128(SI), Y4
+	VMOVDQU 160(SI), Y5
+	VMOVDQU 192(SI), Y6
+	VMOVDQU 224(SI), Y7
+	VMOVDQU Y0, 0(DI)
+	VMOVDQU Y1, 32(DI)
+	VMOVDQU Y2, 64(DI)
+	VMOVDQU Y3, 96(DI)
+	VMOVDQU Y4, 128(DI)
+	VMOVDQU Y5, 160(DI)
+	VMOVDQU Y6, 192(DI)
+	VMOVDQU Y7, 224(DI)
+	ADDQ    $32, R8
+	JMP     next256
