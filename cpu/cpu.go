@@ -49,3 +49,17 @@ func InitialAPICID() uint8 {
 	_, ebx, _, _ := cpuid(LeafFeatures, 0)
 	return uint8(ebx >> 24)
 }
+
+// APICID returns the APIC ID of the CPU the calling thread runs on: the
+// x2APIC ID from CPUID.0BH:EDX when the CPU has leaf 0BH, else the 8-bit
+// initial APIC ID (SDM Vol. 3A section 10.4.6 and Vol. 2A, CPUID leaf 0BH).
+// Pin the thread first.
+func APICID() uint32 {
+	maxLeaf, _, _, _ := cpuid(LeafVendor, 0)
+	if maxLeaf >= LeafTopology {
+		if _, ebx, _, edx := cpuid(LeafTopology, 0); ebx&0xffff != 0 {
+			return edx
+		}
+	}
+	return uint32(InitialAPICID())
+}

@@ -180,3 +180,19 @@ func TestPortsBareMetal(t *testing.T) {
 		}
 	}
 }
+
+func TestAPICIDMatchesInitialAPICID(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	// Below 256 CPUs the x2APIC ID and the initial APIC ID agree. The
+	// thread is not pinned to a CPU, so a migration between the two reads
+	// can differ once: retry.
+	var id uint32
+	var initial uint8
+	for try := 0; try < 3; try++ {
+		if id, initial = APICID(), InitialAPICID(); id >= 256 || id == uint32(initial) {
+			return
+		}
+	}
+	t.Errorf("APICID() = %d, InitialAPICID() = %d", id, initial)
+}

@@ -4,6 +4,7 @@ package cpu
 const (
 	LeafVendor           = 0x00 // max basic leaf in EAX, vendor in EBX, EDX, ECX
 	LeafFeatures         = 0x01 // version in EAX, APIC ID in EBX, feature flags in ECX, EDX
+	LeafTopology         = 0x0B // extended topology; x2APIC ID in EDX
 	LeafTSCCrystal       = 0x15 // TSC / core crystal clock ratio
 	LeafProcessorFreq    = 0x16 // base / max / bus frequency in MHz
 	LeafExtendedMax      = 0x80000000

@@ -1,0 +1,71 @@
+package selftest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hostConfig keeps the host run cheap: 64M of churn.
+func hostConfig(t *testing.T) Config {
+	return Config{ChurnBytes: 64 << 20, SleepSlack: 25 * time.Millisecond, Timeout: 60 * time.Second, Logf: t.Logf}
+}
+
+// TestEachOnHost runs every real self-test on this Linux host, where the
+// runtime's promises hold: each must pass.
+func TestEachOnHost(t *testing.T) {
+	for _, tt := range All {
+		t.Run(tt.Name, func(t *testing.T) {
+			cfg := hostConfig(t)
+			if err := runOne(&cfg, tt); err != nil {
+				t.Errorf("%s: %v", tt.Name, err)
+			}
+		})
+	}
+}
+
+func TestRunOutput(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	tests := []Test{
+		{"good", func(context.Context, *Config) error { return nil }},
+		{"bad", func(context.Context, *Config) error { return errors.New("wrong answer") }},
+		{"panics", func(context.Context, *Config) error { panic("boom") }},
+		{"honours-ctx", func(ctx context.Context, _ *Config) error { <-ctx.Done(); return errors.New("gave up") }},
+		{"hangs", func(context.Context, *Config) error { <-block; return nil }},
+	}
+	var out strings.Builder
+	start := time.Now()
+	res := Run(&out, Config{Timeout: 50 * time.Millisecond}, tests)
+	want := "selftest: PASS good\n" +
+		"selftest: FAIL bad: wrong answer\n" +
+		"selftest: FAIL panics: panic: boom\n" +
+		"selftest: FAIL honours-ctx: gave up\n" +
+		"selftest: FAIL hangs: timed out after 50ms\n" +
+		"selftest: failed 4/5\n"
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if res.OK() || res.Passed != 1 || res.Total != 5 || strings.Join(res.Failed, ",") != "bad,panics,honours-ctx,hangs" {
+		t.Errorf("result %+v", res)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("a hanging test held the run for %v", d)
+	}
+	out.Reset()
+	if res := Run(&out, Config{}, tests[:1]); !res.OK() || out.String() != "selftest: PASS good\nselftest: ok 1/1\n" {
+		t.Errorf("all-pass run: %+v %q", res, out.String())
+	}
+}
+
+// TestSpinHasNoCalls guards the premise of preempt-spin: if the compiler put
+// a call (a cooperative preemption point) in the loop, the test would pass
+// without async preemption. Measured by behaviour: the loop must run far
+// more iterations per second than any call-per-iteration loop could.
+func TestSpinRate(t *testing.T) {
+	if r := spinRate(); r < 1e8 {
+		t.Errorf("spin runs %.0f iterations/s; a call-free loop runs > 1e8 on any host", r)
+	}
+}
