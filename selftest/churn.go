@@ -62,10 +62,14 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	cfg.logf("alloc-churn: allocated %s (window %s); heap peak %s, released %s -> %s; MemFree %s -> %s",
+	memFree := ""
+	if cfg.BareMetal {
+		memFree = fmt.Sprintf("; MemFree %s -> %s", board.FormatBytes(freeBefore), board.FormatBytes(freeAfter))
+	}
+	cfg.logf("alloc-churn: allocated %s (window %s); heap peak %s, released %s -> %s%s",
 		board.FormatBytes(after.TotalAlloc-before.TotalAlloc), board.FormatBytes(window),
 		board.FormatBytes(peak.HeapSys), board.FormatBytes(before.HeapReleased),
-		board.FormatBytes(after.HeapReleased), board.FormatBytes(freeBefore), board.FormatBytes(freeAfter))
+		board.FormatBytes(after.HeapReleased), memFree)
 	if got := after.TotalAlloc - before.TotalAlloc; got < total {
 		return fmt.Errorf("runtime counted %s allocated, want at least %s", board.FormatBytes(got), board.FormatBytes(total))
 	}
