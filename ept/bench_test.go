@@ -27,12 +27,12 @@ func BenchmarkHarvest(b *testing.B) {
 func benchHarvest(b *testing.B, ram uint64, n int, pml bool) {
 	g := newTestGuest(b, ram, MapOpt{})
 	frames := ram / PageSize
-	cpu := &simCPU{t: g.t, pmlOn: pml, pmlIndex: PMLIndexStart}
+	cpu := &SimCPU{T: g.t, PML: pml, Index: PMLIndexStart}
 	var spent time.Duration
 	src := DirtySource(ScanSource{g.t})
 	if pml {
-		ps := NewPMLSource(g.t, &cpu.pml, cpu, frames)
-		cpu.pmlFull = func() {
+		ps := NewPMLSource(g.t, &cpu.Log, cpu, frames)
+		cpu.PMLFull = func() {
 			t0 := time.Now()
 			_, _ = ps.Drain()
 			spent += time.Since(t0)
@@ -55,7 +55,7 @@ func benchHarvest(b *testing.B, ram uint64, n int, pml bool) {
 		into.Reset()
 		v0 := g.t.Visited()
 		for _, gfn := range gfns {
-			cpu.access(gfn*PageSize, true)
+			cpu.Access(gfn*PageSize, true)
 		}
 		b.StartTimer()
 		t0 := time.Now()
@@ -76,12 +76,12 @@ func benchHarvest(b *testing.B, ram uint64, n int, pml bool) {
 func BenchmarkHarvestAllTouched(b *testing.B) {
 	const ram = 1 << 30
 	g := newTestGuest(b, ram, MapOpt{})
-	cpu := &simCPU{t: g.t}
+	cpu := NewSimCPU(g.t)
 	into := NewBitmap(ram / PageSize)
 	for b.Loop() {
 		b.StopTimer()
 		for gpa := uint64(0); gpa < ram; gpa += LargeSize {
-			cpu.access(gpa, true)
+			cpu.Access(gpa, true)
 		}
 		b.StartTimer()
 		if err := g.t.HarvestScan(into); err != nil {

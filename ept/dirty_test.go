@@ -7,16 +7,16 @@ import (
 
 // writeRandom writes n random pages of the guest through cpu and returns
 // the set of their frames.
-func writeRandom(t testing.TB, cpu *simCPU, rng *rand.Rand, frames uint64, n int) *Bitmap {
+func writeRandom(t testing.TB, cpu *SimCPU, rng *rand.Rand, frames uint64, n int) *Bitmap {
 	want := NewBitmap(frames)
 	for range n {
 		gfn := rng.Uint64N(frames)
-		if cpu.access(gfn*PageSize+rng.Uint64N(PageSize), true) != okAccess {
+		if _, err := cpu.Access(gfn*PageSize+rng.Uint64N(PageSize), true); err != nil {
 			t.Fatalf("write to frame %#x faulted", gfn)
 		}
 		want.Set(gfn)
 		// Reads elsewhere set accessed flags but must not be reported.
-		cpu.access(rng.Uint64N(frames)*PageSize, false)
+		cpu.Access(rng.Uint64N(frames)*PageSize, false)
 	}
 	return want
 }
@@ -36,12 +36,12 @@ func TestHarvestExact(t *testing.T) {
 	const frames = ramSize / PageSize
 	for _, pml := range []bool{false, true} {
 		g := newTestGuest(t, ramSize, MapOpt{})
-		cpu := &simCPU{t: g.t, pmlOn: pml, pmlIndex: PMLIndexStart}
+		cpu := &SimCPU{T: g.t, PML: pml, Index: PMLIndexStart}
 		src := DirtySource(ScanSource{g.t})
 		fullExits := 0
 		if pml {
-			ps := NewPMLSource(g.t, &cpu.pml, cpu, frames)
-			cpu.pmlFull = func() {
+			ps := NewPMLSource(g.t, &cpu.Log, cpu, frames)
+			cpu.PMLFull = func() {
 				fullExits++
 				if _, err := ps.Drain(); err != nil {
 					t.Fatal(err)
@@ -72,8 +72,8 @@ func TestHarvestExact(t *testing.T) {
 
 func TestHarvestLargeLeafReportsWholePage(t *testing.T) {
 	g := newTestGuest(t, 4*LargeSize, MapOpt{Large: true})
-	cpu := &simCPU{t: g.t}
-	cpu.access(LargeSize+0x3000, true)
+	cpu := NewSimCPU(g.t)
+	cpu.Access(LargeSize+0x3000, true)
 	got := NewBitmap(4 * LargeSize / PageSize)
 	if err := g.t.HarvestScan(got); err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestHarvestNeedsAD(t *testing.T) {
 func TestHarvestSkipsUntouched(t *testing.T) {
 	const ramSize = 1 << 30
 	g := newTestGuest(t, ramSize, MapOpt{})
-	cpu := &simCPU{t: g.t}
+	cpu := NewSimCPU(g.t)
 	b := NewBitmap(ramSize / PageSize)
 	// First harvest: every A flag is clear already (nothing ran), so it
 	// walks only PML4 and PDPT entries plus the 512 PDEs.
@@ -111,8 +111,8 @@ func TestHarvestSkipsUntouched(t *testing.T) {
 		for i := range regions {
 			// Two writes in each of `regions` distinct 2M regions.
 			gpa := uint64(i) * 5 * LargeSize % ramSize
-			cpu.access(gpa, true)
-			cpu.access(gpa+PageSize*100, true)
+			cpu.Access(gpa, true)
+			cpu.Access(gpa+PageSize*100, true)
 		}
 		before := g.t.Visited()
 		b.Reset()

@@ -2,58 +2,6 @@ package ept
 
 import "testing"
 
-// simCPU translates guest accesses through the tables as SDM Vol. 3C 29.3
-// describes, without a TLB (as if INVEPT ran before every access): it sets
-// the accessed flag of every entry it uses and the dirty flag of the leaf
-// of a write, logging the page in the PML buffer when that flag goes 0→1.
-type simCPU struct {
-	t        *Tables
-	pmlOn    bool
-	pml      [PMLEntries]uint64
-	pmlIndex uint16
-	// pmlFull is called at a PML-full exit; it must drain the log.
-	pmlFull func()
-}
-
-type access int
-
-const (
-	okAccess access = iota
-	violation
-)
-
-func (c *simCPU) access(gpa uint64, write bool) access {
-	pa := c.t.root
-	for level := levelPML4; ; level-- {
-		e := &c.t.mem.Table(pa)[levelIndex(gpa, level)]
-		if !present(*e) {
-			return violation
-		}
-		*e |= Accessed
-		if !isLeaf(*e, level) {
-			pa = *e & AddrMask
-			continue
-		}
-		if write && *e&Write == 0 || !write && *e&Read == 0 {
-			return violation
-		}
-		if write && *e&Dirty == 0 {
-			if c.pmlOn {
-				if c.pmlIndex >= PMLEntries {
-					c.pmlFull() // the VM exit; the write is retried after it
-				}
-				c.pml[c.pmlIndex] = gpa &^ (PageSize - 1)
-				c.pmlIndex--
-			}
-			*e |= Dirty
-		}
-		return okAccess
-	}
-}
-
-func (c *simCPU) PMLIndex() (uint16, error)  { return c.pmlIndex, nil }
-func (c *simCPU) SetPMLIndex(i uint16) error { c.pmlIndex = i; return nil }
-
 // countInv counts INVEPTs.
 type countInv struct {
 	n    int
