@@ -145,7 +145,7 @@ func (m MemoryMap) WriteReport(w io.Writer) error {
 	for _, r := range m {
 		fmt.Fprintf(&b, "  %v\n", r)
 	}
-	fmt.Fprintf(&b, "usable RAM %s (after carve-outs)\n", FormatBytes(m.Usable()))
+	fmt.Fprintf(&b, "usable RAM %d MiB (%s, after carve-outs)\n", m.Usable()>>20, FormatBytes(m.Usable()))
 	for _, t := range []RegionType{RegionDoppelReserved, RegionKernel} {
 		rs := m.Of(t)
 		if len(rs) == 0 {

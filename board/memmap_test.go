@@ -98,7 +98,7 @@ func TestMemmapReport(t *testing.T) {
 	for _, want := range []string{
 		"memory map: 10 regions\n",
 		"  0x0000000000000000-0x000000000009fc00     639K usable\n",
-		"usable RAM 3.88G (after carve-outs)\n",
+		"usable RAM 3968 MiB (3.88G, after carve-outs)\n",
 		"doppel-reserved: 64M at 0x13c000000-0x140000000\n",
 		"kernel: 63M at 0x100000-0x4000000\n",
 	} {

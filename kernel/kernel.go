@@ -107,7 +107,7 @@ func (k *kernel) reportMemory() {
 	case err != nil:
 		k.log.Printf("mem", "%v", err)
 	default:
-		if err := m.WriteReport(k.log.Writer("mem")); err != nil {
+		if err := m.WriteReport(k.log.Writer("board")); err != nil {
 			k.log.Printf("mem", "report: %v", err)
 		}
 	}
