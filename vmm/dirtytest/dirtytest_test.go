@@ -12,7 +12,7 @@ import (
 
 type mapVMCS map[vmm.Field]uint64
 
-func (m mapVMCS) Read(f vmm.Field) (uint64, error)   { return m[f], nil }
+func (m mapVMCS) Read(f vmm.Field) (uint64, error)  { return m[f], nil }
 func (m mapVMCS) Write(f vmm.Field, v uint64) error { m[f] = v; return nil }
 
 // world is a guest of memSize bytes behind EPT on a simulated CPU, with the
