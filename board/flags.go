@@ -220,7 +220,7 @@ func (r *Registry) Parse(words []string) (*Values, []error) {
 		}
 		f, ok := r.flags[key]
 		if !ok {
-			errs = append(errs, fmt.Errorf("board: unknown flag %s", word))
+			errs = append(errs, fmt.Errorf("board: bad flag %s: unknown doppel flag (the shell's flags command lists them)", word))
 			continue
 		}
 		if !hasValue {

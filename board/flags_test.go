@@ -137,7 +137,7 @@ func TestParseFlags(t *testing.T) {
 				}
 				return ""
 			},
-			errs: []string{"board: unknown flag doppel.selftst=1", "board: unknown flag doppel."},
+			errs: []string{"board: bad flag doppel.selftst=1: unknown doppel flag (the shell's flags command lists them)", "board: bad flag doppel.: unknown doppel flag (the shell's flags command lists them)"},
 		},
 	}
 	for _, tt := range tests {

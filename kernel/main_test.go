@@ -44,7 +44,7 @@ func TestRun(t *testing.T) {
 			input: "",
 			want: []string{
 				`^` + stamp + `board: bad flag doppel.selftest=maybe: want 0 or 1$`,
-				`^` + stamp + `board: unknown flag doppel.bogus=1$`,
+				`^` + stamp + `board: bad flag doppel.bogus=1: unknown doppel flag`,
 				`^` + stamp + `board: bad flag doppel.reserve=lots: want a size`,
 				`^` + stamp + `guest: doppel.guest=linux: .*no such file or directory$`,
 				`^doppel> $`,
