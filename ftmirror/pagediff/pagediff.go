@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 )
 
 // PageSize is the size of a guest page in bytes.
@@ -71,14 +72,24 @@ func Apply(dst, src []byte) int {
 func AppendDelta(buf, prev, cur []byte) []byte {
 	var mask [maskWords]uint64
 	pageMask("AppendDelta", prev, cur, &mask)
+	size := maskDeltaSize(&mask)
+	buf = slices.Grow(buf, size)
+	out := buf[len(buf) : len(buf)+size]
+	off := 0
 	for i := nextSet(&mask, 0); i < pageWords; {
 		end := nextClear(&mask, i)
-		buf = binary.LittleEndian.AppendUint16(buf, uint16(i))
-		buf = binary.LittleEndian.AppendUint16(buf, uint16(end-i))
-		buf = append(buf, cur[i*WordSize:end*WordSize]...)
+		le.PutUint16(out[off:], uint16(i))
+		le.PutUint16(out[off+2:], uint16(end-i))
+		off += runHeader
+		if end-i == 1 { // the common isolated word: no memmove call
+			le.PutUint64(out[off:], le.Uint64(cur[i*WordSize:]))
+		} else {
+			copy(out[off:], cur[i*WordSize:end*WordSize])
+		}
+		off += (end - i) * WordSize
 		i = nextSet(&mask, end)
 	}
-	return buf
+	return buf[:len(buf)+size]
 }
 
 // DeltaSize returns len(AppendDelta(nil, prev, cur)) without building it
@@ -86,6 +97,12 @@ func AppendDelta(buf, prev, cur []byte) []byte {
 func DeltaSize(prev, cur []byte) int {
 	var mask [maskWords]uint64
 	pageMask("DeltaSize", prev, cur, &mask)
+	return maskDeltaSize(&mask)
+}
+
+// maskDeltaSize returns the encoded size of the runs in a page's diff
+// bitmap: a header per run start plus a word per set bit.
+func maskDeltaSize(mask *[maskWords]uint64) int {
 	size := 0
 	carry := uint64(0) // bit 0: last word of the previous bitmap word changed
 	for _, m := range mask {
@@ -110,7 +127,11 @@ func ApplyDelta(page, delta []byte) error {
 	for len(delta) > 0 {
 		first := int(binary.LittleEndian.Uint16(delta))
 		n := int(binary.LittleEndian.Uint16(delta[2:])) * WordSize
-		copy(page[first*WordSize:], delta[runHeader:runHeader+n])
+		if n == WordSize { // the common isolated word: no memmove call
+			le.PutUint64(page[first*WordSize:], le.Uint64(delta[runHeader:]))
+		} else {
+			copy(page[first*WordSize:], delta[runHeader:runHeader+n])
+		}
 		delta = delta[runHeader+n:]
 	}
 	return nil
