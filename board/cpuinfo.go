@@ -154,8 +154,9 @@ func CPUCount() (n int, source string) {
 	return runtime.NumCPU(), "runtime.NumCPU"
 }
 
-// A CPUDetail adds lines to the CPU report; the vmm registers one for the
-// VMX capability MSRs (IA32_VMX_BASIC and friends, SDM Vol. 3C App. A).
+// A CPUDetail adds lines to the CPU report, printed as given; the kernel
+// registers one that reports the vmm's view of the VMX capability MSRs
+// (IA32_VMX_BASIC and friends, SDM Vol. 3C App. A).
 type CPUDetail func(f *Features) ([]string, error)
 
 var (
@@ -176,7 +177,8 @@ func RegisterCPUDetail(name string, fn CPUDetail) {
 }
 
 // WriteCPUReport prints the CPU feature report, then every registered
-// detail section. A failing detail prints its error and the report goes on.
+// detail section. A failing detail prints "<name>: error: <why>" and the
+// report goes on.
 func WriteCPUReport(w io.Writer, f *Features, ncpu int, ncpuSource string) error {
 	yesNo := map[bool]string{true: "yes", false: "no"}
 	var b strings.Builder
@@ -203,7 +205,7 @@ func WriteCPUReport(w io.Writer, f *Features, ncpu int, ncpuSource string) error
 			continue
 		}
 		for _, l := range lines {
-			fmt.Fprintf(&b, "%s: %s\n", d.name, l)
+			fmt.Fprintf(&b, "%s\n", l)
 		}
 	}
 	_, err := io.WriteString(w, b.String())

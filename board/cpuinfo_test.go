@@ -122,7 +122,7 @@ func TestFeatureControl(t *testing.T) {
 func TestCPUReport(t *testing.T) {
 	fc := FeatureControl(0x5)
 	f := Features{Vendor: "GenuineIntel", Family: 6, Model: 85, Stepping: 4, Brand: "Xeon", VMX: true, FeatureControl: &fc}
-	RegisterCPUDetail("vmx-test", func(*Features) ([]string, error) { return []string{"revision 4"}, nil })
+	RegisterCPUDetail("vmx-test", func(*Features) ([]string, error) { return []string{"vmx: revision 4"}, nil })
 	RegisterCPUDetail("broken-test", func(*Features) ([]string, error) { return nil, errors.New("no MSR") })
 	t.Cleanup(func() { cpuDetails = nil })
 	var b strings.Builder
@@ -135,7 +135,7 @@ func TestCPUReport(t *testing.T) {
 		"VMX: yes (CPUID.1:ECX[5]), SVM: no (CPUID.80000001:ECX[2])\n" +
 		"under a hypervisor: no, RDTSCP: no, invariant TSC: no\n" +
 		"IA32_FEATURE_CONTROL: 0x5 (locked, VMX outside SMX enabled)\n" +
-		"vmx-test: revision 4\n" +
+		"vmx: revision 4\n" +
 		"broken-test: error: no MSR\n"
 	if b.String() != want {
 		t.Errorf("report:\n%s\nwant:\n%s", b.String(), want)
