@@ -57,6 +57,10 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 	}
 	var peak runtime.MemStats
 	runtime.ReadMemStats(&peak)
+	freePeak, err := memFree(cfg)
+	if err != nil {
+		return err
+	}
 	clear(slots)
 	after, freeAfter, err := settle(cfg)
 	if err != nil {
@@ -64,7 +68,8 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 	}
 	memFree := ""
 	if cfg.BareMetal {
-		memFree = fmt.Sprintf("; MemFree %s -> %s", board.FormatBytes(freeBefore), board.FormatBytes(freeAfter))
+		memFree = fmt.Sprintf("; MemFree %s -> %s at the peak -> %s", board.FormatBytes(freeBefore),
+			board.FormatBytes(freePeak), board.FormatBytes(freeAfter))
 	}
 	cfg.logf("alloc-churn: allocated %s (window %s); heap peak %s, released %s -> %s%s",
 		board.FormatBytes(after.TotalAlloc-before.TotalAlloc), board.FormatBytes(window),
@@ -81,6 +86,12 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 		return fmt.Errorf("FreeOSMemory released %s -> %s, want at least %s more",
 			board.FormatBytes(before.HeapReleased), board.FormatBytes(after.HeapReleased), board.FormatBytes(window/2))
 	}
+	// The layer must count the frames the heap took (MemFree falls while
+	// the window is alive) and take them back (MemFree recovers).
+	if cfg.BareMetal && freePeak+window/2 > freeBefore {
+		return fmt.Errorf("MemFree hardly fell while %s was alive: %s before, %s at the peak",
+			board.FormatBytes(window), board.FormatBytes(freeBefore), board.FormatBytes(freePeak))
+	}
 	if cfg.BareMetal && freeAfter+window/4 < freeBefore {
 		return fmt.Errorf("MemFree did not recover: %s before, %s after", board.FormatBytes(freeBefore), board.FormatBytes(freeAfter))
 	}
@@ -94,13 +105,19 @@ func settle(cfg *Config) (runtime.MemStats, uint64, error) {
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
+	free, err := memFree(cfg)
+	return ms, free, err
+}
+
+// memFree returns the layer's MemFree on bare metal, 0 on a host (where
+// other processes make it meaningless).
+func memFree(cfg *Config) (uint64, error) {
 	if !cfg.BareMetal {
-		return ms, 0, nil
+		return 0, nil
 	}
 	mi, err := board.ReadMeminfo()
 	if err != nil {
-		return ms, 0, err
+		return 0, err
 	}
-	free, err := mi.Get("MemFree")
-	return ms, free, err
+	return mi.Get("MemFree")
 }
