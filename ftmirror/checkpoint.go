@@ -1,0 +1,197 @@
+package ftmirror
+
+import (
+	"github.com/doppel-ft/doppel/ftmirror/pagediff"
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+// deltaMax is the largest delta sent instead of a full page.
+const deltaMax = PageSize / 2
+
+// begin opens the next epoch on the secondary (F3's notification). It
+// carries the output offset released so far, so the secondary can drop
+// output it no longer needs to keep for a takeover.
+func (ps *pSession) begin() error {
+	p := ps.p
+	p.mu.Lock()
+	ps.open = p.epoch + 1
+	p.mu.Unlock()
+	ps.groups, ps.records = 0, 0
+	ps.startGroup()
+	if err := ps.send(wire.TBegin, ps.open, wire.AppendU64(nil, p.out.releasedThrough())); err != nil {
+		return err
+	}
+	p.cfg.hook(PointBegin, ps.open)
+	return nil
+}
+
+// checkpoint captures the open epoch with the guest paused only for the
+// capture (dirty set, a copy of the dirty pages, state, output seal), then
+// streams it in groups while the guest runs again, and opens the next epoch.
+func (ps *pSession) checkpoint() error {
+	p := ps.p
+	e := ps.open
+	clock := p.cfg.Clock
+	t0 := clock.Now()
+	p.guest.Pause()
+	ps.dirty = p.dirty.Harvest(ps.dirty[:0])
+	if ps.resyncing {
+		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor)) // the rest goes in later chunks
+	}
+	if need := len(ps.dirty) * PageSize; cap(ps.snap) < need {
+		ps.snap = make([]byte, need, need+need/2)
+	}
+	ps.snap = ps.snap[:len(ps.dirty)*PageSize]
+	for i, pfn := range ps.dirty {
+		copy(ps.snap[i*PageSize:(i+1)*PageSize], p.mem.Page(pfn))
+	}
+	ps.blobs = p.guest.SaveState(ps.blobs[:0])
+	p.out.seal(e)
+	p.mu.Lock()
+	p.epoch = e
+	p.mu.Unlock()
+	p.cfg.hook(PointPaused, e)
+	p.guest.Resume()
+	pause := clock.Now().Sub(t0)
+
+	wire0 := ps.wireOut.Load()
+	for i, pfn := range ps.dirty {
+		if err := ps.page(pfn, ps.snap[i*PageSize:(i+1)*PageSize]); err != nil {
+			return err
+		}
+	}
+	if err := ps.end(e); err != nil {
+		return err
+	}
+	p.Stats.checkpoint(pause, ps.wireOut.Load()-wire0, int64(len(ps.dirty))*PageSize)
+	return ps.begin()
+}
+
+func keepBelow(pfns []uint32, limit uint32) []uint32 {
+	out := pfns[:0]
+	for _, pfn := range pfns {
+		if pfn < limit {
+			out = append(out, pfn)
+		}
+	}
+	return out
+}
+
+// forward sends the pages dirtied so far while the guest keeps running
+// (F6). A page written again after its harvest is harvested again, so the
+// checkpoint corrects any torn copy sent here.
+func (ps *pSession) forward() error {
+	ps.dirty = ps.p.dirty.Harvest(ps.dirty[:0])
+	if ps.resyncing {
+		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor))
+	}
+	return ps.livePages(ps.dirty)
+}
+
+// livePages sends pages read from running guest memory.
+func (ps *pSession) livePages(pfns []uint32) error {
+	for _, pfn := range pfns {
+		copy(ps.scratch[:], ps.p.mem.Page(pfn))
+		if err := ps.page(pfn, ps.scratch[:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// page encodes one page against the shadow of what the secondary holds:
+// nothing if unchanged, a zero record, a delta of the changed words, or the
+// full page. src must not change during the call.
+func (ps *pSession) page(pfn uint32, src []byte) error {
+	p := ps.p
+	sh := p.shadow[int(pfn)*PageSize : int(pfn+1)*PageSize]
+	switch {
+	case !p.sent[pfn]: // the secondary's page is zero
+		if pagediff.IsZero(src) {
+			return nil
+		}
+		copy(ps.g.Full(pfn), src)
+		p.sent[pfn] = true
+	default:
+		d := pagediff.DeltaSize(sh, src)
+		switch {
+		case d == 0:
+			return nil
+		case pagediff.IsZero(src):
+			ps.g.Zero(pfn)
+			p.sent[pfn] = false
+		case d <= deltaMax:
+			ps.g.Delta(pfn, func(b []byte) []byte { return pagediff.AppendDelta(b, sh, src) })
+		default:
+			copy(ps.g.Full(pfn), src)
+		}
+	}
+	copy(sh, src)
+	ps.records++
+	if len(ps.g.Buf) >= p.cfg.GroupBytes {
+		return ps.flush()
+	}
+	return nil
+}
+
+func (ps *pSession) startGroup() {
+	if cap(ps.gbuf) < ps.p.cfg.GroupBytes+2*PageSize+wire.Overhead {
+		ps.gbuf = make([]byte, 0, ps.p.cfg.GroupBytes+2*PageSize+wire.Overhead)
+	}
+	ps.g.Reset(wire.Start(ps.gbuf[:0]), ps.groups)
+}
+
+// flush sends the group under construction, if it has records.
+func (ps *pSession) flush() error {
+	if ps.g.Count() == 0 {
+		return nil
+	}
+	p := ps.p
+	ps.g.Finish()
+	var split func()
+	if p.cfg.SplitGroups && p.cfg.Hook != nil {
+		e := ps.open
+		split = func() { p.cfg.hook(PointMidGroup, e) }
+	}
+	if err := ps.writeFrame(ps.g.Buf, wire.TGroup, ps.open, split); err != nil {
+		return err
+	}
+	if ps.groups == 0 {
+		p.cfg.hook(PointBetweenGroups, ps.open)
+	}
+	ps.groups++
+	ps.startGroup()
+	return nil
+}
+
+// end flushes the last group and sends END, which commits the epoch on the
+// secondary.
+//
+// END carries every sealed output byte this secondary has not been sent yet:
+// normally the epoch's own output, but in a session's first epoch also
+// output held from before the session, so a takeover never leaves a gap.
+func (ps *pSession) end(e uint64) error {
+	p := ps.p
+	if err := ps.flush(); err != nil {
+		return err
+	}
+	if r := p.out.releasedThrough(); r > ps.outSent {
+		ps.outSent = r
+	}
+	off := ps.outSent
+	out, outEnd := p.out.since(off)
+	ps.outSent = outEnd
+	p.cfg.hook(PointBeforeEnd, e)
+	end := wire.End{Groups: ps.groups, Pages: ps.records, OutOffset: off, Out: out, Blobs: ps.blobs}
+	if !ps.resyncing {
+		end.Flags |= wire.EndComplete
+	}
+	ps.mu.Lock()
+	ps.endSent[e] = p.cfg.Clock.Now()
+	ps.mu.Unlock()
+	if err := ps.send(wire.TEnd, e, end.Append(nil)); err != nil {
+		return err
+	}
+	p.cfg.hook(PointAfterEnd, e)
+	return nil
+}

@@ -1,0 +1,323 @@
+package ftmirror
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+func TestMirrorThenFailover(t *testing.T) {
+	for _, fwd := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "forward"}[fwd], func(t *testing.T) {
+			r := newRig(t, 256, func(c *Config) { c.Forward = fwd })
+			pc, sc := net.Pipe()
+			perr, serr := r.serve(pc, sc)
+			r.waitEpoch(20)
+			pc.Close() // the primary dies
+			r.stopGuest()
+			<-perr
+			if err := <-serr; !errors.Is(err, ErrPeerLost) {
+				t.Fatalf("secondary: %v", err)
+			}
+			tk := r.takeover()
+			if tk.Epoch < 20 {
+				t.Fatalf("took over at epoch %d", tk.Epoch)
+			}
+			if sum := r.p.Stats.Summary(); sum.Released == 0 || sum.Checkpoints < 20 {
+				t.Fatalf("stats %+v", sum)
+			}
+		})
+	}
+}
+
+// faultConn passes the primary's frames through, but applies fault to the
+// second GROUP frame of epoch `at` (so the first was already applied in
+// place and must be rolled back).
+type faultConn struct {
+	net.Conn
+	at     uint64
+	fault  string
+	mu     sync.Mutex
+	seen   int
+	prev   []byte
+	held   []byte
+	didIt  bool
+	closed bool
+}
+
+func (c *faultConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held != nil { // reorder: send this one first, then the held one
+		c.Conn.Write(b)
+		c.Conn.Write(c.held)
+		c.held = nil
+		return len(b), nil
+	}
+	isTarget := false
+	if !c.didIt && len(b) >= wire.HeaderSize && wire.Type(b[3]) == wire.TGroup && leU64(b[16:]) == c.at {
+		c.seen++
+		isTarget = c.seen == 2
+	}
+	if !isTarget {
+		c.prev = append(c.prev[:0], b...)
+		return c.Conn.Write(b)
+	}
+	c.didIt = true
+	f := append([]byte(nil), b...)
+	switch c.fault {
+	case "corrupt":
+		f[wire.HeaderSize+9] ^= 0x40
+	case "forge":
+		f[wire.HeaderSize+9] ^= 0x40
+		n := len(f) - wire.Overhead
+		putU32(f[wire.HeaderSize+n:], crc32c(f[:wire.HeaderSize+n]))
+	case "truncate":
+		c.Conn.Write(f[:len(f)/2])
+		c.Conn.Close()
+		return len(b), nil
+	case "replay":
+		f = append([]byte(nil), c.prev...)
+	case "drop":
+		return len(b), nil
+	case "reorder":
+		c.held = f
+		return len(b), nil
+	}
+	return c.Conn.Write(f)
+}
+
+func TestBadFramesApplyNothing(t *testing.T) {
+	tests := []struct {
+		fault string
+		want  error
+	}{
+		{"corrupt", wire.ErrCorrupt},
+		{"forge", wire.ErrForged},
+		{"truncate", wire.ErrTruncated},
+		{"replay", wire.ErrReplay},
+		{"drop", wire.ErrReplay},
+		{"reorder", wire.ErrReplay},
+	}
+	for _, tc := range tests {
+		t.Run(tc.fault, func(t *testing.T) {
+			const at = 8
+			r := newRig(t, 256, nil)
+			pc, sc := net.Pipe()
+			perr, serr := r.serve(&faultConn{Conn: pc, at: at, fault: tc.fault}, sc)
+			err := <-serr
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("secondary ended with %v, want %v", err, tc.want)
+			}
+			pc.Close()
+			<-perr
+			r.stopGuest()
+			if c, ok := r.s.Committed(); c != at-1 || !ok {
+				t.Fatalf("committed %d (complete %v), want %d", c, ok, at-1)
+			}
+			r.takeover()
+		})
+	}
+}
+
+// partitionConn silently swallows everything once cut.
+type partitionConn struct {
+	net.Conn
+	mu     sync.Mutex
+	cut    bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *partitionConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+func (c *partitionConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	cut := c.cut
+	c.mu.Unlock()
+	if cut {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *partitionConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.mu.Lock()
+	cut := c.cut
+	c.mu.Unlock()
+	if cut {
+		<-c.closed // nothing arrives any more
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+func TestPartitionNeverTwoReleasingPrimaries(t *testing.T) {
+	r := newRig(t, 256, nil)
+	pc, sc := net.Pipe()
+	pl := &partitionConn{Conn: pc, closed: make(chan struct{})}
+	sl := &partitionConn{Conn: sc, closed: make(chan struct{})}
+	perr, serr := r.serve(pl, sl)
+	r.waitEpoch(15)
+	cutAt := time.Now()
+	for _, c := range []*partitionConn{pl, sl} {
+		c.mu.Lock()
+		c.cut = true
+		c.mu.Unlock()
+	}
+	if err := <-serr; !errors.Is(err, ErrPeerLost) {
+		t.Fatalf("secondary: %v", err)
+	}
+	// The old primary is alive, its guest still runs and emits output.
+	promoteAt := r.s.PromoteAt()
+	time.Sleep(time.Until(promoteAt))
+	if err := <-perr; !errors.Is(err, ErrPeerLost) {
+		t.Fatalf("primary: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond) // the old primary keeps running meanwhile
+	r.w.mu.Lock()
+	for _, rel := range r.w.log {
+		if !rel.at.Before(promoteAt) {
+			t.Errorf("old primary released %d bytes at %v, after the secondary could promote (%v)", rel.n, rel.at.Sub(cutAt), promoteAt.Sub(cutAt))
+		}
+	}
+	r.w.mu.Unlock()
+	r.stopGuest()
+	r.takeover()
+	if ops := r.pg.Ops(); ops == 0 {
+		t.Fatal("guest never ran")
+	}
+}
+
+func TestResyncAcrossCheckpoints(t *testing.T) {
+	r := newRig(t, 256, func(c *Config) { c.ResyncPagesPerEpoch = 24 })
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	r.waitEpoch(6)
+	sc.Close() // the secondary dies
+	<-serr
+	if err := <-perr; err == nil {
+		t.Fatal("primary session survived a dead secondary")
+	}
+	r.w.mu.Lock()
+	heldFrom := len(r.w.data)
+	r.w.mu.Unlock()
+	// A new secondary joins; memory moves 24 pages per checkpoint.
+	r.s = NewSecondary(Config{PSK: testPSK, Epoch: r.cfg.Epoch, Heartbeat: r.cfg.Heartbeat}, blankLike(r))
+	pc, sc = net.Pipe()
+	perr, serr = r.serve(pc, sc)
+	start := r.p.Epoch()
+	sawIncomplete := false
+	for {
+		c, ok := r.s.Committed()
+		if ok {
+			break
+		}
+		if c > 0 {
+			sawIncomplete = true
+			r.w.mu.Lock()
+			if len(r.w.data) != heldFrom {
+				t.Fatalf("output released while the secondary was incomplete")
+			}
+			r.w.mu.Unlock()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c, _ := r.s.Committed()
+	if !sawIncomplete || c-start < 256/24 {
+		t.Fatalf("resync finished at epoch %d, started at %d; not spread over checkpoints", c, start)
+	}
+	r.waitEpoch(c + 5)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	r.takeover()
+}
+
+func TestTakeoverRefusedWhileIncomplete(t *testing.T) {
+	r := newRig(t, 256, func(c *Config) { c.Hook = func(p Point, e uint64) {} })
+	pc, sc := net.Pipe()
+	r.cfg.Hook = nil
+	perr, serr := r.serve(pc, sc)
+	time.Sleep(2 * time.Millisecond)
+	pc.Close()
+	<-perr
+	<-serr
+	r.stopGuest()
+	time.Sleep(time.Until(r.s.PromoteAt()))
+	if _, err := r.s.Takeover(); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("takeover of an unsynced secondary: %v", err)
+	}
+}
+
+func TestUndoLog(t *testing.T) {
+	r := newRig(t, 4, nil)
+	r.stopGuest()
+	mem := r.sg
+	for i := 0; i < 4; i++ {
+		copy(mem.Page(uint32(i)), bytes.Repeat([]byte{byte(i + 1)}, PageSize))
+	}
+	before := append([]byte(nil), mem.Memory()...)
+	u := newUndoLog()
+	for _, pfn := range []uint32{2, 0, 2} {
+		u.save(pfn, mem.Page(pfn))
+		mem.Page(pfn)[17]++
+	}
+	if n := u.rollback(mem); n != 2 || !bytes.Equal(mem.Memory(), before) {
+		t.Fatalf("rollback restored %d pages, memory equal: %v", n, bytes.Equal(mem.Memory(), before))
+	}
+	u.save(1, mem.Page(1))
+	mem.Page(1)[0] = 99
+	u.commit()
+	if u.rollback(mem) != 0 || mem.Page(1)[0] != 99 {
+		t.Fatal("rollback after commit undid committed data")
+	}
+}
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) Now() time.Time { return c.t }
+
+func TestLiveness(t *testing.T) {
+	c := &fakeClock{t: time.Unix(100, 0)}
+	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
+	l := newLiveness(c)
+	c.t = c.t.Add(39 * time.Millisecond)
+	if l.silentFor() > hb.Deadline() {
+		t.Fatal("declared lost early")
+	}
+	c.t = c.t.Add(2 * time.Millisecond)
+	if l.silentFor() <= hb.Deadline() {
+		t.Fatal("not declared lost after the deadline")
+	}
+	l.heard()
+	if l.silentFor() != 0 {
+		t.Fatal("heard did not reset")
+	}
+	if hb.Lease() >= hb.Deadline() {
+		t.Fatal("release lease must end before the promotion deadline")
+	}
+}
+
+func TestOutputLogTrim(t *testing.T) {
+	l := outputLog{start: 10, data: []byte("abcdef")}
+	l.trim(5)
+	l.trim(12)
+	if l.start != 12 || string(l.data) != "cdef" {
+		t.Fatalf("%d %q", l.start, l.data)
+	}
+	l.trim(100)
+	if l.start != 16 || len(l.data) != 0 {
+		t.Fatalf("%d %q", l.start, l.data)
+	}
+}

@@ -1,0 +1,172 @@
+package ftmirror
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+var testPSK = bytes.Repeat([]byte{0x5a}, wire.KeySize)
+
+// world is the outside world: it accepts output only at the next stream
+// offset, so a duplicate or a gap is an error, and it remembers who
+// released what and when.
+type world struct {
+	mu   sync.Mutex
+	data []byte
+	errs []error
+	log  []release
+}
+
+type release struct {
+	who string
+	off uint64
+	n   int
+	at  time.Time
+}
+
+type worldSink struct {
+	w   *world
+	who string
+}
+
+func (s worldSink) Release(off uint64, b []byte) error {
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if off != uint64(len(w.data)) {
+		err := fmt.Errorf("%s released offset %d, world is at %d", s.who, off, len(w.data))
+		w.errs = append(w.errs, err)
+		return err
+	}
+	w.data = append(w.data, b...)
+	w.log = append(w.log, release{s.who, off, len(b), time.Now()})
+	return nil
+}
+
+// rig is a primary and a secondary over an in-memory link.
+type rig struct {
+	t       *testing.T
+	cfg     Config
+	params  simguest.Params
+	pg, sg  *simguest.Guest
+	p       *Primary
+	s       *Secondary
+	w       *world
+	stop    chan struct{}
+	guestWG sync.WaitGroup
+
+	mu       sync.Mutex
+	snaps    map[uint64][]byte // primary memory at each capture
+	snapOps  map[uint64]uint64
+	released uint64 // highest epoch whose output was released
+}
+
+func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
+	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
+	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
+	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
+		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 10}}
+	r.cfg.Hook = func(pt Point, e uint64) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		switch pt {
+		case PointPaused:
+			r.snaps[e] = append([]byte(nil), r.pg.Memory()...)
+			r.snapOps[e] = r.pg.Ops()
+		case PointReleased:
+			r.released = max(r.released, e)
+		}
+	}
+	if tweak != nil {
+		tweak(&r.cfg)
+	}
+	r.pg = simguest.New(r.params)
+	r.sg = simguest.NewBlank(r.params)
+	r.p = NewPrimary(r.cfg, r.pg, r.pg, r.pg, worldSink{r.w, "primary"})
+	r.pg.Emit = r.p.Output
+	scfg := r.cfg
+	scfg.Hook = nil
+	r.s = NewSecondary(scfg, r.sg)
+	r.guestWG.Add(1)
+	go func() { defer r.guestWG.Done(); r.pg.Run(r.stop) }()
+	return r
+}
+
+// serve runs both ends over the given link ends; it returns channels with
+// each side's Serve result.
+func (r *rig) serve(pc, sc net.Conn) (perr, serr chan error) {
+	perr, serr = make(chan error, 1), make(chan error, 1)
+	go func() { perr <- r.p.Serve(pc) }()
+	go func() { serr <- r.s.Serve(sc) }()
+	return perr, serr
+}
+
+// waitEpoch waits until the secondary has committed a complete epoch ≥ e.
+func (r *rig) waitEpoch(e uint64) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, ok := r.s.Committed(); ok && c >= e {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c, ok := r.s.Committed()
+	r.t.Fatalf("secondary stuck at epoch %d (complete %v), want %d", c, ok, e)
+}
+
+func (r *rig) stopGuest() {
+	close(r.stop)
+	r.guestWG.Wait()
+}
+
+// takeover promotes the secondary and checks it against the primary's
+// capture of the committed epoch, then releases its output into the world
+// and checks the world saw the exact output stream once.
+func (r *rig) takeover() Takeover {
+	t := r.t
+	time.Sleep(time.Until(r.s.PromoteAt()))
+	tk, err := r.s.Takeover()
+	if err != nil {
+		t.Fatalf("takeover: %v", err)
+	}
+	r.mu.Lock()
+	snap, ok := r.snaps[tk.Epoch]
+	ops := r.snapOps[tk.Epoch]
+	rel := r.released
+	r.mu.Unlock()
+	if !ok {
+		t.Fatalf("no primary capture of epoch %d", tk.Epoch)
+	}
+	if tk.Epoch < rel {
+		t.Fatalf("secondary at epoch %d, but the primary released output of epoch %d", tk.Epoch, rel)
+	}
+	if !bytes.Equal(r.sg.Memory(), snap) {
+		t.Fatalf("secondary memory differs from the primary's at epoch %d", tk.Epoch)
+	}
+	if got, _ := simguest.OpsIn(tk.Blobs); got != ops {
+		t.Fatalf("state says %d ops, primary had %d at epoch %d", got, ops, tk.Epoch)
+	}
+	r.w.mu.Lock()
+	at := uint64(len(r.w.data))
+	r.w.mu.Unlock()
+	if at < tk.OutOffset || at > tk.OutEnd {
+		t.Fatalf("world at %d outside the secondary's output [%d,%d): gap", at, tk.OutOffset, tk.OutEnd)
+	}
+	worldSink{r.w, "promoted"}.Release(at, tk.Out[at-tk.OutOffset:])
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	if len(r.w.errs) > 0 {
+		t.Fatalf("world: %v", r.w.errs)
+	}
+	if want := simguest.ExpectedOutput(r.params, ops); !bytes.Equal(r.w.data, want) {
+		t.Fatalf("world saw %d bytes, want exactly %d (the output of %d ops)", len(r.w.data), len(want), ops)
+	}
+	return tk
+}

@@ -1,0 +1,336 @@
+package ftmirror
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+// Config tunes a Primary or Secondary.
+type Config struct {
+	PSK        []byte // wire.KeySize bytes, shared by both ends
+	Generation uint64 // bumped by each promotion; fences older primaries
+	Epoch      time.Duration
+	GroupBytes int // target GROUP payload size
+	Heartbeat  Heartbeat
+	// Forward sends the pages dirtied so far half way through each epoch
+	// while the guest runs (F6), so the checkpoint has fewer to capture.
+	Forward bool
+	// Brownout ends the initial sync when a round has at most TargetPages
+	// dirty pages, shrinks by less than 10%, or after MaxRounds rounds.
+	BrownoutTargetPages int
+	BrownoutMaxRounds   int
+	// ResyncPagesPerEpoch is how much of memory each checkpoint carries when
+	// a secondary joins a primary that is already running (F7).
+	ResyncPagesPerEpoch int
+	// Hook, if set, is called at each Point (fault injection).
+	Hook func(p Point, epoch uint64)
+	// SplitGroups writes each GROUP frame in two halves with the hook
+	// called at PointMidGroup in between (to kill a primary mid-frame).
+	SplitGroups bool
+	Clock       Clock
+}
+
+func (c *Config) defaults() {
+	if c.Epoch == 0 {
+		c.Epoch = 25 * time.Millisecond
+	}
+	if c.GroupBytes == 0 {
+		c.GroupBytes = 512 << 10
+	}
+	if c.Heartbeat.Interval == 0 {
+		c.Heartbeat = Heartbeat{Interval: 10 * time.Millisecond, Misses: 5}
+	}
+	if c.BrownoutTargetPages == 0 {
+		c.BrownoutTargetPages = 1024
+	}
+	if c.BrownoutMaxRounds == 0 {
+		c.BrownoutMaxRounds = 8
+	}
+	if c.ResyncPagesPerEpoch == 0 {
+		c.ResyncPagesPerEpoch = 2048
+	}
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
+	}
+}
+
+func (c *Config) hook(p Point, e uint64) {
+	if c.Hook != nil {
+		c.Hook(p, e)
+	}
+}
+
+// Primary runs the protected guest and mirrors it to one secondary at a time.
+type Primary struct {
+	cfg   Config
+	mem   Memory
+	dirty DirtySource
+	guest Guest
+	sink  OutputSink
+	out   outputBuffer
+	Stats Stats
+
+	// Shadow: what the secondary holds (committed plus staged) for every
+	// page sent this session; the base for compact deltas.
+	shadow []byte
+	sent   []bool
+
+	mu     sync.Mutex
+	epoch  uint64 // last epoch captured
+	direct bool   // release output without acks (promoted, no secondary yet)
+	served bool   // a session has started since creation
+}
+
+// NewPrimary returns a primary over the given guest.
+func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink OutputSink) *Primary {
+	cfg.defaults()
+	n := mem.NumPages()
+	return &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink,
+		shadow: make([]byte, n*PageSize), sent: make([]bool, n)}
+}
+
+// Continue sets the epoch and output stream position of a primary made
+// from a secondary by takeover. With direct set it releases output without
+// acknowledgement until a secondary joins: the old primary can no longer
+// release, since it needs our acks (doc.go, "Split brain").
+func (p *Primary) Continue(epoch, outOffset uint64, direct bool) {
+	p.mu.Lock()
+	p.epoch, p.direct = epoch, direct
+	p.mu.Unlock()
+	p.out.start(outOffset)
+}
+
+// Output records guest output; it is released once safe.
+func (p *Primary) Output(b []byte) { p.out.emit(b, p.cfg.Clock.Now()) }
+
+// Epoch returns the last captured epoch.
+func (p *Primary) Epoch() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.epoch
+}
+
+// RunAlone runs checkpoints with no secondary until stop is closed: output
+// is sealed every epoch and released directly if this primary was promoted
+// and has not yet had a secondary, and held otherwise.
+func (p *Primary) RunAlone(stop <-chan struct{}) {
+	t := time.NewTicker(p.cfg.Epoch)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		p.epoch++
+		e, direct := p.epoch, p.direct && !p.served
+		p.mu.Unlock()
+		p.guest.Pause()
+		p.out.seal(e)
+		p.guest.Resume()
+		if direct {
+			p.release(e, nil)
+		}
+	}
+}
+
+// Serve runs one session with a secondary over rw until it fails. The first
+// session starts with a brownout sync; later ones resync in groups across
+// checkpoints (F7). It returns why the session ended.
+func (p *Primary) Serve(rw io.ReadWriteCloser) error {
+	defer rw.Close()
+	me := wire.Hello{Role: wire.RolePrimary, Generation: p.cfg.Generation, Pages: uint64(p.mem.NumPages())}
+	s, peer, err := handshake(rw, p.cfg.PSK, me, p.cfg.Clock, p.cfg.Heartbeat)
+	if err != nil {
+		return err
+	}
+	if peer.Generation > p.cfg.Generation {
+		return fmt.Errorf("%w: peer knows generation %d, we are %d", ErrFenced, peer.Generation, p.cfg.Generation)
+	}
+	p.mu.Lock()
+	first := !p.served && p.epoch == 0
+	p.served = true
+	p.mu.Unlock()
+	clear(p.sent) // the new secondary starts from zeroed memory
+	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
+		outSent: p.out.releasedThrough()}
+	go s.heartbeats(p.cfg.Clock)
+	go ps.readLoop()
+	if first {
+		err = ps.brownout()
+	} else {
+		ps.resyncing = true
+		ps.begin()
+	}
+	if err == nil {
+		err = ps.run()
+	}
+	s.fail(err)
+	<-s.done
+	return s.err
+}
+
+// pSession is the primary's side of one session.
+type pSession struct {
+	*session
+	p         *Primary
+	open      uint64 // epoch whose BEGIN was sent
+	groups    uint32 // GROUP frames sent in the open epoch
+	records   uint32 // page records sent in the open epoch
+	g         wire.GroupWriter
+	gbuf      []byte
+	scratch   [PageSize]byte
+	dirty     []uint32
+	snap      []byte
+	blobs     []Blob
+	resyncing bool
+	cursor    int    // resync: pages below this have been sent
+	outSent   uint64 // output stream offset sent to this secondary so far
+
+	mu        sync.Mutex
+	endSent   map[uint64]time.Time
+	complete  bool
+	syncStart time.Time
+}
+
+// run is the protected-operation loop: a checkpoint every epoch.
+func (ps *pSession) run() error {
+	p := ps.p
+	epoch := p.cfg.Epoch
+	next := p.cfg.Clock.Now().Add(epoch)
+	for {
+		if err := ps.failed(); err != nil {
+			return err
+		}
+		if ps.resyncing {
+			if err := ps.resyncChunk(); err != nil {
+				return err
+			}
+		}
+		if p.cfg.Forward || p.cfg.Hook != nil {
+			sleepUntil(p.cfg.Clock, next.Add(-epoch/2))
+			p.cfg.hook(PointMidEpoch, ps.open)
+			if p.cfg.Forward {
+				if err := ps.forward(); err != nil {
+					return err
+				}
+			}
+		}
+		sleepUntil(p.cfg.Clock, next)
+		if now := p.cfg.Clock.Now(); now.Sub(next) > epoch {
+			next = now // fell behind (e.g. a slow link): do not burst
+		}
+		next = next.Add(epoch)
+		if err := ps.checkpoint(); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepUntil(c Clock, t time.Time) {
+	if d := t.Sub(c.Now()); d > 0 {
+		time.Sleep(d)
+	}
+}
+
+// readLoop handles ACKs and heartbeats from the secondary.
+func (ps *pSession) readLoop() {
+	for {
+		f, err := ps.rd.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w: secondary closed the link", ErrPeerLost)
+			}
+			ps.fail(err)
+			return
+		}
+		ps.live.heard()
+		switch f.Type {
+		case wire.THeartbeat:
+		case wire.TAck:
+			if err := ps.acked(f.Epoch, f.Payload); err != nil {
+				ps.fail(err)
+				return
+			}
+		case wire.TBye:
+			ps.fail(fmt.Errorf("%w: secondary said bye: %q", ErrPeerLost, f.Payload))
+			return
+		default:
+			ps.fail(fmt.Errorf("%w: primary got %v", ErrProtocol, f.Type))
+			return
+		}
+	}
+}
+
+// acked handles ACK(e): output of epochs ≤ e is released if the secondary's
+// copy is complete and the lease for e still holds.
+func (ps *pSession) acked(e uint64, payload []byte) error {
+	if len(payload) != 1 {
+		return fmt.Errorf("%w: ACK payload %d bytes", ErrProtocol, len(payload))
+	}
+	p := ps.p
+	now := p.cfg.Clock.Now()
+	ps.mu.Lock()
+	sent, ok := ps.endSent[e]
+	for k := range ps.endSent {
+		if k <= e {
+			delete(ps.endSent, k)
+		}
+	}
+	first := !ps.complete && payload[0]&1 != 0
+	if payload[0]&1 != 0 {
+		ps.complete = true
+	}
+	ps.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: ACK for epoch %d never sent", ErrProtocol, e)
+	}
+	if first {
+		p.Stats.syncDone(now.Sub(ps.syncStart), p.mem.NumPages())
+	}
+	if payload[0]&1 == 0 {
+		return nil // still syncing: nothing is protected yet
+	}
+	p.Stats.ack(now.Sub(sent))
+	if now.Sub(sent) >= p.cfg.Heartbeat.Lease() {
+		p.Stats.leaseMiss()
+		return nil // too late to be sure the secondary has not promoted
+	}
+	p.cfg.hook(PointAcked, e)
+	p.release(e, func() { p.cfg.hook(PointMidRelease, e) })
+	p.cfg.hook(PointReleased, e)
+	return nil
+}
+
+// release sends every sealed output of epochs ≤ e to the sink.
+func (p *Primary) release(e uint64, between func()) {
+	outs := p.out.releasable(e)
+	for i, o := range outs {
+		if i == 0 && between != nil && len(o.data) > 1 {
+			h := len(o.data) / 2
+			if err := p.sink.Release(o.off, o.data[:h]); err != nil {
+				p.out.unrelease(outs)
+				p.Stats.sinkError(err)
+				return
+			}
+			p.out.setReleased(o.off + uint64(h))
+			between()
+			o.off, o.data = o.off+uint64(h), o.data[h:]
+			outs[0] = o
+		}
+		if err := p.sink.Release(o.off, o.data); err != nil {
+			p.out.unrelease(outs[i:])
+			p.Stats.sinkError(err)
+			return
+		}
+		now := p.cfg.Clock.Now()
+		p.out.setReleased(o.off + uint64(len(o.data)))
+		p.Stats.released(now, o.marks)
+	}
+}

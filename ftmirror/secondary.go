@@ -1,0 +1,252 @@
+package ftmirror
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/pagediff"
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+// Secondary keeps a copy of the guest equal to the primary's last
+// committed checkpoint and takes over when the primary is lost.
+type Secondary struct {
+	cfg Config
+	mem Memory
+
+	mu        sync.Mutex
+	committed uint64 // last committed epoch (0: none)
+	complete  bool   // memory holds every page as of committed
+	blobs     []Blob // state at committed
+	outLog    outputLog
+	touched   bool // memory may be non-zero
+	undo      *undoLog
+	open      uint64 // epoch being applied (0: none)
+	groups    uint32
+	records   uint32
+	recs      []wire.Record
+	scratch   [PageSize]byte
+	lastHeard time.Time
+	lastErr   error
+	Applied   int64 // words written by apply, for tests and stats
+}
+
+// NewSecondary returns a secondary over zeroed memory.
+func NewSecondary(cfg Config, mem Memory) *Secondary {
+	cfg.defaults()
+	return &Secondary{cfg: cfg, mem: mem, undo: newUndoLog()}
+}
+
+// Serve runs one session with a primary over rw until it ends, and returns
+// why. The open epoch, if any, is rolled back before Serve returns, so the
+// memory is always the last committed epoch afterwards.
+func (s *Secondary) Serve(rw io.ReadWriteCloser) error {
+	defer rw.Close()
+	me := wire.Hello{Role: wire.RoleSecondary, Generation: s.cfg.Generation, Pages: uint64(s.mem.NumPages())}
+	ss, _, err := handshake(rw, s.cfg.PSK, me, s.cfg.Clock, s.cfg.Heartbeat)
+	if err != nil {
+		return err
+	}
+	s.reset()
+	go ss.heartbeats(s.cfg.Clock)
+	err = s.readLoop(ss)
+	ss.fail(err)
+	s.mu.Lock()
+	s.rollback()
+	s.lastHeard = ss.live.lastHeard()
+	s.lastErr = ss.err
+	s.mu.Unlock()
+	return ss.err
+}
+
+// reset forgets everything: a new session resends all of memory.
+func (s *Secondary) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.touched {
+		for pfn := 0; pfn < s.mem.NumPages(); pfn++ {
+			clear(s.mem.Page(uint32(pfn)))
+		}
+	}
+	s.committed, s.complete, s.blobs, s.open = 0, false, nil, 0
+	s.outLog = outputLog{}
+	s.undo.commit()
+}
+
+func (s *Secondary) readLoop(ss *session) error {
+	for {
+		f, err := ss.rd.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("%w: primary closed the link", ErrPeerLost)
+			}
+			if e := ss.failed(); e != nil {
+				return e
+			}
+			return err
+		}
+		ss.live.heard()
+		if err := s.handle(ss, f); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Secondary) handle(ss *session, f wire.Frame) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch f.Type {
+	case wire.THeartbeat:
+		return nil
+	case wire.TBegin:
+		rel, err := wire.ParseU64(f.Payload)
+		if err != nil {
+			return err
+		}
+		if s.open != 0 || f.Epoch <= s.committed {
+			return fmt.Errorf("%w: BEGIN %d with epoch %d open, %d committed", ErrProtocol, f.Epoch, s.open, s.committed)
+		}
+		s.open, s.groups, s.records = f.Epoch, 0, 0
+		s.outLog.trim(rel)
+		return nil
+	case wire.TGroup:
+		if f.Epoch != s.open || s.open == 0 {
+			return fmt.Errorf("%w: GROUP for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
+		}
+		return s.applyGroup(f.Payload)
+	case wire.TEnd:
+		if f.Epoch != s.open || s.open == 0 {
+			return fmt.Errorf("%w: END for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
+		}
+		if err := s.commit(f.Payload); err != nil {
+			return err
+		}
+		var flags byte
+		if s.complete {
+			flags = 1
+		}
+		// The ack is sent with s.mu held: a takeover cannot interleave.
+		return ss.send(wire.TAck, s.committed, []byte{flags})
+	case wire.TBye:
+		return fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
+	}
+	return fmt.Errorf("%w: secondary got %v", ErrProtocol, f.Type)
+}
+
+// applyGroup validates a whole group, then applies it in place, saving each
+// page's committed contents first while a committed epoch exists (F4).
+func (s *Secondary) applyGroup(p []byte) error {
+	idx, recs, err := wire.ParseGroup(p, uint64(s.mem.NumPages()), s.recs)
+	s.recs = recs[:0]
+	if err != nil {
+		return err
+	}
+	if idx != s.groups {
+		return fmt.Errorf("%w: GROUP %d, want %d", ErrProtocol, idx, s.groups)
+	}
+	for _, r := range recs { // validate every delta before touching memory
+		if r.Kind == wire.KindDelta {
+			if err := pagediff.ApplyDelta(s.scratch[:], r.Data); err != nil {
+				return fmt.Errorf("GROUP %d page %d: %w", idx, r.PFN, err)
+			}
+		}
+	}
+	s.touched = true
+	for _, r := range recs {
+		page := s.mem.Page(r.PFN)
+		if s.complete {
+			s.undo.save(r.PFN, page)
+		}
+		switch r.Kind {
+		case wire.KindFull:
+			s.Applied += int64(pagediff.Apply(page, r.Data))
+		case wire.KindZero:
+			s.Applied += int64(pagediff.Apply(page, zeroPage[:]))
+		case wire.KindDelta:
+			pagediff.ApplyDelta(page, r.Data) // validated above
+		}
+	}
+	s.groups++
+	s.records += uint32(len(recs))
+	return nil
+}
+
+var zeroPage [PageSize]byte
+
+// commit makes the open epoch the committed one, if it arrived whole.
+func (s *Secondary) commit(p []byte) error {
+	e, err := wire.ParseEnd(p)
+	if err != nil {
+		return err
+	}
+	if e.Groups != s.groups || e.Pages != s.records {
+		return fmt.Errorf("%w: END says %d groups/%d pages, got %d/%d", ErrProtocol, e.Groups, e.Pages, s.groups, s.records)
+	}
+	if len(s.outLog.data) == 0 {
+		s.outLog.start = e.OutOffset
+	} else if e.OutOffset != s.outLog.end() {
+		return fmt.Errorf("%w: output at offset %d, log ends at %d", ErrProtocol, e.OutOffset, s.outLog.end())
+	}
+	s.outLog.data = append(s.outLog.data, e.Out...)
+	s.blobs = s.blobs[:0]
+	for _, b := range e.Blobs {
+		s.blobs = append(s.blobs, Blob{ID: b.ID, Version: b.Version, Data: append([]byte(nil), b.Data...)})
+	}
+	s.undo.commit()
+	s.committed, s.open = s.open, 0
+	if e.Flags&wire.EndComplete != 0 {
+		s.complete = true
+	}
+	return nil
+}
+
+// rollback discards a partly applied epoch. Called with s.mu held.
+func (s *Secondary) rollback() {
+	if s.open != 0 {
+		s.undo.rollback(s.mem)
+		s.open = 0
+	}
+}
+
+// Committed returns the last committed epoch and whether the copy is
+// complete.
+func (s *Secondary) Committed() (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed, s.complete
+}
+
+// Takeover describes the guest a promoted secondary resumes.
+type Takeover struct {
+	Epoch     uint64
+	Blobs     []Blob
+	OutOffset uint64 // stream offset of Out[0]
+	Out       []byte // committed output the primary may not have released
+	OutEnd    uint64 // the stream position the resumed guest continues from
+}
+
+// PromoteAt is the earliest time the secondary may promote itself after
+// its session ended: the heartbeat deadline after it last heard the primary.
+func (s *Secondary) PromoteAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastHeard.Add(s.cfg.Heartbeat.Deadline())
+}
+
+// Takeover returns the committed guest for promotion. It must be called
+// after Serve returned and not before PromoteAt (doc.go, "Split brain").
+func (s *Secondary) Takeover() (Takeover, error) {
+	if now := s.cfg.Clock.Now(); now.Before(s.PromoteAt()) {
+		return Takeover{}, fmt.Errorf("ftmirror: takeover %v before the heartbeat deadline", s.PromoteAt().Sub(now))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.complete {
+		return Takeover{}, ErrIncomplete
+	}
+	return Takeover{Epoch: s.committed, Blobs: s.blobs, OutOffset: s.outLog.start,
+		Out: s.outLog.data, OutEnd: s.outLog.end()}, nil
+}

@@ -1,0 +1,201 @@
+package ftmirror
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+// Errors returned by sessions.
+var (
+	ErrPeerLost   = errors.New("ftmirror: peer silent past the heartbeat deadline")
+	ErrProtocol   = errors.New("ftmirror: protocol violation")
+	ErrFenced     = errors.New("ftmirror: a newer generation exists; this primary is fenced")
+	ErrIncomplete = errors.New("ftmirror: secondary holds no complete committed epoch; cannot take over")
+	ErrMismatch   = errors.New("ftmirror: peers disagree on guest memory size")
+)
+
+// Point names a place in the protocol where a test or the simulator may
+// inject a fault (Config.Hook); the simulator kills the process there.
+type Point string
+
+const (
+	PointSyncRound     Point = "sync-round"     // a brownout round starts (epoch arg: round)
+	PointBlackout      Point = "blackout"       // guest paused for the sync's last checkpoint
+	PointBegin         Point = "begin"          // BEGIN sent
+	PointMidEpoch      Point = "mid-epoch"      // guest running, half an epoch in
+	PointPaused        Point = "paused"         // guest paused for a checkpoint
+	PointMidGroup      Point = "mid-group"      // half of a GROUP frame written
+	PointBetweenGroups Point = "between-groups" // first GROUP of a checkpoint sent, more to come
+	PointBeforeEnd     Point = "before-end"     // all GROUPs sent, END not yet
+	PointAfterEnd      Point = "after-end"      // END sent, no ACK yet
+	PointAcked         Point = "acked"          // ACK received, nothing released
+	PointMidRelease    Point = "mid-release"    // part of the acked output released
+	PointReleased      Point = "released"       // acked output released
+	PointResync        Point = "resync"         // a resync chunk was sent (F7)
+)
+
+// session is one authenticated connection between a primary and a
+// secondary. One goroutine reads; writes are serialised by wmu.
+type session struct {
+	rw    io.ReadWriteCloser
+	codec *wire.Codec
+	rd    *wire.Reader
+	live  *liveness
+	hb    Heartbeat
+
+	wmu      sync.Mutex
+	hbuf     []byte
+	lastSent atomic.Int64
+	wireOut  atomic.Int64 // bytes written
+
+	once sync.Once
+	err  error
+	done chan struct{}
+}
+
+// handshake exchanges HELLOs and derives the session key. The primary
+// speaks first. It returns the session and the peer's hello.
+func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb Heartbeat) (*session, wire.Hello, error) {
+	dir := wire.PrimaryToSecondary
+	if me.Role == wire.RoleSecondary {
+		dir = wire.SecondaryToPrimary
+	}
+	c, err := wire.NewCodec(psk, dir)
+	if err != nil {
+		return nil, wire.Hello{}, err
+	}
+	if _, err := rand.Read(me.Nonce[:]); err != nil {
+		return nil, wire.Hello{}, err
+	}
+	s := &session{rw: rw, codec: c, rd: wire.NewReader(rw, c), hb: hb, done: make(chan struct{})}
+	send := func() error {
+		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
+		if err == nil {
+			_, err = rw.Write(f)
+		}
+		return err
+	}
+	if me.Role == wire.RolePrimary {
+		if err := send(); err != nil {
+			return nil, wire.Hello{}, err
+		}
+	}
+	f, err := s.rd.Next()
+	if err != nil {
+		return nil, wire.Hello{}, fmt.Errorf("handshake: %w", err)
+	}
+	if f.Type != wire.THello {
+		return nil, wire.Hello{}, fmt.Errorf("%w: handshake got %v", ErrProtocol, f.Type)
+	}
+	peer, err := wire.ParseHello(f.Payload)
+	if err != nil {
+		return nil, peer, err
+	}
+	if peer.Role == me.Role {
+		return nil, peer, fmt.Errorf("%w: both ends claim role %d", ErrProtocol, me.Role)
+	}
+	if peer.Pages != me.Pages {
+		return nil, peer, fmt.Errorf("%w: %d pages here, %d there", ErrMismatch, me.Pages, peer.Pages)
+	}
+	if me.Role == wire.RoleSecondary {
+		if err := send(); err != nil {
+			return nil, peer, err
+		}
+	}
+	pn, sn := me.Nonce[:], peer.Nonce[:]
+	if me.Role == wire.RoleSecondary {
+		pn, sn = sn, pn
+	}
+	if err := c.SetSessionKey(wire.SessionKey(psk, pn, sn)); err != nil {
+		return nil, peer, err
+	}
+	s.live = newLiveness(clock)
+	return s, peer, nil
+}
+
+// fail ends the session with err (the first error wins).
+func (s *session) fail(err error) {
+	s.once.Do(func() {
+		s.err = err
+		s.rw.Close()
+		close(s.done)
+	})
+}
+
+func (s *session) failed() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// writeFrame seals buf (made with wire.Start plus payload) and writes it.
+// If split is non-nil the frame is written in two halves with split called
+// in between (fault injection at PointMidGroup).
+func (s *session) writeFrame(buf []byte, t wire.Type, epoch uint64, split func()) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	f, err := s.codec.Seal(buf, t, epoch)
+	if err != nil {
+		return err
+	}
+	if split != nil {
+		h := len(f) / 2
+		if _, err := s.rw.Write(f[:h]); err != nil {
+			return err
+		}
+		split()
+		f = f[h:]
+	}
+	if _, err := s.rw.Write(f); err != nil {
+		s.fail(err)
+		return err
+	}
+	s.wireOut.Add(int64(len(f)))
+	s.lastSent.Store(time.Now().UnixNano())
+	return nil
+}
+
+// send writes a small frame.
+func (s *session) send(t wire.Type, epoch uint64, payload []byte) error {
+	s.wmu.Lock()
+	b := append(wire.Start(s.hbuf[:0]), payload...)
+	s.hbuf = b[:0]
+	s.wmu.Unlock()
+	// b is private until the next send; small frames are rare enough that a
+	// copy keeps this simple and race-free.
+	return s.writeFrame(append([]byte(nil), b...), t, epoch, nil)
+}
+
+// heartbeats sends a HEARTBEAT whenever nothing was sent for an interval,
+// and fails the session when the peer has been silent past the deadline.
+func (s *session) heartbeats(clock Clock) {
+	t := time.NewTicker(s.hb.Interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		if s.live.silentFor() > s.hb.Deadline() {
+			s.fail(fmt.Errorf("%w: silent for %v", ErrPeerLost, s.live.silentFor().Round(time.Millisecond)))
+			return
+		}
+		if time.Since(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {
+			if err := s.send(wire.THeartbeat, 0, wire.AppendU64(nil, uint64(clock.Now().UnixNano()))); err != nil {
+				s.fail(err)
+				return
+			}
+		}
+	}
+}

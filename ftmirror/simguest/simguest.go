@@ -1,0 +1,262 @@
+// Package simguest is a synthetic guest for tests and tools/ftsim: memory
+// in 4 KiB pages, a dirty bitmap, a pause lock, and a stream of operations
+// that each write a few words of one page and sometimes emit output. Every
+// operation is a pure function of (seed, index), so memory and output after
+// n operations can be recomputed independently (Replay, ExpectedOutput):
+// that is how a failover is verified.
+package simguest
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+const PageSize = 4096
+
+// Pattern is how operations pick pages.
+type Pattern int
+
+const (
+	Uniform    Pattern = iota // any page
+	HotSet                    // 90% of operations in the first 10% of pages
+	Sequential                // page i mod pages
+)
+
+// ParsePattern parses "uniform", "hot" / "hotset", "sequential" / "seq".
+func ParsePattern(s string) (Pattern, error) {
+	switch s {
+	case "uniform":
+		return Uniform, nil
+	case "hot", "hotset", "hot-set":
+		return HotSet, nil
+	case "sequential", "seq":
+		return Sequential, nil
+	}
+	return 0, fmt.Errorf("simguest: unknown pattern %q", s)
+}
+
+// Params define the guest; both sides and the verifier must agree.
+type Params struct {
+	Pages     int
+	Seed      uint64
+	Pattern   Pattern
+	Words     int     // 8-byte words written per operation (default 16)
+	OutEvery  int     // one output record every OutEvery operations (default 4)
+	ZeroEvery int     // every ZeroEvery-th page starts zero (0: none)
+	Rate      float64 // operations (≈ dirtied pages) per second for Run
+}
+
+func (p *Params) defaults() {
+	if p.Words == 0 {
+		p.Words = 16
+	}
+	if p.OutEvery == 0 {
+		p.OutEvery = 4
+	}
+}
+
+// Guest is the synthetic guest. It implements ftmirror.Memory,
+// ftmirror.DirtySource and ftmirror.Guest.
+type Guest struct {
+	P    Params
+	mem  []byte
+	bits []uint64
+	mu   sync.Mutex // held by each operation; Pause holds it
+	ops  atomic.Uint64
+	// Emit receives guest output (set before Run).
+	Emit func([]byte)
+}
+
+// New returns a guest with its initial memory filled.
+func New(p Params) *Guest {
+	p.defaults()
+	g := &Guest{P: p, mem: make([]byte, p.Pages*PageSize), bits: make([]uint64, (p.Pages+63)/64)}
+	Fill(g.mem, p)
+	return g
+}
+
+// NewBlank returns a guest with zeroed memory (a secondary's).
+func NewBlank(p Params) *Guest {
+	p.defaults()
+	return &Guest{P: p, mem: make([]byte, p.Pages*PageSize), bits: make([]uint64, (p.Pages+63)/64)}
+}
+
+func mix(x uint64) uint64 { // splitmix64 finaliser
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// Fill writes the initial memory for p.
+func Fill(mem []byte, p Params) {
+	for pfn := 0; pfn < p.Pages; pfn++ {
+		pg := mem[pfn*PageSize : (pfn+1)*PageSize]
+		if p.ZeroEvery > 0 && pfn%p.ZeroEvery == 0 {
+			clear(pg)
+			continue
+		}
+		x := mix(p.Seed ^ uint64(pfn)<<20)
+		for w := 0; w < PageSize; w += 8 {
+			x = x*6364136223846793005 + 1442695040888963407
+			binary.LittleEndian.PutUint64(pg[w:], x|1)
+		}
+	}
+}
+
+// op applies operation i to mem and returns the page it wrote.
+func op(mem []byte, p *Params, i uint64) uint32 {
+	r := mix(p.Seed ^ mix(i))
+	var pfn uint64
+	switch p.Pattern {
+	case HotSet:
+		hot := max(uint64(p.Pages)/10, 1)
+		if r%10 != 0 {
+			pfn = (r >> 8) % hot
+		} else {
+			pfn = (r >> 8) % uint64(p.Pages)
+		}
+	case Sequential:
+		pfn = i % uint64(p.Pages)
+	default:
+		pfn = (r >> 8) % uint64(p.Pages)
+	}
+	words := PageSize / 8
+	first := int(r>>40) % (words - p.Words + 1)
+	pg := mem[int(pfn)*PageSize:]
+	for w := 0; w < p.Words; w++ {
+		r = mix(r)
+		binary.LittleEndian.PutUint64(pg[(first+w)*8:], r)
+	}
+	return uint32(pfn)
+}
+
+// output returns the output of operation i, or nil.
+func output(p *Params, i uint64) []byte {
+	if i%uint64(p.OutEvery) != 0 {
+		return nil
+	}
+	return fmt.Appendf(nil, "op %d %016x\n", i, mix(i^p.Seed))
+}
+
+// Step performs n operations now.
+func (g *Guest) Step(n int) {
+	for k := 0; k < n; k++ {
+		g.mu.Lock()
+		i := g.ops.Load()
+		pfn := op(g.mem, &g.P, i)
+		atomic.OrUint64(&g.bits[pfn/64], 1<<(pfn%64)) // after the data: see DirtySource
+		g.ops.Store(i + 1)
+		if out := output(&g.P, i); out != nil && g.Emit != nil {
+			g.Emit(out)
+		}
+		g.mu.Unlock()
+	}
+}
+
+// Run performs operations at P.Rate per second until stop is closed.
+func (g *Guest) Run(stop <-chan struct{}) {
+	start, done := time.Now(), 0
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		due := int(time.Since(start).Seconds() * g.P.Rate)
+		if due > done {
+			n := min(due-done, 64)
+			g.Step(n)
+			done += n
+			continue
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// Ops is the number of operations performed.
+func (g *Guest) Ops() uint64 { return g.ops.Load() }
+
+func (g *Guest) NumPages() int          { return g.P.Pages }
+func (g *Guest) Page(pfn uint32) []byte { return g.mem[int(pfn)*PageSize : int(pfn+1)*PageSize] }
+func (g *Guest) Pause()                 { g.mu.Lock() }
+func (g *Guest) Resume()                { g.mu.Unlock() }
+func (g *Guest) Memory() []byte         { return g.mem }
+func (g *Guest) Hash() [32]byte         { return sha256.Sum256(g.mem) }
+func (g *Guest) SaveState(dst []wire.Blob) []wire.Blob {
+	return append(dst, wire.Blob{ID: 1, Version: 1, Data: binary.LittleEndian.AppendUint64(nil, g.ops.Load())})
+}
+
+// Restore sets the operation count from a state saved by SaveState.
+func (g *Guest) Restore(blobs []wire.Blob) error {
+	for _, b := range blobs {
+		if b.ID == 1 && b.Version == 1 && len(b.Data) == 8 {
+			g.ops.Store(binary.LittleEndian.Uint64(b.Data))
+			return nil
+		}
+	}
+	return fmt.Errorf("simguest: no vCPU state blob in %d blobs", len(blobs))
+}
+
+// OpsIn returns the operation count recorded in a state.
+func OpsIn(blobs []wire.Blob) (uint64, error) {
+	var g Guest
+	err := g.Restore(blobs)
+	return g.ops.Load(), err
+}
+
+// Harvest implements ftmirror.DirtySource.
+func (g *Guest) Harvest(dst []uint32) []uint32 {
+	for i := range g.bits {
+		if atomic.LoadUint64(&g.bits[i]) == 0 {
+			continue
+		}
+		v := atomic.SwapUint64(&g.bits[i], 0)
+		for v != 0 {
+			b := bits.TrailingZeros64(v)
+			v &^= 1 << b
+			dst = append(dst, uint32(i*64+b))
+		}
+	}
+	return dst
+}
+
+// Replay returns the memory after n operations from the initial fill.
+func Replay(p Params, n uint64) []byte {
+	p.defaults()
+	mem := make([]byte, p.Pages*PageSize)
+	Fill(mem, p)
+	for i := uint64(0); i < n; i++ {
+		op(mem, &p, i)
+	}
+	return mem
+}
+
+// ExpectedOutput returns the output stream of the first n operations.
+func ExpectedOutput(p Params, n uint64) []byte {
+	p.defaults()
+	var b []byte
+	for i := uint64(0); i < n; i++ {
+		b = append(b, output(&p, i)...)
+	}
+	return b
+}
+
+// ExpectedPrefix returns the output stream of as many operations as needed
+// to cover length bytes (at least length bytes, or all it has after limit
+// operations).
+func ExpectedPrefix(p Params, length int, limit uint64) []byte {
+	p.defaults()
+	var b []byte
+	for i := uint64(0); i < limit && len(b) < length; i++ {
+		b = append(b, output(&p, i)...)
+	}
+	return b
+}
