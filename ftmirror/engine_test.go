@@ -245,12 +245,15 @@ func TestResyncAcrossCheckpoints(t *testing.T) {
 }
 
 func TestTakeoverRefusedWhileIncomplete(t *testing.T) {
-	r := newRig(t, 256, func(c *Config) { c.Hook = func(p Point, e uint64) {} })
 	pc, sc := net.Pipe()
-	r.cfg.Hook = nil
+	r := newRig(t, 256, func(c *Config) {
+		c.Hook = func(p Point, e uint64) {
+			if p == PointSyncRound && e == 2 {
+				pc.Close() // the primary dies before the sync ends
+			}
+		}
+	})
 	perr, serr := r.serve(pc, sc)
-	time.Sleep(2 * time.Millisecond)
-	pc.Close()
 	<-perr
 	<-serr
 	r.stopGuest()

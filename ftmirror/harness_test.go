@@ -66,6 +66,7 @@ type rig struct {
 	snaps    map[uint64][]byte // primary memory at each capture
 	snapOps  map[uint64]uint64
 	released uint64 // highest epoch whose output was released
+	ended    []string
 }
 
 func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
@@ -103,9 +104,15 @@ func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
 // each side's Serve result.
 func (r *rig) serve(pc, sc net.Conn) (perr, serr chan error) {
 	perr, serr = make(chan error, 1), make(chan error, 1)
-	go func() { perr <- r.p.Serve(pc) }()
-	go func() { serr <- r.s.Serve(sc) }()
+	go func() { err := r.p.Serve(pc); r.note("primary", err); perr <- err }()
+	go func() { err := r.s.Serve(sc); r.note("secondary", err); serr <- err }()
 	return perr, serr
+}
+
+func (r *rig) note(who string, err error) {
+	r.mu.Lock()
+	r.ended = append(r.ended, fmt.Sprintf("%s: %v", who, err))
+	r.mu.Unlock()
 }
 
 // waitEpoch waits until the secondary has committed a complete epoch ≥ e.
@@ -118,7 +125,9 @@ func (r *rig) waitEpoch(e uint64) {
 		time.Sleep(time.Millisecond)
 	}
 	c, ok := r.s.Committed()
-	r.t.Fatalf("secondary stuck at epoch %d (complete %v), want %d", c, ok, e)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.t.Fatalf("secondary stuck at epoch %d (complete %v), want %d; sessions ended: %q", c, ok, e, r.ended)
 }
 
 func (r *rig) stopGuest() {

@@ -51,7 +51,6 @@ type session struct {
 	hb    Heartbeat
 
 	wmu      sync.Mutex
-	hbuf     []byte
 	lastSent atomic.Int64
 	wireOut  atomic.Int64 // bytes written
 
@@ -167,13 +166,8 @@ func (s *session) writeFrame(buf []byte, t wire.Type, epoch uint64, split func()
 
 // send writes a small frame.
 func (s *session) send(t wire.Type, epoch uint64, payload []byte) error {
-	s.wmu.Lock()
-	b := append(wire.Start(s.hbuf[:0]), payload...)
-	s.hbuf = b[:0]
-	s.wmu.Unlock()
-	// b is private until the next send; small frames are rare enough that a
-	// copy keeps this simple and race-free.
-	return s.writeFrame(append([]byte(nil), b...), t, epoch, nil)
+	b := make([]byte, 0, wire.Overhead+len(payload))
+	return s.writeFrame(append(wire.Start(b), payload...), t, epoch, nil)
 }
 
 // heartbeats sends a HEARTBEAT whenever nothing was sent for an interval,
