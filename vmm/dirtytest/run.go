@@ -1,0 +1,259 @@
+package dirtytest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/cpu"
+	"github.com/doppel-ft/doppel/ept"
+	"github.com/doppel-ft/doppel/vmm"
+	"github.com/doppel-ft/doppel/vmm/serial"
+)
+
+// Boot flags of the dirty-page test, registered with board.Known.
+const (
+	FlagRounds    = "doppel.dirtytest.rounds"
+	FlagSeed      = "doppel.dirtytest.seed"
+	FlagIsolation = "doppel.dirtytest.isolation"
+	FlagScan      = "doppel.ept.scan"
+	FlagGuestMem  = "doppel.guest.mem"
+)
+
+func init() {
+	for _, f := range []board.Flag{
+		{Name: FlagRounds, Kind: board.KindInt, Default: "50", Min: 0, Max: 1 << 20,
+			Help: "rounds of the EPT dirty-page test run with doppel.guest"},
+		{Name: FlagSeed, Kind: board.KindInt, Default: "1", Min: 0, Max: 1<<32 - 1,
+			Help: "seed of the dirty-page test's first round"},
+		{Name: FlagIsolation, Kind: board.KindBool, Default: "1",
+			Help: "after the rounds, probe guest writes outside its memory"},
+		{Name: FlagScan, Kind: board.KindBool, Default: "0",
+			Help: "harvest dirty pages by scanning EPT even where the CPU has PML"},
+		{Name: FlagGuestMem, Kind: board.KindSize, Default: "32M",
+			Help: "guest RAM, carved from doppel.reserve"},
+	} {
+		if err := board.Known.Register(f); err != nil {
+			panic(err) // a bad built-in flag is a programming error
+		}
+	}
+}
+
+// ErrNoVT is wrapped by RunFromFlags when the CPU cannot run guests: the
+// caller reports it and keeps the console.
+var ErrNoVT = errors.New("dirtytest: VT-x not usable")
+
+// Options of Run.
+type Options struct {
+	GuestModule string // multiboot module with testguest.bin
+	Rounds      int
+	Seed        uint32
+	Isolation   bool
+	ForceScan   bool
+	GuestMem    uint64
+	CPU         int // CPU to run the vCPU on
+}
+
+// OptionsFromFlags reads the test's boot flags.
+func OptionsFromFlags(v *board.Values) Options {
+	return Options{
+		GuestModule: v.String(board.FlagGuest),
+		Rounds:      int(v.Int(FlagRounds)),
+		Seed:        uint32(v.Int(FlagSeed)),
+		Isolation:   v.Bool(FlagIsolation),
+		ForceScan:   v.Bool(FlagScan),
+		GuestMem:    v.Size(FlagGuestMem),
+	}
+}
+
+// RunFromFlags runs the test as the boot flags say, printing on out. It
+// returns an error wrapping ErrNoVT when VT-x is missing or off, after
+// printing why; the kernel keeps its console then.
+func RunFromFlags(out io.Writer, v *board.Values) error {
+	return Run(out, OptionsFromFlags(v))
+}
+
+// Run boots the test guest under VT-x with doppel's EPT on a pinned thread
+// and runs the dirty-page rounds and the isolation probe. Bare metal only.
+func Run(out io.Writer, o Options) error {
+	if err := vmm.PinThread(o.CPU); err != nil {
+		return err
+	}
+	caps := vmm.ProbeCaps()
+	for _, l := range caps.Report() {
+		fmt.Fprintln(out, l)
+	}
+	if err := caps.Features().Usable(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNoVT, err)
+	}
+	m, err := newMachine(out, caps, o)
+	if err != nil {
+		return err
+	}
+	defer m.vmx.Disable()
+	fmt.Fprintf(out, "ept-dirty: guest %q %d MiB, mode=%s, rounds=%d, seed=%d\n",
+		o.GuestModule, o.GuestMem>>20, m.mode, o.Rounds, o.Seed)
+	runErr := m.hw.Run(m.vcpu)
+	var total uint64
+	for _, n := range m.vcpu.Counts {
+		total += n
+	}
+	fmt.Fprintf(out, "ept-dirty: guest stopped after %d VM exits, %d unclaimed port accesses\n", total, m.vcpu.Bus.Unclaimed)
+	if runErr != nil {
+		fmt.Fprintf(out, "ept-dirty: guest failed: %v\n", runErr)
+		return runErr
+	}
+	if !m.dev.Finished {
+		return fmt.Errorf("dirtytest: guest stopped before the test finished")
+	}
+	return m.dev.Err
+}
+
+type machine struct {
+	region *ept.Region
+	vmx    *vmm.VMX
+	tables *ept.Tables
+	ram    uint64
+	hw     *vmm.HWVCPU
+	vcpu   *vmm.VCPU
+	dev    *Device
+	mode   string
+}
+
+func newMachine(out io.Writer, caps vmm.Caps, o Options) (*machine, error) {
+	mm, err := board.ReadMemmap()
+	if err != nil {
+		return nil, err
+	}
+	res := mm.Of(board.RegionDoppelReserved)
+	if len(res) == 0 {
+		return nil, fmt.Errorf("dirtytest: no doppel-reserved region in the memory map")
+	}
+	mem, err := vmm.MapPhys(res[0].Start, res[0].Size())
+	if err != nil {
+		return nil, err
+	}
+	m := &machine{}
+	if m.region, err = ept.NewRegion(res[0].Start, mem); err != nil {
+		return nil, err
+	}
+	if m.vmx, err = vmm.Enable(caps, m.region); err != nil {
+		return nil, err
+	}
+	if m.ram, err = m.region.AllocGuestRAM(o.GuestMem, ept.LargeSize); err != nil {
+		return nil, err
+	}
+	if m.tables, err = ept.New(m.region, vmm.Invept{}, ept.Options{AccessedDirty: true}); err != nil {
+		return nil, err
+	}
+	if err := m.tables.Map(0, o.GuestMem, m.ram, ept.PermRWX, ept.MapOpt{}); err != nil {
+		return nil, err
+	}
+	if err := m.loadGuest(o.GuestModule); err != nil {
+		return nil, err
+	}
+	return m, m.setup(out, o, mm)
+}
+
+// loadGuest copies the module into guest RAM at GuestLoadAddr.
+func (m *machine) loadGuest(name string) error {
+	mods, err := board.ReadModules()
+	if err != nil {
+		return err
+	}
+	mod, ok := board.FindModule(mods, name)
+	if !ok {
+		return fmt.Errorf("dirtytest: no multiboot module %q", name)
+	}
+	if mod.Size() > (WindowEndPage<<12)-GuestLoadAddr {
+		return fmt.Errorf("dirtytest: module %q of %d bytes exceeds the guest's code window", name, mod.Size())
+	}
+	start := mod.Start &^ 0xFFF
+	img, err := vmm.MapPhys(start, (mod.End-start+0xFFF)&^0xFFF)
+	if err != nil {
+		return err
+	}
+	dst, err := m.region.Bytes(m.ram+GuestLoadAddr, mod.Size())
+	if err != nil {
+		return err
+	}
+	copy(dst, img[mod.Start-start:mod.End-start])
+	return nil
+}
+
+func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
+	frames := o.GuestMem / 4096
+	var src ept.DirtySource = ept.ScanSource{T: m.tables}
+	var pml *ept.PMLSource
+	var pmlPA uint64
+	m.mode = "scan"
+	if m.vmx.Features.PML && !o.ForceScan {
+		var err error
+		if pmlPA, err = m.region.AllocTable(); err != nil {
+			return err
+		}
+		pml = ept.NewPMLSource(m.tables, m.region.Table(pmlPA), vmm.HWVMCS{}, frames)
+		src, m.mode = pml, "pml"
+	}
+	var err error
+	m.hw, err = m.vmx.NewVCPU(m.region, vmm.GuestConfig{EPTP: m.tables.EPTP(), PMLAddr: pmlPA, Entry: GuestLoadAddr, Stack: GuestLoadAddr})
+	if err != nil {
+		return err
+	}
+	m.vcpu = &vmm.VCPU{VMCS: m.hw.VMCS, Bus: &vmm.IOBus{}, CPUID: cpu.CPUID}
+	m.vcpu.Regs.RBX = o.GuestMem
+	if pml != nil {
+		m.vcpu.OnPMLFull = func() error { _, err := pml.Drain(); return err }
+	}
+	probes := m.probes(o, mm)
+	m.dev, err = NewDevice(Config{
+		Rounds: o.Rounds, Seed: o.Seed, MemSize: uint32(o.GuestMem), Source: src, Mode: m.mode, Out: out,
+		Clock: cpu.RDTSC, Exits: func() *[vmm.NumExitReasons]uint64 { return &m.vcpu.Counts },
+		Probes: probes, ReadGuest: m.readGuest,
+	})
+	if err != nil {
+		return err
+	}
+	m.vcpu.OnEPTViolation = m.dev.EPTViolation
+	uart := serial.New(serial.NewPrefixWriter(out, "guest: "), nil)
+	if err := m.vcpu.Bus.Add("com1", 0x3F8, serial.NumRegs, uart); err != nil {
+		return err
+	}
+	return m.vcpu.Bus.Add("doppel-test", PortBase, NumPorts, m.dev)
+}
+
+// probes lists the isolation probe's addresses: just past guest RAM, far
+// past it, the local APIC, and the host addresses of the EPT root, the
+// guest RAM itself and the kernel, as guest-physical addresses. A 32-bit
+// guest reaches only the first 4 GiB; higher ones are left out.
+func (m *machine) probes(o Options, mm board.MemoryMap) []uint64 {
+	if !o.Isolation {
+		return nil
+	}
+	cands := []uint64{o.GuestMem, o.GuestMem + 0x123000, 0xFEE0_0000, m.tables.EPTP() &^ 0xFFF, m.ram}
+	for _, k := range mm.Of(board.RegionKernel) {
+		cands = append(cands, k.Start+0x1000)
+	}
+	var p []uint64
+	for _, c := range cands {
+		c &^= 3
+		if c != 0 && c < 1<<32 && !InWindow(c>>12) {
+			p = append(p, c)
+		}
+	}
+	return p
+}
+
+// readGuest reads guest RAM through the EPT mapping.
+func (m *machine) readGuest(gpa uint64) (uint32, error) {
+	mp, ok := m.tables.Lookup(gpa)
+	if !ok {
+		return 0, fmt.Errorf("gpa %#x not mapped", gpa)
+	}
+	b, err := m.region.Bytes(mp.HPA+gpa-mp.GPA, 4)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24, nil
+}
