@@ -1,0 +1,87 @@
+/* main.c: the boot sequence and the layer's own flags (CONTRACT.md). */
+#include "layer.h"
+
+u64 flag_reserve = 64ULL << 20;
+int flag_fatal_reboot, flag_smp = MAX_CPUS;
+extern char boot_stack[];
+
+static void parse_flag(const char *w) {
+	int ok = 1;
+	if (!strncmp(w, "doppel.reserve=", 15)) {
+		u64 v = parse_size(w + 15, &ok);
+		if (ok)
+			flag_reserve = v;
+	} else if (!strncmp(w, "doppel.fatal=", 13)) {
+		if (!strncmp(w + 13, "halt", 4) && (w[17] == ' ' || !w[17]))
+			flag_fatal_reboot = 0;
+		else if (!strncmp(w + 13, "reboot", 6) && (w[19] == ' ' || !w[19]))
+			flag_fatal_reboot = 1;
+		else
+			ok = 0;
+	} else if (!strncmp(w, "doppel.smp=", 11)) {
+		u64 v = parse_size(w + 11, &ok);
+		if (ok && v >= 1)
+			flag_smp = (int)MIN(v, MAX_CPUS);
+		else
+			ok = 0;
+	}
+	if (!ok) {
+		int n = 0;
+		while (w[n] && w[n] != ' ')
+			n++;
+		kprintf("boot: bad flag %s (default used)\n", w); /* rest of line shown */
+	}
+}
+
+static void parse_flags(void) {
+	for (const char *w = cmdline; *w; w++)
+		if ((w == cmdline || w[-1] == ' ') && !strncmp(w, "doppel.", 7))
+			parse_flag(w);
+}
+
+static void start_go(void) {
+	lock();
+	vm_add(0, go_image_end, 0, V_FIXED, 0); /* layer + Go image: never mmap'd */
+	struct thread *t = thread_alloc();
+	struct trapframe tf = {0};
+	tf.rip = go_entry;
+	tf.rsp = build_initial_stack();
+	tf.rflags = 0x202;
+	tf.cs = SEL_CODE64;
+	tf.ss = SEL_DATA;
+	t->affinity = ~0ULL;
+	fpu_init();
+	__asm__ volatile("fxsave64 %0" : "=m"(t->fx));
+	thread_init_frame(t, &tf);
+	unlock();
+}
+
+void boot_main(u32 magic, u32 info) {
+	serial_init();
+	u64 tsc_first = rdtsc();
+	kprintf("boot: doppel boot layer (tsc %lu)\n", tsc_first);
+	multiboot_parse(magic, info);
+	kprintf("boot: cmdline \"%s\"\n", cmdline);
+	parse_flags();
+	u64 go = mem_place(elf_span());
+	elf_load(go);
+	paging_init();
+	mem_init();
+	paging_ready();
+	idt_init();
+	cpu_init(&cpus[0], 0);
+	cpus[0].apic_id = (int)lapic_id();
+	pic_disable();
+	time_init();
+	acpi_init();
+	lapic_init();
+	fs_init();
+	lapic_timer_start();
+	smp_start();
+	kprintf("boot: go image 0x%lx-0x%lx at phys 0x%lx, entry 0x%lx\n", go_image_start, go_image_end, go_phys, go_entry);
+	kprintf("boot: kernel 0x%lx-0x%lx (%lu KiB), reserved 0x%lx-0x%lx, free %lu MiB\n", kernel_start, kernel_end,
+		(kernel_end - kernel_start) >> 10, reserve_start, reserve_end, frames_free() >> 8);
+	start_go();
+	kprintf("boot: starting Go (tsc %lu, %lu since first line)\n", rdtsc(), rdtsc() - tsc_first);
+	sched_start_on((u64)boot_stack + KSTACK_SIZE);
+}

@@ -1,0 +1,233 @@
+/* sched.c: threads and the scheduler. One big kernel lock (bkl) covers the
+ * layer's state; it is taken on entry from Go and released on the way back,
+ * and held across a switch (the next thread releases it), as in xv6. Every
+ * thread has a kernel stack holding its trap frame; switching is swtch()
+ * between kernel stacks plus the per-thread FS base and FXSAVE image. One
+ * FIFO run queue serves all CPUs, honouring each thread's affinity mask.
+ * Each CPU has an idle thread (its boot stack) that halts with interrupts
+ * on. The LAPIC tick (apic.c) time-slices: without it the Go GC's
+ * stop-the-world waits forever on a spinning thread. */
+#include "layer.h"
+
+volatile int bkl;
+struct thread threads[MAX_THREADS];
+static u8 kstacks[MAX_THREADS][KSTACK_SIZE] __attribute__((aligned(16)));
+static struct thread idle_threads[MAX_CPUS];
+static struct thread *runq_head, *runq_tail;
+static int next_tid = 100;
+void tlb_check(struct cpu *c);
+
+void lock(void) {
+	struct cpu *c = mycpu();
+	while (__atomic_exchange_n(&bkl, 1, __ATOMIC_ACQUIRE))
+		while (bkl) {
+			cpu_relax();
+			tlb_check(c);
+		}
+	c->holding = 1;
+}
+
+void unlock(void) {
+	mycpu()->holding = 0;
+	__atomic_store_n(&bkl, 0, __ATOMIC_RELEASE);
+}
+
+struct thread *cur(void) { return mycpu()->cur; }
+
+int online_mask(void) {
+	int m = 0;
+	for (int i = 0; i < ncpus; i++)
+		if (cpus[i].online)
+			m |= 1 << i;
+	return m;
+}
+
+static void runq_push(struct thread *t) {
+	t->next = 0;
+	if (runq_tail)
+		runq_tail->next = t;
+	else
+		runq_head = t;
+	runq_tail = t;
+}
+
+/* runq_pop takes the first thread allowed on cpu (peek only if !take). */
+static struct thread *runq_pop(int cpu, int take) {
+	for (struct thread *t = runq_head, *prev = 0; t; prev = t, t = t->next) {
+		if (!(t->affinity & (1ULL << cpu)))
+			continue;
+		if (take) {
+			if (prev)
+				prev->next = t->next;
+			else
+				runq_head = t->next;
+			if (runq_tail == t)
+				runq_tail = prev;
+			t->next = 0;
+		}
+		return t;
+	}
+	return 0;
+}
+
+static void switch_to(struct thread *next) {
+	struct cpu *c = mycpu();
+	struct thread *prev = c->cur;
+	next->state = T_RUNNING;
+	if (prev == next)
+		return;
+	__asm__ volatile("fxsave64 %0" : "=m"(prev->fx));
+	next->cpu = c->id;
+	c->cur = next;
+	c->kstack_top = next->kstack_top;
+	__asm__ volatile("fxrstor64 %0" ::"m"(next->fx));
+	wrmsr(MSR_FS_BASE, next->fsbase);
+	stats.switches++;
+	swtch(&prev->ctx, next->ctx);
+}
+
+static void reschedule(void) {
+	struct cpu *c = mycpu();
+	struct thread *n = runq_pop(c->id, 1);
+	switch_to(n ? n : c->idle);
+}
+
+/* kick_cpu wakes an idle CPU that may run t. */
+void kick_cpu(struct thread *t) {
+	struct cpu *me = mycpu();
+	for (int i = 0; i < ncpus; i++) {
+		struct cpu *c = &cpus[i];
+		if (c->online && c != me && c->cur == c->idle && (t->affinity & (1ULL << i))) {
+			lapic_ipi(c->apic_id, VEC_RESCHED);
+			return;
+		}
+	}
+}
+
+void wake(struct thread *t, i64 result) {
+	if (t->state != T_BLOCKED)
+		return;
+	t->wresult = result;
+	t->state = T_RUNNABLE;
+	t->wkind = W_NONE;
+	runq_push(t);
+	kick_cpu(t);
+}
+
+i64 block(int kind, u64 addr, u64 deadline) {
+	struct thread *t = cur();
+	t->state = T_BLOCKED;
+	t->wkind = kind;
+	t->waddr = addr;
+	t->deadline = deadline;
+	t->wresult = 0;
+	reschedule();
+	t->deadline = 0;
+	return t->wresult;
+}
+
+void yield(void) {
+	struct thread *t = cur();
+	if (t->idle || !runq_pop(mycpu()->id, 0))
+		return;
+	t->state = T_RUNNABLE;
+	runq_push(t);
+	reschedule();
+}
+
+/* sched_migrate moves the caller onto its affinity mask. */
+void sched_migrate(void) {
+	struct thread *t = cur();
+	if (t->affinity & (1ULL << mycpu()->id))
+		return;
+	t->state = T_RUNNABLE;
+	runq_push(t);
+	kick_cpu(t);
+	reschedule();
+}
+
+void sched_timeouts(void) {
+	u64 now = nanotime();
+	for (int i = 0; i < MAX_THREADS; i++) {
+		struct thread *t = &threads[i];
+		if (t->state == T_BLOCKED && t->deadline && now >= t->deadline)
+			wake(t, -ETIMEDOUT);
+	}
+}
+
+void sched_tick(void) {
+	stats.ticks++;
+	sched_timeouts();
+	yield();
+}
+
+struct thread *thread_alloc(void) {
+	for (int i = 0; i < MAX_THREADS; i++) {
+		struct thread *t = &threads[i];
+		if (t->state != T_FREE && t->state != T_ZOMBIE)
+			continue;
+		memset(t, 0, sizeof *t);
+		t->kstack_top = (u64)kstacks[i] + KSTACK_SIZE;
+		t->tid = next_tid++;
+		t->state = T_BLOCKED;
+		return t;
+	}
+	return 0;
+}
+
+struct thread *thread_by_tid(int tid) {
+	for (int i = 0; i < MAX_THREADS; i++)
+		if (threads[i].tid == tid && threads[i].state != T_FREE && threads[i].state != T_ZOMBIE)
+			return &threads[i];
+	return 0;
+}
+
+/* thread_init_frame puts tf at the top of t's kernel stack and a context
+ * below it that "returns" into thread_entry, then makes t runnable. */
+void thread_init_frame(struct thread *t, struct trapframe *tf) {
+	struct trapframe *ktf = (struct trapframe *)(t->kstack_top - sizeof *tf);
+	*ktf = *tf;
+	struct context *ctx = (struct context *)((u64)ktf - sizeof *ctx);
+	memset(ctx, 0, sizeof *ctx);
+	ctx->rip = (u64)thread_entry;
+	t->ctx = ctx;
+	t->state = T_BLOCKED;
+	wake(t, 0);
+}
+
+void thread_exit(void) {
+	cur()->state = T_ZOMBIE;
+	reschedule();
+	for (;;)
+		;
+}
+
+static void idle_loop(void) {
+	struct cpu *c = mycpu();
+	for (;;) {
+		struct thread *n = runq_pop(c->id, 1);
+		if (n) {
+			switch_to(n);
+			continue;
+		}
+		unlock();
+		__asm__ volatile("sti; hlt; cli" ::: "memory");
+		lock();
+	}
+}
+
+/* sched_start turns the calling boot stack into this CPU's idle thread. */
+void sched_start_on(u64 stack_top) {
+	struct cpu *c = mycpu();
+	struct thread *idle = &idle_threads[c->id];
+	idle->idle = 1;
+	idle->state = T_RUNNING;
+	idle->kstack_top = stack_top;
+	idle->affinity = 1ULL << c->id;
+	__asm__ volatile("fxsave64 %0" : "=m"(idle->fx));
+	c->idle = c->cur = idle;
+	c->kstack_top = stack_top;
+	c->online = 1;
+	lock();
+	idle_loop();
+}
