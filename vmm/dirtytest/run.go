@@ -233,7 +233,7 @@ func (m *machine) probes(o Options, mm board.MemoryMap) []uint64 {
 	}
 	cands := []uint64{o.GuestMem, o.GuestMem + 0x123000, 0xFEE0_0000, m.tables.EPTP() &^ 0xFFF, m.ram}
 	for _, k := range mm.Of(board.RegionKernel) {
-		cands = append(cands, k.Start+0x1000)
+		cands = append(cands, k.Start+0x20_0000, k.End-0x1000)
 	}
 	var p []uint64
 	for _, c := range cands {
