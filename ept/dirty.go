@@ -52,6 +52,16 @@ func (v *harvestVisitor) visit(gpa uint64, e *uint64, level int) error {
 	return nil
 }
 
+// visitPT test-and-clears the dirty flags of a page table's leaves.
+func (v *harvestVisitor) visitPT(tbl *[512]uint64, base uint64, lo, hi int) {
+	gfn := base / PageSize
+	for i := lo; i < hi; i++ {
+		if tbl[i]&Dirty != 0 && atomic.AndUint64(&tbl[i], ^uint64(Dirty))&Dirty != 0 {
+			v.into.Set(gfn + uint64(i))
+		}
+	}
+}
+
 func (*harvestVisitor) ascend(e *uint64, _ uint64, _ int) error {
 	atomic.AndUint64(e, ^uint64(Accessed))
 	return nil

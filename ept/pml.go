@@ -48,28 +48,34 @@ func (t *Tables) DrainPML(log *[PMLEntries]uint64, index uint16, into *Bitmap) (
 // frames to into. An unmapped address (the guest no longer has it) only
 // marks its frame.
 func (t *Tables) clearDirty(gpa uint64, into *Bitmap) {
-	var v dirtyClearVisitor
-	if gpa < MaxGPA {
-		_ = t.walk(t.root, levelPML4, gpa, gpa+PageSize, &v)
-	}
-	if v.e == nil {
+	e, level := t.leaf(gpa)
+	if e == nil {
 		into.Set(gpa / PageSize)
 		return
 	}
-	atomic.AndUint64(v.e, ^uint64(Dirty))
-	into.SetRange(v.gpa/PageSize, levelSize(v.level)/PageSize)
+	atomic.AndUint64(e, ^uint64(Dirty))
+	size := levelSize(level)
+	into.SetRange(gpa&^(size-1)/PageSize, size/PageSize)
 }
 
-type dirtyClearVisitor struct {
-	visitBase
-	e     *uint64
-	gpa   uint64
-	level int
-}
-
-func (v *dirtyClearVisitor) visit(gpa uint64, e *uint64, level int) error {
-	v.e, v.gpa, v.level = e, gpa, level
-	return nil
+// leaf returns the leaf entry that maps gpa and its level, or nil: a
+// straight walk down, the PML drain's per-page cost.
+func (t *Tables) leaf(gpa uint64) (*uint64, int) {
+	if gpa >= MaxGPA {
+		return nil, 0
+	}
+	pa := t.root
+	for level := levelPML4; ; level-- {
+		e := &t.mem.Table(pa)[levelIndex(gpa, level)]
+		t.visited++
+		if !present(*e) {
+			return nil, 0
+		}
+		if isLeaf(*e, level) {
+			return e, level
+		}
+		pa = *e & AddrMask
+	}
 }
 
 // PMLSource is the DirtySource fed by page-modification logging. Drain it

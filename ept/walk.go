@@ -23,6 +23,14 @@ type visitor interface {
 	ascend(e *uint64, pa uint64, level int) error
 }
 
+// ptVisitor is an optional fast path: a visitor that implements it gets
+// the entries [lo, hi) of a page table (level 0) in one call instead of one
+// visit per present entry. The dirty scan uses it: most of its work is
+// reading page tables.
+type ptVisitor interface {
+	visitPT(tbl *[512]uint64, base uint64, lo, hi int)
+}
+
 // visitBase gives a visitor the defaults: no allocation, no split, no large
 // leaves, walk every subtree, nothing on the way up.
 type visitBase struct{}
@@ -38,6 +46,14 @@ func (visitBase) ascend(*uint64, uint64, int) error { return nil }
 func (t *Tables) walk(pa uint64, level int, start, end uint64, v visitor) error {
 	tbl := t.mem.Table(pa)
 	size := levelSize(level)
+	if level == levelPT {
+		if pv, ok := v.(ptVisitor); ok {
+			lo, hi := levelIndex(start, levelPT), levelIndex(end-1, levelPT)+1
+			t.visited += uint64(hi - lo)
+			pv.visitPT(tbl, start&^(levelSize(levelPD)-1), lo, hi)
+			return nil
+		}
+	}
 	for gpa := start; gpa < end; {
 		entryStart := gpa &^ (size - 1)
 		next := entryStart + size
