@@ -15,28 +15,47 @@ const (
 	pageSize    = 4096
 )
 
+// memSnapshot is the memory state at one point of the churn test.
+type memSnapshot struct {
+	runtime.MemStats
+	free uint64 // the layer's MemFree (bare metal only)
+}
+
 // allocChurn allocates cfg.ChurnBytes in total (more than the machine's RAM
 // on bare metal), touching every page, while keeping at most churnWindow
 // alive; the runtime can only get through by collecting and reusing or
 // returning memory. Afterwards runtime.GC and debug.FreeOSMemory must hand
 // the heap back: HeapReleased grows by most of the window and, on bare
-// metal, MemFree in /proc/meminfo recovers (the layer took the pages back
-// on madvise(MADV_DONTNEED) or munmap).
+// metal, MemFree in /proc/meminfo first falls (the layer counts the frames
+// the heap took) and then recovers (it took them back on madvise or munmap).
 func allocChurn(ctx context.Context, cfg *Config) error {
-	total := cfg.ChurnBytes
-	if total < 2*churnChunk {
-		total = 2 * churnChunk
-	}
-	window := uint64(churnWindow)
-	if window > total/2 {
-		window = total / 2
-	}
+	total := max(cfg.ChurnBytes, 2*churnChunk)
+	window := min(uint64(churnWindow), total/2)
 	slots := make([][]byte, max(1, window/churnChunk))
 
-	before, freeBefore, err := settle(cfg)
+	before, err := snapshot(cfg, true)
 	if err != nil {
 		return err
 	}
+	if err := churn(ctx, total, slots); err != nil {
+		return err
+	}
+	peak, err := snapshot(cfg, false)
+	if err != nil {
+		return err
+	}
+	clear(slots)
+	after, err := snapshot(cfg, true)
+	if err != nil {
+		return err
+	}
+	logChurn(cfg, window, &before, &peak, &after)
+	return checkReturned(cfg.BareMetal, total, window, &before, &peak, &after)
+}
+
+// churn allocates total bytes in chunks, writing every page, with the last
+// len(slots) chunks alive; it checks that a live chunk keeps its contents.
+func churn(ctx context.Context, total uint64, slots [][]byte) error {
 	var done uint64
 	for n := 0; done < total; n++ {
 		if err := ctx.Err(); err != nil {
@@ -44,10 +63,15 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 		}
 		b := make([]byte, churnChunk)
 		for i := 0; i < len(b); i += pageSize {
-			b[i] = byte(n + i)
+			b[i] = byte(n + i/pageSize)
 		}
-		if old := slots[n%len(slots)]; old != nil && old[pageSize] != byte(n-len(slots)+pageSize) {
-			return fmt.Errorf("chunk %d was overwritten while alive", n-len(slots))
+		oldN := n - len(slots)
+		if old := slots[n%len(slots)]; old != nil {
+			for _, page := range []int{0, 1, churnChunk/pageSize - 1} {
+				if old[page*pageSize] != byte(oldN+page) {
+					return fmt.Errorf("chunk %d page %d changed while alive", oldN, page)
+				}
+			}
 		}
 		slots[n%len(slots)] = b
 		done += churnChunk
@@ -55,26 +79,10 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 			runtime.GC()
 		}
 	}
-	var peak runtime.MemStats
-	runtime.ReadMemStats(&peak)
-	freePeak, err := memFree(cfg)
-	if err != nil {
-		return err
-	}
-	clear(slots)
-	after, freeAfter, err := settle(cfg)
-	if err != nil {
-		return err
-	}
-	memFree := ""
-	if cfg.BareMetal {
-		memFree = fmt.Sprintf("; MemFree %s -> %s at the peak -> %s", board.FormatBytes(freeBefore),
-			board.FormatBytes(freePeak), board.FormatBytes(freeAfter))
-	}
-	cfg.logf("alloc-churn: allocated %s (window %s); heap peak %s, released %s -> %s%s",
-		board.FormatBytes(after.TotalAlloc-before.TotalAlloc), board.FormatBytes(window),
-		board.FormatBytes(peak.HeapSys), board.FormatBytes(before.HeapReleased),
-		board.FormatBytes(after.HeapReleased), memFree)
+	return nil
+}
+
+func checkReturned(bareMetal bool, total, window uint64, before, peak, after *memSnapshot) error {
 	if got := after.TotalAlloc - before.TotalAlloc; got < total {
 		return fmt.Errorf("runtime counted %s allocated, want at least %s", board.FormatBytes(got), board.FormatBytes(total))
 	}
@@ -86,38 +94,49 @@ func allocChurn(ctx context.Context, cfg *Config) error {
 		return fmt.Errorf("FreeOSMemory released %s -> %s, want at least %s more",
 			board.FormatBytes(before.HeapReleased), board.FormatBytes(after.HeapReleased), board.FormatBytes(window/2))
 	}
-	// The layer must count the frames the heap took (MemFree falls while
-	// the window is alive) and take them back (MemFree recovers).
-	if cfg.BareMetal && freePeak+window/2 > freeBefore {
-		return fmt.Errorf("MemFree hardly fell while %s was alive: %s before, %s at the peak",
-			board.FormatBytes(window), board.FormatBytes(freeBefore), board.FormatBytes(freePeak))
+	if !bareMetal {
+		return nil
 	}
-	if cfg.BareMetal && freeAfter+window/4 < freeBefore {
-		return fmt.Errorf("MemFree did not recover: %s before, %s after", board.FormatBytes(freeBefore), board.FormatBytes(freeAfter))
+	if peak.free+window/2 > before.free {
+		return fmt.Errorf("MemFree hardly fell while %s was alive: %s before, %s at the peak",
+			board.FormatBytes(window), board.FormatBytes(before.free), board.FormatBytes(peak.free))
+	}
+	if after.free+window/4 < before.free {
+		return fmt.Errorf("MemFree did not recover: %s before, %s after",
+			board.FormatBytes(before.free), board.FormatBytes(after.free))
 	}
 	return nil
 }
 
-// settle collects everything, returns free memory to the OS, and reports
-// the runtime's statistics and (on bare metal) the layer's MemFree.
-func settle(cfg *Config) (runtime.MemStats, uint64, error) {
-	runtime.GC()
-	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	free, err := memFree(cfg)
-	return ms, free, err
+func logChurn(cfg *Config, window uint64, before, peak, after *memSnapshot) {
+	memFree := ""
+	if cfg.BareMetal {
+		memFree = fmt.Sprintf("; MemFree %s -> %s at the peak -> %s", board.FormatBytes(before.free),
+			board.FormatBytes(peak.free), board.FormatBytes(after.free))
+	}
+	cfg.logf("alloc-churn: allocated %s (window %s); heap peak %s, released %s -> %s%s",
+		board.FormatBytes(after.TotalAlloc-before.TotalAlloc), board.FormatBytes(window),
+		board.FormatBytes(peak.HeapSys), board.FormatBytes(before.HeapReleased),
+		board.FormatBytes(after.HeapReleased), memFree)
 }
 
-// memFree returns the layer's MemFree on bare metal, 0 on a host (where
-// other processes make it meaningless).
-func memFree(cfg *Config) (uint64, error) {
+// snapshot reads the runtime's statistics and, on bare metal, the layer's
+// MemFree; with settle it first collects everything and returns free memory
+// to the OS.
+func snapshot(cfg *Config, settle bool) (memSnapshot, error) {
+	if settle {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	var s memSnapshot
+	runtime.ReadMemStats(&s.MemStats)
 	if !cfg.BareMetal {
-		return 0, nil
+		return s, nil // other processes make a host's MemFree meaningless
 	}
 	mi, err := board.ReadMeminfo()
 	if err != nil {
-		return 0, err
+		return s, err
 	}
-	return mi.Get("MemFree")
+	s.free, err = mi.Get("MemFree")
+	return s, err
 }
