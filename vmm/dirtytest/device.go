@@ -49,6 +49,9 @@ type Device struct {
 	harvest   *ept.Bitmap
 	exits     [vmm.NumExitReasons]uint64
 
+	drainCycles uint64 // PML drains at PML-full exits this round
+	drains      int
+
 	probing    bool
 	probeIdx   int
 	probe      uint64 // outstanding probe address
@@ -160,6 +163,14 @@ func (d *Device) startRound() {
 	if d.cfg.Exits != nil {
 		d.exits = *d.cfg.Exits()
 	}
+	d.drainCycles, d.drains = 0, 0
+}
+
+// AddDrain records a PML drain at a PML-full exit and its cost in Clock
+// cycles: part of the round's harvest cost.
+func (d *Device) AddDrain(cycles uint64) {
+	d.drainCycles += cycles
+	d.drains++
 }
 
 func (d *Device) endRound(n uint32) {
@@ -190,7 +201,8 @@ func (d *Device) endRound(n uint32) {
 		d.fail(fmt.Errorf("dirtytest: round %d: %s", k, r))
 	}
 	if d.cfg.Clock != nil {
-		d.printf("ept-dirty: harvest round=%d mode=%s dirty=%d cycles=%d", k, d.cfg.Mode, d.harvest.Count(), t1-t0)
+		d.printf("ept-dirty: harvest round=%d mode=%s dirty=%d cycles=%d (final %d + %d PML-full drains %d)",
+			k, d.cfg.Mode, d.harvest.Count(), t1-t0+d.drainCycles, t1-t0, d.drains, d.drainCycles)
 	}
 	if d.cfg.Exits != nil {
 		d.printf("ept-dirty: exits round=%d %s", k, exitDelta(&d.exits, d.cfg.Exits()))

@@ -203,9 +203,6 @@ func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
 	}
 	m.vcpu = &vmm.VCPU{VMCS: m.hw.VMCS, Bus: &vmm.IOBus{}, CPUID: cpu.CPUID}
 	m.vcpu.Regs.RBX = o.GuestMem
-	if pml != nil {
-		m.vcpu.OnPMLFull = func() error { _, err := pml.Drain(); return err }
-	}
 	probes := m.probes(o, mm)
 	m.dev, err = NewDevice(Config{
 		Rounds: o.Rounds, Seed: o.Seed, MemSize: uint32(o.GuestMem), Source: src, Mode: m.mode, Out: out,
@@ -216,6 +213,14 @@ func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
 		return err
 	}
 	m.vcpu.OnEPTViolation = m.dev.EPTViolation
+	if pml != nil {
+		m.vcpu.OnPMLFull = func() error {
+			t0 := cpu.RDTSC()
+			_, err := pml.Drain()
+			m.dev.AddDrain(cpu.RDTSC() - t0)
+			return err
+		}
+	}
 	uart := serial.New(serial.NewPrefixWriter(out, "guest: "), nil)
 	if err := m.vcpu.Bus.Add("com1", 0x3F8, serial.NumRegs, uart); err != nil {
 		return err
