@@ -100,6 +100,7 @@ func Run(out io.Writer, o Options) error {
 		total += n
 	}
 	fmt.Fprintf(out, "ept-dirty: guest stopped after %d VM exits, %d unclaimed port accesses\n", total, m.vcpu.Bus.Unclaimed)
+	fmt.Fprintf(out, "ept-dirty: exits total %s\n", exitDelta(&[vmm.NumExitReasons]uint64{}, &m.vcpu.Counts))
 	if runErr != nil {
 		fmt.Fprintf(out, "ept-dirty: guest failed: %v\n", runErr)
 		return runErr
