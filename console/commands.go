@@ -18,6 +18,7 @@ type System struct {
 	Uptime       func() time.Duration
 	CPUReport    func(w io.Writer) error
 	MemoryReport func(w io.Writer) error
+	Modules      func(w io.Writer) error
 	Stats        func() ([]byte, error)
 	Flags        func(w io.Writer) error
 	Power        func(board.PowerAction) error
@@ -28,6 +29,7 @@ func Builtins(sys System) []Command {
 	return []Command{
 		{Name: "cpu", Help: "CPU identity and virtualization features", Run: report(sys.CPUReport)},
 		{Name: "mem", Help: "memory: /proc/meminfo, Go heap, memory map", Run: report(sys.MemoryReport)},
+		{Name: "modules", Help: "multiboot modules (guest kernels, initrds)", Run: report(sys.Modules)},
 		{Name: "uptime", Help: "time since boot", Run: func(w io.Writer, _ []string) error {
 			d := sys.Uptime()
 			_, err := fmt.Fprintf(w, "up %s (%.6f s)\n", d.Truncate(time.Second), d.Seconds())
@@ -97,6 +99,7 @@ func Machine(log *Log, cpuReport func(io.Writer) error, flags func(io.Writer) er
 		Uptime:       SinceBoot,
 		CPUReport:    cpuReport,
 		MemoryReport: MemoryReport,
+		Modules:      ModulesReport,
 		Stats:        func() ([]byte, error) { return board.ReadFile(board.StatsPath) },
 		Flags:        flags,
 		Power:        board.Power,
@@ -131,4 +134,22 @@ func MemoryReport(w io.Writer) error {
 		fmt.Fprintf(w, "memory map: none (not on bare metal)\n")
 	}
 	return errors.Join(errs...)
+}
+
+// ModulesReport lists the multiboot modules the layer loaded.
+func ModulesReport(w io.Writer) error {
+	mods, err := board.ReadModules()
+	if err != nil {
+		return err
+	}
+	if len(mods) == 0 {
+		_, err := fmt.Fprintln(w, "no modules")
+		return err
+	}
+	for _, m := range mods {
+		if _, err := fmt.Fprintf(w, "%#x-%#x %8s %s\n", m.Start, m.End, board.FormatBytes(m.Size()), m.Name); err != nil {
+			return err
+		}
+	}
+	return nil
 }

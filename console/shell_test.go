@@ -25,6 +25,7 @@ func fakeSystem(powered *[]board.PowerAction) System {
 		Uptime:       func() time.Duration { return 3723*time.Second + 500*time.Millisecond },
 		CPUReport:    text("GenuineIntel family 6\n"),
 		MemoryReport: text("MemTotal: 4G\n"),
+		Modules:      text("0x4000000-0x4a00000      10M testguest\n"),
 		Stats:        func() ([]byte, error) { return nil, errors.New("open /proc/doppel/stats: no such file or directory") },
 		Power: func(a board.PowerAction) error {
 			*powered = append(*powered, a)
@@ -55,8 +56,8 @@ func TestShell(t *testing.T) {
 		},
 		{
 			name:  "LF as enter, CR LF is one enter",
-			input: "mem\nmem\r\n",
-			want:  prompt + "MemTotal: 4G\n" + prompt + "MemTotal: 4G\n" + prompt,
+			input: "mem\nmodules\r\n",
+			want:  prompt + "MemTotal: 4G\n" + prompt + "0x4000000-0x4a00000      10M testguest\n" + prompt,
 		},
 		{
 			name:  "backspace and DEL erase, echoed as BS SP BS",
