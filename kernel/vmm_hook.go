@@ -28,7 +28,7 @@ func startVMMGuest(k *kernel) error {
 	err := dirtytest.RunFromFlags(k.out, k.flags)
 	switch {
 	case errors.Is(err, dirtytest.ErrNoVT):
-		k.log.Printf("vmm", "%v: no guest; the console stays up", err)
+		k.log.Printf("vmm", "%v; the console stays up", err)
 		return nil
 	case err != nil:
 		k.log.Printf("vmm", "guest: %v", err)

@@ -42,7 +42,7 @@ func init() {
 
 // ErrNoVT is wrapped by RunFromFlags when the CPU cannot run guests: the
 // caller reports it and keeps the console.
-var ErrNoVT = errors.New("dirtytest: VT-x not usable")
+var ErrNoVT = errors.New("no guest started")
 
 // Options of Run.
 type Options struct {
@@ -85,7 +85,7 @@ func Run(out io.Writer, o Options) error {
 		fmt.Fprintln(out, l)
 	}
 	if err := caps.Features().Usable(); err != nil {
-		return fmt.Errorf("%w: %v", ErrNoVT, err)
+		return fmt.Errorf("%v: %w", err, ErrNoVT)
 	}
 	m, err := newMachine(out, caps, o)
 	if err != nil {
