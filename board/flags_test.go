@@ -109,10 +109,10 @@ func TestParseFlags(t *testing.T) {
 		{
 			name: "bad values keep the default",
 			words: []string{"doppel.selftest=maybe", "doppel.reserve=lots", "doppel.fatal=explode",
-				"doppel.loglines=3", "doppel.selftest.slack=soon", "doppel.guest=", "doppel.smp=two", "doppel.reserve"},
+				"doppel.loglines=3", "doppel.selftest.slack=soon", "doppel.guest=", "doppel.smp=two", "doppel.smp=0", "doppel.reserve"},
 			check: func(v *Values) string {
 				if v.Bool(FlagSelftest) || v.Size(FlagReserve) != 64<<20 || v.String(FlagFatal) != "halt" ||
-					v.Int(FlagLogLines) != 1024 || v.IsSet(FlagGuest) || v.Int(FlagSMP) != 0 {
+					v.Int(FlagLogLines) != 1024 || v.IsSet(FlagGuest) || v.Int(FlagSMP) != 4096 {
 					return "a bad value replaced a default"
 				}
 				return ""
@@ -124,7 +124,8 @@ func TestParseFlags(t *testing.T) {
 				"board: bad flag doppel.loglines=3: want an integer in 16..1048576",
 				"board: bad flag doppel.selftest.slack=soon: want a duration like 50ms, 2s or 1m30s",
 				"board: bad flag doppel.guest=: want a non-empty value",
-				"board: bad flag doppel.smp=two: want an integer in 0..4096",
+				"board: bad flag doppel.smp=two: want an integer in 1..4096",
+				"board: bad flag doppel.smp=0: want an integer in 1..4096",
 				"board: bad flag doppel.reserve: want a size like 4096, 64K, 512M or 1G",
 			},
 		},

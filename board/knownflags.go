@@ -35,8 +35,8 @@ var Known = mustRegistry(
 		Help: "size of the reserved region for EPT and guest memory"},
 	Flag{Name: FlagFatal, Kind: KindEnum, Default: "halt", Enum: []string{"halt", "reboot"}, Layer: true,
 		Help: "what the boot layer does when the kernel fails"},
-	Flag{Name: FlagSMP, Kind: KindInt, Default: "0", Min: 0, Max: 4096, Layer: true,
-		Help: "bring up at most this many CPUs (0: all)"},
+	Flag{Name: FlagSMP, Kind: KindInt, Default: "4096", Min: 1, Max: 4096, Layer: true,
+		Help: "bring up at most this many CPUs (default: every CPU the layer supports)"},
 )
 
 func mustRegistry(flags ...Flag) *Registry {

@@ -13,6 +13,8 @@ import (
 	"github.com/doppel-ft/doppel/cpu"
 )
 
+var hasRDTSCP = cpu.HasRDTSCP()
+
 // cpuMask is a Linux cpu_set_t big enough for 1024 CPUs.
 type cpuMask [1024 / 64]uint64
 
@@ -50,6 +52,7 @@ func setAffinity(m *cpuMask) error {
 type placement struct {
 	cpu    int
 	apicID uint32
+	tscAux uint32 // IA32_TSC_AUX by RDTSCP, when the CPU has it
 	err    error
 }
 
@@ -71,6 +74,9 @@ func runPinned(cpuIndex int, all cpuMask) (p placement) {
 		}
 	}()
 	p.apicID = cpu.APICID()
+	if hasRDTSCP {
+		_, p.tscAux = cpu.RDTSCP()
+	}
 	runtime.Gosched()
 	if again := cpu.APICID(); again != p.apicID {
 		p.err = fmt.Errorf("cpu %d: APIC ID changed from %d to %d while pinned", cpuIndex, p.apicID, again)
@@ -112,6 +118,10 @@ func cpuSpread(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("cpus %d and %d both ran on APIC ID %d: pinning did not move the thread", prev, p.cpu, p.apicID)
 		}
 		byAPIC[p.apicID] = p.cpu
+		// Linux loads TSC_AUX with (node << 12) | cpu; the boot layer need not.
+		if hasRDTSCP && !cfg.BareMetal && int(p.tscAux&0xfff) != p.cpu {
+			return fmt.Errorf("pinned to cpu %d, RDTSCP reports TSC_AUX %#x", p.cpu, p.tscAux)
+		}
 		if want, ok := layerAPICID(cfg.CPUs, p.cpu); cfg.BareMetal && ok && want != p.apicID {
 			return fmt.Errorf("pinned to cpu %d, ran on APIC ID %d; %s says apic=%d", p.cpu, p.apicID, board.CPUsPath, want)
 		}
@@ -121,7 +131,14 @@ func cpuSpread(ctx context.Context, cfg *Config) error {
 		ids = append(ids, int(id))
 	}
 	sort.Ints(ids)
-	cfg.logf("cpu-spread: %d CPUs %v ran on APIC IDs %v", len(cpus), cpus, ids)
+	aux := ""
+	if hasRDTSCP {
+		aux = ", TSC_AUX"
+		for _, p := range results {
+			aux += fmt.Sprintf(" %#x", p.tscAux)
+		}
+	}
+	cfg.logf("cpu-spread: %d CPUs %v ran on APIC IDs %v%s", len(cpus), cpus, ids, aux)
 	return ctx.Err()
 }
 
