@@ -77,6 +77,7 @@ void boot_main(u32 magic, u32 info) {
 	lapic_init();
 	fs_init();
 	lapic_timer_start();
+	cpus[0].online = 1;
 	smp_start();
 	kprintf("boot: go image 0x%lx-0x%lx at phys 0x%lx, entry 0x%lx\n", go_image_start, go_image_end, go_phys, go_entry);
 	kprintf("boot: kernel 0x%lx-0x%lx (%lu KiB), reserved 0x%lx-0x%lx, free %lu MiB\n", kernel_start, kernel_end,

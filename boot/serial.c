@@ -28,7 +28,11 @@ void serial_init(void) {
 	outb(COM1 + UART_DLL, 1); /* 115200 = 1843200 / 16 / 1 */
 	outb(COM1 + UART_IER, 0);
 	outb(COM1 + UART_LCR, UART_LCR_8N1);
-	outb(COM1 + UART_FCR, 0x05); /* enable, clear TX only: keep early input */
+	/* Toggling the FIFO enable resets the FIFOs (QEMU does so too): save
+	 * what arrived before boot first. */
+	while (inb(COM1 + UART_LSR) & UART_LSR_DR)
+		rxbuf[rx_head++ % sizeof rxbuf] = inb(COM1 + UART_RBR);
+	outb(COM1 + UART_FCR, 0x07); /* enable + clear FIFOs */
 	outb(COM1 + UART_MCR, UART_MCR_DTR_RTS_OUT2);
 	outb(COM1 + UART_IER, UART_IER_RDA);
 }

@@ -16,6 +16,7 @@ void ap_main(struct cpu *c) {
 	cpu_init(c, c->id);
 	lapic_init();
 	lapic_timer_start();
+	c->online = 1; /* from here on it answers TLB shootdowns (lock spin) */
 	ap_up = 1;
 	sched_start_on((u64)c->stack + KSTACK_SIZE);
 }

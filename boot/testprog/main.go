@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -93,7 +94,11 @@ func preempt() {
 func gc() {
 	var total int
 	start := time.Now()
-	for i := 0; i < 40; i++ { // 40 x 64 MiB = 2.5 GiB of churn
+	churn := 2560 // MiB: more than the RAM the tests give the machine
+	if v, err := strconv.Atoi(os.Getenv("TESTPROG_CHURN_MIB")); err == nil {
+		churn = v
+	}
+	for i := 0; i < churn/64; i++ {
 		b := make([]byte, 64<<20)
 		for j := 0; j < len(b); j += 4096 {
 			b[j] = byte(j)
