@@ -32,14 +32,14 @@ func (ps *pSession) checkpoint() error {
 	p := ps.p
 	e := ps.open
 	clock := p.cfg.Clock
-	t0 := clock.Now()
 	p.guest.Pause()
+	t0 := clock.Now() // the guest is stopped from here
 	ps.dirty = p.dirty.Harvest(ps.dirty[:0])
 	if ps.resyncing {
 		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor)) // the rest goes in later chunks
 	}
 	if need := len(ps.dirty) * PageSize; cap(ps.snap) < need {
-		ps.snap = make([]byte, need, need+need/2)
+		ps.snap = p.alloc(need + need/2)
 	}
 	ps.snap = ps.snap[:len(ps.dirty)*PageSize]
 	for i, pfn := range ps.dirty {

@@ -29,6 +29,9 @@ type Config struct {
 	ResyncPagesPerEpoch int
 	// Hook, if set, is called at each Point (fault injection).
 	Hook func(p Point, epoch uint64)
+	// Alloc, if set, allocates the primary's shadow of guest memory (the
+	// simulator pre-faults it; bare metal takes it from reserved memory).
+	Alloc func(n int) []byte
 	// SplitGroups writes each GROUP frame in two halves with the hook
 	// called at PointMidGroup in between (to kill a primary mid-frame).
 	SplitGroups bool
@@ -65,6 +68,11 @@ func (c *Config) hook(p Point, e uint64) {
 	}
 }
 
+// snapPages is the initial size of the checkpoint snapshot buffer, in pages;
+// it is allocated (and, in the simulator, touched) up front so that the
+// pause never waits for fresh memory.
+const snapPages = 4096
+
 // Primary runs the protected guest and mirrors it to one secondary at a time.
 type Primary struct {
 	cfg   Config
@@ -79,6 +87,8 @@ type Primary struct {
 	// page sent this session; the base for compact deltas.
 	shadow []byte
 	sent   []bool
+	alloc  func(int) []byte
+	snap   []byte // checkpoint snapshot buffer, reused across sessions
 
 	mu     sync.Mutex
 	epoch  uint64 // last epoch captured
@@ -90,8 +100,12 @@ type Primary struct {
 func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink OutputSink) *Primary {
 	cfg.defaults()
 	n := mem.NumPages()
-	return &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink,
-		shadow: make([]byte, n*PageSize), sent: make([]bool, n)}
+	alloc := cfg.Alloc
+	if alloc == nil {
+		alloc = func(n int) []byte { return make([]byte, n) }
+	}
+	return &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink, alloc: alloc,
+		shadow: alloc(n * PageSize), sent: make([]bool, n), snap: alloc(snapPages * PageSize)}
 }
 
 // Continue sets the epoch and output stream position of a primary made
@@ -117,14 +131,16 @@ func (p *Primary) Epoch() uint64 {
 
 // RunAlone runs checkpoints with no secondary until stop is closed: output
 // is sealed every epoch and released directly if this primary was promoted
-// and has not yet had a secondary, and held otherwise.
+// and has not yet had a secondary, and held otherwise. On stop it seals and
+// releases once more, so everything emitted before stop is out.
 func (p *Primary) RunAlone(stop <-chan struct{}) {
 	t := time.NewTicker(p.cfg.Epoch)
 	defer t.Stop()
 	for {
+		stopped := false
 		select {
 		case <-stop:
-			return
+			stopped = true
 		case <-t.C:
 		}
 		p.mu.Lock()
@@ -136,6 +152,9 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		p.guest.Resume()
 		if direct {
 			p.release(e, nil)
+		}
+		if stopped {
+			return
 		}
 	}
 }
@@ -159,7 +178,7 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	p.mu.Unlock()
 	clear(p.sent) // the new secondary starts from zeroed memory
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
-		outSent: p.out.releasedThrough()}
+		outSent: p.out.releasedThrough(), snap: p.snap[:0]}
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
 	if first {

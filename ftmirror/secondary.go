@@ -50,8 +50,8 @@ func (s *Secondary) Serve(rw io.ReadWriteCloser) error {
 	if err != nil {
 		return err
 	}
-	s.reset()
 	go ss.heartbeats(s.cfg.Clock)
+	s.reset()
 	err = s.readLoop(ss)
 	ss.fail(err)
 	s.mu.Lock()

@@ -18,8 +18,10 @@ type Stats struct {
 	syncTime    time.Duration
 	syncBytes   int64
 	leaseMisses int
+	heldInSync  int
 	sinkErrs    int
 	lastSinkErr error
+	protected   time.Time // when the first complete epoch was acknowledged
 }
 
 func (s *Stats) checkpoint(pause time.Duration, wire, dirty int64) {
@@ -33,6 +35,10 @@ func (s *Stats) checkpoint(pause time.Duration, wire, dirty int64) {
 func (s *Stats) released(now time.Time, marks []emitMark) {
 	s.mu.Lock()
 	for _, m := range marks {
+		if s.protected.IsZero() || m.at.Before(s.protected) {
+			s.heldInSync++ // emitted before protection began: held for the sync
+			continue
+		}
 		s.releaseLat = append(s.releaseLat, now.Sub(m.at))
 	}
 	s.mu.Unlock()
@@ -54,6 +60,7 @@ func (s *Stats) syncDone(d time.Duration, pages int) {
 	s.mu.Lock()
 	if s.syncTime == 0 {
 		s.syncTime, s.syncBytes = d, int64(pages)*PageSize
+		s.protected = time.Now()
 	}
 	s.mu.Unlock()
 }
@@ -87,6 +94,7 @@ type Summary struct {
 	AckP50ms         float64 `json:"ack_p50_ms"`
 	AckP99ms         float64 `json:"ack_p99_ms"`
 	Released         int     `json:"released_outputs"`
+	HeldInSync       int     `json:"outputs_held_for_sync"`
 	LeaseMisses      int     `json:"lease_misses"`
 	SinkErrors       int     `json:"sink_errors"`
 }
@@ -99,7 +107,7 @@ func (s *Stats) Summary() Summary {
 		SyncSeconds: s.syncTime.Seconds(), SyncBytes: s.syncBytes,
 		BrownoutRounds: append([]int(nil), s.rounds...),
 		Checkpoints:    len(s.pauses), Released: len(s.releaseLat),
-		LeaseMisses: s.leaseMisses, SinkErrors: s.sinkErrs,
+		HeldInSync: s.heldInSync, LeaseMisses: s.leaseMisses, SinkErrors: s.sinkErrs,
 	}
 	sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms = pct(s.pauses)
 	sum.ReleaseP50ms, sum.ReleaseP99ms, _ = pct(s.releaseLat)

@@ -77,7 +77,7 @@ type Guest struct {
 // New returns a guest with its initial memory filled.
 func New(p Params) *Guest {
 	p.defaults()
-	g := &Guest{P: p, mem: make([]byte, p.Pages*PageSize), bits: make([]uint64, (p.Pages+63)/64)}
+	g := &Guest{P: p, mem: Alloc(p.Pages * PageSize), bits: make([]uint64, (p.Pages+63)/64)}
 	Fill(g.mem, p)
 	return g
 }
@@ -85,7 +85,7 @@ func New(p Params) *Guest {
 // NewBlank returns a guest with zeroed memory (a secondary's).
 func NewBlank(p Params) *Guest {
 	p.defaults()
-	return &Guest{P: p, mem: make([]byte, p.Pages*PageSize), bits: make([]uint64, (p.Pages+63)/64)}
+	return &Guest{P: p, mem: Alloc(p.Pages * PageSize), bits: make([]uint64, (p.Pages+63)/64)}
 }
 
 func mix(x uint64) uint64 { // splitmix64 finaliser
@@ -231,7 +231,7 @@ func (g *Guest) Harvest(dst []uint32) []uint32 {
 // Replay returns the memory after n operations from the initial fill.
 func Replay(p Params, n uint64) []byte {
 	p.defaults()
-	mem := make([]byte, p.Pages*PageSize)
+	mem := Alloc(p.Pages * PageSize)
 	Fill(mem, p)
 	for i := uint64(0); i < n; i++ {
 		op(mem, &p, i)

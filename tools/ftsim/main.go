@@ -1,0 +1,158 @@
+// Command ftsim runs the doppel fault-tolerance engine (ftmirror) as two
+// OS processes over loopback TCP with a synthetic guest, measures it, kills
+// the primary, and verifies the takeover:
+//
+//	ftsim -mem 1g -dirty-rate 12000 -epoch 25ms -duration 20s
+//	ftsim -mem 64m -kill-primary-after mid-group:6 -group 16k
+//
+// The parent process is the orchestrator and the outside world: it measures
+// raw loopback TCP between two processes, starts a primary and a secondary
+// (the same binary with -role), receives the released guest output, kills
+// the primary (at -kill-primary-after: a duration, or a protocol point such
+// as mid-epoch, mid-group, between-groups, before-end, after-end, acked,
+// mid-release, released, paused, begin, sync-round, blackout, resync, with
+// an optional ":N" epoch), and then checks that the promoted secondary's
+// memory equals the primary's at the committed epoch (by replaying the
+// deterministic guest) and that the world saw the output stream exactly
+// once with no gap.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
+)
+
+type opts struct {
+	role        string
+	mem         size
+	rate        float64
+	pattern     string
+	epoch       time.Duration
+	duration    time.Duration
+	killAfter   string
+	seed        uint64
+	json        bool
+	group       size
+	forward     bool
+	hb          time.Duration
+	hbMiss      int
+	resyncPages int
+	resyncAfter time.Duration
+	fault       string
+	faultNth    int
+	partition   time.Duration
+	after       time.Duration
+	words       int
+	zeroEvery   int
+	verbose     bool
+	// children
+	dir, world, connect, name string
+}
+
+func (o *opts) params() simguest.Params {
+	pat, _ := simguest.ParsePattern(o.pattern)
+	return simguest.Params{Pages: int(o.mem) / simguest.PageSize, Seed: o.seed, Pattern: pat,
+		Rate: o.rate, Words: o.words, ZeroEvery: o.zeroEvery}
+}
+
+// size is a byte count flag accepting k, m, g suffixes.
+type size int64
+
+func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+func (s *size) Set(v string) error {
+	mul := int64(1)
+	switch {
+	case strings.HasSuffix(strings.ToLower(v), "k"):
+		mul = 1 << 10
+	case strings.HasSuffix(strings.ToLower(v), "m"):
+		mul = 1 << 20
+	case strings.HasSuffix(strings.ToLower(v), "g"):
+		mul = 1 << 30
+	}
+	if mul != 1 {
+		v = v[:len(v)-1]
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("bad size %q", v)
+	}
+	*s = size(n * mul)
+	return nil
+}
+
+func main() {
+	o := &opts{mem: 64 << 20, group: 512 << 10}
+	flag.StringVar(&o.role, "role", "", "internal: primary, secondary or rawsend")
+	flag.Var(&o.mem, "mem", "guest memory size (e.g. 64m, 1g)")
+	flag.Float64Var(&o.rate, "dirty-rate", 12000, "guest page writes per second")
+	flag.StringVar(&o.pattern, "pattern", "uniform", "dirtying pattern: uniform, hot, sequential")
+	flag.DurationVar(&o.epoch, "epoch", 25*time.Millisecond, "checkpoint interval")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "run time before the end-of-run primary kill")
+	flag.StringVar(&o.killAfter, "kill-primary-after", "", "kill the primary after a duration or at a point[:epoch]")
+	flag.Uint64Var(&o.seed, "seed", 1, "guest seed")
+	flag.BoolVar(&o.json, "json", false, "print the report as one JSON object")
+	flag.Var(&o.group, "group", "checkpoint group (GROUP frame payload) size")
+	flag.BoolVar(&o.forward, "forward", false, "forward dirty pages mid-epoch while the guest runs (F6)")
+	flag.DurationVar(&o.hb, "hb", 10*time.Millisecond, "heartbeat interval")
+	flag.IntVar(&o.hbMiss, "hb-miss", 5, "missed heartbeats before the peer is declared lost")
+	flag.IntVar(&o.resyncPages, "resync-pages", 2048, "pages of memory carried per checkpoint while resyncing (F7)")
+	flag.DurationVar(&o.resyncAfter, "resync-after", 0, "kill the first secondary at this time and start a new one, which resyncs (F7)")
+	flag.StringVar(&o.fault, "fault", "", "link fault on a GROUP frame: corrupt, forge, replay")
+	flag.IntVar(&o.faultNth, "fault-nth", 5, "which GROUP frame (from epoch 3 on) the -fault hits")
+	flag.DurationVar(&o.partition, "partition-after", 0, "cut the link both ways at this time, both processes alive")
+	flag.DurationVar(&o.after, "after", 300*time.Millisecond, "how long the promoted secondary runs the guest")
+	flag.IntVar(&o.words, "words", 16, "8-byte words the guest writes per page write")
+	flag.IntVar(&o.zeroEvery, "zero-every", 0, "every Nth page starts zero (0: none)")
+	flag.BoolVar(&o.verbose, "v", false, "log the children's output")
+	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one)")
+	flag.StringVar(&o.world, "world", "", "internal: world address")
+	flag.StringVar(&o.connect, "connect", "", "internal: address to connect to")
+	flag.StringVar(&o.name, "name", "s1", "internal: secondary name")
+	flag.Parse()
+	if _, err := simguest.ParsePattern(o.pattern); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if d := os.Getenv("FTSIM_CPUPROFILE"); d != "" && o.role != "" {
+		f, err := os.Create(filepath.Join(d, o.role+"-"+o.name+".prof"))
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			go func() { time.Sleep(3 * time.Second); pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
+	if o.role != "" {
+		// The big buffers live outside the Go heap; keep the collector
+		// from running every few milliseconds over a small heap.
+		debug.SetGCPercent(400)
+	}
+	var err error
+	switch o.role {
+	case "":
+		var ok bool
+		ok, err = orchestrate(o)
+		if err == nil && !ok {
+			os.Exit(1)
+		}
+	case "primary":
+		err = runPrimary(o)
+	case "secondary":
+		err = runSecondary(o)
+	case "rawsend":
+		err = runRawSend(o)
+	default:
+		err = fmt.Errorf("unknown role %q", o.role)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ftsim %s: %v\n", o.role, err)
+		os.Exit(2)
+	}
+}
