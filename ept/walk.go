@@ -54,11 +54,16 @@ func (t *Tables) walk(pa uint64, level int, start, end uint64, v visitor) error 
 			return nil
 		}
 	}
+	alloc := v.allocates()
 	for gpa := start; gpa < end; {
 		entryStart := gpa &^ (size - 1)
 		next := entryStart + size
 		e := &tbl[levelIndex(gpa, level)]
 		t.visited++
+		if *e == 0 && !alloc {
+			gpa = next // nothing here and nothing to create
+			continue
+		}
 		segEnd := min(end, next)
 		full := gpa == entryStart && segEnd == next
 		if err := t.walkEntry(e, level, gpa, segEnd, full, v); err != nil {
