@@ -29,5 +29,23 @@
 // shadow, RFLAGS = 0x2, RIP = GuestLoadAddr, ESP = GuestLoadAddr (the stack
 // grows down below the image), EBX = the guest's RAM size in bytes.
 // Interrupts are off and stay off. The guest talks to doppel only through
-// I/O ports: COM1 (0x3F8-0x3FF, a 16550) and the test port (TestPortBase).
+// I/O ports: COM1 (0x3F8-0x3FF, a 16550) and the doppel test port
+// (vmm/dirtytest, 0xE00).
+//
+// # Hardware side
+//
+// vmx_amd64.s holds the BYTE-encoded VMX instructions and the entry/exit
+// stub; hw.go, vmcs_setup.go and run.go drive them: Enable (VMXON),
+// NewVCPU (VMCLEAR, VMPTRLD, controls adjusted against the capability MSRs,
+// host state of the current CPU, the guest's start state) and HWVCPU.Run.
+// All of it runs on one thread pinned with PinThread. The stub runs with
+// interrupts off from the HOST_RSP write to the VM exit and turns them on
+// again before returning, so the host timer (an external-interrupt exit)
+// keeps slicing threads.
+//
+// Not yet done: guest x87/SSE state is not switched (the test guest uses
+// none, and Go treats vector registers as clobbered across the call, but a
+// real guest needs XSAVE/XRSTOR around entry); no VPID (every transition
+// flushes linear mappings); no event injection, so a guest that halts
+// stops; MSR accesses exit and are unhandled (no MSR bitmap).
 package vmm
