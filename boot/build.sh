@@ -7,7 +7,7 @@
 # DOPPEL_CMDLINE sets the ISO's kernel command line (default empty); if
 # OUTDIR/testguest.bin exists it is added as the module "testguest".
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)/layer
 [ $# -eq 2 ] || { echo "usage: $0 GO_KERNEL_ELF OUTDIR" >&2; exit 2; }
 elf=$(realpath "$1")
 out=$(mkdir -p "$2" && cd "$2" && pwd)
