@@ -24,12 +24,12 @@ type System struct {
 	Power        func(board.PowerAction) error
 }
 
-// Builtins returns the standard command table over sys.
+// Builtins returns the standard command table over sys, in the order help
+// lists it.
 func Builtins(sys System) []Command {
 	return []Command{
-		{Name: "cpu", Help: "CPU identity and virtualization features", Run: report(sys.CPUReport)},
 		{Name: "mem", Help: "memory: /proc/meminfo, Go heap, memory map", Run: report(sys.MemoryReport)},
-		{Name: "modules", Help: "multiboot modules (guest kernels, initrds)", Run: report(sys.Modules)},
+		{Name: "cpu", Help: "CPU identity and virtualization features", Run: report(sys.CPUReport)},
 		{Name: "uptime", Help: "time since boot", Run: func(w io.Writer, _ []string) error {
 			d := sys.Uptime()
 			_, err := fmt.Fprintf(w, "up %s (%.6f s)\n", d.Truncate(time.Second), d.Seconds())
@@ -38,6 +38,8 @@ func Builtins(sys System) []Command {
 		{Name: "log", Args: "[n]", Help: "the last n log lines (all kept lines by default)", Run: func(w io.Writer, args []string) error {
 			return logCommand(w, sys.Log, args)
 		}},
+		{Name: "halt", Help: "stop all CPUs", Run: power(sys.Power, board.Halt)},
+		{Name: "reboot", Help: "restart the machine", Run: power(sys.Power, board.Restart)},
 		{Name: "stats", Help: "boot layer counters (" + board.StatsPath + ")", Run: func(w io.Writer, _ []string) error {
 			data, err := sys.Stats()
 			if err != nil {
@@ -46,9 +48,8 @@ func Builtins(sys System) []Command {
 			_, err = w.Write(data)
 			return err
 		}},
+		{Name: "modules", Help: "multiboot modules (guest kernels, initrds)", Run: report(sys.Modules)},
 		{Name: "flags", Help: "boot flags and their values", Run: report(sys.Flags)},
-		{Name: "halt", Help: "stop all CPUs", Run: power(sys.Power, board.Halt)},
-		{Name: "reboot", Help: "restart the machine", Run: power(sys.Power, board.Restart)},
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 )
 
@@ -108,9 +107,9 @@ func (s *Shell) run(line string) (exit bool) {
 	return false
 }
 
+// help lists "help" and then the commands in table order.
 func (s *Shell) help() {
 	cmds := append([]Command{{Name: "help", Help: "list the commands"}}, s.Commands...)
-	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
 	for _, c := range cmds {
 		fmt.Fprintf(s.Out, "  %-16s %s\n", strings.TrimSpace(c.Name+" "+c.Args), c.Help)
 	}
