@@ -46,7 +46,7 @@ func (c *Config) defaults() {
 		c.GroupBytes = 512 << 10
 	}
 	if c.Heartbeat.Interval == 0 {
-		c.Heartbeat = Heartbeat{Interval: 10 * time.Millisecond, Misses: 5}
+		c.Heartbeat = Heartbeat{Interval: 10 * time.Millisecond, Misses: 10}
 	}
 	if c.BrownoutTargetPages == 0 {
 		c.BrownoutTargetPages = 1024

@@ -73,7 +73,8 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	if _, err := rand.Read(me.Nonce[:]); err != nil {
 		return nil, wire.Hello{}, err
 	}
-	s := &session{rw: rw, codec: c, rd: wire.NewReader(rw, c), hb: hb, done: make(chan struct{})}
+	lr := &liveReader{r: rw}
+	s := &session{rw: rw, codec: c, rd: wire.NewReader(lr, c), hb: hb, done: make(chan struct{})}
 	send := func() error {
 		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
 		if err == nil {
@@ -116,7 +117,25 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 		return nil, peer, err
 	}
 	s.live = newLiveness(clock)
+	lr.live.Store(s.live)
 	return s, peer, nil
+}
+
+// liveReader counts any bytes arriving as a sign of life, so a large frame
+// on a slow link is not mistaken for silence.
+type liveReader struct {
+	r    io.Reader
+	live atomic.Pointer[liveness]
+}
+
+func (l *liveReader) Read(b []byte) (int, error) {
+	n, err := l.r.Read(b)
+	if n > 0 {
+		if lv := l.live.Load(); lv != nil {
+			lv.heard()
+		}
+	}
+	return n, err
 }
 
 // fail ends the session with err (the first error wins).

@@ -45,7 +45,7 @@ func (p *proxy) cut() { p.cutAt.Store(true) }
 
 func (p *proxy) pipe(src, dst net.Conn, fromPrimary bool) {
 	defer dst.Close()
-	var prev []byte
+	var prev, f []byte
 	groups := 0
 	hdr := make([]byte, wire.HeaderSize)
 	for {
@@ -56,7 +56,10 @@ func (p *proxy) pipe(src, dst net.Conn, fromPrimary bool) {
 		if n > wire.MaxPayload {
 			return
 		}
-		f := make([]byte, wire.Overhead+n)
+		if cap(f) < wire.Overhead+n {
+			f = make([]byte, wire.Overhead+n)
+		}
+		f = f[:wire.Overhead+n]
 		copy(f, hdr)
 		if _, err := io.ReadFull(src, f[wire.HeaderSize:]); err != nil {
 			return
@@ -82,13 +85,13 @@ func (p *proxy) pipe(src, dst net.Conn, fromPrimary bool) {
 					out[wire.HeaderSize+9] ^= 0x40
 					binary.LittleEndian.PutUint32(out[wire.HeaderSize+n:], crc32.Checksum(out[:wire.HeaderSize+n], crc32.MakeTable(crc32.Castagnoli)))
 				case "replay":
-					out = prev
+					out = append([]byte(nil), prev...)
 				}
 			}
 		}
 		if _, err := dst.Write(out); err != nil {
 			return
 		}
-		prev = f
+		prev = append(prev[:0], f...)
 	}
 }
