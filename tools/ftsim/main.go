@@ -52,6 +52,7 @@ type opts struct {
 	partition   time.Duration
 	after       time.Duration
 	words       int
+	loopBytes   size
 	zeroEvery   int
 	verbose     bool
 	// children
@@ -110,6 +111,8 @@ func main() {
 	flag.IntVar(&o.faultNth, "fault-nth", 5, "which GROUP frame (from epoch 3 on) the -fault hits")
 	flag.DurationVar(&o.partition, "partition-after", 0, "cut the link both ways at this time, both processes alive")
 	flag.DurationVar(&o.after, "after", 300*time.Millisecond, "how long the promoted secondary runs the guest")
+	o.loopBytes = -1
+	flag.Var(&o.loopBytes, "loopback-bytes", "bytes for the raw loopback TCP baseline (default: max(mem, 256m); 0 skips it)")
 	flag.IntVar(&o.words, "words", 16, "8-byte words the guest writes per page write")
 	flag.IntVar(&o.zeroEvery, "zero-every", 0, "every Nth page starts zero (0: none)")
 	flag.BoolVar(&o.verbose, "v", false, "log the children's output")

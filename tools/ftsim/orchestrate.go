@@ -102,6 +102,12 @@ func (o *opts) loopback() (float64, error) {
 	}
 	defer l.Close()
 	n := max(int64(o.mem), 256<<20)
+	if o.loopBytes >= 0 {
+		n = int64(o.loopBytes)
+	}
+	if n == 0 {
+		return 0, nil
+	}
 	oc := *o
 	oc.mem = size(n)
 	ch, err := oc.spawn("rawsend", nil, "-role", "rawsend", "-connect", l.Addr().String())
@@ -290,6 +296,13 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	}
 	p := o.params()
 	if res.Promoted {
+		w.mu.Lock()
+		last1, ok1 := w.lastFrom[1]
+		w.mu.Unlock()
+		if ok1 && !last1.Before(time.Unix(0, res.ReadyAt)) {
+			bad("two primaries released output: generation 1 released at %v, after the secondary took over at %v",
+				last1.Format(time.StampMicro), time.Unix(0, res.ReadyAt).Format(time.StampMicro))
+		}
 		rep.Epoch = res.Epoch
 		if !killedAt.IsZero() {
 			rep.FailoverMs = float64(res.ReadyAt-killedAt.UnixNano()) / 1e6

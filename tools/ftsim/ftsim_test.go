@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var ftsimBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ftsim-test")
+	if err != nil {
+		panic(err)
+	}
+	ftsimBin = filepath.Join(dir, "ftsim")
+	if out, err := exec.Command("go", "build", "-o", ftsimBin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// small is the common setting of the scenarios: a 32 MiB guest, 16 KiB
+// groups (several per checkpoint), no loopback baseline.
+var small = []string{"-mem", "32m", "-group", "16k", "-duration", "1500ms", "-after", "150ms", "-loopback-bytes", "0", "-json"}
+
+func run(t *testing.T, args ...string) report {
+	t.Helper()
+	cmd := exec.Command(ftsimBin, append(append([]string(nil), small...), args...)...)
+	out, err := cmd.Output()
+	var r report
+	if jerr := json.Unmarshal(out, &r); jerr != nil {
+		t.Fatalf("ftsim %v: %v\n%s", args, jerr, out)
+	}
+	if err != nil || r.Verify != "ok" {
+		t.Fatalf("ftsim %s: verify %s: %s (exit %v)", strings.Join(args, " "), r.Verify, strings.Join(r.Details, "; "), err)
+	}
+	return r
+}
+
+// TestFailoverAtKillPoints kills the primary at 20 points, from before the
+// initial sync ends to the middle of a resync, and requires the takeover to
+// verify: memory equal to the primary's at the committed epoch, the output
+// stream seen exactly once with no gap.
+func TestFailoverAtKillPoints(t *testing.T) {
+	scenarios := []struct {
+		name       string
+		args       []string
+		noTakeover bool
+	}{
+		{"sync-round-1", []string{"-kill-primary-after", "sync-round:1"}, true},
+		{"sync-round-2", []string{"-kill-primary-after", "sync-round:2"}, true},
+		{"blackout", []string{"-kill-primary-after", "blackout"}, true},
+		{"after-1s", []string{"-kill-primary-after", "1s", "-duration", "2s"}, false},
+		{"begin", []string{"-kill-primary-after", "begin:4"}, false},
+		{"mid-epoch", []string{"-kill-primary-after", "mid-epoch:4"}, false},
+		{"paused", []string{"-kill-primary-after", "paused:5"}, false},
+		{"mid-group", []string{"-kill-primary-after", "mid-group:5"}, false},
+		{"between-groups", []string{"-kill-primary-after", "between-groups:5"}, false},
+		{"before-end", []string{"-kill-primary-after", "before-end:6"}, false},
+		{"after-end", []string{"-kill-primary-after", "after-end:6"}, false},
+		{"acked", []string{"-kill-primary-after", "acked:7"}, false},
+		{"mid-release", []string{"-kill-primary-after", "mid-release:7"}, false},
+		{"released", []string{"-kill-primary-after", "released:8"}, false},
+		{"mid-epoch-forwarding", []string{"-forward", "-kill-primary-after", "mid-epoch:10"}, false},
+		{"mid-group-hot-set", []string{"-pattern", "hot", "-kill-primary-after", "mid-group:8"}, false},
+		{"between-groups-sequential", []string{"-pattern", "sequential", "-kill-primary-after", "between-groups:8"}, false},
+		{"during-resync", []string{"-resync-after", "500ms", "-resync-pages", "512", "-kill-primary-after", "resync:1"}, true},
+		{"after-resync", []string{"-resync-after", "500ms", "-resync-pages", "512", "-duration", "2s"}, false},
+		{"10ms-epochs-forwarding", []string{"-epoch", "10ms", "-forward", "-kill-primary-after", "900ms"}, false},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			r := run(t, sc.args...)
+			if took := r.Epoch > 0; took == sc.noTakeover {
+				t.Fatalf("takeover at epoch %d; expected a takeover: %v (%v)", r.Epoch, !sc.noTakeover, r.Details)
+			}
+		})
+	}
+}
+
+// TestBadFramesRefused corrupts, forges and replays a checkpoint frame on
+// the link: the secondary must refuse it with the matching error, keep the
+// last committed epoch intact, and (the primary being alive but cut off)
+// take over without a second primary ever releasing output.
+func TestBadFramesRefused(t *testing.T) {
+	for _, f := range []string{"corrupt", "forge", "replay"} {
+		t.Run(f, func(t *testing.T) {
+			r := run(t, "-fault", f)
+			if r.Epoch == 0 {
+				t.Fatal("no takeover after the refused frame")
+			}
+		})
+	}
+}
+
+// TestPartitionOneReleaser cuts the link both ways with both processes
+// alive: the old primary must stop releasing (no acks) before the secondary
+// promotes itself, so the world never gets output from two primaries.
+func TestPartitionOneReleaser(t *testing.T) {
+	r := run(t, "-partition-after", "700ms")
+	if r.Epoch == 0 {
+		t.Fatal("no takeover after the partition")
+	}
+}
