@@ -196,3 +196,28 @@ func TestAPICIDMatchesInitialAPICID(t *testing.T) {
 	}
 	t.Errorf("APICID() = %d, InitialAPICID() = %d", id, initial)
 }
+
+// TestPCIConfigPortsBareMetal exercises the 16- and 32-bit port stubs on PCI
+// configuration mechanism #1 (PCI Local Bus Specification 3.0, section
+// 3.2.2.3.2): CONFIG_ADDRESS at 0xCF8 latches a 32-bit write, and
+// CONFIG_DATA at 0xCFC then reads the host bridge's vendor and device IDs.
+func TestPCIConfigPortsBareMetal(t *testing.T) {
+	requireBareMetal(t)
+	const (
+		configAddress = 0xcf8
+		configData    = 0xcfc
+		enable        = 1 << 31 // bus 0, device 0, function 0, register 0
+	)
+	old := Hardware.In32(configAddress)
+	defer Hardware.Out32(configAddress, old)
+	Hardware.Out32(configAddress, enable)
+	if got := Hardware.In32(configAddress); got != enable {
+		t.Fatalf("CONFIG_ADDRESS reads %#x after writing %#x", got, uint32(enable))
+	}
+	ids := Hardware.In32(configData)
+	vendor := Hardware.In16(configData)
+	if vendor == 0xffff || vendor == 0 || uint32(vendor) != ids&0xffff {
+		t.Errorf("host bridge vendor %#x (16-bit read), IDs %#x (32-bit read)", vendor, ids)
+	}
+	t.Logf("host bridge %04x:%04x", ids&0xffff, ids>>16)
+}
