@@ -1,7 +1,6 @@
 package board
 
 import (
-	"os"
 	"strings"
 	"testing"
 )
@@ -34,12 +33,7 @@ func TestParseMemmapFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
-			f, err := os.Open("testdata/" + tt.file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			m, err := ParseMemmap(f)
+			m, err := ParseMemmap(openTestdata(t, tt.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,9 +79,7 @@ func TestParseMemmapErrors(t *testing.T) {
 }
 
 func TestMemmapReport(t *testing.T) {
-	f, _ := os.Open("testdata/memmap-qemu-4g.txt")
-	defer f.Close()
-	m, err := ParseMemmap(f)
+	m, err := ParseMemmap(openTestdata(t, "memmap-qemu-4g.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,15 +6,27 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/doppel-ft/doppel/board"
 )
 
-// hostConfig keeps the host run cheap: 64M of churn.
+// hostConfig keeps the run cheap (64M of churn) and enables the bare-metal
+// checks when the test binary runs as a kernel on the boot layer.
 func hostConfig(t *testing.T) Config {
-	return Config{ChurnBytes: 64 << 20, SleepSlack: 25 * time.Millisecond, Timeout: 60 * time.Second, Logf: t.Logf}
+	cfg := Config{ChurnBytes: 64 << 20, SleepSlack: 25 * time.Millisecond, Timeout: 60 * time.Second,
+		BareMetal: board.OnBareMetal(), Logf: t.Logf}
+	if cfg.BareMetal {
+		cpus, err := board.ReadCPUs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.CPUs = cpus
+	}
+	return cfg
 }
 
-// TestEachOnHost runs every real self-test on this Linux host, where the
-// runtime's promises hold: each must pass.
+// TestEachOnHost runs every real self-test on this machine: a Linux host,
+// where the runtime's promises hold, or the boot layer. Each must pass.
 func TestEachOnHost(t *testing.T) {
 	for _, tt := range All {
 		t.Run(tt.Name, func(t *testing.T) {
