@@ -5,7 +5,8 @@
 // ends lines itself) and runs commands from a table.
 //
 // On bare metal os.Stdin and os.Stdout are COM1 (boot/CONTRACT.md,
-// "Console"); CRLF turns the "\n" line ends into the "\r\n" a serial
-// terminal wants. Everything takes an io.Reader or io.Writer, so the shell
-// and its commands are tested with typed input against expected output.
+// "Console"). The boot layer turns each "\n" written to fd 1 or 2 into
+// "\r\n" itself; CRLF does the same for a console that does not.
+// Everything takes an io.Reader or io.Writer, so the shell and its commands
+// are tested with typed input against expected output.
 package console

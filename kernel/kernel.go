@@ -33,10 +33,9 @@ type kernel struct {
 // boot runs the boot steps up to the point where the kernel either tests
 // itself or serves the shell.
 func boot(args []string, out io.Writer) (*kernel, error) {
+	// No console.CRLF here: the layer already sends "\r\n" for every "\n"
+	// written to fd 1 and 2 (which also covers the runtime's crash output).
 	k := &kernel{bareMetal: board.OnBareMetal(), out: out}
-	if k.bareMetal {
-		k.out = console.CRLF(out) // COM1 has no line discipline
-	}
 	flags, flagErrs := board.Known.Parse(args)
 	k.flags = flags
 	k.log = console.NewLog(k.out, int(flags.Int(board.FlagLogLines)), nil)
