@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/doppel-ft/doppel/board"
@@ -13,8 +14,6 @@ import (
 	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/selftest"
 )
-
-const flagSelftest = board.FlagSelftest
 
 // hostChurnCap is how much the allocation churn self-test allocates on a
 // Linux host unless doppel.selftest.churn says otherwise: enough to cycle
@@ -62,14 +61,7 @@ func boot(args []string, out io.Writer) (*kernel, error) {
 
 // trimBoard drops the "board: " prefix an error already carries when it is
 // logged under the board subsystem.
-func trimBoard(err error) string {
-	s := err.Error()
-	const p = "board: "
-	if len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
-}
+func trimBoard(err error) string { return strings.TrimPrefix(err.Error(), "board: ") }
 
 // cpuReport writes the CPU feature report. IA32_FEATURE_CONTROL is read only
 // on bare metal: RDMSR faults on a host.

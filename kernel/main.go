@@ -21,6 +21,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/doppel-ft/doppel/board"
 )
 
 func main() {
@@ -43,7 +45,7 @@ func run(args []string, in io.Reader, out io.Writer) int {
 	if err != nil {
 		return fatal(k, err)
 	}
-	if k.flags.Bool(flagSelftest) {
+	if k.flags.Bool(board.FlagSelftest) {
 		return k.selftest()
 	}
 	if err := k.shell(in); err != nil {
