@@ -57,6 +57,7 @@ type Test struct {
 // All is every self-test, in the order they run: the cheap ones first, the
 // one that changes GOMAXPROCS and the memory-hungry one last.
 var All = []Test{
+	{"layer-files", layerFiles},
 	{"ping-pong", pingPong},
 	{"crypto", cryptoKAT},
 	{"nil-deref", nilDeref},
