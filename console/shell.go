@@ -15,7 +15,7 @@ const (
 	lf        = '\n' // enter
 	cr        = '\r' // enter; a following LF is part of the same enter
 	ctrlU     = 0x15 // erase the line
-	esc       = 0x1b // starts an escape sequence (arrow keys): ignored
+	esc       = 0x1b // starts an escape sequence: up/down walk the history, others are ignored
 	del       = 0x7f // erase one character (what most terminals send)
 )
 
@@ -117,12 +117,17 @@ func (s *Shell) help() {
 
 // lineEditor turns raw terminal bytes into command lines.
 type lineEditor struct {
-	echo   bool
-	out    io.Writer
-	line   []byte
-	lastCR bool     // the previous byte was CR: swallow one LF
-	escape escState // inside an escape sequence
+	echo    bool
+	out     io.Writer
+	line    []byte
+	lastCR  bool     // the previous byte was CR: swallow one LF
+	escape  escState // inside an escape sequence
+	history []string // entered lines, oldest first, at most historySize
+	recall  int      // index into history while walking it; len(history) when not
 }
+
+// historySize is how many entered lines the up arrow can recall.
+const historySize = 32
 
 type escState int
 
@@ -144,8 +149,9 @@ func (e *lineEditor) feed(b byte) (line string, entered bool) {
 		}
 		return "", false
 	case escCSI:
-		if b >= 0x40 && b <= 0x7e {
+		if b >= 0x40 && b <= 0x7e { // final byte (ECMA-48 section 5.4)
 			e.escape = escNone
+			e.walkHistory(b)
 		}
 		return "", false
 	}
@@ -154,6 +160,7 @@ func (e *lineEditor) feed(b byte) (line string, entered bool) {
 		line = string(e.line)
 		e.line = e.line[:0]
 		e.write("\n")
+		e.remember(line)
 		return line, true
 	case b == lf: // the LF of a CR LF pair
 	case b == backspace || b == del:
@@ -179,6 +186,36 @@ func (e *lineEditor) feed(b byte) (line string, entered bool) {
 		e.write(string(rune(b)))
 	}
 	return "", false
+}
+
+// remember adds a non-blank line to the history, unless it repeats the last.
+func (e *lineEditor) remember(line string) {
+	if strings.TrimSpace(line) != "" && (len(e.history) == 0 || e.history[len(e.history)-1] != line) {
+		e.history = append(e.history, line)
+		if len(e.history) > historySize {
+			e.history = e.history[1:]
+		}
+	}
+	e.recall = len(e.history)
+}
+
+// walkHistory handles the final byte of a CSI sequence: A (cursor up)
+// recalls the previous line, B (cursor down) the next one or an empty line.
+func (e *lineEditor) walkHistory(final byte) {
+	switch {
+	case final == 'A' && e.recall > 0:
+		e.recall--
+	case final == 'B' && e.recall < len(e.history):
+		e.recall++
+	default:
+		return
+	}
+	e.write(strings.Repeat("\b \b", len(e.line)))
+	e.line = e.line[:0]
+	if e.recall < len(e.history) {
+		e.line = append(e.line, e.history[e.recall]...)
+	}
+	e.write(string(e.line))
 }
 
 func (e *lineEditor) write(s string) {

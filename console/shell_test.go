@@ -108,6 +108,16 @@ func TestShell(t *testing.T) {
 			powered: []board.PowerAction{board.Halt, board.Restart},
 		},
 		{
+			name:  "up arrow recalls, down arrow walks back to an empty line",
+			echo:  true,
+			input: "cpu\r" + "mem\r" + "\x1b[A\x1b[A\r" + "x\x1b[A\x1b[B\x1b[B\x1b[Bmem\r",
+			want: prompt + "cpu\nGenuineIntel family 6\n" +
+				prompt + "mem\nMemTotal: 4G\n" +
+				prompt + "mem\b \b\b \b\b \bcpu\nGenuineIntel family 6\n" +
+				// x, up: cpu (the last line); down: empty; down, down: no-ops.
+				prompt + "x\b \bcpu\b \b\b \b\b \bmem\nMemTotal: 4G\n" + prompt,
+		},
+		{
 			name:  "control and high bytes are ignored",
 			echo:  true,
 			input: "c\x01\x80p\xffu\r",
