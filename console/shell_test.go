@@ -200,3 +200,20 @@ func TestMemoryReportOnThisMachine(t *testing.T) {
 		}
 	}
 }
+
+func TestHistoryBounded(t *testing.T) {
+	e := lineEditor{out: io.Discard}
+	for i := 0; i < historySize+5; i++ {
+		e.remember(strings.Repeat("x", i%3+1)) // x, xx, xxx, x, ...
+		e.remember(strings.Repeat("x", i%3+1)) // a repeat is not kept
+	}
+	e.remember("   ")
+	if len(e.history) != historySize || e.recall != historySize {
+		t.Fatalf("history holds %d lines, recall %d; want %d", len(e.history), e.recall, historySize)
+	}
+	for i := 1; i < len(e.history); i++ {
+		if e.history[i] == e.history[i-1] || strings.TrimSpace(e.history[i]) == "" {
+			t.Fatalf("history %q keeps a repeat or a blank line", e.history)
+		}
+	}
+}
