@@ -21,6 +21,13 @@ func onBareMetal() bool {
 	return true
 }
 
+// requireBareMetal skips a test of a privileged instruction on a host. They
+// run when the test binary is itself the kernel on the boot layer:
+//
+//	CGO_ENABLED=0 go test -c -ldflags "$(cat boot/goldflags)" -o build/cpu.test ./cpu
+//	bash boot/build.sh build/cpu.test build/cputest
+//	qemu-system-x86_64 -kernel build/cputest/doppel.bin -append -test.v \
+//	    -serial stdio -display none -no-reboot
 func requireBareMetal(t *testing.T) {
 	t.Helper()
 	if !onBareMetal() {
