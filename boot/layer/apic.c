@@ -29,6 +29,7 @@
 
 static volatile u32 *lapic;
 static u32 timer_count; /* LAPIC ticks per 1/HZ s */
+static u64 timer_mult;  /* LAPIC ticks per ns, 32.32 fixed point */
 
 static u32 lr(u32 r) { return lapic[r / 4]; }
 static void lw(u32 r, u32 v) { lapic[r / 4] = v; }
@@ -52,7 +53,8 @@ void lapic_init(void) {
 }
 
 /* lapic_timer_start calibrates once (BSP, against the TSC) and starts the
- * periodic tick that time-slices threads. */
+ * timer in one-shot mode: each expiry re-arms it for the next time slice
+ * or the earliest sleeper's deadline, whichever is first (sched.c). */
 void lapic_timer_start(void) {
 	lw(LAPIC_TIMER_DCR, LAPIC_DIV16);
 	if (!timer_count) {
@@ -61,10 +63,18 @@ void lapic_timer_start(void) {
 		udelay(10000);
 		u32 n = 0xFFFFFFFF - lr(LAPIC_TIMER_CCR);
 		timer_count = MAX(n * 100 / HZ, 1000u);
-		kprintf("boot: lapic timer %u ticks per %u Hz period\n", timer_count, HZ);
+		timer_mult = ((u64)n * 100 << 32) / 1000000000ULL;
+		kprintf("boot: lapic timer %u ticks per %u Hz slice\n", timer_count, HZ);
 	}
-	lw(LAPIC_LVT_TIMER, LAPIC_LVT_PERIODIC | VEC_TIMER);
+	lw(LAPIC_LVT_TIMER, VEC_TIMER); /* one-shot */
 	lw(LAPIC_TIMER_ICR, timer_count);
+}
+
+/* lapic_timer_arm fires VEC_TIMER on this CPU after ns nanoseconds. */
+void lapic_timer_arm(u64 ns) {
+	unsigned __int128 c = (unsigned __int128)ns * timer_mult;
+	u64 n = (u64)(c >> 32);
+	lw(LAPIC_TIMER_ICR, (u32)MIN(MAX(n, 16ULL), 0xFFFFFFFFULL));
 }
 
 void lapic_ipi(u32 apic, u32 icr_low) {

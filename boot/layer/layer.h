@@ -33,7 +33,7 @@ typedef int64_t i64;
 
 #define MAX_CPUS 16
 #define MAX_THREADS 128
-#define HZ 250 /* LAPIC periodic tick: time slice and timeout resolution */
+#define HZ 250 /* time slice 4 ms; timeouts are exact (one-shot LAPIC) */
 
 /* Page-table entry bits, SDM Vol. 3A Table 4-19/4-20. */
 #define PTE_P (1ULL << 0)
@@ -101,6 +101,7 @@ struct cpu {
 	struct thread *idle;
 	int id, apic_id, online, holding;
 	volatile u64 tlb_seen;
+	u64 next_event; /* ns when this CPU's one-shot timer fires */
 	struct context *boot_ctx;
 	u64 tss[13];           /* 104-byte TSS, SDM 3A Figure 7-11 */
 	u8 ist[4][4096] __attribute__((aligned(16)));
@@ -267,6 +268,7 @@ void acpi_init(void);
 int isa_to_gsi(int irq, int *flags);
 void lapic_init(void);
 void lapic_timer_start(void);
+void lapic_timer_arm(u64 ns);
 void lapic_eoi(void);
 u32 lapic_id(void);
 void lapic_ipi(u32 apic, u32 icr_low);
@@ -294,8 +296,7 @@ void sched_migrate(void);
 void tlb_check(struct cpu *c);
 void paging_ready(void);
 u64 mem_place(u64 span);
-void sched_tick(void);
-void sched_timeouts(void);
+void sched_timer(void);
 void kick_cpu(struct thread *t);
 void thread_exit(void) __attribute__((noreturn));
 int online_mask(void);

@@ -92,16 +92,25 @@ static void reschedule(void) {
 	switch_to(n ? n : c->idle);
 }
 
-/* kick_cpu wakes an idle CPU that may run t. */
+/* kick_cpu gets t running soon: an idle CPU that may run it gets a
+ * reschedule IPI; if none is idle, another allowed CPU is asked to
+ * preempt its current thread (wakeup preemption, so a woken thread does
+ * not wait for a spinning one's time slice). */
 void kick_cpu(struct thread *t) {
-	struct cpu *me = mycpu();
+	struct cpu *me = mycpu(), *busy = 0;
 	for (int i = 0; i < ncpus; i++) {
 		struct cpu *c = &cpus[i];
-		if (c->online && c != me && c->cur == c->idle && (t->affinity & (1ULL << i))) {
+		if (!c->online || c == me || !(t->affinity & (1ULL << i)))
+			continue;
+		if (c->cur == c->idle) {
 			lapic_ipi(c->apic_id, VEC_RESCHED);
 			return;
 		}
+		if (!busy)
+			busy = c;
 	}
+	if (busy && !(t->affinity & (1ULL << me->id)))
+		lapic_ipi(busy->apic_id, VEC_RESCHED);
 }
 
 void wake(struct thread *t, i64 result) {
@@ -121,6 +130,12 @@ i64 block(int kind, u64 addr, u64 deadline) {
 	t->waddr = addr;
 	t->deadline = deadline;
 	t->wresult = 0;
+	struct cpu *c = mycpu();
+	if (deadline && deadline < c->next_event) { /* sooner than this CPU's timer */
+		u64 now = nanotime();
+		c->next_event = deadline;
+		lapic_timer_arm(deadline > now ? deadline - now : 0);
+	}
 	reschedule();
 	t->deadline = 0;
 	return t->wresult;
@@ -146,19 +161,23 @@ void sched_migrate(void) {
 	reschedule();
 }
 
-void sched_timeouts(void) {
-	u64 now = nanotime();
+/* sched_timer runs on every timer expiry: wakes sleepers whose deadline
+ * passed and re-arms this CPU's one-shot for the next slice or the
+ * earliest remaining deadline. */
+void sched_timer(void) {
+	u64 now = nanotime(), next = now + 1000000000ULL / HZ;
+	stats.ticks++;
 	for (int i = 0; i < MAX_THREADS; i++) {
 		struct thread *t = &threads[i];
-		if (t->state == T_BLOCKED && t->deadline && now >= t->deadline)
+		if (t->state != T_BLOCKED || !t->deadline)
+			continue;
+		if (now >= t->deadline)
 			wake(t, -ETIMEDOUT);
+		else if (t->deadline < next)
+			next = t->deadline;
 	}
-}
-
-void sched_tick(void) {
-	stats.ticks++;
-	sched_timeouts();
-	yield();
+	mycpu()->next_event = next;
+	lapic_timer_arm(next - now);
 }
 
 struct thread *thread_alloc(void) {

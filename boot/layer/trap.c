@@ -61,10 +61,9 @@ static void interrupt(struct trapframe *tf, int in_layer) {
 	u64 v = tf->vector;
 	if (v == VEC_TIMER) {
 		lapic_eoi();
-		if (in_layer)
-			stats.ticks++, sched_timeouts();
-		else
-			sched_tick();
+		sched_timer();
+		if (!in_layer)
+			yield();
 	} else if (v == VEC_RESCHED) {
 		lapic_eoi();
 		if (!in_layer)

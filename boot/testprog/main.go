@@ -22,6 +22,9 @@ func main() {
 	preempt()
 	gc()
 	files()
+	lapicIDs()
+	irqTest()
+	measure()
 	stdin()
 	fmt.Println("testprog: all done")
 	os.Exit(0)
@@ -75,7 +78,7 @@ func preempt() {
 				return
 			default:
 			}
-			for i := 0; i < 1e9; i++ {
+			for i := 0; i < 1e7; i++ { // no calls, no preemption points
 				spinSink++
 			}
 		}
