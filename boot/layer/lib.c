@@ -3,14 +3,23 @@
  * snprintf: %s %c %d %u %x %p with l/ll modifiers and a zero-pad width. */
 #include "layer.h"
 
+/* memset and memcpy move 8 bytes per iteration: Bochs counts every
+ * iteration of a REP string instruction, so this is 8x fewer emulated
+ * instructions for the image copy and page zeroing. */
 void *memset(void *d, int c, size_t n) {
 	void *r = d;
+	u64 q = n / 8, v = 0x0101010101010101ULL * (u8)c;
+	__asm__ volatile("rep stosq" : "+D"(d), "+c"(q) : "a"(v) : "memory");
+	n &= 7;
 	__asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
 	return r;
 }
 
 void *memcpy(void *d, const void *s, size_t n) {
 	void *r = d;
+	u64 q = n / 8;
+	__asm__ volatile("rep movsq" : "+D"(d), "+S"(s), "+c"(q)::"memory");
+	n &= 7;
 	__asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n)::"memory");
 	return r;
 }
