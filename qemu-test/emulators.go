@@ -28,15 +28,18 @@ type QEMUConfig struct {
 // StartQEMU boots doppel.bin under QEMU TCG with the serial console on the
 // process's stdio.
 func StartQEMU(name string, c QEMUConfig) (*Machine, error) {
+	return startQEMU(name, filepath.Join(repoRoot(), "build", "doppel.bin"), c)
+}
+
+func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
 	if c.SMP == 0 {
 		c.SMP = 2
 	}
 	if c.MemMiB == 0 {
 		c.MemMiB = 4096
 	}
-	root := repoRoot()
 	args := []string{
-		"-kernel", filepath.Join(root, "build", "doppel.bin"),
+		"-kernel", image,
 		"-append", c.Cmdline,
 		"-smp", strconv.Itoa(c.SMP), "-m", strconv.Itoa(c.MemMiB),
 		"-display", "none", "-monitor", "none", "-serial", "stdio",

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,6 +35,7 @@ type Machine struct {
 }
 
 func newMachine(name string) (*Machine, error) {
+	name = strings.ReplaceAll(name, "/", "_") // subtests
 	dir := filepath.Join(repoRoot(), "build", "qemu-test")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("log dir: %w", err)
