@@ -4,8 +4,9 @@
 #   1. QEMU with KVM and nested VMX (-cpu host,+vmx), when /dev/kvm works and
 #      the host CPU has VMX: the fast path, like a real server.
 #   2. Bochs with an Intel CPU model (VT-x with EPT emulated): slow but exact.
-# DOPPEL_CMDLINE adds boot flags (QEMU path: appended to the kernel command
-# line). Leave Bochs with Ctrl-] (socat's escape), QEMU with Ctrl-A X.
+# DOPPEL_CMDLINE replaces the image's boot flags (by default the ISO runs the
+# EPT dirty-tracking test guest; DOPPEL_CMDLINE= gives the shell).
+# Leave Bochs with Ctrl-] (socat's escape), QEMU with Ctrl-A X.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iso=build/doppel.iso
@@ -21,8 +22,9 @@ nested_vmx() {
 if nested_vmx; then
   echo "run: QEMU/KVM with nested VMX"
   exec qemu-system-x86_64 -enable-kvm -cpu host,+vmx -smp 2 -m 4G \
-    -kernel build/doppel.bin -append "${DOPPEL_CMDLINE:-}" \
-    $( [ -f build/testguest.bin ] && echo -initrd "build/testguest.bin testguest" ) \
+    -kernel build/doppel.bin \
+    -append "${DOPPEL_CMDLINE-doppel.guest=testguest doppel.dirtytest.rounds=50}" \
+    -initrd "build/testguest.bin testguest" \
     -nographic -no-reboot
 fi
 
@@ -30,7 +32,11 @@ echo "run: no usable KVM with nested VMX here; booting in Bochs (Intel model, VT
 echo "run: the serial console follows; Ctrl-] leaves"
 port=$(( 20000 + RANDOM % 20000 ))
 dir=$(mktemp -d)
-bash scripts/bochsrc.sh "$PWD/$iso" "$port" 2 1024 > "$dir/bochsrc"
+if [ -n "${DOPPEL_CMDLINE+set}" ]; then
+  bash scripts/mkiso.sh "$dir/boot.iso" build/doppel.bin "$DOPPEL_CMDLINE" build/testguest.bin testguest
+  iso=$dir/boot.iso
+fi
+bash scripts/bochsrc.sh "$(realpath "$iso")" "$port" 2 1024 > "$dir/bochsrc"
 echo c > "$dir/continue"
 bochs -q -f "$dir/bochsrc" -rc "$dir/continue" > build/bochs-run.log 2>&1 &
 bochs_pid=$!
