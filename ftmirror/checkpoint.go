@@ -17,7 +17,13 @@ func (ps *pSession) begin() error {
 	ps.open = p.epoch + 1
 	p.mu.Unlock()
 	ps.groups, ps.records = 0, 0
-	ps.startGroup()
+	if ps.gbuf == nil {
+		if err := ps.startGroup(); err != nil {
+			return err
+		}
+	} else {
+		ps.g.Reset(wire.Start(ps.gbuf[:0]), 0) // the open group is empty
+	}
 	if err := ps.send(wire.TBegin, ps.open, wire.AppendU64(nil, p.out.releasedThrough())); err != nil {
 		return err
 	}
@@ -134,11 +140,25 @@ func (ps *pSession) page(pfn uint32, src []byte) error {
 	return nil
 }
 
-func (ps *pSession) startGroup() {
-	if cap(ps.gbuf) < ps.p.cfg.GroupBytes+2*PageSize+wire.Overhead {
-		ps.gbuf = make([]byte, 0, ps.p.cfg.GroupBytes+2*PageSize+wire.Overhead)
+// groupBuffers is how many GROUP frames may be encoded ahead of the wire.
+const groupBuffers = 3
+
+// startGroup begins a group in a free buffer, waiting for the writer to
+// return one if all are queued.
+func (ps *pSession) startGroup() error {
+	if ps.free == nil {
+		ps.free = make(chan []byte, groupBuffers)
+		for i := 0; i < groupBuffers; i++ {
+			ps.free <- make([]byte, 0, ps.p.cfg.GroupBytes+2*PageSize+wire.Overhead)
+		}
+	}
+	select {
+	case ps.gbuf = <-ps.free:
+	case <-ps.done:
+		return ps.err
 	}
 	ps.g.Reset(wire.Start(ps.gbuf[:0]), ps.groups)
+	return nil
 }
 
 // flush sends the group under construction, if it has records.
@@ -153,15 +173,15 @@ func (ps *pSession) flush() error {
 		e := ps.open
 		split = func() { p.cfg.hook(PointMidGroup, e) }
 	}
-	if err := ps.writeFrame(ps.g.Buf, wire.TGroup, ps.open, split); err != nil {
+	buf := ps.g.Buf
+	if err := ps.writeFrame(buf, wire.TGroup, ps.open, split, func() { ps.free <- buf[:0] }); err != nil {
 		return err
 	}
 	if ps.groups == 0 {
 		p.cfg.hook(PointBetweenGroups, ps.open)
 	}
 	ps.groups++
-	ps.startGroup()
-	return nil
+	return ps.startGroup()
 }
 
 // end flushes the last group and sends END, which commits the epoch on the

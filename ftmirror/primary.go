@@ -204,6 +204,7 @@ type pSession struct {
 	records   uint32 // page records sent in the open epoch
 	g         wire.GroupWriter
 	gbuf      []byte
+	free      chan []byte // group buffers not queued for the wire
 	scratch   [PageSize]byte
 	dirty     []uint32
 	snap      []byte

@@ -76,23 +76,46 @@ func (s *Secondary) reset() {
 	s.undo.commit()
 }
 
+// readLoop receives frames on one goroutine (kernel copy, CRC, MAC) and
+// applies them on this one, so that the next group is checked while this
+// one is applied (F4).
 func (s *Secondary) readLoop(ss *session) error {
-	for {
-		f, err := ss.rd.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
+	type item struct {
+		f   wire.Frame
+		err error
+	}
+	frames := make(chan item, readRing-2)
+	go func() {
+		defer close(frames)
+		for {
+			f, err := ss.rd.Next()
+			select {
+			case frames <- item{f, err}:
+			case <-ss.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for it := range frames {
+		if it.err != nil {
+			if errors.Is(it.err, io.EOF) {
 				return fmt.Errorf("%w: primary closed the link", ErrPeerLost)
 			}
 			if e := ss.failed(); e != nil {
 				return e
 			}
-			return err
+			return it.err
 		}
 		ss.live.heard()
-		if err := s.handle(ss, f); err != nil {
+		if err := s.handle(ss, it.f); err != nil {
 			return err
 		}
 	}
+	<-ss.done // the reader stopped because the session ended
+	return ss.err
 }
 
 func (s *Secondary) handle(ss *session, f wire.Frame) error {

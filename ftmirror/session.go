@@ -41,6 +41,10 @@ const (
 	PointResync        Point = "resync"         // a resync chunk was sent (F7)
 )
 
+// readRing is how many received frames may be in flight between a
+// session's reading goroutine and the one applying them.
+const readRing = 4
+
 // session is one authenticated connection between a primary and a
 // secondary. One goroutine reads; writes are serialised by wmu.
 type session struct {
@@ -51,6 +55,7 @@ type session struct {
 	hb    Heartbeat
 
 	wmu      sync.Mutex
+	out      chan outFrame
 	lastSent atomic.Int64
 	wireOut  atomic.Int64 // bytes written
 
@@ -74,7 +79,8 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 		return nil, wire.Hello{}, err
 	}
 	lr := &liveReader{r: rw}
-	s := &session{rw: rw, codec: c, rd: wire.NewReader(lr, c), hb: hb, done: make(chan struct{})}
+	s := &session{rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
+		done: make(chan struct{}), out: make(chan outFrame, 8)}
 	send := func() error {
 		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
 		if err == nil {
@@ -118,6 +124,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	}
 	s.live = newLiveness(clock)
 	lr.live.Store(s.live)
+	go s.writer()
 	return s, peer, nil
 }
 
@@ -156,37 +163,69 @@ func (s *session) failed() error {
 	}
 }
 
-// writeFrame seals buf (made with wire.Start plus payload) and writes it.
-// If split is non-nil the frame is written in two halves with split called
-// in between (fault injection at PointMidGroup).
-func (s *session) writeFrame(buf []byte, t wire.Type, epoch uint64, split func()) error {
+// outFrame is a sealed frame queued for the writer goroutine.
+type outFrame struct {
+	b     []byte
+	split func() // fault injection: called after the first half
+	done  func() // called once written (returns a buffer to its pool)
+}
+
+// writeFrame seals buf (made with wire.Start plus payload) and queues it
+// for the writer; sealing and queueing under one lock keep the wire order
+// equal to the sequence order. If split is non-nil the frame is written in
+// two halves with split called in between (PointMidGroup). done, if set, is
+// called once buf is no longer needed.
+func (s *session) writeFrame(buf []byte, t wire.Type, epoch uint64, split, done func()) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	f, err := s.codec.Seal(buf, t, epoch)
 	if err != nil {
 		return err
 	}
-	if split != nil {
-		h := len(f) / 2
-		if _, err := s.rw.Write(f[:h]); err != nil {
-			return err
-		}
-		split()
-		f = f[h:]
-	}
-	if _, err := s.rw.Write(f); err != nil {
-		s.fail(err)
-		return err
-	}
 	s.wireOut.Add(int64(len(f)))
-	s.lastSent.Store(time.Now().UnixNano())
-	return nil
+	select {
+	case s.out <- outFrame{f, split, done}:
+		return nil
+	case <-s.done:
+		return s.err
+	}
+}
+
+// writer writes queued frames in order, so that encoding and sealing the
+// next group overlaps with the kernel copying this one.
+func (s *session) writer() {
+	for {
+		var of outFrame
+		select {
+		case of = <-s.out:
+		case <-s.done:
+			return
+		}
+		b := of.b
+		if of.split != nil {
+			h := len(b) / 2
+			if _, err := s.rw.Write(b[:h]); err != nil {
+				s.fail(fmt.Errorf("%w: write: %v", ErrPeerLost, err))
+				return
+			}
+			of.split()
+			b = b[h:]
+		}
+		if _, err := s.rw.Write(b); err != nil {
+			s.fail(fmt.Errorf("%w: write: %v", ErrPeerLost, err))
+			return
+		}
+		s.lastSent.Store(time.Now().UnixNano())
+		if of.done != nil {
+			of.done()
+		}
+	}
 }
 
 // send writes a small frame.
 func (s *session) send(t wire.Type, epoch uint64, payload []byte) error {
 	b := make([]byte, 0, wire.Overhead+len(payload))
-	return s.writeFrame(append(wire.Start(b), payload...), t, epoch, nil)
+	return s.writeFrame(append(wire.Start(b), payload...), t, epoch, nil, nil)
 }
 
 // heartbeats sends a HEARTBEAT whenever nothing was sent for an interval,

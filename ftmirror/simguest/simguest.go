@@ -177,7 +177,7 @@ func (g *Guest) Run(stop <-chan struct{}) {
 			done += n
 			continue
 		}
-		time.Sleep(200 * time.Microsecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 

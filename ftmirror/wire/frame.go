@@ -305,21 +305,35 @@ func (c *Codec) check(b []byte, n int) (Frame, error) {
 	return Frame{Type: t, Seq: seq, Epoch: binary.LittleEndian.Uint64(b[16:]), Payload: b[HeaderSize : HeaderSize+n]}, nil
 }
 
-// Reader reads frames from a stream into a reusable buffer.
+// Reader reads frames from a stream into reusable buffers.
 type Reader struct {
-	r   io.Reader
-	c   *Codec
-	buf []byte
+	r    io.Reader
+	c    *Codec
+	bufs [][]byte
+	i    int
+	buf  []byte
 }
 
-// NewReader returns a frame reader over r using codec c for the receive side.
-func NewReader(r io.Reader, c *Codec) *Reader {
-	return &Reader{r: r, c: c, buf: make([]byte, 0, 64<<10)}
+// NewReader returns a frame reader over r using codec c for the receive
+// side; a payload is valid until the next call to Next.
+func NewReader(r io.Reader, c *Codec) *Reader { return NewReaderRing(r, c, 1) }
+
+// NewReaderRing is NewReader with n buffers used in turn: a payload stays
+// valid for n-1 further calls, so a reading goroutine can run ahead of the
+// one applying frames.
+func NewReaderRing(r io.Reader, c *Codec, n int) *Reader {
+	rd := &Reader{r: r, c: c, bufs: make([][]byte, n)}
+	for i := range rd.bufs {
+		rd.bufs[i] = make([]byte, 0, 64<<10)
+	}
+	return rd
 }
 
 // Next reads and checks one frame. The payload is valid until the next call.
 // A stream error mid-frame is reported as ErrTruncated wrapping the cause.
 func (r *Reader) Next() (Frame, error) {
+	r.buf = r.bufs[r.i]
+	defer func() { r.bufs[r.i] = r.buf; r.i = (r.i + 1) % len(r.bufs) }()
 	r.buf = r.buf[:HeaderSize]
 	if _, err := io.ReadFull(r.r, r.buf); err != nil {
 		if err == io.EOF {

@@ -108,6 +108,7 @@ func runPrimary(o *opts) error {
 	g.Emit = p.Output
 	stop := make(chan struct{})
 	go g.Run(stop)
+	os.WriteFile(filepath.Join(o.dir, "primary.ready"), nil, 0o644)
 	go func() {
 		for range time.Tick(100 * time.Millisecond) {
 			writeJSON(filepath.Join(o.dir, "primary.json"), p.Stats.Summary())

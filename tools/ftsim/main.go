@@ -127,9 +127,15 @@ func main() {
 	}
 	if d := os.Getenv("FTSIM_CPUPROFILE"); d != "" && o.role != "" {
 		f, err := os.Create(filepath.Join(d, o.role+"-"+o.name+".prof"))
+		at, _ := time.ParseDuration(os.Getenv("FTSIM_CPUPROFILE_AT"))
 		if err == nil {
-			pprof.StartCPUProfile(f)
-			go func() { time.Sleep(3 * time.Second); pprof.StopCPUProfile(); f.Close() }()
+			go func() {
+				time.Sleep(at)
+				pprof.StartCPUProfile(f)
+				time.Sleep(3 * time.Second)
+				pprof.StopCPUProfile()
+				f.Close()
+			}()
 		}
 	}
 	if o.role != "" {

@@ -173,7 +173,6 @@ func orchestrate(o *opts) (bool, error) {
 		go px.serve(xl)
 		connect = xl.Addr().String()
 	}
-	start := time.Now()
 	prim, err := o.spawn("primary", []*os.File{plf}, "-role", "primary", "-kill-primary-after", o.killAfter)
 	if err != nil {
 		return false, err
@@ -190,6 +189,15 @@ func orchestrate(o *opts) (bool, error) {
 		return false, err
 	}
 	secName := "s1"
+	// Durations count from when the primary's guest is built and running
+	// (allocating and filling a large guest takes seconds here).
+	for prim.alive() {
+		if _, err := os.Stat(filepath.Join(o.dir, "primary.ready")); err == nil {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	start := time.Now()
 
 	var killedAt time.Time
 	killDur, durKill := time.Duration(0), false
