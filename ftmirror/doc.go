@@ -1,0 +1,132 @@
+// Package ftmirror is doppel's fault-tolerance engine: it keeps a
+// secondary's copy of the guest identical to the primary's last checkpoint
+// and takes over when the primary dies (capabilities F2-F7 of DESIGN.md).
+// It is pure Go behind small interfaces (interfaces.go): guest Memory in
+// 4 KiB pages, a DirtySource, a Guest that pauses, resumes and saves its
+// vCPU and device state as versioned opaque Blobs, an OutputSink (the
+// outside world), a Clock, and the link as an io.ReadWriteCloser. On bare
+// metal these are EPT-mapped RAM, EPT D bits or PML, the VMCS and device
+// models, the NIC, the TSC and the FT-link NIC; tools/ftsim provides host
+// versions (ftmirror/simguest and loopback TCP).
+//
+// # Roles and phases
+//
+// A Primary runs the guest and serves one secondary at a time
+// (Primary.Serve); a Secondary mirrors it (Secondary.Serve) and, once the
+// primary is lost, hands back a Takeover: the committed epoch, its state
+// blobs and the output that may not have been released yet.
+//
+// Initial sync (F2, sync.go) is a brownout followed by a blackout. Epoch 1
+// opens; the dirty log is cleared; every page is sent while the guest runs;
+// then rounds of the pages dirtied meanwhile, until a round has at most
+// BrownoutTargetPages pages, shrinks by less than 10%, or BrownoutMaxRounds
+// is reached. The blackout is an ordinary checkpoint (below) whose END marks
+// the copy complete. Pages that are zero on the primary are not sent at all
+// (the secondary starts zeroed).
+//
+// Protected operation (F3, F4, F6, checkpoint.go) runs a checkpoint every
+// Epoch:
+//
+//  1. BEGIN(E) has opened epoch E on the secondary at the start of the
+//     epoch (F3's notification).
+//  2. Optionally, half way through, the pages dirtied so far are harvested
+//     and sent while the guest runs (Forward, F6). A page written again after
+//     its harvest is harvested again, so a torn copy is corrected below.
+//  3. Pause: harvest the dirty set, copy those pages into a snapshot buffer
+//     (300 pages = 1.2 MB, about 0.1 ms), save the state blobs, seal the
+//     epoch's output; resume. Nothing else happens with the guest stopped.
+//     (The simulator has no copy-on-write, so the dirty pages are copied
+//     rather than write-protected; on bare metal EPT write protection could
+//     replace the copy.)
+//  4. Stream the snapshot in GROUP frames of about GroupBytes while the
+//     guest runs, then END(E) with the counts, the state and the output.
+//  5. The secondary applies each group as it arrives, while later ones are
+//     in flight (a reader goroutine checks the next frame while the current
+//     one is applied), writing only the 8-byte words that differ
+//     (pagediff.Apply, pagediff.ApplyDelta). END commits E and is answered
+//     by ACK(E).
+//
+// Resync (F7): a secondary that joins a primary that has already run (a new
+// or repaired node; a returning node is treated as new and starts zeroed)
+// is brought into sync in groups across checkpoints while the checkpoints
+// continue: each epoch carries ResyncPagesPerEpoch pages of memory, read
+// while the guest runs, plus the dirty pages below the resync cursor (pages
+// above it will be read later anyway). The epoch whose END finds the cursor
+// at the end of memory marks the copy complete.
+//
+// # Compact encoding
+//
+// The primary keeps a shadow of what the secondary holds (one more copy of
+// guest memory: the price of deltas) and sends for each page either nothing
+// (unchanged), a zero record, a pagediff delta of the changed words (if at
+// most half a page), or the full page. With the simulator's guest writing
+// 128 bytes per dirtied page, a checkpoint puts about 4% of the raw dirty
+// bytes on the wire.
+//
+// # An incomplete epoch never damages the committed one
+//
+// The secondary applies groups in place under an undo log (undo.go): before
+// the first write to a page in an epoch it saves the page's committed
+// contents; END forgets them; a session that ends with the epoch open
+// rolls them back before Serve returns. Why an undo log rather than a
+// staging buffer: with staging, every page would be written twice and the
+// apply would happen at END, after the last group, lengthening the time to
+// ACK and so the output latency; with the undo log the apply overlaps the
+// transfer as F4 asks and commit is O(1). The cost is one 4 KiB copy per
+// dirty page per epoch (about the same as staging's) and a rollback that is
+// paid only on failure. While the secondary holds no complete epoch yet
+// (initial sync, resync) nothing is protected and no undo is kept.
+//
+// A frame is checked whole (CRC, MAC, sequence, then every record of a
+// group including each delta's runs) before anything of it is applied, and
+// any refused frame ends the session: a stream that lost sync is never
+// trusted again. The wire format is in package wire.
+//
+// # Output commit
+//
+// Guest output is numbered by its offset in the guest's output stream,
+// collected per epoch, and sealed during the pause. It is released to the
+// OutputSink only when the secondary has acknowledged a complete epoch ≥ the
+// one that produced it (outputcommit.go). Each END carries every sealed
+// byte that secondary has not been sent (normally the epoch's own output;
+// in a session's first epoch also output held from before), and BEGIN
+// carries the offset released so far, so the secondary keeps exactly the
+// committed output the world may not have seen. After a takeover the
+// promoted secondary asks the world where its stream stands (a TCP peer's
+// acknowledgement number; ftsim's world tells it) and releases from there:
+// every byte once, in order, no gap, no duplicate.
+//
+// # Failure detection and split brain
+//
+// Each side sends a HEARTBEAT when it has sent nothing for half an Interval;
+// any bytes arriving count as life. A side that hears nothing for
+// Interval*Misses (the deadline) ends the session. The rule that keeps a
+// partition from producing two output-releasing primaries:
+//
+//  1. A primary releases output only on an ACK from its secondary, and only
+//     within the lease: less than 3/4 of the deadline after it sent the END
+//     of the acknowledged epoch. (The secondary last heard the primary no
+//     earlier than that END was sent, so it cannot promote before a full
+//     deadline after it; the quarter margin absorbs clock rate and
+//     scheduling.)
+//  2. A secondary promotes itself only after the deadline has passed since
+//     it last heard the primary, even if the link reported an error
+//     earlier, and only if it holds a complete committed epoch.
+//  3. A primary that loses its secondary keeps running the guest but holds
+//     all output until a new secondary has a complete copy. A promoted
+//     secondary releases directly until a secondary joins it: the old
+//     primary can no longer release, since that needs acks from us.
+//  4. A primary that meets a peer knowing a newer generation is fenced.
+//
+// So an isolated primary stalls its output instead of releasing it. The
+// price is availability: with two nodes a primary cannot tell a dead
+// secondary from a partition, so its output waits for a new secondary. On
+// bare metal a third-party witness (a quorum disk or a small arbiter on the
+// management network) should grant the release right to exactly one side,
+// so that a primary whose secondary died can continue unprotected.
+//
+// # Sizes and what was measured
+//
+// tools/ftsim prints the figures; the targets and the measured
+// medians are in the commit history and the ftsim package documentation.
+package ftmirror
