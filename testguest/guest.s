@@ -4,6 +4,9 @@
 # paging off, flat CS/DS/ES/SS (base 0, limit 4 GiB), interrupts off,
 # EIP = 0x100000 (this image), ESP = 0x100000.
 #
+# After the dirty rounds and the probe it may be told (doppel.vmexittest=1)
+# to report CPUID, spin without exiting, and triple fault.
+#
 # It talks to the hypervisor only through I/O ports:
 #   COM1 at 0x3F8 (a 16550: THR at +0, LSR at +5, bit 5 THR empty);
 #   the doppel test port at 0xE00 (vmm/dirtytest/protocol.go has the
@@ -26,8 +29,15 @@
 	.set TP_FIXUP,   0xE18
 	.set TP_PROBE,   0xE1C
 	.set TP_PROBED,  0xE20
+	.set TP_SPIN,    0xE28
+	.set TP_SPUN,    0xE2C
+	.set TP_CPUID,   0xE30
 	.set CMD_ROUND, 1
 	.set CMD_PROBE, 2
+	.set CMD_CPUID, 3
+	.set CMD_SPIN,  4
+	.set CMD_TRIPLE_FAULT, 5
+	.set CPUID_HV_LEAF, 0x40000000	# first hypervisor leaf
 	.set WINDOW_FIRST, 0xF0		# pages never written: stack and code
 	.set WINDOW_END,   0x110
 	.set SEED_ZERO, 0x9E3779B9	# replaces a zero seed
@@ -49,6 +59,12 @@ command:
 	je	round
 	cmpl	$CMD_PROBE, %eax
 	je	probe
+	cmpl	$CMD_CPUID, %eax
+	je	report_cpuid
+	cmpl	$CMD_SPIN, %eax
+	je	spin
+	cmpl	$CMD_TRIPLE_FAULT, %eax
+	je	triple_fault
 	movl	$bye, %esi
 	call	puts
 1:	hlt
@@ -140,6 +156,61 @@ probe_next:
 probe_fixup:
 	jmp	probe_next
 
+# CPUID as this guest sees it: leaf 1 ECX, then leaf 0x40000000 EAX, EBX,
+# ECX, EDX, each written to the CPUID port (every CPUID exits to doppel).
+report_cpuid:
+	movl	$1, %eax
+	xorl	%ecx, %ecx
+	cpuid
+	movl	%ecx, %eax
+	movw	$TP_CPUID, %dx
+	outl	%eax, %dx
+	movl	$CPUID_HV_LEAF, %eax
+	xorl	%ecx, %ecx
+	cpuid
+	pushl	%edx
+	pushl	%ecx
+	pushl	%ebx
+	movw	$TP_CPUID, %dx
+	outl	%eax, %dx		# EAX: highest hypervisor leaf
+	popl	%eax
+	outl	%eax, %dx		# EBX, ECX, EDX: the vendor signature
+	popl	%eax
+	outl	%eax, %dx
+	popl	%eax
+	outl	%eax, %dx
+	jmp	command
+
+# Spin: a counted loop (two instructions an iteration) that never exits by
+# itself; only the host's interrupts take the CPU away from it. It spins
+# with IF=1 like an OS with interrupts on: doppel exits on every external
+# interrupt and injects none, so the guest never takes one (and has no IDT).
+spin:
+	movl	$spinning, %esi
+	call	puts
+	movw	$TP_SPIN, %dx
+	inl	%dx, %eax
+	movl	%eax, %ecx
+	sti
+	jecxz	2f
+1:	decl	%ecx
+	jnz	1b
+2:	cli
+	movw	$TP_SPUN, %dx
+	outl	%eax, %dx
+	jmp	command
+
+# Triple fault on purpose: with an empty IDT, INT3 (#BP) cannot be
+# delivered (#GP), nor can the #GP (#DF), nor the #DF: the CPU shuts down,
+# which doppel sees as a triple-fault VM exit. Never returns.
+triple_fault:
+	movl	$faulting, %esi
+	call	puts
+	lidt	null_idt
+	int3
+1:	hlt
+	jmp	1b
+
 # xorshift32: eax = next(eax); clobbers ebx.
 xorshift:
 	movl	%eax, %ebx
@@ -176,3 +247,8 @@ count:	.long 0
 banner:	.asciz "doppel testguest: 32-bit flat, paging off, writing seeded pages\n"
 probing: .asciz "testguest: isolation probe\n"
 bye:	.asciz "testguest: done, halting\n"
+spinning: .asciz "testguest: spinning\n"
+faulting: .asciz "testguest: triple fault on purpose\n"
+	.balign 8
+null_idt: .word 0			# IDTR limit 0: no vector fits
+	.long 0				# base 0

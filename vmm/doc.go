@@ -28,9 +28,9 @@
 // (selector 0x10), CR0 = PE|ET|NE, CR4 = VMXE is hidden by the CR4 read
 // shadow, RFLAGS = 0x2, RIP = GuestLoadAddr, ESP = GuestLoadAddr (the stack
 // grows down below the image), EBX = the guest's RAM size in bytes.
-// Interrupts are off and stay off. The guest talks to doppel only through
-// I/O ports: COM1 (0x3F8-0x3FF, a 16550) and the doppel test port
-// (vmm/dirtytest, 0xE00).
+// Interrupts are off, except in the spin phase of the VM-exit test. The
+// guest talks to doppel only through I/O ports: COM1 (0x3F8-0x3FF, a
+// 16550) and the doppel test port (vmm/dirtytest, 0xE00).
 //
 // # Hardware side
 //
@@ -41,7 +41,19 @@
 // All of it runs on one thread pinned with PinThread. The stub runs with
 // interrupts off from the HOST_RSP write to the VM exit and turns them on
 // again before returning, so the host timer (an external-interrupt exit)
-// keeps slicing threads.
+// keeps slicing threads: "acknowledge interrupt on exit" is off, so the
+// interrupt stays pending in the local APIC and the host IDT takes it at
+// that STI (SDM Vol. 3C 25.7.1, 28.2.2).
+//
+// Observed under Bochs 2.7 (corei7_skylake_x): a guest running with
+// RFLAGS.IF=0 never gets an external-interrupt exit, though the SDM (26.2,
+// 25.6.1) makes external-interrupt exiting independent of IF; pending
+// interrupts then wait for the guest's next exit of its own. A 100M-
+// instruction spin with IF=0 saw 0 such exits and the host thread pinned
+// to the vCPU's CPU ran once; with IF=1 it saw 826 exits and 514 host
+// ticks. Bochs apparently recomputes its interrupt mask only when IF
+// changes. The test guest therefore spins with IF=1; doppel injects
+// nothing, so the guest never takes an interrupt.
 //
 // Not yet done: guest x87/SSE state is not switched (the test guest uses
 // none, and Go treats vector registers as clobbered across the call, but a

@@ -124,8 +124,22 @@ func skip(v *VCPU, e *Exit) error {
 // enables interrupts again.
 func handleExternalInterrupt(*VCPU, *Exit) (Action, error) { return ActionResume, nil }
 
+// TripleFaultError is the error of a guest that shut down: an exception
+// while delivering a double fault (SDM Vol. 3A 7.15) is a triple-fault VM
+// exit (Vol. 3C 26.2). errors.Is(err, ErrTripleFault) holds.
+type TripleFaultError struct{ RIP uint64 }
+
+func (e *TripleFaultError) Error() string {
+	return fmt.Sprintf("%v at rip=%#x", ErrTripleFault, e.RIP)
+}
+
+// Is reports whether target is ErrTripleFault.
+func (e *TripleFaultError) Is(target error) bool { return target == ErrTripleFault }
+
+// handleTripleFault stops the guest: a shut-down guest cannot go on, but
+// the host can (doppel reports it and keeps running).
 func handleTripleFault(_ *VCPU, e *Exit) (Action, error) {
-	return ActionStop, fmt.Errorf("%w at rip %#x", ErrTripleFault, e.RIP)
+	return ActionStop, &TripleFaultError{RIP: e.RIP}
 }
 
 // HypervisorSignature is what CPUID leaf 0x40000000 returns in EBX, ECX,

@@ -168,3 +168,42 @@ func TestIOBusOverlap(t *testing.T) {
 		}
 	}
 }
+
+// Failed VM entries name the error number and its meaning, or the exit
+// qualification decoded (synthetic values: SDM Vol. 3C 31.4, 28.2.1).
+func TestEntryFailureMessages(t *testing.T) {
+	v, _ := newTestVCPU(t)
+	for _, c := range []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"guest state, default", EntryFailureDetail(ExitInvalidGuestState, 0), "invalid guest state, qualification 0: a guest-state field breaks the checks of SDM 27.3.1"},
+		{"guest state, PDPTEs", EntryFailureDetail(ExitInvalidGuestState, 2), "invalid guest state, qualification 2: loading the PDPTEs failed"},
+		{"guest state, link pointer", EntryFailureDetail(ExitInvalidGuestState, 4), "invalid guest state, qualification 4: invalid VMCS link pointer"},
+		{"MSR load", EntryFailureDetail(ExitMSRLoading, 5), "VM-entry MSR-load list entry 5 failed"},
+		{"machine check", EntryFailureDetail(ExitMachineCheck, 0), "machine-check event during VM entry"},
+		{"VMfailValid 7", VMInstructionErrorNumber(7).String(), "VM-instruction error 7: VM entry with invalid control field(s)"},
+		{"VMfailValid 26", VMInstructionErrorNumber(26).String(), "VM-instruction error 26: VM entry with events blocked by MOV SS"},
+		{"dispatched", func() string {
+			_, err := Dispatch(v, &Exit{Reason: ExitReasonEntryFailure | ExitReasonField(ExitInvalidGuestState), RIP: 0x100185})
+			return err.Error()
+		}(), "vmm: VM entry failed: invalid guest state, qualification 0: a guest-state field breaks the checks of SDM 27.3.1 (exit reason 0x80000021, rip 0x100185)"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %q, want %q", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestTripleFaultError(t *testing.T) {
+	v, _ := newTestVCPU(t)
+	act, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitTripleFault), RIP: 0x100185})
+	var tf *TripleFaultError
+	if act != ActionStop || !errors.As(err, &tf) || tf.RIP != 0x100185 || !errors.Is(err, ErrTripleFault) {
+		t.Fatalf("triple fault: %v, %v", act, err)
+	}
+	if got, want := err.Error(), "vmm: guest triple fault at rip=0x100185"; got != want {
+		t.Errorf("message %q, want %q", got, want)
+	}
+}

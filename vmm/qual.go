@@ -120,13 +120,13 @@ func EntryFailureDetail(r ExitReasonBasic, qual uint64) string {
 	case ExitInvalidGuestState:
 		switch qual {
 		case 2:
-			return "invalid guest state: loading the PDPTEs failed"
+			return "invalid guest state, qualification 2: loading the PDPTEs failed"
 		case 3:
-			return "invalid guest state: NMI injection with NMIs blocked by the guest state"
+			return "invalid guest state, qualification 3: NMI injection with NMIs blocked by the guest state"
 		case 4:
-			return "invalid guest state: invalid VMCS link pointer"
+			return "invalid guest state, qualification 4: invalid VMCS link pointer"
 		}
-		return "invalid guest state (a guest-state field breaks the checks of SDM 27.3.1)"
+		return fmt.Sprintf("invalid guest state, qualification %d: a guest-state field breaks the checks of SDM 27.3.1", qual)
 	case ExitMSRLoading:
 		return fmt.Sprintf("VM-entry MSR-load list entry %d failed", qual)
 	case ExitMachineCheck:

@@ -36,6 +36,9 @@ type Config struct {
 	// ReadGuest reads 4 bytes of guest RAM at gpa through the EPT
 	// mapping, failing if gpa is not guest RAM.
 	ReadGuest func(gpa uint64) (uint32, error)
+	// VMExit, when set, runs the VM-exit phases after the rounds and the
+	// probe (vmexit.go).
+	VMExit *VMExitConfig
 }
 
 // Device is the doppel test port and the checks behind it.
@@ -60,7 +63,9 @@ type Device struct {
 	probeFails []string
 	probeDone  bool
 
-	// Finished is set once the guest was told to stop.
+	vx *vmexitPhases
+
+	// Finished is set once the rounds and the probe are over.
 	Finished bool
 	// Err is set when a check failed.
 	Err error
@@ -78,7 +83,14 @@ func NewDevice(cfg Config) (*Device, error) {
 		cfg.Counts = DefaultCounts
 	}
 	frames := uint64(cfg.MemSize) / 4096
-	return &Device{cfg: cfg, frames: frames, reported: ept.NewBitmap(frames), harvest: ept.NewBitmap(frames)}, nil
+	d := &Device{cfg: cfg, frames: frames, reported: ept.NewBitmap(frames), harvest: ept.NewBitmap(frames)}
+	if cfg.VMExit != nil {
+		if cfg.Exits == nil || cfg.VMExit.HostTicks == nil {
+			return nil, fmt.Errorf("dirtytest: the VM-exit phases need the exit counters and a host tick counter")
+		}
+		d.vx = &vmexitPhases{cfg: *cfg.VMExit, d: d}
+	}
+	return d, nil
 }
 
 func (d *Device) printf(format string, a ...any) { fmt.Fprintf(d.cfg.Out, format+"\n", a...) }
@@ -111,6 +123,11 @@ func (d *Device) PortIn(off uint16, size int) uint32 {
 		return d.nextProbe()
 	case PortVersion:
 		return ProtocolVersion
+	case PortSpin:
+		if d.vx != nil {
+			return d.vx.spinStart()
+		}
+		return 0
 	}
 	return ^uint32(0)
 }
@@ -127,6 +144,14 @@ func (d *Device) PortOut(off uint16, size int, v uint32) {
 		d.fixup = v
 	case PortProbed:
 		d.probeLanded()
+	case PortSpun:
+		if d.vx != nil {
+			d.vx.spinEnd()
+		}
+	case PortCPUID:
+		if d.vx != nil {
+			d.vx.cpuidValue(v)
+		}
 	}
 }
 
@@ -147,6 +172,9 @@ func (d *Device) command() uint32 {
 		if d.exact != d.cfg.Rounds {
 			d.fail(fmt.Errorf("dirtytest: %d of %d rounds exact", d.exact, d.cfg.Rounds))
 		}
+	}
+	if d.vx != nil {
+		return d.vx.next()
 	}
 	return CmdStop
 }

@@ -9,11 +9,12 @@
 //
 // # The doppel test port
 //
-// Ten 32-bit I/O ports at PortBase (0xE00), all accessed with IN EAX,DX /
-// OUT DX,EAX:
+// Thirteen 32-bit I/O ports at PortBase (0xE00), all accessed with IN
+// EAX,DX / OUT DX,EAX:
 //
 //	off  dir  name      meaning
-//	0x00 in   CMD       next command: 0 stop (the guest halts), 1 round, 2 probe
+//	0x00 in   CMD       next command: 0 stop (the guest halts), 1 round, 2 probe,
+//	                    3 cpuid, 4 spin, 5 triple fault (the VM-exit phases)
 //	0x04 in   SEED      the round's seed (reading it starts the round: doppel
 //	                    harvests and discards what was dirty before)
 //	0x08 in   COUNT     how many pseudo-random draws the round makes
@@ -23,7 +24,22 @@
 //	0x18 out  FIXUP     where to resume (EIP) after a probe write faults
 //	0x1C in   PROBE     next guest-physical address to write, 0 when done
 //	0x20 out  PROBED    the probe at the last PROBE address did not fault
-//	0x24 in   VERSION   protocol version, 1
+//	0x24 in   VERSION   protocol version, 2
+//	0x28 in   SPIN      iterations of the spin loop (reading starts the spin)
+//	0x2C out  SPUN      the spin loop ended
+//	0x30 out  CPUID     one register of the CPUID report, in order: leaf 1
+//	                    ECX, then leaf 0x40000000 EAX, EBX, ECX, EDX
+//
+// # The VM-exit phases
+//
+// With doppel.vmexittest=1, after the rounds and the probe, the guest is
+// sent through three more commands (vmexit.go): cpuid (it executes CPUID
+// and reports what it saw), spin (a counted loop of two instructions per
+// iteration that never exits by itself, so the host's timer interrupts
+// reach doppel as external-interrupt exits) and triple fault (it loads an
+// empty IDT and executes INT3: #BP, #GP and #DF all miss the IDT, SDM Vol.
+// 3A 7.15 "Interrupt 8 Double Fault", and the CPU shuts down, which VMX
+// turns into a triple-fault exit, Vol. 3C 26.2).
 //
 // # The guest's page choice (Model)
 //
@@ -48,9 +64,12 @@ const (
 	PortProbe   = 0x1C
 	PortProbed  = 0x20
 	PortVersion = 0x24
-	NumPorts    = 0x28
+	PortSpin    = 0x28
+	PortSpun    = 0x2C
+	PortCPUID   = 0x30
+	NumPorts    = 0x34
 
-	ProtocolVersion = 1
+	ProtocolVersion = 2
 )
 
 // Commands read from PortCmd.
@@ -58,6 +77,10 @@ const (
 	CmdStop  = 0
 	CmdRound = 1
 	CmdProbe = 2
+	CmdCPUID = 3
+	CmdSpin  = 4
+	// CmdTripleFault is the last command a guest ever reads.
+	CmdTripleFault = 5
 )
 
 // Guest memory layout the test guest is built for (testguest/guest.S).

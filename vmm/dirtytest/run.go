@@ -19,6 +19,8 @@ const (
 	FlagIsolation = "doppel.dirtytest.isolation"
 	FlagScan      = "doppel.ept.scan"
 	FlagGuestMem  = "doppel.guest.mem"
+	FlagVMExit    = "doppel.vmexittest"
+	FlagSpin      = "doppel.vmexittest.spin"
 )
 
 func init() {
@@ -33,6 +35,10 @@ func init() {
 			Help: "harvest dirty pages by scanning EPT even where the CPU has PML"},
 		{Name: FlagGuestMem, Kind: board.KindSize, Default: "32M",
 			Help: "guest RAM, carved from doppel.reserve"},
+		{Name: FlagVMExit, Kind: board.KindBool, Default: "0",
+			Help: "after the dirty test, run the VM-exit phases (cpuid, spin, triple fault) and provoke failed VM entries"},
+		{Name: FlagSpin, Kind: board.KindInt, Default: "50000000", Min: 1, Max: 1<<32 - 1,
+			Help: "iterations of the guest's spin loop in the VM-exit phases (2 instructions each)"},
 	} {
 		if err := board.Known.Register(f); err != nil {
 			panic(err) // a bad built-in flag is a programming error
@@ -53,6 +59,8 @@ type Options struct {
 	ForceScan   bool
 	GuestMem    uint64
 	CPU         int // CPU to run the vCPU on
+	VMExit      bool
+	SpinIters   uint32
 }
 
 // OptionsFromFlags reads the test's boot flags.
@@ -64,6 +72,8 @@ func OptionsFromFlags(v *board.Values) Options {
 		Isolation:   v.Bool(FlagIsolation),
 		ForceScan:   v.Bool(FlagScan),
 		GuestMem:    v.Size(FlagGuestMem),
+		VMExit:      v.Bool(FlagVMExit),
+		SpinIters:   uint32(v.Int(FlagSpin)),
 	}
 }
 
@@ -95,18 +105,30 @@ func Run(out io.Writer, o Options) error {
 	fmt.Fprintf(out, "ept-dirty: guest %q %d MiB, mode=%s, rounds=%d, seed=%d\n",
 		o.GuestModule, o.GuestMem>>20, m.mode, o.Rounds, o.Seed)
 	runErr := m.hw.Run(m.vcpu)
+	if m.ticker != nil {
+		m.ticker.stop()
+	}
 	var total uint64
 	for _, n := range m.vcpu.Counts {
 		total += n
 	}
 	fmt.Fprintf(out, "ept-dirty: guest stopped after %d VM exits, %d unclaimed port accesses\n", total, m.vcpu.Bus.Unclaimed)
 	fmt.Fprintf(out, "ept-dirty: exits total %s\n", exitDelta(&[vmm.NumExitReasons]uint64{}, &m.vcpu.Counts))
+	runErr = m.dev.Finish(runErr)
 	if runErr != nil {
 		fmt.Fprintf(out, "ept-dirty: guest failed: %v\n", runErr)
 		return runErr
 	}
 	if !m.dev.Finished {
 		return fmt.Errorf("dirtytest: guest stopped before the test finished")
+	}
+	if o.VMExit {
+		if err := provokeEntryFailures(out, m.hw, m.vcpu); err != nil {
+			m.dev.fail(err)
+		}
+		if m.dev.Err == nil {
+			fmt.Fprintln(out, "vmexit: all phases passed")
+		}
 	}
 	return m.dev.Err
 }
@@ -120,6 +142,7 @@ type machine struct {
 	vcpu   *vmm.VCPU
 	dev    *Device
 	mode   string
+	ticker *hostTicker
 }
 
 func newMachine(out io.Writer, caps vmm.Caps, o Options) (*machine, error) {
@@ -205,10 +228,15 @@ func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
 	m.vcpu = &vmm.VCPU{VMCS: m.hw.VMCS, Bus: &vmm.IOBus{}, CPUID: cpu.CPUID}
 	m.vcpu.Regs.RBX = o.GuestMem
 	probes := m.probes(o, mm)
+	var vx *VMExitConfig
+	if o.VMExit {
+		m.ticker = startHostTicker(o.CPU)
+		vx = &VMExitConfig{SpinIters: o.SpinIters, HostTicks: m.ticker.ticks.Load}
+	}
 	m.dev, err = NewDevice(Config{
 		Rounds: o.Rounds, Seed: o.Seed, MemSize: uint32(o.GuestMem), Source: src, Mode: m.mode, Out: out,
 		Clock: cpu.RDTSC, Exits: func() *[vmm.NumExitReasons]uint64 { return &m.vcpu.Counts },
-		Probes: probes, ReadGuest: m.readGuest,
+		Probes: probes, ReadGuest: m.readGuest, VMExit: vx,
 	})
 	if err != nil {
 		return err
