@@ -40,7 +40,9 @@ func sig(s string) (b, c, d uint32) {
 	return w(0), w(4), w(8)
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // guestCPUID plays the guest's cpuid report.
 func guestCPUID(d *Device, ecx, max uint32, vendor string) {
