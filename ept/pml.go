@@ -34,9 +34,7 @@ func (t *Tables) DrainPML(log *[PMLEntries]uint64, index uint16, into *Bitmap) (
 	if int(index) < PMLEntries {
 		first = int(index) + 1
 	}
-	for _, gpa := range log[first:] {
-		t.clearDirty(gpa&^(PageSize-1), into)
-	}
+	t.drainLog(log[first:], into)
 	n := PMLEntries - first
 	if n == 0 {
 		return 0, nil
@@ -85,8 +83,10 @@ type PMLSource struct {
 	T     *Tables
 	Log   *[PMLEntries]uint64 // the PML buffer, mapped from the reserved region
 	Index PMLIndex
-	// pending collects frames drained at PML-full exits.
-	pending *Bitmap
+	// pending collects frames drained at PML-full exits; pendingN counts
+	// those drains since the last Harvest.
+	pending  *Bitmap
+	pendingN int
 }
 
 // NewPMLSource returns a PMLSource for a guest of frames frames.
@@ -96,11 +96,22 @@ func NewPMLSource(t *Tables, log *[PMLEntries]uint64, idx PMLIndex, frames uint6
 
 // Drain moves the log into the pending set and resets the index to 511.
 func (s *PMLSource) Drain() (int, error) {
+	n, err := s.drain(s.pending)
+	if n > 0 {
+		s.pendingN++
+	}
+	return n, err
+}
+
+func (s *PMLSource) drain(into *Bitmap) (int, error) {
 	idx, err := s.Index.PMLIndex()
 	if err != nil {
 		return 0, fmt.Errorf("ept: pml: read index: %w", err)
 	}
-	n, err := s.T.DrainPML(s.Log, idx, s.pending)
+	if int(idx) == PMLIndexStart {
+		return 0, nil // empty log: nothing to clear, no INVEPT
+	}
+	n, err := s.T.DrainPML(s.Log, idx, into)
 	if err != nil {
 		return n, err
 	}
@@ -110,15 +121,25 @@ func (s *PMLSource) Drain() (int, error) {
 	return n, nil
 }
 
-// Harvest implements DirtySource.
+// Harvest implements DirtySource. The log left since the last PML-full
+// exit drains straight into into; the pending set is merged and cleared
+// only when a PML-full drain filled it (each costs a pass over the whole
+// bitmap).
 func (s *PMLSource) Harvest(into *Bitmap) error {
-	if _, err := s.Drain(); err != nil {
+	if into.Frames() != s.pending.Frames() {
+		return fmt.Errorf("ept: pml: harvest into a bitmap of %d frames, the guest has %d", into.Frames(), s.pending.Frames())
+	}
+	if _, err := s.drain(into); err != nil {
 		return err
+	}
+	if s.pendingN == 0 {
+		return nil
 	}
 	if err := into.Or(s.pending); err != nil {
 		return err
 	}
 	s.pending.Reset()
+	s.pendingN = 0
 	return nil
 }
 

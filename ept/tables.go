@@ -24,6 +24,11 @@ type Tables struct {
 
 	visited    uint64 // entries read by walks: the cost measure
 	splitCount uint64
+
+	// ptIndex maps 2 MiB slots to their page tables for the PML drain
+	// (ptindex.go); valid while ptIndexOK.
+	ptIndex   []*[512]uint64
+	ptIndexOK bool
 }
 
 // Options select optional EPT features.
@@ -89,6 +94,7 @@ type MapOpt struct {
 // p. The host range must be guest RAM of the PhysMem, and the guest range
 // unmapped.
 func (t *Tables) Map(gpa, size, hpa uint64, p Perm, o MapOpt) error {
+	t.dropPTIndex()
 	if err := checkRange("map", gpa, size); err != nil {
 		return err
 	}
@@ -133,6 +139,7 @@ func (v *mapVisitor) visit(gpa uint64, e *uint64, level int) error {
 // Unmap removes every mapping in [gpa, gpa+size), splitting large leaves
 // it covers partly and freeing tables it empties.
 func (t *Tables) Unmap(gpa, size uint64) error {
+	t.dropPTIndex()
 	if err := checkRange("unmap", gpa, size); err != nil {
 		return err
 	}
@@ -169,6 +176,7 @@ func (v *unmapVisitor) ascend(e *uint64, pa uint64, _ int) error {
 // Protect sets the permission of every mapped page in [gpa, gpa+size) to p,
 // splitting large leaves it covers partly. Unmapped parts stay unmapped.
 func (t *Tables) Protect(gpa, size uint64, p Perm) error {
+	t.dropPTIndex()
 	if err := checkRange("protect", gpa, size); err != nil {
 		return err
 	}

@@ -92,9 +92,13 @@ func (HWVMCS) Read(f Field) (uint64, error) {
 	return v, nil
 }
 
-// Write implements VMCS.
+// Write implements VMCS. The message is formatted only on failure: Write
+// runs at nearly every exit (the guest RIP) and every PML drain.
 func (HWVMCS) Write(f Field, v uint64) error {
-	return vmxError(fmt.Sprintf("vmwrite %#x=%#x", uint32(f), v), vmwrite(uint64(f), v))
+	if r := vmwrite(uint64(f), v); r != 0 {
+		return vmxError(fmt.Sprintf("vmwrite %#x=%#x", uint32(f), v), r)
+	}
+	return nil
 }
 
 // PMLIndex implements ept.PMLIndex.
