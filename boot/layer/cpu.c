@@ -83,6 +83,9 @@ void cpu_init(struct cpu *c, int id) {
 	wrmsr(MSR_FMASK, 0x200 | 0x100 | 0x400 | 0x40000); /* IF TF DF AC */
 	fpu_init();
 	u32 r[4];
+	cpuid(0x80000001, 0, r);
+	if (r[3] & (1 << 27)) /* RDTSCP: IA32_TSC_AUX = CPU number, as Linux */
+		wrmsr(0xC0000103, (u64)id);
 	cpuid(1, 0, r);
 	cpu_features_ecx = r[2];
 	cpu_features_edx = r[3];

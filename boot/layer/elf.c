@@ -27,11 +27,15 @@ struct phdr {
 };
 
 u64 go_entry, go_image_start, go_image_end, go_phys;
+u64 go_file_end; /* end of the frame-backed part; BSS pages after it are demand-zero */
 
 static struct ehdr *eh(void) { return (struct ehdr *)goelf_start; }
 static struct phdr *ph(int i) { return (struct phdr *)(goelf_start + eh()->phoff + (u64)i * eh()->phentsize); }
 
-/* elf_span checks the header and returns the size of the loaded image. */
+/* elf_span checks the header and returns the size of the frame-backed
+ * image: the whole pages beyond the last segment's file contents (Go's
+ * BSS, 32 MiB of it for the FIPS DRBG) are left to demand paging, which
+ * saves the copy, the zeroing and the RAM of pages never touched. */
 u64 elf_span(void) {
 	if (memcmp(eh()->ident, "\177ELF\2\1", 6) || eh()->machine != 62) {
 		kprintf("boot: fatal: embedded Go image is not an x86-64 ELF\n");
@@ -44,9 +48,13 @@ u64 elf_span(void) {
 			continue;
 		go_image_start = MIN(go_image_start, ALIGN_DOWN(ph(i)->vaddr, PAGE));
 		go_image_end = MAX(go_image_end, ALIGN_UP(ph(i)->vaddr + ph(i)->memsz, PAGE));
+		go_file_end = MAX(go_file_end, ALIGN_UP(ph(i)->vaddr + ph(i)->filesz, PAGE));
 	}
+	for (int i = 0; i < eh()->phnum; i++) /* only a writable last segment may be lazy */
+		if (ph(i)->type == PT_LOAD && ph(i)->vaddr + ph(i)->memsz > go_file_end && !(ph(i)->flags & PF_W))
+			go_file_end = go_image_end;
 	go_entry = eh()->entry;
-	return go_image_end - go_image_start;
+	return go_file_end - go_image_start;
 }
 
 /* elf_load copies the segments to phys (contiguous, same layout). */
@@ -60,7 +68,9 @@ void elf_load(u64 phys) {
 		u64 lead = p->vaddr & (PAGE - 1);
 		memset(dst - lead, 0, lead);
 		memcpy(dst, goelf_start + p->offset, p->filesz);
-		memset(dst + p->filesz, 0, ALIGN_UP(p->vaddr + p->memsz, PAGE) - (p->vaddr + p->filesz));
+		u64 end = MIN(ALIGN_UP(p->vaddr + p->memsz, PAGE), go_file_end);
+		if (end > p->vaddr + p->filesz)
+			memset(dst + p->filesz, 0, end - (p->vaddr + p->filesz));
 	}
 }
 
@@ -71,7 +81,7 @@ void elf_map(void) {
 		if (p->type != PT_LOAD)
 			continue;
 		u64 fl = (p->flags & PF_W ? PTE_W : 0) | (p->flags & PF_X ? 0 : PTE_NX);
-		for (u64 va = ALIGN_DOWN(p->vaddr, PAGE); va < p->vaddr + p->memsz; va += PAGE)
+		for (u64 va = ALIGN_DOWN(p->vaddr, PAGE); va < MIN(p->vaddr + p->memsz, go_file_end); va += PAGE)
 			map_page(va, go_phys + (va - go_image_start), fl);
 	}
 }

@@ -246,7 +246,7 @@ extern u64 flag_reserve;
 extern int flag_fatal_reboot, flag_smp;
 
 /* ---- elf.c ---- */
-extern u64 go_entry, go_image_start, go_image_end, go_phys;
+extern u64 go_entry, go_image_start, go_image_end, go_phys, go_file_end;
 u64 elf_span(void);
 void elf_load(u64 phys);
 void elf_map(void);

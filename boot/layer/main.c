@@ -41,7 +41,9 @@ static void parse_flags(void) {
 
 static void start_go(void) {
 	lock();
-	vm_add(0, go_image_end, 0, V_FIXED, 0); /* layer + Go image: never mmap'd */
+	vm_add(0, go_file_end, 0, V_FIXED, 0); /* layer + Go image: never mmap'd */
+	if (go_file_end < go_image_end)       /* the rest of the BSS: demand-zero */
+		vm_add(go_file_end, go_image_end, PROT_READ | PROT_WRITE, V_ANON, 0);
 	struct thread *t = thread_alloc();
 	struct trapframe tf = {0};
 	tf.rip = go_entry;
@@ -79,10 +81,12 @@ void boot_main(u32 magic, u32 info) {
 	lapic_timer_start();
 	cpus[0].online = 1;
 	smp_start();
-	kprintf("boot: go image 0x%lx-0x%lx at phys 0x%lx, entry 0x%lx\n", go_image_start, go_image_end, go_phys, go_entry);
+	kprintf("boot: go image 0x%lx-0x%lx (demand-zero from 0x%lx) at phys 0x%lx, entry 0x%lx\n", go_image_start,
+		go_image_end, go_file_end, go_phys, go_entry);
 	kprintf("boot: kernel 0x%lx-0x%lx (%lu KiB), reserved 0x%lx-0x%lx, free %lu MiB\n", kernel_start, kernel_end,
 		(kernel_end - kernel_start) >> 10, reserve_start, reserve_end, frames_free() >> 8);
 	start_go();
-	kprintf("boot: starting Go (tsc %lu, %lu since first line)\n", rdtsc(), rdtsc() - tsc_first);
+	kprintf("boot: starting Go (tsc %lu, %lu since first line), layer frames in use %lu KiB\n", rdtsc(),
+		rdtsc() - tsc_first, frames_used() * 4);
 	sched_start_on((u64)boot_stack + KSTACK_SIZE);
 }
