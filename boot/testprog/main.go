@@ -13,6 +13,11 @@ import (
 )
 
 func main() {
+	for _, a := range os.Args {
+		if a == "testprog.panic" {
+			panic("testprog: asked to panic")
+		}
+	}
 	fmt.Println("testprog: hello from Go", runtime.Version(), "GOMAXPROCS", runtime.GOMAXPROCS(0), "NumCPU", runtime.NumCPU())
 	fmt.Println("testprog: args", os.Args)
 	fmt.Println("testprog: env", os.Environ())
@@ -116,7 +121,7 @@ func gc() {
 }
 
 func files() {
-	for _, f := range []string{"/proc/doppel/memmap", "/proc/meminfo", "/proc/doppel/cpus", "/proc/cmdline", "/proc/doppel/stats"} {
+	for _, f := range []string{"/proc/doppel/memmap", "/proc/doppel/modules", "/proc/meminfo", "/proc/doppel/cpus", "/proc/cmdline", "/proc/doppel/stats"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			fmt.Println("testprog:", f, err)
