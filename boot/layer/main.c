@@ -85,8 +85,8 @@ void boot_main(u32 magic, u32 info) {
 		go_image_end, go_file_end, go_phys, go_entry);
 	kprintf("boot: kernel 0x%lx-0x%lx (%lu KiB), reserved 0x%lx-0x%lx, free %lu MiB\n", kernel_start, kernel_end,
 		(kernel_end - kernel_start) >> 10, reserve_start, reserve_end, frames_free() >> 8);
+	u64 now = rdtsc(); /* printed before Go runs: an AP may start it at once */
+	kprintf("boot: starting Go (tsc %lu, %lu since first line)\n", now, now - tsc_first);
 	start_go();
-	kprintf("boot: starting Go (tsc %lu, %lu since first line), layer frames in use %lu KiB\n", rdtsc(),
-		rdtsc() - tsc_first, frames_used() * 4);
 	sched_start_on((u64)boot_stack + KSTACK_SIZE);
 }
