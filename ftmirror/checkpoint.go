@@ -17,6 +17,7 @@ func (ps *pSession) begin() error {
 	ps.open = p.epoch + 1
 	p.mu.Unlock()
 	ps.groups, ps.records = 0, 0
+	ps.epochWire0, ps.epochDirty = ps.wireOut.Load(), 0
 	if ps.gbuf == nil {
 		if err := ps.startGroup(); err != nil {
 			return err
@@ -44,6 +45,7 @@ func (ps *pSession) checkpoint() error {
 	if ps.resyncing {
 		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor)) // the rest goes in later chunks
 	}
+	t1 := clock.Now()
 	if need := len(ps.dirty) * PageSize; cap(ps.snap) < need {
 		ps.snap = p.alloc(need + need/2)
 	}
@@ -51,6 +53,7 @@ func (ps *pSession) checkpoint() error {
 	for i, pfn := range ps.dirty {
 		copy(ps.snap[i*PageSize:(i+1)*PageSize], p.mem.Page(pfn))
 	}
+	t2 := clock.Now()
 	ps.blobs = p.guest.SaveState(ps.blobs[:0])
 	p.out.seal(e)
 	p.mu.Lock()
@@ -60,16 +63,17 @@ func (ps *pSession) checkpoint() error {
 	p.guest.Resume()
 	pause := clock.Now().Sub(t0)
 
-	wire0 := ps.wireOut.Load()
+	ps.epochDirty += len(ps.dirty)
 	for i, pfn := range ps.dirty {
-		if err := ps.page(pfn, ps.snap[i*PageSize:(i+1)*PageSize]); err != nil {
+		if err := ps.page(pfn, ps.snap[i*PageSize:(i+1)*PageSize], true); err != nil {
 			return err
 		}
 	}
 	if err := ps.end(e); err != nil {
 		return err
 	}
-	p.Stats.checkpoint(pause, ps.wireOut.Load()-wire0, int64(len(ps.dirty))*PageSize)
+	p.Stats.checkpoint(pause, ps.wireOut.Load()-ps.epochWire0, int64(ps.epochDirty)*PageSize)
+	p.Stats.pauseParts(t1.Sub(t0), t2.Sub(t1), pause-t2.Sub(t0))
 	return ps.begin()
 }
 
@@ -91,48 +95,79 @@ func (ps *pSession) forward() error {
 	if ps.resyncing {
 		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor))
 	}
-	return ps.livePages(ps.dirty)
+	ps.epochDirty += len(ps.dirty)
+	return ps.livePages(ps.dirty, true)
 }
 
 // livePages sends pages read from running guest memory.
-func (ps *pSession) livePages(pfns []uint32) error {
+func (ps *pSession) livePages(pfns []uint32, keep bool) error {
 	for _, pfn := range pfns {
 		copy(ps.scratch[:], ps.p.mem.Page(pfn))
-		if err := ps.page(pfn, ps.scratch[:]); err != nil {
+		if err := ps.page(pfn, ps.scratch[:], keep); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// Page states on the primary, per session.
+const (
+	pageZero = iota // the secondary's page is zero (nothing sent)
+	pageSent        // the secondary holds what was last sent
+)
+
+// shadowed returns the shadow slot holding pfn's last sent contents, or nil.
+// The shadow is a direct-mapped cache of ShadowBytes (all of memory by
+// default): pfn lives in slot pfn mod slots, tagged with pfn+1.
+func (p *Primary) shadowed(pfn uint32) []byte {
+	slot := int(pfn) % len(p.tags)
+	if p.tags[slot] != pfn+1 {
+		return nil
+	}
+	return p.shadow[slot*PageSize : (slot+1)*PageSize]
+}
+
 // page encodes one page against the shadow of what the secondary holds:
 // nothing if unchanged, a zero record, a delta of the changed words, or the
-// full page. src must not change during the call.
-func (ps *pSession) page(pfn uint32, src []byte) error {
+// full page. src must not change during the call. With keep false (the
+// sync's rounds) the shadow is not updated: the sync then touches no more
+// memory than the guest's own, and the first resend of a page is full.
+func (ps *pSession) page(pfn uint32, src []byte, keep bool) error {
 	p := ps.p
-	sh := p.shadow[int(pfn)*PageSize : int(pfn+1)*PageSize]
 	switch {
-	case !p.sent[pfn]: // the secondary's page is zero
+	case p.state[pfn] == pageZero:
 		if pagediff.IsZero(src) {
 			return nil
 		}
 		copy(ps.g.Full(pfn), src)
-		p.sent[pfn] = true
+		p.state[pfn] = pageSent
+	case pagediff.IsZero(src):
+		ps.g.Zero(pfn)
+		p.state[pfn] = pageZero
+		keep = false
 	default:
+		sh := p.shadowed(pfn)
+		if sh == nil {
+			copy(ps.g.Full(pfn), src)
+			break
+		}
 		d := pagediff.DeltaSize(sh, src)
-		switch {
-		case d == 0:
+		if d == 0 {
 			return nil
-		case pagediff.IsZero(src):
-			ps.g.Zero(pfn)
-			p.sent[pfn] = false
-		case d <= deltaMax:
+		}
+		if d <= deltaMax {
 			ps.g.Delta(pfn, func(b []byte) []byte { return pagediff.AppendDelta(b, sh, src) })
-		default:
+		} else {
 			copy(ps.g.Full(pfn), src)
 		}
 	}
-	copy(sh, src)
+	if keep {
+		slot := int(pfn) % len(p.tags)
+		p.tags[slot] = pfn + 1
+		copy(p.shadow[slot*PageSize:(slot+1)*PageSize], src)
+	} else if sh := p.shadowed(pfn); sh != nil {
+		p.tags[int(pfn)%len(p.tags)] = 0 // stale now
+	}
 	ps.records++
 	if len(ps.g.Buf) >= p.cfg.GroupBytes {
 		return ps.flush()

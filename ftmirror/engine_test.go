@@ -273,7 +273,7 @@ func TestUndoLog(t *testing.T) {
 		copy(mem.Page(uint32(i)), bytes.Repeat([]byte{byte(i + 1)}, PageSize))
 	}
 	before := append([]byte(nil), mem.Memory()...)
-	u := newUndoLog()
+	u := newUndoLog(func(n int) []byte { return make([]byte, n) })
 	for _, pfn := range []uint32{2, 0, 2} {
 		u.save(pfn, mem.Page(pfn))
 		mem.Page(pfn)[17]++

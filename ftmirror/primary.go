@@ -17,7 +17,8 @@ type Config struct {
 	Epoch      time.Duration
 	GroupBytes int // target GROUP payload size
 	Heartbeat  Heartbeat
-	// Forward sends the pages dirtied so far half way through each epoch
+	// Forward sends the pages dirtied so far half way and five sixths of the
+	// way through each epoch
 	// while the guest runs (F6), so the checkpoint has fewer to capture.
 	Forward bool
 	// Brownout ends the initial sync when a round has at most TargetPages
@@ -29,8 +30,13 @@ type Config struct {
 	ResyncPagesPerEpoch int
 	// Hook, if set, is called at each Point (fault injection).
 	Hook func(p Point, epoch uint64)
-	// Alloc, if set, allocates the primary's shadow of guest memory (the
-	// simulator pre-faults it; bare metal takes it from reserved memory).
+	// ShadowBytes bounds the primary's shadow of what the secondary holds
+	// (the base for deltas): 0 shadows all of memory, touched as pages are
+	// first resent; a smaller size is a direct-mapped cache allocated with
+	// Alloc up front, and pages that miss it are sent in full.
+	ShadowBytes int
+	// Alloc, if set, allocates buffers the pause must not wait on (the
+	// simulator pre-faults them; bare metal takes them from reserved memory).
 	Alloc func(n int) []byte
 	// SplitGroups writes each GROUP frame in two halves with the hook
 	// called at PointMidGroup in between (to kill a primary mid-frame).
@@ -83,10 +89,11 @@ type Primary struct {
 	out   outputBuffer
 	Stats Stats
 
-	// Shadow: what the secondary holds (committed plus staged) for every
-	// page sent this session; the base for compact deltas.
+	// Shadow: what the secondary holds (committed plus staged) for the
+	// pages it caches (see shadowed); the base for compact deltas.
 	shadow []byte
-	sent   []bool
+	tags   []uint32 // per slot: pfn+1 of the page held, 0 for none
+	state  []uint8  // per page: pageZero or pageSent
 	alloc  func(int) []byte
 	snap   []byte // checkpoint snapshot buffer, reused across sessions
 
@@ -104,8 +111,13 @@ func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink Out
 	if alloc == nil {
 		alloc = func(n int) []byte { return make([]byte, n) }
 	}
+	slots, shadowAlloc := n, func(n int) []byte { return make([]byte, n) } // touched lazily
+	if cfg.ShadowBytes > 0 && cfg.ShadowBytes/PageSize < n {
+		slots, shadowAlloc = max(cfg.ShadowBytes/PageSize, 1), alloc
+	}
 	return &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink, alloc: alloc,
-		shadow: alloc(n * PageSize), sent: make([]bool, n), snap: alloc(snapPages * PageSize)}
+		shadow: shadowAlloc(slots * PageSize), tags: make([]uint32, slots), state: make([]uint8, n),
+		snap: alloc(snapPages * PageSize)}
 }
 
 // Continue sets the epoch and output stream position of a primary made
@@ -176,7 +188,8 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	first := !p.served && p.epoch == 0
 	p.served = true
 	p.mu.Unlock()
-	clear(p.sent) // the new secondary starts from zeroed memory
+	clear(p.state) // the new secondary starts from zeroed memory
+	clear(p.tags)
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
 		outSent: p.out.releasedThrough(), snap: p.snap[:0]}
 	go s.heartbeats(p.cfg.Clock)
@@ -198,20 +211,24 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 // pSession is the primary's side of one session.
 type pSession struct {
 	*session
-	p         *Primary
-	open      uint64 // epoch whose BEGIN was sent
-	groups    uint32 // GROUP frames sent in the open epoch
-	records   uint32 // page records sent in the open epoch
-	g         wire.GroupWriter
-	gbuf      []byte
-	free      chan []byte // group buffers not queued for the wire
-	scratch   [PageSize]byte
-	dirty     []uint32
-	snap      []byte
-	blobs     []Blob
-	resyncing bool
-	cursor    int    // resync: pages below this have been sent
-	outSent   uint64 // output stream offset sent to this secondary so far
+	p       *Primary
+	open    uint64 // epoch whose BEGIN was sent
+	groups  uint32 // GROUP frames sent in the open epoch
+	records uint32 // page records sent in the open epoch
+	g       wire.GroupWriter
+	gbuf    []byte
+	free    chan []byte // group buffers not queued for the wire
+	// per epoch, for the wire-bytes statistic: bytes on the wire when it
+	// opened, pages forwarded and captured (the raw dirty bytes)
+	epochWire0 int64
+	epochDirty int
+	scratch    [PageSize]byte
+	dirty      []uint32
+	snap       []byte
+	blobs      []Blob
+	resyncing  bool
+	cursor     int    // resync: pages below this have been sent
+	outSent    uint64 // output stream offset sent to this secondary so far
 
 	mu        sync.Mutex
 	endSent   map[uint64]time.Time
@@ -237,6 +254,12 @@ func (ps *pSession) run() error {
 			sleepUntil(p.cfg.Clock, next.Add(-epoch/2))
 			p.cfg.hook(PointMidEpoch, ps.open)
 			if p.cfg.Forward {
+				if err := ps.forward(); err != nil {
+					return err
+				}
+				// A second, late forward leaves the pause only the pages
+				// dirtied in the last sixth of the epoch.
+				sleepUntil(p.cfg.Clock, next.Add(-epoch/6))
 				if err := ps.forward(); err != nil {
 					return err
 				}

@@ -37,7 +37,11 @@ type Secondary struct {
 // NewSecondary returns a secondary over zeroed memory.
 func NewSecondary(cfg Config, mem Memory) *Secondary {
 	cfg.defaults()
-	return &Secondary{cfg: cfg, mem: mem, undo: newUndoLog()}
+	alloc := cfg.Alloc
+	if alloc == nil {
+		alloc = func(n int) []byte { return make([]byte, n) }
+	}
+	return &Secondary{cfg: cfg, mem: mem, undo: newUndoLog(alloc)}
 }
 
 // Serve runs one session with a primary over rw until it ends, and returns

@@ -22,13 +22,31 @@ type Stats struct {
 	sinkErrs    int
 	lastSinkErr error
 	protected   time.Time // when the first complete epoch was acknowledged
+	parts       [3][]time.Duration
+	lastCkpt    time.Time
+	gaps        []time.Duration // between checkpoints
 }
 
 func (s *Stats) checkpoint(pause time.Duration, wire, dirty int64) {
 	s.mu.Lock()
+	now := time.Now()
+	if !s.lastCkpt.IsZero() {
+		s.gaps = append(s.gaps, now.Sub(s.lastCkpt))
+	}
+	s.lastCkpt = now
 	s.pauses = append(s.pauses, pause)
 	s.wireBytes = append(s.wireBytes, wire)
 	s.dirtyBytes = append(s.dirtyBytes, dirty)
+	s.mu.Unlock()
+}
+
+// pauseParts records where a pause went: harvest, copying the dirty pages,
+// and the rest (state, output seal, resume).
+func (s *Stats) pauseParts(harvest, copying, rest time.Duration) {
+	s.mu.Lock()
+	s.parts[0] = append(s.parts[0], harvest)
+	s.parts[1] = append(s.parts[1], copying)
+	s.parts[2] = append(s.parts[2], rest)
 	s.mu.Unlock()
 }
 
@@ -80,23 +98,27 @@ func (s *Stats) sinkError(err error) {
 
 // Summary is a snapshot of Stats.
 type Summary struct {
-	SyncSeconds      float64 `json:"sync_s"`
-	SyncBytes        int64   `json:"sync_bytes"`
-	BrownoutRounds   []int   `json:"brownout_round_pages"`
-	Checkpoints      int     `json:"checkpoints"`
-	PauseP50ms       float64 `json:"pause_p50_ms"`
-	PauseP99ms       float64 `json:"pause_p99_ms"`
-	PauseMaxms       float64 `json:"pause_max_ms"`
-	WireBytesPerCkpt float64 `json:"wire_bytes_per_ckpt"`
-	DirtyBytesPerCk  float64 `json:"dirty_bytes_per_ckpt"`
-	ReleaseP50ms     float64 `json:"release_p50_ms"`
-	ReleaseP99ms     float64 `json:"release_p99_ms"`
-	AckP50ms         float64 `json:"ack_p50_ms"`
-	AckP99ms         float64 `json:"ack_p99_ms"`
-	Released         int     `json:"released_outputs"`
-	HeldInSync       int     `json:"outputs_held_for_sync"`
-	LeaseMisses      int     `json:"lease_misses"`
-	SinkErrors       int     `json:"sink_errors"`
+	SyncSeconds      float64       `json:"sync_s"`
+	SyncBytes        int64         `json:"sync_bytes"`
+	BrownoutRounds   []int         `json:"brownout_round_pages"`
+	Checkpoints      int           `json:"checkpoints"`
+	PauseP50ms       float64       `json:"pause_p50_ms"`
+	PauseP99ms       float64       `json:"pause_p99_ms"`
+	PauseMaxms       float64       `json:"pause_max_ms"`
+	WireBytesPerCkpt float64       `json:"wire_bytes_per_ckpt"`
+	DirtyBytesPerCk  float64       `json:"dirty_bytes_per_ckpt"`
+	ReleaseP50ms     float64       `json:"release_p50_ms"`
+	ReleaseP99ms     float64       `json:"release_p99_ms"`
+	AckP50ms         float64       `json:"ack_p50_ms"`
+	AckP99ms         float64       `json:"ack_p99_ms"`
+	Released         int           `json:"released_outputs"`
+	HeldInSync       int           `json:"outputs_held_for_sync"`
+	PauseParts       [3][2]float64 `json:"pause_parts_p99_max_ms"` // harvest, copy, rest
+	GapP99ms         float64       `json:"ckpt_gap_p99_ms"`
+	GapMaxms         float64       `json:"ckpt_gap_max_ms"`
+	SlowAcks         [][2]float64  `json:"slow_acks,omitempty"` // [ack index, ms] over 10 ms
+	LeaseMisses      int           `json:"lease_misses"`
+	SinkErrors       int           `json:"sink_errors"`
 }
 
 // Summary computes percentiles over everything recorded so far.
@@ -112,6 +134,15 @@ func (s *Stats) Summary() Summary {
 	sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms = pct(s.pauses)
 	sum.ReleaseP50ms, sum.ReleaseP99ms, _ = pct(s.releaseLat)
 	sum.AckP50ms, sum.AckP99ms, _ = pct(s.ackLat)
+	_, sum.GapP99ms, sum.GapMaxms = pct(s.gaps)
+	for i, d := range s.ackLat {
+		if d > 10*time.Millisecond && len(sum.SlowAcks) < 50 {
+			sum.SlowAcks = append(sum.SlowAcks, [2]float64{float64(i), float64(d) / 1e6})
+		}
+	}
+	for i := range s.parts {
+		_, sum.PauseParts[i][0], sum.PauseParts[i][1] = pct(s.parts[i])
+	}
 	sum.WireBytesPerCkpt = mean(s.wireBytes)
 	sum.DirtyBytesPerCk = mean(s.dirtyBytes)
 	return sum

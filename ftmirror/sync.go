@@ -17,14 +17,14 @@ func (ps *pSession) brownout() error {
 		all[i] = uint32(i)
 	}
 	p.cfg.hook(PointSyncRound, 1)
-	if err := ps.livePages(all); err != nil {
+	if err := ps.livePages(all, false); err != nil {
 		return err
 	}
 	prev := n
 	for round := 2; ; round++ {
 		p.cfg.hook(PointSyncRound, uint64(round))
 		ps.dirty = p.dirty.Harvest(ps.dirty[:0])
-		if err := ps.livePages(ps.dirty); err != nil {
+		if err := ps.livePages(ps.dirty, false); err != nil {
 			return err
 		}
 		d := len(ps.dirty)
@@ -35,6 +35,9 @@ func (ps *pSession) brownout() error {
 		prev = d
 	}
 	p.cfg.hook(PointBlackout, ps.open)
+	// The per-checkpoint statistics cover the blackout only, not the
+	// brownout rounds before it.
+	ps.epochWire0, ps.epochDirty = ps.wireOut.Load(), 0
 	return ps.checkpoint()
 }
 
@@ -49,10 +52,11 @@ func (ps *pSession) resyncChunk() error {
 		ps.dirty = p.dirty.Harvest(ps.dirty[:0]) // track writes from here on
 	}
 	hi := min(ps.cursor+p.cfg.ResyncPagesPerEpoch, n)
+	ps.epochDirty += hi - ps.cursor // counted as raw bytes sent
 	for pfn := ps.cursor; pfn < hi; pfn++ {
 		copy(ps.scratch[:], p.mem.Page(uint32(pfn)))
 		ps.cursor = pfn + 1 // before the send: a write from now on is harvested
-		if err := ps.page(uint32(pfn), ps.scratch[:]); err != nil {
+		if err := ps.page(uint32(pfn), ps.scratch[:], false); err != nil {
 			return err
 		}
 	}

@@ -10,7 +10,14 @@ type undoLog struct {
 	buf   []byte // slots of PageSize, reused across epochs
 }
 
-func newUndoLog() *undoLog { return &undoLog{saved: make(map[uint32]int)} }
+// undoPages is how many pages the undo log holds before it must grow:
+// enough for a checkpoint of 12,000 dirty pages/s at 25 ms epochs three
+// times over, so that the first protected epochs do not wait for memory.
+const undoPages = 1024
+
+func newUndoLog(alloc func(int) []byte) *undoLog {
+	return &undoLog{saved: make(map[uint32]int, undoPages), buf: alloc(undoPages * PageSize)[:0]}
+}
 
 // save records page pfn's committed contents unless already saved this epoch.
 func (u *undoLog) save(pfn uint32, page []byte) {

@@ -29,6 +29,7 @@ func (o *opts) engineConfig(gen uint64) ftmirror.Config {
 		Forward:             o.forward,
 		ResyncPagesPerEpoch: o.resyncPages,
 		Alloc:               simguest.Alloc,
+		ShadowBytes:         int(o.shadow),
 	}
 }
 
@@ -120,6 +121,7 @@ func runPrimary(o *opts) error {
 			return err
 		}
 		tuneConn(c)
+		profile("primary")
 		err = p.Serve(c)
 		logMu.Lock()
 		fmt.Fprintf(logf, "session-end %q\n", err)
@@ -166,6 +168,15 @@ func runSecondary(o *opts) error {
 	defer func() { writeJSON(out, &res) }()
 	g := simguest.NewBlank(o.params())
 	s := ftmirror.NewSecondary(o.engineConfig(0), g)
+	// Wait until the orchestrator has measured raw loopback TCP, so that the
+	// sync runs right after the baseline it is compared with.
+	os.WriteFile(filepath.Join(o.dir, o.name+".ready"), nil, 0o644)
+	for i := 0; i < 60000; i++ {
+		if _, err := os.Stat(filepath.Join(o.dir, "go")); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	var c net.Conn
 	var err error
 	for i := 0; i < 200; i++ {
@@ -179,6 +190,7 @@ func runSecondary(o *opts) error {
 		return err
 	}
 	tuneConn(c)
+	profile(o.name)
 	res.SessionEnd = fmt.Sprint(s.Serve(c))
 	time.Sleep(time.Until(s.PromoteAt()))
 	tk, err := s.Takeover()

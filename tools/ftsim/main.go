@@ -31,6 +31,27 @@ import (
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
 )
 
+// profile writes a 3-second CPU profile to $FTSIM_CPUPROFILE/<name>.prof,
+// if that is set (used to look at the sync and at steady state).
+func profile(name string) {
+	d := os.Getenv("FTSIM_CPUPROFILE")
+	if d == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(d, name+".prof"))
+	if err != nil {
+		return
+	}
+	at, _ := time.ParseDuration(os.Getenv("FTSIM_CPUPROFILE_AT"))
+	go func() {
+		time.Sleep(at)
+		pprof.StartCPUProfile(f)
+		time.Sleep(3 * time.Second)
+		pprof.StopCPUProfile()
+		f.Close()
+	}()
+}
+
 type opts struct {
 	role        string
 	mem         size
@@ -53,6 +74,7 @@ type opts struct {
 	after       time.Duration
 	words       int
 	loopBytes   size
+	shadow      size
 	zeroEvery   int
 	verbose     bool
 	// children
@@ -111,6 +133,8 @@ func main() {
 	flag.IntVar(&o.faultNth, "fault-nth", 5, "which GROUP frame (from epoch 3 on) the -fault hits")
 	flag.DurationVar(&o.partition, "partition-after", 0, "cut the link both ways at this time, both processes alive")
 	flag.DurationVar(&o.after, "after", 300*time.Millisecond, "how long the promoted secondary runs the guest")
+	o.shadow = 64 << 20
+	flag.Var(&o.shadow, "shadow", "primary's shadow cache for deltas (0: all of memory, filled lazily)")
 	o.loopBytes = -1
 	flag.Var(&o.loopBytes, "loopback-bytes", "bytes for the raw loopback TCP baseline (default: max(mem, 256m); 0 skips it)")
 	flag.IntVar(&o.words, "words", 16, "8-byte words the guest writes per page write")
@@ -124,19 +148,6 @@ func main() {
 	if _, err := simguest.ParsePattern(o.pattern); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
-	}
-	if d := os.Getenv("FTSIM_CPUPROFILE"); d != "" && o.role != "" {
-		f, err := os.Create(filepath.Join(d, o.role+"-"+o.name+".prof"))
-		at, _ := time.ParseDuration(os.Getenv("FTSIM_CPUPROFILE_AT"))
-		if err == nil {
-			go func() {
-				time.Sleep(at)
-				pprof.StartCPUProfile(f)
-				time.Sleep(3 * time.Second)
-				pprof.StopCPUProfile()
-				f.Close()
-			}()
-		}
 	}
 	if o.role != "" {
 		// The big buffers live outside the Go heap; keep the collector

@@ -58,7 +58,7 @@ func (o *opts) spawn(name string, extra []*os.File, args ...string) (*child, err
 		"-epoch", o.epoch.String(), "-seed", fmt.Sprint(o.seed), "-group", fmt.Sprint(int64(o.group)),
 		"-hb", o.hb.String(), "-hb-miss", fmt.Sprint(o.hbMiss), "-resync-pages", fmt.Sprint(o.resyncPages),
 		"-after", o.after.String(), "-words", fmt.Sprint(o.words), "-zero-every", fmt.Sprint(o.zeroEvery),
-		"-dir", o.dir, "-world", o.world, fmt.Sprintf("-forward=%v", o.forward),
+		"-dir", o.dir, "-world", o.world, "-shadow", fmt.Sprint(int64(o.shadow)), fmt.Sprintf("-forward=%v", o.forward),
 	}
 	cmd := exec.Command(exe, append(base, args...)...)
 	cmd.ExtraFiles = extra
@@ -141,9 +141,6 @@ func orchestrate(o *opts) (bool, error) {
 	}
 	o.dir = d
 	rep := report{Kill: o.killAfter}
-	if rep.LoopbackMBs, err = o.loopback(); err != nil {
-		return false, err
-	}
 	w := newWorld()
 	wl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -190,13 +187,21 @@ func orchestrate(o *opts) (bool, error) {
 	}
 	secName := "s1"
 	// Durations count from when the primary's guest is built and running
-	// (allocating and filling a large guest takes seconds here).
-	for prim.alive() {
-		if _, err := os.Stat(filepath.Join(o.dir, "primary.ready")); err == nil {
-			break
+	// (allocating and filling a large guest takes seconds here). The raw
+	// loopback baseline is measured once both sides are ready, just before
+	// the secondary connects and the sync starts.
+	for _, f := range []string{"primary.ready", "s1.ready"} {
+		for prim.alive() && sec.alive() {
+			if _, err := os.Stat(filepath.Join(o.dir, f)); err == nil {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
 		}
-		time.Sleep(2 * time.Millisecond)
 	}
+	if rep.LoopbackMBs, err = o.loopback(); err != nil {
+		return false, err
+	}
+	os.WriteFile(filepath.Join(o.dir, "go"), nil, 0o644)
 	start := time.Now()
 
 	var killedAt time.Time
