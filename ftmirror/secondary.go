@@ -80,21 +80,23 @@ func (s *Secondary) reset() {
 	s.undo.commit()
 }
 
-// readLoop receives frames on one goroutine (kernel copy, CRC, MAC) and
-// applies them on this one, so that the next group is checked while this
-// one is applied (F4).
+// readLoop runs a three-stage pipeline: one goroutine reads frames off
+// the link, one checks them (CRC, MAC, sequence), and this one applies them,
+// so that later groups are received and checked while one is applied (F4).
 func (s *Secondary) readLoop(ss *session) error {
 	type item struct {
+		b   []byte
 		f   wire.Frame
 		err error
 	}
-	frames := make(chan item, readRing-2)
+	raw := make(chan item, 2)
+	checked := make(chan item, 2)
 	go func() {
-		defer close(frames)
+		defer close(raw)
 		for {
-			f, err := ss.rd.Next()
+			b, err := ss.rd.NextRaw()
 			select {
-			case frames <- item{f, err}:
+			case raw <- item{b: b, err: err}:
 			case <-ss.done:
 				return
 			}
@@ -103,7 +105,23 @@ func (s *Secondary) readLoop(ss *session) error {
 			}
 		}
 	}()
-	for it := range frames {
+	go func() {
+		defer close(checked)
+		for it := range raw {
+			if it.err == nil {
+				it.f, it.err = ss.codec.Open(it.b)
+			}
+			select {
+			case checked <- it:
+			case <-ss.done:
+				return
+			}
+			if it.err != nil {
+				return
+			}
+		}
+	}()
+	for it := range checked {
 		if it.err != nil {
 			if errors.Is(it.err, io.EOF) {
 				return fmt.Errorf("%w: primary closed the link", ErrPeerLost)

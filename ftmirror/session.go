@@ -43,7 +43,7 @@ const (
 
 // readRing is how many received frames may be in flight between a
 // session's reading goroutine and the one applying them.
-const readRing = 4
+const readRing = 8
 
 // session is one authenticated connection between a primary and a
 // secondary. One goroutine reads; writes are serialised by wmu.

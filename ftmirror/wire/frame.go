@@ -329,6 +329,37 @@ func NewReaderRing(r io.Reader, c *Codec, n int) *Reader {
 	return rd
 }
 
+// NextRaw reads one frame without checking more than its header (magic,
+// version, type, length limit); Codec.Open checks the rest. It lets a
+// receiver read the next frame while another goroutine checks this one.
+// The bytes are valid for len(ring)-1 further calls.
+func (r *Reader) NextRaw() ([]byte, error) {
+	r.buf = r.bufs[r.i]
+	defer func() { r.bufs[r.i] = r.buf; r.i = (r.i + 1) % len(r.bufs) }()
+	r.buf = r.buf[:HeaderSize]
+	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("%w: header: %v", ErrTruncated, err)
+	}
+	_, n, err := parseHeader(r.buf)
+	if err != nil {
+		return nil, err
+	}
+	total := Overhead + n
+	if cap(r.buf) < total {
+		nb := make([]byte, total)
+		copy(nb, r.buf)
+		r.buf = nb
+	}
+	r.buf = r.buf[:total]
+	if _, err := io.ReadFull(r.r, r.buf[HeaderSize:]); err != nil {
+		return nil, fmt.Errorf("%w: %d-byte payload: %v", ErrTruncated, n, err)
+	}
+	return r.buf, nil
+}
+
 // Next reads and checks one frame. The payload is valid until the next call.
 // A stream error mid-frame is reported as ErrTruncated wrapping the cause.
 func (r *Reader) Next() (Frame, error) {
