@@ -52,20 +52,27 @@ void lapic_init(void) {
 	lapic_eoi();
 }
 
-/* lapic_timer_start calibrates once (BSP, against the TSC) and starts the
- * timer in one-shot mode: each expiry re-arms it for the next time slice
- * or the earliest sleeper's deadline, whichever is first (sched.c). */
+/* lapic_count_start/read let time.c count LAPIC timer ticks (divide by
+ * 16, masked, one-shot from 0xFFFFFFFF) over its PIT window. */
+void lapic_count_start(void) {
+	lw(LAPIC_TIMER_DCR, LAPIC_DIV16);
+	lw(LAPIC_LVT_TIMER, LAPIC_LVT_MASKED | VEC_TIMER);
+	lw(LAPIC_TIMER_ICR, 0xFFFFFFFF);
+}
+
+u32 lapic_count_read(void) { return 0xFFFFFFFF - lr(LAPIC_TIMER_CCR); }
+
+void lapic_set_rate(u32 hz) {
+	timer_count = MAX(hz / HZ, 1000u);
+	timer_mult = ((u64)hz << 32) / 1000000000ULL;
+	kprintf("boot: lapic timer %u Hz\n", hz);
+}
+
+/* lapic_timer_start runs the timer in one-shot mode: each expiry re-arms
+ * it for the next time slice or the earliest sleeper's deadline,
+ * whichever is first (sched.c). */
 void lapic_timer_start(void) {
 	lw(LAPIC_TIMER_DCR, LAPIC_DIV16);
-	if (!timer_count) {
-		lw(LAPIC_LVT_TIMER, LAPIC_LVT_MASKED | VEC_TIMER);
-		lw(LAPIC_TIMER_ICR, 0xFFFFFFFF);
-		udelay(10000);
-		u32 n = 0xFFFFFFFF - lr(LAPIC_TIMER_CCR);
-		timer_count = MAX(n * 100 / HZ, 1000u);
-		timer_mult = ((u64)n * 100 << 32) / 1000000000ULL;
-		kprintf("boot: lapic timer %u ticks per %u Hz slice\n", timer_count, HZ);
-	}
 	lw(LAPIC_LVT_TIMER, VEC_TIMER); /* one-shot */
 	lw(LAPIC_TIMER_ICR, timer_count);
 }

@@ -4,6 +4,8 @@
 u64 flag_reserve = 64ULL << 20;
 int flag_fatal_reboot, flag_smp = MAX_CPUS;
 extern char boot_stack[];
+extern u64 serial_wait_tsc;
+static u64 phase[8];
 
 static void parse_flag(const char *w) {
 	int ok = 1;
@@ -65,8 +67,10 @@ void boot_main(u32 magic, u32 info) {
 	multiboot_parse(magic, info);
 	kprintf("boot: cmdline \"%s\"\n", cmdline);
 	parse_flags();
+	phase[0] = rdtsc();
 	u64 go = mem_place(elf_span());
 	elf_load(go);
+	phase[1] = rdtsc();
 	paging_init();
 	mem_init();
 	paging_ready();
@@ -74,17 +78,26 @@ void boot_main(u32 magic, u32 info) {
 	cpu_init(&cpus[0], 0);
 	cpus[0].apic_id = (int)lapic_id();
 	pic_disable();
-	time_init();
-	acpi_init();
 	lapic_init();
+	phase[2] = rdtsc();
+	time_init();
+	phase[3] = rdtsc();
+	acpi_init();
 	fs_init();
+	phase[4] = rdtsc();
 	lapic_timer_start();
 	cpus[0].online = 1;
+	phase[5] = rdtsc();
 	smp_start();
+	phase[6] = rdtsc();
 	kprintf("boot: go image 0x%lx-0x%lx (demand-zero from 0x%lx) at phys 0x%lx, entry 0x%lx\n", go_image_start,
 		go_image_end, go_file_end, go_phys, go_entry);
 	kprintf("boot: kernel 0x%lx-0x%lx (%lu KiB), reserved 0x%lx-0x%lx, free %lu MiB\n", kernel_start, kernel_end,
 		(kernel_end - kernel_start) >> 10, reserve_start, reserve_end, frames_free() >> 8);
+	kprintf("boot: tsc ticks: mb %lu, image %lu, paging+cpu %lu, calibration %lu, acpi %lu, timer %lu, "
+		"aps %lu; serial waits %lu\n",
+		phase[0] - tsc_first, phase[1] - phase[0], phase[2] - phase[1], phase[3] - phase[2], phase[4] - phase[3],
+		phase[5] - phase[4], phase[6] - phase[5], serial_wait_tsc);
 	u64 now = rdtsc(); /* printed before Go runs: an AP may start it at once */
 	kprintf("boot: starting Go (tsc %lu, %lu since first line)\n", now, now - tsc_first);
 	start_go();

@@ -37,9 +37,15 @@ void serial_init(void) {
 	outb(COM1 + UART_IER, UART_IER_RDA);
 }
 
+u64 serial_wait_tsc; /* TSC ticks spent waiting for the transmitter */
+
 void serial_putc(char c) {
-	for (int i = 0; i < 100000 && !(inb(COM1 + UART_LSR) & UART_LSR_THRE); i++)
-		cpu_relax();
+	if (!(inb(COM1 + UART_LSR) & UART_LSR_THRE)) {
+		u64 t = rdtsc();
+		for (int i = 0; i < 100000 && !(inb(COM1 + UART_LSR) & UART_LSR_THRE); i++)
+			cpu_relax();
+		serial_wait_tsc += rdtsc() - t;
+	}
 	outb(COM1 + UART_THR, (u8)c);
 }
 

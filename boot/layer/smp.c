@@ -21,12 +21,26 @@ void ap_main(struct cpu *c) {
 	sched_start_on((u64)c->stack + KSTACK_SIZE);
 }
 
+/* init_delay_us: the SDM's 10 ms after INIT is for old CPUs; like Linux
+ * (smpboot.c, init_udelay), skip it on Intel family 6 model >= 0x0F and
+ * on family >= 0x10. */
+static u64 init_delay_us(void) {
+	u32 r[4];
+	cpuid(1, 0, r);
+	u32 fam = (r[0] >> 8) & 0xf, model = (r[0] >> 4) & 0xf;
+	if (fam == 0xf)
+		fam += (r[0] >> 20) & 0xff;
+	if (fam == 6 || fam == 0xf)
+		model |= ((r[0] >> 16) & 0xf) << 4;
+	return (fam == 6 && model >= 0x0f) || fam >= 0x10 ? 10 : 10000;
+}
+
 static int start_one(struct cpu *c) {
 	*(u64 *)tramp(ap_stack) = (u64)c->stack + KSTACK_SIZE;
 	*(u64 *)tramp(ap_cpu) = (u64)c;
 	ap_up = 0;
 	lapic_ipi(c->apic_id, ICR_INIT);
-	udelay(10000);
+	udelay(init_delay_us());
 	for (int i = 0; i < 2 && !ap_up; i++) {
 		lapic_ipi(c->apic_id, ICR_STARTUP | (AP_TRAMPOLINE >> 12));
 		udelay(200);

@@ -16,16 +16,21 @@ u64 tsc_hz;
 static u64 tsc0, mult; /* ns = (tsc - tsc0) * mult >> 32 */
 static u64 boot_unix;
 
-static u64 pit_calibrate(void) {
+/* pit_calibrate measures the TSC and (when lapic_ticks is given) the
+ * LAPIC timer over the same PIT window. */
+static u64 pit_calibrate(u32 *lapic_ticks) {
 	u16 count = (u16)(PIT_HZ * CAL_MS / 1000);
 	outb(PIT_GATE, (inb(PIT_GATE) & ~0x02) | 0x01); /* gate on, speaker off */
 	outb(PIT_CMD, 0xB0);                            /* ch2, lo/hi, mode 0 */
 	outb(PIT_CH2, count & 0xff);
 	outb(PIT_CH2, count >> 8);
+	lapic_count_start();
 	u64 t0 = rdtsc();
 	while (!(inb(PIT_GATE) & 0x20))
 		;
-	return (rdtsc() - t0) * (1000 / CAL_MS);
+	u64 t1 = rdtsc();
+	*lapic_ticks = lapic_count_read() * (1000 / CAL_MS);
+	return (t1 - t0) * (1000 / CAL_MS);
 }
 
 static u8 cmos(u8 reg) {
@@ -59,7 +64,9 @@ static u64 rtc_read(void) {
 }
 
 void time_init(void) {
-	tsc_hz = pit_calibrate();
+	u32 lapic_hz;
+	tsc_hz = pit_calibrate(&lapic_hz);
+	lapic_set_rate(lapic_hz);
 	if (!tsc_hz)
 		tsc_hz = 1000000000ULL;
 	mult = (1000000000ULL << 32) / tsc_hz;
