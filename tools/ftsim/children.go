@@ -69,8 +69,8 @@ func parseKill(s string) (killSpec, bool) {
 	return k, true
 }
 
-func die(dir string) {
-	os.WriteFile(filepath.Join(dir, "killed_at"), []byte(strconv.FormatInt(time.Now().UnixNano(), 10)), 0o644)
+func die(dir string, e uint64) {
+	os.WriteFile(filepath.Join(dir, "killed_at"), []byte(fmt.Sprintf("%d %d", time.Now().UnixNano(), e)), 0o644)
 	syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {}
 }
@@ -102,7 +102,7 @@ func runPrimary(o *opts) error {
 			logMu.Unlock()
 		}
 		if hasKill && p == kill.point && e >= kill.at {
-			die(o.dir)
+			die(o.dir, e)
 		}
 	}
 	p := ftmirror.NewPrimary(cfg, g, g, g, wc)

@@ -53,33 +53,48 @@ func TestFailoverAtKillPoints(t *testing.T) {
 		name       string
 		args       []string
 		noTakeover bool
+		partial    bool // killed with the epoch's END unsent
 	}{
-		{"sync-round-1", []string{"-kill-primary-after", "sync-round:1"}, true},
-		{"sync-round-2", []string{"-kill-primary-after", "sync-round:2"}, true},
-		{"blackout", []string{"-kill-primary-after", "blackout"}, true},
-		{"after-1s", []string{"-kill-primary-after", "1s", "-duration", "2s"}, false},
-		{"begin", []string{"-kill-primary-after", "begin:4"}, false},
-		{"mid-epoch", []string{"-kill-primary-after", "mid-epoch:4"}, false},
-		{"paused", []string{"-kill-primary-after", "paused:5"}, false},
-		{"mid-group", []string{"-kill-primary-after", "mid-group:5"}, false},
-		{"between-groups", []string{"-kill-primary-after", "between-groups:5"}, false},
-		{"before-end", []string{"-kill-primary-after", "before-end:6"}, false},
-		{"after-end", []string{"-kill-primary-after", "after-end:6"}, false},
-		{"acked", []string{"-kill-primary-after", "acked:7"}, false},
-		{"mid-release", []string{"-kill-primary-after", "mid-release:7"}, false},
-		{"released", []string{"-kill-primary-after", "released:8"}, false},
-		{"mid-epoch-forwarding", []string{"-forward", "-kill-primary-after", "mid-epoch:10"}, false},
-		{"mid-group-hot-set", []string{"-pattern", "hot", "-kill-primary-after", "mid-group:8"}, false},
-		{"between-groups-sequential", []string{"-pattern", "sequential", "-kill-primary-after", "between-groups:8"}, false},
-		{"during-resync", []string{"-resync-after", "500ms", "-resync-pages", "512", "-kill-primary-after", "resync:1"}, true},
-		{"after-resync", []string{"-resync-after", "500ms", "-resync-pages", "512", "-duration", "2s"}, false},
-		{"10ms-epochs-forwarding", []string{"-epoch", "10ms", "-forward", "-kill-primary-after", "900ms"}, false},
+		{"sync-round-1", []string{"-kill-primary-after", "sync-round:1"}, true, false},
+		{"sync-round-2", []string{"-kill-primary-after", "sync-round:2"}, true, false},
+		{"blackout", []string{"-kill-primary-after", "blackout"}, true, false},
+		{"after-1s", []string{"-kill-primary-after", "1s", "-duration", "2s"}, false, false},
+		{"begin", []string{"-kill-primary-after", "begin:4"}, false, true},
+		{"mid-epoch", []string{"-kill-primary-after", "mid-epoch:4"}, false, true},
+		{"paused", []string{"-kill-primary-after", "paused:5"}, false, true},
+		{"mid-group", []string{"-kill-primary-after", "mid-group:5"}, false, true},
+		{"between-groups", []string{"-kill-primary-after", "between-groups:5"}, false, true},
+		{"mid-group-no-forwarding", []string{"-forward=false", "-kill-primary-after", "mid-group:6"}, false, true},
+		{"before-end", []string{"-kill-primary-after", "before-end:6"}, false, true},
+		// END queued for the writer: it may or may not have left.
+		{"after-end", []string{"-kill-primary-after", "after-end:6"}, false, false},
+		{"acked", []string{"-kill-primary-after", "acked:7"}, false, false},
+		{"mid-release", []string{"-kill-primary-after", "mid-release:7"}, false, false},
+		{"released", []string{"-kill-primary-after", "released:8"}, false, false},
+		{"before-end-no-forwarding", []string{"-forward=false", "-kill-primary-after", "before-end:9"}, false, true},
+		{"mid-group-hot-set", []string{"-pattern", "hot", "-kill-primary-after", "mid-group:8"}, false, true},
+		{"between-groups-sequential", []string{"-pattern", "sequential", "-kill-primary-after", "between-groups:8"}, false, true},
+		{"during-resync", []string{"-resync-after", "500ms", "-resync-pages", "512", "-kill-primary-after", "resync:1"}, true, false},
+		{"after-resync", []string{"-resync-after", "500ms", "-resync-pages", "512", "-duration", "2s"}, false, false},
+		{"10ms-epochs", []string{"-epoch", "10ms", "-kill-primary-after", "900ms"}, false, false},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			r := run(t, sc.args...)
 			if took := r.Epoch > 0; took == sc.noTakeover {
 				t.Fatalf("takeover at epoch %d; expected a takeover: %v (%v)", r.Epoch, !sc.noTakeover, r.Details)
+			}
+			// A primary killed before END(e) left was sent leaves the
+			// secondary at e-1 (the partial epoch rolled back); after it,
+			// at e.
+			if r.KilledEpoch > 0 && !sc.noTakeover {
+				want := r.KilledEpoch
+				if sc.partial {
+					want--
+				}
+				if r.Epoch != want && !(sc.name == "after-end" && r.Epoch == want-1) {
+					t.Fatalf("killed in epoch %d, took over at %d, want %d", r.KilledEpoch, r.Epoch, want)
+				}
 			}
 		})
 	}

@@ -124,7 +124,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "guest seed")
 	flag.BoolVar(&o.json, "json", false, "print the report as one JSON object")
 	flag.Var(&o.group, "group", "checkpoint group (GROUP frame payload) size")
-	flag.BoolVar(&o.forward, "forward", false, "forward dirty pages mid-epoch while the guest runs (F6)")
+	flag.BoolVar(&o.forward, "forward", true, "forward dirty pages twice per epoch while the guest runs (F6)")
 	flag.DurationVar(&o.hb, "hb", 10*time.Millisecond, "heartbeat interval")
 	flag.IntVar(&o.hbMiss, "hb-miss", 10, "missed heartbeats before the peer is declared lost")
 	flag.IntVar(&o.resyncPages, "resync-pages", 2048, "pages of memory carried per checkpoint while resyncing (F7)")

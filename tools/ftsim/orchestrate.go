@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +37,7 @@ type report struct {
 	Details     []string `json:"details,omitempty"`
 	Kill        string   `json:"kill,omitempty"`
 	Epoch       uint64   `json:"takeover_epoch"`
+	KilledEpoch uint64   `json:"killed_epoch,omitempty"` // epoch (or brownout round) of a point kill
 	WorldBytes  int      `json:"world_bytes"`
 	AckP99      float64  `json:"ack_p99_ms"`
 	Rounds      []int    `json:"brownout_round_pages,omitempty"`
@@ -246,7 +246,8 @@ func orchestrate(o *opts) (bool, error) {
 		prim.kill()
 	}
 	if b, err := os.ReadFile(filepath.Join(o.dir, "killed_at")); err == nil {
-		if ns, err := strconv.ParseInt(string(b), 10, 64); err == nil {
+		var ns int64
+		if n, _ := fmt.Sscanf(string(b), "%d %d", &ns, &rep.KilledEpoch); n == 2 {
 			killedAt = time.Unix(0, ns)
 		}
 	}
