@@ -37,6 +37,14 @@
 // the guest-physical address of each page whose dirty flag it sets; DrainPML
 // moves those frames into the Bitmap and clears just their dirty flags.
 //
+// DrainPML finds a logged page's leaf through an index of the page tables
+// under each 2 MiB slot (ptindex.go), built by one walk of the upper levels
+// after the tables change, instead of a 4-level walk per page. Measured
+// under Bochs (its TSC advances about once per instruction) for a full log
+// of 512 pages: 152K cycles before (about 300 a page: four calls through
+// PhysMem.Table and the walk loop; callgrind on the host gave the same 298
+// instructions a page), 20-28K after (40-55 a page; callgrind 37).
+//
 // Both harvests are exact only if no vCPU runs between clearing a flag and
 // the INVEPT that follows: a translation cached with D=1 lets later writes
 // through without setting D again. doppel harvests at a VM exit, with the
