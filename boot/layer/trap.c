@@ -13,6 +13,20 @@ static int nested(struct trapframe *tf) {
 	return tf->rsp >= top - KSTACK_SIZE && tf->rsp < top;
 }
 
+void syscall_abort(struct trapframe *top) __attribute__((noreturn));
+
+/* efault: the layer faulted on a bad Go pointer inside a system call;
+ * like Linux, the call fails with EFAULT instead of taking the machine
+ * down. The syscall frame sits at the top of the thread's kernel stack. */
+static void efault(struct trapframe *tf, u64 addr) {
+	struct trapframe *top = (struct trapframe *)(cur()->kstack_top - sizeof *top);
+	if (cur()->idle || top->vector != VEC_SYSCALL)
+		fatal("page fault in the layer", tf);
+	kprintf("boot: syscall %lu: bad address %lx (EFAULT)\n", top->rax, addr);
+	top->rax = (u64)-EFAULT;
+	syscall_abort(top);
+}
+
 static void exception(struct trapframe *tf, int in_layer) {
 	u64 v = tf->vector;
 	if (v == 14) {
@@ -21,6 +35,8 @@ static void exception(struct trapframe *tf, int in_layer) {
 		stats.pagefaults++;
 		if (addr < USER_MAX && vm_fault(addr, tf->error, &code) == 0)
 			return;
+		if (in_layer && addr < USER_MAX)
+			efault(tf, addr);
 		if (in_layer)
 			fatal("page fault in the layer", tf);
 		signal_fault(tf, SIGSEGV, code, addr);

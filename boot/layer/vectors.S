@@ -129,6 +129,16 @@ thread_entry:
 	call return_to_go
 	jmp trap_return
 
+	/* void syscall_abort(struct trapframe *top): drop everything on the
+	 * kernel stack above the syscall's own frame and return from it
+	 * (used for -EFAULT when the layer faults on a Go pointer). */
+	.globl syscall_abort
+syscall_abort:
+	movq %rdi, %rsp
+	movq %rsp, %rdi
+	call return_to_go
+	jmp trap_return
+
 	/* void swtch(struct context **old, struct context *new): save the
 	 * callee-saved registers on this stack, store the stack pointer in
 	 * *old, continue on new's stack. */

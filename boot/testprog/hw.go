@@ -96,6 +96,12 @@ func measure() {
 	}
 	t2 := rdtsc()
 	fmt.Printf("testprog: clock_gettime %d cycles, getpid %d cycles (TSC)\n", (t1-t0)/n, (t2-t1)/n)
+	if m, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_NONE, syscall.MAP_ANON|syscall.MAP_PRIVATE); err == nil {
+		_, _, e := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&m[0])), 0)
+		_, _, e2 := syscall.Syscall(318 /* getrandom */, uintptr(unsafe.Pointer(&m[0])), 16, 0)
+		fmt.Println("testprog: syscalls into PROT_NONE memory:", e, "/", e2)
+		syscall.Munmap(m)
+	}
 	for _, cpus := range [][2]int{{0, 0}, {0, 1}} {
 		if cpus[1] >= runtime.NumCPU() {
 			continue
