@@ -3,6 +3,7 @@ package dirtytest
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/doppel-ft/doppel/ept"
@@ -91,6 +92,32 @@ func NewDevice(cfg Config) (*Device, error) {
 		d.vx = &vmexitPhases{cfg: *cfg.VMExit, d: d}
 	}
 	return d, nil
+}
+
+// ParseCounts reads a comma-separated list of draws per round ("" means
+// DefaultCounts).
+func ParseCounts(s string) ([]uint32, error) {
+	if s == "" {
+		return DefaultCounts, nil
+	}
+	var c []uint32
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("dirtytest: draws per round %q: %w", s, err)
+		}
+		c = append(c, uint32(n))
+	}
+	return c, nil
+}
+
+// FormatCounts writes counts the way ParseCounts reads them.
+func FormatCounts(c []uint32) string {
+	s := make([]string, len(c))
+	for i, n := range c {
+		s[i] = strconv.FormatUint(uint64(n), 10)
+	}
+	return strings.Join(s, ",")
 }
 
 func (d *Device) printf(format string, a ...any) { fmt.Fprintf(d.cfg.Out, format+"\n", a...) }

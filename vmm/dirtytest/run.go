@@ -19,6 +19,7 @@ const (
 	FlagIsolation = "doppel.dirtytest.isolation"
 	FlagScan      = "doppel.ept.scan"
 	FlagGuestMem  = "doppel.guest.mem"
+	FlagCounts    = "doppel.dirtytest.counts"
 	FlagVMExit    = "doppel.vmexittest"
 	FlagSpin      = "doppel.vmexittest.spin"
 )
@@ -35,6 +36,8 @@ func init() {
 			Help: "harvest dirty pages by scanning EPT even where the CPU has PML"},
 		{Name: FlagGuestMem, Kind: board.KindSize, Default: "32M",
 			Help: "guest RAM, carved from doppel.reserve"},
+		{Name: FlagCounts, Kind: board.KindString, Default: FormatCounts(DefaultCounts),
+			Help: "draws per round of the dirty-page test, comma-separated, cycled"},
 		{Name: FlagVMExit, Kind: board.KindBool, Default: "0",
 			Help: "after the dirty test, run the VM-exit phases (cpuid, spin, triple fault) and provoke failed VM entries"},
 		{Name: FlagSpin, Kind: board.KindInt, Default: "50000000", Min: 1, Max: 1<<32 - 1,
@@ -59,6 +62,7 @@ type Options struct {
 	ForceScan   bool
 	GuestMem    uint64
 	CPU         int // CPU to run the vCPU on
+	Counts      string // draws per round, comma-separated (ParseCounts)
 	VMExit      bool
 	SpinIters   uint32
 }
@@ -72,6 +76,7 @@ func OptionsFromFlags(v *board.Values) Options {
 		Isolation:   v.Bool(FlagIsolation),
 		ForceScan:   v.Bool(FlagScan),
 		GuestMem:    v.Size(FlagGuestMem),
+		Counts:      v.String(FlagCounts),
 		VMExit:      v.Bool(FlagVMExit),
 		SpinIters:   uint32(v.Int(FlagSpin)),
 	}
@@ -228,13 +233,17 @@ func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
 	m.vcpu = &vmm.VCPU{VMCS: m.hw.VMCS, Bus: &vmm.IOBus{}, CPUID: cpu.CPUID}
 	m.vcpu.Regs.RBX = o.GuestMem
 	probes := m.probes(o, mm)
+	counts, err := ParseCounts(o.Counts)
+	if err != nil {
+		return err
+	}
 	var vx *VMExitConfig
 	if o.VMExit {
 		m.ticker = startHostTicker(o.CPU)
 		vx = &VMExitConfig{SpinIters: o.SpinIters, HostTicks: m.ticker.ticks.Load}
 	}
 	m.dev, err = NewDevice(Config{
-		Rounds: o.Rounds, Seed: o.Seed, MemSize: uint32(o.GuestMem), Source: src, Mode: m.mode, Out: out,
+		Rounds: o.Rounds, Seed: o.Seed, MemSize: uint32(o.GuestMem), Counts: counts, Source: src, Mode: m.mode, Out: out,
 		Clock: cpu.RDTSC, Exits: func() *[vmm.NumExitReasons]uint64 { return &m.vcpu.Counts },
 		Probes: probes, ReadGuest: m.readGuest, VMExit: vx,
 	})

@@ -131,3 +131,23 @@ func TestSigString(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+func TestParseCounts(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{"", FormatCounts(DefaultCounts), true},
+		{"500,5000", "500,5000", true},
+		{" 1, 2 ,3", "1,2,3", true},
+		{"1,,2", "", false},
+		{"-1", "", false},
+		{"5000000000", "", false},
+	} {
+		got, err := ParseCounts(c.in)
+		if (err == nil) != c.ok || c.ok && FormatCounts(got) != c.want {
+			t.Errorf("ParseCounts(%q) = %v, %v; want %q ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
