@@ -61,7 +61,7 @@ type Options struct {
 	Isolation   bool
 	ForceScan   bool
 	GuestMem    uint64
-	CPU         int // CPU to run the vCPU on
+	CPU         int    // CPU to run the vCPU on
 	Counts      string // draws per round, comma-separated (ParseCounts)
 	VMExit      bool
 	SpinIters   uint32
