@@ -55,6 +55,13 @@
 // changes. The test guest therefore spins with IF=1; doppel injects
 // nothing, so the guest never takes an interrupt.
 //
+// A guest that triple-faults stops with a *TripleFaultError (its RIP); the
+// host goes on. A failed VM entry is ErrEntryFailed with the VM-instruction
+// error number and its meaning (VMfailValid) or the exit reason and decoded
+// qualification (an entry-failure exit). The VM-exit test
+// (doppel.vmexittest=1, vmm/dirtytest) proves both, the guest's CPUID view
+// and the external-interrupt path under Bochs.
+//
 // Not yet done: guest x87/SSE state is not switched (the test guest uses
 // none, and Go treats vector registers as clobbered across the call, but a
 // real guest needs XSAVE/XRSTOR around entry); no VPID (every transition

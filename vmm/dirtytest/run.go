@@ -90,7 +90,10 @@ func RunFromFlags(out io.Writer, v *board.Values) error {
 }
 
 // Run boots the test guest under VT-x with doppel's EPT on a pinned thread
-// and runs the dirty-page rounds and the isolation probe. Bare metal only.
+// and runs the dirty-page rounds and the isolation probe; with o.VMExit
+// also the VM-exit phases (vmexit.go), which end in the guest's triple
+// fault, and then two failed VM entries provoked on purpose (hostside.go).
+// Bare metal only.
 func Run(out io.Writer, o Options) error {
 	if err := vmm.PinThread(o.CPU); err != nil {
 		return err
