@@ -28,7 +28,7 @@ func (ps *pSession) begin() error {
 	if err := ps.send(wire.TBegin, ps.open, wire.AppendU64(nil, p.out.releasedThrough())); err != nil {
 		return err
 	}
-	p.cfg.hook(PointBegin, ps.open)
+	ps.exactHook(PointBegin, ps.open)
 	return nil
 }
 
@@ -175,6 +175,18 @@ func (ps *pSession) page(pfn uint32, src []byte, keep bool) error {
 	return nil
 }
 
+// exactHook calls the hook at a point that describes the wire, after
+// draining the link if Config.ExactHooks is set.
+func (ps *pSession) exactHook(pt Point, e uint64) {
+	if ps.p.cfg.Hook == nil {
+		return
+	}
+	if ps.p.cfg.ExactHooks {
+		ps.drain()
+	}
+	ps.p.cfg.hook(pt, e)
+}
+
 // groupBuffers is how many GROUP frames may be encoded ahead of the wire.
 const groupBuffers = 3
 
@@ -213,7 +225,7 @@ func (ps *pSession) flush() error {
 		return err
 	}
 	if ps.groups == 0 {
-		p.cfg.hook(PointBetweenGroups, ps.open)
+		ps.exactHook(PointBetweenGroups, ps.open)
 	}
 	ps.groups++
 	return ps.startGroup()
@@ -236,7 +248,7 @@ func (ps *pSession) end(e uint64) error {
 	off := ps.outSent
 	out, outEnd := p.out.since(off)
 	ps.outSent = outEnd
-	p.cfg.hook(PointBeforeEnd, e)
+	ps.exactHook(PointBeforeEnd, e)
 	end := wire.End{Groups: ps.groups, Pages: ps.records, OutOffset: off, Out: out, Blobs: ps.blobs}
 	if !ps.resyncing {
 		end.Flags |= wire.EndComplete
@@ -247,6 +259,6 @@ func (ps *pSession) end(e uint64) error {
 	if err := ps.send(wire.TEnd, e, end.Append(nil)); err != nil {
 		return err
 	}
-	p.cfg.hook(PointAfterEnd, e)
+	ps.exactHook(PointAfterEnd, e)
 	return nil
 }

@@ -123,6 +123,14 @@
 //     primary can no longer release, since that needs acks from us.
 //  4. A primary that meets a peer knowing a newer generation is fenced.
 //
+// The lease is checked again before each write to the sink, but a write
+// that starts just inside the lease can still arrive after it if the
+// primary is descheduled in between. That window (and network delay to the
+// outside world) is closed at the egress: each side's output carries its
+// generation and the egress refuses an older generation once a newer one
+// has spoken (tools/ftsim's world does this and counts any such refusal as
+// a failure; on bare metal the witness below can do it).
+//
 // So an isolated primary stalls its output instead of releasing it. The
 // price is availability: with two nodes a primary cannot tell a dead
 // secondary from a partition, so its output waits for a new secondary. On

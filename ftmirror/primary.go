@@ -41,7 +41,12 @@ type Config struct {
 	// SplitGroups writes each GROUP frame in two halves with the hook
 	// called at PointMidGroup in between (to kill a primary mid-frame).
 	SplitGroups bool
-	Clock       Clock
+	// ExactHooks drains the link before the hooks that describe what is on
+	// the wire (begin, between-groups, before-end, after-end), so a kill
+	// there leaves exactly that on the wire. It serialises the pipeline:
+	// for fault injection only.
+	ExactHooks bool
+	Clock      Clock
 }
 
 func (c *Config) defaults() {
@@ -163,7 +168,7 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		p.out.seal(e)
 		p.guest.Resume()
 		if direct {
-			p.release(e, nil)
+			p.release(e, time.Time{}, nil)
 		}
 		if stopped {
 			return
@@ -346,15 +351,21 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 		return nil // too late to be sure the secondary has not promoted
 	}
 	p.cfg.hook(PointAcked, e)
-	p.release(e, func() { p.cfg.hook(PointMidRelease, e) })
+	p.release(e, sent.Add(p.cfg.Heartbeat.Lease()), func() { p.cfg.hook(PointMidRelease, e) })
 	p.cfg.hook(PointReleased, e)
 	return nil
 }
 
-// release sends every sealed output of epochs ≤ e to the sink.
-func (p *Primary) release(e uint64, between func()) {
+// release sends every sealed output of epochs ≤ e to the sink, checking
+// before each write that the lease (if not zero) still holds.
+func (p *Primary) release(e uint64, lease time.Time, between func()) {
 	outs := p.out.releasable(e)
 	for i, o := range outs {
+		if !lease.IsZero() && !p.cfg.Clock.Now().Before(lease) {
+			p.out.unrelease(outs[i:])
+			p.Stats.leaseMiss()
+			return
+		}
 		if i == 0 && between != nil && len(o.data) > 1 {
 			h := len(o.data) / 2
 			if err := p.sink.Release(o.off, o.data[:h]); err != nil {

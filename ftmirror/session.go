@@ -191,6 +191,21 @@ func (s *session) writeFrame(buf []byte, t wire.Type, epoch uint64, split, done 
 	}
 }
 
+// drain waits until everything queued so far has been written (used to make
+// fault-injection points exact: Config.ExactHooks).
+func (s *session) drain() {
+	ch := make(chan struct{})
+	select {
+	case s.out <- outFrame{done: func() { close(ch) }}:
+	case <-s.done:
+		return
+	}
+	select {
+	case <-ch:
+	case <-s.done:
+	}
+}
+
 // writer writes queued frames in order, so that encoding and sealing the
 // next group overlaps with the kernel copying this one.
 func (s *session) writer() {
@@ -202,6 +217,10 @@ func (s *session) writer() {
 			return
 		}
 		b := of.b
+		if b == nil { // a drain marker
+			of.done()
+			continue
+		}
 		if of.split != nil {
 			h := len(b) / 2
 			if _, err := s.rw.Write(b[:h]); err != nil {

@@ -95,6 +95,7 @@ func runPrimary(o *opts) error {
 	var logMu sync.Mutex
 	kill, hasKill := parseKill(o.killAfter)
 	cfg.SplitGroups = hasKill && kill.point == ftmirror.PointMidGroup
+	cfg.ExactHooks = hasKill
 	cfg.Hook = func(p ftmirror.Point, e uint64) {
 		if p == ftmirror.PointAcked || p == ftmirror.PointReleased {
 			logMu.Lock()

@@ -27,8 +27,10 @@ func TestMain(m *testing.M) {
 }
 
 // small is the common setting of the scenarios: a 32 MiB guest, 16 KiB
-// groups (several per checkpoint), no loopback baseline.
-var small = []string{"-mem", "32m", "-group", "16k", "-duration", "1500ms", "-after", "150ms", "-loopback-bytes", "0", "-json"}
+// groups (several per checkpoint), no loopback baseline, and a 250 ms
+// heartbeat deadline so that a scheduling stall on this shared machine is
+// not taken for a dead peer.
+var small = []string{"-hb", "10ms", "-hb-miss", "25", "-mem", "32m", "-group", "16k", "-duration", "1500ms", "-after", "150ms", "-loopback-bytes", "0", "-json"}
 
 func run(t *testing.T, args ...string) report {
 	t.Helper()
