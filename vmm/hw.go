@@ -49,6 +49,22 @@ func PinThread(n int) error {
 	return nil
 }
 
+// UnpinThread undoes PinThread: the thread may run on every online CPU
+// again (boot/CONTRACT.md: sched_getaffinity reports all of them) and the
+// goroutine is unlocked from it.
+func UnpinThread() error {
+	var mask [16]uint64
+	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+	if e == 0 {
+		_, _, e = syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+	}
+	runtime.UnlockOSThread()
+	if e != 0 {
+		return fmt.Errorf("vmm: unpin thread: %w", e)
+	}
+	return nil
+}
+
 // MapPhys maps host-physical [pa, pa+size) through /dev/mem
 // (boot/CONTRACT.md). pa and size must be page multiples.
 func MapPhys(pa, size uint64) ([]byte, error) {

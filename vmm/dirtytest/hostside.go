@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,9 +36,9 @@ func startHostTicker(cpu int) *hostTicker {
 			time.Sleep(tickerPeriod)
 			t.ticks.Add(1)
 		}
-		// The thread stays pinned to cpu but goes back to the
-		// scheduler's pool (no thread exit needed from the layer).
-		runtime.UnlockOSThread()
+		// The thread goes back to the scheduler's pool, free to run
+		// anywhere (no thread exit needed from the layer).
+		_ = vmm.UnpinThread()
 	}()
 	return t
 }
