@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/doppel-ft/doppel/ftmirror"
@@ -38,10 +39,15 @@ type report struct {
 	Kill        string   `json:"kill,omitempty"`
 	Epoch       uint64   `json:"takeover_epoch"`
 	KilledEpoch uint64   `json:"killed_epoch,omitempty"` // epoch (or brownout round) of a point kill
+	OthersLoop  float64  `json:"others_cores_during_loopback"`
+	OthersSync  float64  `json:"others_cores_during_sync"`
 	WorldBytes  int      `json:"world_bytes"`
 	AckP99      float64  `json:"ack_p99_ms"`
 	Rounds      []int    `json:"brownout_round_pages,omitempty"`
 }
+
+// rawPid is the loopback baseline's sender while it runs.
+var rawPid atomic.Int64
 
 type child struct {
 	cmd  *exec.Cmd
@@ -114,6 +120,8 @@ func (o *opts) loopback() (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	rawPid.Store(int64(ch.cmd.Process.Pid))
+	defer rawPid.Store(0)
 	c, err := l.Accept()
 	if err != nil {
 		return 0, err
@@ -198,9 +206,26 @@ func orchestrate(o *opts) (bool, error) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
+	cpu := &cpuSampler{pids: func() []int {
+		var p []int
+		for _, c := range []*child{prim, sec} {
+			if c.alive() {
+				p = append(p, c.cmd.Process.Pid)
+			}
+		}
+		if r := rawPid.Load(); r != 0 {
+			p = append(p, int(r))
+		}
+		return p
+	}}
+	stopCPU := make(chan struct{})
+	defer close(stopCPU)
+	go cpu.run(stopCPU)
+	loopStart := time.Now()
 	if rep.LoopbackMBs, err = o.loopback(); err != nil {
 		return false, err
 	}
+	rep.OthersLoop = cpu.others(loopStart, time.Now())
 	os.WriteFile(filepath.Join(o.dir, "go"), nil, 0o644)
 	start := time.Now()
 
@@ -256,6 +281,9 @@ func orchestrate(o *opts) (bool, error) {
 	}
 	time.Sleep(50 * time.Millisecond) // the world drains its connections
 	ok := o.verify(&rep, w, secName, killedAt)
+	if rep.SyncS > 0 {
+		rep.OthersSync = cpu.others(start, start.Add(time.Duration((rep.SyncS+0.05)*1e9)))
+	}
 	o.print(&rep)
 	return ok, nil
 }
@@ -412,6 +440,7 @@ func (o *opts) print(r *report) {
 	fmt.Printf("guest: %d MiB, %.0f dirty pages/s, %s, epoch %v\n", int64(o.mem)>>20, o.rate, o.pattern, o.epoch)
 	fmt.Printf("initial sync: %.3f s, %.0f MB/s (raw loopback TCP %.0f MB/s, %.0f%%), brownout rounds %v\n",
 		r.SyncS, r.SyncMBs, r.LoopbackMBs, 100*r.SyncMBs/max(r.LoopbackMBs, 1), r.Rounds)
+	fmt.Printf("other processes on this machine used %.2f cores during the loopback test, %.2f during the sync\n", r.OthersLoop, r.OthersSync)
 	fmt.Printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.Checkpoints, r.PauseP50, r.PauseP99, r.PauseMax)
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
 	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms)\n", r.ReleaseP50, r.ReleaseP99, r.AckP99)

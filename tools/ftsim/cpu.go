@@ -1,0 +1,100 @@
+package main
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// cpuSampler records, every 50 ms, how busy the machine is and how much of
+// that is this run's processes, so that a report can say how much CPU
+// other tenants of the machine took during the sync.
+type cpuSampler struct {
+	mu      sync.Mutex
+	samples []cpuSample
+	pids    func() []int
+}
+
+type cpuSample struct {
+	at          time.Time
+	total, ours float64 // cumulative busy jiffies
+}
+
+func (c *cpuSampler) run(stop <-chan struct{}) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s := cpuSample{at: time.Now(), total: machineBusy()}
+		for _, p := range append(c.pids(), os.Getpid()) {
+			s.ours += procBusy(p)
+		}
+		c.mu.Lock()
+		c.samples = append(c.samples, s)
+		c.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// others returns the average number of cores used by other processes
+// between from and to (-1 if unknown).
+func (c *cpuSampler) others(from, to time.Time) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var a, b *cpuSample
+	for i := range c.samples {
+		s := &c.samples[i]
+		if a == nil && !s.at.Before(from) {
+			a = s
+		}
+		if !s.at.After(to) {
+			b = s
+		}
+	}
+	if a == nil || b == nil || !b.at.After(a.at) {
+		return -1
+	}
+	const hz = 100 // USER_HZ
+	return ((b.total - a.total) - (b.ours - a.ours)) / hz / b.at.Sub(a.at).Seconds()
+}
+
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 {
+			continue // idle, iowait, guest (already in user)
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy
+}
+
+func procBusy(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+2:]
+	}
+	f := strings.Fields(s) // from field 3 (state) on
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64) // utime (field 14)
+	k, _ := strconv.ParseFloat(f[12], 64) // stime (field 15)
+	return u + k
+}
