@@ -14,7 +14,8 @@ const vmexitRounds = 10
 
 // TestBochsVMExit runs the dirty test's rounds, then the VM-exit phases
 // (doppel.vmexittest=1, vmm/dirtytest/vmexit.go): CPUID as the guest sees
-// it, a spin during which the host timer must force external-interrupt
+// it, a spin with IF=0 that must still give the host its CPU back, a spin
+// with IF=1 during which the host timer must force external-interrupt
 // exits and a host thread pinned to the vCPU's CPU must keep running, a
 // triple fault on purpose that stops the guest but not doppel, and two
 // failed VM entries provoked on purpose that must name their error.
@@ -39,7 +40,16 @@ func TestBochsVMExit(t *testing.T) {
 	expect(`ept-dirty: guest "testguest" \d+ MiB, mode=pml`, 5*time.Minute)
 	expect(fmt.Sprintf(`ept-dirty: done %d/%d`, vmexitRounds, vmexitRounds), 2*time.Minute)
 	expect(`vmexit: cpuid ok leaf1\.ecx=0x[0-9a-f]+ hypervisor=1 vmx=0 leaf0x40000000\.eax=0x[0-9a-f]+ vendor="doppel-ft-hv"`, time.Minute)
-	subs := expect(`vmexit: external-interrupt exits=(\d+) host-ticks=(\d+) during guest spin`, 2*time.Minute)
+	// With IF=0 the host must still get its CPU back (external-interrupt
+	// exits on hardware, the VMX-preemption timer under Bochs).
+	subs := expect(`vmexit: spin with IF=0: external-interrupt exits=(\d+) preemption-timer exits=(\d+) host-ticks=\d+`, 2*time.Minute)
+	ext0, _ := strconv.Atoi(subs[1])
+	pt0, _ := strconv.Atoi(subs[2])
+	t.Logf("%s", subs[0])
+	if ext0+pt0 == 0 {
+		t.Errorf("IF=0 spin without a single exit: %s", subs[0])
+	}
+	subs = expect(`vmexit: external-interrupt exits=(\d+) host-ticks=(\d+) during guest spin`, 2*time.Minute)
 	ext, _ := strconv.Atoi(subs[1])
 	ticks, _ := strconv.Atoi(subs[2])
 	t.Logf("external-interrupt exits=%d host-ticks=%d", ext, ticks)

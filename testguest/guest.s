@@ -38,6 +38,7 @@
 	.set CMD_SPIN,  4
 	.set CMD_TRIPLE_FAULT, 5
 	.set CPUID_HV_LEAF, 0x40000000	# first hypervisor leaf
+	.set SPIN_IF, 0x80000000	# in TP_SPIN: spin with interrupts on
 	.set WINDOW_FIRST, 0xF0		# pages never written: stack and code
 	.set WINDOW_END,   0x110
 	.set SEED_ZERO, 0x9E3779B9	# replaces a zero seed
@@ -182,20 +183,24 @@ report_cpuid:
 	jmp	command
 
 # Spin: a counted loop (two instructions an iteration) that never exits by
-# itself; only the host's interrupts take the CPU away from it. It spins
-# with IF=1 like an OS with interrupts on: doppel exits on every external
-# interrupt and injects none, so the guest never takes one (and has no IDT).
+# itself; only the host's interrupts (or doppel's preemption timer) take the
+# CPU away from it. With SPIN_IF in the count it spins with IF=1 like an OS
+# with interrupts on: doppel exits on every external interrupt and injects
+# none, so the guest never takes one (and has no IDT).
 spin:
 	movl	$spinning, %esi
 	call	puts
 	movw	$TP_SPIN, %dx
 	inl	%dx, %eax
 	movl	%eax, %ecx
+	andl	$~SPIN_IF, %ecx		# iterations
+	testl	$SPIN_IF, %eax
+	jz	1f
 	sti
-	jecxz	2f
-1:	decl	%ecx
-	jnz	1b
-2:	cli
+1:	jecxz	3f
+2:	decl	%ecx
+	jnz	2b
+3:	cli
 	movw	$TP_SPUN, %dx
 	outl	%eax, %dx
 	jmp	command

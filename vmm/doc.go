@@ -52,8 +52,16 @@
 // instruction spin with IF=0 saw 0 such exits and the host thread pinned
 // to the vCPU's CPU ran once; with IF=1 it saw 826 exits and 514 host
 // ticks. Bochs apparently recomputes its interrupt mask only when IF
-// changes. The test guest therefore spins with IF=1; doppel injects
-// nothing, so the guest never takes an interrupt.
+// changes. The test guest therefore makes its asserted spin with IF=1;
+// doppel injects nothing, so the guest never takes an interrupt.
+//
+// Where the CPU has it, the VMX-preemption timer (PinActivatePreemption-
+// Timer, reloaded at every entry) bounds the time in non-root to
+// PreemptionSliceTSC whatever the guest does. Under Bochs the IF=0 spin
+// then saw 11 preemption-timer exits and 1 external-interrupt exit in 100M
+// cycles (the host got its CPU back, but the pinned host thread still ran
+// 1 to 4 times in 11 chances: a pending wakeup did not always get it
+// scheduled at those exits).
 //
 // A guest that triple-faults stops with a *TripleFaultError (its RIP); the
 // host goes on. A failed VM entry is ErrEntryFailed with the VM-instruction

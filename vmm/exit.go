@@ -91,6 +91,7 @@ func init() {
 		ExitEPTViolation:      handleEPTViolation,
 		ExitEPTMisconfig:      handleEPTMisconfig,
 		ExitPMLFull:           handlePMLFull,
+		ExitPreemptionTimer:   handlePreemptionTimer,
 	}
 }
 
@@ -135,6 +136,10 @@ func (e *TripleFaultError) Error() string {
 
 // Is reports whether target is ErrTripleFault.
 func (e *TripleFaultError) Is(target error) bool { return target == ErrTripleFault }
+
+// handlePreemptionTimer resumes: the exit only gave the host its CPU (and
+// any pending interrupt) back; the next entry reloads the timer.
+func handlePreemptionTimer(*VCPU, *Exit) (Action, error) { return ActionResume, nil }
 
 // handleTripleFault stops the guest: a shut-down guest cannot go on, but
 // the host can (doppel reports it and keeps running).

@@ -112,6 +112,7 @@ func TestDispatchStops(t *testing.T) {
 	}{
 		{"hlt", Exit{Reason: ExitReasonField(ExitHLT), InstrLen: 1}, ActionStop, nil, ""},
 		{"external interrupt", Exit{Reason: ExitReasonField(ExitExternalInterrupt)}, ActionResume, nil, ""},
+		{"preemption timer", Exit{Reason: ExitReasonField(ExitPreemptionTimer)}, ActionResume, nil, ""},
 		{"triple fault", Exit{Reason: ExitReasonField(ExitTripleFault), RIP: 0x100123}, ActionStop, ErrTripleFault, "0x100123"},
 		{"EPT violation", Exit{Reason: ExitReasonField(ExitEPTViolation), GuestPhysical: 0x4000_0000, Qualification: EPTQualWrite},
 			ActionStop, ErrEPTViolation, "gpa 0x40000000, write, page --- (not mapped)"},
@@ -205,5 +206,16 @@ func TestTripleFaultError(t *testing.T) {
 	}
 	if got, want := err.Error(), "vmm: guest triple fault at rip=0x100185"; got != want {
 		t.Errorf("message %q, want %q", got, want)
+	}
+}
+
+func TestPreemptionTimerValue(t *testing.T) {
+	for _, c := range []struct {
+		rate uint
+		want uint64
+	}{{0, 1 << 23}, {5, 1 << 18}, {23, 1}, {31, 1}} {
+		if got := PreemptionTimerValue(c.rate); got != c.want {
+			t.Errorf("rate %d: %d, want %d", c.rate, got, c.want)
+		}
 	}
 }

@@ -25,7 +25,8 @@
 //	0x1C in   PROBE     next guest-physical address to write, 0 when done
 //	0x20 out  PROBED    the probe at the last PROBE address did not fault
 //	0x24 in   VERSION   protocol version, 2
-//	0x28 in   SPIN      iterations of the spin loop (reading starts the spin)
+//	0x28 in   SPIN      iterations of the spin loop in bits 30:0, bit 31 set:
+//	                    spin with IF=1 (reading starts the spin)
 //	0x2C out  SPUN      the spin loop ended
 //	0x30 out  CPUID     one register of the CPUID report, in order: leaf 1
 //	                    ECX, then leaf 0x40000000 EAX, EBX, ECX, EDX
@@ -33,10 +34,11 @@
 // # The VM-exit phases
 //
 // With doppel.vmexittest=1, after the rounds and the probe, the guest is
-// sent through three more commands (vmexit.go): cpuid (it executes CPUID
-// and reports what it saw), spin (a counted loop of two instructions per
-// iteration that never exits by itself, so the host's timer interrupts
-// reach doppel as external-interrupt exits) and triple fault (it loads an
+// sent through more commands (vmexit.go): cpuid (it executes CPUID and
+// reports what it saw), spin twice, first with IF=0, then with IF=1 (a
+// counted loop of two instructions per iteration that never exits by
+// itself, so only the host's timer interrupts, as external-interrupt exits,
+// or the VMX-preemption timer take the CPU back) and triple fault (it loads an
 // empty IDT and executes INT3: #BP, #GP and #DF all miss the IDT, SDM Vol.
 // 3A 7.15 "Interrupt 8 Double Fault", and the CPU shuts down, which VMX
 // turns into a triple-fault exit, Vol. 3C 26.2).

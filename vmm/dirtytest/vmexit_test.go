@@ -57,19 +57,22 @@ func TestVMExitPhases(t *testing.T) {
 		name          string
 		ecx           uint32
 		vendor        string
-		ext, ticks    uint64
+		ticks0        uint64 // host ticks during the IF=0 spin
+		ext, ticks    uint64 // during the IF=1 spin
 		tripleFault   bool
 		wantErr, want string
 	}{
-		{"all pass", 1<<31 | 1, vmm.HypervisorSignature, 826, 514, true, "",
+		{"all pass", 1<<31 | 1, vmm.HypervisorSignature, 12, 826, 514, true, "",
 			"vmexit: external-interrupt exits=826 host-ticks=514 during guest spin"},
-		{"vmx visible", 1<<31 | 1<<5, vmm.HypervisorSignature, 3, 3, true, "VMX set", "vmexit: FAIL cpuid"},
-		{"no hypervisor bit", 0, vmm.HypervisorSignature, 3, 3, true, "hypervisor clear", "vmexit: FAIL cpuid"},
-		{"wrong vendor", 1 << 31, "KVMKVMKVM\x00\x00\x00", 3, 3, true, "vendor", "vmexit: FAIL cpuid"},
-		{"no external interrupts", 1 << 31, vmm.HypervisorSignature, 0, 5, true, "no external-interrupt exit",
+		{"vmx visible", 1<<31 | 1<<5, vmm.HypervisorSignature, 3, 3, 3, true, "VMX set", "vmexit: FAIL cpuid"},
+		{"no hypervisor bit", 0, vmm.HypervisorSignature, 3, 3, 3, true, "hypervisor clear", "vmexit: FAIL cpuid"},
+		{"wrong vendor", 1 << 31, "KVMKVMKVM\x00\x00\x00", 3, 3, 3, true, "vendor", "vmexit: FAIL cpuid"},
+		{"no exit with IF=0", 1 << 31, vmm.HypervisorSignature, 0, 3, 3, true, "whole IF=0 spin",
+			"vmexit: spin with IF=0: external-interrupt exits=0 preemption-timer exits=0 host-ticks=0"},
+		{"no external interrupts", 1 << 31, vmm.HypervisorSignature, 3, 0, 5, true, "no external-interrupt exit",
 			"vmexit: external-interrupt exits=0 host-ticks=5 during guest spin"},
-		{"host starved", 1 << 31, vmm.HypervisorSignature, 7, 0, true, "never ran", "vmexit: FAIL the host thread"},
-		{"no triple fault", 1 << 31, vmm.HypervisorSignature, 7, 7, false, "without the triple fault", "vmexit: FAIL the guest stopped"},
+		{"host starved", 1 << 31, vmm.HypervisorSignature, 3, 7, 0, true, "never ran", "vmexit: FAIL the host thread"},
+		{"no triple fault", 1 << 31, vmm.HypervisorSignature, 3, 7, 7, false, "without the triple fault", "vmexit: FAIL the guest stopped"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d, exits, ticks, out := vmexitDevice(t)
@@ -77,19 +80,27 @@ func TestVMExitPhases(t *testing.T) {
 				t.Fatalf("first command %d, want cpuid", cmd)
 			}
 			guestCPUID(d, c.ecx, 0x4000_0000, c.vendor)
-			if cmd := d.PortIn(PortCmd, 4); cmd != CmdSpin {
-				t.Fatalf("second command %d, want spin", cmd)
+			for i, spin := range []struct {
+				ext, ticks uint64
+				want       uint32
+			}{{0, c.ticks0, 1000}, {c.ext, c.ticks, 1000 | SpinInterruptsOn}} {
+				if cmd := d.PortIn(PortCmd, 4); cmd != CmdSpin {
+					t.Fatalf("command %d, want spin %d", cmd, i)
+				}
+				if n := d.PortIn(PortSpin, 4); n != spin.want {
+					t.Fatalf("spin %d: SPIN %#x, want %#x", i, n, spin.want)
+				}
+				exits[vmm.ExitExternalInterrupt] += spin.ext
+				if i == 0 { // the IF=0 spin: exits by the preemption timer
+					exits[vmm.ExitPreemptionTimer] += spin.ticks
+				}
+				*ticks += spin.ticks
+				d.PortOut(PortSpun, 4, 0)
 			}
-			if n := d.PortIn(PortSpin, 4); n != 1000 {
-				t.Fatalf("spin iterations %d", n)
-			}
-			exits[vmm.ExitExternalInterrupt] += c.ext
-			*ticks += c.ticks
-			d.PortOut(PortSpun, 4, 0)
 			var runErr error
 			if c.tripleFault {
 				if cmd := d.PortIn(PortCmd, 4); cmd != CmdTripleFault {
-					t.Fatalf("third command %d, want triple fault", cmd)
+					t.Fatalf("last command %d, want triple fault", cmd)
 				}
 				runErr = &vmm.TripleFaultError{RIP: 0x100185}
 			}
