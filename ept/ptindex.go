@@ -62,21 +62,35 @@ func (t *Tables) drainLog(log []uint64, into *Bitmap) {
 	if !t.ptIndexOK {
 		t.buildPTIndex()
 	}
-	idx := t.ptIndex
-	fast := 0
-	for _, gpa := range log {
-		if slot := gpa >> levelShift(levelPD); slot < uint64(len(idx)) {
-			if pt := idx[slot]; pt != nil {
-				e := &pt[gpa>>pageShift&511]
-				if present(*e) {
-					atomic.AndUint64(e, ^uint64(Dirty))
-					into.Set(gpa >> pageShift)
-					fast++
-					continue
-				}
-			}
+	for i := 0; i < len(log); {
+		n := drainIndexed(t.ptIndex, log[i:], into)
+		t.visited += uint64(n) // one entry read each; clearDirty counts its own
+		if i += n; i < len(log) {
+			t.clearDirty(log[i]&^(PageSize-1), into)
+			i++
 		}
-		t.clearDirty(gpa&^(PageSize-1), into)
 	}
-	t.visited += uint64(fast) // one entry read each; clearDirty counts its own
+}
+
+// drainIndexed drains the leading entries of log whose 4 KiB leaf the
+// index holds and returns how many; it stops at the first other one. It
+// calls nothing, so the loop keeps its state in registers.
+func drainIndexed(idx []*[512]uint64, log []uint64, into *Bitmap) int {
+	for i, gpa := range log {
+		slot := gpa >> levelShift(levelPD)
+		if slot >= uint64(len(idx)) {
+			return i
+		}
+		pt := idx[slot]
+		if pt == nil {
+			return i
+		}
+		e := &pt[gpa>>pageShift&511]
+		if !present(*e) {
+			return i
+		}
+		atomic.AndUint64(e, ^uint64(Dirty))
+		into.Set(gpa >> pageShift)
+	}
+	return len(log)
 }
