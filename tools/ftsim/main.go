@@ -15,6 +15,29 @@
 // memory equals the primary's at the committed epoch (by replaying the
 // deterministic guest) and that the world saw the output stream exactly
 // once with no gap.
+//
+// # Measured (2026-11-29, this 2-core shared VM, medians of 5 runs)
+//
+//	for i in 1 2 3 4 5; do ftsim -mem 1g -dirty-rate 12000 -epoch 25ms -duration 10s -json; done
+//
+// (defaults: uniform pattern, forwarding twice per epoch, 512 KiB groups,
+// 64 MiB shadow cache, heartbeat 10 ms x 20). Other tenants of the machine
+// used a median 0.74 cores during the syncs. Every run ended "verify: ok".
+//
+//	initial sync           1.59 s, 676 MB/s; raw loopback TCP 996 MB/s;
+//	                       ratio 0.73 (runs 0.59-0.85)
+//	checkpoints            336 in 10 s (25 ms epochs)
+//	pause                  p50 0.031 ms, p99 0.36 ms, max 1.5 ms
+//	wire per checkpoint    1.17 MB against 1.23 MB of raw dirty pages (a
+//	                       64 MiB shadow cache rarely holds a page of a 1 GiB
+//	                       guest dirtied uniformly; 17% with a 64 MiB guest,
+//	                       59% with -pattern hot)
+//	output release latency p50 14.4 ms, p99 28.0 ms (epoch + 3 ms)
+//	failover               201 ms (the 200 ms heartbeat deadline + takeover)
+//
+// First writes to fresh memory are slow in this VM (about 5 µs a page, see
+// simguest.Alloc) and it takes back memory left idle, so the simulator
+// pre-touches its buffers and warms memory right before the sync.
 package main
 
 import (
