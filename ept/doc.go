@@ -43,7 +43,9 @@
 // under Bochs (its TSC advances about once per instruction) for a full log
 // of 512 pages: 152K cycles before (about 300 a page: four calls through
 // PhysMem.Table and the walk loop; callgrind on the host gave the same 298
-// instructions a page), 17-24K after (33-47 a page; callgrind 33.5). The
+// instructions a page), 17.2K after (34 a page; callgrind 33.5; drains at
+// PML-full exits run with interrupts on, and one that a host interrupt or
+// thread switch falls into measures up to 29K). The
 // harvest of about 500 pages (no PML-full exit) went from 155K to 16K
 // cycles in a 32 MiB guest and from 160K to 17K in a 256 MiB one.
 //
