@@ -45,9 +45,9 @@
 // PhysMem.Table and the walk loop; callgrind on the host gave the same 298
 // instructions a page), 17.2K after (34 a page; callgrind 33.5; drains at
 // PML-full exits run with interrupts on, and one that a host interrupt or
-// thread switch falls into measures up to 29K). The
-// harvest of about 500 pages (no PML-full exit) went from 155K to 16K
-// cycles in a 32 MiB guest and from 160K to 17K in a 256 MiB one.
+// thread switch falls into measures up to 29K). The harvest of about 500
+// pages (no PML-full exit) went from 155K to 16K cycles in a 32 MiB guest
+// and from 160K to 17K in a 256 MiB one.
 //
 // Both harvests are exact only if no vCPU runs between clearing a flag and
 // the INVEPT that follows: a translation cached with D=1 lets later writes
