@@ -40,6 +40,7 @@ func TestBochsVMExit(t *testing.T) {
 	expect(`ept-dirty: guest "testguest" \d+ MiB, mode=pml`, 5*time.Minute)
 	expect(fmt.Sprintf(`ept-dirty: done %d/%d`, vmexitRounds, vmexitRounds), 2*time.Minute)
 	expect(`vmexit: cpuid ok leaf1\.ecx=0x[0-9a-f]+ hypervisor=1 vmx=0 leaf0x40000000\.eax=0x[0-9a-f]+ vendor="doppel-ft-hv"`, time.Minute)
+	t.Logf("%s", expect(`vmexit: cpuid exit round trip \d+ cycles \(\d+ exits\)`, time.Minute)[0])
 	// With IF=0 the host must still get its CPU back (external-interrupt
 	// exits on hardware, the VMX-preemption timer under Bochs).
 	subs := expect(`vmexit: spin with IF=0: external-interrupt exits=(\d+) preemption-timer exits=(\d+) host-ticks=\d+`, 2*time.Minute)

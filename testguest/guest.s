@@ -32,6 +32,8 @@
 	.set TP_SPIN,    0xE28
 	.set TP_SPUN,    0xE2C
 	.set TP_CPUID,   0xE30
+	.set TP_MARK,    0xE34
+	.set CPUID_LOOPS, 1000		# timed CPUID exits
 	.set CMD_ROUND, 1
 	.set CMD_PROBE, 2
 	.set CMD_CPUID, 3
@@ -179,6 +181,16 @@ report_cpuid:
 	popl	%eax
 	outl	%eax, %dx
 	popl	%eax
+	outl	%eax, %dx
+	# Time CPUID_LOOPS CPUID exits between two marks.
+	movw	$TP_MARK, %dx
+	outl	%eax, %dx
+	movl	$CPUID_LOOPS, %esi
+1:	xorl	%eax, %eax
+	cpuid
+	decl	%esi
+	jnz	1b
+	movw	$TP_MARK, %dx
 	outl	%eax, %dx
 	jmp	command
 

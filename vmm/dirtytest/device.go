@@ -179,6 +179,10 @@ func (d *Device) PortOut(off uint16, size int, v uint32) {
 		if d.vx != nil {
 			d.vx.cpuidValue(v)
 		}
+	case PortMark:
+		if d.vx != nil {
+			d.vx.mark()
+		}
 	}
 }
 

@@ -9,7 +9,7 @@
 //
 // # The doppel test port
 //
-// Thirteen 32-bit I/O ports at PortBase (0xE00), all accessed with IN
+// Fourteen 32-bit I/O ports at PortBase (0xE00), all accessed with IN
 // EAX,DX / OUT DX,EAX:
 //
 //	off  dir  name      meaning
@@ -30,6 +30,7 @@
 //	0x2C out  SPUN      the spin loop ended
 //	0x30 out  CPUID     one register of the CPUID report, in order: leaf 1
 //	                    ECX, then leaf 0x40000000 EAX, EBX, ECX, EDX
+//	0x34 out  MARK      start, then end of a timed loop of CPUID exits
 //
 // # The VM-exit phases
 //
@@ -69,7 +70,8 @@ const (
 	PortSpin    = 0x28
 	PortSpun    = 0x2C
 	PortCPUID   = 0x30
-	NumPorts    = 0x34
+	PortMark    = 0x34
+	NumPorts    = 0x38
 
 	ProtocolVersion = 2
 )

@@ -54,6 +54,10 @@ type vmexitPhases struct {
 	clockBase                     uint64
 	spinOK                        [2]bool // by IF
 
+	// marked, markClock, markExits: the timed CPUID loop's start.
+	marked               bool
+	markClock, markExits uint64
+
 	// tripleFaultSent is set once the guest was told to triple fault.
 	tripleFaultSent bool
 }
@@ -108,6 +112,24 @@ func (x *vmexitPhases) checkCPUID(r []uint32) {
 	}
 	x.cpuidOK = true
 	x.d.printf("vmexit: cpuid ok leaf1.ecx=%#x hypervisor=1 vmx=0 leaf0x40000000.eax=%#x vendor=%q", ecx, max, sig)
+}
+
+// mark starts or ends the guest's timed loop of CPUID exits and prints
+// the cost of one exit round trip: VM exit, dispatch, CPUID on the host,
+// RIP advance, VM entry, and the guest's own two loop instructions.
+func (x *vmexitPhases) mark() {
+	if x.d.cfg.Clock == nil {
+		return
+	}
+	now, exits := x.d.cfg.Clock(), x.d.cfg.Exits()[vmm.ExitCPUID]
+	if !x.marked {
+		x.marked, x.markClock, x.markExits = true, now, exits
+		return
+	}
+	x.marked = false
+	if n := exits - x.markExits; n > 0 {
+		x.d.printf("vmexit: cpuid exit round trip %d cycles (%d exits)", (now-x.markClock)/n, n)
+	}
 }
 
 // sigString spells the 12-byte vendor signature of EBX, ECX, EDX.

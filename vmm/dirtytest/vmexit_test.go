@@ -162,3 +162,16 @@ func TestParseCounts(t *testing.T) {
 		}
 	}
 }
+
+func TestCPUIDRoundTrip(t *testing.T) {
+	d, exits, _, out := vmexitDevice(t)
+	clock := uint64(1000)
+	d.cfg.Clock = func() uint64 { return clock }
+	d.PortOut(PortMark, 4, 0)
+	clock += 1000 * 2500
+	exits[vmm.ExitCPUID] += 1000
+	d.PortOut(PortMark, 4, 0)
+	if want := "vmexit: cpuid exit round trip 2500 cycles (1000 exits)"; !strings.Contains(out.String(), want) {
+		t.Errorf("console %q, want %q", out.String(), want)
+	}
+}
