@@ -73,7 +73,7 @@ func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
 	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
 	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
 	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
-		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 10}}
+		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 30}}
 	r.cfg.Hook = func(pt Point, e uint64) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
