@@ -40,7 +40,7 @@ func init() {
 			Help: "draws per round of the dirty-page test, comma-separated, cycled"},
 		{Name: FlagVMExit, Kind: board.KindBool, Default: "0",
 			Help: "after the dirty test, run the VM-exit phases (cpuid, spin, triple fault) and provoke failed VM entries"},
-		{Name: FlagSpin, Kind: board.KindInt, Default: "50000000", Min: 1, Max: 1<<32 - 1,
+		{Name: FlagSpin, Kind: board.KindInt, Default: "50000000", Min: 1, Max: 1<<31 - 1,
 			Help: "iterations of the guest's spin loop in the VM-exit phases (2 instructions each)"},
 	} {
 		if err := board.Known.Register(f); err != nil {
