@@ -34,6 +34,7 @@ typedef int64_t i64;
 #define MAX_CPUS 16
 #define MAX_THREADS 128
 #define HZ 250 /* time slice 4 ms; timeouts are exact (one-shot LAPIC) */
+#define SLICE_NS (1000000000ULL / HZ)
 
 /* Page-table entry bits, SDM Vol. 3A Table 4-19/4-20. */
 #define PTE_P (1ULL << 0)

@@ -82,6 +82,13 @@ static void switch_to(struct thread *next) {
 	c->kstack_top = next->kstack_top;
 	__asm__ volatile("fxrstor64 %0" ::"m"(next->fx));
 	wrmsr(MSR_FS_BASE, next->fsbase);
+	if (prev->idle) { /* an idle CPU's timer may be far away: arm the slice */
+		u64 now = nanotime();
+		if (c->next_event > now + SLICE_NS) {
+			c->next_event = now + SLICE_NS;
+			lapic_timer_arm(SLICE_NS);
+		}
+	}
 	stats.switches++;
 	swtch(&prev->ctx, next->ctx);
 }
@@ -163,9 +170,11 @@ void sched_migrate(void) {
 
 /* sched_timer runs on every timer expiry: wakes sleepers whose deadline
  * passed and re-arms this CPU's one-shot for the next slice or the
- * earliest remaining deadline. */
+ * earliest remaining deadline. An idle CPU has no slice to end: it sleeps
+ * until a deadline (at most 1 s) or an IPI, so an idle machine (or, later,
+ * a guest running under VMX) is not interrupted 250 times a second. */
 void sched_timer(void) {
-	u64 now = nanotime(), next = now + 1000000000ULL / HZ;
+	u64 now = nanotime(), next = now + (cur()->idle ? 1000000000ULL : SLICE_NS);
 	stats.ticks++;
 	for (int i = 0; i < MAX_THREADS; i++) {
 		struct thread *t = &threads[i];
