@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 // not taken for a dead peer.
 var small = []string{"-hb", "10ms", "-hb-miss", "25", "-mem", "32m", "-group", "16k", "-duration", "1500ms", "-after", "150ms", "-loopback-bytes", "0", "-json"}
 
-func run(t *testing.T, args ...string) report {
+func runSim(t *testing.T, args ...string) report {
 	t.Helper()
 	cmd := exec.Command(ftsimBin, append(append([]string(nil), small...), args...)...)
 	out, err := cmd.Output()
@@ -82,7 +82,7 @@ func TestFailoverAtKillPoints(t *testing.T) {
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			r := run(t, sc.args...)
+			r := runSim(t, sc.args...)
 			if took := r.Epoch > 0; took == sc.noTakeover {
 				t.Fatalf("takeover at epoch %d; expected a takeover: %v (%v)", r.Epoch, !sc.noTakeover, r.Details)
 			}
@@ -109,7 +109,7 @@ func TestFailoverAtKillPoints(t *testing.T) {
 func TestBadFramesRefused(t *testing.T) {
 	for _, f := range []string{"corrupt", "forge", "replay"} {
 		t.Run(f, func(t *testing.T) {
-			r := run(t, "-fault", f)
+			r := runSim(t, "-fault", f)
 			if r.Epoch == 0 {
 				t.Fatal("no takeover after the refused frame")
 			}
@@ -121,7 +121,7 @@ func TestBadFramesRefused(t *testing.T) {
 // alive: the old primary must stop releasing (no acks) before the secondary
 // promotes itself, so the world never gets output from two primaries.
 func TestPartitionOneReleaser(t *testing.T) {
-	r := run(t, "-partition-after", "700ms")
+	r := runSim(t, "-partition-after", "700ms")
 	if r.Epoch == 0 {
 		t.Fatal("no takeover after the partition")
 	}

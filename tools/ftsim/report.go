@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror"
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
+)
+
+// report is the run's result; JSON keys are the issue's.
+type report struct {
+	SyncS       float64  `json:"sync_s"`
+	SyncMBs     float64  `json:"sync_mb_s"`
+	LoopbackMBs float64  `json:"loopback_mb_s"`
+	Checkpoints int      `json:"checkpoints"`
+	PauseP50    float64  `json:"pause_p50_ms"`
+	PauseP99    float64  `json:"pause_p99_ms"`
+	PauseMax    float64  `json:"pause_max_ms"`
+	WirePerCk   float64  `json:"wire_bytes_per_ckpt"`
+	DirtyPerCk  float64  `json:"dirty_bytes_per_ckpt"`
+	ReleaseP50  float64  `json:"release_p50_ms"`
+	ReleaseP99  float64  `json:"release_p99_ms"`
+	FailoverMs  float64  `json:"failover_ms"`
+	Verify      string   `json:"verify"`
+	Details     []string `json:"details,omitempty"`
+	Kill        string   `json:"kill,omitempty"`
+	Epoch       uint64   `json:"takeover_epoch"`
+	KilledEpoch uint64   `json:"killed_epoch,omitempty"` // epoch (or brownout round) of a point kill
+	OthersLoop  float64  `json:"others_cores_during_loopback"`
+	OthersSync  float64  `json:"others_cores_during_sync"`
+	WorldBytes  int      `json:"world_bytes"`
+	AckP99      float64  `json:"ack_p99_ms"`
+	Rounds      []int    `json:"brownout_round_pages,omitempty"`
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// verify checks the takeover and fills the report.
+func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time) bool {
+	var sum ftmirror.Summary
+	if err := readJSON(filepath.Join(o.dir, "primary.json"), &sum); err != nil {
+		rep.Details = append(rep.Details, "note: no primary stats yet: "+err.Error())
+	}
+	rep.SyncS, rep.Checkpoints = sum.SyncSeconds, sum.Checkpoints
+	if sum.SyncSeconds > 0 {
+		rep.SyncMBs = float64(sum.SyncBytes) / sum.SyncSeconds / 1e6
+	}
+	rep.PauseP50, rep.PauseP99, rep.PauseMax = sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms
+	rep.WirePerCk, rep.DirtyPerCk = sum.WireBytesPerCkpt, sum.DirtyBytesPerCk
+	rep.ReleaseP50, rep.ReleaseP99, rep.AckP99 = sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms
+	rep.Rounds = sum.BrownoutRounds
+
+	bad := func(f string, a ...any) { rep.Details = append(rep.Details, fmt.Sprintf(f, a...)) }
+	var res secondaryResult
+	if err := readJSON(filepath.Join(o.dir, secName+".json"), &res); err != nil {
+		bad("no result from secondary %s: %v", secName, err)
+	}
+	acked, released := primaryLog(filepath.Join(o.dir, "primary.log"))
+	w.mu.Lock()
+	data := append([]byte(nil), w.data...)
+	errs := append([]string(nil), w.errs...)
+	w.mu.Unlock()
+	rep.WorldBytes = len(data)
+	for _, e := range errs {
+		bad("world: %s", e)
+	}
+	if res.Error != "" {
+		bad("secondary: %s", res.Error)
+	}
+	switch o.fault {
+	case "corrupt":
+		expectErr(rep, res.SessionEnd, "checksum mismatch")
+	case "forge":
+		expectErr(rep, res.SessionEnd, "authentication failed")
+	case "replay":
+		expectErr(rep, res.SessionEnd, "unexpected sequence number")
+	}
+	p := o.params()
+	if res.Promoted {
+		w.mu.Lock()
+		last1, ok1 := w.lastFrom[1]
+		w.mu.Unlock()
+		if ok1 && !last1.Before(time.Unix(0, res.ReadyAt)) {
+			bad("two primaries released output: generation 1 released at %v, after the secondary took over at %v",
+				last1.Format(time.StampMicro), time.Unix(0, res.ReadyAt).Format(time.StampMicro))
+		}
+		rep.Epoch = res.Epoch
+		if !killedAt.IsZero() {
+			rep.FailoverMs = float64(res.ReadyAt-killedAt.UnixNano()) / 1e6
+		}
+		if res.Epoch < acked || res.Epoch < released {
+			bad("secondary took over at epoch %d but the primary had an ack for %d and released %d", res.Epoch, acked, released)
+		}
+		h := sha256.Sum256(simguest.Replay(p, res.Ops))
+		if hex.EncodeToString(h[:]) != res.MemHash {
+			bad("secondary memory hash %.16s… != the primary's at epoch %d (%d guest ops) %.16s…", res.MemHash, res.Epoch, res.Ops, hex.EncodeToString(h[:]))
+		}
+		if want := simguest.ExpectedOutput(p, res.OpsFinal); !bytes.Equal(data, want) {
+			bad("world saw %d output bytes, the guest emitted %d (first difference at %d)", len(data), len(want), firstDiff(data, want))
+		}
+	} else {
+		if o.killAfter == "" || !beforeComplete(o.killAfter) {
+			bad("secondary did not take over: %s (session ended: %s)", res.Reason, res.SessionEnd)
+		} else {
+			rep.Details = append(rep.Details, "note: no takeover, as expected: "+res.Reason)
+		}
+		want := simguest.ExpectedPrefix(p, len(data), 1<<40)
+		if !bytes.Equal(data, want[:min(len(data), len(want))]) || len(want) != len(data) {
+			bad("world output (%d bytes) is not an exact prefix of the guest's output", len(data))
+		}
+	}
+	ok := true
+	for _, d := range rep.Details {
+		if !strings.HasPrefix(d, "note: ") {
+			ok = false
+		}
+	}
+	rep.Verify = "ok"
+	if !ok {
+		rep.Verify = "mismatch"
+	}
+	return ok
+}
+
+func beforeComplete(k string) bool {
+	for _, p := range []string{"sync-round", "blackout", "resync"} {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func expectErr(rep *report, got, want string) {
+	if !strings.Contains(got, want) {
+		rep.Details = append(rep.Details, fmt.Sprintf("secondary session ended with %q, want a %q refusal", got, want))
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := 0; i < min(len(a), len(b)); i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// primaryLog returns the highest acked and released epochs the primary logged.
+func primaryLog(path string) (acked, released uint64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var what string
+		var e uint64
+		if n, _ := fmt.Sscanf(sc.Text(), "%s %d", &what, &e); n != 2 {
+			continue
+		}
+		switch ftmirror.Point(what) {
+		case ftmirror.PointAcked:
+			acked = max(acked, e)
+		case ftmirror.PointReleased:
+			released = max(released, e)
+		}
+	}
+	return acked, released
+}
+
+func (o *opts) print(r *report) {
+	if o.json {
+		b, _ := json.Marshal(r)
+		fmt.Println(string(b))
+		return
+	}
+	fmt.Printf("guest: %d MiB, %.0f dirty pages/s, %s, epoch %v\n", int64(o.mem)>>20, o.rate, o.pattern, o.epoch)
+	fmt.Printf("initial sync: %.3f s, %.0f MB/s (raw loopback TCP %.0f MB/s, %.0f%%), brownout rounds %v\n",
+		r.SyncS, r.SyncMBs, r.LoopbackMBs, 100*r.SyncMBs/max(r.LoopbackMBs, 1), r.Rounds)
+	fmt.Printf("other processes on this machine used %.2f cores during the loopback test, %.2f during the sync\n", r.OthersLoop, r.OthersSync)
+	fmt.Printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.Checkpoints, r.PauseP50, r.PauseP99, r.PauseMax)
+	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
+	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms)\n", r.ReleaseP50, r.ReleaseP99, r.AckP99)
+	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes)\n", r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes)
+	if r.Verify == "ok" {
+		fmt.Println("verify: ok")
+		for _, d := range r.Details {
+			fmt.Println("  " + d)
+		}
+		return
+	}
+	fmt.Println("verify: mismatch")
+	for _, d := range r.Details {
+		fmt.Println("  " + d)
+	}
+}
