@@ -121,7 +121,7 @@ func TestBadFramesRefused(t *testing.T) {
 // alive: the old primary must stop releasing (no acks) before the secondary
 // promotes itself, so the world never gets output from two primaries.
 func TestPartitionOneReleaser(t *testing.T) {
-	r := runSim(t, "-partition-after", "700ms")
+	r := runSim(t, "-partition-after", "1200ms")
 	if r.Epoch == 0 {
 		t.Fatal("no takeover after the partition")
 	}
