@@ -138,6 +138,20 @@
 // management network) should grant the release right to exactly one side,
 // so that a primary whose secondary died can continue unprotected.
 //
+// # Limits (not done yet)
+//
+//   - A returning secondary is treated as new: its memory is cleared and
+//     sent again, although most of it may still be current.
+//   - The first END of a session carries all output held since the last
+//     release; more than about 8 MiB (wire.MaxPayload) of held output makes
+//     the session fail with wire.ErrTooLarge instead of being chunked.
+//   - F5 (the guest NIC reporting "no packets" while a checkpoint holds
+//     arriving ones) belongs to the device models behind Guest.Pause; the
+//     engine only requires that Pause quiesce devices.
+//   - No witness: with two nodes, output stalls when the secondary dies.
+//   - The pause is measured from when Guest.Pause returns (the guest is
+//     stopped) to Resume; the time to stop vCPUs is the Guest's.
+//
 // # What was measured
 //
 // tools/ftsim runs primary and secondary as two processes over loopback TCP
