@@ -8,6 +8,12 @@ import (
 // deltaMax is the largest delta sent instead of a full page.
 const deltaMax = PageSize / 2
 
+// maxOutPerEnd bounds the output one END carries. Output held while there
+// was no secondary can exceed a frame; it then follows over several
+// epochs, and the secondary reports itself incomplete until it has all of
+// it (a variable so tests can make it small).
+var maxOutPerEnd = wire.MaxPayload / 2
+
 // begin opens the next epoch on the secondary (F3's notification). It
 // carries the output offset released so far, so the secondary can drop
 // output it no longer needs to keep for a takeover.
@@ -247,9 +253,12 @@ func (ps *pSession) end(e uint64) error {
 	}
 	off := ps.outSent
 	out, outEnd := p.out.since(off)
-	ps.outSent = outEnd
+	if len(out) > maxOutPerEnd {
+		out = out[:maxOutPerEnd] // the rest follows in later ENDs
+	}
+	ps.outSent = off + uint64(len(out))
 	ps.exactHook(PointBeforeEnd, e)
-	end := wire.End{Groups: ps.groups, Pages: ps.records, OutOffset: off, Out: out, Blobs: ps.blobs}
+	end := wire.End{Groups: ps.groups, Pages: ps.records, OutOffset: off, OutEnd: outEnd, Out: out, Blobs: ps.blobs}
 	if !ps.resyncing {
 		end.Flags |= wire.EndComplete
 	}

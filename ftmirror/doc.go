@@ -96,7 +96,10 @@
 // byte that secondary has not been sent (normally the epoch's own output;
 // in a session's first epoch also output held from before), and BEGIN
 // carries the offset released so far, so the secondary keeps exactly the
-// committed output the world may not have seen. After a takeover the
+// committed output the world may not have seen; an END carries at most
+// 4 MiB of it and says where the guest's output stream ends, and the
+// secondary acknowledges itself complete (so output is released) only when
+// it holds every byte up to there. After a takeover the
 // promoted secondary asks the world where its stream stands (a TCP peer's
 // acknowledgement number; ftsim's world tells it) and releases from there:
 // every byte once, in order, no gap, no duplicate.
@@ -142,9 +145,9 @@
 //
 //   - A returning secondary is treated as new: its memory is cleared and
 //     sent again, although most of it may still be current.
-//   - The first END of a session carries all output held since the last
-//     release; more than about 8 MiB (wire.MaxPayload) of held output makes
-//     the session fail with wire.ErrTooLarge instead of being chunked.
+//   - Output held while there is no secondary is bounded only by memory
+//     (no backpressure on the guest's NIC yet); a new secondary receives it
+//     4 MiB per END and counts as complete once it holds all of it.
 //   - F5 (the guest NIC reporting "no packets" while a checkpoint holds
 //     arriving ones) belongs to the device models behind Guest.Pause; the
 //     engine only requires that Pause quiesce devices.

@@ -326,3 +326,22 @@ func TestOutputLogTrim(t *testing.T) {
 		t.Fatalf("%d %q", l.start, l.data)
 	}
 }
+
+// Output held from before the session is more than one END may carry: it
+// follows over several epochs, the secondary acknowledges itself complete
+// only once it holds all of it, and a takeover then loses nothing.
+func TestHeldOutputFollowsOverEpochs(t *testing.T) {
+	old := maxOutPerEnd
+	maxOutPerEnd = 1000
+	defer func() { maxOutPerEnd = old }()
+	r := newRig(t, 256, nil)
+	time.Sleep(300 * time.Millisecond) // no secondary yet: output is held
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	r.waitEpoch(30)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	r.takeover()
+}

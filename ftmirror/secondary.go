@@ -22,7 +22,8 @@ type Secondary struct {
 	complete  bool   // memory holds every page as of committed
 	blobs     []Blob // state at committed
 	outLog    outputLog
-	touched   bool // memory may be non-zero
+	outEnd    uint64 // the committed guest's output stream end
+	touched   bool   // memory may be non-zero
 	undo      *undoLog
 	open      uint64 // epoch being applied (0: none)
 	groups    uint32
@@ -75,7 +76,7 @@ func (s *Secondary) reset() {
 			clear(s.mem.Page(uint32(pfn)))
 		}
 	}
-	s.committed, s.complete, s.blobs, s.open = 0, false, nil, 0
+	s.committed, s.complete, s.blobs, s.open, s.outEnd = 0, false, nil, 0, 0
 	s.outLog = outputLog{}
 	s.undo.commit()
 }
@@ -170,8 +171,8 @@ func (s *Secondary) handle(ss *session, f wire.Frame) error {
 			return err
 		}
 		var flags byte
-		if s.complete {
-			flags = 1
+		if s.complete && s.outLog.end() == s.outEnd {
+			flags = 1 // memory and every output byte of the committed guest
 		}
 		// The ack is sent with s.mu held: a takeover cannot interleave.
 		return ss.send(wire.TAck, s.committed, []byte{flags})
@@ -236,6 +237,7 @@ func (s *Secondary) commit(p []byte) error {
 		return fmt.Errorf("%w: output at offset %d, log ends at %d", ErrProtocol, e.OutOffset, s.outLog.end())
 	}
 	s.outLog.data = append(s.outLog.data, e.Out...)
+	s.outEnd = e.OutEnd
 	s.blobs = s.blobs[:0]
 	for _, b := range e.Blobs {
 		s.blobs = append(s.blobs, Blob{ID: b.ID, Version: b.Version, Data: append([]byte(nil), b.Data...)})
@@ -291,6 +293,9 @@ func (s *Secondary) Takeover() (Takeover, error) {
 	defer s.mu.Unlock()
 	if !s.complete {
 		return Takeover{}, ErrIncomplete
+	}
+	if s.outLog.end() != s.outEnd {
+		return Takeover{}, fmt.Errorf("%w: output mirrored to %d of %d", ErrIncomplete, s.outLog.end(), s.outEnd)
 	}
 	return Takeover{Epoch: s.committed, Blobs: s.blobs, OutOffset: s.outLog.start,
 		Out: s.outLog.data, OutEnd: s.outLog.end()}, nil

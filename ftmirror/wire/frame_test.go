@@ -173,7 +173,7 @@ func TestGroupAndEnd(t *testing.T) {
 	if _, _, err := ParseGroup(g.Buf[HeaderSize:], 3, nil); !errors.Is(err, ErrBadPayload) {
 		t.Fatalf("pfn beyond memory: %v", err)
 	}
-	e := End{Groups: 2, Pages: 3, Flags: EndComplete, OutOffset: 77, Out: []byte("hello"),
+	e := End{Groups: 2, Pages: 3, Flags: EndComplete, OutOffset: 77, OutEnd: 90, Out: []byte("hello"),
 		Blobs: []Blob{{ID: 1, Version: 2, Data: []byte("cpu")}}}
 	e2, err := ParseEnd(e.Append(nil))
 	if err != nil || e2.OutOffset != 77 || string(e2.Out) != "hello" || string(e2.Blobs[0].Data) != "cpu" || e2.Blobs[0].Version != 2 {

@@ -18,7 +18,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	g.Delta(3, func(b []byte) []byte { return append(b, 0, 0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8) })
 	g.Finish()
 	grp, _ := tx.Seal(g.Buf, TGroup, 1)
-	end := (&End{Groups: 1, Pages: 3, Out: []byte("out"), Blobs: []Blob{{ID: 1, Data: []byte("s")}}}).Append(nil)
+	end := (&End{Groups: 1, Pages: 3, OutEnd: 3, Out: []byte("out"), Blobs: []Blob{{ID: 1, Data: []byte("s")}}}).Append(nil)
 	for _, seed := range [][]byte{grp, end, (Hello{Role: 1}).Append(nil), AppendU64(nil, 5), {}} {
 		f.Add(seed, false)
 		f.Add(seed, true)

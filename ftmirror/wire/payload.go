@@ -14,8 +14,8 @@ import (
 //	    Zero  (no body): the page is all zero
 //	    Full  4096 bytes
 //	    Delta len u16 | pagediff runs (len bytes): only the changed words
-//	END       groups u32 | pages u32 | flags u8 | outOffset u64 | outLen u32 |
-//	          out bytes | blobs u16 | blobs...
+//	END       groups u32 | pages u32 | flags u8 | outOffset u64 | outEnd u64 |
+//	          outLen u32 | out bytes | blobs u16 | blobs...
 //	  blob    id u16 | version u32 | len u32 | bytes
 //	ACK       flags u8 (bit 0: the secondary's copy is complete)
 //	HEARTBEAT sent-at u64 (sender's clock, ns; informational)
@@ -187,7 +187,8 @@ type End struct {
 	Pages     uint32
 	Flags     uint8
 	OutOffset uint64 // stream offset of Out[0]
-	Out       []byte // guest output produced in this epoch
+	OutEnd    uint64 // stream offset the guest's output had reached at capture
+	Out       []byte // output not sent before (may stop short of OutEnd)
 	Blobs     []Blob
 }
 
@@ -201,6 +202,7 @@ func (e *End) Append(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint32(b, e.Pages)
 	b = append(b, e.Flags)
 	b = binary.LittleEndian.AppendUint64(b, e.OutOffset)
+	b = binary.LittleEndian.AppendUint64(b, e.OutEnd)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Out)))
 	b = append(b, e.Out...)
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(e.Blobs)))
@@ -219,17 +221,21 @@ func ParseEnd(p []byte) (End, error) {
 	bad := func(what string) (End, error) {
 		return End{}, fmt.Errorf("%w: END %s", ErrBadPayload, what)
 	}
-	if len(p) < 4+4+1+8+4 {
+	if len(p) < 4+4+1+8+8+4 {
 		return bad("too short")
 	}
 	e.Groups = binary.LittleEndian.Uint32(p)
 	e.Pages = binary.LittleEndian.Uint32(p[4:])
 	e.Flags = p[8]
 	e.OutOffset = binary.LittleEndian.Uint64(p[9:])
-	ol := uint64(binary.LittleEndian.Uint32(p[17:]))
-	p = p[21:]
+	e.OutEnd = binary.LittleEndian.Uint64(p[17:])
+	ol := uint64(binary.LittleEndian.Uint32(p[25:]))
+	p = p[29:]
 	if uint64(len(p)) < ol+2 {
 		return bad("output truncated")
+	}
+	if e.OutOffset+ol < e.OutOffset || e.OutOffset+ol > e.OutEnd {
+		return bad("output beyond its end")
 	}
 	e.Out, p = p[:ol], p[ol:]
 	nb := int(binary.LittleEndian.Uint16(p))
