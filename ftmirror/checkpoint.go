@@ -108,10 +108,33 @@ func (ps *pSession) forward() error {
 // livePages sends pages read from running guest memory.
 func (ps *pSession) livePages(pfns []uint32, keep bool) error {
 	for _, pfn := range pfns {
+		if !keep && ps.p.state[pfn] == pageZero {
+			if err := ps.firstPage(pfn); err != nil {
+				return err
+			}
+			continue
+		}
 		copy(ps.scratch[:], ps.p.mem.Page(pfn))
 		if err := ps.page(pfn, ps.scratch[:], keep); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// firstPage sends a page the secondary has as zero, copying it from guest
+// memory straight into the group (the sync's first round: one copy a page).
+func (ps *pSession) firstPage(pfn uint32) error {
+	slot := ps.g.Full(pfn)
+	copy(slot, ps.p.mem.Page(pfn))
+	if pagediff.IsZero(slot) { // tested on the copy, which cannot change
+		ps.g.DropFull()
+		return nil
+	}
+	ps.p.state[pfn] = pageSent
+	ps.records++
+	if len(ps.g.Buf) >= ps.p.cfg.GroupBytes {
+		return ps.flush()
 	}
 	return nil
 }

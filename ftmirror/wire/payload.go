@@ -107,6 +107,13 @@ func (g *GroupWriter) Full(pfn uint32) []byte {
 	return g.Buf[n : n+PageSize]
 }
 
+// DropFull removes the full-page record just added by Full (the caller
+// found the page zero after copying it).
+func (g *GroupWriter) DropFull() {
+	g.Buf = g.Buf[:len(g.Buf)-PageSize-5]
+	g.count--
+}
+
 // Delta adds a delta record; appendDelta appends the runs to its argument.
 func (g *GroupWriter) Delta(pfn uint32, appendDelta func([]byte) []byte) {
 	g.Buf = binary.LittleEndian.AppendUint32(g.Buf, pfn)
