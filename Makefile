@@ -36,7 +36,8 @@ unit:
 fuzz:
 	@bash scripts/fuzz.sh
 
-emu: image
+# The emulator tests build their own copy of the image (qemu-test/image).
+emu: deps
 	go test -count=1 -timeout 40m -v ./qemu-test/
 
 # Hot-loop and harvest benchmarks, side by side with copy().

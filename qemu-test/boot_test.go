@@ -11,10 +11,10 @@ import (
 	"time"
 )
 
-// TestMain builds the images once (go build and the boot layer's build are
-// incremental), so `go test ./qemu-test` alone also tests fresh code.
+// TestMain builds the images once into imageDir (go build is incremental),
+// so `go test ./qemu-test` alone also tests fresh code.
 func TestMain(m *testing.M) {
-	cmd := exec.Command("bash", filepath.Join(repoRoot(), "scripts", "image.sh"), "build")
+	cmd := exec.Command("bash", filepath.Join(repoRoot(), "scripts", "image.sh"), imageDir())
 	cmd.Dir = repoRoot()
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -2,7 +2,6 @@ package qemutest
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,7 +12,7 @@ const dirtyRounds = 50
 
 // testguest is the in-tree dirty-tracking guest, handed over as a module.
 func testguest() Module {
-	return Module{Path: filepath.Join(repoRoot(), "build", "testguest.bin"), Name: "testguest"}
+	return Module{Path: imagePath("testguest.bin"), Name: "testguest"}
 }
 
 // dirtySeed picks a fresh first-round seed each run (every round derives its

@@ -28,7 +28,7 @@ type QEMUConfig struct {
 // StartQEMU boots doppel.bin under QEMU TCG with the serial console on the
 // process's stdio.
 func StartQEMU(name string, c QEMUConfig) (*Machine, error) {
-	return startQEMU(name, filepath.Join(repoRoot(), "build", "doppel.bin"), c)
+	return startQEMU(name, imagePath("doppel.bin"), c)
 }
 
 func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
@@ -110,7 +110,7 @@ func StartBochs(name string, c BochsConfig) (*Machine, error) {
 		return nil, err
 	}
 	iso := filepath.Join(work, "boot.iso")
-	mk := []string{filepath.Join(root, "scripts", "mkiso.sh"), iso, filepath.Join(root, "build", "doppel.bin"), c.Cmdline}
+	mk := []string{filepath.Join(root, "scripts", "mkiso.sh"), iso, imagePath("doppel.bin"), c.Cmdline}
 	for _, mod := range c.Modules {
 		mk = append(mk, mod.Path, mod.Name)
 	}

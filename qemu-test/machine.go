@@ -172,6 +172,14 @@ func (m *Machine) start() error {
 	return nil
 }
 
+// imageDir holds the images the tests boot. TestMain builds them there, not
+// in build/, so that a developer rebuilding build/ while the tests run cannot
+// swap the kernel under them.
+func imageDir() string { return filepath.Join(repoRoot(), "build", "qemu-test", "image") }
+
+// imagePath names one file of the tested image (doppel.bin, testguest.bin).
+func imagePath(name string) string { return filepath.Join(imageDir(), name) }
+
 // repoRoot is the directory holding go.mod, found from the test's directory.
 func repoRoot() string {
 	dir, _ := os.Getwd()
