@@ -160,6 +160,7 @@
 // tools/ftsim runs primary and secondary as two processes over loopback TCP
 // and prints the figures; its package documentation has the command and
 // the medians measured on the development machine (1 GiB guest, 12,000
-// dirty pages/s, 25 ms epochs: pause p99 0.36 ms, output release p99
-// 28 ms, initial sync at 0.73 of raw loopback TCP throughput).
+// dirty pages/s, 25 ms epochs: pause p99 0.28 ms, output release p99
+// 28 ms, initial sync at 0.76 of raw loopback TCP throughput, less while
+// other tenants of the machine take a core).
 package ftmirror

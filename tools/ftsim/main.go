@@ -21,19 +21,23 @@
 //	for i in 1 2 3 4 5; do ftsim -mem 1g -dirty-rate 12000 -epoch 25ms -duration 10s -json; done
 //
 // (defaults: uniform pattern, forwarding twice per epoch, 512 KiB groups,
-// 64 MiB shadow cache, heartbeat 10 ms x 20). Other tenants of the machine
-// used a median 0.74 cores during the syncs. Every run ended "verify: ok".
+// 64 MiB shadow cache, heartbeat 10 ms x 20). Every run ended "verify: ok".
 //
-//	initial sync           1.59 s, 676 MB/s; raw loopback TCP 996 MB/s;
-//	                       ratio 0.73 (runs 0.59-0.85)
-//	checkpoints            336 in 10 s (25 ms epochs)
-//	pause                  p50 0.031 ms, p99 0.36 ms, max 1.5 ms
+//	initial sync           1.05 s, 1022 MB/s; raw loopback TCP 1280 MB/s;
+//	                       ratio 0.76 (runs 0.55 0.51 0.83 0.76 0.83)
+//	checkpoints            357 in 10 s (25 ms epochs)
+//	pause                  p50 0.035 ms, p99 0.28 ms, max 0.74 ms
 //	wire per checkpoint    1.17 MB against 1.23 MB of raw dirty pages (a
 //	                       64 MiB shadow cache rarely holds a page of a 1 GiB
 //	                       guest dirtied uniformly; 17% with a 64 MiB guest,
 //	                       59% with -pattern hot)
-//	output release latency p50 14.4 ms, p99 28.0 ms (epoch + 3 ms)
-//	failover               201 ms (the 200 ms heartbeat deadline + takeover)
+//	output release latency p50 14.1 ms, p99 28.1 ms (epoch + 3.1 ms)
+//	failover               200 ms (the 200 ms heartbeat deadline + takeover)
+//
+// The two slow syncs ran while other processes on the machine used 0.9 of
+// its two cores (others_cores_during_sync); the three fast ones while they
+// used 0.1 or less. An earlier batch of 5 on a busier machine (0.92 cores
+// taken by others) gave a median ratio of 0.66 and release p99 29.3 ms.
 //
 // First writes to fresh memory are slow in this VM (about 5 µs a page, see
 // simguest.Alloc) and it takes back memory left idle, so the simulator
