@@ -40,6 +40,7 @@ type report struct {
 	WorldBytes  int      `json:"world_bytes"`
 	AckP99      float64  `json:"ack_p99_ms"`
 	Rounds      []int    `json:"brownout_round_pages,omitempty"`
+	SessionEnd  string   `json:"session_end,omitempty"` // why the secondary's link session ended
 }
 
 func readJSON(path string, v any) error {
@@ -76,6 +77,7 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	errs := append([]string(nil), w.errs...)
 	w.mu.Unlock()
 	rep.WorldBytes = len(data)
+	rep.SessionEnd = res.SessionEnd
 	for _, e := range errs {
 		bad("world: %s", e)
 	}
@@ -199,6 +201,9 @@ func (o *opts) print(r *report) {
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
 	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms)\n", r.ReleaseP50, r.ReleaseP99, r.AckP99)
 	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes)\n", r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes)
+	if r.SessionEnd != "" {
+		fmt.Printf("secondary's link session ended: %s\n", r.SessionEnd)
+	}
 	if r.Verify == "ok" {
 		fmt.Println("verify: ok")
 		for _, d := range r.Details {
