@@ -68,10 +68,19 @@
 // stack, takes one big kernel lock (clock_gettime, gettimeofday and gettid
 // do not) and returns with IRETQ. Threads are switched on their kernel
 // stacks; the switch also swaps the FS base and the FXSAVE image. CR4.OSXSAVE
-// stays clear, so the runtime uses SSE only and no XSAVE state exists. A
-// 250 Hz LAPIC tick on every CPU time-slices and expires timeouts; idle CPUs
-// halt and are woken by IPIs. Page-table removals shoot down the TLBs of the
-// other CPUs (IPI; a CPU spinning on the lock flushes in the spin loop).
+// stays clear, so the runtime uses SSE only and no XSAVE state exists. Each
+// CPU's LAPIC timer runs one-shot: armed for the end of the 4 ms time slice
+// or the earliest sleeper's deadline, whichever is first (so sleeps and
+// futex/epoll timeouts are exact, not tick-rounded); an idle CPU arms it
+// only for deadlines and halts, woken by IPIs. A woken thread whose CPUs are
+// all busy gets a reschedule IPI sent to one of them (wakeup preemption).
+// Page-table removals shoot down the TLBs of the other CPUs (IPI; a CPU
+// spinning on the lock flushes in the spin loop). Go's BSS beyond the file
+// contents (32 MiB for the kernel) is demand-zero, not copied.
+//
+// A fault of the layer on a Go pointer passed to a system call (a buffer in
+// PROT_NONE memory, say) makes the call return EFAULT, as on Linux, and is
+// logged on COM1; any other fault in the layer is fatal.
 //
 // Faults in Go become signals through a Linux rt_sigframe (siginfo,
 // ucontext with sigcontext and fpstate, sa_restorer as return address) on
@@ -108,7 +117,7 @@
 //	16   ioctl               ENOTTY
 //	24   sched_yield         requeues the caller if another thread can run here
 //	28   madvise             DONTNEED/FREE free the frames (reads back zero); others 0
-//	35   nanosleep           sleeps (tick resolution, 4 ms)
+//	35   nanosleep           sleeps (one-shot timer: exact to the LAPIC tick)
 //	39   getpid              100
 //	56   clone               threads only (CLONE_VM|CLONE_THREAD): RAX=0 in the child,
 //	                         child stack from the argument, TLS from R8 with
@@ -156,4 +165,23 @@
 //	318  getrandom           RDRAND, else RDSEED, else TSC jitter (warned on COM1)
 //	334  rseq                ENOSYS (glibc-free Go never needs it)
 //	*    anything else       ENOSYS, logged once per number on COM1
+//
+// # Measured (2 CPUs; Bochs 2.7 ips=100M, where the TSC advances one tick per
+// instruction slot; QEMU 8 TCG on a shared 2-core host)
+//
+//	reset -> first "boot:" line (Bochs: BIOS + GRUB from the ISO)  ~440 M TSC ticks
+//	first "boot:" line -> Go entry (Bochs)                         6.2 M ticks, of which
+//	    3.4 M wait on the UART, 1.0 M is the 10 ms PIT calibration window
+//	clock_gettime round trip (lock-free)     Bochs 157 ticks, QEMU 570-900 cycles
+//	getpid round trip (big lock)             Bochs 162 ticks, QEMU 540-1500 cycles
+//	futex wake+wait round trip, same CPU     Bochs 12 us, QEMU 4-8 us
+//	futex round trip across CPUs (IPIs)      Bochs 23 us, QEMU single-thread TCG 8 us
+//	                                         (multi-thread TCG on a busy host: ~1 ms)
+//	kernel region (layer + Go image + boot page tables), real kernel   9.3 MiB
+//	    (layer bss 3 MiB: 128 kernel stacks of 16 KiB, per-CPU IST stacks;
+//	    the embedded ELF copy 3.5 MiB)
+//	frames in use at the kernel's shell prompt (Go heap, stacks, tables) 1.9 MiB
+//
+// boot/bochs.sh and boot/testprog reproduce these; "boot: tsc ticks:" on the
+// console breaks the boot down by phase.
 package boot
