@@ -20,6 +20,9 @@ done
 [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 [ -f /usr/share/bochs/BIOS-bochs-latest ] || missing+=(bochsbios)
 [ -f /usr/share/vgabios/vgabios.bin ] || missing+=(vgabios)
+# Bochs needs one display plugin package; the terminal one is the smallest
+# (doppel runs Bochs with its built-in rfb display, never shown).
+command -v bochs >/dev/null 2>&1 || missing+=(bochs-term)
 
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
