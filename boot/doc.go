@@ -36,6 +36,7 @@
 //	sched.c      threads, run queue, big kernel lock, idle
 //	proc.c       clone, futex, sleeps, clocks, affinity, getrandom, uname
 //	fs.c         file descriptors: console, /proc, /dev, eventfd, epoll
+//	procfs.c     the text of the /proc files
 //	power.c      power off, restart, halt, exit_group policy
 //	time.c       TSC calibrated against PIT channel 2, CMOS RTC
 //

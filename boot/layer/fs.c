@@ -61,58 +61,13 @@ static int newfd(int type) {
 	return -EMFILE;
 }
 
-static const char *type_name(int t) {
-	static const char *n[] = {"?", "usable", "reserved", "acpi", "nvs", "bad"};
-	return t >= 1 && t <= 5 ? n[t] : "reserved";
-}
-
-/* gen fills a /proc file; returns its length. */
-static int gen(const char *p, char *b) {
-	int n = 0, m = PROCBUF;
-	if (!strcmp(p, "/proc/cmdline"))
-		return snprintf(b, m, "%s\n", cmdline);
-	if (!strcmp(p, "/proc/doppel/memmap")) {
-		for (int i = 0; i < nmemmap; i++)
-			n += snprintf(b + n, m - n, "0x%lx 0x%lx %s\n", memmap[i].start, memmap[i].end, type_name(memmap[i].type));
-		n += snprintf(b + n, m - n, "0x%lx 0x%lx kernel\n", kernel_start, kernel_end);
-		if (reserve_end)
-			n += snprintf(b + n, m - n, "0x%lx 0x%lx doppel-reserved\n", reserve_start, reserve_end);
-		return MIN(n, m - 1);
-	}
-	if (!strcmp(p, "/proc/doppel/modules")) {
-		for (int i = 0; i < nmodules; i++)
-			n += snprintf(b + n, m - n, "0x%lx 0x%lx %s\n", modules[i].start, modules[i].end, modules[i].name);
-		return MIN(n, m - 1);
-	}
-	if (!strcmp(p, "/proc/meminfo")) {
-		u64 total = 0;
-		for (int i = 0; i < nmemmap; i++)
-			if (memmap[i].type == 1)
-				total += memmap[i].end - memmap[i].start;
-		return snprintf(b, m, "MemTotal: %lu kB\nMemFree: %lu kB\nDoppelReserved: %lu kB\n", total >> 10,
-				frames_free() * 4, (reserve_end - reserve_start) >> 10);
-	}
-	if (!strcmp(p, "/proc/doppel/cpus")) {
-		for (int i = 0; i < ncpus; i++)
-			n += snprintf(b + n, m - n, "%d apic=%d online=%d\n", i, cpus[i].apic_id, cpus[i].online);
-		return MIN(n, m - 1);
-	}
-	if (!strcmp(p, "/proc/doppel/stats"))
-		return snprintf(b, m,
-				"syscalls %lu\ncontext_switches %lu\npage_faults %lu\ntimer_ticks %lu\nipis %lu\n"
-				"irqs %lu\nsignals %lu\nframes_used %lu\nframes_free %lu\nkernel_bytes %lu\n",
-				stats.syscalls, stats.switches, stats.pagefaults, stats.ticks, stats.ipis, stats.irqs,
-				stats.signals, frames_used(), frames_free(), kernel_end - kernel_start);
-	return -1;
-}
-
 static i64 open_proc(const char *p) {
 	int s = 0;
 	while (s < NPROCBUF && procbuf_used[s])
 		s++;
 	if (s == NPROCBUF)
 		return -EMFILE;
-	int len = gen(p, procbuf[s]);
+	int len = procfs_gen(p, procbuf[s], PROCBUF);
 	if (len < 0)
 		return -ENOENT;
 	int fd = newfd(F_PROC);

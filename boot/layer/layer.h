@@ -346,6 +346,7 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev);
 i64 sys_epoll_pwait(int epfd, u64 events, int max, int timeout);
 i64 fs_mmap_devmem(int fd, u64 addr, u64 len, int prot, int flags, u64 off);
 void fs_init(void);
+int procfs_gen(const char *p, char *b, int m);
 void irq_fire(int gsi);
 i64 sys_getrandom(u64 buf, u64 n, int flags);
 void random_bytes(u8 *p, u64 n);
