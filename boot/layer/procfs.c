@@ -7,28 +7,6 @@ static const char *type_name(int t) {
 	return t >= 1 && t <= 5 ? n[t] : "reserved";
 }
 
-/* kernel_lines prints the kernel carve-out without the multiboot modules
- * a loader put inside it (QEMU places them right after the layer, the Go
- * image then goes after them): one line per piece. */
-static int kernel_lines(char *b, int m) {
-	int n = 0;
-	u64 curp = kernel_start;
-	for (int k = 0; k < nmodules; k++) {
-		struct module *best = 0; /* next module by address */
-		for (int i = 0; i < nmodules; i++)
-			if (modules[i].end > curp && modules[i].start < kernel_end && (!best || modules[i].start < best->start))
-				best = &modules[i];
-		if (!best)
-			break;
-		if (best->start > curp)
-			n += snprintf(b + n, m - n, "0x%lx 0x%lx kernel\n", curp, ALIGN_DOWN(best->start, PAGE));
-		curp = ALIGN_UP(best->end, PAGE);
-	}
-	if (curp < kernel_end)
-		n += snprintf(b + n, m - n, "0x%lx 0x%lx kernel\n", curp, kernel_end);
-	return n;
-}
-
 /* procfs_gen fills the /proc file p into b (m bytes); returns its length,
  * -1 for a path the layer does not serve. */
 int procfs_gen(const char *p, char *b, int m) {
@@ -38,7 +16,10 @@ int procfs_gen(const char *p, char *b, int m) {
 	if (!strcmp(p, "/proc/doppel/memmap")) {
 		for (int i = 0; i < nmemmap; i++)
 			n += snprintf(b + n, m - n, "0x%lx 0x%lx %s\n", memmap[i].start, memmap[i].end, type_name(memmap[i].type));
-		n += kernel_lines(b + n, m - n);
+		/* one line (the Go side wants one): it also spans any multiboot
+		 * module QEMU put between the layer and the Go image; the
+		 * modules are listed in /proc/doppel/modules. */
+		n += snprintf(b + n, m - n, "0x%lx 0x%lx kernel\n", kernel_start, kernel_end);
 		if (reserve_end)
 			n += snprintf(b + n, m - n, "0x%lx 0x%lx doppel-reserved\n", reserve_start, reserve_end);
 		return MIN(n, m - 1);
