@@ -8,25 +8,7 @@ iso=$(realpath "$1") cpus=${2:-2} megs=${3:-512} model=${4:-corei7_skylake_x}
 input=${5:-hello bochs}
 dir=$(mktemp -d)
 port=$(( 20000 + RANDOM % 20000 ))
-cat > "$dir/bochsrc" <<CFG
-plugin_ctrl: unmapped=1, biosdev=1, speaker=0, extfpuirq=1, parallel=0, serial=1, iodebug=1
-config_interface: textconfig
-display_library: rfb, options="timeout=0"
-megs: $megs
-romimage: file=/usr/share/bochs/BIOS-bochs-latest
-vgaromimage: file=/usr/share/vgabios/vgabios.bin
-cpu: model=$model, count=$cpus, ips=100000000, reset_on_triple_fault=0, quantum=16
-clock: sync=none, time0=local
-ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
-ata0-master: type=cdrom, path="$iso", status=inserted
-boot: cdrom
-com1: enabled=1, mode=socket-server, dev=127.0.0.1:$port
-log: -
-panic: action=fatal
-error: action=report
-info: action=ignore
-debugger_log: -
-CFG
+bash "$(dirname "$0")/../scripts/bochsrc.sh" "$iso" "$port" "$cpus" "$megs" "$model" > "$dir/bochsrc"
 echo c > "$dir/cont"
 bochs -q -f "$dir/bochsrc" -rc "$dir/cont" > "$dir/bochs.log" 2>&1 &
 pid=$!

@@ -28,31 +28,7 @@ ld -nostdlib -static -z noexecstack -z max-page-size=4096 --no-warn-rwx-segments
   -T "$here/link.ld" -o "$out/doppel.elf" "$obj"/*.o
 objcopy -O binary "$out/doppel.elf" "$out/doppel.bin"
 
-iso="$out/iso"
-rm -rf "$iso" && mkdir -p "$iso/boot/grub"
-cp "$out/doppel.bin" "$iso/boot/doppel.bin"
-mods=""
-if [ -f "$out/testguest.bin" ]; then
-  cp "$out/testguest.bin" "$iso/boot/testguest.bin"
-  mods="  module2 /boot/testguest.bin testguest"
-fi
-cat > "$iso/boot/grub/grub.cfg" <<CFG
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-set timeout=0
-menuentry "doppel" {
-  multiboot2 /boot/doppel.bin ${DOPPEL_CMDLINE:-}
-$mods
-  boot
-}
-menuentry "doppel (reboot on fatal errors)" {
-  multiboot2 /boot/doppel.bin doppel.fatal=reboot ${DOPPEL_CMDLINE:-}
-$mods
-  boot
-}
-CFG
-grub-mkrescue -o "$out/doppel.iso" "$iso" >"$obj/grub-mkrescue.log" 2>&1 || {
-  cat "$obj/grub-mkrescue.log" >&2
-  exit 1
-}
+# The ISO is made the same way as the emulator tests make theirs.
+mods=()
+[ -f "$out/testguest.bin" ] && mods=("$out/testguest.bin" testguest)
+bash "$here/../../scripts/mkiso.sh" "$out/doppel.iso" "$out/doppel.bin" "${DOPPEL_CMDLINE:-}" "${mods[@]}"

@@ -26,6 +26,10 @@ menuentry "doppel" {
   multiboot2 /boot/doppel.bin $cmdline
 $mods  boot
 }
+menuentry "doppel (reboot on fatal errors)" {
+  multiboot2 /boot/doppel.bin doppel.fatal=reboot $cmdline
+$mods  boot
+}
 CFG
 grub-mkrescue -o "$out" "$dir" >/dev/null 2>&1 || {
   echo "mkiso: grub-mkrescue failed (grub-pc-bin, xorriso, mtools installed?)" >&2

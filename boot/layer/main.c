@@ -28,10 +28,13 @@ static void parse_flag(const char *w) {
 			ok = 0;
 	}
 	if (!ok) {
-		int n = 0;
+		size_t n = 0;
 		while (w[n] && w[n] != ' ')
 			n++;
-		kprintf("boot: bad flag %s (default used)\n", w); /* rest of line shown */
+		/* kprintf has no %.*s: print just this word. */
+		kprintf("boot: bad flag ");
+		serial_write(w, n);
+		kprintf(" (default used)\n");
 	}
 }
 
