@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build.sh GO_KERNEL_ELF OUTDIR builds the boot layer around a Go kernel:
 #   OUTDIR/doppel.bin  flat multiboot1+2 image loaded at 1 MiB (qemu -kernel)
-#   OUTDIR/doppel.iso  GRUB (BIOS) ISO booting doppel.bin with multiboot2,
+#   OUTDIR/doppel.iso  GRUB (BIOS and UEFI) ISO booting doppel.bin with multiboot2,
 #                      GRUB on the serial console, timeout 0
 # The Go kernel must be linked with the flags in boot/goldflags.
 # DOPPEL_CMDLINE sets the ISO's kernel command line (default empty); if

@@ -14,7 +14,7 @@
 // a.out-kludge address fields, for QEMU -kernel, and a Multiboot 2 header with
 // address and entry tags, for GRUB; the Go ELF is embedded with .incbin and
 // its PT_LOAD segments copied into place at boot) and <outdir>/doppel.iso
-// (GRUB, BIOS, serial console, timeout 0, menu entry "doppel" with
+// (GRUB, BIOS and UEFI, serial console, timeout 0, menu entry "doppel" with
 // $DOPPEL_CMDLINE and a second one adding doppel.fatal=reboot).
 // boot/bochs.sh runs an ISO under Bochs with the console on a socket.
 //

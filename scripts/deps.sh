@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh installs what building and testing doppel needs, if it is missing:
-# the freestanding toolchain for boot/, GRUB and xorriso for the ISO, QEMU and
-# Bochs for the emulator tests, socat for an interactive serial console, and
+# the freestanding toolchain for boot/, GRUB (BIOS and UEFI) and xorriso for
+# the ISO, QEMU, OVMF and Bochs for the emulator tests, socat for an interactive serial console, and
 # the Go modules. It is idempotent and quiet when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,11 @@ missing=()
 for cmd in "${!want[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
 done
-# GRUB's BIOS modules and Bochs's BIOS images are data, not commands.
+# GRUB's BIOS and EFI modules, OVMF and Bochs's BIOS images are data, not
+# commands.
 [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || missing+=(grub-efi-amd64-bin)
+[ -f /usr/share/ovmf/OVMF.fd ] || missing+=(ovmf)
 [ -f /usr/share/bochs/BIOS-bochs-latest ] || missing+=(bochsbios)
 [ -f /usr/share/vgabios/vgabios.bin ] || missing+=(vgabios)
 # Bochs needs one display plugin package; the terminal one is the smallest

@@ -3,9 +3,10 @@
 #   build/kernel.elf     the Go kernel (./kernel), a static linux/amd64 binary
 #                        linked where the boot layer expects it (boot/goldflags)
 #   build/doppel.bin     multiboot1+2 flat image: boot layer + kernel (qemu -kernel)
-#   build/doppel.iso     GRUB, BIOS-bootable (Bochs, real machines); until a
-#                        real guest exists it boots the EPT dirty-tracking test
-#                        (DOPPEL_CMDLINE overrides its command line)
+#   build/doppel.iso     GRUB, BIOS- and UEFI-bootable (Bochs, OVMF, real
+#                        machines); until a real guest exists it boots the
+#                        EPT dirty-tracking test (DOPPEL_CMDLINE overrides
+#                        its command line)
 #   build/testguest.bin  the EPT dirty-tracking test guest
 set -euo pipefail
 cd "$(dirname "$0")/.."

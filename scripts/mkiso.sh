@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # mkiso.sh OUT.iso KERNEL.bin "CMDLINE" [MODULE.bin NAME]...
-# builds a BIOS-bootable GRUB ISO that boots KERNEL with multiboot2, the given
+# builds a GRUB ISO, bootable under BIOS and (with grub-efi-amd64-bin
+# installed, see deps.sh) UEFI, that boots KERNEL with multiboot2, the given
 # command line and modules (each passed with its NAME as the module's command
 # line), GRUB itself speaking on COM1 at 115200. Used by the emulator tests to
 # boot the same image with different flags.
@@ -32,7 +33,7 @@ $mods  boot
 }
 CFG
 grub-mkrescue -o "$out" "$dir" >/dev/null 2>&1 || {
-  echo "mkiso: grub-mkrescue failed (grub-pc-bin, xorriso, mtools installed?)" >&2
+  echo "mkiso: grub-mkrescue failed (grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools installed?)" >&2
   grub-mkrescue -o "$out" "$dir"
   exit 1
 }
