@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/vmm/dirtytest"
 )
 
 // A subsystem is started once at boot, in table order, after the CPU and
@@ -13,9 +15,7 @@ type subsystem struct {
 	start func(k *kernel) error
 }
 
-// subsystems is the boot-time start order. The vmm hooks in here: its entry
-// replaces startGuest's placeholder and launches the guest module named by
-// doppel.guest=<module>.
+// subsystems is the boot-time start order.
 var subsystems = []subsystem{
 	{"guest", startGuest},
 }
@@ -29,9 +29,13 @@ func startSubsystems(k *kernel) error {
 	return nil
 }
 
-// startGuest finds the module doppel.guest names. Starting it is the vmm's
-// job; until the vmm is wired in, it only reports what it would start. A
-// missing module is reported, not fatal, so the operator still gets a shell.
+// startGuest runs the module doppel.guest names under VT-x. Until a real
+// guest loader exists the only guest is the EPT dirty-page test guest
+// (vmm/dirtytest: its `ept-dirty:` and `ept-isolation:` lines, then
+// power-off). Importing dirtytest registers its flags (doppel.dirtytest.*,
+// doppel.ept.scan, doppel.guest.mem) with board.Known before the command line
+// is parsed. A missing module, or VT-x missing or off, is reported, not
+// fatal, so the operator still gets a shell.
 func startGuest(k *kernel) error {
 	name := k.flags.String(board.FlagGuest)
 	if name == "" {
@@ -47,7 +51,18 @@ func startGuest(k *kernel) error {
 		k.log.Printf("guest", "doppel.guest=%s: no such module (%d modules loaded)", name, len(mods))
 		return nil
 	}
-	k.log.Printf("guest", "module %q at %#x-%#x (%s); no vmm in this kernel yet, not started",
-		m.Name, m.Start, m.End, board.FormatBytes(m.Size()))
+	k.log.Printf("guest", "module %q at %#x-%#x (%s)", m.Name, m.Start, m.End, board.FormatBytes(m.Size()))
+	err = dirtytest.RunFromFlags(k.out, k.flags)
+	switch {
+	case errors.Is(err, dirtytest.ErrNoVT):
+		k.log.Printf("vmm", "%v; the console stays up", err)
+		return nil
+	case err != nil:
+		k.log.Printf("vmm", "guest: %v", err)
+	}
+	k.log.Printf("vmm", "guest finished; powering off")
+	if err := board.Power(board.PowerOff); err != nil {
+		k.log.Printf("vmm", "power off: %v", err)
+	}
 	return nil
 }
