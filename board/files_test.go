@@ -43,7 +43,9 @@ func TestParseModules(t *testing.T) {
 		{"/boot/vmlinuz-6.1.0-cloud-amd64 console=ttyS0 quiet", true, 0x4000000},
 		{"/boot/vmlinuz-6.1.0-cloud-amd64", true, 0x4000000},
 		{"initrd.cpio", true, 0x4a00000},
+		{"initrd", true, 0x4a00000},
 		{"vmlinuz", false, 0},
+		{"quiet", false, 0},
 	} {
 		m, ok := FindModule(mods, tt.name)
 		if ok != tt.found || m.Start != tt.start {

@@ -62,13 +62,19 @@ func ReadModules() ([]Module, error) {
 }
 
 // FindModule returns the module called name: the one whose whole command
-// line, first word, or first word's base name equals name, in that order of
-// preference.
+// line, first word, first word's base name, or that base name without its
+// extension equals name, in that order of preference. GRUB's
+// `module2 /boot/x.bin x` gives the command line "x"; QEMU's
+// `-initrd "/path/x.bin x"` gives the whole string, found by the base name.
 func FindModule(mods []Module, name string) (Module, bool) {
 	matchers := []func(Module) bool{
 		func(m Module) bool { return m.Name == name },
 		func(m Module) bool { return firstWord(m.Name) == name },
 		func(m Module) bool { return path.Base(firstWord(m.Name)) == name },
+		func(m Module) bool {
+			base := path.Base(firstWord(m.Name))
+			return strings.TrimSuffix(base, path.Ext(base)) == name
+		},
 	}
 	for _, match := range matchers {
 		for _, m := range mods {
