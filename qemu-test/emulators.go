@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,12 @@ func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
 		}
 		args = append(args, "-initrd", initrd)
 	}
+	return runQEMU(name, args)
+}
+
+// runQEMU starts qemu-system-x86_64 with args, its serial console on the
+// process's stdio.
+func runQEMU(name string, args []string) (*Machine, error) {
 	m, err := newMachine(name)
 	if err != nil {
 		return nil, err
@@ -77,6 +84,25 @@ func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
 	}
 	go m.pump(stdout)
 	return m, nil
+}
+
+// buildISO makes a GRUB ISO of the tested image with cmdline and modules
+// (scripts/mkiso.sh; BIOS and, with grub-efi-amd64-bin, UEFI) in the run's
+// own directory, and returns that directory and the ISO's path.
+func buildISO(name, cmdline string, mods []Module) (work, iso string, err error) {
+	work = filepath.Join(repoRoot(), "build", "qemu-test", strings.ReplaceAll(name, "/", "_"))
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return "", "", err
+	}
+	iso = filepath.Join(work, "boot.iso")
+	mk := []string{filepath.Join(repoRoot(), "scripts", "mkiso.sh"), iso, imagePath("doppel.bin"), cmdline}
+	for _, mod := range mods {
+		mk = append(mk, mod.Path, mod.Name)
+	}
+	if out, err := exec.Command("bash", mk...).CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("%s: mkiso: %v: %s", name, err, out)
+	}
+	return work, iso, nil
 }
 
 // BochsConfig describes a Bochs boot of a GRUB ISO built for this run.
@@ -101,21 +127,13 @@ func StartBochs(name string, c BochsConfig) (*Machine, error) {
 		c.Model = "corei7_skylake_x"
 	}
 	root := repoRoot()
-	m, err := newMachine(name)
+	work, iso, err := buildISO(name, c.Cmdline, c.Modules)
 	if err != nil {
 		return nil, err
 	}
-	work := filepath.Join(root, "build", "qemu-test", name)
-	if err := os.MkdirAll(work, 0o755); err != nil {
+	m, err := newMachine(name)
+	if err != nil {
 		return nil, err
-	}
-	iso := filepath.Join(work, "boot.iso")
-	mk := []string{filepath.Join(root, "scripts", "mkiso.sh"), iso, imagePath("doppel.bin"), c.Cmdline}
-	for _, mod := range c.Modules {
-		mk = append(mk, mod.Path, mod.Name)
-	}
-	if out, err := exec.Command("bash", mk...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("%s: mkiso: %v: %s", name, err, out)
 	}
 	port, err := freePort()
 	if err != nil {

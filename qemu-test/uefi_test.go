@@ -3,8 +3,6 @@ package qemutest
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -22,42 +20,16 @@ func startQEMUUEFI(name, cmdline string, smp, memMiB int) (*Machine, error) {
 			return nil, fmt.Errorf("%s: %v (run scripts/deps.sh: ovmf, grub-efi-amd64-bin)", name, err)
 		}
 	}
-	root := repoRoot()
-	m, err := newMachine(name)
+	_, iso, err := buildISO(name, cmdline, nil)
 	if err != nil {
 		return nil, err
 	}
-	work := filepath.Join(root, "build", "qemu-test", name)
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, err
-	}
-	iso := filepath.Join(work, "boot.iso")
-	mk := exec.Command("bash", filepath.Join(root, "scripts", "mkiso.sh"), iso, imagePath("doppel.bin"), cmdline)
-	if out, err := mk.CombinedOutput(); err != nil {
-		m.log.Close()
-		return nil, fmt.Errorf("%s: mkiso: %v: %s", name, err, out)
-	}
-	args := []string{
+	return runQEMU(name, []string{
 		"-bios", ovmf, "-cdrom", iso,
 		"-smp", strconv.Itoa(smp), "-m", strconv.Itoa(memMiB),
 		"-display", "none", "-monitor", "none", "-serial", "stdio",
 		"-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-	}
-	m.cmd = exec.Command("qemu-system-x86_64", args...)
-	fmt.Fprintf(m.log, "# qemu-system-x86_64 %q\n", args)
-	if m.in, err = m.cmd.StdinPipe(); err != nil {
-		return nil, err
-	}
-	stdout, err := m.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	m.cmd.Stderr = m.log
-	if err := m.start(); err != nil {
-		return nil, err
-	}
-	go m.pump(stdout)
-	return m, nil
+	})
 }
 
 // TestQEMUUEFISelftest boots the GRUB ISO under UEFI firmware (OVMF): GRUB
