@@ -31,6 +31,12 @@ func ReadCR3() uint64 { return readCR3() }
 // ReadCR4 returns CR4. Ring 0 only: it faults on a host.
 func ReadCR4() uint64 { return readCR4() }
 
+// WriteCR0 sets CR0. Ring 0 only: it faults on a host.
+func WriteCR0(v uint64) { writeCR0(v) }
+
+// WriteCR4 sets CR4. Ring 0 only: it faults on a host.
+func WriteCR4(v uint64) { writeCR4(v) }
+
 // HasRDTSCP reports whether the CPU implements RDTSCP
 // (CPUID.80000001H:EDX[bit 27]).
 func HasRDTSCP() bool {

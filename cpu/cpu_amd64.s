@@ -124,3 +124,17 @@ TEXT ·readCR4(SB), NOSPLIT, $0-8
 	MOVQ CR4, AX
 	MOVQ AX, ret+0(FP)
 	RET
+
+// func writeCR0(v uint64)
+// MOV CR0, RAX. Ring 0 only.
+TEXT ·writeCR0(SB), NOSPLIT, $0-8
+	MOVQ v+0(FP), AX
+	MOVQ AX, CR0
+	RET
+
+// func writeCR4(v uint64)
+// MOV CR4, RAX (e.g. CR4.VMXE before VMXON). Ring 0 only.
+TEXT ·writeCR4(SB), NOSPLIT, $0-8
+	MOVQ v+0(FP), AX
+	MOVQ AX, CR4
+	RET

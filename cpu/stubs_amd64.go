@@ -31,3 +31,7 @@ func readCR0() uint64
 func readCR3() uint64
 
 func readCR4() uint64
+
+func writeCR0(v uint64)
+
+func writeCR4(v uint64)

@@ -32,7 +32,7 @@ const (
 // decides first whether the VMX MSRs exist at all.
 func ProbeCaps() Caps {
 	_, _, ecx, _ := cpu.CPUID(1, 0)
-	return ReadCaps(ecx&(1<<CPUID01_ECX_VMX) != 0, rdmsr)
+	return ReadCaps(ecx&(1<<CPUID01_ECX_VMX) != 0, cpu.RDMSR)
 }
 
 // PinThread locks the calling goroutine to its OS thread and that thread to
@@ -160,14 +160,14 @@ func Enable(caps Caps, frames Frames) (*VMX, error) {
 		return nil, err
 	}
 	if f.Unlocked {
-		wrmsr(IA32_FEATURE_CONTROL, caps.FeatureControl|FeatureControlLock|FeatureControlVMXOutsideSMX)
+		cpu.WRMSR(IA32_FEATURE_CONTROL, caps.FeatureControl|FeatureControlLock|FeatureControlVMXOutsideSMX)
 	}
-	cr0 := readCR0()
+	cr0 := cpu.ReadCR0()
 	if want := (cr0 | caps.CR0Fixed0) & caps.CR0Fixed1; want != cr0 {
-		writeCR0(want)
+		cpu.WriteCR0(want)
 	}
-	cr4 := readCR4() | CR4_VMXE
-	writeCR4((cr4 | caps.CR4Fixed0) & caps.CR4Fixed1)
+	cr4 := cpu.ReadCR4() | CR4_VMXE
+	cpu.WriteCR4((cr4 | caps.CR4Fixed0) & caps.CR4Fixed1)
 	pa, err := frames.AllocTable()
 	if err != nil {
 		return nil, fmt.Errorf("vmm: VMXON region: %w", err)
@@ -184,6 +184,6 @@ func (x *VMX) Disable() error {
 	if err := vmxError("vmxoff", vmxoff()); err != nil {
 		return err
 	}
-	writeCR4(readCR4() &^ CR4_VMXE)
+	cpu.WriteCR4(cpu.ReadCR4() &^ CR4_VMXE)
 	return nil
 }

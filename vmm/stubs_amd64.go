@@ -24,16 +24,6 @@ func vmentry(regs *Regs, launched bool) uint8
 // vmexitEntry is HOST_RIP; never called from Go.
 func vmexitEntry()
 
-func readCR0() uint64
-
-func readCR3() uint64
-
-func readCR4() uint64
-
-func writeCR4(v uint64)
-
-func writeCR0(v uint64)
-
 //go:noescape
 func sgdt(p *[10]byte)
 
@@ -41,9 +31,5 @@ func sgdt(p *[10]byte)
 func sidt(p *[10]byte)
 
 func segments() (cs, ss, ds, es, fs, gs, tr uint16)
-
-func rdmsr(msr uint32) uint64
-
-func wrmsr(msr uint32, value uint64)
 
 func peek64(addr uintptr) uint64

@@ -3,6 +3,8 @@ package vmm
 import (
 	"errors"
 	"fmt"
+
+	"github.com/doppel-ft/doppel/cpu"
 )
 
 // GuestConfig describes a guest for NewVCPU: the flat 32-bit start state of
@@ -170,9 +172,9 @@ func (h *HWVCPU) setHost() error {
 	}
 	const rplTI = 7 // host selectors must have RPL 0 and TI 0 (27.2.3)
 	return h.writeAll("host state", []fieldValue{
-		{HostCR0, readCR0()},
-		{HostCR3, readCR3()},
-		{HostCR4, readCR4()},
+		{HostCR0, cpu.ReadCR0()},
+		{HostCR3, cpu.ReadCR3()},
+		{HostCR4, cpu.ReadCR4()},
 		{HostCSSelector, uint64(cs &^ rplTI)},
 		{HostSSSelector, uint64(ss &^ rplTI)},
 		{HostDSSelector, uint64(ds &^ rplTI)},
@@ -180,16 +182,16 @@ func (h *HWVCPU) setHost() error {
 		{HostFSSelector, uint64(fs &^ rplTI)},
 		{HostGSSelector, uint64(gs &^ rplTI)},
 		{HostTRSelector, uint64(tr &^ rplTI)},
-		{HostFSBase, rdmsr(IA32_FS_BASE)},
-		{HostGSBase, rdmsr(IA32_GS_BASE)},
+		{HostFSBase, cpu.RDMSR(IA32_FS_BASE)},
+		{HostGSBase, cpu.RDMSR(IA32_GS_BASE)},
 		{HostTRBase, trBase},
 		{HostGDTRBase, gdtBase},
 		{HostIDTRBase, idtBase},
 		{HostIA32SysenterCS, 0},
 		{HostIA32SysenterESP, 0},
 		{HostIA32SysenterEIP, 0},
-		{HostIA32EFER, rdmsr(IA32_EFER)},
-		{HostIA32PAT, rdmsr(IA32_PAT)},
+		{HostIA32EFER, cpu.RDMSR(IA32_EFER)},
+		{HostIA32PAT, cpu.RDMSR(IA32_PAT)},
 	})
 }
 

@@ -174,37 +174,6 @@ TEXT ·vmexitEntry(SB), NOSPLIT|NOFRAME, $0-0
 	STI
 	RET
 
-// func readCR0() uint64
-TEXT ·readCR0(SB), NOSPLIT, $0-8
-	MOVQ CR0, AX
-	MOVQ AX, ret+0(FP)
-	RET
-
-// func readCR3() uint64
-TEXT ·readCR3(SB), NOSPLIT, $0-8
-	MOVQ CR3, AX
-	MOVQ AX, ret+0(FP)
-	RET
-
-// func readCR4() uint64
-TEXT ·readCR4(SB), NOSPLIT, $0-8
-	MOVQ CR4, AX
-	MOVQ AX, ret+0(FP)
-	RET
-
-// func writeCR4(v uint64)
-// MOV CR4, r64 (SDM Vol. 2B ch. 4): sets CR4.VMXE before VMXON.
-TEXT ·writeCR4(SB), NOSPLIT, $0-8
-	MOVQ v+0(FP), AX
-	MOVQ AX, CR4
-	RET
-
-// func writeCR0(v uint64)
-TEXT ·writeCR0(SB), NOSPLIT, $0-8
-	MOVQ v+0(FP), AX
-	MOVQ AX, CR0
-	RET
-
 // func sgdt(p *[10]byte)
 // SGDT m: 0F 01 /0, ModRM 0x00 = [RAX]: limit (2 bytes) then base (8).
 TEXT ·sgdt(SB), NOSPLIT, $0-8
@@ -237,24 +206,6 @@ TEXT ·segments(SB), NOSPLIT, $0-14
 	MOVW AX, gs+10(FP)
 	BYTE $0x0F; BYTE $0x00; BYTE $0xC8 // str eax
 	MOVW AX, tr+12(FP)
-	RET
-
-// func rdmsr(msr uint32) uint64
-TEXT ·rdmsr(SB), NOSPLIT, $0-16
-	MOVL msr+0(FP), CX
-	RDMSR
-	SHLQ $32, DX
-	ORQ  DX, AX
-	MOVQ AX, ret+8(FP)
-	RET
-
-// func wrmsr(msr uint32, value uint64)
-TEXT ·wrmsr(SB), NOSPLIT, $0-16
-	MOVL msr+0(FP), CX
-	MOVQ value+8(FP), AX
-	MOVQ AX, DX
-	SHRQ $32, DX
-	WRMSR
 	RET
 
 // func peek64(addr uintptr) uint64
