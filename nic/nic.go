@@ -1,0 +1,65 @@
+// Package nic holds the interface every NIC driver of doppel offers to the
+// network stack and the FT link, and the drivers themselves in
+// sub-packages (e1000, virtio-net). A driver owns its descriptor rings and
+// buffers in DMA memory and takes its interrupts on a goroutine; callers
+// see only frames.
+package nic
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors of Transmit and Receive.
+var (
+	// ErrQueueFull: the transmit ring is full; the caller backs off (or
+	// waits with TransmitWait) instead of the driver buffering without
+	// bound.
+	ErrQueueFull = errors.New("nic: transmit queue full")
+	// ErrLinkDown: the link is down; the frame was not sent.
+	ErrLinkDown = errors.New("nic: link down")
+	// ErrClosed: the device was closed.
+	ErrClosed = errors.New("nic: closed")
+	// ErrFrameSize: a frame shorter than 14 bytes or longer than MTU+14.
+	ErrFrameSize = errors.New("nic: bad frame size")
+)
+
+// MAC is an Ethernet address.
+type MAC [6]byte
+
+// Counters are a NIC's statistics since it was opened.
+type Counters struct {
+	TxFrames, TxBytes, RxFrames, RxBytes uint64
+	// TxQueueFull counts Transmit calls refused with ErrQueueFull.
+	TxQueueFull uint64
+	// RxDropped counts received frames dropped because the receive queue
+	// was full (the stack did not keep up).
+	RxDropped uint64
+	// RxErrors counts frames the device or driver found bad (checksum,
+	// runt, giant, error bits in the descriptor): dropped.
+	RxErrors uint64
+	Interrupts uint64
+}
+
+// NIC is one Ethernet interface. Its methods are safe for concurrent use.
+type NIC interface {
+	// Name is the interface name used in flags and reports (e.g. "e1000-0").
+	Name() string
+	MAC() MAC
+	// MTU is the largest payload (without the 14-byte Ethernet header).
+	MTU() int
+	// LinkUp reports the link state.
+	LinkUp() bool
+	// Transmit queues one Ethernet frame (header included, no FCS). It
+	// does not block: a full ring gives ErrQueueFull. The driver copies
+	// frame before returning.
+	Transmit(frame []byte) error
+	// Receive blocks until a frame arrives, ctx is done or the NIC is
+	// closed. The frame is the caller's.
+	Receive(ctx context.Context) ([]byte, error)
+	// TxReady returns a channel that receives a value when transmit ring
+	// space was freed after an ErrQueueFull.
+	TxReady() <-chan struct{}
+	Counters() Counters
+	Close() error
+}
