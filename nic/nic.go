@@ -37,7 +37,7 @@ type Counters struct {
 	RxDropped uint64
 	// RxErrors counts frames the device or driver found bad (checksum,
 	// runt, giant, error bits in the descriptor): dropped.
-	RxErrors uint64
+	RxErrors   uint64
 	Interrupts uint64
 }
 
