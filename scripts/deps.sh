@@ -11,6 +11,7 @@ declare -A want=(
   [gcc]=gcc [as]=binutils [ld]=binutils [objcopy]=binutils
   [grub-mkrescue]=grub-common [xorriso]=xorriso [mformat]=mtools
   [qemu-system-x86_64]=qemu-system-x86 [bochs]=bochs [socat]=socat
+  [chromium]=chromium [curl]=curl
 )
 missing=()
 for cmd in "${!want[@]}"; do

@@ -9,7 +9,9 @@ package link
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,26 @@ import (
 // wait is the back-pressure: the sender slows to the wire's pace instead
 // of losing frames while the ring drains.
 const txWait = 50 * time.Millisecond
+
+// EtherTypeProbe is the EtherType of raw probe frames (IEEE 802 "local
+// experimental" 0x88B5): the endpoint counts them instead of delivering
+// them, so the raw throughput of a wire can be measured beside TCP's.
+const EtherTypeProbe = 0x88b5
+
+// Probe counts received probe frames.
+type Probe struct {
+	Frames, Bytes uint64
+	First, Last   time.Time
+}
+
+// MBps is the probe's received rate between its first and last frame.
+func (p Probe) MBps() float64 {
+	d := p.Last.Sub(p.First).Seconds()
+	if p.Frames < 2 || d <= 0 {
+		return 0
+	}
+	return float64(p.Bytes) / d / 1e6
+}
 
 // Stats are the endpoint's own counters (the NIC keeps the wire's).
 type Stats struct {
@@ -50,6 +72,9 @@ type Endpoint struct {
 	onClose    func()
 	cancel     context.CancelFunc // stops the receive goroutine
 	done       chan struct{}      // closed when the last one has ended
+
+	probeMu sync.Mutex
+	probe   Probe
 
 	txMu      sync.Mutex // one writer at a time keeps frames in order
 	txDropped atomic.Uint64
@@ -205,6 +230,11 @@ func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher, done 
 			continue
 		}
 		eth := header.Ethernet(pkt.LinkHeader().Slice())
+		if eth.Type() == EtherTypeProbe {
+			e.countProbe(len(frame))
+			pkt.DecRef()
+			continue
+		}
 		dst := eth.DestinationAddress()
 		switch {
 		case dst == header.EthernetBroadcastAddress:
@@ -265,4 +295,47 @@ func (e *Endpoint) transmit(frame []byte) error {
 			return err
 		}
 	}
+}
+
+func (e *Endpoint) countProbe(n int) {
+	now := time.Now()
+	e.probeMu.Lock()
+	if e.probe.Frames == 0 {
+		e.probe.First = now
+	}
+	e.probe.Frames++
+	e.probe.Bytes += uint64(n)
+	e.probe.Last = now
+	e.probeMu.Unlock()
+}
+
+// TakeProbe returns the probe frames counted so far and resets the count.
+func (e *Endpoint) TakeProbe() Probe {
+	e.probeMu.Lock()
+	defer e.probeMu.Unlock()
+	p := e.probe
+	e.probe = Probe{}
+	return p
+}
+
+// SendProbe transmits frames probe frames of the NIC's full size to dst,
+// waiting out a full ring as WritePackets does, and returns the bytes
+// handed to the NIC.
+func (e *Endpoint) SendProbe(dst tcpip.LinkAddress, frames int) (int64, error) {
+	f := make([]byte, e.nic.MTU()+header.EthernetMinimumSize)
+	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: e.LinkAddress(), DstAddr: dst, Type: EtherTypeProbe})
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	var sent int64
+	for i := 0; i < frames; i++ {
+		binary.BigEndian.PutUint32(f[header.EthernetMinimumSize:], uint32(i))
+		if err := e.transmit(f); err != nil {
+			if errors.Is(err, nic.ErrQueueFull) {
+				continue
+			}
+			return sent, fmt.Errorf("link: probe frame %d: %w", i, err)
+		}
+		sent += int64(len(f))
+	}
+	return sent, nil
 }

@@ -21,13 +21,17 @@ type Faults struct {
 	// Loss is the probability a frame is dropped.
 	Loss float64
 	// Reorder is the probability a frame is held back and delivered
-	// after the next one.
+	// after the next one (or reorderHold later if none follows).
 	Reorder float64
 	// Duplicate is the probability a frame is delivered twice.
 	Duplicate float64
 	// Seed makes the fault sequence reproducible.
 	Seed uint64
 }
+
+// reorderHold is the longest a reordered frame waits for a later one to
+// overtake it.
+const reorderHold = 2 * time.Millisecond
 
 // Config describes the wire.
 type Config struct {
@@ -176,8 +180,16 @@ func (e *End) wire() {
 	start, sent := time.Now(), 0.0
 	for {
 		var frame []byte
+		var late <-chan time.Time // a held frame goes out late at the latest
+		if held != nil {
+			late = time.After(reorderHold)
+		}
 		select {
 		case frame = <-e.tx:
+		case <-late:
+			e.deliver(held)
+			held = nil
+			continue
 		case <-e.closed:
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -32,6 +33,12 @@ const (
 	tcpBufDefault = 1 << 20
 	tcpBufMax     = 8 << 20
 )
+
+// minRTO replaces TCP's usual 200 ms floor on the retransmission timeout
+// (RFC 6298 asks for 1 s, Linux uses 200 ms). The FT link is a dedicated
+// LAN wire with sub-millisecond round trips, and its heartbeat deadline is
+// a few hundred milliseconds: a lost segment must be resent well inside it.
+const minRTO = 20 * time.Millisecond
 
 // Stack is one network stack with its interfaces.
 type Stack struct {
@@ -61,7 +68,8 @@ func New() (*Stack, error) {
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod} {
+	rto := tcpip.TCPMinRTOOption(minRTO)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod, &rto} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("netstack: tcp option %T: %s", opt, err)

@@ -152,34 +152,27 @@ func TestUnreachableTimesOut(t *testing.T) {
 	}
 }
 
-// rawWire measures the wire alone: frames of MTU+14 bytes pushed through
-// one direction as fast as the ring allows.
-func rawWire(b *testing.B, cfg linktest.Config, n int) float64 {
-	x, y := linktest.Pair(cfg)
-	defer x.Close()
-	frame := make([]byte, 1514)
-	done := make(chan struct{})
-	go func() {
-		got := 0
-		for got < n {
-			f, err := y.Receive(context.Background())
-			if err != nil {
-				break
-			}
-			got += len(f)
-		}
-		close(done)
-	}()
-	start := time.Now()
-	for sent := 0; sent < n; {
-		if err := x.Transmit(frame); err != nil {
-			<-x.TxReady()
-			continue
-		}
-		sent += len(frame)
+// rawWire measures the wire alone: probe frames of MTU+14 bytes sent from
+// b to a through the link endpoints (no IP, no TCP), received rate.
+func rawWire(tb testing.TB, a, b *Stack, n int) float64 {
+	la, lb := a.Interfaces()[0].Link, b.Interfaces()[0].Link
+	la.TakeProbe()
+	if _, err := lb.SendProbe(la.LinkAddress(), n/1514); err != nil {
+		tb.Fatal(err)
 	}
-	<-done
-	return float64(n) / time.Since(start).Seconds()
+	time.Sleep(20 * time.Millisecond) // the last frames cross the wire
+	p := la.TakeProbe()
+	if p.Frames < uint64(n/1514)/2 {
+		tb.Fatalf("only %d of %d probe frames arrived", p.Frames, n/1514)
+	}
+	return p.MBps() * 1e6
+}
+
+func TestProbe(t *testing.T) {
+	a, b, _, _ := pair(t, linktest.Config{BytesPerSec: 50e6})
+	if r := rawWire(t, a, b, 2<<20); r < 25e6 || r > 75e6 {
+		t.Fatalf("probe measured %.1f MB/s on a 50 MB/s wire", r/1e6)
+	}
 }
 
 // BenchmarkGoodput compares TCP goodput over the stack with the raw frame
@@ -195,8 +188,8 @@ func BenchmarkGoodput(b *testing.B) {
 			cfg := linktest.Config{BytesPerSec: bench.rate}
 			var good, raw float64
 			for i := 0; i < b.N; i++ {
-				raw += rawWire(b, cfg, n)
 				x, y, _, _ := pair(b, cfg)
+				raw += rawWire(b, x, y, n)
 				good += float64(n) / transfer(b, x, y, n).Seconds()
 			}
 			b.SetBytes(n)
