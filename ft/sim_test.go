@@ -166,6 +166,10 @@ func TestSimLossyWire(t *testing.T) {
 	res := r.sec.Result()
 	t.Logf("primary:\n%s\nsecondary:\n%s", r.pOut, r.sOut)
 	if res.Verify != "ok" || !res.Promoted {
+		lost, reord, dup := r.primEnd.Faulted()
+		sl, sr, sd := r.secEnd.Faulted()
+		t.Logf("primary->secondary lost %d reordered %d dup %d; back lost %d reordered %d dup %d; primary tcp %+v; secondary tcp %+v; ends %+v %+v",
+			lost, reord, dup, sl, sr, sd, r.prim.cfg.Stack.TCP(), r.sec.cfg.Stack.TCP(), r.primEnd.Counters(), r.secEnd.Counters())
 		t.Fatalf("verify %s promoted %v: %v", res.Verify, res.Promoted, res.Details)
 	}
 	lost, reord, _ := r.primEnd.Faulted()

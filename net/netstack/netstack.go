@@ -38,7 +38,15 @@ const (
 // (RFC 6298 asks for 1 s, Linux uses 200 ms). The FT link is a dedicated
 // LAN wire with sub-millisecond round trips, and its heartbeat deadline is
 // a few hundred milliseconds: a lost segment must be resent well inside it.
-const minRTO = 20 * time.Millisecond
+//
+// maxRTO caps the timeout's exponential backoff for the same reason: on a
+// loaded machine the smoothed RTT variance can push one timeout past a
+// second, longer than the heartbeat deadline, and the FT session would be
+// declared dead while TCP waits to resend one segment.
+const (
+	minRTO = 20 * time.Millisecond
+	maxRTO = 200 * time.Millisecond
+)
 
 // Stack is one network stack with its interfaces.
 type Stack struct {
@@ -68,8 +76,8 @@ func New() (*Stack, error) {
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
-	rto := tcpip.TCPMinRTOOption(minRTO)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod, &rto} {
+	rtoMin, rtoMax := tcpip.TCPMinRTOOption(minRTO), tcpip.TCPMaxRTOOption(maxRTO)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod, &rtoMin, &rtoMax} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("netstack: tcp option %T: %s", opt, err)
