@@ -203,8 +203,8 @@ func (r *RTC) alarmBetween(from, to int64) bool {
 	if !dc(ha) {
 		wh = r.decodeHour(ha)
 	}
-	if to-from > day {
-		from = to - day
+	if to-from >= day { // every time of day passed: any valid alarm matched
+		return ws < 60 && wm < 60 && wh < 24
 	}
 	for s := from + 1; s <= to; s++ {
 		tod := s % day
