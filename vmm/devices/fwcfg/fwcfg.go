@@ -186,3 +186,9 @@ func (d *Device) Restore(state []byte) error {
 	d.key, d.offset = key, off
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Device)(nil)
+	_ devices.Snapshotter = (*Device)(nil)
+)

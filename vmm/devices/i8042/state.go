@@ -76,3 +76,9 @@ func (c *Controller) Restore(state []byte) error {
 	c.irq12.Set(c.l12)
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Controller)(nil)
+	_ devices.Snapshotter = (*Controller)(nil)
+)

@@ -128,3 +128,10 @@ func (c *Config) Restore(state []byte) error {
 	c.intx.Set(c.driven)
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Bus)(nil)
+	_ devices.Snapshotter = (*Bus)(nil)
+	_ INTxUser            = (*Config)(nil)
+)
