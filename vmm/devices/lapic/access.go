@@ -31,7 +31,7 @@ func (l *LAPIC) readReg(off uint32) (v uint32, ok bool) {
 		}
 		return l.r.ldr, true
 	case off == RegDFR:
-		return l.r.dfr | 0x0FFFFFFF, !l.x2APIC()
+		return l.r.dfr, !l.x2APIC()
 	case off == RegSVR:
 		return l.r.svr, true
 	case off >= RegISR && off < RegISR+0x80:
@@ -76,7 +76,7 @@ func (l *LAPIC) writeReg(off uint32, v uint32) (ok bool) {
 	case off == RegLDR && !l.x2APIC():
 		l.r.ldr = v & 0xFF000000
 	case off == RegDFR && !l.x2APIC():
-		l.r.dfr = v & 0xF0000000
+		l.r.dfr = v&0xF0000000 | 0x0FFFFFFF
 	case off == RegSVR:
 		l.r.svr = v & svrWritable
 		if l.r.svr&SVREnable == 0 {

@@ -173,8 +173,16 @@ func (l *LAPIC) ppr() uint8 {
 // raiseError latches an error for ESR and sends the LVT error interrupt.
 func (l *LAPIC) raiseError(bit uint32) {
 	l.r.esrPending |= bit
-	if e := l.r.lvt[lvtError]; e&LVTMasked == 0 {
-		l.acceptFixed(uint8(e&LVTVector), false)
+	e := l.r.lvt[lvtError]
+	if e&LVTMasked != 0 || !l.swEnabled() {
+		return
+	}
+	if v := uint8(e & LVTVector); v < 16 {
+		// An illegal error vector is itself an error, raised once.
+		l.r.esrPending |= ESRReceiveIllegalVector
+	} else {
+		setBit(&l.r.irr, v)
+		clearBit(&l.r.tmr, v)
 	}
 }
 
