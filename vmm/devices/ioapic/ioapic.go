@@ -10,9 +10,12 @@
 // (0x01, version 0x11 and 23 as the highest entry), IOAPICARB (0x02) and
 // the redirection table (0x10 + 2n low half, 0x11 + 2n high half).
 //
-// Inputs are levels (Pin(n).Set(high)). The polarity bit of an entry says
-// which level asserts the pin. An edge-triggered entry sends one message
-// per rising edge of assertion; an edge seen while the entry is masked is
+// Inputs are levels (Pin(n).Set(high)) meaning, by the devices contract,
+// "interrupt requested", not an electrical level. So the polarity bit of
+// an entry is kept for the guest to read back but does not invert the
+// input (as in QEMU's and KVM's IOAPICs): a PCI INTx source that the ACPI
+// tables call active-low still calls Set(true) while it requests. An
+// edge-triggered entry sends one message per rising edge; an edge seen while the entry is masked is
 // latched and sent when it is unmasked (as QEMU's model does). A
 // level-triggered entry sends a message while the pin is asserted and sets
 // Remote IRR; the EOI of that vector (EOI, called by a local APIC as a
@@ -74,7 +77,7 @@ const (
 	EntryDeliveryMode = 0x7 << 8 // bits 10:8
 	EntryDestLogical  = 1 << 11  // destination mode
 	EntryDeliveryBusy = 1 << 12  // delivery status (read-only)
-	EntryActiveLow    = 1 << 13  // interrupt input pin polarity
+	EntryActiveLow    = 1 << 13  // input polarity: stored, not applied (see the package doc)
 	EntryRemoteIRR    = 1 << 14  // read-only
 	EntryLevel        = 1 << 15  // trigger mode
 	EntryMasked       = 1 << 16  // interrupt mask
@@ -122,11 +125,8 @@ func (a *IOAPIC) Pin(n int) devices.Line {
 	return pin{a, n}
 }
 
-// asserted reports whether pin n is at its entry's active level.
-func (a *IOAPIC) asserted(n int) bool {
-	high := a.levels&(1<<n) != 0
-	return high != (a.entries[n]&EntryActiveLow != 0)
-}
+// asserted reports whether pin n requests an interrupt.
+func (a *IOAPIC) asserted(n int) bool { return a.levels&(1<<n) != 0 }
 
 func (a *IOAPIC) setPin(n int, high bool) {
 	a.mu.Lock()

@@ -114,26 +114,25 @@ func TestEdge(t *testing.T) {
 	if got := r.take(); len(got) != 0 {
 		t.Fatalf("second unmask sent %+v", got)
 	}
-	// Active-low: the falling level is the assertion.
+	// Polarity does not invert the (logical) input level.
 	setEntry(a, 5, EntryActiveLow|0x40)
 	q := a.Pin(5)
 	q.Set(true)
 	q.Set(false)
 	if got := r.take(); len(got) != 1 || got[0].Vector != 0x40 {
-		t.Fatalf("active-low edge sent %+v", got)
+		t.Fatalf("active-low entry: rising request sent %+v", got)
 	}
 }
 
 func TestLevelRemoteIRR(t *testing.T) {
 	r := &recorder{}
 	a := New(0, r)
-	p := a.Pin(10)
-	p.Set(true) // inactive for active-low
 	setEntry(a, 10, EntryLevel|EntryActiveLow|0x51)
+	p := a.Pin(10)
 	if got := r.take(); len(got) != 0 {
-		t.Fatalf("inactive level sent %+v", got)
+		t.Fatalf("idle pin sent %+v", got)
 	}
-	p.Set(false)
+	p.Set(true)
 	want := []devices.Message{{Vector: 0x51, Level: true}}
 	if got := r.take(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("asserted level sent %+v, want %+v", got, want)
@@ -149,7 +148,7 @@ func TestLevelRemoteIRR(t *testing.T) {
 	if got := r.take(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("EOI while asserted sent %+v, want %+v", got, want)
 	}
-	p.Set(true) // deasserted
+	p.Set(false)
 	a.EOI(0x51)
 	if got := r.take(); len(got) != 0 {
 		t.Fatalf("EOI after deassert sent %+v", got)

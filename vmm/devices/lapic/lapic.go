@@ -341,9 +341,10 @@ func (l *LAPIC) AckExtINT() {
 	l.r.extINT = false
 }
 
-func (l *LAPIC) lintAsserted(i int) bool {
-	return l.r.lint[i] != (l.r.lvt[lvtLINT0+i]&LVTActiveLow != 0)
-}
+// lintAsserted reports whether LINT0 or LINT1 requests. Like the IOAPIC,
+// the LVT polarity bit is stored but does not invert the input: a Line's
+// level means "requested" by the devices contract.
+func (l *LAPIC) lintAsserted(i int) bool { return l.r.lint[i] }
 
 // lint is the devices.Line of LINT0 or LINT1.
 type lint struct {
