@@ -21,7 +21,7 @@ var (
 	ErrUnsupported = errors.New("unsupported image")
 	// ErrTooBig: a kernel, initrd, module or command line does not fit in
 	// the guest's RAM or under the limit the kernel declares.
-	ErrTooBig = errors.New("does not fit in guest memory")
+	ErrTooBig = errors.New("too big for guest memory or the kernel's limit")
 	// ErrOverlap: two pieces the loader must place (segments, modules, boot
 	// structures) would overlap.
 	ErrOverlap = errors.New("overlapping segments")

@@ -168,9 +168,12 @@ func LoadLinux(mem Memory, l Layout, image []byte, cmdline string, initrd []byte
 	var initrdAddr uint64
 	if len(initrd) > 0 {
 		limit := uint64(h.initrdMax) + 1
-		initrdAddr, err = placeHigh(l, uint64(len(initrd)), limit, span{load, load + need})
+		initrdAddr, err = placeHigh(l, uint64(len(initrd)), HighMemory, limit, span{load, load + need})
 		if err != nil && h.xloadflags&xlfAbove4G != 0 {
-			initrdAddr, err = placeHigh(l, uint64(len(initrd)), l.RAMEnd(), span{load, load + need})
+			var errHigh error
+			if initrdAddr, errHigh = placeHigh(l, uint64(len(initrd)), fourGiB, l.RAMEnd()); errHigh == nil {
+				err = nil
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("initrd of %d bytes (below %#x, outside the kernel at %#x+%#x): %w", len(initrd), limit, load, need, err)

@@ -47,7 +47,7 @@ func Load(mem Memory, c Config) (*BootState, Kind, error) {
 		return nil, kind, fmt.Errorf("a plain %v file without a multiboot header has no defined start state: %w", kind, ErrUnsupported)
 	}
 	if err != nil {
-		return nil, kind, fmt.Errorf("%v: %w", kind, err)
+		return nil, kind, err // the loaders' errors name the format
 	}
 	return s, kind, nil
 }

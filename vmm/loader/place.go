@@ -16,10 +16,10 @@ func alignUp(v, a uint64) uint64 {
 	return (v + a - 1) &^ (a - 1)
 }
 
-// placeHigh finds the highest page-aligned address at or above 1 MiB
+// placeHigh finds the highest page-aligned address at or above floor
 // where size bytes fit in RAM, end at or below limit, and overlap none of
 // avoid.
-func placeHigh(l Layout, size, limit uint64, avoid ...span) (uint64, error) {
+func placeHigh(l Layout, size, floor, limit uint64, avoid ...span) (uint64, error) {
 	if size == 0 {
 		return 0, fmt.Errorf("empty: %w", ErrCorrupt)
 	}
@@ -32,7 +32,7 @@ func placeHigh(l Layout, size, limit uint64, avoid ...span) (uint64, error) {
 			continue
 		}
 		start := (top - size) &^ (pageSize - 1)
-		if start < max(r.Addr, HighMemory) {
+		if start < max(r.Addr, floor) {
 			continue
 		}
 		for _, a := range avoid {
@@ -43,5 +43,5 @@ func placeHigh(l Layout, size, limit uint64, avoid ...span) (uint64, error) {
 		}
 		return start, nil
 	}
-	return 0, fmt.Errorf("%#x bytes below %#x (guest RAM ends at %#x): %w", size, limit, l.RAMEnd(), ErrTooBig)
+	return 0, fmt.Errorf("no room for %#x bytes in RAM between %#x and %#x (guest RAM ends at %#x): %w", size, floor, limit, l.RAMEnd(), ErrTooBig)
 }
