@@ -17,6 +17,8 @@ type subsystem struct {
 
 // subsystems is the boot-time start order.
 var subsystems = []subsystem{
+	{"net", startNet},
+	{"ft", startFT},
 	{"guest", startGuest},
 }
 

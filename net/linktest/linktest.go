@@ -44,6 +44,8 @@ type Config struct {
 	// BytesPerSec limits each direction's rate (0: as fast as the CPU).
 	BytesPerSec float64
 	Faults      Faults
+	// Names are the ends' interface names (default mem-0, mem-1).
+	Names [2]string
 }
 
 // Pair returns the two ends of a new wire. Closing either end closes it.
@@ -57,8 +59,11 @@ func Pair(cfg Config) (a, b *End) {
 	if cfg.RxQueue == 0 {
 		cfg.RxQueue = 1024
 	}
-	a = newEnd("mem-0", nic.MAC{0x02, 0, 0, 0, 0, 1}, cfg)
-	b = newEnd("mem-1", nic.MAC{0x02, 0, 0, 0, 0, 2}, cfg)
+	if cfg.Names[0] == "" {
+		cfg.Names = [2]string{"mem-0", "mem-1"}
+	}
+	a = newEnd(cfg.Names[0], nic.MAC{0x02, 0, 0, 0, 0, 1}, cfg)
+	b = newEnd(cfg.Names[1], nic.MAC{0x02, 0, 0, 0, 0, 2}, cfg)
 	a.peer, b.peer = b, a
 	a.rng = rand.New(rand.NewPCG(cfg.Faults.Seed, 1))
 	b.rng = rand.New(rand.NewPCG(cfg.Faults.Seed, 2))
