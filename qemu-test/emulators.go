@@ -24,6 +24,7 @@ type QEMUConfig struct {
 	MemMiB  int    // default 4096
 	CPU     string // -cpu model, default QEMU's
 	Modules []Module
+	Extra   []string // more arguments (NICs and their -netdev back ends)
 }
 
 // StartQEMU boots doppel.bin under QEMU TCG with the serial console on the
@@ -49,6 +50,7 @@ func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
 	if c.CPU != "" {
 		args = append(args, "-cpu", c.CPU)
 	}
+	args = append(args, c.Extra...)
 	if len(c.Modules) > 0 {
 		var initrd string
 		for i, mod := range c.Modules {
