@@ -71,15 +71,23 @@ func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duratio
 		stacks[0].Close()
 		stacks[1].Close()
 	})
-	params := simguest.Params{Pages: 4096, Seed: 7, Rate: 3000}
+
 	engine := ftmirror.Config{Epoch: 25 * time.Millisecond, GroupBytes: 64 << 10, Forward: true,
 		Heartbeat: ftmirror.Heartbeat{Interval: 10 * time.Millisecond, Misses: 100}} // 1 s: this shared 2-core host stalls processes for hundreds of ms
 	if d := os.Getenv("FT_TEST_HB_MISSES"); d != "" {
 		engine.Heartbeat.Misses, _ = strconv.Atoi(d)
 	}
+	params := simguest.Params{Pages: 4096, Seed: 7, Rate: 3000}
+	probe := int64(4 << 20)
+	if os.Getenv("FT_TEST_SMALL") != "" {
+		// Under QEMU TCG (qemu-test's TestNetStackInVM) the wire moves a few
+		// MB/s: a smaller, slower guest and a longer deadline.
+		params, probe = simguest.Params{Pages: 1024, Seed: 7, Rate: 200}, 1<<20
+		engine.Heartbeat.Misses = 300
+	}
 	var err error
 	r.prim, err = NewSim(SimConfig{Role: RolePrimary, Guest: params, Engine: engine, Stack: stacks[0], Iface: ifs[0],
-		Kill: kill, ProbeBytes: 4 << 20, Report: 500 * time.Millisecond, Out: r.pOut,
+		Kill: kill, ProbeBytes: probe, Report: 500 * time.Millisecond, Out: r.pOut,
 		OnKill: func(p ftmirror.Point, e uint64) {
 			ea.SetLinkDown(true)
 			r.killedAt <- e
@@ -89,7 +97,7 @@ func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duratio
 		t.Fatal(err)
 	}
 	r.sec, err = NewSim(SimConfig{Role: RoleSecondary, Guest: params, Engine: engine, Stack: stacks[1], Iface: ifs[1],
-		Peer: ifs[0].Config.Addr.Addr(), ProbeBytes: 4 << 20, Out: r.sOut})
+		Peer: ifs[0].Config.Addr.Addr(), ProbeBytes: probe, Out: r.sOut})
 	if err != nil {
 		t.Fatal(err)
 	}

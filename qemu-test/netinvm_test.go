@@ -21,7 +21,7 @@ func TestNetStackInVM(t *testing.T) {
 		{"ft", "TestSimKillPoints|TestSimLossyWire"},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
-			m := bootTestBinary(t, tc.pkg, "-test.v -test.run "+tc.run)
+			m := bootTestBinary(t, tc.pkg, "FT_TEST_SMALL=1 -test.v -test.run "+tc.run)
 			defer m.Close()
 			subs, err := m.Expect(regexp.MustCompile(`(?m)^(PASS|FAIL)\r?$`), 8*time.Minute)
 			if err != nil {
