@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -36,7 +37,7 @@ const (
 func init() {
 	for _, n := range nicNames {
 		mustRegister(board.Flag{Name: flagNetPrefix + n, Kind: board.KindString,
-			Help: "address of NIC " + n + ": <ipv4>/<bits>[,gw=<ipv4>] (dhcp: not yet)"})
+			Help: "address of NIC " + n + ": <ipv4>/<bits>[,gw=<ipv4>] or dhcp"})
 	}
 	mustRegister(board.Flag{Name: flagMgmtPort, Kind: board.KindInt, Default: "0", Min: 0, Max: 65535,
 		Help: "TCP port of the management HTTP server (/status, /metrics, plot page); 0: off"})
@@ -83,10 +84,6 @@ func startNet(k *kernel) error {
 			k.log.Printf("net", "%s%s=%s: %v; the NIC stays unconfigured", flagNetPrefix, n, v, err)
 			continue
 		}
-		if c.DHCP {
-			k.log.Printf("net", "%s%s=dhcp: DHCP is not implemented yet; the NIC stays unconfigured", flagNetPrefix, n)
-			continue
-		}
 		cfgs[n] = c
 	}
 	if len(cfgs) == 0 && k.flags.String(flagFTSim) == "" {
@@ -113,13 +110,17 @@ func startNet(k *kernel) error {
 	k.net.src.Store(&src)
 	for _, n := range nics {
 		c := cfgs[n.Name()]
-		if _, err := st.Add(n, c); err != nil {
+		ifc, err := st.Add(n, c)
+		if err != nil {
 			k.log.Printf("net", "%v", err)
 			continue
 		}
 		m := n.MAC()
 		k.log.Printf("net", "%s %02x:%02x:%02x:%02x:%02x:%02x mtu %d link %v: %s", n.Name(), m[0], m[1], m[2], m[3], m[4], m[5],
 			n.MTU(), linkWord(n.LinkUp()), c)
+		if c.DHCP {
+			go k.dhcp(st, ifc)
+		}
 	}
 	k.commands = append(k.commands, console.Command{Name: "net", Help: "interfaces, addresses, counters, TCP statistics",
 		Run: func(w io.Writer, _ []string) error { return writeNet(w, st) }})
@@ -133,6 +134,20 @@ func startNet(k *kernel) error {
 		go func() { k.log.Printf("net", "management server ended: %v", mgmt.Serve(l, k.net)) }()
 	}
 	return nil
+}
+
+// dhcpTimeout bounds the DHCP exchange at boot; the boot does not wait.
+const dhcpTimeout = 60 * time.Second
+
+func (k *kernel) dhcp(st *netstack.Stack, ifc *netstack.Interface) {
+	ctx, cancel := context.WithTimeout(context.Background(), dhcpTimeout)
+	defer cancel()
+	c, err := st.RunDHCP(ctx, ifc)
+	if err != nil {
+		k.log.Printf("net", "%v", err)
+		return
+	}
+	k.log.Printf("net", "%s: dhcp: %s", ifc.NIC.Name(), c)
 }
 
 func linkWord(up bool) string {

@@ -21,7 +21,9 @@ func TestNetStackInVM(t *testing.T) {
 		{"ft", "TestSimKillPoints|TestSimLossyWire"},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
-			m := bootTestBinary(t, tc.pkg, "FT_TEST_SMALL=1 -test.v -test.run "+tc.run)
+			// FT_TEST_SMALL=1 becomes an environment variable; it goes last
+			// because argv has every word and a flag parser stops at it.
+			m := bootTestBinary(t, tc.pkg, "-test.v -test.run "+tc.run+" FT_TEST_SMALL=1")
 			defer m.Close()
 			subs, err := m.Expect(regexp.MustCompile(`(?m)^(PASS|FAIL)\r?$`), 8*time.Minute)
 			if err != nil {
