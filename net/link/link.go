@@ -71,7 +71,6 @@ type Endpoint struct {
 	addr       tcpip.LinkAddress
 	onClose    func()
 	cancel     context.CancelFunc // stops the receive goroutine
-	done       chan struct{}      // closed when the last one has ended
 
 	probeMu sync.Mutex
 	probe   Probe
@@ -159,7 +158,7 @@ func (*Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
 // Attach starts (dispatcher non-nil) or stops (nil) delivering received
 // frames to the stack. It does not wait for the receive goroutine: the
 // stack calls Attach(nil) holding its lock, which that goroutine may be
-// waiting for inside DeliverNetworkPacket; Wait waits.
+// waiting for inside DeliverNetworkPacket.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -170,8 +169,8 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	e.dispatcher = d
 	if d != nil {
 		ctx, c := context.WithCancel(context.Background())
-		e.cancel, e.done = c, make(chan struct{})
-		go e.receive(ctx, d, e.done)
+		e.cancel = c
+		go e.receive(ctx, d)
 	}
 }
 
@@ -182,15 +181,13 @@ func (e *Endpoint) IsAttached() bool {
 	return e.dispatcher != nil
 }
 
-// Wait waits for the receive goroutine to end after Attach(nil) or Close.
-func (e *Endpoint) Wait() {
-	e.mu.RLock()
-	done := e.done
-	e.mu.RUnlock()
-	if done != nil {
-		<-done
-	}
-}
+// Wait returns at once. gVisor calls it from Stack.Wait holding the
+// stack's lock, which the receive goroutine may be waiting for inside
+// DeliverNetworkPacket; waiting for that goroutine here would deadlock.
+// The goroutine ends by itself once Receive returns (its context is
+// cancelled by Attach(nil) or the NIC is closed); a frame it is delivering
+// meanwhile meets a removed NIC, which the stack drops.
+func (*Endpoint) Wait() {}
 
 // Close detaches the endpoint and closes the NIC.
 func (e *Endpoint) Close() {
@@ -213,8 +210,7 @@ func (e *Endpoint) SetOnCloseAction(f func()) {
 }
 
 // receive delivers frames until ctx is done or the NIC fails.
-func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher, done chan struct{}) {
-	defer close(done)
+func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 	for {
 		frame, err := e.nic.Receive(ctx)
 		if err != nil {
