@@ -79,9 +79,9 @@ func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duratio
 	}
 	params := simguest.Params{Pages: 4096, Seed: 7, Rate: 3000}
 	probe := int64(4 << 20)
-	if os.Getenv("FT_TEST_SMALL") != "" {
-		// Under QEMU TCG (qemu-test's TestNetStackInVM) the wire moves a few
-		// MB/s: a smaller, slower guest and a longer deadline.
+	if raceBuild || os.Getenv("FT_TEST_SMALL") != "" {
+		// Under the race detector, or QEMU TCG, TCP through the stack moves
+		// a few MB/s: a smaller, slower guest and a longer deadline.
 		params, probe = simguest.Params{Pages: 1024, Seed: 7, Rate: 200}, 1<<20
 		engine.Heartbeat.Misses = 300
 	}

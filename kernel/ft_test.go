@@ -58,6 +58,9 @@ func TestKernelFTPrimary(t *testing.T) {
 	out := &lockedBuffer{}
 	args := []string{"doppel.net.e1000-0=10.8.0.1/24", "doppel.net.mgmt.port=80", "doppel.ft.sim=primary",
 		"doppel.ft.sim.mem=8M", "doppel.ft.sim.probe=1M", "doppel.ft.sim.hbmiss=50"}
+	if raceBuild { // the stack moves a few MB/s under the race detector
+		args = append(args, "doppel.ft.sim.mem=4M", "doppel.ft.sim.rate=300", "doppel.ft.sim.hbmiss=150")
+	}
 	code := make(chan int, 1)
 	go func() { code <- run(args, pr, out) }()
 
@@ -72,8 +75,12 @@ func TestKernelFTPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	secOut := &lockedBuffer{}
-	sec, err := ft.NewSim(ft.SimConfig{Role: ft.RoleSecondary, Guest: simguest.Params{Pages: 2048, Seed: 1, Rate: 2000},
-		Engine: ftmirror.Config{Epoch: 25 * time.Millisecond, Heartbeat: ftmirror.Heartbeat{Interval: 20 * time.Millisecond, Misses: 50}},
+	guest, misses := simguest.Params{Pages: 2048, Seed: 1, Rate: 2000}, 50
+	if raceBuild {
+		guest, misses = simguest.Params{Pages: 1024, Seed: 1, Rate: 300}, 150
+	}
+	sec, err := ft.NewSim(ft.SimConfig{Role: ft.RoleSecondary, Guest: guest,
+		Engine: ftmirror.Config{Epoch: 25 * time.Millisecond, Heartbeat: ftmirror.Heartbeat{Interval: 20 * time.Millisecond, Misses: misses}},
 		Stack:  st, Iface: ifc, Peer: netip.MustParseAddr("10.8.0.1"), ProbeBytes: 1 << 20, After: 200 * time.Millisecond, Out: secOut})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +143,7 @@ func TestKernelFTPrimary(t *testing.T) {
 	for _, re := range []string{
 		`net: e1000-0 02:00:00:00:00:01 mtu 1500 link up: 10\.8\.0\.1/24`,
 		`net: management server on port 80`,
-		`ft: primary: guest 8 MiB`,
+		`ft: primary: guest [48] MiB`,
 		`ft: initial sync: [\d.]+ s, [\d.]+ MB/s`,
 		`ft: checkpoints: \d+, pause p50 [\d.]+ ms, p99 [\d.]+ ms`,
 		`ft link: up, peer 10\.8\.0\.2:\d+, since`,
