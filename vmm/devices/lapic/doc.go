@@ -33,9 +33,11 @@
 //     PIC for its vector, inject it, AckExtINT(); else PendingVector() →
 //     inject it and Ack(vector). If an interrupt waits but the guest
 //     cannot take it, request an interrupt-window exit.
-//   - HLT: sleep until NextDeadline() of the LAPIC (and other timers) or a
-//     Deliver from another thread; the machine wakes the vCPU after
-//     Router.Deliver (for instance by a per-vCPU channel it signals).
+//   - HLT: sleep until NextDeadline() of the LAPIC (and other timers) or
+//     until Config.Wake is called: it runs on whichever thread made an
+//     interrupt, NMI, INIT, SIPI or ExtINT pending (an IPI sender, the
+//     IOAPIC's caller), for instance to signal a per-vCPU channel or
+//     kick a running vCPU out of the guest.
 //   - The guest's EOI write reaches EOI listeners (the IOAPIC) directly;
 //     IPIs from the ICR go through the Router to the other LAPICs.
 //
