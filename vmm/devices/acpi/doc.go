@@ -16,7 +16,7 @@
 //	      LINT1 = NMI on all processors; PCAT_COMPAT if a PIC exists
 //	DSDT  \_S5 (SLP_TYP S5SleepType), \_SB.COM1 (PNP0501, 0x3F8, IRQ 4) and
 //	      \_SB.PCI0 (PNP0A03 with _CRS and a _PRT routing INTx to GSIs
-//	      16-23, see PCIIRQ) when configured
+//	      16-19 by pci.Swizzle, see PCIIRQ) when configured
 //
 // No MCFG: PCI configuration space is reached through ports 0xCF8/0xCFC.
 //

@@ -1,18 +1,22 @@
 package acpi
 
+import "github.com/doppel-ft/doppel/vmm/devices/pci"
+
 // The DSDT body: \_S5 for power-off, and optionally \_SB.COM1 and
 // \_SB.PCI0 (ACPI 6.5 §7.4.2 for \_Sx, §6.1.5 _HID, §6.2.2 _CRS, §6.2.13
 // _PRT).
 
-// PCI INTx routing: device slot s, pin p (0 = INTA) is wired to IOAPIC
-// pin PCIIRQBase + (s+p)%8, the usual swizzle over the 8 pins above the
-// ISA range. The _PRT says so; Linux programs those entries level-
-// triggered, active-low.
+// PCI INTx routing: the pci package's bus ORs every function's INTx onto
+// four PIRQ lines A-D by the usual swizzle (pci.Swizzle); the machine
+// wires PIRQ A-D to IOAPIC pins PCIIRQBase..PCIIRQBase+3. The _PRT tells
+// the guest the same, with no link devices, so Linux programs those
+// entries level-triggered (and active-low, which the IOAPIC model stores
+// but does not apply: PIRQ lines are raised with Set(true)).
 const PCIIRQBase = 16
 
-// PCIIRQ returns the GSI (IOAPIC pin) of PCI device slot's INTx pin
-// (0 = INTA .. 3 = INTD).
-func PCIIRQ(slot, pin int) uint32 { return PCIIRQBase + uint32((slot+pin)%8) }
+// PCIIRQ returns the GSI (IOAPIC pin) of PCI device's INTx pin, pin as in
+// the Interrupt Pin register: 1 = INTA# .. 4 = INTD#.
+func PCIIRQ(device, pin int) uint32 { return PCIIRQBase + uint32(pci.Swizzle(device, pin)) }
 
 func buildDSDT(c *Config) []byte {
 	// Package(){SLP_TYPa, SLP_TYPb, reserved, reserved}: only SLP_TYPa is
@@ -45,13 +49,13 @@ func pciHostBridge(p *PCIConfig) []byte {
 		resEnd,
 	)
 	var prt [][]byte
-	for slot := 0; slot < 32; slot++ {
-		for pin := 0; pin < 4; pin++ {
+	for dev := 0; dev < pci.NumDevices; dev++ {
+		for pin := 1; pin <= 4; pin++ {
 			prt = append(prt, amlPackage(
-				amlDWord(uint32(slot)<<16|0xFFFF), // any function of the slot
-				amlInt(uint64(pin)),
-				amlInt(0), // no link device: the next field is a GSI
-				amlInt(uint64(PCIIRQ(slot, pin))),
+				amlDWord(uint32(dev)<<16|0xFFFF), // any function of the device
+				amlInt(uint64(pin-1)),            // _PRT pins count from 0 = INTA#
+				amlInt(0),                        // no link device: the next field is a GSI
+				amlInt(uint64(PCIIRQ(dev, pin))),
 			))
 		}
 	}

@@ -294,17 +294,80 @@ func TestPkgLength(t *testing.T) {
 }
 
 func TestPCIIRQ(t *testing.T) {
-	seen := map[uint32]bool{}
-	for slot := 0; slot < 8; slot++ {
-		g := PCIIRQ(slot, 0)
-		if g < 16 || g > 23 || seen[g] {
-			t.Fatalf("slot %d INTA -> GSI %d", slot, g)
+	for _, tc := range []struct {
+		dev, pin int
+		want     uint32
+	}{
+		{0, 1, 16}, {1, 1, 17}, {2, 1, 18}, {3, 1, 19}, {4, 1, 16},
+		{1, 4, 16}, {3, 2, 16}, {31, 4, 18},
+	} {
+		if got := PCIIRQ(tc.dev, tc.pin); got != tc.want {
+			t.Errorf("PCIIRQ(%d, INT%c) = %d, want %d", tc.dev, 'A'+tc.pin-1, got, tc.want)
 		}
-		seen[g] = true
 	}
-	if PCIIRQ(3, 2) != PCIIRQ(5, 0) {
-		t.Error("swizzle: slot 3 INTC should share slot 5 INTA's GSI")
+}
+
+// TestPRT decodes the _PRT from the DSDT and checks every entry against
+// PCIIRQ: device d pin p (0-based in _PRT) goes to PCIIRQ(d, p+1).
+func TestPRT(t *testing.T) {
+	tb, err := Build(Config{NumCPUs: 1, PCI: &PCIConfig{MMIOBase: 0xC0000000, MMIOSize: 0x10000000}}, 0xE0000)
+	if err != nil {
+		t.Fatal(err)
 	}
+	dsdt := parse(t, tb).tables["DSDT"]
+	i := bytes.Index(dsdt, []byte("_PRT"))
+	if i < 0 {
+		t.Fatal("no _PRT")
+	}
+	b := dsdt[i+4:]
+	if b[0] != 0x12 {
+		t.Fatalf("_PRT is not a package: %#x", b[0])
+	}
+	b = b[1+pkgLenSize(b[1]):]
+	if b[0] != 128 {
+		t.Fatalf("_PRT has %d entries, want 128", b[0])
+	}
+	b = b[1:]
+	for e := 0; e < 128; e++ {
+		// Package(4){DWordConst addr, pin, Zero, GSI}.
+		if b[0] != 0x12 || b[2] != 4 || b[3] != 0x0C {
+			t.Fatalf("entry %d: % x", e, b[:8])
+		}
+		addr := binary.LittleEndian.Uint32(b[4:])
+		rest := b[8:]
+		pin, n1 := amlIntAt(t, rest)
+		src, n2 := amlIntAt(t, rest[n1:])
+		gsi, n3 := amlIntAt(t, rest[n1+n2:])
+		dev := int(addr >> 16)
+		if addr&0xFFFF != 0xFFFF || src != 0 || dev != e/4 || int(pin) != e%4 {
+			t.Fatalf("entry %d: addr %#x pin %d source %d", e, addr, pin, src)
+		}
+		if uint32(gsi) != PCIIRQ(dev, int(pin)+1) {
+			t.Fatalf("device %d INT%c: GSI %d, want %d", dev, 'A'+pin, gsi, PCIIRQ(dev, int(pin)+1))
+		}
+		b = rest[n1+n2+n3:]
+	}
+}
+
+func pkgLenSize(lead byte) int { return 1 + int(lead>>6) }
+
+// amlIntAt decodes an AML integer constant; n is its encoded size.
+func amlIntAt(t *testing.T, b []byte) (v uint64, n int) {
+	t.Helper()
+	switch b[0] {
+	case 0x00:
+		return 0, 1
+	case 0x01:
+		return 1, 1
+	case 0x0A:
+		return uint64(b[1]), 2
+	case 0x0B:
+		return uint64(binary.LittleEndian.Uint16(b[1:])), 3
+	case 0x0C:
+		return uint64(binary.LittleEndian.Uint32(b[1:])), 5
+	}
+	t.Fatalf("not an AML integer: % x", b[:4])
+	return 0, 0
 }
 
 func hasIASL() bool {
