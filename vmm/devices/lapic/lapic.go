@@ -131,8 +131,18 @@ func (l *LAPIC) resetRegs() {
 // unlock releases mu, then sends the IPIs and EOI broadcasts queued under
 // it and calls Wake if something became pending.
 func (l *LAPIC) unlock() {
-	msgs, eois, kick := l.outMsgs, l.outEOIs, l.kick
-	l.outMsgs, l.outEOIs, l.kick = nil, nil, false
+	if len(l.outMsgs) == 0 && len(l.outEOIs) == 0 && !l.kick {
+		l.mu.Unlock()
+		return
+	}
+	// Copy out (to the stack in the usual case of one or two) so the
+	// queues keep their capacity without being shared after Unlock.
+	var msgBuf [2]devices.Message
+	var eoiBuf [4]uint8
+	msgs := append(msgBuf[:0], l.outMsgs...)
+	eois := append(eoiBuf[:0], l.outEOIs...)
+	kick := l.kick
+	l.outMsgs, l.outEOIs, l.kick = l.outMsgs[:0], l.outEOIs[:0], false
 	l.mu.Unlock()
 	if kick && l.wake != nil {
 		l.wake()
