@@ -92,6 +92,11 @@ type LAPIC struct {
 	outMsgs []devices.Message // IPIs to send once mu is released
 	outEOIs []uint8           // level EOIs to broadcast once mu is released
 	kick    bool              // call wake once mu is released
+	// irrNew holds the vectors accepted since LoadVirtualAPIC: with
+	// virtual-interrupt delivery they are not yet in the page's VIRR.
+	irrNew [8]uint32
+	// pageStale says an INIT reset the LAPIC since LoadVirtualAPIC.
+	pageStale bool
 }
 
 // New returns a LAPIC in its power-up state (SDM Vol. 3A 11.4.7.1):
@@ -202,6 +207,7 @@ func (l *LAPIC) raiseError(bit uint32) {
 		l.r.esrPending |= ESRReceiveIllegalVector
 	} else {
 		setBit(&l.r.irr, v)
+		setBit(&l.irrNew, v)
 		clearBit(&l.r.tmr, v)
 		l.kick = true
 	}
@@ -219,6 +225,7 @@ func (l *LAPIC) acceptFixed(vector uint8, level bool) {
 		return
 	}
 	setBit(&l.r.irr, vector)
+	setBit(&l.irrNew, vector)
 	l.kick = true
 	if level {
 		setBit(&l.r.tmr, vector)
@@ -240,6 +247,7 @@ func (l *LAPIC) accept(m devices.Message) {
 		l.kick = true
 	case devices.DeliveryINIT:
 		l.resetRegs()
+		l.pageStale = true
 		l.r.initPending = true
 		l.r.waitSIPI = true
 		l.kick = true
