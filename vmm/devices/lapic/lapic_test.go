@@ -322,7 +322,7 @@ func TestX2APIC(t *testing.T) {
 			t.Errorf("rdmsr %#x = %#x, %v; want %#x", tc.msr, got, err, tc.want)
 		}
 	}
-	for _, msr := range []uint32{0x80B, 0x80E, 0x831, 0x83F, 0x8FF} {
+	for _, msr := range []uint32{0x809, 0x80B, 0x80E, 0x831, 0x83F, 0x8FF} {
 		if _, err := l.ReadMSR(msr); !errors.Is(err, ErrGP) {
 			t.Errorf("rdmsr %#x: err = %v, want ErrGP", msr, err)
 		}
