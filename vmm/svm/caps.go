@@ -154,9 +154,12 @@ func (c Caps) Report() []string {
 	if err := f.Usable(); err != nil {
 		return append(lines, "svm: not usable: "+strings.TrimPrefix(err.Error(), "svm: "))
 	}
-	how := "hardware next RIP"
-	if !f.NRIPS || !f.DecodeAssists {
-		how = "instruction lengths decoded by doppel (x86asm), no NRIP save/decode assists"
+	how := "next RIP from the CPU (NRIP save)"
+	if !f.NRIPS {
+		how = "instruction lengths decoded by doppel (x86asm), no NRIP save"
+	}
+	if !f.DecodeAssists {
+		how += "; no decode assists: MMIO operands decoded by doppel"
 	}
 	return append(lines, "svm: usable: NPT guests with dirty tracking by a scan of NPT D bits; "+how)
 }

@@ -49,7 +49,7 @@ func TestCaps(t *testing.T) {
 	}{
 		{"no SVM", noSVM, ErrNoSVM, []string{"svm: no AMD-V: CPUID Fn8000_0001_ECX[2] SVM=0"}, false},
 		{"QEMU TCG", svmCPU(edxQEMUTCG, 16, 0), nil, []string{"NPT yes, NRIP save no, decode assists no", "svm: usable"}, true},
-		{"Zen 2", svmCPU(edxZen2, 32768, VM_CR_LOCK), nil, []string{"AVIC yes", "SVMDIS=0 LOCK=1", "hardware next RIP"}, false},
+		{"Zen 2", svmCPU(edxZen2, 32768, VM_CR_LOCK), nil, []string{"AVIC yes", "SVMDIS=0 LOCK=1", "next RIP from the CPU (NRIP save)"}, false},
 		{"BIOS off, locked", svmCPU(edxZen2, 32768, VM_CR_LOCK|VM_CR_SVMDIS), ErrSVMDisabled,
 			[]string{"SVMDIS=1 LOCK=1: firmware disabled SVM and locked it", "not usable: AMD-V disabled by firmware (VM_CR.SVMDIS=1, VM_CR.LOCK=1)"}, false},
 		{"off, unlocked", svmCPU(edxZen2, 32768, VM_CR_SVMDIS), ErrSVMDisabled, []string{"SVMDIS=1, unlocked"}, false},
@@ -71,7 +71,7 @@ func TestCaps(t *testing.T) {
 					t.Errorf("report lacks %q:\n%s", w, rep)
 				}
 			}
-			if got := strings.Contains(rep, "decoded by doppel"); got != c.decoding {
+			if got := strings.Contains(rep, "lengths decoded by doppel"); got != c.decoding {
 				t.Errorf("report says decoding=%v, want %v:\n%s", got, c.decoding, rep)
 			}
 		})
