@@ -52,7 +52,7 @@ func startGuest(k *kernel) error {
 		return nil
 	}
 	k.log.Printf("guest", "module %q at %#x-%#x (%s)", m.Name, m.Start, m.End, board.FormatBytes(m.Size()))
-	err = dirtytest.RunFromFlags(k.out, k.flags)
+	err = runTestGuest(k.out, k.flags)
 	switch {
 	case errors.Is(err, dirtytest.ErrNoVT):
 		k.log.Printf("vmm", "%v; the console stays up", err)
