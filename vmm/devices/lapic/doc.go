@@ -18,9 +18,11 @@
 //
 // # How a vCPU loop uses it
 //
-// Build one Router, then one LAPIC per vCPU with Config{ID: i, BSP: i ==
-// 0, Clock, TSCHz, Sink: router, EOI: ioapics} and router.Add it; give the
-// IOAPIC the router as its sink. Then, on each vCPU's thread:
+// Build one Router and the IOAPIC with the router as its sink
+// (ioapic.New(id, router)), then one LAPIC per vCPU with Config{ID: i,
+// BSP: i == 0, Clock, TSCHz, Sink: router, EOI: the IOAPIC, Wake} and
+// router.Add it (integration_test.go does exactly this). Then, on each
+// vCPU's thread:
 //
 //   - EPT violation in the LAPIC page: MMIORead/MMIOWrite. RDMSR/WRMSR of
 //     0x1B, 0x6E0 or 0x800-0x8FF: ReadMSR/WriteMSR; an error wrapping ErrGP
