@@ -22,19 +22,15 @@ type board struct {
 	wakes  []atomic.Int32
 }
 
-// eoiFanout forwards EOIs to the IOAPIC, which is built after the LAPICs.
-type eoiFanout struct{ b *board }
-
-func (f eoiFanout) EOI(v uint8) { f.b.io.EOI(v) }
-
 func newBoard(n int) *board {
 	b := &board{router: lapic.NewRouter(), wakes: make([]atomic.Int32, n)}
+	b.io = ioapic.New(0, b.router)
 	c := &clock{}
 	for i := 0; i < n; i++ {
 		i := i
 		l := lapic.New(lapic.Config{
 			ID: uint32(i), BSP: i == 0, Clock: c, TSCHz: 1e9,
-			Sink: b.router, EOI: []devices.EOIListener{eoiFanout{b}},
+			Sink: b.router, EOI: []devices.EOIListener{b.io},
 			Wake: func() { b.wakes[i].Add(1) },
 		})
 		if err := l.WriteMSR(lapic.MSRAPICBase, lapic.DefaultBase|lapic.APICBaseEnable|lapic.APICBaseExtd); err != nil {
@@ -46,7 +42,6 @@ func newBoard(n int) *board {
 		b.router.Add(l)
 		b.cpus = append(b.cpus, l)
 	}
-	b.io = ioapic.New(0, b.router)
 	return b
 }
 
