@@ -64,6 +64,33 @@ type VCPU struct {
 	OnPMLFull func() error
 	// Counts counts exits by basic reason.
 	Counts [NumExitReasons]uint64
+
+	// What a full guest needs; the test guest leaves them nil.
+
+	// MSRs answers RDMSR and WRMSR exits (nil: they stop the guest).
+	MSRs MSRHandler
+	// MSRFaults counts MSR accesses answered with #GP.
+	MSRFaults uint64
+	// View is the guest's CPUID (nil: the host's, lightly edited).
+	View *CPUIDView
+	// APICID is this vCPU's local APIC ID, for CPUID.
+	APICID uint32
+	// XCR0 is the guest's XCR0 (XSETBV exits) and XCR0Allowed what it
+	// may set (the components the entry path switches).
+	XCR0, XCR0Allowed uint64
+	// OnHalt sleeps a halted vCPU until an interrupt is due or it is
+	// kicked; nil stops the guest at HLT.
+	OnHalt func(v *VCPU) (Action, error)
+	// Mem and MMIO serve MMIO emulation and string I/O.
+	Mem  GuestMemory
+	MMIO *MMIOBus
+}
+
+// MSRHandler answers a guest's RDMSR and WRMSR; an error wrapping
+// ErrMSRFault becomes #GP(0) in the guest, any other stops it.
+type MSRHandler interface {
+	Read(msr uint32) (uint64, error)
+	Write(msr uint32, v uint64) error
 }
 
 // Errors of exit handling; the messages wrap them with the details.
@@ -92,6 +119,10 @@ func init() {
 		ExitEPTMisconfig:      handleEPTMisconfig,
 		ExitPMLFull:           handlePMLFull,
 		ExitPreemptionTimer:   handlePreemptionTimer,
+		ExitInterruptWindow:   handleInterruptWindow,
+		ExitRDMSR:             handleRDMSR,
+		ExitWRMSR:             handleWRMSR,
+		ExitXSETBV:            handleXSETBV,
 	}
 }
 
@@ -157,6 +188,12 @@ func handleCPUID(v *VCPU, e *Exit) (Action, error) {
 	leaf, sub := uint32(v.Regs.RAX), uint32(v.Regs.RCX)
 	var a, b, c, d uint32
 	switch {
+	case v.View != nil:
+		cr4, err := v.VMCS.Read(GuestCR4)
+		if err != nil {
+			return ActionStop, err
+		}
+		a, b, c, d = v.View.Query(v.APICID, cr4, v.XCR0, leaf, sub)
 	case leaf == 0x4000_0000:
 		s := []byte(HypervisorSignature)
 		a = 0x4000_0000
@@ -179,10 +216,16 @@ func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
-// handleHLT stops the guest: doppel injects no interrupts yet, so a halted
-// guest never wakes.
+// handleHLT moves past the HLT and sleeps in v.OnHalt until an interrupt
+// is due; without OnHalt (the test guest) a halted guest stops.
 func handleHLT(v *VCPU, e *Exit) (Action, error) {
-	return ActionStop, skip(v, e)
+	if err := skip(v, e); err != nil {
+		return ActionStop, err
+	}
+	if v.OnHalt == nil {
+		return ActionStop, nil
+	}
+	return v.OnHalt(v)
 }
 
 // handleIO emulates IN and OUT on the bus (string forms are not supported).

@@ -120,7 +120,8 @@ func TestDispatchStops(t *testing.T) {
 			ActionStop, ErrEntryFailed, "invalid guest state"},
 		{"MSR loading", Exit{Reason: ExitReasonEntryFailure | ExitReasonField(ExitMSRLoading), Qualification: 3},
 			ActionStop, ErrEntryFailed, "MSR-load list entry 3"},
-		{"unknown", Exit{Reason: ExitReasonField(ExitRDMSR), Qualification: 0}, ActionStop, ErrUnhandledExit, "RDMSR"},
+		{"unknown", Exit{Reason: ExitReasonField(ExitINVD), Qualification: 0}, ActionStop, ErrUnhandledExit, "INVD"},
+		{"rdmsr without MSR file", Exit{Reason: ExitReasonField(ExitRDMSR), Qualification: 0}, ActionStop, ErrUnhandledExit, "rdmsr"},
 		{"PML full without consumer", Exit{Reason: ExitReasonField(ExitPMLFull)}, ActionStop, ErrUnhandledExit, "PML"},
 	} {
 		act, err := Dispatch(v, &c.e)
