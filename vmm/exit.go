@@ -84,6 +84,8 @@ type VCPU struct {
 	// Mem and MMIO serve MMIO emulation and string I/O.
 	Mem  GuestMemory
 	MMIO *MMIOBus
+	// MMIOExits counts emulated MMIO accesses.
+	MMIOExits uint64
 }
 
 // MSRHandler answers a guest's RDMSR and WRMSR; an error wrapping
@@ -252,6 +254,9 @@ func handleIO(v *VCPU, e *Exit) (Action, error) {
 
 func handleEPTViolation(v *VCPU, e *Exit) (Action, error) {
 	q := EPTViolationQual(e.Qualification)
+	if v.MMIO != nil && v.MMIO.Claimed(e.GuestPhysical) {
+		return HandleMMIO(v, e)
+	}
 	if v.OnEPTViolation != nil {
 		return v.OnEPTViolation(v, e.GuestPhysical, q)
 	}
