@@ -230,11 +230,11 @@ func handleHLT(v *VCPU, e *Exit) (Action, error) {
 	return v.OnHalt(v)
 }
 
-// handleIO emulates IN and OUT on the bus (string forms are not supported).
+// handleIO emulates IN and OUT on the bus; string forms in stringio.go.
 func handleIO(v *VCPU, e *Exit) (Action, error) {
 	q := IOQual(e.Qualification)
 	if q.StringOp() {
-		return ActionStop, fmt.Errorf("%w: %v at rip %#x", ErrUnsupported, q, e.RIP)
+		return handleStringIO(v, e)
 	}
 	size := q.Size()
 	if q.In() {

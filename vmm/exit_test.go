@@ -73,7 +73,7 @@ func TestDispatchIO(t *testing.T) {
 	if v.Regs.RAX != 0xFFFF || v.Bus.Unclaimed != 1 {
 		t.Errorf("unclaimed in: rax %#x, count %d", v.Regs.RAX, v.Bus.Unclaimed)
 	}
-	// String I/O is refused, not mis-emulated.
+	// String I/O without guest memory is refused, not mis-emulated.
 	if _, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitIOInstruction), Qualification: ioQual(0x3F8, 1, false) | IOQualString}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("outsb: %v", err)
 	}
