@@ -40,14 +40,15 @@ const (
 // RFLAGS_IF is the interrupt flag (SDM Vol. 1 3.4.3).
 const RFLAGS_IF = 1 << 9
 
-// InterruptController is a vCPU's local APIC as the injector sees it.
-type InterruptController interface {
-	// PendingInterrupt returns the vector the APIC would deliver now
-	// (the highest IRR vector above the processor priority).
-	PendingInterrupt() (vector uint8, ok bool)
-	// AcceptInterrupt is the CPU's acknowledge: the vector moves from
-	// IRR to ISR.
-	AcceptInterrupt(vector uint8)
+// InterruptSource is where a vCPU's external interrupts come from: its
+// local APIC, and through it (ExtINT, virtual wire) the 8259 PIC.
+type InterruptSource interface {
+	// InterruptPending reports that an interrupt waits for the CPU.
+	InterruptPending() bool
+	// TakeInterrupt is the CPU's acknowledge (the INTA cycle, or the
+	// APIC moving the vector from IRR to ISR): it returns the vector,
+	// or false if the request went away meanwhile.
+	TakeInterrupt() (vector uint8, ok bool)
 }
 
 // InjectException makes the next VM entry deliver exception vector with
@@ -98,11 +99,12 @@ func RequeueIDTVectoring(vmcs VMCS) (bool, error) {
 	return true, vmcs.Write(VMEntryInterruptionInfo, info&(IntInfoValid|IntInfoErrorCode|intTypeMask|0xFF))
 }
 
-// Injector decides before each VM entry whether an interrupt of the
-// vCPU's APIC can be injected now, and asks for an interrupt-window exit
-// when it cannot (the guest has IF=0 or is in an STI/MOV SS shadow).
+// Injector decides before each VM entry whether an interrupt can be
+// injected now, and asks for an interrupt-window exit when one waits but
+// the guest cannot take it (IF=0, an STI or MOV SS shadow, or another
+// event already queued for this entry).
 type Injector struct {
-	APIC InterruptController
+	Source InterruptSource
 	// Proc is the primary processor-based controls as last written.
 	Proc uint32
 	// Injected counts injected interrupts.
@@ -111,24 +113,21 @@ type Injector struct {
 
 // PrepareEntry runs before every VM entry.
 func (j *Injector) PrepareEntry(vmcs VMCS) error {
-	pending, err := vmcs.Read(VMEntryInterruptionInfo)
-	if err != nil {
-		return err
-	}
-	vec, ok := uint8(0), false
-	if j.APIC != nil {
-		vec, ok = j.APIC.PendingInterrupt()
-	}
 	want := j.Proc &^ ProcInterruptWindowExiting
-	if ok {
-		if pending&IntInfoValid == 0 && j.canInject(vmcs) {
-			if err := vmcs.Write(VMEntryInterruptionInfo, uint64(vec)|IntTypeExternal|IntInfoValid); err != nil {
-				return err
+	if j.Source != nil && j.Source.InterruptPending() {
+		queued, err := vmcs.Read(VMEntryInterruptionInfo)
+		if err != nil {
+			return err
+		}
+		if queued&IntInfoValid == 0 && j.canInject(vmcs) {
+			if vec, ok := j.Source.TakeInterrupt(); ok {
+				if err := vmcs.Write(VMEntryInterruptionInfo, uint64(vec)|IntTypeExternal|IntInfoValid); err != nil {
+					return err
+				}
+				j.Injected++
 			}
-			j.APIC.AcceptInterrupt(vec)
-			j.Injected++
 			// Another may be pending behind this one.
-			if _, more := j.APIC.PendingInterrupt(); more {
+			if j.Source.InterruptPending() {
 				want |= ProcInterruptWindowExiting
 			}
 		} else {

@@ -10,7 +10,18 @@ type fakeAPIC struct {
 	accepted []uint8
 }
 
-func (a *fakeAPIC) PendingInterrupt() (uint8, bool) {
+func (a *fakeAPIC) InterruptPending() bool { return len(a.irr) > 0 }
+
+func (a *fakeAPIC) TakeInterrupt() (uint8, bool) {
+	v, ok := a.highest()
+	if ok {
+		delete(a.irr, v)
+		a.accepted = append(a.accepted, v)
+	}
+	return v, ok
+}
+
+func (a *fakeAPIC) highest() (uint8, bool) {
 	best, ok := uint8(0), false
 	for v := range a.irr {
 		if !ok || v > best {
@@ -18,11 +29,6 @@ func (a *fakeAPIC) PendingInterrupt() (uint8, bool) {
 		}
 	}
 	return best, ok
-}
-
-func (a *fakeAPIC) AcceptInterrupt(v uint8) {
-	delete(a.irr, v)
-	a.accepted = append(a.accepted, v)
 }
 
 func TestInjectorPrepareEntry(t *testing.T) {
@@ -51,7 +57,7 @@ func TestInjectorPrepareEntry(t *testing.T) {
 				apic.irr[v] = true
 			}
 			vmcs := fakeVMCS{GuestRFLAGS: tc.rflags | 2, GuestInterruptibilityState: tc.intr, VMEntryInterruptionInfo: tc.pending}
-			j := &Injector{APIC: apic, Proc: ProcHLTExiting | ProcInterruptWindowExiting}
+			j := &Injector{Source: apic, Proc: ProcHLTExiting | ProcInterruptWindowExiting}
 			if err := j.PrepareEntry(vmcs); err != nil {
 				t.Fatal(err)
 			}

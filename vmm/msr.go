@@ -160,6 +160,16 @@ type TSCDeadliner interface {
 	SetTSCDeadline(tsc uint64)
 }
 
+// APICMSRs is a local APIC's MSR interface.
+type APICMSRs interface {
+	ReadMSR(msr uint32) (uint64, error)
+	WriteMSR(msr uint32, v uint64) error
+}
+
+func apicMSR(msr uint32) bool {
+	return msr == IA32_APIC_BASE || msr == IA32_TSC_DEADLINE || msr >= 0x800 && msr <= 0x8FF
+}
+
 // GuestMSRs holds a vCPU's MSRs that live neither in the VMCS nor in the
 // switched MSR area, and answers RDMSR/WRMSR exits.
 type GuestMSRs struct {
@@ -171,6 +181,10 @@ type GuestMSRs struct {
 	BSP bool
 	// Deadline is the LAPIC's TSC-deadline timer; nil hides the MSR.
 	Deadline TSCDeadliner
+	// APIC, when set, answers IA32_APIC_BASE, IA32_TSC_DEADLINE and the
+	// x2APIC range 0x800-0x8FF instead (the lapic device model); its
+	// errors become #GP.
+	APIC APICMSRs
 	// TSC returns the guest's TSC; SetTSC moves it (TSC offsetting).
 	TSC    func() uint64
 	SetTSC func(uint64)
@@ -236,6 +250,13 @@ func vmcsMSR(msr uint32) (Field, bool) {
 
 // Read answers RDMSR msr.
 func (g *GuestMSRs) Read(msr uint32) (uint64, error) {
+	if g.APIC != nil && apicMSR(msr) {
+		v, err := g.APIC.ReadMSR(msr)
+		if err != nil {
+			return 0, fmt.Errorf("%w: rdmsr %#x: %v", ErrMSRFault, msr, err)
+		}
+		return v, nil
+	}
 	if f, ok := vmcsMSR(msr); ok {
 		return g.VMCS.Read(f)
 	}
@@ -283,6 +304,12 @@ func (g *GuestMSRs) Read(msr uint32) (uint64, error) {
 func (g *GuestMSRs) Write(msr uint32, v uint64) error {
 	fault := func(why string) error { return fmt.Errorf("%w: wrmsr %#x=%#x: %s", ErrMSRFault, msr, v, why) }
 	canonical := func(a uint64) bool { return uint64(int64(a<<16)>>16) == a }
+	if g.APIC != nil && apicMSR(msr) {
+		if err := g.APIC.WriteMSR(msr, v); err != nil {
+			return fault(err.Error())
+		}
+		return nil
+	}
 	switch msr {
 	case IA32_EFER:
 		// SCE, LME, NXE are writable; LMA is the CPU's (kept). The
