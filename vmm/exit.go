@@ -86,6 +86,11 @@ type VCPU struct {
 	MMIO *MMIOBus
 	// MMIOExits counts emulated MMIO accesses.
 	MMIOExits uint64
+	// TPR is the LAPIC's task priority, for MOV CR8 exits.
+	TPR interface {
+		TPR() uint8
+		SetTPR(uint8)
+	}
 }
 
 // MSRHandler answers a guest's RDMSR and WRMSR; an error wrapping
@@ -125,6 +130,10 @@ func init() {
 		ExitRDMSR:             handleRDMSR,
 		ExitWRMSR:             handleWRMSR,
 		ExitXSETBV:            handleXSETBV,
+		ExitCRAccess:          handleCRAccess,
+		ExitMWAIT:             handleUD,
+		ExitMONITOR:           handleUD,
+		ExitRDPMC:             handleGP,
 	}
 }
 
@@ -173,6 +182,17 @@ func (e *TripleFaultError) Is(target error) bool { return target == ErrTripleFau
 // handlePreemptionTimer resumes: the exit only gave the host its CPU (and
 // any pending interrupt) back; the next entry reloads the timer.
 func handlePreemptionTimer(*VCPU, *Exit) (Action, error) { return ActionResume, nil }
+
+// handleUD answers an instruction doppel hides (MONITOR, MWAIT: CPUID
+// says they are absent) with #UD, as the CPU would.
+func handleUD(v *VCPU, _ *Exit) (Action, error) {
+	return ActionResume, InjectException(v.VMCS, VectorUD, false, 0)
+}
+
+// handleGP answers RDPMC (no performance counters offered) with #GP(0).
+func handleGP(v *VCPU, _ *Exit) (Action, error) {
+	return ActionResume, InjectException(v.VMCS, VectorGP, true, 0)
+}
 
 // handleTripleFault stops the guest: a shut-down guest cannot go on, but
 // the host can (doppel reports it and keeps running).

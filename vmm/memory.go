@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // GuestMemory is the guest's RAM as the host sees it: guest-physical
@@ -179,6 +180,8 @@ type MMIOBus struct {
 	// Unclaimed counts accesses no device claims: reads return all ones,
 	// writes are dropped.
 	Unclaimed uint64
+	// Lock, if set, is held around every device access.
+	Lock sync.Locker
 }
 
 type mmioRange struct {
@@ -233,6 +236,10 @@ func (b *MMIOBus) Claimed(gpa uint64) bool { return b.find(gpa) != nil }
 
 // Read fills data from the device at gpa.
 func (b *MMIOBus) Read(gpa uint64, data []byte) {
+	if b.Lock != nil {
+		b.Lock.Lock()
+		defer b.Lock.Unlock()
+	}
 	if r := b.find(gpa); r != nil {
 		r.dev.MMIORead(gpa-r.base, data)
 		return
@@ -245,6 +252,10 @@ func (b *MMIOBus) Read(gpa uint64, data []byte) {
 
 // Write sends data to the device at gpa.
 func (b *MMIOBus) Write(gpa uint64, data []byte) {
+	if b.Lock != nil {
+		b.Lock.Lock()
+		defer b.Lock.Unlock()
+	}
 	if r := b.find(gpa); r != nil {
 		r.dev.MMIOWrite(gpa-r.base, data)
 		return
