@@ -335,6 +335,14 @@ func (c *VMXCPU) pollTimers() (next int64, armed bool) {
 	return next, armed
 }
 
+// Injected returns the number of interrupts injected.
+func (c *VMXCPU) Injected() uint64 { return c.inj.Injected }
+
+// ErrGuestHalted is returned when a vCPU halts with interrupts disabled:
+// nothing but NMI or INIT can wake it, which is how Linux ends on a
+// machine without ACPI power-off (and how it parks CPUs in a panic).
+var ErrGuestHalted = errors.New("vmm: guest halted with interrupts disabled")
+
 // maxHaltSleep bounds one sleep of a halted vCPU: a missed wakeup costs
 // at most this.
 const maxHaltSleep = 50 * time.Millisecond
@@ -343,6 +351,10 @@ const maxHaltSleep = 50 * time.Millisecond
 // timers' next deadline passes (then it polls and looks again).
 func (c *VMXCPU) halt(*VCPU) (Action, error) {
 	c.Halts++
+	if fl, err := c.HW.VMCS.Read(GuestRFLAGS); err != nil || fl&RFLAGS_IF == 0 {
+		rip, _ := c.HW.VMCS.Read(GuestRIP)
+		return ActionStop, fmt.Errorf("%w (vcpu %d, rip %#x)", ErrGuestHalted, c.cfg.Index, rip)
+	}
 	for {
 		if c.kicked.Swap(false) {
 			return ActionResume, nil
