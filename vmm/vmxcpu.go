@@ -225,6 +225,10 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 		c.waitSIPI = true
 		return c, h.writeAll("AP state", RealModeState(0, 0))
 	}
+	// The boot protocols pass their arguments in registers: the
+	// multiboot magic and information in EAX and EBX, Linux's zero page
+	// in RSI.
+	c.V.Regs.RAX, c.V.Regs.RBX, c.V.Regs.RSI = cfg.Start.RAX, cfg.Start.RBX, cfg.Start.RSI
 	return c, h.writeAll("guest start state", BootStateFields(cfg.Start))
 }
 

@@ -225,7 +225,7 @@ func Run(o Options) (*Report, error) {
 		return nil, fmt.Errorf("pc: load kernel: %w", err)
 	}
 	h.tscHz = vmm.MeasureTSCHz(20 * time.Millisecond)
-	fmt.Fprintf(o.Log, "guest: %v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v)\n",
+	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v)\n",
 		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode)
 	clock := &vmm.TSCClock{Hz: h.tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
 	start := time.Now()
@@ -280,7 +280,7 @@ func Run(o Options) (*Report, error) {
 		}
 		tRestore := time.Since(t1)
 		rep.Restores = append(rep.Restores, RestoreCycle{Bytes: len(blob), Save: tSave, Restore: tRestore})
-		fmt.Fprintf(o.Log, "guest: restore test %d/%d: saved %s in %v, restored in fresh memory in %v\n",
+		fmt.Fprintf(o.Log, "restore test %d/%d: saved %s in %v, restored in fresh memory in %v\n",
 			cycle+1, o.RestoreTest, board.FormatBytes(uint64(len(blob))), tSave.Round(time.Microsecond), tRestore.Round(time.Microsecond))
 		sp, other, cur = other, sp, next
 	}
