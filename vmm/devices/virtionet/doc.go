@@ -75,7 +75,9 @@
 // packets and arriving frames are held (F5); Quiesce(false) delivers the
 // held frames in arrival order. Held frames are part of the saved state,
 // so a secondary that takes over delivers them. Quiesce is host state,
-// not saved: Restore leaves it as the host set it.
+// not saved: Restore leaves it as the host set it. Restore does no DMA
+// (guest memory may not be in place yet): delivery resumes at the next
+// Quiesce(false), Receive or notification.
 //
 // The device is not safe for concurrent use: the Machine serialises MMIO,
 // configuration accesses and the host calls (one lock for the device).

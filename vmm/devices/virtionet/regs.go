@@ -174,7 +174,9 @@ func (d *Device) setStatus(v uint8) {
 		d.reset()
 		return
 	}
-	v = v&^virtio.StatusDeviceNeedsReset | d.status&virtio.StatusDeviceNeedsReset
+	// Reserved bits are not kept; DEVICE_NEEDS_RESET is the device's to
+	// set and is cleared only by reset (2.1.1).
+	v = v&knownStatus&^virtio.StatusDeviceNeedsReset | d.status&virtio.StatusDeviceNeedsReset
 	if v&virtio.StatusFeaturesOK != 0 && d.status&virtio.StatusFeaturesOK == 0 && !d.featuresOK() {
 		v &^= virtio.StatusFeaturesOK // the driver re-reads it to learn of the refusal
 	}
