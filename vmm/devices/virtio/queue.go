@@ -125,7 +125,6 @@ func (q *Queue) Pop(mem GuestMemory, maxBytes uint64, c *Chain) error {
 		return fmt.Errorf("available ring entry: %w", err)
 	}
 	*c = Chain{Head: head, Descs: c.Descs[:0]}
-	var raw [descSize]byte
 	i := head
 	for n := 0; ; n++ {
 		if i >= q.Size {
@@ -134,18 +133,11 @@ func (q *Queue) Pop(mem GuestMemory, maxBytes uint64, c *Chain) error {
 		if n == int(q.Size) {
 			return fmt.Errorf("%w: chain from %d longer than the queue (a loop)", ErrGuest, head)
 		}
-		if err := mem.ReadAt(raw[:], q.Desc+descSize*uint64(i)); err != nil {
-			return fmt.Errorf("%w: descriptor %d: %w", ErrGuest, i, err)
+		d, flags, next, err := q.desc(mem, i)
+		if err != nil {
+			return err
 		}
-		d := Desc{Addr: binary.LittleEndian.Uint64(raw[0:]), Len: binary.LittleEndian.Uint32(raw[8:])}
-		flags := binary.LittleEndian.Uint16(raw[12:])
-		d.Write = flags&DescFWrite != 0
-		switch {
-		case flags&DescFIndirect != 0:
-			return fmt.Errorf("%w: indirect descriptor %d, not negotiated", ErrGuest, i)
-		case d.Addr+uint64(d.Len) < d.Addr:
-			return fmt.Errorf("%w: descriptor %d wraps the address space", ErrGuest, i)
-		case !d.Write && c.WriteLen > 0:
+		if !d.Write && c.WriteLen > 0 {
 			return fmt.Errorf("%w: readable descriptor %d after a writable one", ErrGuest, i)
 		}
 		if d.Write {
@@ -160,10 +152,29 @@ func (q *Queue) Pop(mem GuestMemory, maxBytes uint64, c *Chain) error {
 		if flags&DescFNext == 0 {
 			break
 		}
-		i = binary.LittleEndian.Uint16(raw[14:])
+		i = next
 	}
 	q.LastAvail++
 	return nil
+}
+
+// desc reads descriptor i, refusing an indirect one (never offered) and
+// a buffer that wraps the address space.
+func (q *Queue) desc(mem GuestMemory, i uint16) (Desc, uint16, uint16, error) {
+	var raw [descSize]byte
+	if err := mem.ReadAt(raw[:], q.Desc+descSize*uint64(i)); err != nil {
+		return Desc{}, 0, 0, fmt.Errorf("%w: descriptor %d: %w", ErrGuest, i, err)
+	}
+	d := Desc{Addr: binary.LittleEndian.Uint64(raw[0:]), Len: binary.LittleEndian.Uint32(raw[8:])}
+	flags := binary.LittleEndian.Uint16(raw[12:])
+	d.Write = flags&DescFWrite != 0
+	switch {
+	case flags&DescFIndirect != 0:
+		return d, 0, 0, fmt.Errorf("%w: indirect descriptor %d, not negotiated", ErrGuest, i)
+	case d.Addr+uint64(d.Len) < d.Addr:
+		return d, 0, 0, fmt.Errorf("%w: descriptor %d wraps the address space", ErrGuest, i)
+	}
+	return d, flags, binary.LittleEndian.Uint16(raw[14:]), nil
 }
 
 // Gather appends the device-readable bytes of c to dst.

@@ -182,21 +182,9 @@ const (
 func (d *Device) deliverOne(q *virtio.Queue, n uint16, frame []byte) (rxResult, error) {
 	need := uint64(NetHdrLen + len(frame))
 	merge := d.negotiated(FMrgRxBuf)
-	var have uint64
-	taken := 0
-	for have < need && taken < int(n) && (merge || taken == 0) {
-		c := d.chain(taken)
-		if err := q.Pop(d.mem, maxRxChain, c); err != nil {
-			return rxWait, err
-		}
-		taken++
-		if c.ReadLen != 0 {
-			return rxWait, fmt.Errorf("%w: device-readable buffer in receive chain %d", virtio.ErrGuest, c.Head)
-		}
-		if taken == 1 && c.WriteLen < NetHdrLen {
-			return rxWait, fmt.Errorf("%w: receive chain %d of %d bytes, shorter than the header", virtio.ErrGuest, c.Head, c.WriteLen)
-		}
-		have += c.WriteLen
+	taken, have, err := d.takeChains(q, n, need, merge)
+	if err != nil {
+		return rxWait, err
 	}
 	if have < need {
 		q.LastAvail -= uint16(taken) // not taken after all
@@ -225,4 +213,27 @@ func (d *Device) deliverOne(q *virtio.Queue, n uint16, frame []byte) (rxResult, 
 	}
 	d.stats.RxFrames++
 	return rxDelivered, nil
+}
+
+// takeChains pops receive chains into the scratch chains until they hold
+// need bytes, one chain only unless merging; it returns how many it took
+// and their capacity.
+func (d *Device) takeChains(q *virtio.Queue, n uint16, need uint64, merge bool) (int, uint64, error) {
+	var have uint64
+	taken := 0
+	for have < need && taken < int(n) && (merge || taken == 0) {
+		c := d.chain(taken)
+		if err := q.Pop(d.mem, maxRxChain, c); err != nil {
+			return taken, have, err
+		}
+		taken++
+		if c.ReadLen != 0 {
+			return taken, have, fmt.Errorf("%w: device-readable buffer in receive chain %d", virtio.ErrGuest, c.Head)
+		}
+		if taken == 1 && c.WriteLen < NetHdrLen {
+			return taken, have, fmt.Errorf("%w: receive chain %d of %d bytes, shorter than the header", virtio.ErrGuest, c.Head, c.WriteLen)
+		}
+		have += c.WriteLen
+	}
+	return taken, have, nil
 }

@@ -61,23 +61,7 @@ func (d *Device) Restore(state []byte) error {
 	r := *d // the new state is built in a copy
 	dec := devices.NewDecoder(state, stateMagic, stateVersion)
 	pciState := dec.Bytes(maxPCIState)
-	offered := dec.U64()
-	dec.Check(offered == d.offered, "features %#x, this device offers %#x", offered, d.offered)
-	r.driver, r.devSel, r.drvSel = dec.U64(), dec.U32(), dec.U32()
-	r.status, r.queueSel, r.isr, r.generation = dec.U8(), dec.U16(), dec.U8(), dec.U8()
-	for i := range r.mac {
-		r.mac[i] = dec.U8()
-	}
-	r.linkUp = dec.Bool()
-	pc := dec.Bytes(pciCfgLen)
-	dec.Check(len(pc) == pciCfgLen, "PCI access capability of %d bytes", len(pc))
-	copy(r.pciCfg[:], pc)
-	dec.Check(r.pciCfg[pciCfgBarOff+1]|r.pciCfg[pciCfgBarOff+2]|r.pciCfg[pciCfgBarOff+3] == 0, "PCI access capability id or padding set")
-	dec.Check(r.status&^knownStatus == 0, "status %#x", r.status)
-	dec.Check(r.isr&^(virtio.ISRQueue|virtio.ISRConfig) == 0, "ISR %#x", r.isr)
-	if r.status&virtio.StatusFeaturesOK != 0 {
-		dec.Check(r.featuresOK(), "FEATURES_OK with features %#x", r.driver)
-	}
+	r.loadRegs(dec)
 	nq := dec.U8()
 	dec.Check(nq == numQueues, "%d queues, the device has %d", nq, numQueues)
 	for i := range r.queues {
@@ -104,4 +88,25 @@ func (d *Device) Restore(state []byte) error {
 	*d = r
 	d.cfg.SetINTx(d.isr != 0)
 	return nil
+}
+
+// loadRegs decodes the fields from offered to pcicfg into d.
+func (d *Device) loadRegs(dec *devices.Decoder) {
+	offered := dec.U64()
+	dec.Check(offered == d.offered, "features %#x, this device offers %#x", offered, d.offered)
+	d.driver, d.devSel, d.drvSel = dec.U64(), dec.U32(), dec.U32()
+	d.status, d.queueSel, d.isr, d.generation = dec.U8(), dec.U16(), dec.U8(), dec.U8()
+	for i := range d.mac {
+		d.mac[i] = dec.U8()
+	}
+	d.linkUp = dec.Bool()
+	pc := dec.Bytes(pciCfgLen)
+	dec.Check(len(pc) == pciCfgLen, "PCI access capability of %d bytes", len(pc))
+	copy(d.pciCfg[:], pc)
+	dec.Check(d.pciCfg[pciCfgBarOff+1]|d.pciCfg[pciCfgBarOff+2]|d.pciCfg[pciCfgBarOff+3] == 0, "PCI access capability id or padding set")
+	dec.Check(d.status&^knownStatus == 0, "status %#x", d.status)
+	dec.Check(d.isr&^(virtio.ISRQueue|virtio.ISRConfig) == 0, "ISR %#x", d.isr)
+	if d.status&virtio.StatusFeaturesOK != 0 {
+		dec.Check(d.featuresOK(), "FEATURES_OK with features %#x", d.driver)
+	}
 }
