@@ -79,6 +79,10 @@
 // (guest memory may not be in place yet): delivery resumes at the next
 // Quiesce(false), Receive or notification.
 //
+// Nothing is ever in flight inside the device: a notification is handled
+// to the end before the MMIO write returns, so a paused guest leaves no
+// device I/O to drain (F3) beyond the held receive frames.
+//
 // The device is not safe for concurrent use: the Machine serialises MMIO,
 // configuration accesses and the host calls (one lock for the device).
 //

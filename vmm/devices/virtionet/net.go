@@ -78,7 +78,9 @@ const (
 type Backend interface {
 	// Transmit takes one frame the guest sent (without the virtio
 	// header); seq is 1 for the first frame and increases by one per
-	// frame. The frame is the backend's to keep.
+	// frame. The frame is the backend's to keep. It is called from the
+	// guest's notification (a VM exit), so it must not block: an
+	// output-commit layer queues the frame and returns.
 	Transmit(seq uint64, frame []byte)
 }
 
