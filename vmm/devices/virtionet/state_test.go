@@ -128,7 +128,7 @@ func genOp(r *rand.Rand) devtest.Op {
 }
 
 func TestSaveRestoreRandom(t *testing.T) {
-	for seed := int64(1); seed <= 40; seed++ {
+	for seed := int64(1); seed <= 30; seed++ {
 		var cur *guest
 		devtest.SaveRestore(t, seed, 1200, func(*devtest.Clock) devtest.Subject {
 			g := newGuest(t, Options{MaxHeld: 8})
