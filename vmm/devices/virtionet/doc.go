@@ -68,8 +68,10 @@
 // sends again what it sends.
 //
 // Receive: the host calls Receive with each frame from the physical NIC.
-// The frame is queued in a bounded queue of held frames (Options.MaxHeld;
-// when full, the frame is dropped and counted) and delivered into the
+// The frame is queued in a bounded queue of held frames (Options.MaxHeld
+// frames and MaxHeldBytes bytes, so the saved state stays within what the
+// PCI bus saves per function; when full, the frame is dropped and
+// counted) and delivered into the
 // receive queue while the driver has buffers there. Quiesce(true), at the
 // start of a checkpoint, stops delivery: the guest sees no received
 // packets and arriving frames are held (F5); Quiesce(false) delivers the
@@ -113,5 +115,5 @@
 // Restore refuses (ErrBadState, device unchanged) another kind or
 // version, trailing bytes, another feature set, unknown status or ISR
 // bits, FEATURES_OK with unacceptable features, an impossible queue, more
-// held frames than MaxHeld or one over MaxFrameLen.
+// held frames than MaxHeld or MaxHeldBytes, or one over MaxFrameLen.
 package virtionet

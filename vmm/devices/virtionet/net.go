@@ -72,6 +72,11 @@ const (
 	// DefaultQueueSize is the queues' maximum size, as QEMU's default.
 	DefaultQueueSize = 256
 	DefaultMaxHeld   = 256
+	// DefaultMaxHeldBytes bounds the bytes of held frames, and
+	// maxHeldBytes what New accepts: the saved state must fit in the
+	// PCI bus's state, which takes at most 1 MiB per function.
+	DefaultMaxHeldBytes = 512 << 10
+	maxHeldBytes        = 960 << 10
 )
 
 // Backend is the host side of the NIC.
@@ -95,6 +100,9 @@ type Options struct {
 	MAC       [6]byte
 	QueueSize uint16 // maximum queue size, a power of two; DefaultQueueSize
 	MaxHeld   int    // receive frames held at most; DefaultMaxHeld
+	// MaxHeldBytes bounds the held frames' total size;
+	// DefaultMaxHeldBytes, at most 960 KiB.
+	MaxHeldBytes int
 	// NoMergeable leaves VIRTIO_NET_F_MRG_RXBUF unoffered: each received
 	// frame then takes exactly one receive chain.
 	NoMergeable bool
@@ -114,12 +122,13 @@ type Stats struct {
 
 // Device is a virtio-net PCI function. Build it with New.
 type Device struct {
-	cfg     *pci.Config
-	mem     virtio.GuestMemory
-	backend Backend
-	maxHeld int
-	offered uint64
-	pciCap  uint8 // offset of the PCI access capability
+	cfg      *pci.Config
+	mem      virtio.GuestMemory
+	backend  Backend
+	maxHeld  int
+	maxBytes int // of held frames
+	offered  uint64
+	pciCap   uint8 // offset of the PCI access capability
 
 	status     uint8
 	driver     uint64
@@ -135,6 +144,7 @@ type Device struct {
 	txSeq      uint64
 	stats      Stats
 	held       [][]byte
+	heldBytes  int
 
 	quiesced bool
 	lastErr  error
@@ -157,6 +167,12 @@ func New(mem virtio.GuestMemory, backend Backend, o Options) (*Device, error) {
 	if o.MaxHeld <= 0 {
 		o.MaxHeld = DefaultMaxHeld
 	}
+	if o.MaxHeldBytes <= 0 {
+		o.MaxHeldBytes = DefaultMaxHeldBytes
+	}
+	if o.MaxHeldBytes > maxHeldBytes {
+		return nil, fmt.Errorf("virtionet: %d bytes of held frames, at most %d", o.MaxHeldBytes, maxHeldBytes)
+	}
 	cfg, err := pci.NewConfig(pci.Header{
 		VendorID: virtio.PCIVendorID, DeviceID: PCIDeviceID, Revision: virtio.PCIRevisionModern,
 		Class: ClassNet, SubsysVendor: virtio.PCISubsysVendorID, Subsys: virtio.PCISubsysID,
@@ -165,7 +181,7 @@ func New(mem virtio.GuestMemory, backend Backend, o Options) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtionet: configuration space: %w", err)
 	}
-	d := &Device{cfg: cfg, mem: mem, backend: backend, maxHeld: o.MaxHeld, mac: o.MAC, linkUp: true,
+	d := &Device{cfg: cfg, mem: mem, backend: backend, maxHeld: o.MaxHeld, maxBytes: o.MaxHeldBytes, mac: o.MAC, linkUp: true,
 		offered: 1<<virtio.FVersion1 | 1<<FMAC | 1<<FStatus}
 	if !o.NoMergeable {
 		d.offered |= 1 << FMrgRxBuf

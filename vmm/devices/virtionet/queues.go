@@ -96,8 +96,8 @@ func (d *Device) chain(i int) *virtio.Chain {
 // Receive gives the device a frame from the host network. It is held
 // (copied) and delivered when the receive queue has buffers and the
 // device is not quiesced. It reports false when the frame was dropped:
-// over MaxFrameLen, no driver ready for it, or MaxHeld frames already
-// held.
+// over MaxFrameLen, no driver ready for it, or MaxHeld frames (or
+// MaxHeldBytes) already held.
 func (d *Device) Receive(frame []byte) bool {
 	switch {
 	case len(frame) > MaxFrameLen:
@@ -106,11 +106,12 @@ func (d *Device) Receive(frame []byte) bool {
 	case d.status&virtio.StatusDriverOK == 0:
 		d.stats.RxDroppedNotReady++
 		return false
-	case len(d.held) >= d.maxHeld:
+	case len(d.held) >= d.maxHeld || d.heldBytes+len(frame) > d.maxBytes:
 		d.stats.RxDroppedFull++
 		return false
 	}
 	d.held = append(d.held, append([]byte(nil), frame...))
+	d.heldBytes += len(frame)
 	d.deliver()
 	return true
 }
@@ -148,6 +149,7 @@ func (d *Device) deliver() {
 			break
 		}
 		delivered = delivered || r == rxDelivered
+		d.heldBytes -= len(d.held[0])
 		d.held[0] = nil
 		d.held = d.held[1:]
 	}

@@ -191,7 +191,7 @@ func (d *Device) reset() {
 	d.isr = 0
 	d.cfg.SetINTx(false)
 	d.stats.RxDroppedNotReady += uint64(len(d.held))
-	d.held = nil
+	d.held, d.heldBytes = nil, 0
 	d.lastErr = nil
 }
 

@@ -72,12 +72,14 @@ func (d *Device) Restore(state []byte) error {
 	for _, v := range r.stats.fields() {
 		*v = dec.U64()
 	}
-	r.held = nil
+	r.held, r.heldBytes = nil, 0
 	n := dec.U32()
 	dec.Check(n <= uint32(d.maxHeld), "%d held frames, at most %d", n, d.maxHeld)
 	for i := uint32(0); i < n && dec.Err() == nil; i++ {
 		r.held = append(r.held, dec.Bytes(MaxFrameLen))
+		r.heldBytes += len(r.held[i])
 	}
+	dec.Check(r.heldBytes <= d.maxBytes, "%d bytes of held frames, at most %d", r.heldBytes, d.maxBytes)
 	if err := dec.Finish(); err != nil {
 		return fmt.Errorf("virtionet: %w", err)
 	}

@@ -220,3 +220,39 @@ func FuzzRestore(f *testing.F) {
 
 func (s subject) Save() ([]byte, error)  { return s.dev.Save() }
 func (s subject) Restore(b []byte) error { return s.dev.Restore(b) }
+
+// The device's state, held frames at their byte limit included, goes
+// through the PCI bus's Save and Restore.
+func TestSaveThroughPCIBus(t *testing.T) {
+	newBus := func(g *guest) *pci.Bus {
+		b := pci.NewBus([4]devices.Line{devices.NoLine, devices.NoLine, devices.NoLine, devices.NoLine})
+		if err := b.Add(4, 0, g.dev); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a := newGuest(t, Options{})
+	busA := newBus(a)
+	a.init(baseFeatures)
+	a.dev.Quiesce(true)
+	for i := 0; i < 9; i++ {
+		a.dev.Receive(frame(MaxFrameLen, byte(i)))
+	}
+	if a.dev.Held() != DefaultMaxHeldBytes/MaxFrameLen || a.dev.Stats().RxDroppedFull != 1 {
+		t.Fatalf("held %d, dropped %d: the byte bound did not hold", a.dev.Held(), a.dev.Stats().RxDroppedFull)
+	}
+	blob, err := busA.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newGuest(t, Options{})
+	if err := newBus(b).Restore(blob); err != nil {
+		t.Fatalf("bus restore: %v", err)
+	}
+	if b.dev.Held() != a.dev.Held() {
+		t.Errorf("held %d after the bus restore, want %d", b.dev.Held(), a.dev.Held())
+	}
+	if _, err := New(b.mem, &holder{}, Options{MaxHeldBytes: 1 << 20}); err == nil {
+		t.Error("a held-frame budget over what the bus can save accepted")
+	}
+}
