@@ -23,7 +23,8 @@ import (
 	"fmt"
 )
 
-// Device status bits (2.1).
+// Device status bits (2.1): the spec's ACKNOWLEDGE, DRIVER, DRIVER_OK,
+// FEATURES_OK, DEVICE_NEEDS_RESET and FAILED (VIRTIO_CONFIG_S_* in Linux).
 const (
 	StatusAcknowledge      = 1
 	StatusDriver           = 2
@@ -33,7 +34,9 @@ const (
 	StatusFailed           = 128
 )
 
-// Reserved feature bits (6), as bit numbers.
+// Reserved feature bits (6), as bit numbers: VIRTIO_F_INDIRECT_DESC,
+// VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_F_ACCESS_PLATFORM,
+// VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER.
 const (
 	FRingIndirectDesc = 28
 	FRingEventIdx     = 29
@@ -58,7 +61,8 @@ const (
 
 	CapVendor = 0x09 // PCI capability ID "vendor specific"
 
-	// cfg_type of struct virtio_pci_cap.
+	// cfg_type of struct virtio_pci_cap: VIRTIO_PCI_CAP_COMMON_CFG,
+	// _NOTIFY_CFG, _ISR_CFG, _DEVICE_CFG, _PCI_CFG.
 	PCICapCommonCfg = 1
 	PCICapNotifyCfg = 2
 	PCICapISRCfg    = 3
@@ -77,7 +81,8 @@ const (
 	MSINoVector = 0xFFFF
 )
 
-// ISR status bits (4.1.4.5).
+// ISR status bits (4.1.4.5): queue interrupt, device configuration
+// interrupt (VIRTIO_PCI_ISR_QUEUE, VIRTIO_PCI_ISR_CONFIG in Linux).
 const (
 	ISRQueue  = 1 << 0
 	ISRConfig = 1 << 1
@@ -105,7 +110,9 @@ const (
 	CommonCfgLen              = 0x38
 )
 
-// Descriptor flags (2.6.5) and ring flags (2.6.6, 2.6.8).
+// Descriptor flags (2.6.5): VIRTQ_DESC_F_NEXT, _WRITE, _INDIRECT; ring
+// flags: VIRTQ_AVAIL_F_NO_INTERRUPT (2.6.6), VIRTQ_USED_F_NO_NOTIFY
+// (2.6.8); sizes of a descriptor and a used element.
 const (
 	DescFNext                        = 1
 	DescFWrite                       = 2

@@ -18,7 +18,8 @@ const (
 	ClassNet    = 0x020000
 )
 
-// Feature bits of the network device (5.1.3).
+// Feature bits of the network device (5.1.3): VIRTIO_NET_F_MAC,
+// VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS.
 const (
 	FMAC         = 5
 	FMrgRxBuf    = 15
