@@ -21,7 +21,7 @@ func (d *Device) MMIORead(offset uint64, data []byte) {
 		if offset < virtio.CommonCfgLen {
 			copy(data, img[offset:])
 		}
-	case offset == ISROffset:
+	case offset == ISROffset && len(data) > 0:
 		// Reading the ISR clears it and deasserts INTx (4.1.4.5).
 		data[0] = d.isr
 		d.isr = 0
