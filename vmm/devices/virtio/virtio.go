@@ -16,6 +16,12 @@
 // indirect descriptors and no event index needs is here: those features
 // are never offered, so a guest that uses them anyway is a faulty guest
 // and its chain is refused (ErrGuest).
+//
+// Ring accesses follow the order the spec relies on (2.6.13, 2.6.8): the
+// available index is read before the entries it covers, and used entries
+// are written before the used index that publishes them. A GuestMemory
+// over real guest RAM, which other vCPUs touch meanwhile, only has to
+// complete each access before the next.
 package virtio
 
 import (
