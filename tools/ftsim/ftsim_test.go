@@ -126,3 +126,36 @@ func TestPartitionOneReleaser(t *testing.T) {
 		t.Fatal("no takeover after the partition")
 	}
 }
+
+// TestSizeFlag checks that -mem and the other size flags take the forms
+// people write, and that a bad one is refused with its value named.
+func TestSizeFlag(t *testing.T) {
+	for in, want := range map[string]size{"256m": 256 << 20, "256M": 256 << 20, "256MB": 256 << 20,
+		"256MiB": 256 << 20, "1g": 1 << 30, "1GiB": 1 << 30, "65536": 65536} {
+		var s size
+		if err := s.Set(in); err != nil || s != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, s, err, want)
+		}
+	}
+	var s size
+	if err := s.Set("1.5G"); err == nil || !strings.Contains(err.Error(), `"1.5G"`) || !strings.Contains(err.Error(), "MiB") {
+		t.Errorf("Set(1.5G) = %v; want an error naming the value and the forms", err)
+	}
+}
+
+// TestBinaryIgnored checks that a `go build` in this directory leaves
+// nothing for git to pick up, and that no built file is tracked here.
+func TestBinaryIgnored(t *testing.T) {
+	if out, err := exec.Command("git", "check-ignore", "-q", "ftsim").CombinedOutput(); err != nil {
+		t.Errorf("git check-ignore tools/ftsim/ftsim: %v %s: .gitignore must cover the built binary", err, out)
+	}
+	out, err := exec.Command("git", "ls-files", ".").Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if !strings.HasSuffix(f, ".go") {
+			t.Errorf("%s is tracked: only sources belong here", f)
+		}
+	}
+}
