@@ -345,3 +345,19 @@ func TestHeldOutputFollowsOverEpochs(t *testing.T) {
 	<-serr
 	r.takeover()
 }
+
+// A primary that dies in the middle of writing a frame is a lost peer, not
+// a protocol error: the secondary's error must say so to errors.Is (and
+// still name the truncated frame underneath).
+func TestPrimaryDiesMidFrame(t *testing.T) {
+	r := newRig(t, 256, nil)
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(&faultConn{Conn: pc, at: 6, fault: "truncate"}, sc)
+	err := <-serr
+	if !errors.Is(err, ErrPeerLost) || !errors.Is(err, wire.ErrTruncated) {
+		t.Fatalf("secondary ended with %v, want ErrPeerLost wrapping wire.ErrTruncated", err)
+	}
+	<-perr
+	r.stopGuest()
+	r.takeover()
+}

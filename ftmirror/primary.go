@@ -1,7 +1,6 @@
 package ftmirror
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -292,10 +291,7 @@ func (ps *pSession) readLoop() {
 	for {
 		f, err := ps.rd.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = fmt.Errorf("%w: secondary closed the link", ErrPeerLost)
-			}
-			ps.fail(err)
+			ps.fail(linkError("secondary", err))
 			return
 		}
 		ps.live.heard()

@@ -1,7 +1,6 @@
 package ftmirror
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -124,13 +123,10 @@ func (s *Secondary) readLoop(ss *session) error {
 	}()
 	for it := range checked {
 		if it.err != nil {
-			if errors.Is(it.err, io.EOF) {
-				return fmt.Errorf("%w: primary closed the link", ErrPeerLost)
-			}
 			if e := ss.failed(); e != nil {
 				return e
 			}
-			return it.err
+			return linkError("primary", it.err)
 		}
 		ss.live.heard()
 		if err := s.handle(ss, it.f); err != nil {

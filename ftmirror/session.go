@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/doppel-ft/doppel/ftmirror/wire"
@@ -20,6 +21,26 @@ var (
 	ErrIncomplete = errors.New("ftmirror: secondary holds no complete committed epoch; cannot take over")
 	ErrMismatch   = errors.New("ftmirror: peers disagree on guest memory size")
 )
+
+// peerGone reports whether a link error means the peer's end is gone: the
+// stream ended (between frames or mid-frame) or the connection was reset or
+// broken. On the FT link (a direct cable, no middlebox) that happens only
+// when the peer's process or host died or the peer closed the session.
+func peerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, io.ErrClosedPipe)
+}
+
+// linkError maps an error reading or writing the link to what it means for
+// the session: a peer that is gone (see peerGone) is ErrPeerLost, wrapping
+// the cause; anything else (a refused frame) is returned as is.
+func linkError(who string, err error) error {
+	if err == nil || errors.Is(err, ErrPeerLost) || !peerGone(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %s closed the link: %w", ErrPeerLost, who, err)
+}
 
 // Point names a place in the protocol where a test or the simulator may
 // inject a fault (Config.Hook); the simulator kills the process there.
@@ -95,7 +116,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	}
 	f, err := s.rd.Next()
 	if err != nil {
-		return nil, wire.Hello{}, fmt.Errorf("handshake: %w", err)
+		return nil, wire.Hello{}, fmt.Errorf("handshake: %w", linkError("peer", err))
 	}
 	if f.Type != wire.THello {
 		return nil, wire.Hello{}, fmt.Errorf("%w: handshake got %v", ErrProtocol, f.Type)
@@ -224,14 +245,14 @@ func (s *session) writer() {
 		if of.split != nil {
 			h := len(b) / 2
 			if _, err := s.rw.Write(b[:h]); err != nil {
-				s.fail(fmt.Errorf("%w: write: %v", ErrPeerLost, err))
+				s.fail(fmt.Errorf("%w: write: %w", ErrPeerLost, err))
 				return
 			}
 			of.split()
 			b = b[h:]
 		}
 		if _, err := s.rw.Write(b); err != nil {
-			s.fail(fmt.Errorf("%w: write: %v", ErrPeerLost, err))
+			s.fail(fmt.Errorf("%w: write: %w", ErrPeerLost, err))
 			return
 		}
 		s.lastSent.Store(time.Now().UnixNano())
