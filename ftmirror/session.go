@@ -15,7 +15,7 @@ import (
 
 // Errors returned by sessions.
 var (
-	ErrPeerLost   = errors.New("ftmirror: peer silent past the heartbeat deadline")
+	ErrPeerLost   = errors.New("ftmirror: peer lost")
 	ErrProtocol   = errors.New("ftmirror: protocol violation")
 	ErrFenced     = errors.New("ftmirror: a newer generation exists; this primary is fenced")
 	ErrIncomplete = errors.New("ftmirror: secondary holds no complete committed epoch; cannot take over")
