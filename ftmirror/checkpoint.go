@@ -78,7 +78,7 @@ func (ps *pSession) checkpoint() error {
 	if err := ps.end(e); err != nil {
 		return err
 	}
-	p.Stats.checkpoint(pause, ps.wireOut.Load()-ps.epochWire0, int64(ps.epochDirty)*PageSize)
+	p.Stats.checkpoint(clock.Now(), pause, ps.wireOut.Load()-ps.epochWire0, int64(ps.epochDirty)*PageSize)
 	p.Stats.pauseParts(t1.Sub(t0), t2.Sub(t1), pause-t2.Sub(t0))
 	return ps.begin()
 }

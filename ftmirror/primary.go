@@ -336,7 +336,7 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 		return fmt.Errorf("%w: ACK for epoch %d never sent", ErrProtocol, e)
 	}
 	if first {
-		p.Stats.syncDone(now.Sub(ps.syncStart), p.mem.NumPages())
+		p.Stats.syncDone(now, now.Sub(ps.syncStart), p.mem.NumPages())
 	}
 	if payload[0]&1 == 0 {
 		return nil // still syncing: nothing is protected yet
