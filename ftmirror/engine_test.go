@@ -361,3 +361,112 @@ func TestPrimaryDiesMidFrame(t *testing.T) {
 	r.stopGuest()
 	r.takeover()
 }
+
+// slowSink stalls every write while blocked (a full NIC queue).
+type slowSink struct {
+	OutputSink
+	mu      sync.Mutex
+	blocked chan struct{} // non-nil: writes wait until it is closed
+}
+
+func (s *slowSink) Release(off uint64, b []byte) error {
+	s.mu.Lock()
+	ch := s.blocked
+	s.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+	return s.OutputSink.Release(off, b)
+}
+
+func (s *slowSink) block() {
+	s.mu.Lock()
+	s.blocked = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *slowSink) unblock() {
+	s.mu.Lock()
+	close(s.blocked)
+	s.blocked = nil
+	s.mu.Unlock()
+}
+
+// A sink that stalls for twice the heartbeat deadline must not stop the
+// primary from reading ACKs and heartbeats: the session survives, the
+// secondary keeps committing, and the held output goes out afterwards.
+func TestSlowSinkKeepsSession(t *testing.T) {
+	var sink *slowSink
+	r := newRigSink(t, 256, nil, func(o OutputSink) OutputSink { sink = &slowSink{OutputSink: o}; return sink })
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	r.waitEpoch(5)
+	sink.block()
+	c0 := r.committed()
+	time.Sleep(2 * r.cfg.Heartbeat.Deadline())
+	select {
+	case err := <-perr:
+		t.Fatalf("primary dropped its secondary while the sink was slow: %v", err)
+	default:
+	}
+	if c1 := r.committed(); c1 < c0+10 {
+		t.Fatalf("secondary went from epoch %d to %d while the sink stalled", c0, c1)
+	}
+	sink.unblock()
+	c1, _ := r.s.Committed()
+	r.waitEpoch(c1 + 5)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	r.takeover()
+}
+
+// gateConn stalls writes while closed (a link that does not take data).
+type gateConn struct {
+	net.Conn
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (c *gateConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	g := c.gate
+	c.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *gateConn) set(closed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if closed {
+		c.gate = make(chan struct{})
+	} else if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
+	}
+}
+
+// A secondary whose ACKs cannot leave (the link's send side is stalled)
+// must not hold its lock meanwhile: Committed still answers.
+func TestAckDoesNotHoldLock(t *testing.T) {
+	r := newRig(t, 256, nil)
+	pc, sc := net.Pipe()
+	gc := &gateConn{Conn: sc}
+	perr, serr := r.serve(pc, gc)
+	r.waitEpoch(5)
+	gc.set(true)
+	time.Sleep(100 * time.Millisecond) // 20 epochs: more ACKs than the send queue holds
+	r.committed()
+	gc.set(false)
+	c, _ := r.s.Committed()
+	r.waitEpoch(c + 5)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	r.takeover()
+}

@@ -70,6 +70,11 @@ type rig struct {
 }
 
 func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
+	return newRigSink(t, pages, tweak, nil)
+}
+
+// newRigSink is newRig with the primary's sink wrapped by wrap, if set.
+func newRigSink(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSink) OutputSink) *rig {
 	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
 	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
 	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
@@ -90,7 +95,11 @@ func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
 	}
 	r.pg = simguest.New(r.params)
 	r.sg = simguest.NewBlank(r.params)
-	r.p = NewPrimary(r.cfg, r.pg, r.pg, r.pg, worldSink{r.w, "primary"})
+	var sink OutputSink = worldSink{r.w, "primary"}
+	if wrap != nil {
+		sink = wrap(sink)
+	}
+	r.p = NewPrimary(r.cfg, r.pg, r.pg, r.pg, sink)
 	r.pg.Emit = r.p.Output
 	scfg := r.cfg
 	scfg.Hook = nil
@@ -178,4 +187,18 @@ func (r *rig) takeover() Takeover {
 		t.Fatalf("world saw %d bytes, want exactly %d (the output of %d ops)", len(r.w.data), len(want), ops)
 	}
 	return tk
+}
+
+// committed returns the secondary's committed epoch, failing the test if
+// Committed blocks (the secondary must never hold its lock on the link).
+func (r *rig) committed() uint64 {
+	got := make(chan uint64, 1)
+	go func() { c, _ := r.s.Committed(); got <- c }()
+	select {
+	case c := <-got:
+		return c
+	case <-time.After(2 * time.Second):
+		r.t.Fatal("Secondary.Committed blocked for 2 s")
+		return 0
+	}
 }

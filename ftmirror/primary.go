@@ -101,6 +101,10 @@ type Primary struct {
 	alloc  func(int) []byte
 	snap   []byte // checkpoint snapshot buffer, reused across sessions
 
+	// relMu serialises releases to the sink (the releaser of each session
+	// and RunAlone), so the stream goes out in order.
+	relMu sync.Mutex
+
 	mu     sync.Mutex
 	epoch  uint64 // last epoch captured
 	direct bool   // release output without acks (promoted, no secondary yet)
@@ -195,9 +199,10 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	clear(p.state) // the new secondary starts from zeroed memory
 	clear(p.tags)
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
-		outSent: p.out.releasedThrough(), snap: p.snap[:0]}
+		outSent: p.out.releasedThrough(), snap: p.snap[:0], relKick: make(chan struct{}, 1)}
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
+	go ps.releaser()
 	if first {
 		err = ps.brownout()
 	} else {
@@ -238,6 +243,11 @@ type pSession struct {
 	endSent   map[uint64]time.Time
 	complete  bool
 	syncStart time.Time
+	// The newest acknowledged epoch whose output may be released, and its
+	// lease, handed from the reader to the releaser (see releaser).
+	relEpoch uint64
+	relLease time.Time
+	relKick  chan struct{} // 1-buffered: a release is pending
 }
 
 // run is the protected-operation loop: a checkpoint every epoch.
@@ -347,14 +357,49 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 		return nil // too late to be sure the secondary has not promoted
 	}
 	p.cfg.hook(PointAcked, e)
-	p.release(e, sent.Add(p.cfg.Heartbeat.Lease()), func() { p.cfg.hook(PointMidRelease, e) })
-	p.cfg.hook(PointReleased, e)
+	ps.mu.Lock()
+	if e > ps.relEpoch {
+		ps.relEpoch, ps.relLease = e, sent.Add(p.cfg.Heartbeat.Lease())
+	}
+	ps.mu.Unlock()
+	select {
+	case ps.relKick <- struct{}{}:
+	default: // a release is already pending; it will take the newest epoch
+	}
 	return nil
+}
+
+// releaser writes acknowledged output to the sink. It runs apart from the
+// reader so that a slow sink (a full NIC queue) cannot stop the reading of
+// ACKs and heartbeats, which would get a healthy secondary dropped. Acks
+// that arrive while a release is under way are merged: the newest epoch
+// and its (later) lease cover all older ones.
+func (ps *pSession) releaser() {
+	p := ps.p
+	var done uint64
+	for {
+		select {
+		case <-ps.relKick:
+		case <-ps.done:
+			return
+		}
+		ps.mu.Lock()
+		e, lease := ps.relEpoch, ps.relLease
+		ps.mu.Unlock()
+		if e <= done {
+			continue
+		}
+		done = e
+		p.release(e, lease, func() { p.cfg.hook(PointMidRelease, e) })
+		p.cfg.hook(PointReleased, e)
+	}
 }
 
 // release sends every sealed output of epochs ≤ e to the sink, checking
 // before each write that the lease (if not zero) still holds.
 func (p *Primary) release(e uint64, lease time.Time, between func()) {
+	p.relMu.Lock()
+	defer p.relMu.Unlock()
 	outs := p.out.releasable(e)
 	for i, o := range outs {
 		if !lease.IsZero() && !p.cfg.Clock.Now().Before(lease) {

@@ -129,53 +129,68 @@ func (s *Secondary) readLoop(ss *session) error {
 			return linkError("primary", it.err)
 		}
 		ss.live.heard()
-		if err := s.handle(ss, it.f); err != nil {
+		ack, err := s.handle(it.f)
+		if err != nil {
 			return err
+		}
+		if ack != nil {
+			// Sent without s.mu: a link that is slow to take the ACK must
+			// not hold up Committed or the end of the session. The
+			// commit it reports is final, so nothing can change under it.
+			if err := ss.send(wire.TAck, ack.epoch, []byte{ack.flags}); err != nil {
+				return err
+			}
 		}
 	}
 	<-ss.done // the reader stopped because the session ended
 	return ss.err
 }
 
-func (s *Secondary) handle(ss *session, f wire.Frame) error {
+// ackOf is an ACK to send once the frame that earned it is handled.
+type ackOf struct {
+	epoch uint64
+	flags byte
+}
+
+// handle applies one frame under s.mu; an END returns the ACK to send.
+func (s *Secondary) handle(f wire.Frame) (*ackOf, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch f.Type {
 	case wire.THeartbeat:
-		return nil
+		return nil, nil
 	case wire.TBegin:
 		rel, err := wire.ParseU64(f.Payload)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if s.open != 0 || f.Epoch <= s.committed {
-			return fmt.Errorf("%w: BEGIN %d with epoch %d open, %d committed", ErrProtocol, f.Epoch, s.open, s.committed)
+			return nil, fmt.Errorf("%w: BEGIN %d with epoch %d open, %d committed", ErrProtocol, f.Epoch, s.open, s.committed)
 		}
 		s.open, s.groups, s.records = f.Epoch, 0, 0
 		s.outLog.trim(rel)
-		return nil
+		return nil, nil
 	case wire.TGroup:
 		if f.Epoch != s.open || s.open == 0 {
-			return fmt.Errorf("%w: GROUP for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
+			return nil, fmt.Errorf("%w: GROUP for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
 		}
-		return s.applyGroup(f.Payload)
+		return nil, s.applyGroup(f.Payload)
 	case wire.TEnd:
 		if f.Epoch != s.open || s.open == 0 {
-			return fmt.Errorf("%w: END for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
+			return nil, fmt.Errorf("%w: END for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
 		}
 		if err := s.commit(f.Payload); err != nil {
-			return err
+			return nil, err
 		}
-		var flags byte
+		a := &ackOf{epoch: s.committed}
 		if s.complete && s.outLog.end() == s.outEnd {
-			flags = 1 // memory and every output byte of the committed guest
+			a.flags = 1 // memory and every output byte of the committed guest
 		}
-		// The ack is sent with s.mu held: a takeover cannot interleave.
-		return ss.send(wire.TAck, s.committed, []byte{flags})
+		return a, nil
 	case wire.TBye:
-		return fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
+		return nil, fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
 	}
-	return fmt.Errorf("%w: secondary got %v", ErrProtocol, f.Type)
+	return nil, fmt.Errorf("%w: secondary got %v", ErrProtocol, f.Type)
 }
 
 // applyGroup validates a whole group, then applies it in place, saving each
