@@ -289,25 +289,36 @@ func TestUndoLog(t *testing.T) {
 	}
 }
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time { return c.t }
-
 func TestLiveness(t *testing.T) {
-	c := &fakeClock{t: time.Unix(100, 0)}
+	c := newFakeClock()
 	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
 	l := newLiveness(c)
-	c.t = c.t.Add(39 * time.Millisecond)
+	l.reading(true)
+	c.Advance(39 * time.Millisecond)
 	if l.silentFor() > hb.Deadline() {
 		t.Fatal("declared lost early")
 	}
-	c.t = c.t.Add(2 * time.Millisecond)
+	c.Advance(2 * time.Millisecond)
 	if l.silentFor() <= hb.Deadline() {
 		t.Fatal("not declared lost after the deadline")
 	}
 	l.heard()
 	if l.silentFor() != 0 {
 		t.Fatal("heard did not reset")
+	}
+	// Not reading (this side's own apply is behind): not silence.
+	l.reading(false)
+	c.Advance(time.Second)
+	if l.silentFor() != 0 {
+		t.Fatal("counted silence while not reading")
+	}
+	l.reading(true)
+	c.Advance(5 * time.Millisecond)
+	if got := l.silentFor(); got != 5*time.Millisecond {
+		t.Fatalf("silent for %v after 5 ms of reading", got)
+	}
+	if !l.lastHeard().Equal(c.Now().Add(-time.Second - 5*time.Millisecond)) {
+		t.Fatal("lastHeard moved without bytes arriving")
 	}
 	if hb.Lease() >= hb.Deadline() {
 		t.Fatal("release lease must end before the promotion deadline")

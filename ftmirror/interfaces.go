@@ -48,9 +48,14 @@ type OutputSink interface {
 	Release(offset uint64, b []byte) error
 }
 
-// Clock is the engine's time source.
+// Clock is the engine's only time source: every wait, tick and timestamp
+// of the engine goes through it, so tests drive timing with a fake clock.
+// Bare metal: the TSC and the local APIC timer; simulator: the host clock.
 type Clock interface {
 	Now() time.Time
+	// After returns a channel that receives the time once d has passed
+	// on this clock (d ≤ 0: at once).
+	After(d time.Duration) <-chan time.Time
 }
 
 // SystemClock is the host clock.
@@ -58,3 +63,6 @@ type SystemClock struct{}
 
 // Now returns time.Now().
 func (SystemClock) Now() time.Time { return time.Now() }
+
+// After is time.After.
+func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -154,15 +154,15 @@ func (p *Primary) Epoch() uint64 {
 // and has not yet had a secondary, and held otherwise. On stop it seals and
 // releases once more, so everything emitted before stop is out.
 func (p *Primary) RunAlone(stop <-chan struct{}) {
-	t := time.NewTicker(p.cfg.Epoch)
-	defer t.Stop()
+	next := p.cfg.Clock.Now().Add(p.cfg.Epoch)
 	for {
 		stopped := false
 		select {
 		case <-stop:
 			stopped = true
-		case <-t.C:
+		case <-p.cfg.Clock.After(next.Sub(p.cfg.Clock.Now())):
 		}
+		next = maxTime(next.Add(p.cfg.Epoch), p.cfg.Clock.Now())
 		p.mu.Lock()
 		p.epoch++
 		e, direct := p.epoch, p.direct && !p.served
@@ -292,8 +292,15 @@ func (ps *pSession) run() error {
 
 func sleepUntil(c Clock, t time.Time) {
 	if d := t.Sub(c.Now()); d > 0 {
-		time.Sleep(d)
+		<-c.After(d)
 	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // readLoop handles ACKs and heartbeats from the secondary.

@@ -69,6 +69,7 @@ const readRing = 8
 // session is one authenticated connection between a primary and a
 // secondary. One goroutine reads; writes are serialised by wmu.
 type session struct {
+	clock Clock
 	rw    io.ReadWriteCloser
 	codec *wire.Codec
 	rd    *wire.Reader
@@ -100,7 +101,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 		return nil, wire.Hello{}, err
 	}
 	lr := &liveReader{r: rw}
-	s := &session{rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
+	s := &session{clock: clock, rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
 		done: make(chan struct{}), out: make(chan outFrame, 8)}
 	send := func() error {
 		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
@@ -157,11 +158,16 @@ type liveReader struct {
 }
 
 func (l *liveReader) Read(b []byte) (int, error) {
+	lv := l.live.Load()
+	if lv != nil {
+		lv.reading(true)
+	}
 	n, err := l.r.Read(b)
-	if n > 0 {
-		if lv := l.live.Load(); lv != nil {
+	if lv != nil {
+		if n > 0 {
 			lv.heard()
 		}
+		lv.reading(false)
 	}
 	return n, err
 }
@@ -255,7 +261,7 @@ func (s *session) writer() {
 			s.fail(fmt.Errorf("%w: write: %w", ErrPeerLost, err))
 			return
 		}
-		s.lastSent.Store(time.Now().UnixNano())
+		s.lastSent.Store(s.clock.Now().UnixNano())
 		if of.done != nil {
 			of.done()
 		}
@@ -271,19 +277,17 @@ func (s *session) send(t wire.Type, epoch uint64, payload []byte) error {
 // heartbeats sends a HEARTBEAT whenever nothing was sent for an interval,
 // and fails the session when the peer has been silent past the deadline.
 func (s *session) heartbeats(clock Clock) {
-	t := time.NewTicker(s.hb.Interval / 2)
-	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-t.C:
+		case <-clock.After(s.hb.Interval / 2):
 		}
-		if s.live.silentFor() > s.hb.Deadline() {
-			s.fail(fmt.Errorf("%w: silent for %v", ErrPeerLost, s.live.silentFor().Round(time.Millisecond)))
+		if d := s.live.silentFor(); d > s.hb.Deadline() {
+			s.fail(fmt.Errorf("%w: silent for %v", ErrPeerLost, d.Round(time.Millisecond)))
 			return
 		}
-		if time.Since(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {
+		if clock.Now().Sub(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {
 			if err := s.send(wire.THeartbeat, 0, wire.AppendU64(nil, uint64(clock.Now().UnixNano()))); err != nil {
 				s.fail(err)
 				return
