@@ -135,7 +135,9 @@ func TestHeartbeatTimingOnFakeClock(t *testing.T) {
 	}
 	for i := 1; i <= 3; i++ {
 		step(hb.Interval / 2)
-		for deadline := time.Now().Add(5 * time.Second); heartbeats() < i; {
+		// Received, and the writer has noted when it sent it (after
+		// the write returned): only then is the next half interval due.
+		for deadline := time.Now().Add(5 * time.Second); heartbeats() < i || prim.lastSent.Load() != clock.Now().UnixNano(); {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d heartbeats after %d half intervals of clock time", heartbeats(), i)
 			}

@@ -78,7 +78,10 @@ func newRigSink(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSi
 	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
 	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
 	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
-		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 30}}
+		// A 1 s deadline: this shared 2-core machine stalls processes for
+		// hundreds of milliseconds under load, and a test must not take
+		// that for a dead peer. (A closed link is detected at once.)
+		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 100}}
 	r.cfg.Hook = func(pt Point, e uint64) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -201,4 +204,20 @@ func (r *rig) committed() uint64 {
 		r.t.Fatal("Secondary.Committed blocked for 2 s")
 		return 0
 	}
+}
+
+// waitOutput waits until the secondary holds every output byte of its
+// committed epoch (a takeover then loses nothing).
+func (r *rig) waitOutput() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.s.mu.Lock()
+		ok := r.s.complete && r.s.outLog.end() == r.s.outEnd
+		r.s.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.t.Fatal("secondary never held all committed output")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doppel-ft/doppel/ftmirror/wire"
@@ -171,7 +172,7 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		p.out.seal(e)
 		p.guest.Resume()
 		if direct {
-			p.release(e, time.Time{}, nil)
+			p.release(e, time.Time{}, nil, nil)
 		}
 		if stopped {
 			return
@@ -200,6 +201,7 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	clear(p.tags)
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
 		outSent: p.out.releasedThrough(), snap: p.snap[:0], relKick: make(chan struct{}, 1)}
+	s.revoke = ps.revoke
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
 	go ps.releaser()
@@ -248,6 +250,15 @@ type pSession struct {
 	relEpoch uint64
 	relLease time.Time
 	relKick  chan struct{} // 1-buffered: a release is pending
+	revoked  atomic.Bool   // the session failed: release nothing more on its acks
+}
+
+// revoke withdraws this session's release right before its link closes:
+// once it returns, no write to the sink happens on this session's acks.
+func (ps *pSession) revoke() {
+	ps.revoked.Store(true)
+	ps.p.relMu.Lock() // wait out a write under way
+	ps.p.relMu.Unlock()
 }
 
 // run is the protected-operation loop: a checkpoint every epoch.
@@ -397,18 +408,23 @@ func (ps *pSession) releaser() {
 			continue
 		}
 		done = e
-		p.release(e, lease, func() { p.cfg.hook(PointMidRelease, e) })
+		p.release(e, lease, ps.revoked.Load, func() { p.cfg.hook(PointMidRelease, e) })
 		p.cfg.hook(PointReleased, e)
 	}
 }
 
 // release sends every sealed output of epochs ≤ e to the sink, checking
-// before each write that the lease (if not zero) still holds.
-func (p *Primary) release(e uint64, lease time.Time, between func()) {
+// before each write that the lease (if not zero) still holds and that the
+// right to release was not revoked (if revoked is set).
+func (p *Primary) release(e uint64, lease time.Time, revoked func() bool, between func()) {
 	p.relMu.Lock()
 	defer p.relMu.Unlock()
 	outs := p.out.releasable(e)
 	for i, o := range outs {
+		if revoked != nil && revoked() {
+			p.out.unrelease(outs[i:])
+			return
+		}
 		if !lease.IsZero() && !p.cfg.Clock.Now().Before(lease) {
 			p.out.unrelease(outs[i:])
 			p.Stats.leaseMiss()

@@ -30,6 +30,7 @@ type Secondary struct {
 	recs      []wire.Record
 	scratch   [PageSize]byte
 	lastHeard time.Time
+	endedAt   time.Time // when the last session ended
 	lastErr   error
 	Applied   int64 // words written by apply, for tests and stats
 }
@@ -61,6 +62,7 @@ func (s *Secondary) Serve(rw io.ReadWriteCloser) error {
 	s.mu.Lock()
 	s.rollback()
 	s.lastHeard = ss.live.lastHeard()
+	s.endedAt = s.cfg.Clock.Now()
 	s.lastErr = ss.err
 	s.mu.Unlock()
 	return ss.err
@@ -287,11 +289,24 @@ type Takeover struct {
 }
 
 // PromoteAt is the earliest time the secondary may promote itself after
-// its session ended: the heartbeat deadline after it last heard the primary.
+// its session ended: at once if the primary closed or reset the link (its
+// process is gone, or it withdrew its release right before closing), else
+// the heartbeat deadline after it last heard the primary (doc.go, "Split
+// brain").
 func (s *Secondary) PromoteAt() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if closedByPeer(s.lastErr) {
+		return s.endedAt
+	}
 	return s.lastHeard.Add(s.cfg.Heartbeat.Deadline())
+}
+
+// LastHeard is when the primary's bytes last arrived in the last session.
+func (s *Secondary) LastHeard() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastHeard
 }
 
 // Takeover returns the committed guest for promotion. It must be called

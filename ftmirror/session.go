@@ -84,6 +84,11 @@ type session struct {
 	once sync.Once
 	err  error
 	done chan struct{}
+	// revoke, if set, is called when the session fails, before the link
+	// is closed: the primary gives up its right to release output on
+	// this session's acks, so that a peer seeing the link close may
+	// promote itself at once (doc.go, "Failure detection").
+	revoke func()
 }
 
 // handshake exchanges HELLOs and derives the session key. The primary
@@ -176,9 +181,18 @@ func (l *liveReader) Read(b []byte) (int, error) {
 func (s *session) fail(err error) {
 	s.once.Do(func() {
 		s.err = err
+		close(s.done) // stops the writer and the heartbeats
+		if s.revoke != nil {
+			s.revoke()
+		}
 		s.rw.Close()
-		close(s.done)
 	})
+}
+
+// closedByPeer reports whether a session's error means the peer closed or
+// reset the link (rather than falling silent or sending a bad frame).
+func closedByPeer(err error) bool {
+	return errors.Is(err, ErrPeerLost) && peerGone(err)
 }
 
 func (s *session) failed() error {

@@ -3,7 +3,7 @@ package ftmirror
 import (
 	"math"
 	"math/rand/v2"
-	"runtime"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -22,13 +22,11 @@ func TestStatsBounded(t *testing.T) {
 			s.released(time.Unix(1, 0), []emitMark{{at: time.Unix(0, 0)}})
 		}
 	}
-	record(1000) // warm up
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
+	record(1000)
+	small := statsBytes(reflect.ValueOf(&s).Elem())
 	record(500_000)
-	runtime.ReadMemStats(&after)
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
-		t.Fatalf("500,000 checkpoints allocated %d bytes of statistics; want a fixed size", grew)
+	if big := statsBytes(reflect.ValueOf(&s).Elem()); big != small || big > 256<<10 {
+		t.Fatalf("statistics hold %d bytes after 1,000 checkpoints, %d after 501,000; want a fixed size", small, big)
 	}
 	if sum := s.Summary(); sum.Checkpoints != 501_000 {
 		t.Fatalf("counted %d checkpoints", sum.Checkpoints)
@@ -78,4 +76,29 @@ func TestBucketBounds(t *testing.T) {
 		}
 		prev = b
 	}
+}
+
+// statsBytes is the memory v holds: its own size plus every slice's
+// backing array, recursively.
+func statsBytes(v reflect.Value) int {
+	n := 0
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			n += statsBytes(v.Field(i))
+		}
+		return n
+	case reflect.Array:
+		if v.Len() > 0 && v.Index(0).Kind() != reflect.Struct {
+			return int(v.Type().Size())
+		}
+		for i := 0; i < v.Len(); i++ {
+			n += statsBytes(v.Index(i))
+		}
+		return n
+	case reflect.Slice:
+		n = int(v.Type().Size()) + v.Cap()*int(v.Type().Elem().Size())
+		return n
+	}
+	return int(v.Type().Size())
 }

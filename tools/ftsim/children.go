@@ -230,7 +230,7 @@ func runSecondary(o *opts) error {
 	}
 	res.Promoted, res.Epoch, res.Ops = true, tk.Epoch, g.Ops()
 	res.ReadyAt = time.Now().UnixNano()
-	res.LastHeard = s.PromoteAt().Add(-o.hb * time.Duration(o.hbMiss)).UnixNano()
+	res.LastHeard = s.LastHeard().UnixNano()
 	h := sha256.Sum256(g.Memory()) // verification only; not part of failover
 	res.MemHash = hex.EncodeToString(h[:])
 	res.OutOffset, res.OutEnd = tk.OutOffset, tk.OutEnd
