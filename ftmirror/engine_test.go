@@ -25,7 +25,7 @@ func TestMirrorThenFailover(t *testing.T) {
 				t.Fatalf("secondary: %v", err)
 			}
 			// A closed link is a lost primary at once: no deadline to wait.
-			if at, heard := r.s.PromoteAt(), r.s.LastHeard(); at.After(heard.Add(r.cfg.Heartbeat.Deadline()/2)) {
+			if at, heard := r.s.PromoteAt(), r.s.LastHeard(); at.After(heard.Add(r.cfg.Heartbeat.Deadline() / 2)) {
 				t.Fatalf("promotion %v after the primary was last heard; want at once on a closed link", at.Sub(heard))
 			}
 			tk := r.takeover()
