@@ -1,6 +1,8 @@
 package ftmirror
 
 import (
+	"fmt"
+
 	"github.com/doppel-ft/doppel/ftmirror/pagediff"
 	"github.com/doppel-ft/doppel/ftmirror/wire"
 )
@@ -47,7 +49,11 @@ func (ps *pSession) checkpoint() error {
 	clock := p.cfg.Clock
 	p.guest.Pause()
 	t0 := clock.Now() // the guest is stopped from here
-	ps.dirty = p.dirty.Harvest(ps.dirty[:0])
+	var err error
+	if ps.dirty, err = p.dirty.Harvest(ps.dirty[:0]); err != nil {
+		p.guest.Resume()
+		return fmt.Errorf("checkpoint %d: harvest: %w", e, err)
+	}
 	if ps.resyncing {
 		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor)) // the rest goes in later chunks
 	}
@@ -97,7 +103,10 @@ func keepBelow(pfns []uint32, limit uint32) []uint32 {
 // (F6). A page written again after its harvest is harvested again, so the
 // checkpoint corrects any torn copy sent here.
 func (ps *pSession) forward() error {
-	ps.dirty = ps.p.dirty.Harvest(ps.dirty[:0])
+	var err error
+	if ps.dirty, err = ps.p.dirty.Harvest(ps.dirty[:0]); err != nil {
+		return fmt.Errorf("forward in epoch %d: harvest: %w", ps.open, err)
+	}
 	if ps.resyncing {
 		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor))
 	}

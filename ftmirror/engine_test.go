@@ -416,7 +416,7 @@ func (s *slowSink) unblock() {
 // secondary keeps committing, and the held output goes out afterwards.
 func TestSlowSinkKeepsSession(t *testing.T) {
 	var sink *slowSink
-	r := newRigSink(t, 256, nil, func(o OutputSink) OutputSink { sink = &slowSink{OutputSink: o}; return sink })
+	r := newRigWith(t, 256, nil, func(o OutputSink) OutputSink { sink = &slowSink{OutputSink: o}; return sink }, nil)
 	pc, sc := net.Pipe()
 	perr, serr := r.serve(pc, sc)
 	r.waitEpoch(5)
@@ -488,4 +488,49 @@ func TestAckDoesNotHoldLock(t *testing.T) {
 	<-perr
 	<-serr
 	r.takeover()
+}
+
+// failingDirty fails every harvest from the nth on (a vCPU that did not
+// answer the flush request).
+type failingDirty struct {
+	DirtySource
+	mu   sync.Mutex
+	n    int
+	fail int
+}
+
+var errNoFlush = errors.New("vCPU 1 did not flush its EPT translations in time")
+
+func (d *failingDirty) Harvest(dst []uint32) ([]uint32, error) {
+	d.mu.Lock()
+	d.n++
+	fail := d.n >= d.fail
+	d.mu.Unlock()
+	if fail {
+		return dst, errNoFlush
+	}
+	return d.DirtySource.Harvest(dst)
+}
+
+// A harvest that cannot promise every write ends the session instead of
+// sending a checkpoint that may miss a page: the secondary keeps its last
+// committed epoch, and a takeover from it is exact.
+func TestHarvestErrorEndsSession(t *testing.T) {
+	for _, fwd := range []bool{false, true} {
+		t.Run(map[bool]string{false: "checkpoint", true: "forward"}[fwd], func(t *testing.T) {
+			r := newRigWith(t, 256, func(c *Config) { c.Forward = fwd }, nil,
+				func(d DirtySource) DirtySource { return &failingDirty{DirtySource: d, fail: 40} })
+			pc, sc := net.Pipe()
+			perr, serr := r.serve(pc, sc)
+			if err := <-perr; !errors.Is(err, errNoFlush) {
+				t.Fatalf("primary ended with %v, want the harvest error", err)
+			}
+			<-serr
+			r.stopGuest()
+			if c, ok := r.s.Committed(); !ok || c == 0 {
+				t.Fatalf("secondary committed %d (complete %v)", c, ok)
+			}
+			r.takeover()
+		})
+	}
 }

@@ -70,11 +70,12 @@ type rig struct {
 }
 
 func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
-	return newRigSink(t, pages, tweak, nil)
+	return newRigWith(t, pages, tweak, nil, nil)
 }
 
-// newRigSink is newRig with the primary's sink wrapped by wrap, if set.
-func newRigSink(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSink) OutputSink) *rig {
+// newRigWith is newRig with the primary's sink and dirty source wrapped,
+// where the wrappers are set.
+func newRigWith(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSink) OutputSink, wrapDirty func(DirtySource) DirtySource) *rig {
 	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
 	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
 	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
@@ -102,7 +103,11 @@ func newRigSink(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSi
 	if wrap != nil {
 		sink = wrap(sink)
 	}
-	r.p = NewPrimary(r.cfg, r.pg, r.pg, r.pg, sink)
+	var dirty DirtySource = r.pg
+	if wrapDirty != nil {
+		dirty = wrapDirty(dirty)
+	}
+	r.p = NewPrimary(r.cfg, r.pg, dirty, r.pg, sink)
 	r.pg.Emit = r.p.Output
 	scfg := r.cfg
 	scfg.Hook = nil
