@@ -32,6 +32,10 @@ check:
 	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	go vet ./...
 
+# The concurrent FT engine runs again under the race detector (pagediff is
+# single-threaded SIMD and too slow under -race to be worth it).
+RACE_PKGS += ./ftmirror ./ftmirror/wire ./ftmirror/simguest
+
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
 	go test -count=1 -race -timeout 10m $(RACE_PKGS)
