@@ -29,6 +29,12 @@
 // and needs both registers in the FADT and \_S5 in the DSDT. Reboot
 // (acpi_reboot) writes the reset value to the reset register when
 // RESET_REG_SUP is set; the machine's reset device at 0xCF9 acts on it.
+// But Linux takes that path on a HW-reduced machine only with "reboot=acpi"
+// on its command line: otherwise arch/x86/kernel/reboot.c's reboot_init
+// picks EFI reboot (efi_reboot_required is true for HW-reduced ACPI), which
+// without EFI falls through to a real-mode jump to the BIOS reset vector
+// 0xFFFF0. The machine should pass reboot=acpi (checked by
+// qemu-test/acpi_test.go: without it QEMU saw no write to 0xCF9).
 // Because null_legacy_pic leaves no ISA IRQ mapped, the COM1 device's
 // _CRS is what gives the 8250 driver its IRQ 4.
 //

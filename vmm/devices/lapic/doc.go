@@ -41,6 +41,15 @@
 //   - The guest's EOI write reaches EOI listeners (the IOAPIC) directly;
 //     IPIs from the ICR go through the Router to the other LAPICs.
 //
+// Device MSIs (writes to 0xFEExxxxx) become messages with MSI and go to
+// Router.Deliver like the IOAPIC's.
+//
+// What the vCPU's CPUID should say to match: CPUID.01H:EDX[9] (APIC),
+// CPUID.01H:ECX[24] (TSC-deadline; Linux then skips calibrating the
+// APIC timer), CPUID.01H:ECX[21] (x2APIC) if the vCPU routes the MSRs,
+// and CPUID.15H with the core crystal clock = Config.BusHz so Linux knows
+// the timer rate without a PIT.
+//
 // # Concurrency
 //
 // A LAPIC is safe for concurrent use: IPIs and IOAPIC messages arrive
