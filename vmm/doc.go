@@ -17,7 +17,7 @@
 // them is pure Go and tested on a Linux host: field encodings, control bits
 // and their adjustment against the capability MSRs, the capability report,
 // exit-qualification decoders, the exit dispatch table and the doppel test
-// port protocol. Virtual devices live in their own packages (vmm/serial).
+// port protocol. Virtual devices live in their own packages (vmm/devices/...).
 //
 // # Test guest start state
 //
