@@ -59,6 +59,9 @@ type BoardConfig struct {
 	// Clock is the guest's time; TSCHz its TSC rate.
 	Clock devices.Clock
 	TSCHz uint64
+	// BusHz is the LAPIC timer's input clock, the crystal CPUID 0x15
+	// reports (vmm.CrystalFor); 0 is the lapic package's default.
+	BusHz uint64
 	// OnStop is called (once per event, with the device lock held) when
 	// the guest ends the run: debug-exit write, reset request.
 	OnStop func(reason string)
@@ -133,7 +136,7 @@ func NewBoard(c BoardConfig) (*Board, error) {
 	sink := wakingSink{b.Router, b}
 	b.IOAPIC = ioapic.New(uint8(c.CPUs), sink)
 	for i := 0; i < c.CPUs; i++ {
-		l := lapic.New(lapic.Config{ID: uint32(i), BSP: i == 0, Clock: c.Clock, TSCHz: c.TSCHz,
+		l := lapic.New(lapic.Config{ID: uint32(i), BSP: i == 0, Clock: c.Clock, TSCHz: c.TSCHz, BusHz: c.BusHz,
 			Sink: sink, EOI: []devices.EOIListener{b.IOAPIC}})
 		b.Router.Add(l)
 		b.LAPICs = append(b.LAPICs, l)

@@ -327,7 +327,8 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 	vpid0 := h.vpid + 1
 	h.vpid += uint16(o.CPUs)
 	var err error
-	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz,
+	crystal := vmm.CrystalFor(h.tscHz, lapic.DefaultBusHz)
+	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz, BusHz: crystal,
 		OnStop: func(reason string) {
 			v.mu.Lock()
 			if v.stop == "" {
@@ -341,7 +342,7 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 	}
 	proc2 := uint32(h.caps.Proc2 >> 32) // allowed-1 settings (App. A.3.3)
 	view := vmm.NewCPUIDView(vmm.CPUIDConfig{
-		Host: cpu.CPUID, CPUs: o.CPUs, TSCHz: h.tscHz, CrystalHz: lapic.DefaultBusHz,
+		Host: cpu.CPUID, CPUs: o.CPUs, TSCHz: h.tscHz, CrystalHz: crystal,
 		RDTSCP:      proc2&vmm.Proc2EnableRDTSCP != 0,
 		INVPCID:     proc2&vmm.Proc2EnableINVPCID != 0,
 		TSCDeadline: true,
