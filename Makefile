@@ -5,6 +5,8 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 # Host packages: everything except the emulator tests, which boot images.
 HOST_PKGS = $(shell go list ./... | grep -v /qemu-test)
+# Host packages used from several threads: also tested under -race.
+RACE_PKGS = ./vmm/devices/lapic ./vmm/devices/ioapic
 
 .PHONY: all deps image run test check unit fuzz emu bench clean
 
@@ -32,6 +34,7 @@ check:
 
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
+	go test -count=1 -race -timeout 10m $(RACE_PKGS)
 
 fuzz:
 	@bash scripts/fuzz.sh

@@ -50,6 +50,7 @@ func boot(args []string, out io.Writer) (*kernel, error) {
 		k.log.Printf("board", "%s", trimBoard(err))
 	}
 	registerVMXReport(k.bareMetal)
+	registerSVMReport(k.bareMetal)
 	k.reportCPU()
 	k.reportMemory()
 	k.reportModules()

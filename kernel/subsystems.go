@@ -55,7 +55,7 @@ func startGuest(k *kernel) error {
 	if k.startPCGuest(m) { // a kernel the loader knows: vmm/pc, kernel/guest.go
 		return nil
 	}
-	err = dirtytest.RunFromFlags(k.out, k.flags)
+	err = runTestGuest(k.out, k.flags)
 	switch {
 	case errors.Is(err, dirtytest.ErrNoVT):
 		k.log.Printf("vmm", "%v; the console stays up", err)

@@ -59,3 +59,9 @@ func (d *Device) Save() ([]byte, error) {
 func (d *Device) Restore(state []byte) error {
 	return devices.NewDecoder(state, stateMagic, stateVersion).Finish()
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Device)(nil)
+	_ devices.Snapshotter = (*Device)(nil)
+)

@@ -7,8 +7,12 @@
 // 16-bit port 0x510: writing a key selects an item and rewinds its data
 // offset to 0. The data register is the byte port 0x511: each read returns
 // the next byte of the selected item, and 0 past its end or for a key
-// with no item. Writes to the data port are ignored (as in QEMU since
-// 2.4). The DMA interface is not offered: bit 1 of the ID item is clear.
+// with no item. Data writes are ignored (as in QEMU since 2.4). As in
+// QEMU's combined I/O region (fw_cfg_comb_read/write), the access size
+// decides, not the port: any byte read reads data, any 16-bit write
+// selects, any byte write is a data write; other sizes are invalid there,
+// and here read as all ones without consuming data. The DMA interface is
+// not offered: bit 1 of the ID item is clear.
 //
 // Items: the signature "QEMU" (key 0x0000), the interface ID (0x0001,
 // u32 LE, bit 0 set: traditional interface), RAM_SIZE (0x0003, u64 LE),
@@ -138,24 +142,19 @@ func (d *Device) next() byte {
 	return b
 }
 
-// PortIn implements devices.PortDevice for a device mapped at Port: reads
-// of Data return the next bytes of the item (a wider read returns several,
-// little-endian); the selector reads as 0.
+// PortIn implements devices.PortDevice for a device mapped at Port: a
+// byte read returns the next byte of the item.
 func (d *Device) PortIn(offset uint16, size int) uint32 {
-	if offset != Data {
-		return 0
+	if size != 1 {
+		return uint32(1<<(8*size) - 1)
 	}
-	var v uint32
-	for i := 0; i < size; i++ {
-		v |= uint32(d.next()) << (8 * i)
-	}
-	return v
+	return uint32(d.next())
 }
 
-// PortOut implements devices.PortDevice: a write to Selector selects an
-// item; data writes are ignored.
+// PortOut implements devices.PortDevice: a 16-bit write selects an item;
+// other writes are ignored.
 func (d *Device) PortOut(offset uint16, size int, value uint32) {
-	if offset == Selector && size >= 2 {
+	if size == 2 {
 		d.key = uint16(value)
 		d.offset = 0
 	}
@@ -186,3 +185,9 @@ func (d *Device) Restore(state []byte) error {
 	d.key, d.offset = key, off
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Device)(nil)
+	_ devices.Snapshotter = (*Device)(nil)
+)

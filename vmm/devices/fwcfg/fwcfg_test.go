@@ -38,13 +38,24 @@ func TestItems(t *testing.T) {
 			t.Errorf("%s: %x, want %x", tc.name, got, tc.want)
 		}
 	}
-	// A byte write to the selector does not select; a data write is ignored.
+	// As QEMU: a byte write does not select, a data write is ignored, a
+	// byte read of either port reads data, a wider read is refused.
 	d.PortOut(Selector, 2, KeySignature)
 	d.PortIn(Data, 1)
 	d.PortOut(Selector, 1, KeyID)
 	d.PortOut(Data, 1, 0xAA)
-	if got := d.PortIn(Data, 1); got != 'E' {
+	if got := d.PortIn(Selector, 1); got != 'E' {
 		t.Errorf("after ignored writes read %#x, want 'E'", got)
+	}
+	if got := d.PortIn(Data, 2); got != 0xFFFF {
+		t.Errorf("word read %#x, want all ones", got)
+	}
+	if got := d.PortIn(Data, 1); got != 'M' {
+		t.Errorf("after a refused word read %#x, want 'M'", got)
+	}
+	d.PortOut(Data, 2, KeyNBCPUs) // a 16-bit write at the data port selects
+	if got := d.PortIn(Data, 1); got != 4 {
+		t.Errorf("after selecting at the data port read %#x", got)
 	}
 }
 

@@ -39,6 +39,11 @@ type Config struct {
 	// EOI listeners are told of the EOI of every level-triggered vector
 	// (the IOAPICs).
 	EOI []devices.EOIListener
+	// Wake, if set, is called when something became pending for the vCPU
+	// (an IRR vector, NMI, INIT, SIPI or ExtINT), on the thread that made
+	// it so and with no LAPIC lock held: the machine wakes a halted vCPU
+	// or kicks a running one out of the guest. It must not block.
+	Wake func()
 }
 
 // regs is the guest-visible state, saved and restored as a whole.
@@ -80,11 +85,18 @@ type LAPIC struct {
 	busHz uint64
 	sink  devices.MessageSink
 	eoi   []devices.EOIListener
+	wake  func()
 
 	mu      sync.Mutex
 	r       regs
 	outMsgs []devices.Message // IPIs to send once mu is released
 	outEOIs []uint8           // level EOIs to broadcast once mu is released
+	kick    bool              // call wake once mu is released
+	// irrNew holds the vectors accepted since LoadVirtualAPIC: with
+	// virtual-interrupt delivery they are not yet in the page's VIRR.
+	irrNew [8]uint32
+	// pageStale says an INIT reset the LAPIC since LoadVirtualAPIC.
+	pageStale bool
 }
 
 // New returns a LAPIC in its power-up state (SDM Vol. 3A 11.4.7.1):
@@ -100,7 +112,7 @@ func New(c Config) *LAPIC {
 	if c.BusHz > 1_000_000_000 {
 		panic(fmt.Sprintf("lapic: BusHz %d above 1 GHz", c.BusHz)) // programming error
 	}
-	l := &LAPIC{clock: c.Clock, tscHz: c.TSCHz, busHz: c.BusHz, sink: c.Sink, eoi: c.EOI}
+	l := &LAPIC{clock: c.Clock, tscHz: c.TSCHz, busHz: c.BusHz, sink: c.Sink, eoi: c.EOI, wake: c.Wake}
 	l.r.id = c.ID
 	l.r.apicBase = DefaultBase | APICBaseEnable
 	if c.BSP {
@@ -122,11 +134,24 @@ func (l *LAPIC) resetRegs() {
 }
 
 // unlock releases mu, then sends the IPIs and EOI broadcasts queued under
-// it.
+// it and calls Wake if something became pending.
 func (l *LAPIC) unlock() {
-	msgs, eois := l.outMsgs, l.outEOIs
-	l.outMsgs, l.outEOIs = nil, nil
+	if len(l.outMsgs) == 0 && len(l.outEOIs) == 0 && !l.kick {
+		l.mu.Unlock()
+		return
+	}
+	// Copy out (to the stack in the usual case of one or two) so the
+	// queues keep their capacity without being shared after Unlock.
+	var msgBuf [2]devices.Message
+	var eoiBuf [4]uint8
+	msgs := append(msgBuf[:0], l.outMsgs...)
+	eois := append(eoiBuf[:0], l.outEOIs...)
+	kick := l.kick
+	l.outMsgs, l.outEOIs, l.kick = l.outMsgs[:0], l.outEOIs[:0], false
 	l.mu.Unlock()
+	if kick && l.wake != nil {
+		l.wake()
+	}
 	for _, m := range msgs {
 		if l.sink != nil {
 			l.sink.Deliver(m)
@@ -182,7 +207,9 @@ func (l *LAPIC) raiseError(bit uint32) {
 		l.r.esrPending |= ESRReceiveIllegalVector
 	} else {
 		setBit(&l.r.irr, v)
+		setBit(&l.irrNew, v)
 		clearBit(&l.r.tmr, v)
+		l.kick = true
 	}
 }
 
@@ -198,6 +225,8 @@ func (l *LAPIC) acceptFixed(vector uint8, level bool) {
 		return
 	}
 	setBit(&l.r.irr, vector)
+	setBit(&l.irrNew, vector)
+	l.kick = true
 	if level {
 		setBit(&l.r.tmr, vector)
 	} else {
@@ -215,18 +244,23 @@ func (l *LAPIC) accept(m devices.Message) {
 		l.acceptFixed(m.Vector, m.Level)
 	case devices.DeliveryNMI:
 		l.r.nmiPending = true
+		l.kick = true
 	case devices.DeliveryINIT:
 		l.resetRegs()
+		l.pageStale = true
 		l.r.initPending = true
 		l.r.waitSIPI = true
+		l.kick = true
 	case devices.DeliveryStartup:
 		if l.r.waitSIPI {
 			l.r.waitSIPI = false
 			l.r.sipiPending = true
 			l.r.sipiVector = m.Vector
+			l.kick = true
 		}
 	case devices.DeliveryExtINT:
 		l.r.extINT = true
+		l.kick = true
 	}
 	// SMI and reserved modes are ignored: doppel has no SMM.
 }
@@ -370,8 +404,12 @@ func (l *LAPIC) setLINT(i int, high bool) {
 	if !l.lintAsserted(i) || was {
 		return
 	}
+	if !l.hwEnabled() {
+		l.kick = i == 0 // LINT0 is the plain INTR pin: ExtINTPending
+		return
+	}
 	e := l.r.lvt[lvtLINT0+i]
-	if e&LVTMasked != 0 || !l.hwEnabled() {
+	if e&LVTMasked != 0 {
 		return
 	}
 	switch devices.DeliveryMode(e & LVTDeliveryMode >> 8) {
@@ -379,6 +417,9 @@ func (l *LAPIC) setLINT(i int, high bool) {
 		l.acceptFixed(uint8(e&LVTVector), false)
 	case devices.DeliveryNMI:
 		l.r.nmiPending = true
+		l.kick = true
+	case devices.DeliveryExtINT:
+		l.kick = true // ExtINTPending is now true
 	}
 }
 
@@ -399,8 +440,10 @@ func (l *LAPIC) Base() (uint64, bool) {
 }
 
 // matches reports whether a message with this destination addresses this
-// LAPIC (SDM Vol. 3A 11.6.2, 11.12.10). Physical 0xFF (xAPIC) and
-// 0xFFFFFFFF are broadcasts.
+// LAPIC (SDM Vol. 3A 11.6.2, 11.12.10). Physical 0xFF and 0xFFFFFFFF are
+// broadcasts. In x2APIC mode 0xFF is a valid APIC ID to the SDM, but the
+// IOAPIC's 8-bit destination 0xFF means broadcast (KVM keeps the same
+// quirk), and no doppel vCPU has ID 255 (acpi.MaxCPUs is 254).
 func (l *LAPIC) matches(dest uint32, logical bool) bool {
 	l.mu.Lock()
 	defer l.unlock()
@@ -412,7 +455,7 @@ func (l *LAPIC) matches(dest uint32, logical bool) bool {
 			return true
 		}
 		if !logical {
-			return dest == l.r.id
+			return dest == l.r.id || dest == 0xFF
 		}
 		ldr := l.x2LDR()
 		return dest>>16 == ldr>>16 && dest&ldr&0xFFFF != 0

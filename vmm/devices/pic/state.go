@@ -52,3 +52,9 @@ func (p *Pair) Restore(state []byte) error {
 	p.intr.Set(p.level)
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Port)(nil)
+	_ devices.Snapshotter = (*Pair)(nil)
+)

@@ -78,3 +78,10 @@ func (p *PIT) Restore(state []byte) error {
 	p.irq0.Set(p.ch[0].out)
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*PIT)(nil)
+	_ devices.Snapshotter = (*PIT)(nil)
+	_ devices.Timer       = (*PIT)(nil)
+)

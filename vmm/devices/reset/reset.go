@@ -103,3 +103,9 @@ func (c *Control) Restore(state []byte) error {
 	c.reg = v
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*Control)(nil)
+	_ devices.Snapshotter = (*Control)(nil)
+)

@@ -50,3 +50,10 @@ func (r *RTC) Restore(state []byte) error {
 	r.irq.Set(r.level)
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*RTC)(nil)
+	_ devices.Snapshotter = (*RTC)(nil)
+	_ devices.Timer       = (*RTC)(nil)
+)

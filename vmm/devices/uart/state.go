@@ -53,3 +53,9 @@ func (u *UART) Restore(state []byte) error {
 	u.irq.Set(u.level)
 	return nil
 }
+
+// The contracts of vmm/devices this device meets.
+var (
+	_ devices.PortDevice  = (*UART)(nil)
+	_ devices.Snapshotter = (*UART)(nil)
+)
