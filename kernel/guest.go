@@ -22,6 +22,7 @@ const (
 	FlagGuestCPUs        = "doppel.guest.cpus"
 	FlagGuestInitrd      = "doppel.guest.initrd"
 	FlagGuestRestoreTest = "doppel.guest.restoretest"
+	FlagGuestACPI        = "doppel.guest.acpi"
 )
 
 func init() {
@@ -32,6 +33,8 @@ func init() {
 			Help: "multiboot module given to the guest as its initrd"},
 		{Name: FlagGuestRestoreTest, Kind: board.KindInt, Default: "0", Min: 0, Max: 10000,
 			Help: "pause, save, destroy and restore the running guest this many times"},
+		{Name: FlagGuestACPI, Kind: board.KindBool, Default: "1",
+			Help: "give the guest ACPI tables (0: one CPU, PIC and PIT, LAPIC in virtual-wire mode)"},
 	} {
 		if err := board.Known.Register(f); err != nil {
 			panic(err) // a bad built-in flag is a programming error
@@ -184,6 +187,7 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 		RestoreTest: int(k.flags.Int(FlagGuestRestoreTest)),
 		Seed:        uint64(time.Now().UnixNano()),
 		Input:       &pc.Input{},
+		NoACPI:      !k.flags.Bool(FlagGuestACPI),
 	}
 	if name := k.flags.String(FlagGuestInitrd); name != "" {
 		mods, _ := board.ReadModules()

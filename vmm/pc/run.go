@@ -39,6 +39,9 @@ type Options struct {
 	// Input, when set, is where the caller's console bytes for the guest
 	// go: Run sets it to the live UART's input for the guest's lifetime.
 	Input *Input
+	// NoACPI leaves out the ACPI tables: Linux then finds one CPU, the
+	// PIC and PIT, and the LAPIC in virtual-wire mode.
+	NoACPI bool
 }
 
 // Input forwards console bytes to the running guest's UART.
@@ -220,13 +223,28 @@ func Run(o Options) (*Report, error) {
 		return nil, err
 	}
 	layout := loader.NewPCLayout(o.MemSize)
+	var tables []byte
+	if !o.NoACPI {
+		b, err := NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: io.Discard, Clock: &vmm.TSCClock{Hz: 1, Read: cpu.RDTSC}, TSCHz: 1})
+		if err != nil {
+			return nil, err
+		}
+		t, err := b.ACPITables()
+		if err != nil {
+			return nil, err
+		}
+		if err := sp.mem.Write(t.Base, t.Bytes); err != nil {
+			return nil, fmt.Errorf("pc: ACPI tables: %w", err)
+		}
+		layout.RSDP, tables = t.RSDP, t.Bytes
+	}
 	state, kind, err := loader.Load(loader.Flat(sp.mem), loader.Config{Layout: layout, Kernel: o.Kernel, Cmdline: o.Cmdline, Initrd: o.Initrd})
 	if err != nil {
 		return nil, fmt.Errorf("pc: load kernel: %w", err)
 	}
 	h.tscHz = vmm.MeasureTSCHz(20 * time.Millisecond)
-	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v)\n",
-		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode)
+	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v), ACPI tables %d bytes\n",
+		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode, len(tables))
 	clock := &vmm.TSCClock{Hz: h.tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
 	start := time.Now()
 	cur, err := h.build(o, sp, state, clock, nil)
