@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/dirtytest"
 	"github.com/doppel-ft/doppel/vmm/loader"
@@ -203,13 +206,58 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 	}
 	k.log.Printf("guest", "starting %v %q with %d vCPUs, %s, command line %q (Ctrl-A c switches the console)",
 		kind, firstWord(m.Name), o.CPUs, board.FormatBytes(o.MemSize), o.Cmdline)
+	reqs := make(chan pc.RestoreRequest)
+	o.Requests = reqs
+	guestRestore.Store(&reqs)
 	guestConsole.setGuest(o.Input)
 	go func() {
 		rep, err := pc.Run(o)
+		guestRestore.Store(nil)
 		guestConsole.setGuest(nil)
 		k.reportGuest(rep, err)
 	}()
 	return true
+}
+
+// guestRestore is the running guest's restore-request channel, nil when
+// no guest runs.
+var guestRestore atomic.Pointer[chan pc.RestoreRequest]
+
+// restoreCommand runs save/destroy/restore cycles on the running guest
+// from doppel's shell (Ctrl-A c to get there while a guest runs).
+var restoreCommand = console.Command{
+	Name: "restore",
+	Args: "[n]",
+	Help: "pause the running guest n times (default 5) at random moments, save it, rebuild it in fresh memory, resume",
+	Run: func(w io.Writer, args []string) error {
+		n := 5
+		if len(args) > 0 {
+			v, err := strconv.Atoi(args[0])
+			if err != nil || v < 1 || v > 1000 {
+				return fmt.Errorf("restore: want a count from 1 to 1000, not %q", args[0])
+			}
+			n = v
+		}
+		ch := guestRestore.Load()
+		if ch == nil {
+			return fmt.Errorf("restore: no guest is running")
+		}
+		done := make(chan pc.RestoreResult, 1)
+		select {
+		case *ch <- pc.RestoreRequest{N: n, Done: done}:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("restore: the guest does not take requests")
+		}
+		res := <-done
+		for i, c := range res.Cycles {
+			fmt.Fprintf(w, "restore: cycle %d/%d: %d bytes, save %v, restore %v\n", i+1, n, c.Bytes, c.Save, c.Restore)
+		}
+		if res.Err != nil {
+			return fmt.Errorf("restore: after %d cycles: %w", len(res.Cycles), res.Err)
+		}
+		fmt.Fprintf(w, "restore: %d/%d cycles done\n", len(res.Cycles), n)
+		return nil
+	},
 }
 
 // reportGuest logs how the guest ended.

@@ -39,6 +39,9 @@ type Options struct {
 	// Input, when set, is where the caller's console bytes for the guest
 	// go: Run sets it to the live UART's input for the guest's lifetime.
 	Input *Input
+	// Requests asks the running guest for more restore cycles: each
+	// request runs N cycles at random moments and answers on Done.
+	Requests <-chan RestoreRequest
 	// NoACPI leaves out the ACPI tables: Linux then finds one CPU, the
 	// PIC and PIT, and the LAPIC in virtual-wire mode.
 	NoACPI bool
@@ -73,6 +76,19 @@ func (in *Input) set(f func([]byte)) {
 	in.mu.Lock()
 	in.recv = f
 	in.mu.Unlock()
+}
+
+// RestoreRequest asks for N save/destroy/restore cycles; the cycles done
+// (and an error if they stopped early) come back on Done.
+type RestoreRequest struct {
+	N    int
+	Done chan<- RestoreResult
+}
+
+// RestoreResult answers a RestoreRequest.
+type RestoreResult struct {
+	Cycles []RestoreCycle
+	Err    error
 }
 
 // Report says how a guest run ended.
@@ -254,30 +270,23 @@ func Run(o Options) (*Report, error) {
 	rep := &Report{}
 	var other *space
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9E37_79B9_7F4A_7C15))
-	for cycle := 0; cycle < o.RestoreTest; cycle++ {
-		// A random moment in the next 1-4 s of host time.
-		wait := time.Duration(1000+rng.IntN(3000)) * time.Millisecond
-		select {
-		case <-cur.m.Done():
-		case <-time.After(wait):
-		}
-		if cur.m.State() == vmm.StateStopped {
-			break
-		}
+	// cycle saves the running guest, destroys its VM and resumes it in a
+	// new one in the other memory space.
+	cycle := func() (RestoreCycle, error) {
 		if other == nil {
+			var err error
 			if other, err = h.newSpace(o.MemSize); err != nil {
-				cur.m.Stop(err)
-				break
+				return RestoreCycle{}, err
 			}
 		}
 		t0 := time.Now()
 		if err := cur.m.Pause(); err != nil {
-			break // it stopped meanwhile
+			return RestoreCycle{}, err // it stopped meanwhile
 		}
 		snap, err := cur.m.Save()
 		if err != nil {
 			cur.m.Stop(fmt.Errorf("restore test: save: %w", err))
-			break
+			return RestoreCycle{}, err
 		}
 		blob := snap.Encode()
 		tSave := time.Since(t0)
@@ -290,17 +299,49 @@ func Run(o Options) (*Report, error) {
 		t1 := time.Now()
 		back, err := vmm.DecodeSnapshot(blob)
 		if err != nil {
-			return rep, fmt.Errorf("pc: restore test: %w", err)
+			return RestoreCycle{}, err
 		}
 		next, err := h.build(o, other, nil, clock, back)
 		if err != nil {
-			return rep, fmt.Errorf("pc: restore test: rebuild: %w", err)
+			return RestoreCycle{}, fmt.Errorf("rebuild: %w", err)
 		}
-		tRestore := time.Since(t1)
-		rep.Restores = append(rep.Restores, RestoreCycle{Bytes: len(blob), Save: tSave, Restore: tRestore})
-		fmt.Fprintf(o.Log, "restore test %d/%d: saved %s in %v, restored in fresh memory in %v\n",
-			cycle+1, o.RestoreTest, board.FormatBytes(uint64(len(blob))), tSave.Round(time.Microsecond), tRestore.Round(time.Microsecond))
+		c := RestoreCycle{Bytes: len(blob), Save: tSave, Restore: time.Since(t1)}
+		rep.Restores = append(rep.Restores, c)
 		sp, other, cur = other, sp, next
+		return c, nil
+	}
+	// runCycles runs n cycles, each after a random 1-4 s.
+	runCycles := func(n int) ([]RestoreCycle, error) {
+		var done []RestoreCycle
+		for i := 0; i < n; i++ {
+			select {
+			case <-cur.m.Done():
+				return done, fmt.Errorf("the guest stopped")
+			case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
+			}
+			c, err := cycle()
+			if err != nil {
+				return done, err
+			}
+			done = append(done, c)
+			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v\n",
+				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond))
+		}
+		return done, nil
+	}
+	if o.RestoreTest > 0 {
+		if _, err := runCycles(o.RestoreTest); err != nil {
+			fmt.Fprintf(o.Log, "restore test: %v\n", err)
+		}
+	}
+	for stopped := false; !stopped; {
+		select {
+		case <-cur.m.Done():
+			stopped = true
+		case req := <-o.Requests:
+			cs, err := runCycles(req.N)
+			req.Done <- RestoreResult{Cycles: cs, Err: err}
+		}
 	}
 	rep.Err = cur.m.Wait()
 	o.Input.set(nil)
