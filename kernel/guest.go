@@ -185,7 +185,7 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 		Cmdline:     moduleArgs(m.Name),
 		CPUs:        int(k.flags.Int(FlagGuestCPUs)),
 		MemSize:     k.flags.Size(dirtytest.FlagGuestMem),
-		Console:     k.out,
+		Console:     newLineWriter(k.out, 50*time.Millisecond),
 		Log:         k.log.Writer("guest"),
 		RestoreTest: int(k.flags.Int(FlagGuestRestoreTest)),
 		Seed:        uint64(time.Now().UnixNano()),
@@ -287,6 +287,45 @@ func (k *kernel) reportGuest(rep *pc.Report, err error) {
 		k.log.Printf("guest", "restore %d: %d bytes, save %v, restore %v", i+1, c.Bytes, c.Save, c.Restore)
 	}
 	k.log.Printf("guest", "console back to doppel's shell; type help")
+}
+
+// lineWriter passes the guest's console output on in whole lines, so
+// doppel's own log lines never split one; a partial line (a prompt) goes
+// out after it has waited for delay.
+type lineWriter struct {
+	mu    sync.Mutex
+	out   io.Writer
+	buf   []byte
+	delay time.Duration
+	timer *time.Timer
+}
+
+func newLineWriter(out io.Writer, delay time.Duration) *lineWriter {
+	return &lineWriter{out: out, delay: delay}
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if i := strings.LastIndexByte(string(w.buf), '\n'); i >= 0 {
+		w.out.Write(w.buf[:i+1])
+		w.buf = append(w.buf[:0], w.buf[i+1:]...)
+	}
+	if len(w.buf) > 0 && w.timer == nil {
+		w.timer = time.AfterFunc(w.delay, w.flush)
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer = nil
+	if len(w.buf) > 0 {
+		w.out.Write(w.buf)
+		w.buf = w.buf[:0]
+	}
 }
 
 // readModule copies a multiboot module out of host memory.

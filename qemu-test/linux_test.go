@@ -111,3 +111,56 @@ func TestBochsLinux(t *testing.T) {
 		t.Error("doppel reported a guest failure")
 	}
 }
+
+// TestBochsLinuxRestore boots the Linux guest, starts the workload, and
+// from doppel's shell (Ctrl-A c) runs 5 save/destroy/restore cycles at
+// random moments while the workload runs; back on the guest's console
+// the workload must finish with every counter line and checksum right.
+func TestBochsLinuxRestore(t *testing.T) {
+	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
+	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=640M"
+	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: cmdline, CPUs: 2, MemMiB: 1024, Modules: []Module{
+		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
+		{Path: initrd, Name: "initramfs"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux (\S+), (\d+) cpus`), 30*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const mib, lines = 8, 120
+	if err := m.Type(fmt.Sprintf("workload -mib %d -lines %d -interval 250ms\r", mib, lines)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(`workload: n=3 `), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("\x01c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString("console to doppel's shell", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("restore 5\r"); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := m.Expect(regexp.MustCompile(`restore: (\d+)/5 cycles done|restore: after \d+ cycles: [^\r\n]*`), 20*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subs[1] != "5" {
+		t.Fatalf("%s", subs[0])
+	}
+	for _, c := range regexp.MustCompile(`restore: cycle \d/5: [^\r\n]*`).FindAllString(m.Output(), -1) {
+		t.Log(c)
+	}
+	if err := m.Type("\x01c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString(fmt.Sprintf("workload: done n=%d", lines), 20*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	checkWorkload(t, m.Output(), mib, lines)
+}
