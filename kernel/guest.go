@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/dirtytest"
 	"github.com/doppel-ft/doppel/vmm/loader"
@@ -22,6 +25,7 @@ const (
 	FlagGuestCPUs        = "doppel.guest.cpus"
 	FlagGuestInitrd      = "doppel.guest.initrd"
 	FlagGuestRestoreTest = "doppel.guest.restoretest"
+	FlagGuestACPI        = "doppel.guest.acpi"
 )
 
 func init() {
@@ -32,6 +36,8 @@ func init() {
 			Help: "multiboot module given to the guest as its initrd"},
 		{Name: FlagGuestRestoreTest, Kind: board.KindInt, Default: "0", Min: 0, Max: 10000,
 			Help: "pause, save, destroy and restore the running guest this many times"},
+		{Name: FlagGuestACPI, Kind: board.KindBool, Default: "1",
+			Help: "give the guest ACPI tables (0: one CPU, PIC and PIT, LAPIC in virtual-wire mode)"},
 	} {
 		if err := board.Known.Register(f); err != nil {
 			panic(err) // a bad built-in flag is a programming error
@@ -179,11 +185,12 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 		Cmdline:     moduleArgs(m.Name),
 		CPUs:        int(k.flags.Int(FlagGuestCPUs)),
 		MemSize:     k.flags.Size(dirtytest.FlagGuestMem),
-		Console:     k.out,
+		Console:     newLineWriter(k.out, 50*time.Millisecond),
 		Log:         k.log.Writer("guest"),
 		RestoreTest: int(k.flags.Int(FlagGuestRestoreTest)),
 		Seed:        uint64(time.Now().UnixNano()),
 		Input:       &pc.Input{},
+		NoACPI:      !k.flags.Bool(FlagGuestACPI),
 	}
 	if name := k.flags.String(FlagGuestInitrd); name != "" {
 		mods, _ := board.ReadModules()
@@ -199,13 +206,58 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 	}
 	k.log.Printf("guest", "starting %v %q with %d vCPUs, %s, command line %q (Ctrl-A c switches the console)",
 		kind, firstWord(m.Name), o.CPUs, board.FormatBytes(o.MemSize), o.Cmdline)
+	reqs := make(chan pc.RestoreRequest)
+	o.Requests = reqs
+	guestRestore.Store(&reqs)
 	guestConsole.setGuest(o.Input)
 	go func() {
 		rep, err := pc.Run(o)
+		guestRestore.Store(nil)
 		guestConsole.setGuest(nil)
 		k.reportGuest(rep, err)
 	}()
 	return true
+}
+
+// guestRestore is the running guest's restore-request channel, nil when
+// no guest runs.
+var guestRestore atomic.Pointer[chan pc.RestoreRequest]
+
+// restoreCommand runs save/destroy/restore cycles on the running guest
+// from doppel's shell (Ctrl-A c to get there while a guest runs).
+var restoreCommand = console.Command{
+	Name: "restore",
+	Args: "[n]",
+	Help: "pause the running guest n times (default 5) at random moments, save it, rebuild it in fresh memory, resume",
+	Run: func(w io.Writer, args []string) error {
+		n := 5
+		if len(args) > 0 {
+			v, err := strconv.Atoi(args[0])
+			if err != nil || v < 1 || v > 1000 {
+				return fmt.Errorf("restore: want a count from 1 to 1000, not %q", args[0])
+			}
+			n = v
+		}
+		ch := guestRestore.Load()
+		if ch == nil {
+			return fmt.Errorf("restore: no guest is running")
+		}
+		done := make(chan pc.RestoreResult, 1)
+		select {
+		case *ch <- pc.RestoreRequest{N: n, Done: done}:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("restore: the guest does not take requests")
+		}
+		res := <-done
+		for i, c := range res.Cycles {
+			fmt.Fprintf(w, "restore: cycle %d/%d: %d bytes, save %v, restore %v\n", i+1, n, c.Bytes, c.Save, c.Restore)
+		}
+		if res.Err != nil {
+			return fmt.Errorf("restore: after %d cycles: %w", len(res.Cycles), res.Err)
+		}
+		fmt.Fprintf(w, "restore: %d/%d cycles done\n", len(res.Cycles), n)
+		return nil
+	},
 }
 
 // reportGuest logs how the guest ended.
@@ -235,6 +287,45 @@ func (k *kernel) reportGuest(rep *pc.Report, err error) {
 		k.log.Printf("guest", "restore %d: %d bytes, save %v, restore %v", i+1, c.Bytes, c.Save, c.Restore)
 	}
 	k.log.Printf("guest", "console back to doppel's shell; type help")
+}
+
+// lineWriter passes the guest's console output on in whole lines, so
+// doppel's own log lines never split one; a partial line (a prompt) goes
+// out after it has waited for delay.
+type lineWriter struct {
+	mu    sync.Mutex
+	out   io.Writer
+	buf   []byte
+	delay time.Duration
+	timer *time.Timer
+}
+
+func newLineWriter(out io.Writer, delay time.Duration) *lineWriter {
+	return &lineWriter{out: out, delay: delay}
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if i := strings.LastIndexByte(string(w.buf), '\n'); i >= 0 {
+		w.out.Write(w.buf[:i+1])
+		w.buf = append(w.buf[:0], w.buf[i+1:]...)
+	}
+	if len(w.buf) > 0 && w.timer == nil {
+		w.timer = time.AfterFunc(w.delay, w.flush)
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer = nil
+	if len(w.buf) > 0 {
+		w.out.Write(w.buf)
+		w.buf = w.buf[:0]
+	}
 }
 
 // readModule copies a multiboot module out of host memory.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,4 +55,44 @@ func TestConsoleMux(t *testing.T) {
 		t.Fatal("shell got nothing after the guest stopped")
 	}
 	pw.Close()
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	n  int // writes
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLineWriter: whole lines go out in one write, a partial line after
+// the delay.
+func TestLineWriter(t *testing.T) {
+	out := &syncBuf{}
+	w := newLineWriter(out, 20*time.Millisecond)
+	for _, c := range "workload: n=1 sum=0\r\nwork" {
+		w.Write([]byte(string(c)))
+	}
+	if got := out.String(); got != "workload: n=1 sum=0\r\n" || out.n != 1 {
+		t.Errorf("after a line: %q in %d writes", got, out.n)
+	}
+	w.Write([]byte("load"))
+	deadline := time.Now().Add(5 * time.Second)
+	for out.String() != "workload: n=1 sum=0\r\nworkload" {
+		if time.Now().After(deadline) {
+			t.Fatalf("partial line not flushed: %q", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -242,15 +242,11 @@ func (v *CPUIDView) Query(apicID uint32, cr4, xcr0 uint64, leaf, sub uint32) (a,
 	case leaf == 0xD:
 		a, b, c, d = v.xsaveLeaf(xcr0, sub)
 	case leaf == 0x15:
-		// TSC = crystal * EBX / EAX (SDM Vol. 2A, CPUID leaf 15H).
+		// TSC = crystal * EBX / EAX (SDM Vol. 2A, CPUID leaf 15H). Linux
+		// computes crystal_khz * EBX / EAX in 32 bits, so the ratio is a
+		// small integer: see CrystalFor.
 		if v.cfg.CrystalHz != 0 && v.cfg.TSCHz != 0 {
-			num, den := v.cfg.TSCHz, v.cfg.CrystalHz
-			g := gcd(num, den)
-			num, den = num/g, den/g
-			for num > 0xFFFF_FFFF || den > 0xFFFF_FFFF {
-				num, den = num>>1, den>>1
-			}
-			a, b, c = uint32(max(den, 1)), uint32(num), uint32(min(v.cfg.CrystalHz, 0xFFFF_FFFF))
+			a, b, c = 1, uint32(max((v.cfg.TSCHz+v.cfg.CrystalHz/2)/v.cfg.CrystalHz, 1)), uint32(min(v.cfg.CrystalHz, 0xFFFF_FFFF))
 		}
 	case leaf == 0x16:
 		a = uint32(v.cfg.TSCHz / 1_000_000)
@@ -331,9 +327,14 @@ func (v *CPUIDView) xsaveSize(set uint64) uint32 {
 	return size
 }
 
-func gcd(a, b uint64) uint64 {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
+// CrystalFor picks the core crystal clock for a guest whose TSC runs at
+// tscHz: tscHz/k for the smallest integer k that keeps it at or below
+// maxHz (the LAPIC timer's limit), rounded down to whole kHz because
+// Linux reads it in kHz. The guest then computes its TSC rate as
+// crystal*k exactly as CPUID 0x15 states it (EAX=1, EBX=k), and the LAPIC
+// timer, which Linux also clocks from the crystal, must run at the
+// returned rate.
+func CrystalFor(tscHz, maxHz uint64) uint64 {
+	k := max((tscHz+maxHz-1)/maxHz, 1)
+	return tscHz / k / 1000 * 1000
 }

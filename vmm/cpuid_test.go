@@ -238,25 +238,29 @@ func TestCPUIDViewXSAVE(t *testing.T) {
 
 func TestCPUIDTSCLeaf(t *testing.T) {
 	host := loadCPUIDDump(t, "testdata/cpuid-amd-epyc.txt")
-	for _, tc := range []struct{ tsc, crystal uint64 }{
-		{100_000_000, 25_000_000},
-		{150_000_000, 1_000_000_000},
-		{2_400_000_000, 24_000_000},
-		{3_123_456_789, 19_200_000},
-		{1_000_000_007, 999_999_937}, // coprime primes: the ratio must be scaled
-	} {
-		v := NewCPUIDView(CPUIDConfig{Host: host, CPUs: 1, TSCHz: tc.tsc, CrystalHz: tc.crystal})
+	for _, tsc := range []uint64{99_989_000, 99_989_123, 150_000_000, 1_000_000_000, 2_400_123_456, 3_123_456_789, 4_000_000_000} {
+		crystal := CrystalFor(tsc, 1_000_000_000)
+		if crystal > 1_000_000_000 || crystal%1000 != 0 {
+			t.Fatalf("TSC %d: crystal %d", tsc, crystal)
+		}
+		v := NewCPUIDView(CPUIDConfig{Host: host, CPUs: 1, TSCHz: tsc, CrystalHz: crystal})
 		a, b, c, _ := v.Query(0, 0, 0, 0x15, 0)
-		if a == 0 || uint64(c) != tc.crystal {
-			t.Fatalf("%+v: leaf 0x15 = %d %d %d", tc, a, b, c)
+		if a == 0 || uint64(c) != crystal {
+			t.Fatalf("TSC %d: leaf 0x15 = %d %d %d", tsc, a, b, c)
 		}
-		// Linux: tsc_khz = crystal_khz * ebx / eax.
-		got := uint64(c) * uint64(b) / uint64(a)
-		if diff := int64(got - tc.tsc); diff > int64(tc.tsc/1_000_000) || -diff > int64(tc.tsc/1_000_000) {
-			t.Errorf("%+v: TSC from leaf 0x15 = %d Hz", tc, got)
+		// Linux's native_calibrate_tsc, in its 32-bit arithmetic:
+		// crystal_khz * ebx_numerator / eax_denominator.
+		crystalKHz := c / 1000
+		gotKHz := crystalKHz * b / a
+		if uint64(crystalKHz)*uint64(b) > 0xFFFF_FFFF {
+			t.Fatalf("TSC %d: crystal_khz*EBX overflows 32 bits", tsc)
 		}
-		if a16, _, c16, _ := v.Query(0, 0, 0, 0x16, 0); uint64(a16) != tc.tsc/1_000_000 || uint64(c16) != tc.crystal/1_000_000 {
-			t.Errorf("%+v: leaf 0x16 = %d MHz, bus %d MHz", tc, a16, c16)
+		// Within 1 kHz times the ratio of the true rate.
+		if diff := int64(uint64(gotKHz)*1000) - int64(tsc); diff > int64(b)*1000 || -diff > int64(b)*1000 {
+			t.Errorf("TSC %d Hz: Linux computes %d kHz (crystal %d, ratio %d/%d)", tsc, gotKHz, c, b, a)
+		}
+		if a16, _, _, _ := v.Query(0, 0, 0, 0x16, 0); uint64(a16) != tsc/1_000_000 {
+			t.Errorf("TSC %d: leaf 0x16 = %d MHz", tsc, a16)
 		}
 	}
 }

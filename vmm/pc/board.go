@@ -25,6 +25,7 @@ import (
 
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/devices"
+	"github.com/doppel-ft/doppel/vmm/devices/acpi"
 	"github.com/doppel-ft/doppel/vmm/devices/debugexit"
 	"github.com/doppel-ft/doppel/vmm/devices/fwcfg"
 	"github.com/doppel-ft/doppel/vmm/devices/ioapic"
@@ -59,6 +60,9 @@ type BoardConfig struct {
 	// Clock is the guest's time; TSCHz its TSC rate.
 	Clock devices.Clock
 	TSCHz uint64
+	// BusHz is the LAPIC timer's input clock, the crystal CPUID 0x15
+	// reports (vmm.CrystalFor); 0 is the lapic package's default.
+	BusHz uint64
 	// OnStop is called (once per event, with the device lock held) when
 	// the guest ends the run: debug-exit write, reset request.
 	OnStop func(reason string)
@@ -83,6 +87,7 @@ type Board struct {
 	FwCfg  *fwcfg.Device
 	Exit   *debugexit.Device
 	Reset  *reset.Control
+	Sleep  *acpi.Sleep
 	// Wake is each vCPU's wakeup channel (capacity 1).
 	Wake []chan struct{}
 	// ExitStatus is the last debug-exit status (QEMU's code*2+1), 0 if
@@ -133,7 +138,7 @@ func NewBoard(c BoardConfig) (*Board, error) {
 	sink := wakingSink{b.Router, b}
 	b.IOAPIC = ioapic.New(uint8(c.CPUs), sink)
 	for i := 0; i < c.CPUs; i++ {
-		l := lapic.New(lapic.Config{ID: uint32(i), BSP: i == 0, Clock: c.Clock, TSCHz: c.TSCHz,
+		l := lapic.New(lapic.Config{ID: uint32(i), BSP: i == 0, Clock: c.Clock, TSCHz: c.TSCHz, BusHz: c.BusHz,
 			Sink: sink, EOI: []devices.EOIListener{b.IOAPIC}})
 		b.Router.Add(l)
 		b.LAPICs = append(b.LAPICs, l)
@@ -191,6 +196,7 @@ func NewBoard(c BoardConfig) (*Board, error) {
 		stop(fmt.Sprintf("debug exit, status %d (code %d)", status, status>>1))
 	})
 	b.Reset = reset.New(func(k reset.Kind) { stop(fmt.Sprintf("%v reset", k)) })
+	b.Sleep = acpi.NewSleep(func() { stop("ACPI power-off (S5)") })
 	for _, p := range []struct {
 		name string
 		base uint16
@@ -207,12 +213,26 @@ func NewBoard(c BoardConfig) (*Board, error) {
 		{"fw_cfg", fwcfg.Port, fwcfg.Size, b.FwCfg},
 		{"debug-exit", debugexit.Port, debugexit.Size, b.Exit},
 		{"reset", reset.Port, 1, b.Reset},
+		{"acpi-sleep", acpi.DefaultSleepPort, 2, b.Sleep},
 	} {
 		if err := b.Ports.Add(p.name, p.base, p.n, p.dev); err != nil {
 			return nil, err
 		}
 	}
 	return b, nil
+}
+
+// ACPIBase is where the ACPI tables go in guest memory: inside the BIOS
+// area 0xE0000-0xFFFFF (reserved in the PC layout), where Linux's RSDP
+// scan also looks (vmm/devices/acpi doc).
+const ACPIBase = 0xE0000
+
+// ACPITables builds the tables for this board: every vCPU's LAPIC, the
+// IOAPIC, COM1 with IRQ 4, the PIT's IRQ 0 override, the sleep and reset
+// registers (HW-reduced ACPI: Linux then uses the LAPIC timer and the
+// IOAPIC, not the PIC and PIT).
+func (b *Board) ACPITables() (*acpi.Tables, error) {
+	return acpi.Build(acpi.Config{NumCPUs: len(b.LAPICs), PIC: true, PIT: true, RTC: true, COM1: true}, ACPIBase)
 }
 
 // Timers returns the timers vCPU i polls: the shared PIT and RTC, and its
@@ -227,7 +247,7 @@ func (b *Board) Snapshotters() []vmm.Device {
 	d := []vmm.Device{
 		{Name: "uart", State: b.UART}, {Name: "pic", State: b.PIC}, {Name: "pit", State: b.PIT},
 		{Name: "rtc", State: b.RTC}, {Name: "ioapic", State: b.IOAPIC}, {Name: "fw_cfg", State: b.FwCfg},
-		{Name: "debug-exit", State: b.Exit}, {Name: "reset", State: b.Reset},
+		{Name: "debug-exit", State: b.Exit}, {Name: "reset", State: b.Reset}, {Name: "acpi-sleep", State: b.Sleep},
 	}
 	for i, l := range b.LAPICs {
 		d = append(d, vmm.Device{Name: fmt.Sprintf("lapic%d", i), State: l})

@@ -54,7 +54,11 @@ func TestBoardPortsAndStop(t *testing.T) {
 	if len(*stops) != 2 || !strings.Contains((*stops)[1], "reset") {
 		t.Errorf("reset: stops %q", *stops)
 	}
-	if got := len(b.Snapshotters()); got != 8+2 {
+	b.Ports.Out(0x600, 1, 5<<2|1<<5) // SLP_TYP=S5, SLP_EN
+	if len(*stops) != 3 || !strings.Contains((*stops)[2], "S5") {
+		t.Errorf("ACPI sleep: stops %q", *stops)
+	}
+	if got := len(b.Snapshotters()); got != 9+2 {
 		t.Errorf("%d devices to save", got)
 	}
 }
@@ -118,5 +122,34 @@ func TestBoardIOAPICToLAPIC(t *testing.T) {
 	}
 	if b.Source(0).InterruptPending() {
 		t.Error("vCPU 0 has an interrupt too")
+	}
+}
+
+func TestBoardACPITables(t *testing.T) {
+	b, _, _ := newTestBoard(t, 2)
+	tb, err := b.ACPITables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb.RSDP != ACPIBase || tb.Base+uint64(len(tb.Bytes)) > 0x10_0000 || string(tb.Bytes[:8]) != "RSD PTR " {
+		t.Errorf("RSDP at %#x, %d bytes, starts %q", tb.RSDP, len(tb.Bytes), tb.Bytes[:8])
+	}
+	madt := tb.Bytes[tb.Offsets["APIC"]:]
+	if string(madt[:4]) != "APIC" {
+		t.Fatalf("no MADT")
+	}
+	// Two Processor Local APIC entries (type 0) for two vCPUs.
+	n := 0
+	length := int(madt[4]) | int(madt[5])<<8
+	for off := 44; off+2 <= length; off += int(madt[off+1]) {
+		if madt[off] == 0 {
+			n++
+		}
+		if madt[off+1] == 0 {
+			t.Fatal("zero-length MADT entry")
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d processor entries, want 2", n)
 	}
 }

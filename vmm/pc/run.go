@@ -39,6 +39,12 @@ type Options struct {
 	// Input, when set, is where the caller's console bytes for the guest
 	// go: Run sets it to the live UART's input for the guest's lifetime.
 	Input *Input
+	// Requests asks the running guest for more restore cycles: each
+	// request runs N cycles at random moments and answers on Done.
+	Requests <-chan RestoreRequest
+	// NoACPI leaves out the ACPI tables: Linux then finds one CPU, the
+	// PIC and PIT, and the LAPIC in virtual-wire mode.
+	NoACPI bool
 }
 
 // Input forwards console bytes to the running guest's UART.
@@ -70,6 +76,19 @@ func (in *Input) set(f func([]byte)) {
 	in.mu.Lock()
 	in.recv = f
 	in.mu.Unlock()
+}
+
+// RestoreRequest asks for N save/destroy/restore cycles; the cycles done
+// (and an error if they stopped early) come back on Done.
+type RestoreRequest struct {
+	N    int
+	Done chan<- RestoreResult
+}
+
+// RestoreResult answers a RestoreRequest.
+type RestoreResult struct {
+	Cycles []RestoreCycle
+	Err    error
 }
 
 // Report says how a guest run ended.
@@ -220,13 +239,28 @@ func Run(o Options) (*Report, error) {
 		return nil, err
 	}
 	layout := loader.NewPCLayout(o.MemSize)
+	var tables []byte
+	if !o.NoACPI {
+		b, err := NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: io.Discard, Clock: &vmm.TSCClock{Hz: 1, Read: cpu.RDTSC}, TSCHz: 1})
+		if err != nil {
+			return nil, err
+		}
+		t, err := b.ACPITables()
+		if err != nil {
+			return nil, err
+		}
+		if err := sp.mem.Write(t.Base, t.Bytes); err != nil {
+			return nil, fmt.Errorf("pc: ACPI tables: %w", err)
+		}
+		layout.RSDP, tables = t.RSDP, t.Bytes
+	}
 	state, kind, err := loader.Load(loader.Flat(sp.mem), loader.Config{Layout: layout, Kernel: o.Kernel, Cmdline: o.Cmdline, Initrd: o.Initrd})
 	if err != nil {
 		return nil, fmt.Errorf("pc: load kernel: %w", err)
 	}
 	h.tscHz = vmm.MeasureTSCHz(20 * time.Millisecond)
-	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v)\n",
-		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode)
+	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v), ACPI tables %d bytes\n",
+		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode, len(tables))
 	clock := &vmm.TSCClock{Hz: h.tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
 	start := time.Now()
 	cur, err := h.build(o, sp, state, clock, nil)
@@ -236,30 +270,23 @@ func Run(o Options) (*Report, error) {
 	rep := &Report{}
 	var other *space
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9E37_79B9_7F4A_7C15))
-	for cycle := 0; cycle < o.RestoreTest; cycle++ {
-		// A random moment in the next 1-4 s of host time.
-		wait := time.Duration(1000+rng.IntN(3000)) * time.Millisecond
-		select {
-		case <-cur.m.Done():
-		case <-time.After(wait):
-		}
-		if cur.m.State() == vmm.StateStopped {
-			break
-		}
+	// cycle saves the running guest, destroys its VM and resumes it in a
+	// new one in the other memory space.
+	cycle := func() (RestoreCycle, error) {
 		if other == nil {
+			var err error
 			if other, err = h.newSpace(o.MemSize); err != nil {
-				cur.m.Stop(err)
-				break
+				return RestoreCycle{}, err
 			}
 		}
 		t0 := time.Now()
 		if err := cur.m.Pause(); err != nil {
-			break // it stopped meanwhile
+			return RestoreCycle{}, err // it stopped meanwhile
 		}
 		snap, err := cur.m.Save()
 		if err != nil {
 			cur.m.Stop(fmt.Errorf("restore test: save: %w", err))
-			break
+			return RestoreCycle{}, err
 		}
 		blob := snap.Encode()
 		tSave := time.Since(t0)
@@ -272,17 +299,49 @@ func Run(o Options) (*Report, error) {
 		t1 := time.Now()
 		back, err := vmm.DecodeSnapshot(blob)
 		if err != nil {
-			return rep, fmt.Errorf("pc: restore test: %w", err)
+			return RestoreCycle{}, err
 		}
 		next, err := h.build(o, other, nil, clock, back)
 		if err != nil {
-			return rep, fmt.Errorf("pc: restore test: rebuild: %w", err)
+			return RestoreCycle{}, fmt.Errorf("rebuild: %w", err)
 		}
-		tRestore := time.Since(t1)
-		rep.Restores = append(rep.Restores, RestoreCycle{Bytes: len(blob), Save: tSave, Restore: tRestore})
-		fmt.Fprintf(o.Log, "restore test %d/%d: saved %s in %v, restored in fresh memory in %v\n",
-			cycle+1, o.RestoreTest, board.FormatBytes(uint64(len(blob))), tSave.Round(time.Microsecond), tRestore.Round(time.Microsecond))
+		c := RestoreCycle{Bytes: len(blob), Save: tSave, Restore: time.Since(t1)}
+		rep.Restores = append(rep.Restores, c)
 		sp, other, cur = other, sp, next
+		return c, nil
+	}
+	// runCycles runs n cycles, each after a random 1-4 s.
+	runCycles := func(n int) ([]RestoreCycle, error) {
+		var done []RestoreCycle
+		for i := 0; i < n; i++ {
+			select {
+			case <-cur.m.Done():
+				return done, fmt.Errorf("the guest stopped")
+			case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
+			}
+			c, err := cycle()
+			if err != nil {
+				return done, err
+			}
+			done = append(done, c)
+			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v\n",
+				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond))
+		}
+		return done, nil
+	}
+	if o.RestoreTest > 0 {
+		if _, err := runCycles(o.RestoreTest); err != nil {
+			fmt.Fprintf(o.Log, "restore test: %v\n", err)
+		}
+	}
+	for stopped := false; !stopped; {
+		select {
+		case <-cur.m.Done():
+			stopped = true
+		case req := <-o.Requests:
+			cs, err := runCycles(req.N)
+			req.Done <- RestoreResult{Cycles: cs, Err: err}
+		}
 	}
 	rep.Err = cur.m.Wait()
 	o.Input.set(nil)
@@ -327,7 +386,8 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 	vpid0 := h.vpid + 1
 	h.vpid += uint16(o.CPUs)
 	var err error
-	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz,
+	crystal := vmm.CrystalFor(h.tscHz, lapic.DefaultBusHz)
+	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz, BusHz: crystal,
 		OnStop: func(reason string) {
 			v.mu.Lock()
 			if v.stop == "" {
@@ -341,7 +401,7 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 	}
 	proc2 := uint32(h.caps.Proc2 >> 32) // allowed-1 settings (App. A.3.3)
 	view := vmm.NewCPUIDView(vmm.CPUIDConfig{
-		Host: cpu.CPUID, CPUs: o.CPUs, TSCHz: h.tscHz, CrystalHz: lapic.DefaultBusHz,
+		Host: cpu.CPUID, CPUs: o.CPUs, TSCHz: h.tscHz, CrystalHz: crystal,
 		RDTSCP:      proc2&vmm.Proc2EnableRDTSCP != 0,
 		INVPCID:     proc2&vmm.Proc2EnableINVPCID != 0,
 		TSCDeadline: true,
