@@ -132,3 +132,13 @@ func (r *Region) FreeBytes() uint64 {
 	}
 	return n
 }
+
+// Slice returns the mapping of physical [pa, pa+n), which must lie in the
+// region: device models in tests use it to follow descriptor addresses.
+func (r *Region) Slice(pa, n uint64) ([]byte, error) {
+	if pa < r.base || pa+n > r.base+uint64(len(r.mem)) || pa+n < pa {
+		return nil, fmt.Errorf("dma: %#x+%#x outside the region %#x+%#x", pa, n, r.base, len(r.mem))
+	}
+	o := pa - r.base
+	return r.mem[o : o+n : o+n], nil
+}

@@ -1,0 +1,156 @@
+// Package irq delivers a device's interrupts to a driver goroutine: the
+// boot layer's /dev/irq/<n> (boot/CONTRACT.md: read blocks until the line
+// fired, the line stays masked until then, so a level-triggered PCI INTx
+// cannot storm), a poll timer where a device has no usable line, and a
+// channel-backed Line for host tests of drivers against device models.
+package irq
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned by Wait after Close.
+var ErrClosed = errors.New("irq: closed")
+
+// Line is one interrupt source.
+type Line interface {
+	// Wait blocks until the interrupt fired since the previous Wait and
+	// returns how often (at least 1; a poll line returns 1 each period).
+	Wait() (uint64, error)
+	// Close makes Wait return ErrClosed (a /dev/irq read already blocked
+	// returns at the next interrupt).
+	Close() error
+	String() string
+}
+
+// File is /dev/irq/<n>: ISA IRQ n (through the MADT overrides) or, for
+// n >= 16, GSI n, level-triggered, active low.
+type File struct {
+	n      int
+	f      *os.File
+	mu     sync.Mutex
+	closed bool
+}
+
+// Open opens /dev/irq/<n>.
+func Open(n int) (*File, error) {
+	f, err := os.Open(fmt.Sprintf("/dev/irq/%d", n))
+	if err != nil {
+		return nil, fmt.Errorf("irq: %w", err)
+	}
+	return &File{n: n, f: f}, nil
+}
+
+// Wait implements Line.
+func (l *File) Wait() (uint64, error) {
+	var b [8]byte
+	if _, err := l.f.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("irq %d: %w", l.n, err)
+	}
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return 0, ErrClosed
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+// Close implements Line. The descriptor stays open: closing it under a
+// blocked read is not something the layer supports; a closed File is
+// simply ignored from its next interrupt on.
+func (l *File) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *File) String() string { return fmt.Sprintf("irq %d", l.n) }
+
+// Poll is a Line that fires every Interval: for devices without a working
+// interrupt, at the cost of latency and CPU.
+type Poll struct {
+	Interval time.Duration
+	once     sync.Once
+	done     chan struct{}
+}
+
+// NewPoll returns a poll line of the given period.
+func NewPoll(d time.Duration) *Poll { return &Poll{Interval: d, done: make(chan struct{})} }
+
+// Wait implements Line.
+func (p *Poll) Wait() (uint64, error) {
+	select {
+	case <-time.After(p.Interval):
+		return 1, nil
+	case <-p.done:
+		return 0, ErrClosed
+	}
+}
+
+// Close implements Line.
+func (p *Poll) Close() error {
+	p.once.Do(func() { close(p.done) })
+	return nil
+}
+
+func (p *Poll) String() string { return fmt.Sprintf("poll every %v", p.Interval) }
+
+// Chan is a Line a test (or a device model) raises with Fire.
+type Chan struct {
+	mu     sync.Mutex
+	count  uint64
+	wake   chan struct{}
+	closed bool
+}
+
+// NewChan returns a Chan line.
+func NewChan() *Chan { return &Chan{wake: make(chan struct{}, 1)} }
+
+// Fire raises the interrupt once.
+func (c *Chan) Fire() {
+	c.mu.Lock()
+	c.count++
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Wait implements Line.
+func (c *Chan) Wait() (uint64, error) {
+	for {
+		c.mu.Lock()
+		n, closed := c.count, c.closed
+		c.count = 0
+		c.mu.Unlock()
+		if closed {
+			return 0, ErrClosed
+		}
+		if n > 0 {
+			return n, nil
+		}
+		<-c.wake
+	}
+}
+
+// Close implements Line.
+func (c *Chan) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *Chan) String() string { return "test line" }
