@@ -17,6 +17,7 @@ import (
 	"github.com/doppel-ft/doppel/nic/e1000"
 	"github.com/doppel-ft/doppel/nic/irq"
 	"github.com/doppel-ft/doppel/nic/mmio"
+	"github.com/doppel-ft/doppel/nic/virtionet"
 	"github.com/doppel-ft/doppel/nic/wiretest"
 	"github.com/doppel-ft/doppel/pci"
 )
@@ -82,6 +83,8 @@ func startNIC(k *kernel) error {
 		switch {
 		case d.Vendor == e1000.VendorIntel && d.Device == e1000.Device82540EM:
 			n, err = openE1000(k, cfg, d, len(nics.nics))
+		case virtionet.Match(d):
+			n, err = openVirtio(k, cfg, d, len(nics.nics))
 		default:
 			continue
 		}
@@ -161,6 +164,29 @@ func openE1000(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, er
 	pci.EnableBusMaster(cfg, d)
 	name := fmt.Sprintf("e1000-%d", index)
 	n, err := e1000.Open(e1000.Config{Name: name, Regs: regs, DMA: region, IRQ: l})
+	if err != nil {
+		return nil, err
+	}
+	nics.where[name] = l.String()
+	return n, nil
+}
+
+func openVirtio(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, error) {
+	region, err := dmaRegion(k)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := virtionet.PCITransport(cfg, d, func(i int) (mmio.Mem, error) { return mapBAR(d, i) })
+	if err != nil {
+		return nil, err
+	}
+	l, err := line(k, d)
+	if err != nil {
+		return nil, err
+	}
+	pci.EnableBusMaster(cfg, d)
+	name := fmt.Sprintf("virtio-net-%d", index)
+	n, err := virtionet.Open(virtionet.Config{Name: name, Transport: tr, DMA: region, IRQ: l})
 	if err != nil {
 		return nil, err
 	}

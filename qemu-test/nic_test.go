@@ -98,3 +98,9 @@ func nicPairQEMU(t *testing.T, device, driver string, blast int) {
 func TestQEMUNICE1000(t *testing.T) {
 	nicPairQEMU(t, "e1000", "e1000", 20000)
 }
+
+// TestQEMUNICVirtio: modern-only virtio-net (disable-legacy=on, so the
+// driver must use the virtio 1.x PCI capabilities).
+func TestQEMUNICVirtio(t *testing.T) {
+	nicPairQEMU(t, "virtio-net-pci,disable-legacy=on", "virtio-net", 20000)
+}
