@@ -24,9 +24,10 @@ import (
 
 // Boot flags of the NIC subsystem.
 const (
-	flagNIC     = "doppel.nic"
-	flagNICPoll = "doppel.nic.poll"
-	flagNICTest = "doppel.nictest"
+	flagNIC        = "doppel.nic"
+	flagNICPoll    = "doppel.nic.poll"
+	flagNICTest    = "doppel.nictest"
+	flagNICTestNIC = "doppel.nictest.nic"
 )
 
 func init() {
@@ -36,7 +37,9 @@ func init() {
 		{Name: flagNICPoll, Kind: board.KindBool, Default: "0",
 			Help: "poll the NICs every millisecond instead of taking their interrupts"},
 		{Name: flagNICTest, Kind: board.KindString, Default: "",
-			Help: "frame exchange on the first NIC: serve, or steps like ping:50:1000,blast:20000:1514"},
+			Help: "frame exchange with a peer: serve, or steps like ping:50:1000,blast:20000:1514"},
+		{Name: flagNICTestNIC, Kind: board.KindString, Default: "",
+			Help: "the NIC doppel.nictest uses: a name (e1000-0), all, or the first NIC when empty"},
 	} {
 		if err := board.Known.Register(f); err != nil {
 			panic(err) // a bad built-in flag is a programming error
@@ -98,7 +101,7 @@ func startNIC(k *kernel) error {
 		k.log.Printf("nic", "%s at %v: mac %s link %s, %s", n.Name(), d.Addr, macString(n.MAC()), upDown(n.LinkUp()), nics.where[n.Name()])
 	}
 	if spec := k.flags.String(flagNICTest); spec != "" {
-		go runNICTest(k.log, spec)
+		runNICTest(k.log, spec, k.flags.String(flagNICTestNIC))
 	}
 	return nil
 }
@@ -133,7 +136,7 @@ func line(k *kernel, d *pci.Device) (irq.Line, error) {
 	if k.flags.Bool(flagNICPoll) || d.IRQPin == 0 || d.IRQLine == 0 || d.IRQLine == 0xFF {
 		return irq.NewPoll(time.Millisecond), nil
 	}
-	return irq.Open(int(d.IRQLine))
+	return irq.OpenShared(int(d.IRQLine))
 }
 
 func mapBAR(d *pci.Device, i int) (mmio.Mem, error) {
@@ -194,17 +197,31 @@ func openVirtio(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, e
 	return n, nil
 }
 
-// runNICTest runs the doppel.nictest steps on the first NIC and logs each
-// result as a "nictest:" line.
-func runNICTest(log *console.Log, spec string) {
-	logf := func(format string, args ...any) { log.Printf("nictest", format, args...) }
-	n := firstNIC()
-	if n == nil {
-		logf("FAIL no NIC")
+// runNICTest runs the doppel.nictest steps on the NIC doppel.nictest.nic
+// names (the first NIC by default, "all" for every NIC at once) and logs
+// each result as a "nictest: <nic> ..." line.
+func runNICTest(log *console.Log, spec, which string) {
+	nics.mu.Lock()
+	var pick []nic.NIC
+	for i, n := range nics.nics {
+		if which == "all" || n.Name() == which || which == "" && i == 0 {
+			pick = append(pick, n)
+		}
+	}
+	nics.mu.Unlock()
+	if len(pick) == 0 {
+		log.Printf("nictest", "FAIL no NIC %q", which)
 		return
 	}
-	if err := nicSteps(context.Background(), n, spec, logf); err != nil {
-		logf("FAIL %v", err)
+	for _, n := range pick {
+		go func() {
+			logf := func(format string, args ...any) {
+				log.Printf("nictest", "%s %s", n.Name(), fmt.Sprintf(format, args...))
+			}
+			if err := nicSteps(context.Background(), n, spec, logf); err != nil {
+				logf("FAIL %v", err)
+			}
+		}()
 	}
 }
 
@@ -221,10 +238,10 @@ func firstNIC() nic.NIC {
 // blast:N:SIZE steps after a handshake with the serving peer.
 func nicSteps(ctx context.Context, n nic.NIC, spec string, logf func(string, ...any)) error {
 	if spec == "serve" {
-		logf("%s serving", n.Name())
+		logf("serving")
 		return wiretest.Serve(ctx, n, func(r wiretest.ServeResult) {
 			logf("serve %v", r)
-			logf("%s counters %s%s", n.Name(), countersString(n.Counters()), hwCounters(n))
+			logf("counters %s%s", countersString(n.Counters()), hwCounters(n))
 		})
 	}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -232,7 +249,7 @@ func nicSteps(ctx context.Context, n nic.NIC, spec string, logf func(string, ...
 	if err := wiretest.Handshake(hctx, n); err != nil {
 		return err
 	}
-	logf("%s peer answered", n.Name())
+	logf("peer answered")
 	for _, step := range strings.Split(spec, ",") {
 		f := strings.Split(step, ":")
 		if len(f) != 3 {
@@ -264,7 +281,7 @@ func nicSteps(ctx context.Context, n nic.NIC, spec string, logf func(string, ...
 			return fmt.Errorf("step %q: unknown", step)
 		}
 	}
-	logf("%s done; counters %s", n.Name(), countersString(n.Counters()))
+	logf("done; counters %s", countersString(n.Counters()))
 	return nil
 }
 
@@ -290,8 +307,8 @@ func upDown(up bool) string {
 }
 
 func countersString(c nic.Counters) string {
-	return fmt.Sprintf("tx %d frames %d bytes, rx %d frames %d bytes, tx-queue-full %d, rx-dropped %d, rx-errors %d, interrupts %d",
-		c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxQueueFull, c.RxDropped, c.RxErrors, c.Interrupts)
+	return fmt.Sprintf("tx %d frames %d bytes, rx %d frames %d bytes, tx-queue-full %d, rx-dropped %d, rx-errors %d, interrupts %d, stalls %d",
+		c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes, c.TxQueueFull, c.RxDropped, c.RxErrors, c.Interrupts, c.Stalls)
 }
 
 // nicCommands are the shell's pci and nic commands.
@@ -333,6 +350,6 @@ func nicCommand(w io.Writer, args []string) error {
 		return errors.New("no NIC")
 	}
 	return nicSteps(context.Background(), n, strings.Join(args, ":"), func(format string, a ...any) {
-		fmt.Fprintf(w, format+"\n", a...)
+		fmt.Fprintf(w, "%s %s\n", n.Name(), fmt.Sprintf(format, a...))
 	})
 }

@@ -12,7 +12,7 @@ import (
 type Stats struct {
 	TxFrames, TxBytes, RxFrames, RxBytes atomic.Uint64
 	TxQueueFull, RxDropped, RxErrors     atomic.Uint64
-	Interrupts                           atomic.Uint64
+	Interrupts, Stalls                   atomic.Uint64
 }
 
 // Snapshot returns the counters' current values.
@@ -22,6 +22,7 @@ func (s *Stats) Snapshot() Counters {
 		RxFrames: s.RxFrames.Load(), RxBytes: s.RxBytes.Load(),
 		TxQueueFull: s.TxQueueFull.Load(), RxDropped: s.RxDropped.Load(),
 		RxErrors: s.RxErrors.Load(), Interrupts: s.Interrupts.Load(),
+		Stalls: s.Stalls.Load(),
 	}
 }
 
@@ -49,12 +50,17 @@ func NewRxQueue(n int, s *Stats) *RxQueue {
 // Push queues a received frame without blocking. A full queue drops the
 // frame and counts it in RxDropped; a queued frame counts in RxFrames.
 func (q *RxQueue) Push(frame []byte) bool {
+	// Counted before the frame is visible, so a reader that has the frame
+	// also sees it counted.
+	n := uint64(len(frame))
+	q.stats.RxFrames.Add(1)
+	q.stats.RxBytes.Add(n)
 	select {
 	case q.ch <- frame:
-		q.stats.RxFrames.Add(1)
-		q.stats.RxBytes.Add(uint64(len(frame)))
 		return true
 	default:
+		q.stats.RxFrames.Add(^uint64(0))
+		q.stats.RxBytes.Add(-n)
 		q.stats.RxDropped.Add(1)
 		return false
 	}
@@ -133,5 +139,38 @@ func TransmitWait(ctx context.Context, n NIC, frame []byte) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// WatchdogPeriod is how often a driver's watchdog looks, by default, for
+// work that no interrupt reported.
+const WatchdogPeriod = 20 * time.Millisecond
+
+// Watchdog calls service whenever pending reports the same unfinished
+// work (same progress marker) on two ticks period apart, counting a
+// stall, until stop is closed. A driver runs it beside its interrupt
+// goroutine, so a lost interrupt costs latency, never a hung ring. A
+// period <= 0 disables it (tests that hold interrupts off on purpose).
+func Watchdog(s *Stats, period time.Duration, stop <-chan struct{}, pending func() (marker uint64, ok bool), service func()) {
+	if period <= 0 {
+		return
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var last uint64
+	was := false
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			return
+		}
+		m, ok := pending()
+		if ok && was && m == last {
+			s.Stalls.Add(1)
+			service()
+			m, ok = pending()
+		}
+		last, was = m, ok
 	}
 }

@@ -29,7 +29,7 @@ func Open() (Config, string) {
 			continue
 		}
 		start := e.Base + uint64(e.StartBus)<<20
-		mem, err := MapPhys(start, uint64(e.EndBus-e.StartBus+1)<<20)
+		mem, err := MapPhys(start, (uint64(e.EndBus)-uint64(e.StartBus)+1)<<20)
 		if err != nil {
 			return m1, fmt.Sprintf("mechanism #1 (ECAM: %v)", err)
 		}

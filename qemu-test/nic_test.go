@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,90 +26,137 @@ const (
 	nicBlastSize = 1514 // the largest frame without FCS at MTU 1500
 )
 
-var (
-	serveLine = regexp.MustCompile(`nictest: serve received (\d+) of (\d+) data frames \((\d+) corrupt, (-?\d+) lost\) (\d+) bytes in ([\d.]+) s: (\d+) frames/s ([\d.]+) MB/s\r?\n`)
-	blastLine = regexp.MustCompile(`nictest: blast sent (\d+) frames \d+ bytes in [\d.]+ s: (\d+) frames/s ([\d.]+) MB/s, (\d+) queue-full back-offs, server got (-?\d+)\r?\n`)
-)
-
-// nicPairQEMU boots a server and a client under QEMU TCG linked by
-// -netdev socket (listen/connect) with the given -device, and checks the
-// ping and the blast.
-func nicPairQEMU(t *testing.T, device, driver string, blast int) {
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
+// nicExpect waits until re matches anywhere in m's output so far (the
+// lines of NICs tested at once interleave in any order; each pattern
+// names its NIC) and returns the first match's submatches.
+func nicExpect(t *testing.T, m *Machine, re string, timeout time.Duration) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		if subs := rx.FindStringSubmatch(m.Output()); subs != nil {
+			return subs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %q within %v; tail:\n%s", m.name, re, timeout, m.Tail(2000))
+		}
 	}
-	boot := func(role, netdev, mac, cmdline string) *Machine {
-		m, err := StartQEMU(t.Name()+"-"+role, QEMUConfig{
-			Cmdline: cmdline, SMP: 1, MemMiB: 512,
-			Extra: []string{"-netdev", fmt.Sprintf("socket,id=n0,%s=127.0.0.1:%d", netdev, port),
-				"-device", fmt.Sprintf("%s,netdev=n0,mac=%s", device, mac)},
-		})
+}
+
+// checkNICRun checks one NIC's ping and blast between a serving and a
+// client instance that were booted with doppel.nictest, and logs the
+// throughput. lossy says the wire may drop frames out of the drivers'
+// sight (bxhub's UDP, QEMU's e1000 transmit queue); otherwise every lost
+// frame must be counted by the receiving driver.
+func checkNICRun(t *testing.T, server, client *Machine, name string, pings, blast int, lossy bool) {
+	t.Helper()
+	q := regexp.QuoteMeta(name)
+	ping := nicExpect(t, client, fmt.Sprintf(`nictest: %s ping %d frames: (\d+) replies, (\d+) corrupt, median rtt (\S+)\r?\n`, q, pings), 5*time.Minute)
+	if ping[1] != strconv.Itoa(pings) || ping[2] != "0" {
+		t.Errorf("%s ping: %s", name, ping[0])
+	}
+	s := nicExpect(t, server, `nictest: `+q+` serve received (\d+) of (\d+) data frames \((\d+) corrupt, (-?\d+) lost\) (\d+) bytes in ([\d.]+) s: (\d+) frames/s ([\d.]+) MB/s\r?\n`, 10*time.Minute)
+	counters := nicExpect(t, server, `nictest: `+q+` counters [^\r\n]*rx-dropped (\d+), rx-errors (\d+)[^\r\n]*?(?:missed (\d+)[^\r\n]*)?\r?\n`, time.Minute)
+	c := nicExpect(t, client, `nictest: `+q+` blast sent (\d+) frames \d+ bytes in [\d.]+ s: (\d+) frames/s ([\d.]+) MB/s, (\d+) queue-full back-offs, server got (-?\d+)\r?\n`, 5*time.Minute)
+	got, _ := strconv.Atoi(s[1])
+	lost, _ := strconv.Atoi(s[4])
+	dropped, _ := strconv.Atoi(counters[1])
+	missed, _ := strconv.Atoi(counters[3])
+	// The wire has no flow control: frames the receiver's queue had no
+	// room for are dropped, but each must be counted (the queue's
+	// RxDropped, the device's missed-packet count; these may also count a
+	// dropped probe or done frame). Nothing may arrive corrupt, nothing
+	// may be counted as a receive error on a clean wire.
+	accounted := lost <= dropped+missed
+	if lossy {
+		accounted = true
+	}
+	if s[2] != strconv.Itoa(blast) || s[3] != "0" || got < blast/20 || !accounted || counters[2] != "0" {
+		t.Errorf("%s server: %s\n%s", name, s[0], counters[0])
+	}
+	if c[1] != strconv.Itoa(blast) || c[5] != s[1] {
+		t.Errorf("%s client: %s", name, c[0])
+	}
+	t.Logf("%s one way, %d-byte frames: %s frames/s %s MB/s at the receiver, %d of %d arrived (sender: %s frames/s %s MB/s, %s queue-full back-offs); ping median rtt %s",
+		name, nicBlastSize, s[7], s[8], got, blast, c[2], c[3], c[4], ping[3])
+}
+
+// nicPairQEMU boots a server and a client under QEMU TCG, each with one
+// NIC per device in devices, the i-th NICs of both linked by their own
+// -netdev socket (listen/connect), runs doppel.nictest on every NIC at
+// once and checks each link.
+func nicPairQEMU(t *testing.T, machine string, devices, names []string, blast int) (server, client *Machine) {
+	var ports []int
+	for range devices {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, port)
+	}
+	boot := func(role, netdev string, id int, cmdline string) *Machine {
+		var extra []string
+		if machine != "" {
+			extra = append(extra, "-machine", machine)
+		}
+		for i, dev := range devices {
+			extra = append(extra, "-netdev", fmt.Sprintf("socket,id=n%d,%s=127.0.0.1:%d", i, netdev, ports[i]),
+				"-device", fmt.Sprintf("%s,netdev=n%d,mac=52:54:00:00:%02x:%02x", dev, i, i, id))
+		}
+		m, err := StartQEMU(t.Name()+"-"+role, QEMUConfig{Cmdline: cmdline + " doppel.nictest.nic=all", SMP: 1, MemMiB: 512, Extra: extra})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(m.Close)
 		return m
 	}
-	expect := func(m *Machine, re string, timeout time.Duration) []string {
-		t.Helper()
-		subs, err := m.Expect(regexp.MustCompile(re), timeout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return subs
+	server = boot("serve", "listen", 1, "doppel.nictest=serve")
+	for i, name := range names {
+		nicExpect(t, server, fmt.Sprintf(`nic: %s at [0-9a-f:.]+: mac 52:54:00:00:%02x:01 link up`, name, i), 2*time.Minute)
 	}
-	server := boot("serve", "listen", "52:54:00:00:00:01", "doppel.nictest=serve")
-	expect(server, `nic: `+driver+`-0 at [0-9a-f:.]+: mac 52:54:00:00:00:01 link up`, 2*time.Minute)
-	expect(server, `nictest: `+driver+`-0 serving`, time.Minute)
-	client := boot("client", "connect", "52:54:00:00:00:02",
-		fmt.Sprintf("doppel.nictest=ping:%d:%d,blast:%d:%d", nicPings, nicPingSize, blast, nicBlastSize))
-	expect(client, `nic: `+driver+`-0 at [0-9a-f:.]+: mac 52:54:00:00:00:02 link up`, 2*time.Minute)
-	expect(client, `nictest: `+driver+`-0 peer answered`, 2*time.Minute)
-	ping := expect(client, fmt.Sprintf(`nictest: ping %d frames: (\d+) replies, (\d+) corrupt, median rtt (\S+)\r?\n`, nicPings), 3*time.Minute)
-	if ping[1] != strconv.Itoa(nicPings) || ping[2] != "0" {
-		t.Errorf("ping: %s", ping[0])
+	for _, name := range names {
+		nicExpect(t, server, `nictest: `+name+` serving`, time.Minute)
 	}
-	s, err := server.Expect(serveLine, 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
+	client = boot("client", "connect", 2, fmt.Sprintf("doppel.nictest=ping:%d:%d,blast:%d:%d", nicPings, nicPingSize, blast, nicBlastSize))
+	for i, name := range names {
+		nicExpect(t, client, fmt.Sprintf(`nic: %s at [0-9a-f:.]+: mac 52:54:00:00:%02x:02 link up`, name, i), 2*time.Minute)
 	}
-	counters := expect(server, driver+`-0 counters [^\r\n]*rx-dropped (\d+), rx-errors (\d+)[^\r\n]*?(?:missed (\d+)[^\r\n]*)?\r?\n`, time.Minute)
-	c, err := client.Expect(blastLine, time.Minute)
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range names {
+		// QEMU's e1000 hands frames to its netdev without a completion
+		// callback, so when the peer falls behind QEMU drops them past
+		// its 10000-frame queue (net/queue.c), unseen by either driver;
+		// virtio-net transmits with a callback, so its wire is lossless.
+		lossy := strings.HasPrefix(name, "e1000")
+		checkNICRun(t, server, client, name, nicPings, blast, lossy)
 	}
-	// The wire has no flow control: frames the receiver's queue had no
-	// room for are dropped, but every lost one must be counted (the
-	// queue's RxDropped, the device's missed-packet count; these may also
-	// count a dropped probe or done frame), none corrupt.
-	got, _ := strconv.Atoi(s[1])
-	sent, _ := strconv.Atoi(s[2])
-	lost, _ := strconv.Atoi(s[4])
-	dropped, _ := strconv.Atoi(counters[1])
-	missed, _ := strconv.Atoi(counters[3])
-	if sent != blast || s[3] != "0" || got < blast/20 || lost > dropped+missed || counters[2] != "0" {
-		t.Errorf("server: %s\n%s", s[0], counters[0])
-	}
-	if c[1] != strconv.Itoa(blast) || c[5] != strconv.Itoa(got) {
-		t.Errorf("client: %s", c[0])
-	}
-	t.Logf("%s one way, %d-byte frames: %s frames/s %s MB/s at the receiver (sender: %s frames/s %s MB/s, %s queue-full back-offs); ping %s",
-		driver, nicBlastSize, s[7], s[8], c[2], c[3], c[4], ping[0])
 	client.Type("nic\r")
-	expect(client, driver+`-0: mac 52:54:00:00:00:02 link up mtu 1500`, time.Minute)
-	client.Type("pci\r")
-	expect(client, `\d+ functions \(mechanism #1`, time.Minute)
+	for i, name := range names {
+		nicExpect(t, client, fmt.Sprintf(`%s: mac 52:54:00:00:%02x:02 link up mtu 1500`, name, i), time.Minute)
+	}
+	return server, client
 }
 
 func TestQEMUNICE1000(t *testing.T) {
-	nicPairQEMU(t, "e1000", "e1000", 20000)
+	_, client := nicPairQEMU(t, "", []string{"e1000"}, []string{"e1000-0"}, 20000)
+	client.Type("pci\r")
+	nicExpect(t, client, `\d+ functions \(mechanism #1 \(no MCFG\)\)`, time.Minute)
+	nicExpect(t, client, `00:03.0 8086:100e class 020000 e1000 \(82540EM\) irq:INTA irq 11 bar0 mem32 0x[0-9a-f]+\+128K bar1 io 0x[0-9a-f]+\+64`, time.Minute)
 }
 
 // TestQEMUNICVirtio: modern-only virtio-net (disable-legacy=on, so the
 // driver must use the virtio 1.x PCI capabilities).
 func TestQEMUNICVirtio(t *testing.T) {
-	nicPairQEMU(t, "virtio-net-pci,disable-legacy=on", "virtio-net", 20000)
+	nicPairQEMU(t, "", []string{"virtio-net-pci,disable-legacy=on"}, []string{"virtio-net-0"}, 20000)
+}
+
+// TestQEMUNICQ35Both: on a q35 machine (PCIe, ECAM from the MCFG) each
+// instance has an e1000 and a modern virtio-net sharing one INTx line,
+// each linked to its twin on the other instance; both links carry their
+// ping and blast at the same time.
+func TestQEMUNICQ35Both(t *testing.T) {
+	server, _ := nicPairQEMU(t, "q35", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
+		[]string{"e1000-0", "virtio-net-1"}, 5000)
+	server.Type("pci\r")
+	nicExpect(t, server, `\d+ functions \(ECAM at 0x[0-9a-f]+ buses 0-255 \(MCFG\)\)`, time.Minute)
 }
 
 // Bochs pair: few frames, as Bochs polls its network backend once per
@@ -179,46 +227,13 @@ func TestBochsNICE1000(t *testing.T) {
 		t.Cleanup(m.Close)
 		return m
 	}
-	expect := func(m *Machine, re string, timeout time.Duration) []string {
-		t.Helper()
-		subs, err := m.Expect(regexp.MustCompile(re), timeout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return subs
-	}
 	server := boot("serve", 0, "doppel.nictest=serve")
 	client := boot("client", 1, fmt.Sprintf("doppel.nictest=ping:%d:%d,blast:%d:%d", bochsPings, nicPingSize, bochsBlast, nicBlastSize))
-	expect(server, `nic: e1000-0 at [0-9a-f:.]+: mac 52:54:00:00:01:01 link up`, 10*time.Minute)
-	expect(server, `nictest: e1000-0 serving`, time.Minute)
-	expect(client, `nic: e1000-0 at [0-9a-f:.]+: mac 52:54:00:00:01:02 link up`, 10*time.Minute)
-	expect(client, `nictest: e1000-0 peer answered`, 5*time.Minute)
-	ping := expect(client, fmt.Sprintf(`nictest: ping %d frames: (\d+) replies, (\d+) corrupt, median rtt (\S+)\r?\n`, bochsPings), 5*time.Minute)
-	if ping[1] != strconv.Itoa(bochsPings) || ping[2] != "0" {
-		t.Errorf("ping: %s", ping[0])
-	}
-	s, err := server.Expect(serveLine, 10*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counters := expect(server, `e1000-0 counters [^\r\n]*rx-dropped (\d+), rx-errors (\d+)[^\r\n]*?(?:missed (\d+)[^\r\n]*)?\r?\n`, time.Minute)
-	c, err := client.Expect(blastLine, 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := strconv.Atoi(s[1])
-	lost, _ := strconv.Atoi(s[4])
-	dropped, _ := strconv.Atoi(counters[1])
-	missed, _ := strconv.Atoi(counters[3])
+	nicExpect(t, server, `nic: e1000-0 at [0-9a-f:.]+: mac 52:54:00:00:01:01 link up`, 10*time.Minute)
+	nicExpect(t, server, `nictest: e1000-0 serving`, time.Minute)
+	nicExpect(t, client, `nic: e1000-0 at [0-9a-f:.]+: mac 52:54:00:00:01:02 link up`, 10*time.Minute)
+	nicExpect(t, client, `nictest: e1000-0 peer answered`, 5*time.Minute)
 	// bxhub's UDP path drops what Bochs's 1 ms polling cannot take, out
-	// of any counter's sight: the driver must account for at least its own
-	// drops, and deliver nothing corrupt.
-	if s[2] != strconv.Itoa(bochsBlast) || s[3] != "0" || got < bochsBlast/20 || lost < dropped+missed || counters[2] != "0" {
-		t.Errorf("server: %s\n%s", s[0], counters[0])
-	}
-	if c[5] != s[1] {
-		t.Errorf("client: %s", c[0])
-	}
-	t.Logf("e1000 under Bochs via bxhub, one way, %d-byte frames: %s frames/s %s MB/s at the receiver (sender %s frames/s); %s",
-		nicBlastSize, s[7], s[8], c[2], ping[0])
+	// of any counter's sight.
+	checkNICRun(t, server, client, "e1000-0", bochsPings, bochsBlast, true)
 }

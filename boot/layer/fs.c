@@ -1,9 +1,10 @@
 /* fs.c: the file descriptors the layer serves (CONTRACT.md): the console
  * on 0-2, files under /proc and /dev generated at open, /dev/mem for
  * mmap, /dev/irq/<n>, /dev/urandom, and eventfd/epoll for Go's netpoller.
- * Only eventfds can be added to an epoll set: epoll_ctl on anything else
- * fails with EPERM, as Linux does for regular files, so Go falls back to
- * blocking reads on those. */
+ * Only eventfds and /dev/irq/<n> can be added to an epoll set (an irq fd
+ * is readable while its line has fired since the last read): epoll_ctl
+ * on anything else fails with EPERM, as Linux does for regular files, so
+ * Go falls back to blocking reads on those. */
 #include "layer.h"
 
 #define MAX_FILES 64
@@ -276,7 +277,7 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 		return -EBADF;
 	if (!getf(fd, F_NONE))
 		return -EBADF;
-	if (!getf(fd, F_EVENTFD))
+	if (!getf(fd, F_EVENTFD) && !getf(fd, F_IRQ))
 		return -EPERM;
 	int i = 0;
 	while (i < e->nep && e->ep[i].fd != fd)
@@ -305,8 +306,13 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 static int collect(struct file *e, u64 out, int max) {
 	int n = 0;
 	for (int i = 0; i < e->nep && n < max; i++) {
-		struct file *f = getf(e->ep[i].fd, F_EVENTFD);
-		u32 r = f ? ((f->count ? EPOLLIN : 0) | EPOLLOUT) & e->ep[i].events : 0;
+		struct file *f = getf(e->ep[i].fd, F_NONE);
+		u32 r = 0;
+		if (f && f->type == F_EVENTFD)
+			r = (f->count ? EPOLLIN : 0) | EPOLLOUT;
+		else if (f && f->type == F_IRQ)
+			r = irqs[f->gsi].count ? EPOLLIN : 0;
+		r &= e->ep[i].events;
 		if (!r)
 			continue;
 		*(u32 *)(out + 12 * n) = r; /* struct epoll_event is packed */
@@ -349,6 +355,7 @@ void irq_fire(int gsi) {
 	}
 	irqs[gsi].count++;
 	ioapic_mask(gsi, 1);
+	wake_all(W_EPOLL); /* an irq fd in an epoll set became readable */
 	for (int i = 0; i < MAX_THREADS; i++)
 		if (threads[i].state == T_BLOCKED && threads[i].wkind == W_IRQ && threads[i].waddr == (u64)gsi)
 			wake(&threads[i], 0);

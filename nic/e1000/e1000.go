@@ -24,6 +24,9 @@ type Config struct {
 	RxRing  int // receive descriptors, a multiple of 8 (256)
 	TxRing  int // transmit descriptors, a multiple of 8 (256)
 	RxQueue int // received frames waiting for Receive (1024)
+	// Watchdog is the period of the lost-interrupt watchdog
+	// (nic.WatchdogPeriod); negative turns it off.
+	Watchdog time.Duration
 }
 
 // bufSize is each receive and transmit buffer: RCTL.BSIZE 2048.
@@ -55,6 +58,7 @@ type Device struct {
 	hw     HWCounters
 	closed atomic.Bool
 	done   chan struct{}
+	stop   chan struct{}
 }
 
 // HWCounters are the device's own error statistics (13.7), accumulated.
@@ -74,10 +78,13 @@ func Open(cfg Config) (*Device, error) {
 	if cfg.RxQueue == 0 {
 		cfg.RxQueue = 1024
 	}
+	if cfg.Watchdog == 0 {
+		cfg.Watchdog = nic.WatchdogPeriod
+	}
 	if cfg.RxRing%8 != 0 || cfg.TxRing%8 != 0 || cfg.RxRing < 8 || cfg.TxRing < 8 {
 		return nil, fmt.Errorf("e1000: ring sizes %d/%d: want multiples of 8 (RDLEN/TDLEN are multiples of 128 bytes)", cfg.RxRing, cfg.TxRing)
 	}
-	d := &Device{cfg: cfg, regs: cfg.Regs, ready: nic.NewTxSignal(), done: make(chan struct{})}
+	d := &Device{cfg: cfg, regs: cfg.Regs, ready: nic.NewTxSignal(), done: make(chan struct{}), stop: make(chan struct{})}
 	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
 	if err := d.reset(); err != nil {
 		return nil, err
@@ -92,7 +99,23 @@ func Open(cfg Config) (*Device, error) {
 	d.regs.Read32(ICR)
 	d.regs.Write32(IMS, IntLSC|IntRXT0|IntRXDMT0|IntRXO|IntRXSEQ|IntTXDW)
 	go d.interrupts()
+	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
 	return d, nil
+}
+
+// pending reports whether the device has written back a receive or
+// transmit descriptor the driver has not taken; the marker is the
+// driver's position in both rings.
+func (d *Device) pending() (uint64, bool) {
+	d.rxMu.Lock()
+	rx := d.rxNext
+	rxWork := atomicLoad8(&d.rxDesc.Mem[rx*descSize+rxStatus])&RxStatusDD != 0
+	d.rxMu.Unlock()
+	d.txMu.Lock()
+	tx := d.txClean
+	txWork := tx != d.txTail && atomicLoad8(&d.txDesc.Mem[tx*descSize+txStatus])&TxStatusDD != 0
+	d.txMu.Unlock()
+	return uint64(rx)<<32 | uint64(tx), rxWork || txWork
 }
 
 // reset follows 14.3-14.4: mask interrupts, set CTRL.RST, wait for it to
@@ -213,21 +236,24 @@ func (d *Device) interrupts() {
 		if _, err := d.cfg.IRQ.Wait(); err != nil || d.closed.Load() {
 			return
 		}
-		d.Service()
+		if d.service() != 0 {
+			d.stats.Interrupts.Add(1) // this device's (the line may be shared)
+		}
 	}
 }
 
 // Service handles whatever the device has done: received frames, finished
-// transmissions, statistics. The interrupt goroutine calls it; so may a
-// poller.
-func (d *Device) Service() {
+// transmissions, statistics. The interrupt goroutine and the watchdog
+// call it.
+func (d *Device) Service() { d.service() }
+
+// service returns the interrupt causes it found (and cleared).
+func (d *Device) service() uint32 {
 	icr := d.regs.Read32(ICR)
-	if icr != 0 {
-		d.stats.Interrupts.Add(1)
-	}
 	d.receive()
 	d.reclaim()
 	d.readHWCounters()
+	return icr
 }
 
 // readHWCounters accumulates the device's clear-on-read error statistics;
@@ -383,6 +409,7 @@ func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(d.stop)
 	d.regs.Write32(IMC, 0xFFFFFFFF)
 	d.regs.Write32(RCTL, 0)
 	d.regs.Write32(TCTL, 0)

@@ -15,13 +15,17 @@ import (
 var testMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 
 func open(t *testing.T, preload bool, rxq int) (*Device, *model) {
+	return openWatchdog(t, preload, rxq, 0)
+}
+
+func openWatchdog(t *testing.T, preload bool, rxq int, watchdog time.Duration) (*Device, *model) {
 	t.Helper()
 	mem, err := dma.NewHost(0x10000000, 4<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := newModel(mem, testMAC, preload)
-	d, err := Open(Config{Name: "e1000-0", Regs: m, DMA: mem, IRQ: m.line, RxRing: 64, TxRing: 64, RxQueue: rxq})
+	d, err := Open(Config{Name: "e1000-0", Regs: m, DMA: mem, IRQ: m.line, RxRing: 64, TxRing: 64, RxQueue: rxq, Watchdog: watchdog})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +186,7 @@ func TestBadFramesDropped(t *testing.T) {
 // queue overflows (the driver counts RxDropped); afterwards frames flow
 // normally.
 func TestBurstLargerThanRing(t *testing.T) {
-	d, m := open(t, true, 16)
+	d, m := openWatchdog(t, true, 16, -1)
 	m.mu.Lock()
 	m.regs[IMS] = 0 // the line stays quiet: nothing serviced yet
 	m.mu.Unlock()
@@ -273,5 +277,24 @@ func TestLinkAndSizes(t *testing.T) {
 	}
 	if _, err := d.Receive(context.Background()); !errors.Is(err, nic.ErrClosed) {
 		t.Errorf("Receive after Close: %v", err)
+	}
+}
+
+// TestWatchdogRecoversLostInterrupt: with the device's interrupt masked
+// (as if the line were lost), received frames and finished transmissions
+// are still serviced by the watchdog, which counts stalls.
+func TestWatchdogRecoversLostInterrupt(t *testing.T) {
+	d, m := openWatchdog(t, true, 0, 5*time.Millisecond)
+	m.mu.Lock()
+	m.regs[IMS] = 0
+	m.mu.Unlock()
+	if !m.inject(frame(100, 5), 0, true) {
+		t.Fatal("ring full")
+	}
+	if got := receive(t, d); !bytes.Equal(got, frame(100, 5)) {
+		t.Fatal("frame differs")
+	}
+	if c := d.Counters(); c.Stalls == 0 || c.Interrupts != 0 {
+		t.Errorf("counters %+v: want stalls and no interrupts", c)
 	}
 }

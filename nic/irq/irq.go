@@ -154,3 +154,64 @@ func (c *Chan) Close() error {
 }
 
 func (c *Chan) String() string { return "test line" }
+
+// shared holds one reader per /dev/irq line: PCI INTx lines are shared
+// (two NICs on IRQ 11 is the norm under QEMU), but the layer keeps one
+// count per line, which the first read takes. The reader fires every
+// subscriber; each driver then checks its own device's cause register.
+var shared struct {
+	mu    sync.Mutex
+	lines map[int]*sharedLine
+}
+
+type sharedLine struct {
+	f    *File
+	mu   sync.Mutex
+	subs []*Chan
+}
+
+// subscriber is a Chan fed by a shared line.
+type subscriber struct {
+	*Chan
+	n int
+}
+
+func (s subscriber) String() string { return fmt.Sprintf("irq %d", s.n) }
+
+// OpenShared subscribes to /dev/irq/<n>, opening it on first use.
+func OpenShared(n int) (Line, error) {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.lines == nil {
+		shared.lines = map[int]*sharedLine{}
+	}
+	l, ok := shared.lines[n]
+	if !ok {
+		f, err := Open(n)
+		if err != nil {
+			return nil, err
+		}
+		l = &sharedLine{f: f}
+		shared.lines[n] = l
+		go l.run()
+	}
+	c := NewChan()
+	l.mu.Lock()
+	l.subs = append(l.subs, c)
+	l.mu.Unlock()
+	return subscriber{c, n}, nil
+}
+
+func (l *sharedLine) run() {
+	for {
+		if _, err := l.f.Wait(); err != nil {
+			return
+		}
+		l.mu.Lock()
+		subs := l.subs
+		l.mu.Unlock()
+		for _, s := range subs {
+			s.Fire()
+		}
+	}
+}

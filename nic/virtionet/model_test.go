@@ -83,6 +83,13 @@ func (m *vmodel) descBuf(qi int, id uint16) []byte {
 
 // complete puts {id, n} in q's used ring and raises the queue interrupt.
 func (m *vmodel) complete(qi int, id uint16, n uint32) {
+	m.completeQuiet(qi, id, n)
+	m.isr |= ISRQueue
+	m.line.Fire()
+}
+
+// completeQuiet puts {id, n} in q's used ring without an interrupt.
+func (m *vmodel) completeQuiet(qi int, id uint16, n uint32) {
 	q := &m.q[qi]
 	ring := m.slice(q.used, ringHeaderLen+usedElemSize*int(q.size))
 	e := ring[ringHeaderLen+usedElemSize*int(q.usedIdx%q.size):]
@@ -90,8 +97,6 @@ func (m *vmodel) complete(qi int, id uint16, n uint32) {
 	binary.LittleEndian.PutUint32(e[4:], n)
 	q.usedIdx++
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&ring[0])), uint32(q.usedIdx)<<16)
-	m.isr |= ISRQueue
-	m.line.Fire()
 }
 
 func (m *vmodel) transmitLocked() {

@@ -21,6 +21,9 @@ type Config struct {
 	IRQ       irq.Line
 	QueueSize int // descriptors per queue, a power of 2, at most the device's (256)
 	RxQueue   int // received frames waiting for Receive (1024)
+	// Watchdog is the period of the lost-interrupt watchdog
+	// (nic.WatchdogPeriod); negative turns it off.
+	Watchdog time.Duration
 }
 
 // bufSize holds the header and the largest frame: 12 + 1514 < 2048.
@@ -54,6 +57,7 @@ type Device struct {
 	txFull   bool
 
 	closed atomic.Bool
+	stop   chan struct{}
 }
 
 // Open initializes the device (3.1.1) and starts its interrupt goroutine.
@@ -64,7 +68,10 @@ func Open(cfg Config) (*Device, error) {
 	if cfg.RxQueue == 0 {
 		cfg.RxQueue = 1024
 	}
-	d := &Device{cfg: cfg, t: cfg.Transport, ready: nic.NewTxSignal()}
+	if cfg.Watchdog == 0 {
+		cfg.Watchdog = nic.WatchdogPeriod
+	}
+	d := &Device{cfg: cfg, t: cfg.Transport, ready: nic.NewTxSignal(), stop: make(chan struct{})}
 	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
 	c := d.t.Common
 	if err := d.reset(); err != nil {
@@ -99,7 +106,22 @@ func Open(cfg Config) (*Device, error) {
 	c.Write8(DeviceStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
 	d.t.Notify.Write16(d.rxNotify, rxQueue)
 	go d.interrupts()
+	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
 	return d, nil
+}
+
+// pending reports whether either used ring holds elements the driver has
+// not taken; the marker is the driver's position in both.
+func (d *Device) pending() (uint64, bool) {
+	d.rxMu.Lock()
+	rx := d.rx.lastUsed
+	rxWork := d.rx.usedIdx() != rx
+	d.rxMu.Unlock()
+	d.txMu.Lock()
+	tx := d.tx.lastUsed
+	txWork := d.tx.usedIdx() != tx
+	d.txMu.Unlock()
+	return uint64(rx)<<16 | uint64(tx), rxWork || txWork
 }
 
 // reset writes 0 to device_status and waits until it reads 0 (4.1.4.3.2).
@@ -191,17 +213,22 @@ func (d *Device) interrupts() {
 		if _, err := d.cfg.IRQ.Wait(); err != nil || d.closed.Load() {
 			return
 		}
-		d.Service()
+		if d.service() != 0 {
+			d.stats.Interrupts.Add(1) // this device's (the line may be shared)
+		}
 	}
 }
 
-// Service handles received frames and finished transmissions.
-func (d *Device) Service() {
-	if isr := d.t.ISR.Read8(0); isr != 0 {
-		d.stats.Interrupts.Add(1)
-	}
+// Service handles received frames and finished transmissions. The
+// interrupt goroutine and the watchdog call it.
+func (d *Device) Service() { d.service() }
+
+// service returns the ISR status it read (and so cleared).
+func (d *Device) service() uint8 {
+	isr := d.t.ISR.Read8(0)
 	d.receive()
 	d.reclaim()
+	return isr
 }
 
 // receive takes the used receive buffers, queues good frames, counts bad
@@ -332,6 +359,7 @@ func (d *Device) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(d.stop)
 	err := d.reset()
 	d.cfg.IRQ.Close()
 	d.rxq.Close()
