@@ -101,7 +101,8 @@
 //	nr   name                what the layer does
 //	0    read                fd 0: blocks until COM1 has bytes (IRQ 4), returns them raw;
 //	                         /proc files: from a buffer made at open; /dev/irq/<n>: blocks
-//	                         until the line fired, returns the 8-byte count and unmasks;
+//	                         until the line fired, returns the 8-byte count and unmasks
+//	                         (/dev/msi/<k>: the same for MSI vector 0x60+k, no mask);
 //	                         eventfd: counter (EAGAIN if 0 and O_NONBLOCK); /dev/urandom
 //	1    write               fd 1, 2: COM1, synchronous (\n -> \r\n); eventfd: add, wake
 //	3    close               frees the descriptor (0-2 stay open)

@@ -26,6 +26,7 @@ import (
 const (
 	flagNIC        = "doppel.nic"
 	flagNICPoll    = "doppel.nic.poll"
+	flagNICMSI     = "doppel.nic.msi"
 	flagNICTest    = "doppel.nictest"
 	flagNICTestNIC = "doppel.nictest.nic"
 )
@@ -36,6 +37,8 @@ func init() {
 			Help: "open the NICs doppel has drivers for (e1000, modern virtio-net) at boot"},
 		{Name: flagNICPoll, Kind: board.KindBool, Default: "0",
 			Help: "poll the NICs every millisecond instead of taking their interrupts"},
+		{Name: flagNICMSI, Kind: board.KindBool, Default: "1",
+			Help: "use MSI-X or MSI where the NIC has it (0: INTx through the I/O APIC)"},
 		{Name: flagNICTest, Kind: board.KindString, Default: "",
 			Help: "frame exchange with a peer: serve, or steps like ping:50:1000,blast:20000:1514"},
 		{Name: flagNICTestNIC, Kind: board.KindString, Default: "",
@@ -139,6 +142,50 @@ func line(k *kernel, d *pci.Device) (irq.Line, error) {
 	return irq.OpenShared(int(d.IRQLine))
 }
 
+// msiMessage allocates a layer MSI line and the message that reaches it
+// (CPU 0's local APIC, boot/CONTRACT.md).
+func msiMessage() (*irq.MSI, pci.Message, error) {
+	cpus, err := board.ReadCPUs()
+	if err != nil || len(cpus) == 0 {
+		return nil, pci.Message{}, fmt.Errorf("no CPU list for the MSI destination: %v", err)
+	}
+	m, err := irq.AllocMSI()
+	if err != nil {
+		return nil, pci.Message{}, err
+	}
+	return m, pci.LAPICMessage(cpus[0].APICID, m.Vector), nil
+}
+
+// msiLine uses the device's MSI capability if it has one (and
+// doppel.nic.msi allows), else its INTx.
+func msiLine(k *kernel, cfg pci.Config, d *pci.Device) (irq.Line, error) {
+	if _, ok := d.Cap(pci.CapMSI); !ok || !k.flags.Bool(flagNICMSI) || k.flags.Bool(flagNICPoll) {
+		return line(k, d)
+	}
+	m, msg, err := msiMessage()
+	if err != nil {
+		return nil, err
+	}
+	return m, pci.EnableMSI(cfg, d, msg)
+}
+
+// msixLine programs MSI-X table entry 0 of d with a layer MSI line.
+func msixLine(cfg pci.Config, d *pci.Device) (irq.Line, error) {
+	x, err := pci.ReadMSIX(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	bar, err := mapBAR(d, x.TableBAR)
+	if err != nil {
+		return nil, err
+	}
+	m, msg, err := msiMessage()
+	if err != nil {
+		return nil, err
+	}
+	return m, pci.EnableMSIX(cfg, d, x, bar, []pci.Message{msg})
+}
+
 func mapBAR(d *pci.Device, i int) (mmio.Mem, error) {
 	b, err := pci.CheckBAR(d, i)
 	if err != nil {
@@ -160,11 +207,11 @@ func openE1000(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, er
 	if err != nil {
 		return nil, err
 	}
-	l, err := line(k, d)
+	pci.EnableBusMaster(cfg, d)
+	l, err := msiLine(k, cfg, d)
 	if err != nil {
 		return nil, err
 	}
-	pci.EnableBusMaster(cfg, d)
 	name := fmt.Sprintf("e1000-%d", index)
 	n, err := e1000.Open(e1000.Config{Name: name, Regs: regs, DMA: region, IRQ: l})
 	if err != nil {
@@ -183,13 +230,20 @@ func openVirtio(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, e
 	if err != nil {
 		return nil, err
 	}
-	l, err := line(k, d)
+	pci.EnableBusMaster(cfg, d)
+	var l irq.Line
+	_, hasMSIX := d.Cap(pci.CapMSIX)
+	useMSIX := hasMSIX && k.flags.Bool(flagNICMSI) && !k.flags.Bool(flagNICPoll)
+	if useMSIX {
+		l, err = msixLine(cfg, d)
+	} else {
+		l, err = line(k, d)
+	}
 	if err != nil {
 		return nil, err
 	}
-	pci.EnableBusMaster(cfg, d)
 	name := fmt.Sprintf("virtio-net-%d", index)
-	n, err := virtionet.Open(virtionet.Config{Name: name, Transport: tr, DMA: region, IRQ: l})
+	n, err := virtionet.Open(virtionet.Config{Name: name, Transport: tr, DMA: region, IRQ: l, MSIX: useMSIX})
 	if err != nil {
 		return nil, err
 	}

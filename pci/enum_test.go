@@ -2,6 +2,7 @@ package pci
 
 import (
 	"encoding/binary"
+	"errors"
 	"strings"
 	"testing"
 
@@ -293,4 +294,73 @@ func FuzzParseMCFG(f *testing.F) {
 			}
 		}
 	})
+}
+
+type table map[uint32]uint32
+
+func (t table) Write32(off uint32, v uint32) { t[off] = v }
+
+func TestEnableMSIX(t *testing.T) {
+	bus := testBus()
+	devs := Enumerate(bus)
+	v := &devs[5]
+	binary.LittleEndian.PutUint16(bus[v.Addr].cfg[0x40+msixControl:], 2) // 3 entries
+	binary.LittleEndian.PutUint32(bus[v.Addr].cfg[0x40+msixTable:], 0x800|1)
+	x, err := ReadMSIX(bus, v)
+	if err != nil || x.TableSize != 3 || x.TableBAR != 1 || x.TableOffset != 0x800 {
+		t.Fatalf("ReadMSIX = %+v, %v", x, err)
+	}
+	tab := table{}
+	msg := LAPICMessage(1, 0x60)
+	if msg.Addr != 0xFEE01000 || msg.Data != 0x60 {
+		t.Errorf("LAPICMessage = %+v", msg)
+	}
+	if err := EnableMSIX(bus, v, x, tab, []Message{msg}); err != nil {
+		t.Fatal(err)
+	}
+	if tab[0x800] != 0xFEE01000 || tab[0x804] != 0 || tab[0x808] != 0x60 || tab[0x80C] != 0 {
+		t.Errorf("table entry 0: %v", tab)
+	}
+	ctl := Read16(bus, v.Addr, 0x40+msixControl)
+	if ctl&msixControlEn == 0 || ctl&msixControlMask != 0 {
+		t.Errorf("message control %#x", ctl)
+	}
+	if Read16(bus, v.Addr, Command)&CommandINTxDisable == 0 {
+		t.Error("INTx still enabled")
+	}
+	if err := EnableMSIX(bus, v, x, tab, make([]Message, 4)); err == nil {
+		t.Error("4 messages into a 3-entry table accepted")
+	}
+	if _, err := ReadMSIX(bus, &devs[0]); !errors.Is(err, ErrNoMSI) {
+		t.Errorf("host bridge MSI-X: %v", err)
+	}
+}
+
+func TestEnableMSI(t *testing.T) {
+	bus := testBus()
+	devs := Enumerate(bus)
+	loop := &devs[6] // MSI capability at 0x40
+	for _, is64 := range []bool{false, true} {
+		ctl := uint16(0)
+		if is64 {
+			ctl = msiControl64
+		}
+		binary.LittleEndian.PutUint16(bus[loop.Addr].cfg[0x40+msiControl:], ctl)
+		if err := EnableMSI(bus, loop, LAPICMessage(0, 0x61)); err != nil {
+			t.Fatal(err)
+		}
+		dataOff := uint16(0x48)
+		if is64 {
+			dataOff = 0x4C
+		}
+		if Read32(bus, loop.Addr, 0x44) != 0xFEE00000 || Read16(bus, loop.Addr, dataOff) != 0x61 {
+			t.Errorf("64-bit %v: address %#x data %#x", is64, Read32(bus, loop.Addr, 0x44), Read16(bus, loop.Addr, dataOff))
+		}
+		if Read16(bus, loop.Addr, 0x40+msiControl)&msiControlEn == 0 {
+			t.Errorf("64-bit %v: MSI not enabled", is64)
+		}
+	}
+	if err := EnableMSI(bus, &devs[0], Message{}); !errors.Is(err, ErrNoMSI) {
+		t.Errorf("host bridge MSI: %v", err)
+	}
 }

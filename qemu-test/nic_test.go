@@ -84,7 +84,7 @@ func checkNICRun(t *testing.T, server, client *Machine, name string, pings, blas
 // NIC per device in devices, the i-th NICs of both linked by their own
 // -netdev socket (listen/connect), runs doppel.nictest on every NIC at
 // once and checks each link.
-func nicPairQEMU(t *testing.T, machine string, devices, names []string, blast int) (server, client *Machine) {
+func nicPairQEMU(t *testing.T, machine, flags string, devices, names []string, blast int) (server, client *Machine) {
 	var ports []int
 	for range devices {
 		port, err := freePort()
@@ -102,7 +102,7 @@ func nicPairQEMU(t *testing.T, machine string, devices, names []string, blast in
 			extra = append(extra, "-netdev", fmt.Sprintf("socket,id=n%d,%s=127.0.0.1:%d", i, netdev, ports[i]),
 				"-device", fmt.Sprintf("%s,netdev=n%d,mac=52:54:00:00:%02x:%02x", dev, i, i, id))
 		}
-		m, err := StartQEMU(t.Name()+"-"+role, QEMUConfig{Cmdline: cmdline + " doppel.nictest.nic=all", SMP: 1, MemMiB: 512, Extra: extra})
+		m, err := StartQEMU(t.Name()+"-"+role, QEMUConfig{Cmdline: cmdline + " doppel.nictest.nic=all " + flags, SMP: 1, MemMiB: 512, Extra: extra})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,25 +136,30 @@ func nicPairQEMU(t *testing.T, machine string, devices, names []string, blast in
 }
 
 func TestQEMUNICE1000(t *testing.T) {
-	_, client := nicPairQEMU(t, "", []string{"e1000"}, []string{"e1000-0"}, 20000)
+	server, client := nicPairQEMU(t, "", "", []string{"e1000"}, []string{"e1000-0"}, 20000)
+	nicExpect(t, server, `nic: e1000-0 at 00:03.0: mac 52:54:00:00:00:01 link up, irq 11`, time.Minute)
 	client.Type("pci\r")
 	nicExpect(t, client, `\d+ functions \(mechanism #1 \(no MCFG\)\)`, time.Minute)
 	nicExpect(t, client, `00:03.0 8086:100e class 020000 e1000 \(82540EM\) irq:INTA irq 11 bar0 mem32 0x[0-9a-f]+\+128K bar1 io 0x[0-9a-f]+\+64`, time.Minute)
 }
 
 // TestQEMUNICVirtio: modern-only virtio-net (disable-legacy=on, so the
-// driver must use the virtio 1.x PCI capabilities).
+// driver must use the virtio 1.x PCI capabilities), interrupting by
+// MSI-X through the layer's /dev/msi.
 func TestQEMUNICVirtio(t *testing.T) {
-	nicPairQEMU(t, "", []string{"virtio-net-pci,disable-legacy=on"}, []string{"virtio-net-0"}, 20000)
+	server, _ := nicPairQEMU(t, "", "", []string{"virtio-net-pci,disable-legacy=on"}, []string{"virtio-net-0"}, 20000)
+	nicExpect(t, server, `nic: virtio-net-0 at 00:03.0: mac 52:54:00:00:00:01 link up, msi vector 0x60`, time.Minute)
 }
 
 // TestQEMUNICQ35Both: on a q35 machine (PCIe, ECAM from the MCFG) each
-// instance has an e1000 and a modern virtio-net sharing one INTx line,
-// each linked to its twin on the other instance; both links carry their
-// ping and blast at the same time.
+// instance has an e1000 and a modern virtio-net sharing one INTx line
+// (doppel.nic.msi=0 keeps virtio off MSI-X), each linked to its twin on
+// the other instance; both links carry their ping and blast at once.
 func TestQEMUNICQ35Both(t *testing.T) {
-	server, _ := nicPairQEMU(t, "q35", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
+	server, _ := nicPairQEMU(t, "q35", "doppel.nic.msi=0", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
 		[]string{"e1000-0", "virtio-net-1"}, 5000)
+	nicExpect(t, server, `nic: e1000-0 at 00:02.0: mac 52:54:00:00:00:01 link up, irq 11`, time.Minute)
+	nicExpect(t, server, `nic: virtio-net-1 at 00:03.0: mac 52:54:00:00:01:01 link up, irq 11`, time.Minute)
 	server.Type("pci\r")
 	nicExpect(t, server, `\d+ functions \(ECAM at 0x[0-9a-f]+ buses 0-255 \(MCFG\)\)`, time.Minute)
 }

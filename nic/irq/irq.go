@@ -157,8 +157,12 @@ func (c *Chan) String() string { return "test line" }
 
 // shared holds one reader per /dev/irq line: PCI INTx lines are shared
 // (two NICs on IRQ 11 is the norm under QEMU), but the layer keeps one
-// count per line, which the first read takes. The reader fires every
-// subscriber; each driver then checks its own device's cause register.
+// count per line, which the first read takes. The reader hands each
+// interrupt to every subscriber and reads the line again (which unmasks
+// it) only after every subscriber has come back to Wait, that is, after
+// each driver has read its cause register and so lowered its part of the
+// level-triggered line. Reading earlier would take the still-asserted
+// line again at once and spin the reader instead of running the drivers.
 var shared struct {
 	mu    sync.Mutex
 	lines map[int]*sharedLine
@@ -167,16 +171,43 @@ var shared struct {
 type sharedLine struct {
 	f    *File
 	mu   sync.Mutex
-	subs []*Chan
+	subs []*subscriber
 }
 
-// subscriber is a Chan fed by a shared line.
+// subscriber is one driver's view of a shared line. Its Wait is called
+// from one goroutine only (the driver's interrupt goroutine).
 type subscriber struct {
-	*Chan
-	n int
+	n       int
+	fire    chan uint64   // one interrupt handed over
+	ack     chan struct{} // the driver is done with it
+	done    chan struct{} // closed by Close
+	closed  sync.Once
+	pending bool // an interrupt was handed over and not yet acknowledged
 }
 
-func (s subscriber) String() string { return fmt.Sprintf("irq %d", s.n) }
+// Wait implements Line: it acknowledges the previous interrupt, then
+// waits for the next.
+func (s *subscriber) Wait() (uint64, error) {
+	if s.pending {
+		s.pending = false
+		s.ack <- struct{}{}
+	}
+	select {
+	case c := <-s.fire:
+		s.pending = true
+		return c, nil
+	case <-s.done:
+		return 0, ErrClosed
+	}
+}
+
+// Close implements Line.
+func (s *subscriber) Close() error {
+	s.closed.Do(func() { close(s.done) })
+	return nil
+}
+
+func (s *subscriber) String() string { return fmt.Sprintf("irq %d", s.n) }
 
 // OpenShared subscribes to /dev/irq/<n>, opening it on first use.
 func OpenShared(n int) (Line, error) {
@@ -195,23 +226,76 @@ func OpenShared(n int) (Line, error) {
 		shared.lines[n] = l
 		go l.run()
 	}
-	c := NewChan()
+	s := &subscriber{n: n, fire: make(chan uint64, 1), ack: make(chan struct{}, 1), done: make(chan struct{})}
 	l.mu.Lock()
-	l.subs = append(l.subs, c)
+	l.subs = append(l.subs, s)
 	l.mu.Unlock()
-	return subscriber{c, n}, nil
+	return s, nil
 }
 
 func (l *sharedLine) run() {
 	for {
-		if _, err := l.f.Wait(); err != nil {
+		c, err := l.f.Wait()
+		if err != nil {
 			return
 		}
 		l.mu.Lock()
 		subs := l.subs
 		l.mu.Unlock()
-		for _, s := range subs {
-			s.Fire()
+		fan(subs, c)
+	}
+}
+
+// fan hands interrupt count c to every open subscriber and waits until
+// each has acknowledged it (or closed).
+func fan(subs []*subscriber, c uint64) {
+	for _, s := range subs {
+		select {
+		case s.fire <- c:
+		case <-s.done:
 		}
 	}
+	for _, s := range subs {
+		select {
+		case <-s.ack:
+		case <-s.done:
+		}
+	}
+}
+
+// MSI lines of the boot layer (boot/CONTRACT.md, /dev/msi/<k>): line k is
+// vector MSIVector0+k on CPU 0's local APIC.
+const (
+	MSIVector0 = 0x60
+	NumMSI     = 16
+)
+
+var msiNext struct {
+	mu sync.Mutex
+	k  int
+}
+
+// MSI is an allocated MSI line: the fd to wait on and the vector the
+// device must send.
+type MSI struct {
+	*File
+	Vector uint8
+}
+
+func (m *MSI) String() string { return fmt.Sprintf("msi vector %#x", m.Vector) }
+
+// AllocMSI takes the next free MSI line of the layer.
+func AllocMSI() (*MSI, error) {
+	msiNext.mu.Lock()
+	defer msiNext.mu.Unlock()
+	if msiNext.k >= NumMSI {
+		return nil, fmt.Errorf("irq: all %d MSI lines in use", NumMSI)
+	}
+	f, err := os.Open(fmt.Sprintf("/dev/msi/%d", msiNext.k))
+	if err != nil {
+		return nil, fmt.Errorf("irq: %w", err)
+	}
+	m := &MSI{File: &File{n: MSIVector0 + msiNext.k, f: f}, Vector: uint8(MSIVector0 + msiNext.k)}
+	msiNext.k++
+	return m, nil
 }

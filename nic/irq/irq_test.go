@@ -45,3 +45,39 @@ func TestOpenOnHostFails(t *testing.T) {
 		t.Error("OpenShared of a missing line succeeded")
 	}
 }
+
+// TestFanWaitsForEveryDriver: the shared reader hands an interrupt to
+// every subscriber and returns (so the line is read, and unmasked, again)
+// only once each has come back to Wait or closed.
+func TestFanWaitsForEveryDriver(t *testing.T) {
+	mk := func() *subscriber {
+		return &subscriber{fire: make(chan uint64, 1), ack: make(chan struct{}, 1), done: make(chan struct{})}
+	}
+	a, b, gone := mk(), mk(), mk()
+	defer a.Close() // ends a's last Wait
+	gone.Close()
+	fanned := make(chan struct{})
+	go func() {
+		fan([]*subscriber{a, b, gone}, 3)
+		close(fanned)
+	}()
+	for _, s := range []*subscriber{a, b} {
+		if n, err := s.Wait(); n != 3 || err != nil {
+			t.Fatalf("Wait = %d, %v", n, err)
+		}
+	}
+	select {
+	case <-fanned:
+		t.Fatal("fan returned before the drivers acknowledged")
+	case <-time.After(20 * time.Millisecond):
+	}
+	// a comes back to Wait (acknowledging) and blocks for the next one;
+	// b closes instead.
+	go a.Wait()
+	b.Close()
+	select {
+	case <-fanned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("fan still waiting after every driver acknowledged or closed")
+	}
+}

@@ -36,18 +36,22 @@ type vmodel struct {
 }
 
 type mqueue struct {
-	max, size          uint16
+	max, size, vector  uint16
 	desc, avail, used  uint64
 	enabled            bool
 	lastAvail, usedIdx uint16
 }
 
-const modelMult = 4
+const (
+	modelMult    = 4
+	modelVectors = 3 // MSI-X table entries
+)
 
 func newVModel(mem *dma.Region, mac [6]byte) *vmodel {
 	m := &vmodel{mem: mem, line: irq.NewChan(), mac: mac, link: true,
 		offered: 1<<FeatureVersion1 | 1<<FeatureNetMAC | 1<<FeatureNetStatus | 1<<FeatureNetMrgRx}
 	m.q[0].max, m.q[1].max = 256, 256
+	m.q[0].vector, m.q[1].vector = noVector, noVector
 	return m
 }
 
@@ -180,6 +184,8 @@ func (w commonWin) Read16(off uint32) uint16 {
 		return 0
 	case QueueNotifyOff:
 		return w.m.qsel
+	case QueueMSIXVector:
+		return w.m.q[w.m.qsel%2].vector
 	}
 	return 0
 }
@@ -202,7 +208,7 @@ func (w commonWin) Write8(off uint32, v uint8) {
 	if v == 0 {
 		w.m.status, w.m.accepted = 0, 0
 		for i := range w.m.q {
-			w.m.q[i] = mqueue{max: w.m.q[i].max}
+			w.m.q[i] = mqueue{max: w.m.q[i].max, vector: noVector}
 		}
 		return
 	}
@@ -222,6 +228,11 @@ func (w commonWin) Write16(off uint32, v uint16) {
 		w.m.q[w.m.qsel].size = v
 	case QueueEnable:
 		w.m.q[w.m.qsel].enabled = v == 1
+	case QueueMSIXVector:
+		if v >= modelVectors && v != noVector {
+			v = noVector // mapping failed (4.1.4.3.1)
+		}
+		w.m.q[w.m.qsel%2].vector = v
 	}
 }
 

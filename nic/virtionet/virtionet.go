@@ -21,6 +21,10 @@ type Config struct {
 	IRQ       irq.Line
 	QueueSize int // descriptors per queue, a power of 2, at most the device's (256)
 	RxQueue   int // received frames waiting for Receive (1024)
+	// MSIX: the driver enabled MSI-X and put a message in table entry 0;
+	// both queues interrupt through it (4.1.4.3 queue_msix_vector).
+	// Otherwise the device uses INTx and the ISR byte.
+	MSIX bool
 	// Watchdog is the period of the lost-interrupt watchdog
 	// (nic.WatchdogPeriod); negative turns it off.
 	Watchdog time.Duration
@@ -182,7 +186,15 @@ func (d *Device) setupQueue(q uint16) (*queue, uint32, error) {
 		return nil, 0, fmt.Errorf("virtio-net: queue %d: %w", q, err)
 	}
 	c.Write16(QueueSize, size)
-	c.Write16(QueueMSIXVector, noVector)
+	vec := uint16(noVector)
+	if d.cfg.MSIX {
+		vec = 0
+	}
+	c.Write16(QueueMSIXVector, vec)
+	if got := c.Read16(QueueMSIXVector); got != vec {
+		vq.release(d.cfg.DMA)
+		return nil, 0, fmt.Errorf("virtio-net: queue %d: MSI-X vector %#x refused (reads %#x)", q, vec, got)
+	}
 	write64(c, QueueDesc, vq.desc.PA)
 	write64(c, QueueDriver, vq.avail.PA)
 	write64(c, QueueDevice, vq.used.PA)
@@ -213,8 +225,10 @@ func (d *Device) interrupts() {
 		if _, err := d.cfg.IRQ.Wait(); err != nil || d.closed.Load() {
 			return
 		}
-		if d.service() != 0 {
-			d.stats.Interrupts.Add(1) // this device's (the line may be shared)
+		// An MSI-X message is this device's alone; an INTx line may be
+		// shared, so only a set ISR bit makes it this device's.
+		if d.service() != 0 || d.cfg.MSIX {
+			d.stats.Interrupts.Add(1)
 		}
 	}
 }

@@ -263,3 +263,31 @@ func TestWatchdogRecoversLostInterrupt(t *testing.T) {
 		t.Errorf("counters %+v: want a stall", c)
 	}
 }
+
+func TestMSIXVectors(t *testing.T) {
+	mem, _ := dma.NewHost(0x20000000, 4<<20)
+	m := newVModel(mem, testMAC)
+	d, err := Open(Config{Transport: m.transport(), DMA: mem, IRQ: m.line, MSIX: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.q[0].vector != 0 || m.q[1].vector != 0 {
+		t.Errorf("queue vectors %#x %#x, want table entry 0", m.q[0].vector, m.q[1].vector)
+	}
+	if !m.inject(frame(80, 1)) {
+		t.Fatal("no receive buffer")
+	}
+	if got := receive(t, d); !bytes.Equal(got, frame(80, 1)) {
+		t.Fatal("frame differs")
+	}
+	d.Close()
+
+	d, err = Open(Config{Transport: m.transport(), DMA: mem, IRQ: m.line})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.q[0].vector != noVector {
+		t.Errorf("INTx: queue vector %#x, want NO_VECTOR", m.q[0].vector)
+	}
+	d.Close()
+}
