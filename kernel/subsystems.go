@@ -17,6 +17,7 @@ type subsystem struct {
 
 // subsystems is the boot-time start order.
 var subsystems = []subsystem{
+	{"nic", startNIC},
 	{"guest", startGuest},
 }
 
