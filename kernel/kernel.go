@@ -28,6 +28,8 @@ type kernel struct {
 	flags     *board.Values
 	log       *console.Log
 	features  board.Features
+	net       *netState         // the network stack, if any NIC is up (net.go)
+	commands  []console.Command // shell commands added by subsystems
 }
 
 // boot runs the boot steps up to the point where the kernel either tests
@@ -186,7 +188,7 @@ func (k *kernel) shell(in io.Reader) error {
 		In:       in,
 		Out:      k.out,
 		Echo:     k.bareMetal, // a host terminal echoes by itself
-		Commands: append(append(console.Builtins(sys), crashCommand, restoreCommand), nicCommands()...),
+		Commands: append(append(console.Builtins(sys), crashCommand, restoreCommand), append(nicCommands(), k.commands...)...),
 	}
 	k.log.Printf("kernel", "shell on the console; type help")
 	if err := sh.Run(); err != nil {

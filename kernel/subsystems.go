@@ -18,6 +18,8 @@ type subsystem struct {
 // subsystems is the boot-time start order.
 var subsystems = []subsystem{
 	{"nic", startNIC},
+	{"net", startNet},
+	{"ft", startFT},
 	{"guest", startGuest},
 }
 
