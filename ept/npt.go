@@ -9,11 +9,12 @@ import "fmt"
 // guest-physical to host-physical addresses (15.25 "Nested Paging"). Only
 // the bits of an entry differ from EPT's; format holds them.
 //
-// Nested walks are user accesses (15.25.5), so every nested entry sets U/S,
-// or the walk faults. The CPU sets A in every entry it uses and D in the
-// leaf of a write (15.25.6 "Nested versus Guest Page Faults, Fault
-// Ordering"; QEMU's TCG walk does the same), so HarvestScan works unchanged
-// with the NPT masks. NPT has no PML: the scan is its only harvest.
+// Nested walks are user accesses (15.25, "Nested Table Walk"), so every
+// nested entry sets U/S or the walk faults. The CPU sets A in every entry
+// it uses and D in the leaf of a write (15.25; QEMU's TCG walk and Bochs's
+// do the same, as doppel's dirty test shows), so HarvestScan works
+// unchanged with the NPT masks. NPT has no PML: the scan is its only
+// harvest.
 
 // Nested (long-mode) page-table entry bits, AMD APM Vol. 2, 5.4.1,
 // figures 5-18 to 5-23.
@@ -23,7 +24,7 @@ const (
 	// NPTWrite (R/W, bit 1): writes allowed.
 	NPTWrite = 1 << 1
 	// NPTUser (U/S, bit 2): user accesses allowed; nested walks are user
-	// accesses (15.25.5), so every nested entry needs it.
+	// accesses (15.25), so every nested entry needs it.
 	NPTUser = 1 << 2
 	// NPTWriteThrough (PWT, bit 3) and NPTCacheDisable (PCD, bit 4)
 	// select the PAT entry with the PAT bit; all clear is PAT entry 0,
@@ -38,9 +39,10 @@ const (
 	NPTPageSize = 1 << 7
 	// NPTGlobal (G, bit 8), ignored by nested walks.
 	NPTGlobal = 1 << 8
-	// NPTNoExecute (NX, bit 63) forbids instruction fetches; valid only
-	// with EFER.NXE in the host state that VMRUN saved (15.25.4), so doppel
-	// sets it only for mappings without Execute.
+	// NPTNoExecute (NX, bit 63) forbids instruction fetches; a reserved
+	// bit unless the host runs with EFER.NXE (nested walks use the host's
+	// paging mode, 15.25), so doppel sets it only for mappings without
+	// Execute.
 	NPTNoExecute = 1 << 63
 )
 
@@ -161,7 +163,7 @@ func (f *format) validPerm(p Perm) error {
 }
 
 // NCR3 returns the nested page-table base for the VMCB's N_CR3 field (AMD
-// APM Vol. 2, 15.25.3): the root's physical address, PWT and PCD clear
+// APM Vol. 2, 15.25 and App. B): the root's physical address, PWT and PCD clear
 // (the root is read write-back). Only for tables built with
 // Options.Nested.
 func (t *Tables) NCR3() uint64 { return t.root }

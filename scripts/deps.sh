@@ -13,6 +13,7 @@ declare -A want=(
   [grub-mkrescue]=grub-common [xorriso]=xorriso [mformat]=mtools
   [qemu-system-x86_64]=qemu-system-x86 [bochs]=bochs [socat]=socat
   [iasl]=acpica-tools
+  [chromium]=chromium [curl]=curl
 )
 missing=()
 for cmd in "${!want[@]}"; do

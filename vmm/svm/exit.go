@@ -161,7 +161,7 @@ func handleIOIO(v *VCPU, e *Exit) (vmm.Action, error) {
 	return vmm.ActionResume, nil
 }
 
-// handleNPF: EXITINFO2 is the faulting guest-physical address (15.25.6).
+// handleNPF: EXITINFO2 is the faulting guest-physical address (15.25).
 func handleNPF(v *VCPU, e *Exit) (vmm.Action, error) {
 	q := NPFInfo(e.Info1)
 	if v.OnNPF != nil {

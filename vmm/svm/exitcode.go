@@ -109,11 +109,11 @@ func (q IOIOInfo) String() string {
 	return s
 }
 
-// NPFInfo is EXITINFO1 of a nested page fault (15.25.6): a page-fault
+// NPFInfo is EXITINFO1 of a nested page fault (15.25): a page-fault
 // error code plus where in the walk the fault happened.
 type NPFInfo uint64
 
-// NPF EXITINFO1 bits (the #PF error code of Vol. 2 8.4.2, and 15.25.6).
+// NPF EXITINFO1 bits (the #PF error code of Vol. 2 8.4.2, and 15.25).
 const (
 	NPFPresent    = 1 << 0 // the nested entry was present (protection fault)
 	NPFWrite      = 1 << 1

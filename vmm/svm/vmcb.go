@@ -118,7 +118,7 @@ const (
 	// RFLAGS.IF masks only virtual interrupts; physical ones follow the
 	// host's IF and exit with InterceptIntr.
 	VIntrMasking = 1 << 24
-	// NPEnableNP (bit 0 of NPEnable) turns nested paging on (15.25.3).
+	// NPEnableNP (bit 0 of NPEnable) turns nested paging on (15.25).
 	NPEnableNP = 1 << 0
 	// IOPMSize and MSRPMSize are the permission maps' sizes (15.10.1,
 	// 15.11): 12 KiB and 8 KiB, physically contiguous.
