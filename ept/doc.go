@@ -49,6 +49,18 @@
 // pages (no PML-full exit) went from 155K to 16K cycles in a 32 MiB guest
 // and from 160K to 17K in a 256 MiB one.
 //
+// # AMD-V nested page tables
+//
+// Tables built with Options.Nested use the AMD64 long-mode entry format
+// instead (npt.go; AMD APM Vol. 2 5.3-5.4 and 15.25): P, R/W, U/S (set in
+// every entry: nested walks are user accesses), A bit 5, D bit 6, PS, NX
+// for mappings without Execute. The walker, Map/Unmap/Protect/Lookup, the
+// split and the scan harvest are the same code, reading the format's masks
+// from a field; NCR3 is the root for the VMCB. NPT has no PML, so the scan
+// is the only harvest there; its Invalidator is the vCPU's TLB flush at the
+// next VMRUN (vmm/svm). Measured NPT harvest costs (host benchmark and the
+// emulators) are in README.md's AMD-V section.
+//
 // Both harvests are exact only if no vCPU runs between clearing a flag and
 // the INVEPT that follows: a translation cached with D=1 lets later writes
 // through without setting D again. doppel harvests at a VM exit, with the

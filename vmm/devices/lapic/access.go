@@ -216,7 +216,7 @@ func (l *LAPIC) ReadMSR(msr uint32) (uint64, error) {
 		return l.r.icr, nil
 	}
 	v, ok := l.readReg(off)
-	if !ok || off == RegEOI || off == RegSelfIPI {
+	if !ok || off == RegEOI || off == RegSelfIPI || off == RegAPR { // no x2APIC APR MSR
 		return 0, fmt.Errorf("%w: rdmsr %#x: no readable x2APIC register", ErrGP, msr)
 	}
 	return uint64(v), nil

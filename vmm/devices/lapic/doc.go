@@ -18,9 +18,11 @@
 //
 // # How a vCPU loop uses it
 //
-// Build one Router, then one LAPIC per vCPU with Config{ID: i, BSP: i ==
-// 0, Clock, TSCHz, Sink: router, EOI: ioapics} and router.Add it; give the
-// IOAPIC the router as its sink. Then, on each vCPU's thread:
+// Build one Router and the IOAPIC with the router as its sink
+// (ioapic.New(id, router)), then one LAPIC per vCPU with Config{ID: i,
+// BSP: i == 0, Clock, TSCHz, Sink: router, EOI: the IOAPIC, Wake} and
+// router.Add it (integration_test.go does exactly this). Then, on each
+// vCPU's thread:
 //
 //   - EPT violation in the LAPIC page: MMIORead/MMIOWrite. RDMSR/WRMSR of
 //     0x1B, 0x6E0 or 0x800-0x8FF: ReadMSR/WriteMSR; an error wrapping ErrGP
@@ -33,11 +35,22 @@
 //     PIC for its vector, inject it, AckExtINT(); else PendingVector() →
 //     inject it and Ack(vector). If an interrupt waits but the guest
 //     cannot take it, request an interrupt-window exit.
-//   - HLT: sleep until NextDeadline() of the LAPIC (and other timers) or a
-//     Deliver from another thread; the machine wakes the vCPU after
-//     Router.Deliver (for instance by a per-vCPU channel it signals).
+//   - HLT: sleep until NextDeadline() of the LAPIC (and other timers) or
+//     until Config.Wake is called: it runs on whichever thread made an
+//     interrupt, NMI, INIT, SIPI or ExtINT pending (an IPI sender, the
+//     IOAPIC's caller), for instance to signal a per-vCPU channel or
+//     kick a running vCPU out of the guest.
 //   - The guest's EOI write reaches EOI listeners (the IOAPIC) directly;
 //     IPIs from the ICR go through the Router to the other LAPICs.
+//
+// Device MSIs (writes to 0xFEExxxxx) become messages with MSI and go to
+// Router.Deliver like the IOAPIC's.
+//
+// What the vCPU's CPUID should say to match: CPUID.01H:EDX[9] (APIC),
+// CPUID.01H:ECX[24] (TSC-deadline; Linux then skips calibrating the
+// APIC timer), CPUID.01H:ECX[21] (x2APIC) if the vCPU routes the MSRs,
+// and CPUID.15H with the core crystal clock = Config.BusHz so Linux knows
+// the timer rate without a PIT.
 //
 // # Concurrency
 //
@@ -63,13 +76,15 @@
 //     from the virtual-APIC page instead of MMIORead; SyncPage keeps it
 //     current (call it before entry when the LAPIC changed). Writes other
 //     than TPR, EOI and self-IPI still exit to MMIOWrite.
-//   - Virtual-interrupt delivery (30.2.2, 30.1.3): the CPU would evaluate
-//     and deliver pending interrupts itself from RVI/SVI and the VIRR/VISR
-//     bits of the page, replacing PendingVector/Ack and EOI; EOIExitBitmap
-//     gives the VMCS EOI-exit bitmap so level EOIs still exit to the
-//     IOAPIC. Not done: the sync of IRR/ISR to VIRR/VISR and guest
-//     interrupt status (RVI/SVI) back from the page after an exit; a vCPU
-//     using virtual-interrupt delivery would need it.
+//   - Virtual-interrupt delivery (30.2, 30.1.3): the CPU evaluates and
+//     delivers pending interrupts itself from the page's VIRR/VISR and
+//     RVI/SVI, and virtualises EOI, replacing PendingVector/Ack and the EOI
+//     write. Hooks here: LoadVirtualAPIC (page plus guest interrupt status
+//     before entry), StoreVirtualAPIC (TPR, IRR, ISR back after an exit,
+//     keeping what arrived meanwhile), EOIExitBitmap (level vectors exit on
+//     EOI) and VirtualEOI (the EOI-induced exit broadcasts to the IOAPIC);
+//     the protocol is in apicv.go. It is checked against a model of the
+//     CPU's SDM behaviour in apicv_test.go, not on a real CPU.
 //   - Posted interrupts (30.6) would replace Router delivery to a running
 //     vCPU; Bochs has none, and this package does not provide them.
 //

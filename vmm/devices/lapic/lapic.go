@@ -39,6 +39,11 @@ type Config struct {
 	// EOI listeners are told of the EOI of every level-triggered vector
 	// (the IOAPICs).
 	EOI []devices.EOIListener
+	// Wake, if set, is called when something became pending for the vCPU
+	// (an IRR vector, NMI, INIT, SIPI or ExtINT), on the thread that made
+	// it so and with no LAPIC lock held: the machine wakes a halted vCPU
+	// or kicks a running one out of the guest. It must not block.
+	Wake func()
 }
 
 // regs is the guest-visible state, saved and restored as a whole.
@@ -80,11 +85,18 @@ type LAPIC struct {
 	busHz uint64
 	sink  devices.MessageSink
 	eoi   []devices.EOIListener
+	wake  func()
 
 	mu      sync.Mutex
 	r       regs
 	outMsgs []devices.Message // IPIs to send once mu is released
 	outEOIs []uint8           // level EOIs to broadcast once mu is released
+	kick    bool              // call wake once mu is released
+	// irrNew holds the vectors accepted since LoadVirtualAPIC: with
+	// virtual-interrupt delivery they are not yet in the page's VIRR.
+	irrNew [8]uint32
+	// pageStale says an INIT reset the LAPIC since LoadVirtualAPIC.
+	pageStale bool
 }
 
 // New returns a LAPIC in its power-up state (SDM Vol. 3A 11.4.7.1):
@@ -100,7 +112,7 @@ func New(c Config) *LAPIC {
 	if c.BusHz > 1_000_000_000 {
 		panic(fmt.Sprintf("lapic: BusHz %d above 1 GHz", c.BusHz)) // programming error
 	}
-	l := &LAPIC{clock: c.Clock, tscHz: c.TSCHz, busHz: c.BusHz, sink: c.Sink, eoi: c.EOI}
+	l := &LAPIC{clock: c.Clock, tscHz: c.TSCHz, busHz: c.BusHz, sink: c.Sink, eoi: c.EOI, wake: c.Wake}
 	l.r.id = c.ID
 	l.r.apicBase = DefaultBase | APICBaseEnable
 	if c.BSP {
@@ -122,11 +134,24 @@ func (l *LAPIC) resetRegs() {
 }
 
 // unlock releases mu, then sends the IPIs and EOI broadcasts queued under
-// it.
+// it and calls Wake if something became pending.
 func (l *LAPIC) unlock() {
-	msgs, eois := l.outMsgs, l.outEOIs
-	l.outMsgs, l.outEOIs = nil, nil
+	if len(l.outMsgs) == 0 && len(l.outEOIs) == 0 && !l.kick {
+		l.mu.Unlock()
+		return
+	}
+	// Copy out (to the stack in the usual case of one or two) so the
+	// queues keep their capacity without being shared after Unlock.
+	var msgBuf [2]devices.Message
+	var eoiBuf [4]uint8
+	msgs := append(msgBuf[:0], l.outMsgs...)
+	eois := append(eoiBuf[:0], l.outEOIs...)
+	kick := l.kick
+	l.outMsgs, l.outEOIs, l.kick = l.outMsgs[:0], l.outEOIs[:0], false
 	l.mu.Unlock()
+	if kick && l.wake != nil {
+		l.wake()
+	}
 	for _, m := range msgs {
 		if l.sink != nil {
 			l.sink.Deliver(m)
@@ -182,7 +207,9 @@ func (l *LAPIC) raiseError(bit uint32) {
 		l.r.esrPending |= ESRReceiveIllegalVector
 	} else {
 		setBit(&l.r.irr, v)
+		setBit(&l.irrNew, v)
 		clearBit(&l.r.tmr, v)
+		l.kick = true
 	}
 }
 
@@ -198,6 +225,8 @@ func (l *LAPIC) acceptFixed(vector uint8, level bool) {
 		return
 	}
 	setBit(&l.r.irr, vector)
+	setBit(&l.irrNew, vector)
+	l.kick = true
 	if level {
 		setBit(&l.r.tmr, vector)
 	} else {
@@ -215,18 +244,23 @@ func (l *LAPIC) accept(m devices.Message) {
 		l.acceptFixed(m.Vector, m.Level)
 	case devices.DeliveryNMI:
 		l.r.nmiPending = true
+		l.kick = true
 	case devices.DeliveryINIT:
 		l.resetRegs()
+		l.pageStale = true
 		l.r.initPending = true
 		l.r.waitSIPI = true
+		l.kick = true
 	case devices.DeliveryStartup:
 		if l.r.waitSIPI {
 			l.r.waitSIPI = false
 			l.r.sipiPending = true
 			l.r.sipiVector = m.Vector
+			l.kick = true
 		}
 	case devices.DeliveryExtINT:
 		l.r.extINT = true
+		l.kick = true
 	}
 	// SMI and reserved modes are ignored: doppel has no SMM.
 }
@@ -239,147 +273,6 @@ func (l *LAPIC) Deliver(m devices.Message) {
 	l.mu.Lock()
 	defer l.unlock()
 	l.accept(m)
-}
-
-// PendingVector returns the highest vector in IRR whose priority class is
-// above the processor priority: the interrupt the vCPU should inject when
-// the guest can take one. It first brings the timer up to the clock.
-func (l *LAPIC) PendingVector() (vector uint8, ok bool) {
-	l.mu.Lock()
-	defer l.unlock()
-	l.poll(l.clock.Nanotime())
-	if !l.hwEnabled() {
-		return 0, false
-	}
-	v := highest(&l.r.irr)
-	if v < 0 || uint8(v)>>4 <= l.ppr()>>4 {
-		return 0, false
-	}
-	return uint8(v), true
-}
-
-// Ack moves vector from IRR to ISR: the vCPU has injected it.
-func (l *LAPIC) Ack(vector uint8) {
-	l.mu.Lock()
-	defer l.unlock()
-	clearBit(&l.r.irr, vector)
-	setBit(&l.r.isr, vector)
-}
-
-// endOfInterrupt ends the highest in-service interrupt (SDM Vol. 3A 11.8.5) and
-// queues the broadcast of a level-triggered one.
-func (l *LAPIC) endOfInterrupt() {
-	v := highest(&l.r.isr)
-	if v < 0 {
-		return
-	}
-	clearBit(&l.r.isr, uint8(v))
-	if testBit(&l.r.tmr, uint8(v)) {
-		l.outEOIs = append(l.outEOIs, uint8(v))
-	}
-}
-
-// TakeNMI reports and clears a pending NMI (from an NMI message or LINT1).
-func (l *LAPIC) TakeNMI() bool {
-	l.mu.Lock()
-	defer l.unlock()
-	p := l.r.nmiPending
-	l.r.nmiPending = false
-	return p
-}
-
-// TakeINIT reports and clears a received INIT: the vCPU resets its
-// registers and waits for a SIPI (TakeSIPI) without running the guest.
-func (l *LAPIC) TakeINIT() bool {
-	l.mu.Lock()
-	defer l.unlock()
-	p := l.r.initPending
-	l.r.initPending = false
-	return p
-}
-
-// TakeSIPI reports and clears a start-up IPI received after an INIT: the
-// vCPU starts in real mode at CS = vector<<8, IP = 0 (SDM Vol. 3A
-// 9.4.4.1). Later SIPIs are ignored until the next INIT.
-func (l *LAPIC) TakeSIPI() (vector uint8, ok bool) {
-	l.mu.Lock()
-	defer l.unlock()
-	v, p := l.r.sipiVector, l.r.sipiPending
-	l.r.sipiPending = false
-	return v, p
-}
-
-// WaitingForSIPI reports whether the vCPU is between INIT and SIPI.
-func (l *LAPIC) WaitingForSIPI() bool {
-	l.mu.Lock()
-	defer l.unlock()
-	return l.r.waitSIPI
-}
-
-// ExtINTPending reports that the vCPU should take its vector from the
-// 8259 PIC (its INTA cycle): an ExtINT message arrived, or LINT0 is
-// asserted and either the APIC is globally disabled (LINT0 is then the
-// plain INTR pin) or LVT LINT0 is unmasked in ExtINT mode (virtual wire).
-func (l *LAPIC) ExtINTPending() bool {
-	l.mu.Lock()
-	defer l.unlock()
-	if l.r.extINT {
-		return true
-	}
-	e := l.r.lvt[lvtLINT0]
-	if !l.lintAsserted(0) {
-		return false
-	}
-	return !l.hwEnabled() || e&LVTMasked == 0 && devices.DeliveryMode(e&LVTDeliveryMode>>8) == devices.DeliveryExtINT
-}
-
-// AckExtINT clears an ExtINT message once the vCPU injected the PIC's
-// vector; a LINT0 level stays until the PIC lowers it.
-func (l *LAPIC) AckExtINT() {
-	l.mu.Lock()
-	defer l.unlock()
-	l.r.extINT = false
-}
-
-// lintAsserted reports whether LINT0 or LINT1 requests. Like the IOAPIC,
-// the LVT polarity bit is stored but does not invert the input: a Line's
-// level means "requested" by the devices contract.
-func (l *LAPIC) lintAsserted(i int) bool { return l.r.lint[i] }
-
-// lint is the devices.Line of LINT0 or LINT1.
-type lint struct {
-	l *LAPIC
-	i int
-}
-
-func (p lint) Set(high bool) { p.l.setLINT(p.i, high) }
-
-// LINT0 returns the LINT0 input: the 8259 PIC's INTR in virtual-wire mode.
-func (l *LAPIC) LINT0() devices.Line { return lint{l, 0} }
-
-// LINT1 returns the LINT1 input, usually wired to NMI.
-func (l *LAPIC) LINT1() devices.Line { return lint{l, 1} }
-
-// setLINT records an input level; a rising edge of assertion delivers the
-// LVT entry's NMI or fixed interrupt (ExtINT is a level: ExtINTPending).
-func (l *LAPIC) setLINT(i int, high bool) {
-	l.mu.Lock()
-	defer l.unlock()
-	was := l.lintAsserted(i)
-	l.r.lint[i] = high
-	if !l.lintAsserted(i) || was {
-		return
-	}
-	e := l.r.lvt[lvtLINT0+i]
-	if e&LVTMasked != 0 || !l.hwEnabled() {
-		return
-	}
-	switch devices.DeliveryMode(e & LVTDeliveryMode >> 8) {
-	case devices.DeliveryFixed:
-		l.acceptFixed(uint8(e&LVTVector), false)
-	case devices.DeliveryNMI:
-		l.r.nmiPending = true
-	}
 }
 
 // ID returns the APIC ID.
@@ -399,8 +292,10 @@ func (l *LAPIC) Base() (uint64, bool) {
 }
 
 // matches reports whether a message with this destination addresses this
-// LAPIC (SDM Vol. 3A 11.6.2, 11.12.10). Physical 0xFF (xAPIC) and
-// 0xFFFFFFFF are broadcasts.
+// LAPIC (SDM Vol. 3A 11.6.2, 11.12.10). Physical 0xFF and 0xFFFFFFFF are
+// broadcasts. In x2APIC mode 0xFF is a valid APIC ID to the SDM, but the
+// IOAPIC's 8-bit destination 0xFF means broadcast (KVM keeps the same
+// quirk), and no doppel vCPU has ID 255 (acpi.MaxCPUs is 254).
 func (l *LAPIC) matches(dest uint32, logical bool) bool {
 	l.mu.Lock()
 	defer l.unlock()
@@ -412,7 +307,7 @@ func (l *LAPIC) matches(dest uint32, logical bool) bool {
 			return true
 		}
 		if !logical {
-			return dest == l.r.id
+			return dest == l.r.id || dest == 0xFF
 		}
 		ldr := l.x2LDR()
 		return dest>>16 == ldr>>16 && dest&ldr&0xFFFF != 0

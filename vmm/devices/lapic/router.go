@@ -11,7 +11,8 @@ import (
 // LAPIC's IPIs.
 //
 // Destinations (SDM Vol. 3A 11.6.2): physical matches the APIC ID, with
-// 0xFF (xAPIC) and 0xFFFFFFFF (x2APIC) broadcasts; logical matches each
+// 0xFF and 0xFFFFFFFF broadcasts (0xFF also in x2APIC mode, as the
+// IOAPIC's broadcast; no vCPU has ID 255); logical matches each
 // LAPIC's LDR in the flat or cluster model its DFR selects (x2APIC:
 // cluster in bits 31:16, member mask in 15:0); the shorthands self, all
 // and all-but-self of an IPI use Message.Source. Lowest-priority delivery
