@@ -15,15 +15,19 @@ import (
 	"github.com/doppel-ft/doppel/nic"
 )
 
-// nicDriver finds the NICs of one model. The drivers (branch nic: e1000,
-// virtio-net over PCI) add themselves to nicDrivers; until they are in the
-// tree the list is empty and the net subsystem says so at boot.
+// nicDriver hands the net subsystem NICs. The one built in returns the
+// NICs the nic subsystem opened (e1000, virtio-net over PCI; nic.go), which
+// starts before net; host tests put an in-memory wire here instead.
 type nicDriver struct {
 	name  string
 	probe func() ([]nic.NIC, error)
 }
 
-var nicDrivers []nicDriver
+var nicDrivers = []nicDriver{{name: "pci", probe: func() ([]nic.NIC, error) {
+	nics.mu.Lock()
+	defer nics.mu.Unlock()
+	return append([]nic.NIC(nil), nics.nics...), nil
+}}}
 
 // nicNames are the interface names doppel.net.<nic> flags exist for: the
 // first two of each driver (the registry needs exact names).
