@@ -73,7 +73,7 @@ func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duratio
 	})
 
 	engine := ftmirror.Config{Epoch: 25 * time.Millisecond, GroupBytes: 64 << 10, Forward: true,
-		Heartbeat: ftmirror.Heartbeat{Interval: 10 * time.Millisecond, Misses: 100}} // 1 s: this shared 2-core host stalls processes for hundreds of ms
+		Heartbeat: ftmirror.Heartbeat{Interval: 10 * time.Millisecond, Misses: 300}} // 3 s: this shared 2-core host stalls processes for a second or more
 	if d := os.Getenv("FT_TEST_HB_MISSES"); d != "" {
 		engine.Heartbeat.Misses, _ = strconv.Atoi(d)
 	}

@@ -57,7 +57,7 @@ func TestKernelFTPrimary(t *testing.T) {
 	pr, pw := io.Pipe()
 	out := &lockedBuffer{}
 	args := []string{"doppel.net.e1000-0=10.8.0.1/24", "doppel.net.mgmt.port=80", "doppel.ft.sim=primary",
-		"doppel.ft.sim.mem=8M", "doppel.ft.sim.probe=1M", "doppel.ft.sim.hbmiss=50"}
+		"doppel.ft.sim.mem=8M", "doppel.ft.sim.probe=1M", "doppel.ft.sim.hbmiss=150"} // 3 s deadline: a loaded host stalls for seconds
 	if raceBuild { // the stack moves a few MB/s under the race detector
 		args = append(args, "doppel.ft.sim.mem=4M", "doppel.ft.sim.rate=300", "doppel.ft.sim.hbmiss=150")
 	}
@@ -75,7 +75,7 @@ func TestKernelFTPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	secOut := &lockedBuffer{}
-	guest, misses := simguest.Params{Pages: 2048, Seed: 1, Rate: 2000}, 50
+	guest, misses := simguest.Params{Pages: 2048, Seed: 1, Rate: 2000}, 150
 	if raceBuild {
 		guest, misses = simguest.Params{Pages: 1024, Seed: 1, Rate: 300}, 150
 	}
