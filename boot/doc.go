@@ -101,7 +101,8 @@
 //	nr   name                what the layer does
 //	0    read                fd 0: blocks until COM1 has bytes (IRQ 4), returns them raw;
 //	                         /proc files: from a buffer made at open; /dev/irq/<n>: blocks
-//	                         until the line fired, returns the 8-byte count and unmasks;
+//	                         until the line fired, returns the 8-byte count and unmasks
+//	                         (/dev/msi/<k>: the same for MSI vector 0x60+k, no mask);
 //	                         eventfd: counter (EAGAIN if 0 and O_NONBLOCK); /dev/urandom
 //	1    write               fd 1, 2: COM1, synchronous (\n -> \r\n); eventfd: add, wake
 //	3    close               frees the descriptor (0-2 stay open)
@@ -152,16 +153,17 @@
 //	231  exit_group          prints "boot: exit <code>"; 0 powers off, otherwise
 //	                         doppel.fatal (halt or reboot)
 //	232  epoll_wait          as epoll_pwait
-//	233  epoll_ctl           ADD/MOD/DEL of eventfds; other fds EPERM (Go then uses
-//	                         blocking reads on them)
+//	233  epoll_ctl           ADD/MOD/DEL of eventfds and /dev/irq/<n> fds; other fds
+//	                         EPERM (Go then uses blocking reads on them)
 //	234  tgkill              queues the signal; IPI if the thread runs elsewhere
 //	257  openat              the files of CONTRACT.md, /dev/urandom, /dev/random,
 //	                         /dev/null; everything else ENOENT
 //	262  newfstatat          with AT_EMPTY_PATH as fstat, otherwise ENOENT
-//	281  epoll_pwait         level-triggered readiness; blocks until an eventfd write
+//	281  epoll_pwait         level-triggered readiness (an irq fd: its line fired since
+//	                         the last read); blocks until an eventfd write, an irq
 //	                         or the timeout (the idle runtime's timer sleep)
 //	290  eventfd2            counter, EFD_NONBLOCK
-//	291  epoll_create1       an epoll set (up to 8 eventfds)
+//	291  epoll_create1       an epoll set (up to 8 eventfds and irq fds)
 //	302  prlimit64           RLIMIT_NOFILE 64/64, everything else unlimited
 //	318  getrandom           RDRAND, else RDSEED, else TSC jitter (warned on COM1)
 //	334  rseq                ENOSYS (glibc-free Go never needs it)

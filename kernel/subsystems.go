@@ -17,6 +17,9 @@ type subsystem struct {
 
 // subsystems is the boot-time start order.
 var subsystems = []subsystem{
+	{"nic", startNIC},
+	{"net", startNet},
+	{"ft", startFT},
 	{"guest", startGuest},
 }
 
@@ -52,6 +55,9 @@ func startGuest(k *kernel) error {
 		return nil
 	}
 	k.log.Printf("guest", "module %q at %#x-%#x (%s)", m.Name, m.Start, m.End, board.FormatBytes(m.Size()))
+	if k.startPCGuest(m) { // a kernel the loader knows: vmm/pc, kernel/guest.go
+		return nil
+	}
 	err = runTestGuest(k.out, k.flags)
 	switch {
 	case errors.Is(err, dirtytest.ErrNoVT):

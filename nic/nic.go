@@ -39,6 +39,10 @@ type Counters struct {
 	// runt, giant, error bits in the descriptor): dropped.
 	RxErrors   uint64
 	Interrupts uint64
+	// Stalls counts times the driver's watchdog found finished work that
+	// no interrupt had reported for a whole watchdog period (a lost or
+	// very late interrupt); the watchdog then serviced the device.
+	Stalls uint64
 }
 
 // NIC is one Ethernet interface. Its methods are safe for concurrent use.

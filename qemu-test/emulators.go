@@ -24,6 +24,7 @@ type QEMUConfig struct {
 	MemMiB  int    // default 4096
 	CPU     string // -cpu model, default QEMU's
 	Modules []Module
+	Extra   []string // more QEMU arguments (devices, netdevs)
 }
 
 // StartQEMU boots doppel.bin under QEMU TCG with the serial console on the
@@ -49,6 +50,7 @@ func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
 	if c.CPU != "" {
 		args = append(args, "-cpu", c.CPU)
 	}
+	args = append(args, c.Extra...)
 	if len(c.Modules) > 0 {
 		var initrd string
 		for i, mod := range c.Modules {
@@ -112,6 +114,7 @@ type BochsConfig struct {
 	MemMiB  int    // default 512
 	Model   string // Bochs CPU model, default an Intel one with VMX+EPT
 	Modules []Module
+	Extra   string // more bochsrc lines (e.g. an e1000 on a bxhub port)
 }
 
 // StartBochs builds an ISO with the given command line and modules, boots it
@@ -145,6 +148,7 @@ func StartBochs(name string, c BochsConfig) (*Machine, error) {
 		return nil, fmt.Errorf("%s: bochsrc: %w", name, err)
 	}
 	rcPath, contPath := filepath.Join(work, "bochsrc"), filepath.Join(work, "continue")
+	rc = append(rc, c.Extra...)
 	if err := os.WriteFile(rcPath, rc, 0o644); err != nil {
 		return nil, err
 	}

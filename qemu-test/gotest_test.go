@@ -25,6 +25,7 @@ var kernelTestPackages = []struct {
 	// where it is the one in use.
 	{pkg: "ftmirror/pagediff"},
 	{pkg: "ept"},
+	{pkg: "pci", mustPass: []string{"TestEnumerateBareMetal"}},
 }
 
 func TestGoTestsInVM(t *testing.T) {

@@ -20,6 +20,7 @@
 #define VEC_TIMER 0x20
 #define VEC_IRQ0 0x30  /* I/O APIC GSI n -> VEC_IRQ0 + n */
 #define NGSI 48
+#define NMSI 16        /* /dev/msi/<k> -> VEC_IRQ0 + NGSI + k (vectors 0x60-0x6F) */
 #define VEC_PIC 0xE0   /* 8259s remapped here, then masked */
 #define VEC_RESCHED 0xF0
 #define VEC_TLB 0xF1

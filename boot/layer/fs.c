@@ -1,9 +1,10 @@
 /* fs.c: the file descriptors the layer serves (CONTRACT.md): the console
  * on 0-2, files under /proc and /dev generated at open, /dev/mem for
  * mmap, /dev/irq/<n>, /dev/urandom, and eventfd/epoll for Go's netpoller.
- * Only eventfds can be added to an epoll set: epoll_ctl on anything else
- * fails with EPERM, as Linux does for regular files, so Go falls back to
- * blocking reads on those. */
+ * Only eventfds and /dev/irq/<n> can be added to an epoll set (an irq fd
+ * is readable while its line has fired since the last read): epoll_ctl
+ * on anything else fails with EPERM, as Linux does for regular files, so
+ * Go falls back to blocking reads on those. */
 #include "layer.h"
 
 #define MAX_FILES 64
@@ -32,7 +33,7 @@ static int procbuf_used[NPROCBUF];
 static struct {
 	u64 count;
 	int routed;
-} irqs[NGSI];
+} irqs[NGSI + NMSI]; /* I/O APIC GSIs, then MSI lines */
 static int com1_gsi = 4;
 
 void fs_init(void) {
@@ -79,17 +80,25 @@ static i64 open_proc(const char *p) {
 	return fd;
 }
 
+/* number parses a decimal file name; -1 if it is not one. */
+static int number(const char *n) {
+	int v = 0;
+	if (!*n)
+		return -1;
+	for (; *n; n++) {
+		if (*n < '0' || *n > '9' || v > 100000)
+			return -1;
+		v = v * 10 + (*n - '0');
+	}
+	return v;
+}
+
 /* open_irq routes GSI (ISA IRQ n through the MADT overrides; n >= 16 is a
  * GSI, PCI style: level, active low) to VEC_IRQ0 + gsi, unmasked. */
 static i64 open_irq(const char *n) {
-	int v = 0, fl = 0;
-	if (!*n)
+	int v = number(n), fl = 0;
+	if (v < 0)
 		return -ENOENT;
-	for (; *n; n++) {
-		if (*n < '0' || *n > '9')
-			return -ENOENT;
-		v = v * 10 + (*n - '0');
-	}
 	int gsi = v < 16 ? isa_to_gsi(v, &fl) : v;
 	if (gsi >= NGSI || gsi == com1_gsi)
 		return -ENOENT;
@@ -100,6 +109,19 @@ static i64 open_irq(const char *n) {
 	files[fd].gsi = gsi;
 	if (!irqs[gsi].routed)
 		ioapic_route(gsi, VEC_IRQ0 + gsi, level, low, 0), irqs[gsi].routed = 1;
+	return fd;
+}
+
+/* open_msi: MSI line k is vector VEC_IRQ0 + NGSI + k on the BSP; the
+ * driver programs the device with that message (CONTRACT.md). No I/O
+ * APIC pin and no masking: a message is an edge, it cannot storm. */
+static i64 open_msi(const char *n) {
+	int k = number(n);
+	if (k < 0 || k >= NMSI)
+		return -ENOENT;
+	int fd = newfd(F_IRQ);
+	if (fd >= 0)
+		files[fd].gsi = NGSI + k;
 	return fd;
 }
 
@@ -121,6 +143,8 @@ i64 sys_openat(int dirfd, u64 path, int flags) {
 		fd = newfd(F_NULL);
 	else if (!strncmp(p, "/dev/irq/", 9))
 		fd = open_irq(p + 9);
+	else if (!strncmp(p, "/dev/msi/", 9))
+		fd = open_msi(p + 9);
 	else if (!strncmp(p, "/proc/", 6))
 		fd = open_proc(p);
 	else
@@ -136,7 +160,8 @@ static i64 read_irq(struct file *f, u64 buf) {
 		if (c) {
 			irqs[f->gsi].count = 0;
 			*(u64 *)buf = c;
-			ioapic_mask(f->gsi, 0);
+			if (f->gsi < NGSI)
+				ioapic_mask(f->gsi, 0);
 			return 8;
 		}
 		if (f->flags & O_NONBLOCK)
@@ -276,7 +301,7 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 		return -EBADF;
 	if (!getf(fd, F_NONE))
 		return -EBADF;
-	if (!getf(fd, F_EVENTFD))
+	if (!getf(fd, F_EVENTFD) && !getf(fd, F_IRQ))
 		return -EPERM;
 	int i = 0;
 	while (i < e->nep && e->ep[i].fd != fd)
@@ -305,8 +330,13 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 static int collect(struct file *e, u64 out, int max) {
 	int n = 0;
 	for (int i = 0; i < e->nep && n < max; i++) {
-		struct file *f = getf(e->ep[i].fd, F_EVENTFD);
-		u32 r = f ? ((f->count ? EPOLLIN : 0) | EPOLLOUT) & e->ep[i].events : 0;
+		struct file *f = getf(e->ep[i].fd, F_NONE);
+		u32 r = 0;
+		if (f && f->type == F_EVENTFD)
+			r = (f->count ? EPOLLIN : 0) | EPOLLOUT;
+		else if (f && f->type == F_IRQ)
+			r = irqs[f->gsi].count ? EPOLLIN : 0;
+		r &= e->ep[i].events;
 		if (!r)
 			continue;
 		*(u32 *)(out + 12 * n) = r; /* struct epoll_event is packed */
@@ -348,7 +378,9 @@ void irq_fire(int gsi) {
 		return;
 	}
 	irqs[gsi].count++;
-	ioapic_mask(gsi, 1);
+	if (gsi < NGSI)
+		ioapic_mask(gsi, 1);
+	wake_all(W_EPOLL); /* an irq fd in an epoll set became readable */
 	for (int i = 0; i < MAX_THREADS; i++)
 		if (threads[i].state == T_BLOCKED && threads[i].wkind == W_IRQ && threads[i].waddr == (u64)gsi)
 			wake(&threads[i], 0);

@@ -84,7 +84,7 @@ static void interrupt(struct trapframe *tf, int in_layer) {
 		lapic_eoi();
 		if (!in_layer)
 			yield();
-	} else if (v >= VEC_IRQ0 && v < VEC_IRQ0 + NGSI) {
+	} else if (v >= VEC_IRQ0 && v < VEC_IRQ0 + NGSI + NMSI) {
 		stats.irqs++;
 		irq_fire((int)(v - VEC_IRQ0));
 		lapic_eoi();

@@ -9,7 +9,8 @@ import (
 	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/ept"
 	"github.com/doppel-ft/doppel/vmm"
-	"github.com/doppel-ft/doppel/vmm/serial"
+	"github.com/doppel-ft/doppel/vmm/devices"
+	"github.com/doppel-ft/doppel/vmm/devices/uart"
 )
 
 // Boot flags of the dirty-page test, registered with board.Known.
@@ -65,6 +66,7 @@ type Options struct {
 	Counts      string // draws per round, comma-separated (ParseCounts)
 	VMExit      bool
 	SpinIters   uint32
+	DMA         uint64 // top of the reserved region left to nic/dma (board.SplitReserved)
 }
 
 // OptionsFromFlags reads the test's boot flags.
@@ -79,6 +81,7 @@ func OptionsFromFlags(v *board.Values) Options {
 		Counts:      v.String(FlagCounts),
 		VMExit:      v.Bool(FlagVMExit),
 		SpinIters:   uint32(v.Int(FlagSpin)),
+		DMA:         v.Size(board.FlagDMA),
 	}
 }
 
@@ -158,16 +161,16 @@ func newMachine(out io.Writer, caps vmm.Caps, o Options) (*machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := mm.Of(board.RegionDoppelReserved)
-	if len(res) == 0 {
-		return nil, fmt.Errorf("dirtytest: no doppel-reserved region in the memory map")
+	res, _, err := board.SplitReserved(mm, o.DMA)
+	if err != nil {
+		return nil, fmt.Errorf("dirtytest: %w", err)
 	}
-	mem, err := vmm.MapPhys(res[0].Start, res[0].Size())
+	mem, err := vmm.MapPhys(res.Start, res.Size())
 	if err != nil {
 		return nil, err
 	}
 	m := &machine{}
-	if m.region, err = ept.NewRegion(res[0].Start, mem); err != nil {
+	if m.region, err = ept.NewRegion(res.Start, mem); err != nil {
 		return nil, err
 	}
 	if m.vmx, err = vmm.Enable(caps, m.region); err != nil {
@@ -262,8 +265,8 @@ func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
 			return err
 		}
 	}
-	uart := serial.New(serial.NewPrefixWriter(out, "guest: "), nil)
-	if err := m.vcpu.Bus.Add("com1", 0x3F8, serial.NumRegs, uart); err != nil {
+	com1 := uart.New(uart.NewPrefixWriter(out, "guest: "), devices.NoLine)
+	if err := m.vcpu.Bus.Add("com1", 0x3F8, uart.NumRegs, com1); err != nil {
 		return err
 	}
 	return m.vcpu.Bus.Add("doppel-test", PortBase, NumPorts, m.dev)

@@ -11,7 +11,8 @@ import (
 	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/ept"
 	"github.com/doppel-ft/doppel/vmm"
-	"github.com/doppel-ft/doppel/vmm/serial"
+	"github.com/doppel-ft/doppel/vmm/devices"
+	"github.com/doppel-ft/doppel/vmm/devices/uart"
 	"github.com/doppel-ft/doppel/vmm/svm"
 )
 
@@ -159,8 +160,8 @@ func newSVMMachine(out io.Writer, caps svm.Caps, o Options) (*svmMachine, error)
 		return nil, err
 	}
 	s.vcpu.OnNPF = m.dev.NestedPageFault
-	uart := serial.New(serial.NewPrefixWriter(out, "guest: "), nil)
-	if err := s.vcpu.Bus.Add("com1", 0x3F8, serial.NumRegs, uart); err != nil {
+	com1 := uart.New(uart.NewPrefixWriter(out, "guest: "), devices.NoLine)
+	if err := s.vcpu.Bus.Add("com1", 0x3F8, uart.NumRegs, com1); err != nil {
 		return nil, err
 	}
 	return s, s.vcpu.Bus.Add("doppel-test", PortBase, NumPorts, m.dev)

@@ -1,0 +1,161 @@
+package ft
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/doppel-ft/doppel/ftmirror"
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
+)
+
+// runPrimary serves the baseline once, then runs the guest and the engine,
+// serving each secondary that connects until ctx is done.
+func (s *Sim) runPrimary(ctx context.Context) error {
+	c := s.cfg
+	bl, err := c.Stack.Listen(s.addr(c.Port + 1))
+	if err != nil {
+		return err
+	}
+	l, err := c.Stack.Listen(s.addr(c.Port))
+	if err != nil {
+		bl.Close()
+		return err
+	}
+	go func() { <-ctx.Done(); l.Close(); bl.Close() }()
+	s.printf("primary: guest %d MiB, %.0f dirty pages/s, epoch %v; listening on %v",
+		c.Guest.Pages*simguest.PageSize>>20, c.Guest.Rate, c.Engine.Epoch, s.addr(c.Port))
+	s.Link.Set(LinkConnecting, "", nil)
+	if c.ProbeBytes > 0 {
+		if err := s.serveBaseline(bl); err != nil {
+			s.printf("baseline: %v", err)
+		}
+	}
+	g := simguest.New(c.Guest)
+	sink := &streamSink{}
+	cfg := c.Engine
+	cfg.Generation = 1
+	cfg.Alloc = simguest.Alloc
+	if s.kill.set {
+		cfg.ExactHooks = true
+		cfg.SplitGroups = s.kill.point == ftmirror.PointMidGroup
+	}
+	var protected atomic.Bool // an epoch was acknowledged: the sync is done
+	cfg.Hook = func(p ftmirror.Point, e uint64) {
+		if p == ftmirror.PointAcked {
+			protected.Store(true)
+		}
+		if s.kill.set && p == s.kill.point && e >= s.kill.at && (protected.Load() || s.kill.inSync()) {
+			s.printf("kill point %s epoch %d: the primary stops here", p, e)
+			s.Link.Set(LinkDown, "", fmt.Errorf("killed at %s %d", p, e))
+			if c.OnKill != nil {
+				c.OnKill(p, e)
+			}
+		}
+		if p == ftmirror.PointAcked && e%100 == 0 {
+			s.printf("acked epoch %d", e)
+		}
+	}
+	tg := &timedGuest{Guest: g, rec: s.Rec, link: s.Link}
+	p := ftmirror.NewPrimary(cfg, g, g, tg, sink)
+	g.Emit = p.Output
+	s.mu.Lock()
+	s.primary, s.sink, s.guest = p, sink, "running"
+	s.mu.Unlock()
+	stop := make(chan struct{})
+	go g.Run(stop)
+	defer close(stop)
+	go s.reportLoop(ctx, p, sink)
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			s.setGuest("stopped")
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("ft: accept: %w", err)
+		}
+		s.Link.Set(LinkUp, conn.RemoteAddr().String(), nil)
+		s.printf("session with %v", conn.RemoteAddr())
+		err = p.Serve(s.Link.Wrap(conn))
+		s.Link.Set(LinkLost, "", err)
+		s.printf("session ended: %v", err)
+		if errors.Is(err, ftmirror.ErrFenced) {
+			return err
+		}
+	}
+}
+
+// serveBaseline answers one baseline connection: the peer's MAC in, then
+// probe frames, the count sent, and ProbeBytes over TCP.
+func (s *Sim) serveBaseline(l net.Listener) error {
+	conn, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var mac [6]byte
+	if _, err := io.ReadFull(conn, mac[:]); err != nil {
+		return fmt.Errorf("peer MAC: %w", err)
+	}
+	frames := int(s.cfg.ProbeBytes / int64(s.cfg.Iface.NIC.MTU()+14))
+	start := time.Now()
+	sent, err := s.cfg.Iface.Link.SendProbe(tcpip.LinkAddress(mac[:]), frames)
+	if err != nil {
+		return err
+	}
+	s.printf("baseline: %d probe bytes handed to %s in %.3f s", sent, s.cfg.Iface.NIC.Name(), time.Since(start).Seconds())
+	if _, err := conn.Write(binary.LittleEndian.AppendUint64(nil, uint64(frames))); err != nil {
+		return err
+	}
+	var ok [1]byte // the peer has counted the probe
+	if _, err := io.ReadFull(conn, ok[:]); err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	for sent := int64(0); sent < s.cfg.ProbeBytes; sent += int64(len(buf)) {
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+	}
+	_, err = io.ReadFull(conn, ok[:]) // the peer has read it all
+	return err
+}
+
+// reportLoop prints the sync figures once and the checkpoint figures
+// every Report interval, in ftsim's words.
+func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamSink) {
+	t := time.NewTicker(s.cfg.Report)
+	defer t.Stop()
+	synced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sum := p.Stats.Summary()
+		if !synced && sum.SyncSeconds > 0 {
+			synced = true
+			s.printf("initial sync: %.3f s, %.1f MB/s, brownout rounds %v",
+				sum.SyncSeconds, float64(sum.SyncBytes)/sum.SyncSeconds/1e6, sum.BrownoutRounds)
+		}
+		if sum.Checkpoints == 0 {
+			continue
+		}
+		ls := s.Link.Status()
+		s.printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d",
+			sum.Checkpoints, sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms, p.Epoch())
+		s.printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%); link %.2f MB/s, %d retransmits",
+			sum.WireBytesPerCkpt, sum.DirtyBytesPerCk, 100*sum.WireBytesPerCkpt/max(sum.DirtyBytesPerCk, 1), ls.TxMBps, ls.Retransmits)
+		s.printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms), %d bytes released",
+			sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms, sink.released())
+	}
+}

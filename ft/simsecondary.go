@@ -1,0 +1,220 @@
+package ft
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror"
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
+)
+
+// dialWait dials ap until it answers or ctx is done (the primary may boot
+// later than the secondary).
+func (s *Sim) dialWait(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		c, err := s.cfg.Stack.Dial(dctx, ap)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ft: dial %v: %w (last: %v)", ap, ctx.Err(), err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// baseline measures the wire: raw probe frames, then TCP.
+func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
+	conn, err := s.dialWait(ctx, netip.AddrPortFrom(s.cfg.Peer, s.cfg.Port+1))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close()
+	lk := s.cfg.Iface.Link
+	lk.TakeProbe()
+	mac := s.cfg.Iface.NIC.MAC()
+	if _, err := conn.Write(mac[:]); err != nil {
+		return 0, 0, err
+	}
+	var n [8]byte
+	if _, err := io.ReadFull(conn, n[:]); err != nil {
+		return 0, 0, fmt.Errorf("probe count: %w", err)
+	}
+	time.Sleep(50 * time.Millisecond) // frames still in the rings
+	pr := lk.TakeProbe()
+	frames := binary.LittleEndian.Uint64(n[:])
+	s.printf("baseline: raw Ethernet %.1f MB/s (%d of %d probe frames arrived)", pr.MBps(), pr.Frames, frames)
+	if _, err := conn.Write([]byte{1}); err != nil {
+		return 0, 0, err
+	}
+	buf := make([]byte, 64<<10)
+	var got int64
+	var start time.Time
+	for got < s.cfg.ProbeBytes {
+		k, err := conn.Read(buf)
+		if got == 0 && k > 0 {
+			start = time.Now() // from the first byte, as the probe is timed
+		}
+		got += int64(k)
+		if err != nil {
+			return pr.MBps(), 0, fmt.Errorf("TCP baseline after %d bytes: %w", got, err)
+		}
+	}
+	tcp = float64(got) / time.Since(start).Seconds() / 1e6
+	conn.Write([]byte{1})
+	s.printf("baseline: TCP %.1f MB/s over %s", tcp, s.cfg.Iface.NIC.Name())
+	return pr.MBps(), tcp, nil
+}
+
+// runSecondary mirrors the primary until it is lost, takes over, verifies
+// and runs the guest for After as the new primary.
+func (s *Sim) runSecondary(ctx context.Context) error {
+	c := s.cfg
+	res := Result{}
+	defer func() {
+		s.mu.Lock()
+		s.result = res
+		s.mu.Unlock()
+	}()
+	s.printf("secondary: guest %d MiB; primary at %v", c.Guest.Pages*simguest.PageSize>>20, netip.AddrPortFrom(c.Peer, c.Port))
+	s.Link.Set(LinkConnecting, netip.AddrPortFrom(c.Peer, c.Port).String(), nil)
+	if c.ProbeBytes > 0 {
+		var err error
+		if res.RawMBps, res.TCPMBps, err = s.baseline(ctx); err != nil {
+			s.printf("baseline: %v", err)
+		}
+	}
+	g := simguest.NewBlank(c.Guest)
+	cfg := c.Engine
+	cfg.Alloc = simguest.Alloc
+	sec := ftmirror.NewSecondary(cfg, g)
+	s.mu.Lock()
+	s.secondary, s.guest = sec, "mirroring"
+	s.mu.Unlock()
+	conn, err := s.dialWait(ctx, netip.AddrPortFrom(c.Peer, c.Port))
+	if err != nil {
+		return err
+	}
+	s.Link.Set(LinkUp, conn.RemoteAddr().String(), nil)
+	s.printf("session with %v", conn.RemoteAddr())
+	err = sec.Serve(s.Link.Wrap(conn))
+	res.SessionEnd = fmt.Sprint(err)
+	s.Link.Set(LinkLost, "", err)
+	e, _ := sec.Committed()
+	s.printf("secondary's link session ended: %v (committed epoch %d)", err, e)
+	time.Sleep(time.Until(sec.PromoteAt()))
+	tk, err := sec.Takeover()
+	if err != nil {
+		s.printf("no takeover: %v", err)
+		res.Verify = "mismatch"
+		if errors.Is(err, ftmirror.ErrIncomplete) {
+			// Nothing was protected yet (killed during the sync): the
+			// right outcome is no takeover.
+			res.Verify = "ok"
+			res.Details = append(res.Details, "note: no takeover, as expected before the sync completed")
+		}
+		s.finish(&res)
+		return nil
+	}
+	return s.promote(ctx, g, sec, tk, &res)
+}
+
+// promote restores the committed guest, verifies it, runs it as primary
+// of generation 2 with direct release for After, and verifies the output.
+func (s *Sim) promote(ctx context.Context, g *simguest.Guest, sec *ftmirror.Secondary, tk ftmirror.Takeover, res *Result) error {
+	c := s.cfg
+	bad := func(f string, a ...any) { res.Details = append(res.Details, fmt.Sprintf(f, a...)) }
+	if err := g.Restore(tk.Blobs); err != nil {
+		bad("restore: %v", err)
+		s.finish(res)
+		return nil
+	}
+	lastHeard := sec.PromoteAt().Add(-c.Engine.Heartbeat.Deadline())
+	res.Promoted, res.Epoch = true, tk.Epoch
+	res.FailoverMs = float64(time.Since(lastHeard)) / 1e6
+	ops := g.Ops()
+	s.printf("takeover at epoch %d (%d guest ops), %.1f ms after the primary was last heard", tk.Epoch, ops, res.FailoverMs)
+	// Verification only: not part of the failover time.
+	if hash(g.Memory()) != hash(simguest.Replay(c.Guest, ops)) {
+		bad("memory differs from the guest replayed to %d ops (epoch %d)", ops, tk.Epoch)
+	}
+	want := simguest.ExpectedOutput(c.Guest, ops)
+	if uint64(len(want)) != tk.OutEnd {
+		bad("committed output ends at %d, the guest at %d ops emitted %d bytes", tk.OutEnd, ops, len(want))
+	} else if !bytes.Equal(tk.Out, want[tk.OutOffset:]) {
+		bad("committed output [%d,%d) differs from the guest's", tk.OutOffset, tk.OutEnd)
+	}
+	// The world of this simulation has seen up to OutOffset (whatever the
+	// old primary released after that is what the world would refuse).
+	sink := &streamSink{next: tk.OutOffset, base: tk.OutOffset, keep: true}
+	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
+		bad("%v", err)
+	}
+	cfg := c.Engine
+	cfg.Generation = 2
+	cfg.Alloc = simguest.Alloc
+	p := ftmirror.NewPrimary(cfg, g, g, &timedGuest{Guest: g, rec: s.Rec, link: s.Link}, sink)
+	p.Continue(tk.Epoch, tk.OutEnd, true)
+	g.Emit = p.Output
+	s.mu.Lock()
+	s.role, s.guest, s.primary, s.sink = "promoted", "running", p, sink
+	s.mu.Unlock()
+	stopG, stopP := make(chan struct{}), make(chan struct{})
+	doneG, doneP := make(chan struct{}), make(chan struct{})
+	go func() { g.Run(stopG); close(doneG) }()
+	go func() { p.RunAlone(stopP); close(doneP) }()
+	select {
+	case <-time.After(c.After):
+	case <-ctx.Done():
+	}
+	close(stopG)
+	<-doneG
+	close(stopP)
+	<-doneP
+	final := g.Ops()
+	s.setGuest("stopped")
+	sink.mu.Lock()
+	got, errs := sink.data, sink.errs
+	sink.mu.Unlock()
+	for _, e := range errs {
+		bad("%s", e)
+	}
+	if want := simguest.ExpectedOutput(c.Guest, final); uint64(len(want)) < tk.OutOffset || !bytes.Equal(got, want[tk.OutOffset:]) {
+		bad("released output from %d (%d bytes) is not the guest's output after %d ops (%d bytes)", tk.OutOffset, len(got), final, len(want))
+	}
+	s.printf("promoted guest ran %v: %d more ops, output released to offset %d", c.After, final-ops, sink.released())
+	s.finish(res)
+	return nil
+}
+
+func (s *Sim) finish(res *Result) {
+	ok := true
+	for _, d := range res.Details {
+		if len(d) < 6 || d[:6] != "note: " {
+			ok = false
+		}
+	}
+	if res.Verify == "" || !ok {
+		res.Verify = "ok"
+		if !ok {
+			res.Verify = "mismatch"
+		}
+	}
+	if res.Promoted {
+		s.printf("failover: %.1f ms (takeover at epoch %d)", res.FailoverMs, res.Epoch)
+	}
+	fmt.Fprintf(s.cfg.Out, "verify: %s\n", res.Verify)
+	for _, d := range res.Details {
+		fmt.Fprintf(s.cfg.Out, "  %s\n", d)
+	}
+}

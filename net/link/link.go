@@ -1,0 +1,341 @@
+// Package link binds gVisor's network stack (gvisor.dev/gvisor/pkg/tcpip)
+// to a doppel NIC: Endpoint is a stack.LinkEndpoint whose frames go out
+// through nic.NIC.Transmit and come in from nic.NIC.Receive on one
+// goroutine. It speaks Ethernet II (IEEE 802.3 clause 3.2.6 type field):
+// the stack resolves addresses with ARP, the endpoint adds and strips the
+// 14-byte header. Checksums are computed by the stack (no offload is
+// claimed), since the drivers do not program the NICs' checksum engines.
+package link
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/doppel-ft/doppel/nic"
+)
+
+// txWait bounds how long WritePackets waits for ring space after
+// nic.ErrQueueFull before it drops the frame (TCP retransmits it). The
+// wait is the back-pressure: the sender slows to the wire's pace instead
+// of losing frames while the ring drains.
+const txWait = 50 * time.Millisecond
+
+// EtherTypeProbe is the EtherType of raw probe frames (IEEE 802 "local
+// experimental" 0x88B5): the endpoint counts them instead of delivering
+// them, so the raw throughput of a wire can be measured beside TCP's.
+const EtherTypeProbe = 0x88b5
+
+// Probe counts received probe frames.
+type Probe struct {
+	Frames, Bytes uint64
+	First, Last   time.Time
+}
+
+// MBps is the probe's received rate between its first and last frame.
+func (p Probe) MBps() float64 {
+	d := p.Last.Sub(p.First).Seconds()
+	if p.Frames < 2 || d <= 0 {
+		return 0
+	}
+	return float64(p.Bytes) / d / 1e6
+}
+
+// Stats are the endpoint's own counters (the NIC keeps the wire's).
+type Stats struct {
+	// TxDropped counts frames dropped because the ring stayed full for
+	// txWait, the link was down or the NIC refused them.
+	TxDropped uint64
+	// TxWaits counts waits for ring space.
+	TxWaits uint64
+	// RxRunts counts received frames shorter than an Ethernet header.
+	RxRunts uint64
+}
+
+// Endpoint is a stack.LinkEndpoint over one nic.NIC.
+type Endpoint struct {
+	nic nic.NIC
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+	mtu        uint32
+	addr       tcpip.LinkAddress
+	onClose    func()
+	cancel     context.CancelFunc // stops the receive goroutine
+	done       chan struct{}      // closed when the last one has ended
+
+	probeMu sync.Mutex
+	probe   Probe
+
+	txMu      sync.Mutex // one writer at a time keeps frames in order
+	txDropped atomic.Uint64
+	txWaits   atomic.Uint64
+	rxRunts   atomic.Uint64
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+// New returns an endpoint over n. Frames are received once the stack
+// attaches it (stack.CreateNIC).
+func New(n nic.NIC) *Endpoint {
+	m := n.MAC()
+	return &Endpoint{nic: n, mtu: uint32(n.MTU()), addr: tcpip.LinkAddress(m[:])}
+}
+
+// NIC returns the device under the endpoint.
+func (e *Endpoint) NIC() nic.NIC { return e.nic }
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{TxDropped: e.txDropped.Load(), TxWaits: e.txWaits.Load(), RxRunts: e.rxRunts.Load()}
+}
+
+// MTU is the IP MTU: the NIC's payload size.
+func (e *Endpoint) MTU() uint32 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.mtu
+}
+
+// SetMTU lowers (or restores) the MTU the stack uses; it never exceeds the
+// NIC's, which would make the NIC refuse frames.
+func (e *Endpoint) SetMTU(mtu uint32) {
+	e.mu.Lock()
+	e.mtu = min(mtu, uint32(e.nic.MTU()))
+	e.mu.Unlock()
+}
+
+// MaxHeaderLength is the Ethernet header.
+func (*Endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
+
+// LinkAddress is the NIC's MAC.
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.addr
+}
+
+// SetLinkAddress changes the source address of outgoing frames (the NIC's
+// receive filter is not reprogrammed).
+func (e *Endpoint) SetLinkAddress(a tcpip.LinkAddress) {
+	e.mu.Lock()
+	e.addr = a
+	e.mu.Unlock()
+}
+
+// Capabilities: addresses are resolved with ARP; checksums are the stack's.
+func (*Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+
+// ARPHardwareType is Ethernet.
+func (*Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+
+// AddHeader pushes the Ethernet header of an outgoing packet.
+func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	src := pkt.EgressRoute.LocalLinkAddress
+	if src == "" {
+		src = e.LinkAddress()
+	}
+	eth.Encode(&header.EthernetFields{SrcAddr: src, DstAddr: pkt.EgressRoute.RemoteLinkAddress, Type: pkt.NetworkProtocolNumber})
+}
+
+// ParseHeader consumes the Ethernet header of an incoming packet.
+func (*Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+
+// Attach starts (dispatcher non-nil) or stops (nil) delivering received
+// frames to the stack. It does not wait for the receive goroutine: the
+// stack calls Attach(nil) holding its lock, which that goroutine may be
+// waiting for inside DeliverNetworkPacket; Wait waits.
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cancel != nil {
+		e.cancel()
+		e.cancel = nil
+	}
+	e.dispatcher = d
+	if d != nil {
+		ctx, c := context.WithCancel(context.Background())
+		e.cancel, e.done = c, make(chan struct{})
+		go e.receive(ctx, d, e.done)
+	}
+}
+
+// IsAttached reports whether a dispatcher receives frames.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// Wait waits for the receive goroutine to end after Attach(nil) or Close.
+func (e *Endpoint) Wait() {
+	e.mu.RLock()
+	done := e.done
+	e.mu.RUnlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Close detaches the endpoint and closes the NIC.
+func (e *Endpoint) Close() {
+	e.Attach(nil)
+	e.nic.Close()
+	e.mu.Lock()
+	f := e.onClose
+	e.onClose = nil
+	e.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// SetOnCloseAction sets a function Close calls.
+func (e *Endpoint) SetOnCloseAction(f func()) {
+	e.mu.Lock()
+	e.onClose = f
+	e.mu.Unlock()
+}
+
+// receive delivers frames until ctx is done or the NIC fails.
+func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher, done chan struct{}) {
+	defer close(done)
+	for {
+		frame, err := e.nic.Receive(ctx)
+		if err != nil {
+			return // ctx done, or the NIC closed
+		}
+		if len(frame) < header.EthernetMinimumSize {
+			e.rxRunts.Add(1)
+			continue
+		}
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+		if !e.ParseHeader(pkt) {
+			pkt.DecRef()
+			continue
+		}
+		eth := header.Ethernet(pkt.LinkHeader().Slice())
+		if eth.Type() == EtherTypeProbe {
+			e.countProbe(len(frame))
+			pkt.DecRef()
+			continue
+		}
+		dst := eth.DestinationAddress()
+		switch {
+		case dst == header.EthernetBroadcastAddress:
+			pkt.PktType = tcpip.PacketBroadcast
+		case header.IsMulticastEthernetAddress(dst):
+			pkt.PktType = tcpip.PacketMulticast
+		case dst == e.LinkAddress():
+			pkt.PktType = tcpip.PacketHost
+		default:
+			pkt.PktType = tcpip.PacketOtherHost
+		}
+		d.DeliverNetworkPacket(eth.Type(), pkt)
+		pkt.DecRef()
+	}
+}
+
+// WritePackets transmits each packet as one frame. A full ring is waited
+// out for up to txWait; a frame that still cannot go is dropped and
+// counted (the transport recovers it), and the count of frames handed to
+// the NIC is returned.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	sent := 0
+	var frame []byte
+	for _, pkt := range pkts.AsSlice() {
+		frame = frame[:0]
+		for _, s := range pkt.AsSlices() {
+			frame = append(frame, s...)
+		}
+		if err := e.transmit(frame); err != nil {
+			e.txDropped.Add(1)
+			if errors.Is(err, nic.ErrClosed) {
+				return sent, &tcpip.ErrClosedForSend{}
+			}
+			continue
+		}
+		sent++
+	}
+	return sent, nil
+}
+
+func (e *Endpoint) transmit(frame []byte) error {
+	var timer *time.Timer
+	for {
+		err := e.nic.Transmit(frame)
+		if !errors.Is(err, nic.ErrQueueFull) {
+			return err
+		}
+		e.txWaits.Add(1)
+		if timer == nil {
+			timer = time.NewTimer(txWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-e.nic.TxReady():
+		case <-timer.C:
+			return err
+		}
+	}
+}
+
+func (e *Endpoint) countProbe(n int) {
+	now := time.Now()
+	e.probeMu.Lock()
+	if e.probe.Frames == 0 {
+		e.probe.First = now
+	}
+	e.probe.Frames++
+	e.probe.Bytes += uint64(n)
+	e.probe.Last = now
+	e.probeMu.Unlock()
+}
+
+// TakeProbe returns the probe frames counted so far and resets the count.
+func (e *Endpoint) TakeProbe() Probe {
+	e.probeMu.Lock()
+	defer e.probeMu.Unlock()
+	p := e.probe
+	e.probe = Probe{}
+	return p
+}
+
+// SendProbe transmits frames probe frames of the NIC's full size to dst,
+// waiting out a full ring as WritePackets does, and returns the bytes
+// handed to the NIC.
+func (e *Endpoint) SendProbe(dst tcpip.LinkAddress, frames int) (int64, error) {
+	f := make([]byte, e.nic.MTU()+header.EthernetMinimumSize)
+	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: e.LinkAddress(), DstAddr: dst, Type: EtherTypeProbe})
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	var sent int64
+	for i := 0; i < frames; i++ {
+		binary.BigEndian.PutUint32(f[header.EthernetMinimumSize:], uint32(i))
+		if err := e.transmit(f); err != nil {
+			if errors.Is(err, nic.ErrQueueFull) {
+				continue
+			}
+			return sent, fmt.Errorf("link: probe frame %d: %w", i, err)
+		}
+		sent += int64(len(f))
+	}
+	return sent, nil
+}

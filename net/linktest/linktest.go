@@ -1,0 +1,238 @@
+// Package linktest is an in-memory Ethernet wire for host tests of the
+// network stack: Pair returns two nic.NIC ends joined by a wire that can
+// limit its rate and lose, reorder or duplicate frames on purpose. It
+// follows the nic.NIC contract (a bounded transmit ring refusing with
+// nic.ErrQueueFull, TxReady, counters), so the stack meets the same
+// back-pressure as over a real driver.
+package linktest
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doppel-ft/doppel/nic"
+)
+
+// Faults are what the wire does to frames, each direction on its own.
+type Faults struct {
+	// Loss is the probability a frame is dropped.
+	Loss float64
+	// Reorder is the probability a frame is held back and delivered
+	// after the next one (or reorderHold later if none follows).
+	Reorder float64
+	// Duplicate is the probability a frame is delivered twice.
+	Duplicate float64
+	// Seed makes the fault sequence reproducible.
+	Seed uint64
+}
+
+// reorderHold is the longest a reordered frame waits for a later one to
+// overtake it.
+const reorderHold = 2 * time.Millisecond
+
+// Config describes the wire.
+type Config struct {
+	MTU int // default 1500
+	// Ring is the transmit ring size in frames (default 256).
+	Ring int
+	// RxQueue is each end's receive queue in frames (default 1024); a full
+	// queue drops and counts RxDropped, as a NIC does.
+	RxQueue int
+	// BytesPerSec limits each direction's rate (0: as fast as the CPU).
+	BytesPerSec float64
+	Faults      Faults
+	// Names are the ends' interface names (default mem-0, mem-1).
+	Names [2]string
+}
+
+// Pair returns the two ends of a new wire. Closing either end closes it.
+func Pair(cfg Config) (a, b *End) {
+	if cfg.MTU == 0 {
+		cfg.MTU = 1500
+	}
+	if cfg.Ring == 0 {
+		cfg.Ring = 256
+	}
+	if cfg.RxQueue == 0 {
+		cfg.RxQueue = 1024
+	}
+	if cfg.Names[0] == "" {
+		cfg.Names = [2]string{"mem-0", "mem-1"}
+	}
+	a = newEnd(cfg.Names[0], nic.MAC{0x02, 0, 0, 0, 0, 1}, cfg)
+	b = newEnd(cfg.Names[1], nic.MAC{0x02, 0, 0, 0, 0, 2}, cfg)
+	a.peer, b.peer = b, a
+	a.rng = rand.New(rand.NewPCG(cfg.Faults.Seed, 1))
+	b.rng = rand.New(rand.NewPCG(cfg.Faults.Seed, 2))
+	go a.wire()
+	go b.wire()
+	return a, b
+}
+
+// End is one end of the wire: a nic.NIC.
+type End struct {
+	name string
+	mac  nic.MAC
+	cfg  Config
+	peer *End
+
+	tx      chan []byte // the transmit ring
+	rx      chan []byte
+	txReady chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+	rng     *rand.Rand // used only by this end's wire goroutine
+	down    atomic.Bool
+
+	txFrames, txBytes, rxFrames, rxBytes atomic.Uint64
+	txFull, rxDropped                    atomic.Uint64
+	lost, reordered, duplicated          atomic.Uint64
+}
+
+var _ nic.NIC = (*End)(nil)
+
+func newEnd(name string, mac nic.MAC, cfg Config) *End {
+	return &End{name: name, mac: mac, cfg: cfg,
+		tx: make(chan []byte, cfg.Ring), rx: make(chan []byte, cfg.RxQueue),
+		txReady: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+func (e *End) Name() string             { return e.name }
+func (e *End) MAC() nic.MAC             { return e.mac }
+func (e *End) MTU() int                 { return e.cfg.MTU }
+func (e *End) LinkUp() bool             { return !e.down.Load() && !e.isClosed() }
+func (e *End) TxReady() <-chan struct{} { return e.txReady }
+
+// SetLinkDown cuts (true) or restores the wire from this end: frames sent
+// while it is down are refused with nic.ErrLinkDown.
+func (e *End) SetLinkDown(down bool) { e.down.Store(down) }
+
+func (e *End) isClosed() bool {
+	select {
+	case <-e.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Transmit queues a copy of frame on the ring.
+func (e *End) Transmit(frame []byte) error {
+	if e.isClosed() {
+		return nic.ErrClosed
+	}
+	if e.down.Load() {
+		return nic.ErrLinkDown
+	}
+	if len(frame) < 14 || len(frame) > e.cfg.MTU+14 {
+		return nic.ErrFrameSize
+	}
+	select {
+	case e.tx <- append([]byte(nil), frame...):
+		e.txFrames.Add(1)
+		e.txBytes.Add(uint64(len(frame)))
+		return nil
+	default:
+		e.txFull.Add(1)
+		return nic.ErrQueueFull
+	}
+}
+
+// Receive returns the next frame.
+func (e *End) Receive(ctx context.Context) ([]byte, error) {
+	select {
+	case f := <-e.rx:
+		e.rxFrames.Add(1)
+		e.rxBytes.Add(uint64(len(f)))
+		return f, nil
+	case <-e.closed:
+		return nil, nic.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Counters are the end's statistics.
+func (e *End) Counters() nic.Counters {
+	return nic.Counters{TxFrames: e.txFrames.Load(), TxBytes: e.txBytes.Load(),
+		RxFrames: e.rxFrames.Load(), RxBytes: e.rxBytes.Load(),
+		TxQueueFull: e.txFull.Load(), RxDropped: e.rxDropped.Load()}
+}
+
+// Faulted reports how many frames this end's wire direction lost,
+// reordered and duplicated on purpose.
+func (e *End) Faulted() (lost, reordered, duplicated uint64) {
+	return e.lost.Load(), e.reordered.Load(), e.duplicated.Load()
+}
+
+// Close closes both ends.
+func (e *End) Close() error {
+	e.closeOne()
+	e.peer.closeOne()
+	return nil
+}
+
+func (e *End) closeOne() { e.once.Do(func() { close(e.closed) }) }
+
+// wire moves frames from e's ring to the peer's receive queue, pacing
+// and faulting them.
+func (e *End) wire() {
+	f := e.cfg.Faults
+	var held []byte
+	start, sent := time.Now(), 0.0
+	for {
+		var frame []byte
+		var late <-chan time.Time // a held frame goes out late at the latest
+		if held != nil {
+			late = time.After(reorderHold)
+		}
+		select {
+		case frame = <-e.tx:
+		case <-late:
+			e.deliver(held)
+			held = nil
+			continue
+		case <-e.closed:
+			return
+		}
+		select { // the ring has room again
+		case e.txReady <- struct{}{}:
+		default:
+		}
+		if e.cfg.BytesPerSec > 0 {
+			sent += float64(len(frame))
+			if d := time.Duration(sent/e.cfg.BytesPerSec*1e9) - time.Since(start); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		switch {
+		case f.Loss > 0 && e.rng.Float64() < f.Loss:
+			e.lost.Add(1)
+			continue
+		case held == nil && f.Reorder > 0 && e.rng.Float64() < f.Reorder:
+			e.reordered.Add(1)
+			held = frame
+			continue
+		}
+		e.deliver(frame)
+		if f.Duplicate > 0 && e.rng.Float64() < f.Duplicate {
+			e.duplicated.Add(1)
+			e.deliver(append([]byte(nil), frame...))
+		}
+		if held != nil {
+			e.deliver(held)
+			held = nil
+		}
+	}
+}
+
+func (e *End) deliver(frame []byte) {
+	select {
+	case e.peer.rx <- frame:
+	default:
+		e.peer.rxDropped.Add(1)
+	}
+}

@@ -1,0 +1,195 @@
+// Package netstack is doppel's IP stack: gVisor's tcpip (IPv4, ARP, TCP,
+// UDP) over the NICs, each bound through a link.Endpoint, with addresses
+// set by boot flags (`doppel.net.<nic>=<cidr>[,gw=<addr>]`, config.go).
+// Connections are the standard net.Conn and net.Listener (gVisor's gonet
+// adapters), so the FT link and net/http run on it unchanged.
+package netstack
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/doppel-ft/doppel/net/link"
+	"github.com/doppel-ft/doppel/nic"
+)
+
+// TCP buffer sizes. The FT link streams checkpoints of megabytes: a window
+// of a few MiB keeps a wire of a few hundred MB/s busy across the stack's
+// scheduling delays (bandwidth-delay product at 1 GB/s and 4 ms).
+const (
+	tcpBufMin     = 4 << 10
+	tcpBufDefault = 1 << 20
+	tcpBufMax     = 8 << 20
+)
+
+// minRTO replaces TCP's usual 200 ms floor on the retransmission timeout
+// (RFC 6298 asks for 1 s, Linux uses 200 ms). The FT link is a dedicated
+// LAN wire with sub-millisecond round trips, and its heartbeat deadline is
+// a few hundred milliseconds: a lost segment must be resent well inside it.
+//
+// maxRTO caps the timeout's exponential backoff for the same reason: on a
+// loaded machine the smoothed RTT variance can push one timeout past a
+// second, longer than the heartbeat deadline, and the FT session would be
+// declared dead while TCP waits to resend one segment.
+const (
+	minRTO = 20 * time.Millisecond
+	maxRTO = 200 * time.Millisecond
+)
+
+// Stack is one network stack with its interfaces.
+type Stack struct {
+	s *stack.Stack
+
+	mu   sync.Mutex
+	ifs  []*Interface
+	byID map[tcpip.NICID]*Interface
+}
+
+// Interface is a NIC attached to the stack.
+type Interface struct {
+	ID   tcpip.NICID
+	NIC  nic.NIC
+	Link *link.Endpoint
+	// Config is the address configuration applied (by flag or DHCP).
+	Config Config
+}
+
+// New returns a stack with IPv4, ARP, TCP (SACK on, large buffers) and UDP.
+func New() (*Stack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
+	mod := tcpip.TCPModerateReceiveBufferOption(true)
+	rtoMin, rtoMax := tcpip.TCPMinRTOOption(minRTO), tcpip.TCPMaxRTOOption(maxRTO)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod, &rtoMin, &rtoMax} {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("netstack: tcp option %T: %s", opt, err)
+		}
+	}
+	return &Stack{s: s, byID: map[tcpip.NICID]*Interface{}}, nil
+}
+
+// Stack returns gVisor's stack (for its statistics and options).
+func (s *Stack) Stack() *stack.Stack { return s.s }
+
+// Close closes every interface and the stack.
+func (s *Stack) Close() {
+	s.s.Close()
+	s.s.Wait()
+}
+
+// Add attaches n to the stack and applies cfg (an address and gateway;
+// DHCP is started by the caller with RunDHCP).
+func (s *Stack) Add(n nic.NIC, cfg Config) (*Interface, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := tcpip.NICID(len(s.ifs) + 1)
+	ep := link.New(n)
+	if err := s.s.CreateNICWithOptions(id, ep, stack.NICOptions{Name: n.Name()}); err != nil {
+		return nil, fmt.Errorf("netstack: attach %s: %s", n.Name(), err)
+	}
+	ifc := &Interface{ID: id, NIC: n, Link: ep}
+	s.ifs = append(s.ifs, ifc)
+	s.byID[id] = ifc
+	if cfg.Addr.IsValid() {
+		if err := s.setAddr(ifc, cfg); err != nil {
+			return nil, err
+		}
+	}
+	ifc.Config = cfg
+	return ifc, nil
+}
+
+// setAddr gives ifc its address, the route to its subnet and, with a
+// gateway, the default route.
+func (s *Stack) setAddr(ifc *Interface, cfg Config) error {
+	p := cfg.Addr
+	pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{
+		Address: tcpip.AddrFrom4(p.Addr().As4()), PrefixLen: p.Bits()}}
+	if err := s.s.AddProtocolAddress(ifc.ID, pa, stack.AddressProperties{}); err != nil {
+		return fmt.Errorf("netstack: %s address %v: %s", ifc.NIC.Name(), p, err)
+	}
+	subnet := pa.AddressWithPrefix.Subnet()
+	routes := []tcpip.Route{{Destination: subnet, NIC: ifc.ID}}
+	if cfg.Gateway.IsValid() {
+		zero, _ := tcpip.NewSubnet(tcpip.AddrFrom4([4]byte{}), tcpip.MaskFromBytes(make([]byte, 4)))
+		routes = append(routes, tcpip.Route{Destination: zero, Gateway: tcpip.AddrFrom4(cfg.Gateway.As4()), NIC: ifc.ID})
+	}
+	for _, r := range routes {
+		s.s.AddRoute(r)
+	}
+	return nil
+}
+
+// Interfaces returns the attached interfaces in order.
+func (s *Stack) Interfaces() []*Interface {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Interface(nil), s.ifs...)
+}
+
+// Interface returns the interface whose NIC has that name.
+func (s *Stack) Interface(name string) (*Interface, bool) {
+	for _, ifc := range s.Interfaces() {
+		if ifc.NIC.Name() == name {
+			return ifc, true
+		}
+	}
+	return nil, false
+}
+
+func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
+	fa := tcpip.FullAddress{Port: ap.Port()}
+	if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
+		fa.Addr = tcpip.AddrFrom4(ap.Addr().Unmap().As4())
+	}
+	return fa
+}
+
+// Listen listens for TCP connections on ap (an unspecified address
+// listens on every interface).
+func (s *Stack) Listen(ap netip.AddrPort) (net.Listener, error) {
+	l, err := gonet.ListenTCP(s.s, fullAddr(ap), ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("netstack: listen %v: %w", ap, err)
+	}
+	return l, nil
+}
+
+// Dial connects to ap over TCP.
+func (s *Stack) Dial(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+	c, err := gonet.DialContextTCP(ctx, s.s, fullAddr(ap), ipv4.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("netstack: dial %v: %w", ap, err)
+	}
+	return c, nil
+}
+
+// TCPStats are the stack's TCP counters the FT link reports.
+type TCPStats struct {
+	Retransmits, FastRetransmits, Timeouts, SegmentsSent, SegmentsReceived uint64
+}
+
+// TCP returns the stack-wide TCP counters.
+func (s *Stack) TCP() TCPStats {
+	t := s.s.Stats().TCP
+	return TCPStats{Retransmits: t.Retransmits.Value(), FastRetransmits: t.FastRetransmit.Value(),
+		Timeouts: t.Timeouts.Value(), SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value()}
+}

@@ -1,0 +1,423 @@
+package e1000
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doppel-ft/doppel/nic"
+	"github.com/doppel-ft/doppel/nic/dma"
+	"github.com/doppel-ft/doppel/nic/irq"
+	"github.com/doppel-ft/doppel/nic/mmio"
+)
+
+// Config is what Open needs. Zero sizes take the defaults in parentheses.
+type Config struct {
+	Name    string     // interface name ("e1000-0")
+	Regs    mmio.Space // BAR 0, at least 128 KiB
+	DMA     *dma.Region
+	IRQ     irq.Line
+	RxRing  int // receive descriptors, a multiple of 8 (256)
+	TxRing  int // transmit descriptors, a multiple of 8 (256)
+	RxQueue int // received frames waiting for Receive (1024)
+	// Watchdog is the period of the lost-interrupt watchdog
+	// (nic.WatchdogPeriod); negative turns it off.
+	Watchdog time.Duration
+}
+
+// bufSize is each receive and transmit buffer: RCTL.BSIZE 2048.
+const bufSize = 2048
+
+// mtu is the Ethernet payload limit without long packets (RCTL.LPE off).
+const mtu = 1500
+
+// Device is an open 82540EM. It implements nic.NIC.
+type Device struct {
+	cfg   Config
+	regs  mmio.Space
+	mac   nic.MAC
+	stats nic.Stats
+	rxq   *nic.RxQueue
+	ready nic.TxSignal
+
+	rxDesc, rxBufs dma.Buffer
+	txDesc, txBufs dma.Buffer
+
+	rxMu   sync.Mutex
+	rxNext int // next receive descriptor the device fills
+
+	txMu    sync.Mutex
+	txTail  int // next free transmit descriptor (TDT)
+	txClean int // oldest descriptor not yet reclaimed
+	txFull  bool
+
+	hw     HWCounters
+	closed atomic.Bool
+	done   chan struct{}
+	stop   chan struct{}
+}
+
+// HWCounters are the device's own error statistics (13.7), accumulated.
+type HWCounters struct {
+	CRCErrors, RxErrors, Missed, Undersize, Oversize atomic.Uint64
+}
+
+// Open resets the device, reads its MAC, sets up both rings and starts the
+// interrupt goroutine.
+func Open(cfg Config) (*Device, error) {
+	if cfg.RxRing == 0 {
+		cfg.RxRing = 256
+	}
+	if cfg.TxRing == 0 {
+		cfg.TxRing = 256
+	}
+	if cfg.RxQueue == 0 {
+		cfg.RxQueue = 1024
+	}
+	if cfg.Watchdog == 0 {
+		cfg.Watchdog = nic.WatchdogPeriod
+	}
+	if cfg.RxRing%8 != 0 || cfg.TxRing%8 != 0 || cfg.RxRing < 8 || cfg.TxRing < 8 {
+		return nil, fmt.Errorf("e1000: ring sizes %d/%d: want multiples of 8 (RDLEN/TDLEN are multiples of 128 bytes)", cfg.RxRing, cfg.TxRing)
+	}
+	d := &Device{cfg: cfg, regs: cfg.Regs, ready: nic.NewTxSignal(), done: make(chan struct{}), stop: make(chan struct{})}
+	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
+	if err := d.reset(); err != nil {
+		return nil, err
+	}
+	d.mac = d.readMAC()
+	if err := d.alloc(); err != nil {
+		d.free()
+		return nil, err
+	}
+	d.setupRx()
+	d.setupTx()
+	d.regs.Read32(ICR)
+	d.regs.Write32(IMS, IntLSC|IntRXT0|IntRXDMT0|IntRXO|IntRXSEQ|IntTXDW)
+	go d.interrupts()
+	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
+	return d, nil
+}
+
+// pending reports whether the device has written back a receive or
+// transmit descriptor the driver has not taken; the marker is the
+// driver's position in both rings.
+func (d *Device) pending() (uint64, bool) {
+	d.rxMu.Lock()
+	rx := d.rxNext
+	rxWork := atomicLoad8(&d.rxDesc.Mem[rx*descSize+rxStatus])&RxStatusDD != 0
+	d.rxMu.Unlock()
+	d.txMu.Lock()
+	tx := d.txClean
+	txWork := tx != d.txTail && atomicLoad8(&d.txDesc.Mem[tx*descSize+txStatus])&TxStatusDD != 0
+	d.txMu.Unlock()
+	return uint64(rx)<<32 | uint64(tx), rxWork || txWork
+}
+
+// reset follows 14.3-14.4: mask interrupts, set CTRL.RST, wait for it to
+// clear, mask again (reset unmasks nothing, but a pending cause may stay),
+// then set link up with auto speed detection.
+func (d *Device) reset() error {
+	d.regs.Write32(IMC, 0xFFFFFFFF)
+	d.regs.Write32(CTRL, d.regs.Read32(CTRL)|CtrlRST)
+	deadline := time.Now().Add(100 * time.Millisecond)
+	for d.regs.Read32(CTRL)&CtrlRST != 0 {
+		if time.Now().After(deadline) {
+			return errors.New("e1000: CTRL.RST did not clear within 100ms")
+		}
+		time.Sleep(10 * time.Microsecond)
+	}
+	d.regs.Write32(IMC, 0xFFFFFFFF)
+	d.regs.Read32(ICR)
+	ctrl := d.regs.Read32(CTRL)&^(CtrlLRST|CtrlPHYRST|CtrlVME) | CtrlSLU | CtrlASDE
+	d.regs.Write32(CTRL, ctrl)
+	return nil
+}
+
+// readMAC takes the address the EEPROM loaded into RAL0/RAH0 after reset
+// (5.6.1); if it is not valid (RAH.AV clear) it reads EEPROM words 0-2
+// through EERD and programs RAL0/RAH0 itself.
+func (d *Device) readMAC() nic.MAC {
+	var m nic.MAC
+	lo, hi := d.regs.Read32(RAL0), d.regs.Read32(RAH0)
+	if hi&(1<<31) == 0 {
+		for i := 0; i < 3; i++ {
+			w := d.eepromRead(uint8(i))
+			m[2*i], m[2*i+1] = byte(w), byte(w>>8)
+		}
+		lo = binary.LittleEndian.Uint32(m[:4])
+		hi = uint32(binary.LittleEndian.Uint16(m[4:])) | 1<<31
+		d.regs.Write32(RAL0, lo)
+		d.regs.Write32(RAH0, hi)
+	}
+	binary.LittleEndian.PutUint32(m[:4], lo)
+	binary.LittleEndian.PutUint16(m[4:], uint16(hi))
+	return m
+}
+
+// eepromRead reads one 16-bit EEPROM word through EERD (13.4.4).
+func (d *Device) eepromRead(addr uint8) uint16 {
+	d.regs.Write32(EERD, uint32(addr)<<EerdAddrShift|EerdStart)
+	for i := 0; i < 100000; i++ {
+		if v := d.regs.Read32(EERD); v&EerdDone != 0 {
+			return uint16(v >> EerdDataShift)
+		}
+	}
+	return 0xFFFF
+}
+
+func (d *Device) alloc() error {
+	var err error
+	if d.rxDesc, err = d.cfg.DMA.Alloc(uint64(d.cfg.RxRing*descSize), 128); err != nil {
+		return fmt.Errorf("e1000: receive ring: %w", err)
+	}
+	if d.txDesc, err = d.cfg.DMA.Alloc(uint64(d.cfg.TxRing*descSize), 128); err != nil {
+		return fmt.Errorf("e1000: transmit ring: %w", err)
+	}
+	if d.rxBufs, err = d.cfg.DMA.Alloc(uint64(d.cfg.RxRing*bufSize), 4096); err != nil {
+		return fmt.Errorf("e1000: receive buffers: %w", err)
+	}
+	if d.txBufs, err = d.cfg.DMA.Alloc(uint64(d.cfg.TxRing*bufSize), 4096); err != nil {
+		return fmt.Errorf("e1000: transmit buffers: %w", err)
+	}
+	return nil
+}
+
+func (d *Device) free() {
+	for _, b := range []dma.Buffer{d.rxDesc, d.txDesc, d.rxBufs, d.txBufs} {
+		if b.Mem != nil {
+			d.cfg.DMA.Free(b)
+		}
+	}
+}
+
+// setupRx follows 14.4: receive address, multicast table cleared, ring
+// base and length, head 0 and tail at the last descriptor (all but one
+// owned by the device), then RCTL.
+func (d *Device) setupRx() {
+	for i := uint32(0); i < 128; i++ {
+		d.regs.Write32(MTA+4*i, 0)
+	}
+	for i := 0; i < d.cfg.RxRing; i++ {
+		desc := d.rxDesc.Mem[i*descSize:]
+		binary.LittleEndian.PutUint64(desc[descAddr:], d.rxBufs.PA+uint64(i*bufSize))
+	}
+	d.regs.Write32(RDBAL, uint32(d.rxDesc.PA))
+	d.regs.Write32(RDBAH, uint32(d.rxDesc.PA>>32))
+	d.regs.Write32(RDLEN, uint32(d.cfg.RxRing*descSize))
+	d.regs.Write32(RDTR, 0)
+	d.regs.Write32(RDH, 0)
+	d.regs.Write32(RDT, uint32(d.cfg.RxRing-1))
+	d.regs.Write32(RCTL, RctlEN|RctlBAM|RctlBSIZE2K|RctlSECRC)
+}
+
+// setupTx follows 14.5.
+func (d *Device) setupTx() {
+	d.regs.Write32(TDBAL, uint32(d.txDesc.PA))
+	d.regs.Write32(TDBAH, uint32(d.txDesc.PA>>32))
+	d.regs.Write32(TDLEN, uint32(d.cfg.TxRing*descSize))
+	d.regs.Write32(TDH, 0)
+	d.regs.Write32(TDT, 0)
+	d.regs.Write32(TIPG, tipg)
+	d.regs.Write32(TCTL, TctlEN|TctlPSP|0x10<<TctlCTShift|0x40<<TctlCOLDShift)
+}
+
+// interrupts is the interrupt goroutine: each wake-up reads ICR (which
+// clears the causes and lowers INTx), then services both rings whatever
+// the causes say, so a cause coalesced into an earlier wake-up is never
+// left behind.
+func (d *Device) interrupts() {
+	defer close(d.done)
+	for {
+		if _, err := d.cfg.IRQ.Wait(); err != nil || d.closed.Load() {
+			return
+		}
+		if d.service() != 0 {
+			d.stats.Interrupts.Add(1) // this device's (the line may be shared)
+		}
+	}
+}
+
+// Service handles whatever the device has done: received frames, finished
+// transmissions, statistics. The interrupt goroutine and the watchdog
+// call it.
+func (d *Device) Service() { d.service() }
+
+// service returns the interrupt causes it found (and cleared).
+func (d *Device) service() uint32 {
+	icr := d.regs.Read32(ICR)
+	d.receive()
+	d.reclaim()
+	d.readHWCounters()
+	return icr
+}
+
+// readHWCounters accumulates the device's clear-on-read error statistics;
+// frames the device itself dropped as bad count in RxErrors too.
+func (d *Device) readHWCounters() {
+	crc, rxe := d.regs.Read32(CRCERRS), d.regs.Read32(RXERRC)
+	mpc, ruc, roc := d.regs.Read32(MPC), d.regs.Read32(RUC), d.regs.Read32(ROC)
+	d.hw.CRCErrors.Add(uint64(crc))
+	d.hw.RxErrors.Add(uint64(rxe))
+	d.hw.Missed.Add(uint64(mpc))
+	d.hw.Undersize.Add(uint64(ruc))
+	d.hw.Oversize.Add(uint64(roc))
+	d.stats.RxErrors.Add(uint64(crc) + uint64(ruc) + uint64(roc))
+}
+
+// receive takes every descriptor the device has written back (DD),
+// queues good frames, counts bad ones, and returns the descriptors to the
+// device by moving RDT (3.2.6).
+func (d *Device) receive() {
+	d.rxMu.Lock()
+	defer d.rxMu.Unlock()
+	last := -1
+	dropping := false // inside a frame that spans descriptors: dropped whole
+	for n := 0; n < d.cfg.RxRing; n++ {
+		i := d.rxNext
+		desc := d.rxDesc.Mem[i*descSize : (i+1)*descSize]
+		status := atomicLoad8(&desc[rxStatus])
+		if status&RxStatusDD == 0 {
+			break
+		}
+		length := int(binary.LittleEndian.Uint16(desc[descLength:]))
+		errs := desc[rxErrors]
+		switch {
+		case status&RxStatusEOP == 0:
+			// A frame longer than one buffer: the driver sets no LPE, so
+			// this is a giant; drop every piece of it.
+			if !dropping {
+				d.stats.RxErrors.Add(1)
+			}
+			dropping = true
+		case dropping:
+			dropping = false
+		case errs&rxFatal != 0, length < nic.HeaderLen, length > mtu+nic.HeaderLen:
+			d.stats.RxErrors.Add(1)
+		default:
+			buf := d.rxBufs.Mem[i*bufSize : i*bufSize+length]
+			d.rxq.Push(append([]byte(nil), buf...))
+		}
+		desc[rxStatus], desc[rxErrors] = 0, 0
+		binary.LittleEndian.PutUint16(desc[descLength:], 0)
+		last = i
+		d.rxNext = (i + 1) % d.cfg.RxRing
+	}
+	if last >= 0 {
+		d.regs.Write32(RDT, uint32(last))
+	}
+}
+
+// reclaim frees transmit descriptors the device has written back and
+// signals TxReady if a Transmit was refused meanwhile.
+func (d *Device) reclaim() {
+	d.txMu.Lock()
+	freed := d.reclaimLocked()
+	wake := freed > 0 && d.txFull
+	if wake {
+		d.txFull = false
+	}
+	d.txMu.Unlock()
+	if wake {
+		d.ready.Notify()
+	}
+}
+
+func (d *Device) reclaimLocked() int {
+	n := 0
+	for d.txClean != d.txTail {
+		desc := d.txDesc.Mem[d.txClean*descSize:]
+		if atomicLoad8(&desc[txStatus])&TxStatusDD == 0 {
+			break
+		}
+		desc[txStatus] = 0
+		d.txClean = (d.txClean + 1) % d.cfg.TxRing
+		n++
+	}
+	return n
+}
+
+// Transmit implements nic.NIC: the frame is copied into the next
+// descriptor's buffer and TDT moves past it (3.3.6). One slot always
+// stays empty, so TDT == TDH means empty.
+func (d *Device) Transmit(frame []byte) error {
+	if d.closed.Load() {
+		return nic.ErrClosed
+	}
+	if err := nic.CheckFrame(frame, mtu); err != nil {
+		return err
+	}
+	if !d.LinkUp() {
+		return nic.ErrLinkDown
+	}
+	d.txMu.Lock()
+	defer d.txMu.Unlock()
+	next := (d.txTail + 1) % d.cfg.TxRing
+	if next == d.txClean {
+		d.reclaimLocked()
+		if next == d.txClean {
+			d.txFull = true
+			d.stats.TxQueueFull.Add(1)
+			return nic.ErrQueueFull
+		}
+	}
+	i := d.txTail
+	copy(d.txBufs.Mem[i*bufSize:], frame)
+	desc := d.txDesc.Mem[i*descSize : (i+1)*descSize]
+	binary.LittleEndian.PutUint64(desc[descAddr:], d.txBufs.PA+uint64(i*bufSize))
+	binary.LittleEndian.PutUint16(desc[descLength:], uint16(len(frame)))
+	desc[txCmd] = TxCmdEOP | TxCmdIFCS | TxCmdRS
+	desc[txStatus] = 0
+	d.txTail = next
+	d.regs.Write32(TDT, uint32(next))
+	d.stats.CountTx(len(frame))
+	return nil
+}
+
+// Receive implements nic.NIC.
+func (d *Device) Receive(ctx context.Context) ([]byte, error) { return d.rxq.Pop(ctx) }
+
+// Name implements nic.NIC.
+func (d *Device) Name() string { return d.cfg.Name }
+
+// MAC implements nic.NIC.
+func (d *Device) MAC() nic.MAC { return d.mac }
+
+// MTU implements nic.NIC.
+func (d *Device) MTU() int { return mtu }
+
+// LinkUp implements nic.NIC (STATUS.LU, 13.4.2).
+func (d *Device) LinkUp() bool { return d.regs.Read32(STATUS)&StatusLU != 0 }
+
+// TxReady implements nic.NIC.
+func (d *Device) TxReady() <-chan struct{} { return d.ready }
+
+// Counters implements nic.NIC.
+func (d *Device) Counters() nic.Counters { return d.stats.Snapshot() }
+
+// HW returns the device's accumulated error statistics.
+func (d *Device) HW() *HWCounters { return &d.hw }
+
+// Close stops the device: interrupts masked, receiver and transmitter
+// off, the interrupt goroutine told to end. The DMA memory is freed only
+// after a reset, so the device cannot write into reused memory.
+func (d *Device) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(d.stop)
+	d.regs.Write32(IMC, 0xFFFFFFFF)
+	d.regs.Write32(RCTL, 0)
+	d.regs.Write32(TCTL, 0)
+	d.regs.Write32(CTRL, d.regs.Read32(CTRL)|CtrlRST)
+	d.cfg.IRQ.Close()
+	d.rxq.Close()
+	d.free()
+	return nil
+}
+
+var _ nic.NIC = (*Device)(nil)

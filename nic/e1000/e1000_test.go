@@ -1,0 +1,300 @@
+package e1000
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/doppel-ft/doppel/nic"
+	"github.com/doppel-ft/doppel/nic/dma"
+)
+
+var testMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+
+func open(t *testing.T, preload bool, rxq int) (*Device, *model) {
+	return openWatchdog(t, preload, rxq, 0)
+}
+
+func openWatchdog(t *testing.T, preload bool, rxq int, watchdog time.Duration) (*Device, *model) {
+	t.Helper()
+	mem, err := dma.NewHost(0x10000000, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newModel(mem, testMAC, preload)
+	d, err := Open(Config{Name: "e1000-0", Regs: m, DMA: mem, IRQ: m.line, RxRing: 64, TxRing: 64, RxQueue: rxq, Watchdog: watchdog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, m
+}
+
+func frame(n int, seq int) []byte {
+	f := make([]byte, n)
+	copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:], testMAC[:])
+	f[12], f[13] = 0x88, 0xb5
+	for i := 14; i < n; i++ {
+		f[i] = byte(seq + i)
+	}
+	return f
+}
+
+func receive(t *testing.T, d *Device) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := d.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waitFor polls cond: the interrupt goroutine works asynchronously.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func TestOpenProgramsDevice(t *testing.T) {
+	for _, preload := range []bool{true, false} {
+		t.Run(fmt.Sprintf("preloaded=%v", preload), func(t *testing.T) {
+			d, m := open(t, preload, 0)
+			if d.MAC() != nic.MAC(testMAC) {
+				t.Errorf("MAC %x, want %x", d.MAC(), testMAC)
+			}
+			if m.resets != 1 {
+				t.Errorf("%d resets", m.resets)
+			}
+			if rah := m.reg(RAH0); rah&(1<<31) == 0 || uint16(rah) != 0x5634 {
+				t.Errorf("RAH0 %#x", rah)
+			}
+			checks := []struct {
+				name      string
+				off, want uint32
+			}{
+				{"RCTL", RCTL, RctlEN | RctlBAM | RctlSECRC},
+				{"RDLEN", RDLEN, 64 * 16},
+				{"RDT", RDT, 63},
+				{"TDLEN", TDLEN, 64 * 16},
+				{"TCTL.EN", TCTL, m.reg(TCTL) | TctlEN},
+				{"IMS", IMS, IntLSC | IntRXT0 | IntRXDMT0 | IntRXO | IntRXSEQ | IntTXDW},
+				{"CTRL.SLU", CTRL, m.reg(CTRL) | CtrlSLU},
+			}
+			for _, c := range checks {
+				if got := m.reg(c.off); got != c.want {
+					t.Errorf("%s = %#x, want %#x", c.name, got, c.want)
+				}
+			}
+			if rdba := uint64(m.reg(RDBAH))<<32 | uint64(m.reg(RDBAL)); rdba%128 != 0 || rdba < 0x10000000 {
+				t.Errorf("RDBA %#x", rdba)
+			}
+		})
+	}
+}
+
+func TestTransmitAndReceive(t *testing.T) {
+	d, m := open(t, true, 0)
+	for i := 0; i < 200; i++ { // more than the ring: descriptors are reused
+		if err := d.Transmit(frame(60+i, i)); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	sent := m.frames()
+	if len(sent) != 200 || !bytes.Equal(sent[199], frame(259, 199)) {
+		t.Fatalf("model saw %d frames", len(sent))
+	}
+	for i := 0; i < 200; i++ {
+		want := frame(1514-i, i)
+		if !m.inject(want, 0, true) {
+			// The driver has not returned descriptors yet: let it catch up.
+			waitFor(t, "a free receive descriptor", func() bool { return m.inject(want, 0, true) })
+		}
+		if got := receive(t, d); !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: got %d bytes, want %d", i, len(got), len(want))
+		}
+	}
+	c := d.Counters()
+	if c.TxFrames != 200 || c.RxFrames != 200 || c.RxErrors != 0 || c.Interrupts == 0 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// TestBadFramesDropped: the done-when list of issue 9: a bad checksum, a
+// runt, a giant and a descriptor the device marks bad are counted and
+// dropped, and the frames around them arrive intact.
+func TestBadFramesDropped(t *testing.T) {
+	d, m := open(t, true, 0)
+	good := func(i int) []byte { return frame(100, i) }
+	steps := []struct {
+		name  string
+		frame []byte
+		errs  uint8
+		eop   bool
+		bad   bool
+	}{
+		{"good", good(1), 0, true, false},
+		{"CRC error", good(2), RxErrCE, true, true},
+		{"symbol error", good(3), RxErrSE, true, true},
+		{"data error", good(4), RxErrRXE, true, true},
+		{"IP checksum only (offload off: kept)", good(5), RxErrIPE, true, false},
+		{"runt", frame(60, 6)[:10], 0, true, true},
+		{"giant in one descriptor", frame(1600, 7), 0, true, true},
+		{"giant first piece", frame(2000, 8), 0, false, true},
+		{"giant last piece", frame(200, 9), 0, true, false}, // counted with its first piece
+		{"good after", good(10), 0, true, false},
+	}
+	var want [][]byte
+	errors := 0
+	for _, s := range steps {
+		if !m.inject(s.frame, s.errs, s.eop) {
+			t.Fatalf("%s: ring full", s.name)
+		}
+		if s.bad {
+			errors++
+		} else if s.eop && s.name != "giant last piece" {
+			want = append(want, s.frame)
+		}
+	}
+	for i, w := range want {
+		if got := receive(t, d); !bytes.Equal(got, w) {
+			t.Fatalf("frame %d: got %x..., want %x...", i, got[:16], w[:16])
+		}
+	}
+	waitFor(t, "all descriptors returned", func() bool { return m.reg(RDT) == uint32(len(steps)-1) })
+	if c := d.Counters(); c.RxErrors != uint64(errors) || c.RxFrames != uint64(len(want)) {
+		t.Errorf("RxErrors %d RxFrames %d, want %d and %d", c.RxErrors, c.RxFrames, errors, len(want))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if f, err := d.Receive(ctx); err == nil {
+		t.Errorf("extra frame delivered: %x", f[:16])
+	}
+}
+
+// TestBurstLargerThanRing: with the interrupt goroutine held off, a burst
+// fills the ring (the device counts the rest as missed) and the receive
+// queue overflows (the driver counts RxDropped); afterwards frames flow
+// normally.
+func TestBurstLargerThanRing(t *testing.T) {
+	d, m := openWatchdog(t, true, 16, -1)
+	m.mu.Lock()
+	m.regs[IMS] = 0 // the line stays quiet: nothing serviced yet
+	m.mu.Unlock()
+	accepted := 0
+	for i := 0; i < 100; i++ {
+		if m.inject(frame(500, i), 0, true) {
+			accepted++
+		}
+	}
+	if accepted != 63 {
+		t.Fatalf("ring of 64 accepted %d frames, want 63 (one descriptor stays with software)", accepted)
+	}
+	if mpc := m.reg(MPC); mpc != 37 {
+		t.Errorf("device missed %d, want 37", mpc)
+	}
+	d.Service()
+	c := d.Counters()
+	if c.RxFrames != 16 || c.RxDropped != 47 {
+		t.Errorf("after the burst: RxFrames %d RxDropped %d, want 16 and 47", c.RxFrames, c.RxDropped)
+	}
+	if d.HW().Missed.Load() != 37 {
+		t.Errorf("missed counter %d", d.HW().Missed.Load())
+	}
+	for i := 0; i < 16; i++ {
+		if got := receive(t, d); !bytes.Equal(got, frame(500, i)) {
+			t.Fatalf("queued frame %d differs", i)
+		}
+	}
+	m.mu.Lock()
+	m.regs[IMS] = IntRXT0
+	m.mu.Unlock()
+	if !m.inject(frame(64, 99), 0, true) {
+		t.Fatal("ring still full after the driver serviced it")
+	}
+	if got := receive(t, d); !bytes.Equal(got, frame(64, 99)) {
+		t.Fatal("frame after the burst differs")
+	}
+}
+
+func TestTransmitRingFull(t *testing.T) {
+	d, m := open(t, true, 0)
+	m.mu.Lock()
+	m.txHold = true
+	m.mu.Unlock()
+	for i := 0; i < 63; i++ {
+		if err := d.Transmit(frame(64, i)); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	if err := d.Transmit(frame(64, 63)); !errors.Is(err, nic.ErrQueueFull) {
+		t.Fatalf("64th frame: %v, want ErrQueueFull", err)
+	}
+	if c := d.Counters(); c.TxQueueFull != 1 || c.TxFrames != 63 {
+		t.Errorf("counters %+v", c)
+	}
+	m.complete()
+	select {
+	case <-d.TxReady():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no TxReady after the device finished the ring")
+	}
+	if err := d.Transmit(frame(64, 64)); err != nil {
+		t.Fatalf("after TxReady: %v", err)
+	}
+	m.complete()
+	if n := len(m.frames()); n != 64 {
+		t.Errorf("device sent %d frames, want 64", n)
+	}
+}
+
+func TestLinkAndSizes(t *testing.T) {
+	d, m := open(t, true, 0)
+	if !d.LinkUp() {
+		t.Error("link down after open")
+	}
+	for _, n := range []int{0, 13, 1515, 3000} {
+		if err := d.Transmit(make([]byte, n)); !errors.Is(err, nic.ErrFrameSize) {
+			t.Errorf("Transmit of %d bytes: %v", n, err)
+		}
+	}
+	m.setLink(false)
+	if err := d.Transmit(frame(64, 0)); !errors.Is(err, nic.ErrLinkDown) {
+		t.Errorf("Transmit with link down: %v", err)
+	}
+	d.Close()
+	if err := d.Transmit(frame(64, 0)); !errors.Is(err, nic.ErrClosed) {
+		t.Errorf("Transmit after Close: %v", err)
+	}
+	if _, err := d.Receive(context.Background()); !errors.Is(err, nic.ErrClosed) {
+		t.Errorf("Receive after Close: %v", err)
+	}
+}
+
+// TestWatchdogRecoversLostInterrupt: with the device's interrupt masked
+// (as if the line were lost), received frames and finished transmissions
+// are still serviced by the watchdog, which counts stalls.
+func TestWatchdogRecoversLostInterrupt(t *testing.T) {
+	d, m := openWatchdog(t, true, 0, 5*time.Millisecond)
+	m.mu.Lock()
+	m.regs[IMS] = 0
+	m.mu.Unlock()
+	if !m.inject(frame(100, 5), 0, true) {
+		t.Fatal("ring full")
+	}
+	if got := receive(t, d); !bytes.Equal(got, frame(100, 5)) {
+		t.Fatal("frame differs")
+	}
+	if c := d.Counters(); c.Stalls == 0 || c.Interrupts != 0 {
+		t.Errorf("counters %+v: want stalls and no interrupts", c)
+	}
+}

@@ -1,0 +1,176 @@
+package nic
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// Stats are the counters a driver keeps, updated atomically from its
+// interrupt goroutine and its callers alike.
+type Stats struct {
+	TxFrames, TxBytes, RxFrames, RxBytes atomic.Uint64
+	TxQueueFull, RxDropped, RxErrors     atomic.Uint64
+	Interrupts, Stalls                   atomic.Uint64
+}
+
+// Snapshot returns the counters' current values.
+func (s *Stats) Snapshot() Counters {
+	return Counters{
+		TxFrames: s.TxFrames.Load(), TxBytes: s.TxBytes.Load(),
+		RxFrames: s.RxFrames.Load(), RxBytes: s.RxBytes.Load(),
+		TxQueueFull: s.TxQueueFull.Load(), RxDropped: s.RxDropped.Load(),
+		RxErrors: s.RxErrors.Load(), Interrupts: s.Interrupts.Load(),
+		Stalls: s.Stalls.Load(),
+	}
+}
+
+// CountTx records one transmitted frame of n bytes.
+func (s *Stats) CountTx(n int) {
+	s.TxFrames.Add(1)
+	s.TxBytes.Add(uint64(n))
+}
+
+// RxQueue is the bounded queue between a driver's interrupt goroutine and
+// Receive: when the stack does not keep up, new frames are dropped and
+// counted instead of buffered without bound.
+type RxQueue struct {
+	ch     chan []byte
+	closed chan struct{}
+	once   atomic.Bool
+	stats  *Stats
+}
+
+// NewRxQueue makes a queue holding at most n frames that counts into s.
+func NewRxQueue(n int, s *Stats) *RxQueue {
+	return &RxQueue{ch: make(chan []byte, n), closed: make(chan struct{}), stats: s}
+}
+
+// Push queues a received frame without blocking. A full queue drops the
+// frame and counts it in RxDropped; a queued frame counts in RxFrames.
+func (q *RxQueue) Push(frame []byte) bool {
+	// Counted before the frame is visible, so a reader that has the frame
+	// also sees it counted.
+	n := uint64(len(frame))
+	q.stats.RxFrames.Add(1)
+	q.stats.RxBytes.Add(n)
+	select {
+	case q.ch <- frame:
+		return true
+	default:
+		q.stats.RxFrames.Add(^uint64(0))
+		q.stats.RxBytes.Add(-n)
+		q.stats.RxDropped.Add(1)
+		return false
+	}
+}
+
+// Pop blocks until a frame is queued, ctx is done or the queue is closed.
+// Frames queued before Close are still delivered.
+func (q *RxQueue) Pop(ctx context.Context) ([]byte, error) {
+	select {
+	case f := <-q.ch:
+		return f, nil
+	default:
+	}
+	select {
+	case f := <-q.ch:
+		return f, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-q.closed:
+		return nil, ErrClosed
+	}
+}
+
+// Len returns the number of queued frames.
+func (q *RxQueue) Len() int { return len(q.ch) }
+
+// Close wakes every Pop with ErrClosed; it may be called more than once.
+func (q *RxQueue) Close() {
+	if q.once.CompareAndSwap(false, true) {
+		close(q.closed)
+	}
+}
+
+// TxSignal is the TxReady channel of a driver: Notify never blocks and
+// coalesces wake-ups, so a waiter sees at most one pending value.
+type TxSignal chan struct{}
+
+// NewTxSignal makes a TxSignal.
+func NewTxSignal() TxSignal { return make(TxSignal, 1) }
+
+// Notify tells a waiter that ring space was freed.
+func (t TxSignal) Notify() {
+	select {
+	case t <- struct{}{}:
+	default:
+	}
+}
+
+// CheckFrame returns ErrFrameSize unless frame is a whole Ethernet frame
+// (header included, no FCS) for an interface of the given MTU.
+func CheckFrame(frame []byte, mtu int) error {
+	if len(frame) < HeaderLen || len(frame) > mtu+HeaderLen {
+		return ErrFrameSize
+	}
+	return nil
+}
+
+// HeaderLen is the Ethernet header's length (destination, source, type).
+const HeaderLen = 14
+
+// TransmitWait transmits frame, waiting on n.TxReady while the ring is
+// full, until ctx is done. It retries every millisecond even without a
+// signal, so a lost wake-up costs latency, never a hang.
+func TransmitWait(ctx context.Context, n NIC, frame []byte) error {
+	t := time.NewTimer(time.Millisecond)
+	defer t.Stop()
+	for {
+		err := n.Transmit(frame)
+		if !errors.Is(err, ErrQueueFull) {
+			return err
+		}
+		t.Reset(time.Millisecond)
+		select {
+		case <-n.TxReady():
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WatchdogPeriod is how often a driver's watchdog looks, by default, for
+// work that no interrupt reported.
+const WatchdogPeriod = 20 * time.Millisecond
+
+// Watchdog calls service whenever pending reports the same unfinished
+// work (same progress marker) on two ticks period apart, counting a
+// stall, until stop is closed. A driver runs it beside its interrupt
+// goroutine, so a lost interrupt costs latency, never a hung ring. A
+// period <= 0 disables it (tests that hold interrupts off on purpose).
+func Watchdog(s *Stats, period time.Duration, stop <-chan struct{}, pending func() (marker uint64, ok bool), service func()) {
+	if period <= 0 {
+		return
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var last uint64
+	was := false
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			return
+		}
+		m, ok := pending()
+		if ok && was && m == last {
+			s.Stalls.Add(1)
+			service()
+			m, ok = pending()
+		}
+		last, was = m, ok
+	}
+}

@@ -1,0 +1,386 @@
+package virtionet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doppel-ft/doppel/nic"
+	"github.com/doppel-ft/doppel/nic/dma"
+	"github.com/doppel-ft/doppel/nic/irq"
+)
+
+// Config is what Open needs. Zero sizes take the defaults in parentheses.
+type Config struct {
+	Name      string
+	Transport Transport
+	DMA       *dma.Region
+	IRQ       irq.Line
+	QueueSize int // descriptors per queue, a power of 2, at most the device's (256)
+	RxQueue   int // received frames waiting for Receive (1024)
+	// MSIX: the driver enabled MSI-X and put a message in table entry 0;
+	// both queues interrupt through it (4.1.4.3 queue_msix_vector).
+	// Otherwise the device uses INTx and the ISR byte.
+	MSIX bool
+	// Watchdog is the period of the lost-interrupt watchdog
+	// (nic.WatchdogPeriod); negative turns it off.
+	Watchdog time.Duration
+}
+
+// bufSize holds the header and the largest frame: 12 + 1514 < 2048.
+const bufSize = 2048
+
+// mtu: the driver does not negotiate VIRTIO_NET_F_MTU or offloads.
+const mtu = 1500
+
+// ErrFeatures is returned when the device lacks a required feature or
+// refuses the driver's set.
+var ErrFeatures = errors.New("virtio-net: feature negotiation failed")
+
+// Device is an open virtio network device. It implements nic.NIC.
+type Device struct {
+	cfg      Config
+	t        Transport
+	mac      nic.MAC
+	features uint64
+	stats    nic.Stats
+	rxq      *nic.RxQueue
+	ready    nic.TxSignal
+	hasLink  bool // STATUS negotiated: link state is in the device config
+
+	rxMu     sync.Mutex
+	rx       *queue
+	rxNotify uint32
+
+	txMu     sync.Mutex
+	tx       *queue
+	txNotify uint32
+	txFull   bool
+
+	closed atomic.Bool
+	stop   chan struct{}
+}
+
+// Open initializes the device (3.1.1) and starts its interrupt goroutine.
+func Open(cfg Config) (*Device, error) {
+	if cfg.QueueSize == 0 {
+		cfg.QueueSize = 256
+	}
+	if cfg.RxQueue == 0 {
+		cfg.RxQueue = 1024
+	}
+	if cfg.Watchdog == 0 {
+		cfg.Watchdog = nic.WatchdogPeriod
+	}
+	d := &Device{cfg: cfg, t: cfg.Transport, ready: nic.NewTxSignal(), stop: make(chan struct{})}
+	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
+	c := d.t.Common
+	if err := d.reset(); err != nil {
+		return nil, err
+	}
+	c.Write8(DeviceStatus, StatusAcknowledge)
+	c.Write8(DeviceStatus, StatusAcknowledge|StatusDriver)
+	if err := d.negotiate(); err != nil {
+		c.Write8(DeviceStatus, StatusFailed)
+		return nil, err
+	}
+	for i := range d.mac {
+		d.mac[i] = d.t.Device.Read8(NetConfigMAC + uint32(i))
+	}
+	var err error
+	if d.rx, d.rxNotify, err = d.setupQueue(rxQueue); err == nil {
+		d.tx, d.txNotify, err = d.setupQueue(txQueue)
+	}
+	if err != nil {
+		c.Write8(DeviceStatus, StatusFailed)
+		d.free()
+		return nil, err
+	}
+	c.Write16(MSIXConfig, noVector)
+	for {
+		i, ok := d.rx.take()
+		if !ok {
+			break
+		}
+		d.rx.post(i, bufSize, DescFWrite)
+	}
+	c.Write8(DeviceStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
+	d.t.Notify.Write16(d.rxNotify, rxQueue)
+	go d.interrupts()
+	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
+	return d, nil
+}
+
+// pending reports whether either used ring holds elements the driver has
+// not taken; the marker is the driver's position in both.
+func (d *Device) pending() (uint64, bool) {
+	d.rxMu.Lock()
+	rx := d.rx.lastUsed
+	rxWork := d.rx.usedIdx() != rx
+	d.rxMu.Unlock()
+	d.txMu.Lock()
+	tx := d.tx.lastUsed
+	txWork := d.tx.usedIdx() != tx
+	d.txMu.Unlock()
+	return uint64(rx)<<16 | uint64(tx), rxWork || txWork
+}
+
+// reset writes 0 to device_status and waits until it reads 0 (4.1.4.3.2).
+func (d *Device) reset() error {
+	d.t.Common.Write8(DeviceStatus, 0)
+	for deadline := time.Now().Add(time.Second); d.t.Common.Read8(DeviceStatus) != 0; time.Sleep(10 * time.Microsecond) {
+		if time.Now().After(deadline) {
+			return errors.New("virtio-net: device did not reset within 1s")
+		}
+	}
+	return nil
+}
+
+// negotiate offers VERSION_1, MAC and STATUS (those the device has) and
+// checks that the device keeps FEATURES_OK (3.1.1 steps 4-6).
+func (d *Device) negotiate() error {
+	c := d.t.Common
+	var dev uint64
+	for sel := uint32(0); sel < 2; sel++ {
+		c.Write32(DeviceFeatureSelect, sel)
+		dev |= uint64(c.Read32(DeviceFeature)) << (32 * sel)
+	}
+	if dev&(1<<FeatureVersion1) == 0 {
+		return fmt.Errorf("%w: no VERSION_1 (a legacy device)", ErrFeatures)
+	}
+	if dev&(1<<FeatureNetMAC) == 0 {
+		return fmt.Errorf("%w: no MAC feature", ErrFeatures)
+	}
+	want := dev & (1<<FeatureVersion1 | 1<<FeatureNetMAC | 1<<FeatureNetStatus)
+	for sel := uint32(0); sel < 2; sel++ {
+		c.Write32(DriverFeatureSelect, sel)
+		c.Write32(DriverFeature, uint32(want>>(32*sel)))
+	}
+	c.Write8(DeviceStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK)
+	if c.Read8(DeviceStatus)&StatusFeaturesOK == 0 {
+		return fmt.Errorf("%w: device refused features %#x", ErrFeatures, want)
+	}
+	d.features = want
+	d.hasLink = want&(1<<FeatureNetStatus) != 0
+	return nil
+}
+
+// setupQueue sizes, allocates and enables queue q (4.1.5.1.3) and
+// returns it with its notification offset.
+func (d *Device) setupQueue(q uint16) (*queue, uint32, error) {
+	c := d.t.Common
+	c.Write16(QueueSelect, q)
+	max := c.Read16(QueueSize)
+	if max == 0 {
+		return nil, 0, fmt.Errorf("virtio-net: queue %d does not exist", q)
+	}
+	size := uint16(d.cfg.QueueSize)
+	for size > max {
+		size /= 2
+	}
+	vq, err := newQueue(d.cfg.DMA, size, bufSize)
+	if err != nil {
+		return nil, 0, fmt.Errorf("virtio-net: queue %d: %w", q, err)
+	}
+	c.Write16(QueueSize, size)
+	vec := uint16(noVector)
+	if d.cfg.MSIX {
+		vec = 0
+	}
+	c.Write16(QueueMSIXVector, vec)
+	if got := c.Read16(QueueMSIXVector); got != vec {
+		vq.release(d.cfg.DMA)
+		return nil, 0, fmt.Errorf("virtio-net: queue %d: MSI-X vector %#x refused (reads %#x)", q, vec, got)
+	}
+	write64(c, QueueDesc, vq.desc.PA)
+	write64(c, QueueDriver, vq.avail.PA)
+	write64(c, QueueDevice, vq.used.PA)
+	notify := uint32(c.Read16(QueueNotifyOff)) * d.t.NotifyMultiplier
+	c.Write16(QueueEnable, 1)
+	return vq, notify, nil
+}
+
+// write64 writes a 64-bit common-configuration field as two dwords, low
+// first (4.1.3.1: the driver accesses 64-bit fields as two 32-bit ones).
+func write64(s interface{ Write32(uint32, uint32) }, off uint32, v uint64) {
+	s.Write32(off, uint32(v))
+	s.Write32(off+4, uint32(v>>32))
+}
+
+func (d *Device) free() {
+	for _, q := range []*queue{d.rx, d.tx} {
+		if q != nil {
+			q.release(d.cfg.DMA)
+		}
+	}
+}
+
+// interrupts is the interrupt goroutine. Reading the ISR byte clears it
+// and lowers INTx (4.1.4.5); both queues are serviced on every wake-up.
+func (d *Device) interrupts() {
+	for {
+		if _, err := d.cfg.IRQ.Wait(); err != nil || d.closed.Load() {
+			return
+		}
+		// An MSI-X message is this device's alone; an INTx line may be
+		// shared, so only a set ISR bit makes it this device's.
+		if d.service() != 0 || d.cfg.MSIX {
+			d.stats.Interrupts.Add(1)
+		}
+	}
+}
+
+// Service handles received frames and finished transmissions. The
+// interrupt goroutine and the watchdog call it.
+func (d *Device) Service() { d.service() }
+
+// service returns the ISR status it read (and so cleared).
+func (d *Device) service() uint8 {
+	isr := d.t.ISR.Read8(0)
+	d.receive()
+	d.reclaim()
+	return isr
+}
+
+// receive takes the used receive buffers, queues good frames, counts bad
+// ones, and gives every buffer back to the device.
+func (d *Device) receive() {
+	d.rxMu.Lock()
+	defer d.rxMu.Unlock()
+	posted := false
+	for {
+		id, n, ok := d.rx.nextUsed()
+		if !ok {
+			break
+		}
+		if id >= d.rx.size {
+			// A descriptor index the driver never posted: the used ring
+			// is corrupt; count it and ignore the element.
+			d.stats.RxErrors.Add(1)
+			continue
+		}
+		switch frame := int(n) - netHdrLen; {
+		case n > bufSize, frame < nic.HeaderLen, frame > mtu+nic.HeaderLen:
+			d.stats.RxErrors.Add(1)
+		default:
+			d.rxq.Push(append([]byte(nil), d.rx.buf(id)[netHdrLen:n]...))
+		}
+		d.rx.post(id, bufSize, DescFWrite)
+		posted = true
+	}
+	if posted && d.rx.deviceWantsNotify() {
+		d.t.Notify.Write16(d.rxNotify, rxQueue)
+	}
+}
+
+// reclaim frees transmit descriptors the device has used.
+func (d *Device) reclaim() {
+	d.txMu.Lock()
+	freed := d.reclaimLocked()
+	wake := freed > 0 && d.txFull
+	if wake {
+		d.txFull = false
+	}
+	d.txMu.Unlock()
+	if wake {
+		d.ready.Notify()
+	}
+}
+
+func (d *Device) reclaimLocked() int {
+	n := 0
+	for {
+		id, _, ok := d.tx.nextUsed()
+		if !ok {
+			return n
+		}
+		if id < d.tx.size {
+			d.tx.free = append(d.tx.free, id)
+			n++
+		}
+	}
+}
+
+// Transmit implements nic.NIC: a zeroed header (no offloads) and the frame
+// in one device-readable descriptor.
+func (d *Device) Transmit(frame []byte) error {
+	if d.closed.Load() {
+		return nic.ErrClosed
+	}
+	if err := nic.CheckFrame(frame, mtu); err != nil {
+		return err
+	}
+	if !d.LinkUp() {
+		return nic.ErrLinkDown
+	}
+	d.txMu.Lock()
+	defer d.txMu.Unlock()
+	i, ok := d.tx.take()
+	if !ok {
+		d.reclaimLocked()
+		if i, ok = d.tx.take(); !ok {
+			d.txFull = true
+			d.stats.TxQueueFull.Add(1)
+			return nic.ErrQueueFull
+		}
+	}
+	b := d.tx.buf(i)
+	clear(b[:netHdrLen])
+	copy(b[netHdrLen:], frame)
+	d.tx.post(i, netHdrLen+len(frame), 0)
+	if d.tx.deviceWantsNotify() {
+		d.t.Notify.Write16(d.txNotify, txQueue)
+	}
+	d.stats.CountTx(len(frame))
+	return nil
+}
+
+// Receive implements nic.NIC.
+func (d *Device) Receive(ctx context.Context) ([]byte, error) { return d.rxq.Pop(ctx) }
+
+// Name implements nic.NIC.
+func (d *Device) Name() string { return d.cfg.Name }
+
+// MAC implements nic.NIC.
+func (d *Device) MAC() nic.MAC { return d.mac }
+
+// MTU implements nic.NIC.
+func (d *Device) MTU() int { return mtu }
+
+// LinkUp implements nic.NIC: the config's status field with STATUS
+// negotiated, else always up (5.1.4.2).
+func (d *Device) LinkUp() bool {
+	if !d.hasLink {
+		return true
+	}
+	return d.t.Device.Read16(NetConfigStatus)&NetStatusLinkUp != 0
+}
+
+// TxReady implements nic.NIC.
+func (d *Device) TxReady() <-chan struct{} { return d.ready }
+
+// Counters implements nic.NIC.
+func (d *Device) Counters() nic.Counters { return d.stats.Snapshot() }
+
+// Features returns the negotiated feature bits.
+func (d *Device) Features() uint64 { return d.features }
+
+// Close resets the device (it stops using the rings), then frees them.
+func (d *Device) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(d.stop)
+	err := d.reset()
+	d.cfg.IRQ.Close()
+	d.rxq.Close()
+	if err == nil {
+		d.free()
+	}
+	return err
+}
+
+var _ nic.NIC = (*Device)(nil)
