@@ -90,9 +90,9 @@
 // Step is one VMRUN and its dispatch, Kick a tgkill that becomes an INTR
 // #VMEXIT, Save/Restore a versioned blob of the VMCB guest state and the
 // general registers, Close nothing (SVM has no VMCLEAR). A host test
-// round-trips Save/Restore; no emulator run drives it through a Machine
-// yet (the dirty-page test runs HWVCPU.Run directly, as the VT-x one
-// does). What remains for Machine to run SVM guests like VMX ones:
+// round-trips Save/Restore, and the AMD-V dirty-page test runs its vCPU
+// through vmm.Machine with this CPU (qemu-test checks one guest entry per
+// exit). What remains for Machine to run SVM guests like VMX ones:
 //   - the boot choice: dirtytest.RunAny picks VT-x when usable, else
 //     AMD-V, else one message naming both reasons; Machine's constructor
 //     (and vmm/pc) should make the same choice and build NewCPU from
