@@ -40,7 +40,7 @@ func guestRelease(t *testing.T) string {
 	return ""
 }
 
-func needGuest(t *testing.T) {
+func needGuest(t testing.TB) {
 	t.Helper()
 	for _, p := range []string{guestKernel(), guestInitrd()} {
 		if _, err := os.Stat(p); err != nil {
