@@ -45,8 +45,15 @@ type cpuWrap struct {
 }
 
 func (c *cpuWrap) Step() (vmm.Action, error) {
-	if err := c.service(); err != nil {
+	answered, err := c.service()
+	if err != nil {
 		return vmm.ActionStop, err
+	}
+	if answered {
+		// Back to the Machine's gate before entering the guest: a pause
+		// that posted this round must find the vCPU parked with nothing
+		// written since its drain.
+		return vmm.ActionResume, nil
 	}
 	act, err := c.inner.Step()
 	if err != nil {
@@ -54,31 +61,33 @@ func (c *cpuWrap) Step() (vmm.Action, error) {
 	}
 	// Answer at this exit: the vCPU is at an instruction boundary and
 	// has not re-entered the guest.
-	if err := c.service(); err != nil {
+	if _, err := c.service(); err != nil {
 		return vmm.ActionStop, err
 	}
 	return act, nil
 }
 
-// service does, between two guest entries, what the VM asked of this vCPU.
-func (c *cpuWrap) service() error {
+// service does, between two guest entries, what the VM asked of this
+// vCPU; answered says it answered a harvest round.
+func (c *cpuWrap) service() (answered bool, err error) {
 	if r := c.req.Swap(nil); r != nil {
+		answered = true
 		if err := c.answer(r); err != nil {
-			return err
+			return true, err
 		}
 	}
 	if c.flush.Swap(false) {
 		if err := c.inner.FlushOnCPU(); err != nil {
-			return fmt.Errorf("vmguest: vcpu %d: flush: %w", c.i, err)
+			return answered, fmt.Errorf("vmguest: vcpu %d: flush: %w", c.i, err)
 		}
 	}
 	if g := c.v.tscGen.Load(); g != c.tscGen {
 		if err := c.inner.SetTSCOffset(c.v.tscOff.Load()); err != nil {
-			return fmt.Errorf("vmguest: vcpu %d: tsc offset: %w", c.i, err)
+			return answered, fmt.Errorf("vmguest: vcpu %d: tsc offset: %w", c.i, err)
 		}
 		c.tscGen = g
 	}
-	return nil
+	return answered, nil
 }
 
 func (c *cpuWrap) answer(r *round) error {
