@@ -10,7 +10,10 @@ import (
 
 type nicRec struct{ frames [][]byte }
 
-func (n *nicRec) Send(f []byte) error { n.frames = append(n.frames, append([]byte(nil), f...)); return nil }
+func (n *nicRec) Send(f []byte) error {
+	n.frames = append(n.frames, append([]byte(nil), f...))
+	return nil
+}
 
 // TestStreamRoundTrip: a random mix of serial writes and frames, encoded
 // and released in random pieces, comes out as the same console bytes and
