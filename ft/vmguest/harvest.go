@@ -217,16 +217,18 @@ func (v *VM) Harvest(dst []uint32) ([]uint32, error) {
 	defer v.mu.Unlock()
 	bm := v.scratch
 	bm.Reset()
+	if v.paused && v.pauseErr != nil {
+		return dst, v.pauseErr
+	}
+	// Pages the vCPUs drained at the last pause (a pause need not be
+	// followed by a harvest: Primary.RunAlone).
+	bm.Or(v.pending)
+	v.pending.Reset()
 	if v.paused {
-		if v.pauseErr != nil {
-			return dst, v.pauseErr
-		}
 		// The vCPUs drained their logs at the exit where they parked;
 		// the tables are scanned now and each vCPU flushes before its
 		// next entry (no guest code runs in between, so a write through
 		// a stale translation cannot happen).
-		bm.Or(v.pending)
-		v.pending.Reset()
 		if v.cfg.Tables != nil {
 			if err := v.cfg.Tables.Harvest(bm); err != nil {
 				v.pending.Or(bm) // keep what was drained for a later harvest

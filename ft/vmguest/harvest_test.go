@@ -34,6 +34,12 @@ func TestHarvestReportsEveryWrite(t *testing.T) {
 			reported := 0
 			for round := 0; round < 30; round++ {
 				time.Sleep(time.Millisecond)
+				if round%7 == 3 {
+					// A pause with no harvest (Primary.RunAlone): what
+					// the vCPUs drained at it must still be reported.
+					s.v.Pause()
+					s.v.Resume()
+				}
 				if round%5 == 4 {
 					s.v.Pause()
 				}
