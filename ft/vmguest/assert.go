@@ -2,6 +2,7 @@ package vmguest
 
 import (
 	"github.com/doppel-ft/doppel/ftmirror"
+	"github.com/doppel-ft/doppel/vmm/devices/virtio"
 	"github.com/doppel-ft/doppel/vmm/devices/virtionet"
 )
 
@@ -14,3 +15,5 @@ var (
 	_ virtionet.Backend    = (*Output)(nil)
 	_ Quiescer             = (*virtionet.Device)(nil)
 )
+
+var _ virtio.GuestMemory = DMAMemory{}

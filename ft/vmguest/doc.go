@@ -47,8 +47,10 @@
 // the contract's "flush and acknowledge" protects.
 //
 // Host code that writes guest memory (device DMA such as virtio-net
-// receive, instruction emulation) sets no D bit and logs nothing: it must
-// call VM.MarkDirty (an atomic bitmap swapped by each Harvest).
+// receive, used-ring updates, instruction emulation) sets no D bit and
+// logs nothing: device models are given VM.DMA() (a virtio.GuestMemory
+// whose writes mark their pages), and other host writers call
+// VM.MarkDirty (an atomic bitmap swapped by each Harvest).
 //
 // What the vendor side must do:
 //
