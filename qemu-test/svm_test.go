@@ -36,6 +36,11 @@ func checkSVMRun(t *testing.T, m *Machine, decodes bool) {
 	if decodes && subs[1] == "0" {
 		t.Errorf("no instruction was decoded by doppel on a CPU without NRIP save: %s", subs[0])
 	}
+	// The vCPU ran through vmm.Machine with svm.CPU: one entry per exit.
+	mre := regexp.MustCompile(`ept-dirty: run by vmm.Machine with svm.CPU: (\d+) guest entries\s+ept-dirty: guest stopped after (\d+) #VMEXITs`)
+	if ms := mre.FindStringSubmatch(m.Output()); ms == nil || ms[1] != ms[2] {
+		t.Errorf("the vCPU did not run through vmm.Machine (or entries differ from exits): %q", ms)
+	}
 }
 
 // TestQEMUDirtySVM: QEMU TCG with SVM and NPT (-cpu max).

@@ -9,7 +9,8 @@
 #      no KVM is usable: the default dirty-page test guest runs its 50 rounds
 #      in about 14 s of wall time there against about 30 s under Bochs
 #      (qemu-test TestQEMUDirtySVM and TestBochsDirtySVM, boot included,
-#      measured side by side on the 2-core CI machine, 2026-12-02).
+#      measured side by side on the 2-core CI machine, 2026-12-02; under
+#      heavy load 17 s against 68 s).
 #   4. Bochs with an Intel CPU model (VT-x with EPT emulated), when QEMU is
 #      missing: slow but exact. DOPPEL_EMU=bochs picks it anyway.
 # DOPPEL_CMDLINE replaces the image's boot flags (by default the ISO runs the

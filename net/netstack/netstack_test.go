@@ -170,16 +170,19 @@ func rawWire(tb testing.TB, a, b *Stack, n int) float64 {
 	return p.MBps() * 1e6
 }
 
+// TestProbe checks the probe measures a paced wire: never faster than its
+// pace (a slower figure only means a loaded machine, so it is not failed:
+// speed is measured by BenchmarkGoodput, not asserted by a timed test).
 func TestProbe(t *testing.T) {
 	a, b, _, _ := pair(t, linktest.Config{BytesPerSec: 50e6})
-	// rawWire checks that the frames arrived; the rate itself is a
-	// benchmark's business (this host's load moves it).
-	if r := rawWire(t, a, b, 2<<20); r <= 0 {
-		t.Fatalf("probe measured no rate (%v)", r)
+	r := rawWire(t, a, b, 2<<20)
+	if r <= 0 || r > 75e6 {
+		t.Fatalf("probe measured %.1f MB/s on a 50 MB/s wire", r/1e6)
 	}
 	if p := b.Interfaces()[0].Link.TakeProbe(); p.Frames != 0 {
 		t.Fatalf("the sender counted %d probe frames of its own", p.Frames)
 	}
+	t.Logf("probe: %.1f MB/s on a 50 MB/s wire", r/1e6)
 }
 
 // BenchmarkGoodput compares TCP goodput over the stack with the raw frame

@@ -70,7 +70,7 @@ func RunSVM(out io.Writer, o Options, caps svm.Caps) error {
 	defer s.svm.Disable()
 	fmt.Fprintf(out, "ept-dirty: guest %q %d MiB, mode=npt, rounds=%d, seed=%d (AMD-V, ASID %d, nested paging)\n",
 		o.GuestModule, o.GuestMem>>20, o.Rounds, o.Seed, s.hw.ASID)
-	runErr := s.hw.Run(s.vcpu)
+	runErr := s.runMachine(o)
 	var total uint64
 	for _, n := range s.vcpu.Counts {
 		total += n
@@ -87,6 +87,31 @@ func RunSVM(out io.Writer, o Options, caps svm.Caps) error {
 		return fmt.Errorf("dirtytest: guest stopped before the test finished")
 	}
 	return s.dev.Err
+}
+
+// runMachine runs the vCPU through vmm.Machine, the vendor-neutral run
+// loop, with svm.CPU as its vmm.CPU: the same Machine that drives VT-x
+// vCPUs. SVM is already enabled on o.CPU, where Machine pins the vCPU.
+func (s *svmMachine) runMachine(o Options) error {
+	mem, err := s.region.Bytes(s.ram, o.GuestMem)
+	if err != nil {
+		return err
+	}
+	m, err := vmm.NewMachine(vmm.MachineConfig{
+		CPUs: 1, Memory: vmm.GuestMemory(mem),
+		Pin:    func(int) error { return vmm.PinThread(o.CPU) },
+		Unpin:  vmm.UnpinThread,
+		NewCPU: func(int) (vmm.CPU, error) { return svm.NewCPU(s.hw, s.vcpu), nil },
+	})
+	if err != nil {
+		return err
+	}
+	if err := m.Start(); err != nil {
+		return err
+	}
+	err = m.Wait()
+	fmt.Fprintf(s.dev.cfg.Out, "ept-dirty: run by vmm.Machine with svm.CPU: %d guest entries\n", m.Exits()[0])
+	return err
 }
 
 type svmMachine struct {

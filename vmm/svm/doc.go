@@ -86,26 +86,31 @@
 //
 // # Putting SVM behind vmm.Machine (for the Machine work)
 //
-// What the vendor-neutral Machine needs from a vendor layer, and where
-// this package already provides it:
-//   - probe and report: ProbeCaps, Caps.Report, Features.Usable (the boot
-//     choice is dirtytest.RunAny today: VT-x when usable, else AMD-V, else
-//     one message naming both reasons; it belongs in Machine's constructor);
-//   - enable per CPU: Enable(caps, frames) / SVM.Disable, like vmm.Enable
-//     and VMX.Disable, on a thread pinned with vmm.PinThread;
-//   - a vCPU: SVM.NewVCPU(GuestConfig) returns HWVCPU whose Run(*VCPU)
-//     has the same loop shape as vmm.HWVCPU.Run; VCPU holds vmm.Regs and
-//     vmm.IOBus, so devices are shared as they are;
-//   - guest RIP/RSP/RFLAGS/CRs/segments: in the VMCB (VMCB.Get64/Set64 and
-//     Segment/SetSegment) where VT-x has VMCS fields: Machine needs an
-//     accessor interface over both (e.g. RIP(), SetRIP(), Segment(i)),
-//     which a VMCB adapter fills from the Save* offsets;
-//   - memory faults: VCPU.OnNPF(gpa, NPFInfo) beside OnEPTViolation; a
-//     vendor-neutral "guest touched unmapped gpa" hook can wrap both;
+// CPU (cpu.go) implements vmm.CPU, the interface vmm.Machine drives:
+// Step is one VMRUN and its dispatch, Kick a tgkill that becomes an INTR
+// #VMEXIT, Save/Restore a versioned blob of the VMCB guest state and the
+// general registers, Close nothing (SVM has no VMCLEAR). A host test
+// round-trips Save/Restore, and the AMD-V dirty-page test runs its vCPU
+// through vmm.Machine with this CPU (qemu-test checks one guest entry per
+// exit). What remains for Machine to run SVM guests like VMX ones:
+//   - the boot choice: dirtytest.RunAny picks VT-x when usable, else
+//     AMD-V, else one message naming both reasons; Machine's constructor
+//     (and vmm/pc) should make the same choice and build NewCPU from
+//     SVM.NewVCPU in MachineConfig.NewCPU, after Enable on each pinned
+//     thread;
+//   - the VMXCPU features the SVM CPU lacks: event injection (EVENTINJ in
+//     place of the VM-entry interruption field, EXITINTINFO in place of
+//     IDT-vectoring), the device timers polled before each entry, guest
+//     x87/SSE switching, HLT waiting, MSR emulation through the MSRPM,
+//     MMIO through NPF with decoded operands (decode.go), SIPI;
+//   - guest register access: RIP/RSP/RFLAGS/CRs/segments live in the VMCB
+//     (Get64/Set64, Segment/SetSegment) where VT-x has VMCS fields, so
+//     handlers shared between vendors need an accessor interface;
+//   - memory faults: VCPU.OnNPF(gpa, NPFInfo) beside OnEPTViolation;
 //   - dirty source: ept.ScanSource over tables built with Options.Nested;
 //     there is no PML on AMD, so Machine must not assume PMLSource;
 //   - invalidation: HWVCPU implements ept.Invalidator (a flush at the next
-//     VMRUN), where VT-x uses vmm.Invept;
+//     VMRUN), where VT-x uses INVEPT;
 //   - exit counts: VCPU.Counts is keyed by ExitCode, VT-x's by basic exit
 //     reason; a vendor-neutral stats view should take names (String()).
 //

@@ -139,19 +139,7 @@ func (h *HWVCPU) InvalidateSingleContext(uint64) error {
 // v.VMCB must be h.VMCB. It runs on the thread and CPU that made h.
 func (h *HWVCPU) Run(v *VCPU) error {
 	for {
-		tlb := uint8(TLBControlNone)
-		if h.flush {
-			tlb = TLBControlFlushAll
-			if h.s.Features.FlushByAsid {
-				tlb = TLBControlFlushASD
-			}
-			h.flush = false
-		}
-		v.VMCB.Set8(TLBControl, tlb)
-		v.VMCB.Set64(SaveRAX, v.Regs.RAX)
-		svmrun(h.vmcbPA, h.s.hostPA, &v.Regs)
-		v.Regs.RAX = v.VMCB.Get64(SaveRAX)
-		e := v.VMCB.ReadExit()
+		e := h.enter(v)
 		act, err := Dispatch(v, &e)
 		if err != nil {
 			return err
@@ -160,4 +148,22 @@ func (h *HWVCPU) Run(v *VCPU) error {
 			return nil
 		}
 	}
+}
+
+// enter runs the guest until its next #VMEXIT and returns the exit,
+// flushing the ASID's translations first if the tables changed.
+func (h *HWVCPU) enter(v *VCPU) Exit {
+	tlb := uint8(TLBControlNone)
+	if h.flush {
+		tlb = TLBControlFlushAll
+		if h.s != nil && h.s.Features.FlushByAsid {
+			tlb = TLBControlFlushASD
+		}
+		h.flush = false
+	}
+	v.VMCB.Set8(TLBControl, tlb)
+	v.VMCB.Set64(SaveRAX, v.Regs.RAX)
+	svmrun(h.vmcbPA, h.s.hostPA, &v.Regs)
+	v.Regs.RAX = v.VMCB.Get64(SaveRAX)
+	return v.VMCB.ReadExit()
 }
