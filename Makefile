@@ -5,17 +5,26 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 # Host packages: everything except the emulator tests, which boot images.
 HOST_PKGS = $(shell go list ./... | grep -v /qemu-test)
+# Host packages used from several threads: also tested under -race.
+RACE_PKGS = ./vmm/devices/lapic ./vmm/devices/ioapic
 
-.PHONY: all deps image run test check unit fuzz emu bench clean
+.PHONY: all deps image guest run test check unit fuzz emu bench clean
 
 all: image
 
 deps:
 	@bash scripts/deps.sh
 
-# build/doppel.bin (qemu -kernel), build/doppel.iso (GRUB), build/testguest.bin
+# build/doppel.bin (qemu -kernel), build/doppel.iso (GRUB), build/testguest.bin,
+# build/testkernel.bin, and the Linux guest (build/vmlinuz, build/initramfs.cpio)
 image: deps
 	@bash scripts/image.sh build
+
+# The Linux guest alone (image also builds it): build/guest/vmlinuz and
+# build/guest/initramfs.cpio, versions pinned in scripts/guest.env and
+# guest/go.mod.
+guest:
+	@bash scripts/guest-image.sh build/guest
 
 # Boot in the best emulator present, serial console on this terminal.
 run: image
@@ -30,8 +39,13 @@ check:
 	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	go vet ./...
 
+# The concurrent FT engine runs again under the race detector (pagediff is
+# single-threaded SIMD and too slow under -race to be worth it).
+RACE_PKGS += ./ftmirror ./ftmirror/wire ./ftmirror/simguest
+
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
+	go test -count=1 -race -timeout 10m $(RACE_PKGS)
 
 fuzz:
 	@bash scripts/fuzz.sh

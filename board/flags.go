@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/doppel-ft/doppel/board/bytesize"
 )
 
 // FlagPrefix starts every doppel boot flag. Command-line words without it are
@@ -22,7 +24,7 @@ type Kind int
 const (
 	KindBool     Kind = iota // 0 or 1; a bare "doppel.x" means 1
 	KindInt                  // decimal integer, optionally bounded by Min and Max
-	KindSize                 // bytes: 4096, 64K, 512M, 1G, 2T
+	KindSize                 // bytes: 4096, 64K, 512M, 512MB, 512MiB, 1G, 2T (bytesize)
 	KindDuration             // time.ParseDuration syntax: 50ms, 2s, 1m30s
 	KindString               // any non-empty text
 	KindEnum                 // one of Flag.Enum
@@ -54,7 +56,7 @@ func (f *Flag) want() string {
 		}
 		return "an integer"
 	case KindSize:
-		return "a size like 4096, 64K, 512M or 1G"
+		return "a size like 4096, 64K, 512M, 512MiB or 1G"
 	case KindDuration:
 		return "a duration like 50ms, 2s or 1m30s"
 	case KindEnum:
@@ -86,7 +88,7 @@ func (f *Flag) parse(text string) (any, error) {
 		}
 		return n, nil
 	case KindSize:
-		n, err := ParseSize(text)
+		n, err := bytesize.Parse(text)
 		if err != nil {
 			return nil, bad
 		}
@@ -111,57 +113,14 @@ func (f *Flag) parse(text string) (any, error) {
 	return text, nil
 }
 
-// ParseSize parses a byte count: plain decimal bytes, or a number followed
-// by K, M, G or T (powers of 1024, either case).
-func ParseSize(text string) (uint64, error) {
-	shift := 0
-	if n := len(text); n > 0 {
-		switch text[n-1] {
-		case 'k', 'K':
-			shift = 10
-		case 'm', 'M':
-			shift = 20
-		case 'g', 'G':
-			shift = 30
-		case 't', 'T':
-			shift = 40
-		}
-		if shift != 0 {
-			text = text[:n-1]
-		}
-	}
-	if text == "" {
-		return 0, fmt.Errorf("size %q: no digits", text)
-	}
-	var n uint64
-	for _, c := range text {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("size %q: not a number", text)
-		}
-		if n > (1<<64-1)/10 || n*10 > 1<<64-1-uint64(c-'0') {
-			return 0, fmt.Errorf("size %q: overflows 64 bits", text)
-		}
-		n = n*10 + uint64(c-'0')
-	}
-	if n > (1<<64-1)>>shift {
-		return 0, fmt.Errorf("size %q: overflows 64 bits", text)
-	}
-	return n << shift, nil
-}
+// ParseSize parses a byte count: plain bytes, or a number with a unit K, M,
+// G or T (powers of 1024, either case, optionally followed by B or iB). It
+// is bytesize.Parse, kept here for existing callers.
+func ParseSize(text string) (uint64, error) { return bytesize.Parse(text) }
 
 // FormatSize renders n bytes in the largest unit that divides it exactly
 // (1G, 512M, 4096), the inverse of ParseSize.
-func FormatSize(n uint64) string {
-	for _, u := range []struct {
-		shift  uint
-		suffix string
-	}{{40, "T"}, {30, "G"}, {20, "M"}, {10, "K"}} {
-		if n != 0 && n%(1<<u.shift) == 0 {
-			return fmt.Sprintf("%d%s", n>>u.shift, u.suffix)
-		}
-	}
-	return fmt.Sprint(n)
-}
+func FormatSize(n uint64) string { return bytesize.Format(n) }
 
 // Registry is a set of known flags. Subsystems add theirs with Register
 // before the command line is parsed.

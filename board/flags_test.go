@@ -26,7 +26,11 @@ func TestParseSize(t *testing.T) {
 		{"M", 0, true},
 		{"1.5G", 0, true},
 		{"-1", 0, true},
-		{"1GB", 0, true},
+		{"1GB", 1 << 30, false},
+		{"1GiB", 1 << 30, false},
+		{"256MiB", 256 << 20, false},
+		{"256mb", 256 << 20, false},
+		{"1G B", 0, true},
 		{"0x1000", 0, true},
 	}
 	for _, tt := range tests {
@@ -119,14 +123,14 @@ func TestParseFlags(t *testing.T) {
 			},
 			errs: []string{
 				"board: bad flag doppel.selftest=maybe: want 0 or 1",
-				"board: bad flag doppel.reserve=lots: want a size like 4096, 64K, 512M or 1G",
+				"board: bad flag doppel.reserve=lots: want a size like 4096, 64K, 512M, 512MiB or 1G",
 				"board: bad flag doppel.fatal=explode: want one of halt, reboot",
 				"board: bad flag doppel.loglines=3: want an integer in 16..1048576",
 				"board: bad flag doppel.selftest.slack=soon: want a duration like 50ms, 2s or 1m30s",
 				"board: bad flag doppel.guest=: want a non-empty value",
 				"board: bad flag doppel.smp=two: want an integer in 1..4096",
 				"board: bad flag doppel.smp=0: want an integer in 1..4096",
-				"board: bad flag doppel.reserve: want a size like 4096, 64K, 512M or 1G",
+				"board: bad flag doppel.reserve: want a size like 4096, 64K, 512M, 512MiB or 1G",
 			},
 		},
 		{

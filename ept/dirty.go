@@ -27,7 +27,7 @@ func (t *Tables) HarvestScan(into *Bitmap) error {
 	if !t.ad {
 		return ErrNoAD
 	}
-	v := harvestVisitor{into: into}
+	v := harvestVisitor{into: into, accessed: t.f.accessed, dirty: t.f.dirty}
 	if err := t.walk(t.root, levelPML4, 0, MaxGPA, &v); err != nil {
 		return fmt.Errorf("ept: harvest: %w", err)
 	}
@@ -37,16 +37,19 @@ func (t *Tables) HarvestScan(into *Bitmap) error {
 type harvestVisitor struct {
 	visitBase
 	into *Bitmap
+	// The format's flags (EPT or NPT), in the visitor so the loops keep
+	// them in registers.
+	accessed, dirty uint64
 }
 
 // descend skips subtrees not used since the last harvest.
-func (*harvestVisitor) descend(e uint64, _ int) bool { return e&Accessed != 0 }
+func (v *harvestVisitor) descend(e uint64, _ int) bool { return e&v.accessed != 0 }
 
 func (v *harvestVisitor) visit(gpa uint64, e *uint64, level int) error {
-	if *e&Dirty == 0 {
+	if *e&v.dirty == 0 {
 		return nil
 	}
-	if atomic.AndUint64(e, ^uint64(Dirty))&Dirty != 0 {
+	if atomic.AndUint64(e, ^v.dirty)&v.dirty != 0 {
 		v.into.SetRange(gpa/PageSize, levelSize(level)/PageSize)
 	}
 	return nil
@@ -55,15 +58,16 @@ func (v *harvestVisitor) visit(gpa uint64, e *uint64, level int) error {
 // visitPT test-and-clears the dirty flags of a page table's leaves.
 func (v *harvestVisitor) visitPT(tbl *[512]uint64, base uint64, lo, hi int) {
 	gfn := base / PageSize
+	d := v.dirty
 	for i := lo; i < hi; i++ {
-		if tbl[i]&Dirty != 0 && atomic.AndUint64(&tbl[i], ^uint64(Dirty))&Dirty != 0 {
+		if tbl[i]&d != 0 && atomic.AndUint64(&tbl[i], ^d)&d != 0 {
 			v.into.Set(gfn + uint64(i))
 		}
 	}
 }
 
-func (*harvestVisitor) ascend(e *uint64, _ uint64, _ int) error {
-	atomic.AndUint64(e, ^uint64(Accessed))
+func (v *harvestVisitor) ascend(e *uint64, _ uint64, _ int) error {
+	atomic.AndUint64(e, ^v.accessed)
 	return nil
 }
 

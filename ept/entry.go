@@ -113,25 +113,10 @@ func validPerm(p Perm) error {
 	return nil
 }
 
-// present reports whether an entry maps anything: any of bits 2:0 set.
+// present reports whether an EPT entry maps anything: any of bits 2:0
+// set. The PML paths, which exist only for EPT, use it; the rest goes
+// through Tables.f (npt.go).
 func present(e uint64) bool { return e&(Read|Write|Execute) != 0 }
-
-// isLeaf reports whether a present entry at level maps a page.
-func isLeaf(e uint64, level int) bool { return level == levelPT || e&LargePage != 0 }
-
-// leafEntry builds a leaf for host address hpa: write-back, PAT ignored,
-// the guest RAM memory type of SDM Vol. 3C 29.3.7.
-func leafEntry(hpa uint64, p Perm, level int) uint64 {
-	e := hpa&AddrMask | uint64(p) | MemoryTypeWB<<MemoryTypeShift | IgnorePAT
-	if level != levelPT {
-		e |= LargePage
-	}
-	return e
-}
-
-// tableEntry builds a non-leaf entry pointing at the table at pa. Non-leaf
-// entries allow everything; the leaf decides.
-func tableEntry(pa uint64) uint64 { return pa&AddrMask | Read | Write | Execute }
 
 // leafAddr returns the host address a leaf at level maps.
 func leafAddr(e uint64, level int) uint64 {

@@ -30,6 +30,9 @@ func (t *Tables) DrainPML(log *[PMLEntries]uint64, index uint16, into *Bitmap) (
 	if !t.ad {
 		return 0, ErrNoAD
 	}
+	if t.f.nested {
+		return 0, fmt.Errorf("ept: nested page tables have no PML")
+	}
 	first := 0
 	if int(index) < PMLEntries {
 		first = int(index) + 1
@@ -66,10 +69,10 @@ func (t *Tables) leaf(gpa uint64) (*uint64, int) {
 	for level := levelPML4; ; level-- {
 		e := &t.mem.Table(pa)[levelIndex(gpa, level)]
 		t.visited++
-		if !present(*e) {
+		if !t.f.present(*e) {
 			return nil, 0
 		}
-		if isLeaf(*e, level) {
+		if t.f.isLeaf(*e, level) {
 			return e, level
 		}
 		pa = *e & AddrMask

@@ -35,14 +35,14 @@ func (t *Tables) buildPTIndex() {
 		pdpt := t.mem.Table(e4 & AddrMask)
 		for i3 := range 512 {
 			e3 := pdpt[i3]
-			if !present(e3) || isLeaf(e3, levelPDPT) {
+			if !present(e3) || t.f.isLeaf(e3, levelPDPT) {
 				continue
 			}
 			pd := t.mem.Table(e3 & AddrMask)
 			base := (i4*512 + i3) * 512
 			for i2 := range 512 {
 				e2 := pd[i2]
-				if !present(e2) || isLeaf(e2, levelPD) || base+i2 >= maxPTIndexSlots {
+				if !present(e2) || t.f.isLeaf(e2, levelPD) || base+i2 >= maxPTIndexSlots {
 					continue
 				}
 				for len(idx) <= base+i2 {

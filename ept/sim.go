@@ -36,20 +36,24 @@ func (c *SimCPU) Access(gpa uint64, write bool) (uint64, error) {
 	pa := c.T.root
 	for level := levelPML4; ; level-- {
 		e := &c.T.mem.Table(pa)[levelIndex(gpa, level)]
-		if !present(*e) {
+		f := c.T.f
+		if !f.present(*e) {
 			return 0, fmt.Errorf("%w: gpa %#x not mapped", ErrSimViolation, gpa)
 		}
-		if c.T.ad {
-			*e |= Accessed
+		if f.nested && *e&NPTUser == 0 {
+			return 0, fmt.Errorf("%w: gpa %#x: nested entry without U/S", ErrSimViolation, gpa)
 		}
-		if !isLeaf(*e, level) {
+		if c.T.ad {
+			*e |= f.accessed
+		}
+		if !f.isLeaf(*e, level) {
 			pa = *e & AddrMask
 			continue
 		}
-		if write && *e&Write == 0 || !write && *e&Read == 0 {
-			return 0, fmt.Errorf("%w: gpa %#x %v", ErrSimViolation, gpa, Perm(*e&uint64(PermRWX)))
+		if p := f.perm(*e); write && p&Write == 0 || !write && p&Read == 0 {
+			return 0, fmt.Errorf("%w: gpa %#x %v", ErrSimViolation, gpa, p)
 		}
-		if write && c.T.ad && *e&Dirty == 0 {
+		if write && c.T.ad && *e&f.dirty == 0 {
 			if c.PML {
 				if c.Index >= PMLEntries {
 					c.PMLFull()
@@ -57,7 +61,7 @@ func (c *SimCPU) Access(gpa uint64, write bool) (uint64, error) {
 				c.Log[c.Index] = gpa &^ (PageSize - 1)
 				c.Index--
 			}
-			*e |= Dirty
+			*e |= f.dirty
 		}
 		return leafAddr(*e, level) + gpa&(levelSize(level)-1), nil
 	}

@@ -21,6 +21,7 @@ type Tables struct {
 	inv  Invalidator
 	root uint64
 	ad   bool
+	f    *format
 
 	visited    uint64 // entries read by walks: the cost measure
 	splitCount uint64
@@ -36,6 +37,9 @@ type Options struct {
 	// AccessedDirty enables EPT A/D flags (EPTP bit 6); the CPU must
 	// report bit 21 of IA32_VMX_EPT_VPID_CAP.
 	AccessedDirty bool
+	// Nested builds AMD-V nested page tables (npt.go) instead of EPT.
+	// Their A/D flags are always on: AccessedDirty is implied.
+	Nested bool
 }
 
 // New allocates an empty root table from mem.
@@ -44,12 +48,20 @@ func New(mem PhysMem, inv Invalidator, opt Options) (*Tables, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ept: root table: %w", err)
 	}
-	return &Tables{mem: mem, inv: inv, root: root, ad: opt.AccessedDirty}, nil
+	t := &Tables{mem: mem, inv: inv, root: root, ad: opt.AccessedDirty, f: &formatEPT}
+	if opt.Nested {
+		t.ad, t.f = true, &formatNPT
+	}
+	return t, nil
 }
 
 // EPTP returns the EPT pointer for the VMCS (SDM Vol. 3C 25.6.11):
-// write-back walks, 4 levels, A/D as configured, the root's address.
+// write-back walks, 4 levels, A/D as configured, the root's address. For
+// nested tables it is NCR3, the value the Invalidator is given.
 func (t *Tables) EPTP() uint64 {
+	if t.f.nested {
+		return t.NCR3()
+	}
 	p := t.root | EPTPMemoryTypeWB | EPTPWalkLength4
 	if t.ad {
 		p |= EPTPEnableAD
@@ -68,7 +80,7 @@ func (t *Tables) invalidate(op string) error {
 		return nil
 	}
 	if err := t.inv.InvalidateSingleContext(t.EPTP()); err != nil {
-		return fmt.Errorf("ept: %s: invept: %w", op, err)
+		return fmt.Errorf("ept: %s: invalidate %s: %w", op, t.f.name(), err)
 	}
 	return nil
 }
@@ -101,13 +113,13 @@ func (t *Tables) Map(gpa, size, hpa uint64, p Perm, o MapOpt) error {
 	if hpa%PageSize != 0 {
 		return fmt.Errorf("ept: map host address %#x not page aligned", hpa)
 	}
-	if err := validPerm(p); err != nil {
+	if err := t.f.validPerm(p); err != nil {
 		return err
 	}
 	if err := t.mem.CheckBacking(hpa, size); err != nil {
 		return fmt.Errorf("ept: map [%#x+%#x): %w", gpa, size, err)
 	}
-	v := mapVisitor{start: gpa, hpa: hpa, perm: p, large: o.Large}
+	v := mapVisitor{f: t.f, start: gpa, hpa: hpa, perm: p, large: o.Large}
 	err := t.walk(t.root, levelPML4, gpa, gpa+size, &v)
 	if err != nil {
 		err = fmt.Errorf("ept: map [%#x+%#x): %w", gpa, size, err)
@@ -117,6 +129,7 @@ func (t *Tables) Map(gpa, size, hpa uint64, p Perm, o MapOpt) error {
 
 type mapVisitor struct {
 	visitBase
+	f          *format
 	start, hpa uint64
 	perm       Perm
 	large      bool
@@ -129,10 +142,10 @@ func (v *mapVisitor) leafAt(gpa uint64, level int) bool {
 }
 
 func (v *mapVisitor) visit(gpa uint64, e *uint64, level int) error {
-	if present(*e) {
+	if v.f.present(*e) {
 		return fmt.Errorf("%#x: %w", gpa, ErrMapped)
 	}
-	*e = leafEntry(v.hpa+gpa-v.start, v.perm, level)
+	*e = v.f.leaf(v.hpa+gpa-v.start, v.perm, level)
 	return nil
 }
 
@@ -180,13 +193,13 @@ func (t *Tables) Protect(gpa, size uint64, p Perm) error {
 	if err := checkRange("protect", gpa, size); err != nil {
 		return err
 	}
-	if err := validPerm(p); err != nil {
+	if err := t.f.validPerm(p); err != nil {
 		return err
 	}
 	if p == PermNone {
 		return t.Unmap(gpa, size)
 	}
-	err := t.walk(t.root, levelPML4, gpa, gpa+size, &protectVisitor{perm: p})
+	err := t.walk(t.root, levelPML4, gpa, gpa+size, &protectVisitor{f: t.f, perm: p})
 	if err != nil {
 		err = fmt.Errorf("ept: protect [%#x+%#x): %w", gpa, size, err)
 	}
@@ -195,13 +208,14 @@ func (t *Tables) Protect(gpa, size uint64, p Perm) error {
 
 type protectVisitor struct {
 	visitBase
+	f    *format
 	perm Perm
 }
 
 func (*protectVisitor) splits() bool { return true }
 
 func (v *protectVisitor) visit(_ uint64, e *uint64, _ int) error {
-	*e = *e&^uint64(PermRWX) | uint64(v.perm)
+	*e = v.f.withPerm(*e, v.perm)
 	return nil
 }
 
@@ -220,19 +234,20 @@ func (t *Tables) Lookup(gpa uint64) (Mapping, bool) {
 	if gpa >= MaxGPA {
 		return Mapping{}, false
 	}
-	var v lookupVisitor
+	v := lookupVisitor{f: t.f}
 	_ = t.walk(t.root, levelPML4, gpa&^(PageSize-1), gpa&^(PageSize-1)+PageSize, &v)
 	return v.m, v.ok
 }
 
 type lookupVisitor struct {
 	visitBase
+	f  *format
 	m  Mapping
 	ok bool
 }
 
 func (v *lookupVisitor) visit(gpa uint64, e *uint64, level int) error {
-	v.m = Mapping{GPA: gpa, HPA: leafAddr(*e, level), Size: levelSize(level), Perm: Perm(*e & uint64(PermRWX)), Entry: *e}
+	v.m = Mapping{GPA: gpa, HPA: leafAddr(*e, level), Size: levelSize(level), Perm: v.f.perm(*e), Entry: *e}
 	v.ok = true
 	return nil
 }

@@ -25,9 +25,9 @@ func TestEntryBits(t *testing.T) {
 		{"SuppressVE bit 63", SuppressVE, 1 << 63},
 		{"EPTP walk length 4-1 in bits 5:3", EPTPWalkLength4, 3 << 3},
 		{"EPTP A/D bit 6", EPTPEnableAD, 1 << 6},
-		{"4K leaf rwx at 0x1234000", leafEntry(0x1234000, PermRWX, levelPT), 0x1234000 | 7 | 0x30 | 0x40},
-		{"2M leaf rw at 0x40000000", leafEntry(0x4000_0000, PermRW, levelPD), 0x4000_0000 | 3 | 0x30 | 0x40 | 0x80},
-		{"table entry", tableEntry(0x5000), 0x5000 | 7},
+		{"4K leaf rwx at 0x1234000", formatEPT.leaf(0x1234000, PermRWX, levelPT), 0x1234000 | 7 | 0x30 | 0x40},
+		{"2M leaf rw at 0x40000000", formatEPT.leaf(0x4000_0000, PermRW, levelPD), 0x4000_0000 | 3 | 0x30 | 0x40 | 0x80},
+		{"table entry", formatEPT.table(0x5000), 0x5000 | 7},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %#x, want %#x", c.name, c.got, c.want)

@@ -79,14 +79,14 @@ func (t *Tables) walk(pa uint64, level int, start, end uint64, v visitor) error 
 func (t *Tables) walkEntry(e *uint64, level int, gpa, end uint64, full bool, v visitor) error {
 	cur := *e
 	switch {
-	case present(cur) && isLeaf(cur, level):
+	case t.f.present(cur) && t.f.isLeaf(cur, level):
 		if full || !v.splits() {
 			return v.visit(gpa&^(levelSize(level)-1), e, level)
 		}
 		if err := t.split(e, level); err != nil {
 			return err
 		}
-	case !present(cur):
+	case !t.f.present(cur):
 		if level == levelPT || (full && v.leafAt(gpa, level)) {
 			if v.allocates() {
 				return v.visit(gpa, e, level)
@@ -100,7 +100,7 @@ func (t *Tables) walkEntry(e *uint64, level int, gpa, end uint64, full bool, v v
 		if err != nil {
 			return err
 		}
-		*e = tableEntry(pa)
+		*e = t.f.table(pa)
 	}
 	if !v.descend(*e, level) {
 		return nil
@@ -123,16 +123,16 @@ func (t *Tables) split(e *uint64, level int) error {
 	old := *e
 	tbl := t.mem.Table(pa)
 	hpa := leafAddr(old, level)
-	keep := old & (Read | Write | Execute | MemoryTypeMask | IgnorePAT | Accessed | Dirty | ExecuteUser | SuppressVE)
+	keep := old & t.f.keep
 	step := levelSize(level - 1)
 	large := uint64(0)
 	if level-1 != levelPT {
-		large = LargePage
+		large = t.f.large
 	}
 	for i := range tbl {
 		tbl[i] = (hpa+uint64(i)*step)&AddrMask | keep | large
 	}
-	*e = tableEntry(pa) | old&Accessed
+	*e = t.f.table(pa) | old&t.f.accessed
 	t.splitCount++
 	return nil
 }

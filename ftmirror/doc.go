@@ -4,7 +4,9 @@
 // It is pure Go behind small interfaces (interfaces.go): guest Memory in
 // 4 KiB pages, a DirtySource, a Guest that pauses, resumes and saves its
 // vCPU and device state as versioned opaque Blobs, an OutputSink (the
-// outside world), a Clock, and the link as an io.ReadWriteCloser. On bare
+// outside world), a Clock (every wait, tick and timestamp of the engine
+// goes through it, so tests run timing paths on a fake clock), and the link
+// as an io.ReadWriteCloser. On bare
 // metal these are EPT-mapped RAM, EPT D bits or PML, the VMCS and device
 // models, the NIC, the TSC and the FT-link NIC; tools/ftsim provides host
 // versions (ftmirror/simguest and loopback TCP).
@@ -53,6 +55,16 @@
 // while the guest runs, plus the dirty pages below the resync cursor (pages
 // above it will be read later anyway). The epoch whose END finds the cursor
 // at the end of memory marks the copy complete.
+//
+// # Dirty tracking
+//
+// DirtySource.Harvest may fail, and the engine ends the session when it
+// does rather than send a checkpoint that could miss a page. Its contract
+// (interfaces.go) puts the hard part on the implementation: on the hardware
+// EPT D bits are cached per CPU and INVEPT flushes only the CPU that runs
+// it, so the harvest runs on each vCPU's own CPU at a requested VM exit, or
+// clears the bits and has every CPU that ran the guest flush and answer
+// before Harvest returns.
 //
 // # Compact encoding
 //
@@ -107,24 +119,46 @@
 // # Failure detection and split brain
 //
 // Each side sends a HEARTBEAT when it has sent nothing for half an Interval;
-// any bytes arriving count as life. A side that hears nothing for
-// Interval*Misses (the deadline) ends the session. The rule that keeps a
-// partition from producing two output-releasing primaries:
+// any bytes arriving count as life, and silence counts only while a side is
+// waiting for its peer's bytes: a side that stopped reading because its own
+// apply is behind has its peer's data queued and does not drop it. A side
+// that waits Interval*Misses (the deadline) without a byte ends the
+// session. A link that the peer closed or reset (end of stream, mid-frame
+// or between frames; a connection reset or broken pipe) is a lost peer at
+// once (ErrPeerLost wrapping the cause). Output to the outside world is
+// written by a releaser goroutine of its own, so a slow sink never stops the
+// reading of ACKs and heartbeats, and the secondary sends its ACK without
+// holding its lock. The rule that keeps a partition from producing two
+// output-releasing primaries:
 //
 //  1. A primary releases output only on an ACK from its secondary, and only
 //     within the lease: less than 3/4 of the deadline after it sent the END
 //     of the acknowledged epoch. (The secondary last heard the primary no
-//     earlier than that END was sent, so it cannot promote before a full
-//     deadline after it; the quarter margin absorbs clock rate and
-//     scheduling.)
-//  2. A secondary promotes itself only after the deadline has passed since
-//     it last heard the primary, even if the link reported an error
-//     earlier, and only if it holds a complete committed epoch.
+//     earlier than that END was sent, so it cannot promote on silence
+//     before a full deadline after it; the quarter margin absorbs clock
+//     rate and scheduling.) When a primary's session ends, for any reason,
+//     it first withdraws its release right for that session (waiting out a
+//     sink write under way) and only then closes the link.
+//  2. A secondary promotes itself only if it holds a complete committed
+//     epoch, and only (a) at once if the primary closed or reset the link:
+//     on the FT link (a direct cable, no middlebox) that happens only when
+//     the primary's process or host is dead, or after the primary withdrew
+//     its release right (rule 1); or (b) after the deadline has passed since
+//     it last heard the primary, if the link fell silent or carried a
+//     refused frame.
 //  3. A primary that loses its secondary keeps running the guest but holds
 //     all output until a new secondary has a complete copy. A promoted
 //     secondary releases directly until a secondary joins it: the old
 //     primary can no longer release, since that needs acks from us.
 //  4. A primary that meets a peer knowing a newer generation is fenced.
+//
+// Timing: a killed primary is detected as soon as its kernel closes the
+// socket, so ftsim fails over in tens of milliseconds (figures in
+// tools/ftsim) whatever the deadline; the deadline only bounds the
+// detection of a silent link (a partition, a hung host). ftsim uses 5 ms
+// heartbeats and a 500 ms deadline, long enough that a loaded 2-core host
+// descheduling a process for a few hundred milliseconds is not taken for a
+// dead primary; the engine's default is 10 ms x 10.
 //
 // The lease is checked again before each write to the sink, but a write
 // that starts just inside the lease can still arrive after it if the
@@ -155,12 +189,16 @@
 //   - The pause is measured from when Guest.Pause returns (the guest is
 //     stopped) to Resume; the time to stop vCPUs is the Guest's.
 //
+// # Statistics
+//
+// Stats keeps fixed-size log-linear histograms (32 buckets per power of
+// two: percentiles within about 3%, exact maxima) and running means, so a
+// run of any length holds the same few tens of kilobytes.
+//
 // # What was measured
 //
 // tools/ftsim runs primary and secondary as two processes over loopback TCP
-// and prints the figures; its package documentation has the command and
-// the medians measured on the development machine (1 GiB guest, 12,000
-// dirty pages/s, 25 ms epochs: pause p99 0.28 ms, output release p99
-// 28 ms, initial sync at 0.76 of raw loopback TCP throughput, less while
-// other tenants of the machine take a core).
+// and prints the figures; its package documentation has the commands and
+// the medians measured on the development machine, with how loaded the
+// machine was at the time.
 package ftmirror

@@ -24,6 +24,10 @@ func TestMirrorThenFailover(t *testing.T) {
 			if err := <-serr; !errors.Is(err, ErrPeerLost) {
 				t.Fatalf("secondary: %v", err)
 			}
+			// A closed link is a lost primary at once: no deadline to wait.
+			if at, heard := r.s.PromoteAt(), r.s.LastHeard(); at.After(heard.Add(r.cfg.Heartbeat.Deadline() / 2)) {
+				t.Fatalf("promotion %v after the primary was last heard; want at once on a closed link", at.Sub(heard))
+			}
 			tk := r.takeover()
 			if tk.Epoch < 20 {
 				t.Fatalf("took over at epoch %d", tk.Epoch)
@@ -179,6 +183,9 @@ func TestPartitionNeverTwoReleasingPrimaries(t *testing.T) {
 	}
 	// The old primary is alive, its guest still runs and emits output.
 	promoteAt := r.s.PromoteAt()
+	if want := r.s.LastHeard().Add(r.cfg.Heartbeat.Deadline()); !promoteAt.Equal(want) {
+		t.Fatalf("a silent (not closed) link must wait out the deadline: promote at %v, want %v", promoteAt, want)
+	}
 	time.Sleep(time.Until(promoteAt))
 	// (A write blocked in net.Pipe when the cut came may end the primary's
 	// session with a closed-pipe error instead of its own deadline.)
@@ -289,25 +296,36 @@ func TestUndoLog(t *testing.T) {
 	}
 }
 
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) Now() time.Time { return c.t }
-
 func TestLiveness(t *testing.T) {
-	c := &fakeClock{t: time.Unix(100, 0)}
+	c := newFakeClock()
 	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
 	l := newLiveness(c)
-	c.t = c.t.Add(39 * time.Millisecond)
+	l.reading(true)
+	c.Advance(39 * time.Millisecond)
 	if l.silentFor() > hb.Deadline() {
 		t.Fatal("declared lost early")
 	}
-	c.t = c.t.Add(2 * time.Millisecond)
+	c.Advance(2 * time.Millisecond)
 	if l.silentFor() <= hb.Deadline() {
 		t.Fatal("not declared lost after the deadline")
 	}
 	l.heard()
 	if l.silentFor() != 0 {
 		t.Fatal("heard did not reset")
+	}
+	// Not reading (this side's own apply is behind): not silence.
+	l.reading(false)
+	c.Advance(time.Second)
+	if l.silentFor() != 0 {
+		t.Fatal("counted silence while not reading")
+	}
+	l.reading(true)
+	c.Advance(5 * time.Millisecond)
+	if got := l.silentFor(); got != 5*time.Millisecond {
+		t.Fatalf("silent for %v after 5 ms of reading", got)
+	}
+	if !l.lastHeard().Equal(c.Now().Add(-time.Second - 5*time.Millisecond)) {
+		t.Fatal("lastHeard moved without bytes arriving")
 	}
 	if hb.Lease() >= hb.Deadline() {
 		t.Fatal("release lease must end before the promotion deadline")
@@ -339,9 +357,180 @@ func TestHeldOutputFollowsOverEpochs(t *testing.T) {
 	pc, sc := net.Pipe()
 	perr, serr := r.serve(pc, sc)
 	r.waitEpoch(30)
+	r.waitOutput()
 	pc.Close()
 	r.stopGuest()
 	<-perr
 	<-serr
 	r.takeover()
+}
+
+// A primary that dies in the middle of writing a frame is a lost peer, not
+// a protocol error: the secondary's error must say so to errors.Is (and
+// still name the truncated frame underneath).
+func TestPrimaryDiesMidFrame(t *testing.T) {
+	r := newRig(t, 256, nil)
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(&faultConn{Conn: pc, at: 6, fault: "truncate"}, sc)
+	err := <-serr
+	if !errors.Is(err, ErrPeerLost) || !errors.Is(err, wire.ErrTruncated) {
+		t.Fatalf("secondary ended with %v, want ErrPeerLost wrapping wire.ErrTruncated", err)
+	}
+	<-perr
+	r.stopGuest()
+	r.takeover()
+}
+
+// slowSink stalls every write while blocked (a full NIC queue).
+type slowSink struct {
+	OutputSink
+	mu      sync.Mutex
+	blocked chan struct{} // non-nil: writes wait until it is closed
+}
+
+func (s *slowSink) Release(off uint64, b []byte) error {
+	s.mu.Lock()
+	ch := s.blocked
+	s.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+	return s.OutputSink.Release(off, b)
+}
+
+func (s *slowSink) block() {
+	s.mu.Lock()
+	s.blocked = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *slowSink) unblock() {
+	s.mu.Lock()
+	close(s.blocked)
+	s.blocked = nil
+	s.mu.Unlock()
+}
+
+// A sink that stalls for twice the heartbeat deadline must not stop the
+// primary from reading ACKs and heartbeats: the session survives, the
+// secondary keeps committing, and the held output goes out afterwards.
+func TestSlowSinkKeepsSession(t *testing.T) {
+	var sink *slowSink
+	r := newRigWith(t, 256, nil, func(o OutputSink) OutputSink { sink = &slowSink{OutputSink: o}; return sink }, nil)
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	r.waitEpoch(5)
+	sink.block()
+	c0 := r.committed()
+	time.Sleep(2 * r.cfg.Heartbeat.Deadline())
+	select {
+	case err := <-perr:
+		t.Fatalf("primary dropped its secondary while the sink was slow: %v", err)
+	default:
+	}
+	if c1 := r.committed(); c1 < c0+3 {
+		t.Fatalf("secondary went from epoch %d to %d while the sink stalled", c0, c1)
+	}
+	sink.unblock()
+	c1, _ := r.s.Committed()
+	r.waitEpoch(c1 + 5)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	r.takeover()
+}
+
+// gateConn stalls writes while closed (a link that does not take data).
+type gateConn struct {
+	net.Conn
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (c *gateConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	g := c.gate
+	c.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *gateConn) set(closed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if closed {
+		c.gate = make(chan struct{})
+	} else if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
+	}
+}
+
+// A secondary whose ACKs cannot leave (the link's send side is stalled)
+// must not hold its lock meanwhile: Committed still answers.
+func TestAckDoesNotHoldLock(t *testing.T) {
+	r := newRig(t, 256, nil)
+	pc, sc := net.Pipe()
+	gc := &gateConn{Conn: sc}
+	perr, serr := r.serve(pc, gc)
+	r.waitEpoch(5)
+	gc.set(true)
+	time.Sleep(100 * time.Millisecond) // 20 epochs: more ACKs than the send queue holds
+	r.committed()
+	gc.set(false)
+	c, _ := r.s.Committed()
+	r.waitEpoch(c + 5)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	r.takeover()
+}
+
+// failingDirty fails every harvest from the nth on (a vCPU that did not
+// answer the flush request).
+type failingDirty struct {
+	DirtySource
+	mu   sync.Mutex
+	n    int
+	fail int
+}
+
+var errNoFlush = errors.New("vCPU 1 did not flush its EPT translations in time")
+
+func (d *failingDirty) Harvest(dst []uint32) ([]uint32, error) {
+	d.mu.Lock()
+	d.n++
+	fail := d.n >= d.fail
+	d.mu.Unlock()
+	if fail {
+		return dst, errNoFlush
+	}
+	return d.DirtySource.Harvest(dst)
+}
+
+// A harvest that cannot promise every write ends the session instead of
+// sending a checkpoint that may miss a page: the secondary keeps its last
+// committed epoch, and a takeover from it is exact.
+func TestHarvestErrorEndsSession(t *testing.T) {
+	for _, fwd := range []bool{false, true} {
+		t.Run(map[bool]string{false: "checkpoint", true: "forward"}[fwd], func(t *testing.T) {
+			r := newRigWith(t, 256, func(c *Config) { c.Forward = fwd }, nil,
+				func(d DirtySource) DirtySource { return &failingDirty{DirtySource: d, fail: 40} })
+			pc, sc := net.Pipe()
+			perr, serr := r.serve(pc, sc)
+			if err := <-perr; !errors.Is(err, errNoFlush) {
+				t.Fatalf("primary ended with %v, want the harvest error", err)
+			}
+			<-serr
+			r.stopGuest()
+			if c, ok := r.s.Committed(); !ok || c == 0 {
+				t.Fatalf("secondary committed %d (complete %v)", c, ok)
+			}
+			r.takeover()
+		})
+	}
 }

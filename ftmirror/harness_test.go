@@ -70,10 +70,19 @@ type rig struct {
 }
 
 func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
+	return newRigWith(t, pages, tweak, nil, nil)
+}
+
+// newRigWith is newRig with the primary's sink and dirty source wrapped,
+// where the wrappers are set.
+func newRigWith(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSink) OutputSink, wrapDirty func(DirtySource) DirtySource) *rig {
 	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
 	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
 	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
-		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 30}}
+		// A 1 s deadline: this shared 2-core machine stalls processes for
+		// hundreds of milliseconds under load, and a test must not take
+		// that for a dead peer. (A closed link is detected at once.)
+		Heartbeat: Heartbeat{Interval: 10 * time.Millisecond, Misses: 100}}
 	r.cfg.Hook = func(pt Point, e uint64) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -90,7 +99,15 @@ func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
 	}
 	r.pg = simguest.New(r.params)
 	r.sg = simguest.NewBlank(r.params)
-	r.p = NewPrimary(r.cfg, r.pg, r.pg, r.pg, worldSink{r.w, "primary"})
+	var sink OutputSink = worldSink{r.w, "primary"}
+	if wrap != nil {
+		sink = wrap(sink)
+	}
+	var dirty DirtySource = r.pg
+	if wrapDirty != nil {
+		dirty = wrapDirty(dirty)
+	}
+	r.p = NewPrimary(r.cfg, r.pg, dirty, r.pg, sink)
 	r.pg.Emit = r.p.Output
 	scfg := r.cfg
 	scfg.Hook = nil
@@ -178,4 +195,34 @@ func (r *rig) takeover() Takeover {
 		t.Fatalf("world saw %d bytes, want exactly %d (the output of %d ops)", len(r.w.data), len(want), ops)
 	}
 	return tk
+}
+
+// committed returns the secondary's committed epoch, failing the test if
+// Committed blocks (the secondary must never hold its lock on the link).
+func (r *rig) committed() uint64 {
+	got := make(chan uint64, 1)
+	go func() { c, _ := r.s.Committed(); got <- c }()
+	select {
+	case c := <-got:
+		return c
+	case <-time.After(2 * time.Second):
+		r.t.Fatal("Secondary.Committed blocked for 2 s")
+		return 0
+	}
+}
+
+// waitOutput waits until the secondary holds every output byte of its
+// committed epoch (a takeover then loses nothing).
+func (r *rig) waitOutput() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.s.mu.Lock()
+		ok := r.s.complete && r.s.outLog.end() == r.s.outEnd
+		r.s.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.t.Fatal("secondary never held all committed output")
 }

@@ -22,10 +22,15 @@ func (h Heartbeat) Deadline() time.Duration { return h.Interval * time.Duration(
 // past the moment the secondary may promote itself (doc.go, "Split brain").
 func (h Heartbeat) Lease() time.Duration { return h.Deadline() - h.Deadline()/4 }
 
-// liveness tracks when the peer was last heard from.
+// liveness tracks when the peer was last heard from. Silence counts only
+// while this side is waiting for the peer's bytes (a read is under way):
+// a side that stops reading because its own apply is behind has not
+// stopped hearing its peer, whose data is queued for it, and must not
+// declare it lost for that (a false failover).
 type liveness struct {
-	clock Clock
-	last  atomic.Int64 // UnixNano
+	clock     Clock
+	last      atomic.Int64 // UnixNano: bytes last arrived
+	readSince atomic.Int64 // UnixNano: start of the read under way, 0 if none
 }
 
 func newLiveness(c Clock) *liveness {
@@ -36,10 +41,25 @@ func newLiveness(c Clock) *liveness {
 
 func (l *liveness) heard() { l.last.Store(l.clock.Now().UnixNano()) }
 
-// silentFor is how long the peer has been silent.
-func (l *liveness) silentFor() time.Duration {
-	return time.Duration(l.clock.Now().UnixNano() - l.last.Load())
+// reading marks the start (on) or the end (off) of a read of the link.
+func (l *liveness) reading(on bool) {
+	if on {
+		l.readSince.Store(l.clock.Now().UnixNano())
+	} else {
+		l.readSince.Store(0)
+	}
 }
 
-// lastHeard is the time the peer was last heard from.
+// silentFor is how long this side has been waiting for the peer without
+// hearing from it: zero while no read is under way.
+func (l *liveness) silentFor() time.Duration {
+	rs := l.readSince.Load()
+	if rs == 0 {
+		return 0
+	}
+	return time.Duration(l.clock.Now().UnixNano() - max(l.last.Load(), rs))
+}
+
+// lastHeard is the time the peer's bytes last arrived. The promotion rule
+// counts from it (doc.go, "Split brain"), never from readSince.
 func (l *liveness) lastHeard() time.Time { return time.Unix(0, l.last.Load()) }

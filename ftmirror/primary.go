@@ -1,10 +1,10 @@
 package ftmirror
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doppel-ft/doppel/ftmirror/wire"
@@ -102,6 +102,10 @@ type Primary struct {
 	alloc  func(int) []byte
 	snap   []byte // checkpoint snapshot buffer, reused across sessions
 
+	// relMu serialises releases to the sink (the releaser of each session
+	// and RunAlone), so the stream goes out in order.
+	relMu sync.Mutex
+
 	mu     sync.Mutex
 	epoch  uint64 // last epoch captured
 	direct bool   // release output without acks (promoted, no secondary yet)
@@ -151,15 +155,15 @@ func (p *Primary) Epoch() uint64 {
 // and has not yet had a secondary, and held otherwise. On stop it seals and
 // releases once more, so everything emitted before stop is out.
 func (p *Primary) RunAlone(stop <-chan struct{}) {
-	t := time.NewTicker(p.cfg.Epoch)
-	defer t.Stop()
+	next := p.cfg.Clock.Now().Add(p.cfg.Epoch)
 	for {
 		stopped := false
 		select {
 		case <-stop:
 			stopped = true
-		case <-t.C:
+		case <-p.cfg.Clock.After(next.Sub(p.cfg.Clock.Now())):
 		}
+		next = maxTime(next.Add(p.cfg.Epoch), p.cfg.Clock.Now())
 		p.mu.Lock()
 		p.epoch++
 		e, direct := p.epoch, p.direct && !p.served
@@ -168,7 +172,7 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		p.out.seal(e)
 		p.guest.Resume()
 		if direct {
-			p.release(e, time.Time{}, nil)
+			p.release(e, time.Time{}, nil, nil)
 		}
 		if stopped {
 			return
@@ -196,9 +200,11 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	clear(p.state) // the new secondary starts from zeroed memory
 	clear(p.tags)
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
-		outSent: p.out.releasedThrough(), snap: p.snap[:0]}
+		outSent: p.out.releasedThrough(), snap: p.snap[:0], relKick: make(chan struct{}, 1)}
+	s.revoke = ps.revoke
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
+	go ps.releaser()
 	if first {
 		err = ps.brownout()
 	} else {
@@ -239,6 +245,20 @@ type pSession struct {
 	endSent   map[uint64]time.Time
 	complete  bool
 	syncStart time.Time
+	// The newest acknowledged epoch whose output may be released, and its
+	// lease, handed from the reader to the releaser (see releaser).
+	relEpoch uint64
+	relLease time.Time
+	relKick  chan struct{} // 1-buffered: a release is pending
+	revoked  atomic.Bool   // the session failed: release nothing more on its acks
+}
+
+// revoke withdraws this session's release right before its link closes:
+// once it returns, no write to the sink happens on this session's acks.
+func (ps *pSession) revoke() {
+	ps.revoked.Store(true)
+	ps.p.relMu.Lock() // wait out a write under way
+	ps.p.relMu.Unlock()
 }
 
 // run is the protected-operation loop: a checkpoint every epoch.
@@ -283,8 +303,15 @@ func (ps *pSession) run() error {
 
 func sleepUntil(c Clock, t time.Time) {
 	if d := t.Sub(c.Now()); d > 0 {
-		time.Sleep(d)
+		<-c.After(d)
 	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // readLoop handles ACKs and heartbeats from the secondary.
@@ -292,10 +319,7 @@ func (ps *pSession) readLoop() {
 	for {
 		f, err := ps.rd.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = fmt.Errorf("%w: secondary closed the link", ErrPeerLost)
-			}
-			ps.fail(err)
+			ps.fail(linkError("secondary", err))
 			return
 		}
 		ps.live.heard()
@@ -340,7 +364,7 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 		return fmt.Errorf("%w: ACK for epoch %d never sent", ErrProtocol, e)
 	}
 	if first {
-		p.Stats.syncDone(now.Sub(ps.syncStart), p.mem.NumPages())
+		p.Stats.syncDone(now, now.Sub(ps.syncStart), p.mem.NumPages())
 	}
 	if payload[0]&1 == 0 {
 		return nil // still syncing: nothing is protected yet
@@ -351,16 +375,56 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 		return nil // too late to be sure the secondary has not promoted
 	}
 	p.cfg.hook(PointAcked, e)
-	p.release(e, sent.Add(p.cfg.Heartbeat.Lease()), func() { p.cfg.hook(PointMidRelease, e) })
-	p.cfg.hook(PointReleased, e)
+	ps.mu.Lock()
+	if e > ps.relEpoch {
+		ps.relEpoch, ps.relLease = e, sent.Add(p.cfg.Heartbeat.Lease())
+	}
+	ps.mu.Unlock()
+	select {
+	case ps.relKick <- struct{}{}:
+	default: // a release is already pending; it will take the newest epoch
+	}
 	return nil
 }
 
+// releaser writes acknowledged output to the sink. It runs apart from the
+// reader so that a slow sink (a full NIC queue) cannot stop the reading of
+// ACKs and heartbeats, which would get a healthy secondary dropped. Acks
+// that arrive while a release is under way are merged: the newest epoch
+// and its (later) lease cover all older ones.
+func (ps *pSession) releaser() {
+	p := ps.p
+	var done uint64
+	for {
+		select {
+		case <-ps.relKick:
+		case <-ps.done:
+			return
+		}
+		ps.mu.Lock()
+		e, lease := ps.relEpoch, ps.relLease
+		ps.mu.Unlock()
+		if e <= done {
+			continue
+		}
+		done = e
+		p.release(e, lease, ps.revoked.Load, func() { p.cfg.hook(PointMidRelease, e) })
+		p.cfg.hook(PointReleased, e)
+	}
+}
+
 // release sends every sealed output of epochs ≤ e to the sink, checking
-// before each write that the lease (if not zero) still holds.
-func (p *Primary) release(e uint64, lease time.Time, between func()) {
+// before each write that the lease (if not zero) still holds and that the
+// right to release was not revoked (if revoked is set).
+func (p *Primary) release(e uint64, lease time.Time, revoked func() bool, between func()) {
+	p.relMu.Lock()
+	defer p.relMu.Unlock()
 	outs := p.out.releasable(e)
 	for i, o := range outs {
+		if revoked != nil && revoked() {
+			p.out.unrelease(outs[i:])
+			return
+		}
 		if !lease.IsZero() && !p.cfg.Clock.Now().Before(lease) {
 			p.out.unrelease(outs[i:])
 			p.Stats.leaseMiss()

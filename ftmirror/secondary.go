@@ -1,7 +1,6 @@
 package ftmirror
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -31,6 +30,7 @@ type Secondary struct {
 	recs      []wire.Record
 	scratch   [PageSize]byte
 	lastHeard time.Time
+	endedAt   time.Time // when the last session ended
 	lastErr   error
 	Applied   int64 // words written by apply, for tests and stats
 }
@@ -62,6 +62,7 @@ func (s *Secondary) Serve(rw io.ReadWriteCloser) error {
 	s.mu.Lock()
 	s.rollback()
 	s.lastHeard = ss.live.lastHeard()
+	s.endedAt = s.cfg.Clock.Now()
 	s.lastErr = ss.err
 	s.mu.Unlock()
 	return ss.err
@@ -124,62 +125,74 @@ func (s *Secondary) readLoop(ss *session) error {
 	}()
 	for it := range checked {
 		if it.err != nil {
-			if errors.Is(it.err, io.EOF) {
-				return fmt.Errorf("%w: primary closed the link", ErrPeerLost)
-			}
 			if e := ss.failed(); e != nil {
 				return e
 			}
-			return it.err
+			return linkError("primary", it.err)
 		}
 		ss.live.heard()
-		if err := s.handle(ss, it.f); err != nil {
+		ack, err := s.handle(it.f)
+		if err != nil {
 			return err
+		}
+		if ack != nil {
+			// Sent without s.mu: a link that is slow to take the ACK must
+			// not hold up Committed or the end of the session. The
+			// commit it reports is final, so nothing can change under it.
+			if err := ss.send(wire.TAck, ack.epoch, []byte{ack.flags}); err != nil {
+				return err
+			}
 		}
 	}
 	<-ss.done // the reader stopped because the session ended
 	return ss.err
 }
 
-func (s *Secondary) handle(ss *session, f wire.Frame) error {
+// ackOf is an ACK to send once the frame that earned it is handled.
+type ackOf struct {
+	epoch uint64
+	flags byte
+}
+
+// handle applies one frame under s.mu; an END returns the ACK to send.
+func (s *Secondary) handle(f wire.Frame) (*ackOf, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch f.Type {
 	case wire.THeartbeat:
-		return nil
+		return nil, nil
 	case wire.TBegin:
 		rel, err := wire.ParseU64(f.Payload)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if s.open != 0 || f.Epoch <= s.committed {
-			return fmt.Errorf("%w: BEGIN %d with epoch %d open, %d committed", ErrProtocol, f.Epoch, s.open, s.committed)
+			return nil, fmt.Errorf("%w: BEGIN %d with epoch %d open, %d committed", ErrProtocol, f.Epoch, s.open, s.committed)
 		}
 		s.open, s.groups, s.records = f.Epoch, 0, 0
 		s.outLog.trim(rel)
-		return nil
+		return nil, nil
 	case wire.TGroup:
 		if f.Epoch != s.open || s.open == 0 {
-			return fmt.Errorf("%w: GROUP for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
+			return nil, fmt.Errorf("%w: GROUP for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
 		}
-		return s.applyGroup(f.Payload)
+		return nil, s.applyGroup(f.Payload)
 	case wire.TEnd:
 		if f.Epoch != s.open || s.open == 0 {
-			return fmt.Errorf("%w: END for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
+			return nil, fmt.Errorf("%w: END for epoch %d, open %d", ErrProtocol, f.Epoch, s.open)
 		}
 		if err := s.commit(f.Payload); err != nil {
-			return err
+			return nil, err
 		}
-		var flags byte
+		a := &ackOf{epoch: s.committed}
 		if s.complete && s.outLog.end() == s.outEnd {
-			flags = 1 // memory and every output byte of the committed guest
+			a.flags = 1 // memory and every output byte of the committed guest
 		}
-		// The ack is sent with s.mu held: a takeover cannot interleave.
-		return ss.send(wire.TAck, s.committed, []byte{flags})
+		return a, nil
 	case wire.TBye:
-		return fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
+		return nil, fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
 	}
-	return fmt.Errorf("%w: secondary got %v", ErrProtocol, f.Type)
+	return nil, fmt.Errorf("%w: secondary got %v", ErrProtocol, f.Type)
 }
 
 // applyGroup validates a whole group, then applies it in place, saving each
@@ -276,11 +289,24 @@ type Takeover struct {
 }
 
 // PromoteAt is the earliest time the secondary may promote itself after
-// its session ended: the heartbeat deadline after it last heard the primary.
+// its session ended: at once if the primary closed or reset the link (its
+// process is gone, or it withdrew its release right before closing), else
+// the heartbeat deadline after it last heard the primary (doc.go, "Split
+// brain").
 func (s *Secondary) PromoteAt() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if closedByPeer(s.lastErr) {
+		return s.endedAt
+	}
 	return s.lastHeard.Add(s.cfg.Heartbeat.Deadline())
+}
+
+// LastHeard is when the primary's bytes last arrived in the last session.
+func (s *Secondary) LastHeard() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastHeard
 }
 
 // Takeover returns the committed guest for promotion. It must be called

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/doppel-ft/doppel/ftmirror/wire"
@@ -14,12 +15,32 @@ import (
 
 // Errors returned by sessions.
 var (
-	ErrPeerLost   = errors.New("ftmirror: peer silent past the heartbeat deadline")
+	ErrPeerLost   = errors.New("ftmirror: peer lost")
 	ErrProtocol   = errors.New("ftmirror: protocol violation")
 	ErrFenced     = errors.New("ftmirror: a newer generation exists; this primary is fenced")
 	ErrIncomplete = errors.New("ftmirror: secondary holds no complete committed epoch; cannot take over")
 	ErrMismatch   = errors.New("ftmirror: peers disagree on guest memory size")
 )
+
+// peerGone reports whether a link error means the peer's end is gone: the
+// stream ended (between frames or mid-frame) or the connection was reset or
+// broken. On the FT link (a direct cable, no middlebox) that happens only
+// when the peer's process or host died or the peer closed the session.
+func peerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, io.ErrClosedPipe)
+}
+
+// linkError maps an error reading or writing the link to what it means for
+// the session: a peer that is gone (see peerGone) is ErrPeerLost, wrapping
+// the cause; anything else (a refused frame) is returned as is.
+func linkError(who string, err error) error {
+	if err == nil || errors.Is(err, ErrPeerLost) || !peerGone(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %s closed the link: %w", ErrPeerLost, who, err)
+}
 
 // Point names a place in the protocol where a test or the simulator may
 // inject a fault (Config.Hook); the simulator kills the process there.
@@ -48,6 +69,7 @@ const readRing = 8
 // session is one authenticated connection between a primary and a
 // secondary. One goroutine reads; writes are serialised by wmu.
 type session struct {
+	clock Clock
 	rw    io.ReadWriteCloser
 	codec *wire.Codec
 	rd    *wire.Reader
@@ -62,6 +84,11 @@ type session struct {
 	once sync.Once
 	err  error
 	done chan struct{}
+	// revoke, if set, is called when the session fails, before the link
+	// is closed: the primary gives up its right to release output on
+	// this session's acks, so that a peer seeing the link close may
+	// promote itself at once (doc.go, "Failure detection").
+	revoke func()
 }
 
 // handshake exchanges HELLOs and derives the session key. The primary
@@ -79,7 +106,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 		return nil, wire.Hello{}, err
 	}
 	lr := &liveReader{r: rw}
-	s := &session{rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
+	s := &session{clock: clock, rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
 		done: make(chan struct{}), out: make(chan outFrame, 8)}
 	send := func() error {
 		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
@@ -95,7 +122,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	}
 	f, err := s.rd.Next()
 	if err != nil {
-		return nil, wire.Hello{}, fmt.Errorf("handshake: %w", err)
+		return nil, wire.Hello{}, fmt.Errorf("handshake: %w", linkError("peer", err))
 	}
 	if f.Type != wire.THello {
 		return nil, wire.Hello{}, fmt.Errorf("%w: handshake got %v", ErrProtocol, f.Type)
@@ -136,11 +163,16 @@ type liveReader struct {
 }
 
 func (l *liveReader) Read(b []byte) (int, error) {
+	lv := l.live.Load()
+	if lv != nil {
+		lv.reading(true)
+	}
 	n, err := l.r.Read(b)
-	if n > 0 {
-		if lv := l.live.Load(); lv != nil {
+	if lv != nil {
+		if n > 0 {
 			lv.heard()
 		}
+		lv.reading(false)
 	}
 	return n, err
 }
@@ -149,9 +181,18 @@ func (l *liveReader) Read(b []byte) (int, error) {
 func (s *session) fail(err error) {
 	s.once.Do(func() {
 		s.err = err
+		close(s.done) // stops the writer and the heartbeats
+		if s.revoke != nil {
+			s.revoke()
+		}
 		s.rw.Close()
-		close(s.done)
 	})
+}
+
+// closedByPeer reports whether a session's error means the peer closed or
+// reset the link (rather than falling silent or sending a bad frame).
+func closedByPeer(err error) bool {
+	return errors.Is(err, ErrPeerLost) && peerGone(err)
 }
 
 func (s *session) failed() error {
@@ -224,17 +265,17 @@ func (s *session) writer() {
 		if of.split != nil {
 			h := len(b) / 2
 			if _, err := s.rw.Write(b[:h]); err != nil {
-				s.fail(fmt.Errorf("%w: write: %v", ErrPeerLost, err))
+				s.fail(fmt.Errorf("%w: write: %w", ErrPeerLost, err))
 				return
 			}
 			of.split()
 			b = b[h:]
 		}
 		if _, err := s.rw.Write(b); err != nil {
-			s.fail(fmt.Errorf("%w: write: %v", ErrPeerLost, err))
+			s.fail(fmt.Errorf("%w: write: %w", ErrPeerLost, err))
 			return
 		}
-		s.lastSent.Store(time.Now().UnixNano())
+		s.lastSent.Store(s.clock.Now().UnixNano())
 		if of.done != nil {
 			of.done()
 		}
@@ -250,19 +291,17 @@ func (s *session) send(t wire.Type, epoch uint64, payload []byte) error {
 // heartbeats sends a HEARTBEAT whenever nothing was sent for an interval,
 // and fails the session when the peer has been silent past the deadline.
 func (s *session) heartbeats(clock Clock) {
-	t := time.NewTicker(s.hb.Interval / 2)
-	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-t.C:
+		case <-clock.After(s.hb.Interval / 2):
 		}
-		if s.live.silentFor() > s.hb.Deadline() {
-			s.fail(fmt.Errorf("%w: silent for %v", ErrPeerLost, s.live.silentFor().Round(time.Millisecond)))
+		if d := s.live.silentFor(); d > s.hb.Deadline() {
+			s.fail(fmt.Errorf("%w: silent for %v", ErrPeerLost, d.Round(time.Millisecond)))
 			return
 		}
-		if time.Since(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {
+		if clock.Now().Sub(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {
 			if err := s.send(wire.THeartbeat, 0, wire.AppendU64(nil, uint64(clock.Now().UnixNano()))); err != nil {
 				s.fail(err)
 				return

@@ -1,20 +1,23 @@
 package ftmirror
 
 import (
-	"sort"
 	"sync"
 	"time"
 )
 
-// Stats are the primary's measurements. Methods are safe for concurrent use.
+// Stats are the primary's measurements, in fixed-size histograms and
+// counters: a long run does not grow them. Methods are safe for concurrent
+// use.
 type Stats struct {
 	mu          sync.Mutex
-	pauses      []time.Duration
-	wireBytes   []int64
-	dirtyBytes  []int64
-	releaseLat  []time.Duration
-	ackLat      []time.Duration
-	rounds      []int
+	pauses      histogram
+	wireBytes   meanOf
+	dirtyBytes  meanOf
+	releaseLat  histogram
+	ackLat      histogram
+	acks        int
+	slowAcks    [][2]float64 // the first maxSlowAcks acks over 10 ms: [index, ms]
+	rounds      []int        // brownout rounds of the first sync (at most BrownoutMaxRounds)
 	syncTime    time.Duration
 	syncBytes   int64
 	leaseMisses int
@@ -22,21 +25,36 @@ type Stats struct {
 	sinkErrs    int
 	lastSinkErr error
 	protected   time.Time // when the first complete epoch was acknowledged
-	parts       [3][]time.Duration
+	parts       [3]histogram
 	lastCkpt    time.Time
-	gaps        []time.Duration // between checkpoints
+	gaps        histogram // between checkpoints
 }
 
-func (s *Stats) checkpoint(pause time.Duration, wire, dirty int64) {
+const maxSlowAcks = 50
+
+// meanOf keeps a running mean.
+type meanOf struct {
+	sum float64
+	n   int
+}
+
+func (m *meanOf) add(v int64) { m.sum += float64(v); m.n++ }
+func (m *meanOf) mean() float64 {
+	if m.n == 0 {
+		return 0
+	}
+	return m.sum / float64(m.n)
+}
+
+func (s *Stats) checkpoint(now time.Time, pause time.Duration, wire, dirty int64) {
 	s.mu.Lock()
-	now := time.Now()
 	if !s.lastCkpt.IsZero() {
-		s.gaps = append(s.gaps, now.Sub(s.lastCkpt))
+		s.gaps.add(now.Sub(s.lastCkpt))
 	}
 	s.lastCkpt = now
-	s.pauses = append(s.pauses, pause)
-	s.wireBytes = append(s.wireBytes, wire)
-	s.dirtyBytes = append(s.dirtyBytes, dirty)
+	s.pauses.add(pause)
+	s.wireBytes.add(wire)
+	s.dirtyBytes.add(dirty)
 	s.mu.Unlock()
 }
 
@@ -44,9 +62,9 @@ func (s *Stats) checkpoint(pause time.Duration, wire, dirty int64) {
 // and the rest (state, output seal, resume).
 func (s *Stats) pauseParts(harvest, copying, rest time.Duration) {
 	s.mu.Lock()
-	s.parts[0] = append(s.parts[0], harvest)
-	s.parts[1] = append(s.parts[1], copying)
-	s.parts[2] = append(s.parts[2], rest)
+	s.parts[0].add(harvest)
+	s.parts[1].add(copying)
+	s.parts[2].add(rest)
 	s.mu.Unlock()
 }
 
@@ -57,28 +75,34 @@ func (s *Stats) released(now time.Time, marks []emitMark) {
 			s.heldInSync++ // emitted before protection began: held for the sync
 			continue
 		}
-		s.releaseLat = append(s.releaseLat, now.Sub(m.at))
+		s.releaseLat.add(now.Sub(m.at))
 	}
 	s.mu.Unlock()
 }
 
 func (s *Stats) ack(d time.Duration) {
 	s.mu.Lock()
-	s.ackLat = append(s.ackLat, d)
+	if d > 10*time.Millisecond && len(s.slowAcks) < maxSlowAcks {
+		s.slowAcks = append(s.slowAcks, [2]float64{float64(s.acks), float64(d) / 1e6})
+	}
+	s.acks++
+	s.ackLat.add(d)
 	s.mu.Unlock()
 }
 
 func (s *Stats) round(pages int) {
 	s.mu.Lock()
-	s.rounds = append(s.rounds, pages)
+	if len(s.rounds) < 64 {
+		s.rounds = append(s.rounds, pages)
+	}
 	s.mu.Unlock()
 }
 
-func (s *Stats) syncDone(d time.Duration, pages int) {
+func (s *Stats) syncDone(now time.Time, d time.Duration, pages int) {
 	s.mu.Lock()
 	if s.syncTime == 0 {
 		s.syncTime, s.syncBytes = d, int64(pages)*PageSize
-		s.protected = time.Now()
+		s.protected = now
 	}
 	s.mu.Unlock()
 }
@@ -121,51 +145,26 @@ type Summary struct {
 	SinkErrors       int           `json:"sink_errors"`
 }
 
-// Summary computes percentiles over everything recorded so far.
+// Summary computes percentiles over everything recorded so far (from the
+// histograms: within about 3% of the exact values; maxima are exact).
 func (s *Stats) Summary() Summary {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sum := Summary{
 		SyncSeconds: s.syncTime.Seconds(), SyncBytes: s.syncBytes,
 		BrownoutRounds: append([]int(nil), s.rounds...),
-		Checkpoints:    len(s.pauses), Released: len(s.releaseLat),
+		Checkpoints:    int(s.pauses.n), Released: int(s.releaseLat.n),
 		HeldInSync: s.heldInSync, LeaseMisses: s.leaseMisses, SinkErrors: s.sinkErrs,
+		SlowAcks: append([][2]float64(nil), s.slowAcks...),
 	}
-	sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms = pct(s.pauses)
-	sum.ReleaseP50ms, sum.ReleaseP99ms, _ = pct(s.releaseLat)
-	sum.AckP50ms, sum.AckP99ms, _ = pct(s.ackLat)
-	_, sum.GapP99ms, sum.GapMaxms = pct(s.gaps)
-	for i, d := range s.ackLat {
-		if d > 10*time.Millisecond && len(sum.SlowAcks) < 50 {
-			sum.SlowAcks = append(sum.SlowAcks, [2]float64{float64(i), float64(d) / 1e6})
-		}
-	}
+	sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms = s.pauses.pct()
+	sum.ReleaseP50ms, sum.ReleaseP99ms, _ = s.releaseLat.pct()
+	sum.AckP50ms, sum.AckP99ms, _ = s.ackLat.pct()
+	_, sum.GapP99ms, sum.GapMaxms = s.gaps.pct()
 	for i := range s.parts {
-		_, sum.PauseParts[i][0], sum.PauseParts[i][1] = pct(s.parts[i])
+		_, sum.PauseParts[i][0], sum.PauseParts[i][1] = s.parts[i].pct()
 	}
-	sum.WireBytesPerCkpt = mean(s.wireBytes)
-	sum.DirtyBytesPerCk = mean(s.dirtyBytes)
+	sum.WireBytesPerCkpt = s.wireBytes.mean()
+	sum.DirtyBytesPerCk = s.dirtyBytes.mean()
 	return sum
-}
-
-func pct(d []time.Duration) (p50, p99, max float64) {
-	if len(d) == 0 {
-		return 0, 0, 0
-	}
-	c := append([]time.Duration(nil), d...)
-	sort.Slice(c, func(i, j int) bool { return c[i] < c[j] })
-	ms := func(x time.Duration) float64 { return float64(x) / 1e6 }
-	at := func(q float64) time.Duration { return c[min(len(c)-1, int(q*float64(len(c))))] }
-	return ms(at(0.50)), ms(at(0.99)), ms(c[len(c)-1])
-}
-
-func mean(v []int64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	var t int64
-	for _, x := range v {
-		t += x
-	}
-	return float64(t) / float64(len(v))
 }

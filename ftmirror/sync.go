@@ -1,5 +1,7 @@
 package ftmirror
 
+import "fmt"
+
 // brownout is the initial sync (F2): every page is sent while the guest
 // runs, then rounds of the pages dirtied meanwhile until a round is small
 // or stops shrinking; the blackout is then an ordinary checkpoint that
@@ -10,7 +12,10 @@ func (ps *pSession) brownout() error {
 	if err := ps.begin(); err != nil {
 		return err
 	}
-	ps.dirty = p.dirty.Harvest(ps.dirty[:0]) // from here on, writes are tracked
+	var err error
+	if ps.dirty, err = p.dirty.Harvest(ps.dirty[:0]); err != nil { // from here on, writes are tracked
+		return fmt.Errorf("sync: harvest: %w", err)
+	}
 	n := p.mem.NumPages()
 	all := make([]uint32, n)
 	for i := range all {
@@ -23,7 +28,9 @@ func (ps *pSession) brownout() error {
 	prev := n
 	for round := 2; ; round++ {
 		p.cfg.hook(PointSyncRound, uint64(round))
-		ps.dirty = p.dirty.Harvest(ps.dirty[:0])
+		if ps.dirty, err = p.dirty.Harvest(ps.dirty[:0]); err != nil {
+			return fmt.Errorf("sync round %d: harvest: %w", round, err)
+		}
 		if err := ps.livePages(ps.dirty, false); err != nil {
 			return err
 		}
@@ -49,7 +56,10 @@ func (ps *pSession) resyncChunk() error {
 	p := ps.p
 	n := p.mem.NumPages()
 	if ps.cursor == 0 {
-		ps.dirty = p.dirty.Harvest(ps.dirty[:0]) // track writes from here on
+		var err error
+		if ps.dirty, err = p.dirty.Harvest(ps.dirty[:0]); err != nil { // track writes from here on
+			return fmt.Errorf("resync: harvest: %w", err)
+		}
 	}
 	hi := min(ps.cursor+p.cfg.ResyncPagesPerEpoch, n)
 	ps.epochDirty += hi - ps.cursor // counted as raw bytes sent

@@ -13,6 +13,7 @@ import (
 	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/selftest"
+	xcpu "golang.org/x/sys/cpu"
 )
 
 // hostChurnCap is how much the allocation churn self-test allocates on a
@@ -49,6 +50,7 @@ func boot(args []string, out io.Writer) (*kernel, error) {
 		k.log.Printf("board", "%s", trimBoard(err))
 	}
 	registerVMXReport(k.bareMetal)
+	registerSVMReport(k.bareMetal)
 	k.reportCPU()
 	k.reportMemory()
 	k.reportModules()
@@ -78,6 +80,10 @@ func (k *kernel) reportCPU() {
 	if err := k.cpuReport(k.log.Writer("cpu")); err != nil {
 		k.log.Printf("cpu", "report: %v", err)
 	}
+	// What Go's own feature detection (CPUID.OSXSAVE and XGETBV, as the
+	// runtime's internal/cpu does) finds: the boot layer turns on XSAVE
+	// so ring-0 Go gets AVX2 and AVX-512 where the CPU has them.
+	k.log.Printf("cpu", "Go sees: AVX %v, AVX2 %v, AVX-512F %v", xcpu.X86.HasAVX, xcpu.X86.HasAVX2, xcpu.X86.HasAVX512F)
 }
 
 func (k *kernel) reportMemory() {
@@ -180,7 +186,7 @@ func (k *kernel) shell(in io.Reader) error {
 		In:       in,
 		Out:      k.out,
 		Echo:     k.bareMetal, // a host terminal echoes by itself
-		Commands: append(append(console.Builtins(sys), crashCommand), nicCommands()...),
+		Commands: append(append(console.Builtins(sys), crashCommand, restoreCommand), nicCommands()...),
 	}
 	k.log.Printf("kernel", "shell on the console; type help")
 	if err := sh.Run(); err != nil {

@@ -41,6 +41,8 @@ const (
 // run is the kernel, parameterised by its console so host tests can drive
 // it.
 func run(args []string, in io.Reader, out io.Writer) int {
+	guestConsole = newConsoleMux(in, out) // a guest may own the console (kernel/guest.go)
+	in = guestConsole
 	k, err := boot(args, out)
 	if err != nil {
 		return fatal(k, err)

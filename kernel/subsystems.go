@@ -53,7 +53,10 @@ func startGuest(k *kernel) error {
 		return nil
 	}
 	k.log.Printf("guest", "module %q at %#x-%#x (%s)", m.Name, m.Start, m.End, board.FormatBytes(m.Size()))
-	err = dirtytest.RunFromFlags(k.out, k.flags)
+	if k.startPCGuest(m) { // a kernel the loader knows: vmm/pc, kernel/guest.go
+		return nil
+	}
+	err = runTestGuest(k.out, k.flags)
 	switch {
 	case errors.Is(err, dirtytest.ErrNoVT):
 		k.log.Printf("vmm", "%v; the console stays up", err)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deps.sh installs what building and testing doppel needs, if it is missing:
 # the freestanding toolchain for boot/, GRUB (BIOS and UEFI) and xorriso for
-# the ISO, QEMU, OVMF and Bochs for the emulator tests, socat for an interactive serial console, and
+# the ISO, QEMU, OVMF and Bochs for the emulator tests, socat for an interactive serial console,
+# iasl (acpica-tools) to check the ACPI tables, and
 # the Go modules. It is idempotent and quiet when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ declare -A want=(
   [gcc]=gcc [as]=binutils [ld]=binutils [objcopy]=binutils
   [grub-mkrescue]=grub-common [xorriso]=xorriso [mformat]=mtools
   [qemu-system-x86_64]=qemu-system-x86 [bochs]=bochs [socat]=socat
+  [iasl]=acpica-tools
 )
 missing=()
 for cmd in "${!want[@]}"; do

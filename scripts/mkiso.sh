@@ -3,7 +3,8 @@
 # builds a GRUB ISO, bootable under BIOS and (with grub-efi-amd64-bin
 # installed, see deps.sh) UEFI, that boots KERNEL with multiboot2, the given
 # command line and modules (each passed with its NAME as the module's command
-# line), GRUB itself speaking on COM1 at 115200. Used by the emulator tests to
+# line; a NAME with spaces is the file's name, then the rest of the module's
+# command line), GRUB itself speaking on COM1 at 115200. Used by the emulator tests to
 # boot the same image with different flags.
 set -euo pipefail
 out=$1 kernel=$2 cmdline=$3
@@ -14,8 +15,9 @@ mkdir -p "$dir/boot/grub"
 cp "$kernel" "$dir/boot/doppel.bin"
 mods=""
 while [ $# -ge 2 ]; do
-  cp "$1" "$dir/boot/$2"
-  mods+="  module2 /boot/$2 $2"$'\n'
+  name=${2%% *} # NAME may go on with the module's arguments: "vmlinuz console=ttyS0"
+  cp "$1" "$dir/boot/$name"
+  mods+="  module2 /boot/$name $2"$'\n'
   shift 2
 done
 cat > "$dir/boot/grub/grub.cfg" <<CFG

@@ -17,7 +17,7 @@
 // them is pure Go and tested on a Linux host: field encodings, control bits
 // and their adjustment against the capability MSRs, the capability report,
 // exit-qualification decoders, the exit dispatch table and the doppel test
-// port protocol. Virtual devices live in their own packages (vmm/serial).
+// port protocol. Virtual devices live in their own packages (vmm/devices/...).
 //
 // # Test guest start state
 //
@@ -70,9 +70,41 @@
 // (doppel.vmexittest=1, vmm/dirtytest) proves both, the guest's CPUID view
 // and the external-interrupt path under Bochs.
 //
-// Not yet done: guest x87/SSE state is not switched (the test guest uses
-// none, and Go treats vector registers as clobbered across the call, but a
-// real guest needs XSAVE/XRSTOR around entry); no VPID (every transition
-// flushes linear mappings); no event injection, so a guest that halts
-// stops; MSR accesses exit and are unhandled (no MSR bitmap).
+// # Machine
+//
+// A Machine (machine.go) is one guest: its RAM (GuestMemory, guest-physical
+// 0 to len), a port bus and an MMIO bus (overlap-checked), named devices,
+// and one goroutine per vCPU locked to its pinned host thread. Between two
+// guest entries every vCPU passes a run-state gate (one atomic load while
+// running): Pause sets Pausing, kicks every vCPU and returns when all are
+// parked at an instruction boundary (after an exit, before the next entry);
+// Resume lets them go; Stop ends them. Save, on a paused machine, returns
+// a Snapshot of every vCPU, every device and all memory; Restore loads one
+// into a machine that has not started (its vCPUs load their part on their
+// own threads). The vendor side is the CPU interface, so the run-state
+// logic is tested on the host with fake vCPUs (machine_test.go, -race).
+//
+// # Full guests on VT-x
+//
+// VMXCPU (vmxcpu.go) is the CPU of a full guest: MSR bitmap (FS/GS base,
+// SYSENTER and the syscall MSRs pass through; the rest exits to GuestMSRs,
+// whose misses are #GP), the syscall MSRs loaded at entry and stored at
+// exit through one MSR area with the host's restored at exit, TSC
+// offsetting (the guest clock is the TSC: TSCClock), VPID, RDTSCP and
+// INVPCID when the CPU has the controls (CPUIDView hides them otherwise),
+// CR8 and MWAIT/MONITOR exiting, x87/SSE switched by FXSAVE/FXRSTOR inside
+// the entry stub, interrupt injection before every entry with interrupt-
+// window exiting (Injector), HLT that sleeps until a timer or interrupt is
+// due, MMIO by decoding the faulting instruction with x86asm (mmio.go),
+// string I/O (stringio.go), an application processor that waits for
+// INIT/SIPI, and Save/Restore of the whole vCPU state (gueststate.go).
+// Kick interrupts a running vCPU with tgkill's IPI; the preemption timer
+// bounds the rest. The guest sees CPUIDView's CPUID: its own topology, the
+// hypervisor and timing leaves, and a TSC rate in leaf 0x15 that Linux's
+// 32-bit arithmetic reads right (CrystalFor). vmm/pc wires a PC around it.
+//
+// Not yet done: guest XSAVE state beyond x87/SSE (CPUIDView hides XSAVE
+// and AVX from guests; the host now has OSXSAVE, so XCR0 switching and
+// XSAVE around entry are the next step); posted interrupts and APIC
+// virtualisation (every APIC access exits); NMI injection.
 package vmm

@@ -64,6 +64,40 @@ type VCPU struct {
 	OnPMLFull func() error
 	// Counts counts exits by basic reason.
 	Counts [NumExitReasons]uint64
+
+	// What a full guest needs; the test guest leaves them nil.
+
+	// MSRs answers RDMSR and WRMSR exits (nil: they stop the guest).
+	MSRs MSRHandler
+	// MSRFaults counts MSR accesses answered with #GP.
+	MSRFaults uint64
+	// View is the guest's CPUID (nil: the host's, lightly edited).
+	View *CPUIDView
+	// APICID is this vCPU's local APIC ID, for CPUID.
+	APICID uint32
+	// XCR0 is the guest's XCR0 (XSETBV exits) and XCR0Allowed what it
+	// may set (the components the entry path switches).
+	XCR0, XCR0Allowed uint64
+	// OnHalt sleeps a halted vCPU until an interrupt is due or it is
+	// kicked; nil stops the guest at HLT.
+	OnHalt func(v *VCPU) (Action, error)
+	// Mem and MMIO serve MMIO emulation and string I/O.
+	Mem  GuestMemory
+	MMIO *MMIOBus
+	// MMIOExits counts emulated MMIO accesses.
+	MMIOExits uint64
+	// TPR is the LAPIC's task priority, for MOV CR8 exits.
+	TPR interface {
+		TPR() uint8
+		SetTPR(uint8)
+	}
+}
+
+// MSRHandler answers a guest's RDMSR and WRMSR; an error wrapping
+// ErrMSRFault becomes #GP(0) in the guest, any other stops it.
+type MSRHandler interface {
+	Read(msr uint32) (uint64, error)
+	Write(msr uint32, v uint64) error
 }
 
 // Errors of exit handling; the messages wrap them with the details.
@@ -92,6 +126,14 @@ func init() {
 		ExitEPTMisconfig:      handleEPTMisconfig,
 		ExitPMLFull:           handlePMLFull,
 		ExitPreemptionTimer:   handlePreemptionTimer,
+		ExitInterruptWindow:   handleInterruptWindow,
+		ExitRDMSR:             handleRDMSR,
+		ExitWRMSR:             handleWRMSR,
+		ExitXSETBV:            handleXSETBV,
+		ExitCRAccess:          handleCRAccess,
+		ExitMWAIT:             handleUD,
+		ExitMONITOR:           handleUD,
+		ExitRDPMC:             handleGP,
 	}
 }
 
@@ -141,6 +183,17 @@ func (e *TripleFaultError) Is(target error) bool { return target == ErrTripleFau
 // any pending interrupt) back; the next entry reloads the timer.
 func handlePreemptionTimer(*VCPU, *Exit) (Action, error) { return ActionResume, nil }
 
+// handleUD answers an instruction doppel hides (MONITOR, MWAIT: CPUID
+// says they are absent) with #UD, as the CPU would.
+func handleUD(v *VCPU, _ *Exit) (Action, error) {
+	return ActionResume, InjectException(v.VMCS, VectorUD, false, 0)
+}
+
+// handleGP answers RDPMC (no performance counters offered) with #GP(0).
+func handleGP(v *VCPU, _ *Exit) (Action, error) {
+	return ActionResume, InjectException(v.VMCS, VectorGP, true, 0)
+}
+
 // handleTripleFault stops the guest: a shut-down guest cannot go on, but
 // the host can (doppel reports it and keeps running).
 func handleTripleFault(_ *VCPU, e *Exit) (Action, error) {
@@ -157,6 +210,12 @@ func handleCPUID(v *VCPU, e *Exit) (Action, error) {
 	leaf, sub := uint32(v.Regs.RAX), uint32(v.Regs.RCX)
 	var a, b, c, d uint32
 	switch {
+	case v.View != nil:
+		cr4, err := v.VMCS.Read(GuestCR4)
+		if err != nil {
+			return ActionStop, err
+		}
+		a, b, c, d = v.View.Query(v.APICID, cr4, v.XCR0, leaf, sub)
 	case leaf == 0x4000_0000:
 		s := []byte(HypervisorSignature)
 		a = 0x4000_0000
@@ -179,17 +238,23 @@ func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
-// handleHLT stops the guest: doppel injects no interrupts yet, so a halted
-// guest never wakes.
+// handleHLT moves past the HLT and sleeps in v.OnHalt until an interrupt
+// is due; without OnHalt (the test guest) a halted guest stops.
 func handleHLT(v *VCPU, e *Exit) (Action, error) {
-	return ActionStop, skip(v, e)
+	if err := skip(v, e); err != nil {
+		return ActionStop, err
+	}
+	if v.OnHalt == nil {
+		return ActionStop, nil
+	}
+	return v.OnHalt(v)
 }
 
-// handleIO emulates IN and OUT on the bus (string forms are not supported).
+// handleIO emulates IN and OUT on the bus; string forms in stringio.go.
 func handleIO(v *VCPU, e *Exit) (Action, error) {
 	q := IOQual(e.Qualification)
 	if q.StringOp() {
-		return ActionStop, fmt.Errorf("%w: %v at rip %#x", ErrUnsupported, q, e.RIP)
+		return handleStringIO(v, e)
 	}
 	size := q.Size()
 	if q.In() {
@@ -209,6 +274,9 @@ func handleIO(v *VCPU, e *Exit) (Action, error) {
 
 func handleEPTViolation(v *VCPU, e *Exit) (Action, error) {
 	q := EPTViolationQual(e.Qualification)
+	if v.MMIO != nil && v.MMIO.Claimed(e.GuestPhysical) {
+		return HandleMMIO(v, e)
+	}
 	if v.OnEPTViolation != nil {
 		return v.OnEPTViolation(v, e.GuestPhysical, q)
 	}

@@ -73,7 +73,7 @@ func TestDispatchIO(t *testing.T) {
 	if v.Regs.RAX != 0xFFFF || v.Bus.Unclaimed != 1 {
 		t.Errorf("unclaimed in: rax %#x, count %d", v.Regs.RAX, v.Bus.Unclaimed)
 	}
-	// String I/O is refused, not mis-emulated.
+	// String I/O without guest memory is refused, not mis-emulated.
 	if _, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitIOInstruction), Qualification: ioQual(0x3F8, 1, false) | IOQualString}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("outsb: %v", err)
 	}
@@ -120,7 +120,8 @@ func TestDispatchStops(t *testing.T) {
 			ActionStop, ErrEntryFailed, "invalid guest state"},
 		{"MSR loading", Exit{Reason: ExitReasonEntryFailure | ExitReasonField(ExitMSRLoading), Qualification: 3},
 			ActionStop, ErrEntryFailed, "MSR-load list entry 3"},
-		{"unknown", Exit{Reason: ExitReasonField(ExitRDMSR), Qualification: 0}, ActionStop, ErrUnhandledExit, "RDMSR"},
+		{"unknown", Exit{Reason: ExitReasonField(ExitINVD), Qualification: 0}, ActionStop, ErrUnhandledExit, "INVD"},
+		{"rdmsr without MSR file", Exit{Reason: ExitReasonField(ExitRDMSR), Qualification: 0}, ActionStop, ErrUnhandledExit, "rdmsr"},
 		{"PML full without consumer", Exit{Reason: ExitReasonField(ExitPMLFull)}, ActionStop, ErrUnhandledExit, "PML"},
 	} {
 		act, err := Dispatch(v, &c.e)

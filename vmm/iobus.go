@@ -3,6 +3,7 @@ package vmm
 import (
 	"fmt"
 	"sort"
+	"sync"
 )
 
 // PortDevice is a device on the guest's I/O port bus. Offsets are relative
@@ -18,6 +19,9 @@ type IOBus struct {
 	// Unclaimed counts accesses to ports no device claims: reads return
 	// all ones, writes are dropped.
 	Unclaimed uint64
+	// Lock, if set, is held around every device access (the machine's
+	// device lock, shared with the MMIO bus and the timers).
+	Lock sync.Locker
 }
 
 type portRange struct {
@@ -52,6 +56,10 @@ func (b *IOBus) find(port uint16) *portRange {
 
 // In reads size bytes from port.
 func (b *IOBus) In(port uint16, size int) uint32 {
+	if b.Lock != nil {
+		b.Lock.Lock()
+		defer b.Lock.Unlock()
+	}
 	if r := b.find(port); r != nil {
 		return r.dev.PortIn(port-uint16(r.base), size)
 	}
@@ -61,6 +69,10 @@ func (b *IOBus) In(port uint16, size int) uint32 {
 
 // Out writes size bytes of value to port.
 func (b *IOBus) Out(port uint16, size int, value uint32) {
+	if b.Lock != nil {
+		b.Lock.Lock()
+		defer b.Lock.Unlock()
+	}
 	if r := b.find(port); r != nil {
 		r.dev.PortOut(port-uint16(r.base), size, value&(^uint32(0)>>(32-8*size)))
 		return

@@ -7,7 +7,7 @@ import "fmt"
 // CPU) that created h.
 func (h *HWVCPU) Run(v *VCPU) error {
 	for {
-		if res := vmentry(&v.Regs, h.launched); res != 0 {
+		if res := vmentry(&v.Regs, h.launched, nil); res != 0 {
 			return fmt.Errorf("%w: %v (controls pin %#x proc %#x proc2 %#x exit %#x entry %#x)",
 				ErrEntryFailed, h.entryError(res), h.Pin, h.Proc, h.Proc2, h.ExitCtl, h.EntryCtl)
 		}

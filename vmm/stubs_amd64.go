@@ -19,7 +19,7 @@ func vmwrite(field, value uint64) uint8
 func invept(typ uint64, desc *[2]uint64) uint8
 
 //go:noescape
-func vmentry(regs *Regs, launched bool) uint8
+func vmentry(regs *Regs, launched bool, fx *FXState) uint8
 
 // vmexitEntry is HOST_RIP; never called from Go.
 func vmexitEntry()

@@ -80,21 +80,34 @@ TEXT ·invept(SB), NOSPLIT, $0-17
 	FLAGS_TO_RESULT(ret+16(FP))
 	RET
 
-// func vmentry(regs *Regs, launched bool) uint8
+// func vmentry(regs *Regs, launched bool, fx *FXState) uint8
 //
 // Enters the guest with the registers in regs and returns at its next VM
 // exit (0) or when the entry fails (1 VMfailInvalid, 2 VMfailValid).
 // Interrupts are off from before HOST_RSP is written until after the exit:
 // with guest registers loaded no host interrupt may run, and Go stacks move,
 // so HOST_RSP and HOST_RIP are written here, immediately before each entry.
-// At HOST_RSP the stack holds [regs][saved BP][return address][args], which
-// vmexitEntry unwinds.
-TEXT ·vmentry(SB), NOSPLIT, $0-17
+// At HOST_RSP the stack holds [regs][fx][saved BP][return address][args],
+// which vmexitEntry unwinds.
+//
+// With fx non-nil the guest's x87/SSE state is switched here too (FXSAVE
+// and FXRSTOR, SDM Vol. 1 10.5): the host's goes to fx.Host and the
+// guest's comes from fx.Guest before the entry, and the reverse after the
+// exit, all with interrupts off. It cannot be done from Go: Go code
+// between the restore and the entry would clobber X15 and MXCSR.
+TEXT ·vmentry(SB), NOSPLIT, $0-25
 	MOVQ regs+0(FP), AX
 	MOVBQZX launched+8(FP), BX
+	MOVQ fx+16(FP), DX
 	CLI
 	PUSHQ BP
+	PUSHQ DX
 	PUSHQ AX
+	TESTQ DX, DX
+	JZ   nofx
+	FXSAVE64 512(DX)
+	FXRSTOR64 0(DX)
+nofx:
 	// VMWRITE HOST_RSP (0x6C14), RSP: 0F 79 /r, ModRM 0xCC = RCX, RSP.
 	MOVQ $0x6C14, CX
 	BYTE $0x0F; BYTE $0x79; BYTE $0xCC
@@ -132,21 +145,28 @@ entryfail:
 	SETCS BX
 	SETEQ CX
 	POPQ AX
+	POPQ DX
 	POPQ BP
+	TESTQ DX, DX
+	JZ   failnofx
+	// The guest did not run: its state is still in fx.Guest.
+	FXRSTOR64 512(DX)
+failnofx:
 	STI
 	MOVBQZX BX, BX
 	MOVBQZX CX, CX
 	SHLQ $1, CX
 	ORQ  CX, BX
-	MOVB BX, ret+16(FP)
+	MOVB BX, ret+24(FP)
 	RET
 
 // func vmexitEntry()
 //
 // HOST_RIP: the CPU comes here at every VM exit with RSP = HOST_RSP, the
 // guest's general registers still loaded, and IF clear (27.5.3). It saves
-// them into the Regs that vmentry pushed, restores BP, writes vmentry's
-// result (0) and returns to vmentry's caller. Never called from Go.
+// them into the Regs that vmentry pushed, switches x87/SSE state back if
+// vmentry switched it, restores BP, writes vmentry's result (0) and
+// returns to vmentry's caller. Never called from Go.
 TEXT ·vmexitEntry(SB), NOSPLIT|NOFRAME, $0-0
 	PUSHQ AX
 	MOVQ 8(SP), AX
@@ -166,11 +186,17 @@ TEXT ·vmexitEntry(SB), NOSPLIT|NOFRAME, $0-0
 	MOVQ R15, 112(AX)
 	POPQ BX
 	MOVQ BX, 0(AX)
-	MOVQ 8(SP), BP
-	ADDQ $16, SP
-	// SP is at vmentry's return address: args at 8(SP) and 16(SP), the
-	// result byte at 24(SP).
-	MOVB $0, 24(SP)
+	MOVQ 8(SP), DX
+	TESTQ DX, DX
+	JZ   exitnofx
+	FXSAVE64 0(DX)
+	FXRSTOR64 512(DX)
+exitnofx:
+	MOVQ 16(SP), BP
+	ADDQ $24, SP
+	// SP is at vmentry's return address: args at 8(SP), 16(SP) and
+	// 24(SP), the result byte at 32(SP).
+	MOVB $0, 32(SP)
 	STI
 	RET
 

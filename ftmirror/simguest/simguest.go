@@ -212,8 +212,9 @@ func OpsIn(blobs []wire.Blob) (uint64, error) {
 	return g.ops.Load(), err
 }
 
-// Harvest implements ftmirror.DirtySource.
-func (g *Guest) Harvest(dst []uint32) []uint32 {
+// Harvest implements ftmirror.DirtySource. It cannot fail: every CPU sees
+// the bitmap.
+func (g *Guest) Harvest(dst []uint32) ([]uint32, error) {
 	for i := range g.bits {
 		if atomic.LoadUint64(&g.bits[i]) == 0 {
 			continue
@@ -225,7 +226,7 @@ func (g *Guest) Harvest(dst []uint32) []uint32 {
 			dst = append(dst, uint32(i*64+b))
 		}
 	}
-	return dst
+	return dst, nil
 }
 
 // Replay returns the memory after n operations from the initial fill.

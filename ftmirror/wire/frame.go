@@ -332,7 +332,9 @@ func NewReaderRing(r io.Reader, c *Codec, n int) *Reader {
 // NextRaw reads one frame without checking more than its header (magic,
 // version, type, length limit); Codec.Open checks the rest. It lets a
 // receiver read the next frame while another goroutine checks this one.
-// The bytes are valid for len(ring)-1 further calls.
+// The bytes are valid for len(ring)-1 further calls. A clean end of stream
+// between frames is io.EOF; a stream error mid-frame is ErrTruncated
+// wrapping the cause.
 func (r *Reader) NextRaw() ([]byte, error) {
 	r.buf = r.bufs[r.i]
 	defer func() { r.bufs[r.i] = r.buf; r.i = (r.i + 1) % len(r.bufs) }()
@@ -341,7 +343,7 @@ func (r *Reader) NextRaw() ([]byte, error) {
 		if err == io.EOF {
 			return nil, io.EOF
 		}
-		return nil, fmt.Errorf("%w: header: %v", ErrTruncated, err)
+		return nil, fmt.Errorf("%w: header: %w", ErrTruncated, err)
 	}
 	_, n, err := parseHeader(r.buf)
 	if err != nil {
@@ -355,13 +357,14 @@ func (r *Reader) NextRaw() ([]byte, error) {
 	}
 	r.buf = r.buf[:total]
 	if _, err := io.ReadFull(r.r, r.buf[HeaderSize:]); err != nil {
-		return nil, fmt.Errorf("%w: %d-byte payload: %v", ErrTruncated, n, err)
+		return nil, fmt.Errorf("%w: %d-byte payload: %w", ErrTruncated, n, err)
 	}
 	return r.buf, nil
 }
 
 // Next reads and checks one frame. The payload is valid until the next call.
-// A stream error mid-frame is reported as ErrTruncated wrapping the cause.
+// A stream error mid-frame is reported as ErrTruncated wrapping the cause
+// (errors.Is finds both, e.g. ErrTruncated and io.ErrUnexpectedEOF).
 func (r *Reader) Next() (Frame, error) {
 	r.buf = r.bufs[r.i]
 	defer func() { r.bufs[r.i] = r.buf; r.i = (r.i + 1) % len(r.bufs) }()
@@ -370,7 +373,7 @@ func (r *Reader) Next() (Frame, error) {
 		if err == io.EOF {
 			return Frame{}, io.EOF
 		}
-		return Frame{}, fmt.Errorf("%w: header: %v", ErrTruncated, err)
+		return Frame{}, fmt.Errorf("%w: header: %w", ErrTruncated, err)
 	}
 	_, n, err := parseHeader(r.buf)
 	if err != nil {
@@ -384,7 +387,7 @@ func (r *Reader) Next() (Frame, error) {
 	}
 	r.buf = r.buf[:total]
 	if _, err := io.ReadFull(r.r, r.buf[HeaderSize:]); err != nil {
-		return Frame{}, fmt.Errorf("%w: %d-byte payload: %v", ErrTruncated, n, err)
+		return Frame{}, fmt.Errorf("%w: %d-byte payload: %w", ErrTruncated, n, err)
 	}
 	return r.c.check(r.buf, n)
 }

@@ -180,3 +180,57 @@ func TestGroupAndEnd(t *testing.T) {
 		t.Fatalf("%+v %v", e2, err)
 	}
 }
+
+// errReader returns its bytes, then err.
+type errReader struct {
+	b   []byte
+	err error
+}
+
+func (r *errReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// TestReaderWrapsCause checks that a stream error under a frame is wrapped,
+// not flattened to text, so callers can tell a lost peer (EOF mid-frame, a
+// reset connection) from a protocol error with errors.Is.
+func TestReaderWrapsCause(t *testing.T) {
+	tx, _ := pair(t)
+	f, _ := tx.Append(nil, TGroup, 1, bytes.Repeat([]byte{3}, 100))
+	reset := errors.New("connection reset by peer (test)")
+	tests := []struct {
+		name  string
+		bytes []byte
+		err   error
+		want  []error
+	}{
+		{"clean EOF", nil, io.EOF, []error{io.EOF}},
+		{"EOF mid-header", f[:10], io.EOF, []error{ErrTruncated, io.ErrUnexpectedEOF}},
+		{"EOF mid-payload", f[:len(f)/2], io.EOF, []error{ErrTruncated, io.ErrUnexpectedEOF}},
+		{"reset mid-header", f[:10], reset, []error{ErrTruncated, reset}},
+		{"reset mid-payload", f[:len(f)/2], reset, []error{ErrTruncated, reset}},
+		{"reset between frames", nil, reset, []error{ErrTruncated, reset}},
+	}
+	for _, tc := range tests {
+		for _, raw := range []bool{false, true} {
+			_, rx := pair(t)
+			rd := NewReader(&errReader{b: tc.bytes, err: tc.err}, rx)
+			var err error
+			if raw {
+				_, err = rd.NextRaw()
+			} else {
+				_, err = rd.Next()
+			}
+			for _, w := range tc.want {
+				if !errors.Is(err, w) {
+					t.Errorf("%s (raw %v): %v does not wrap %v", tc.name, raw, err, w)
+				}
+			}
+		}
+	}
+}

@@ -97,7 +97,7 @@ func runPrimary(o *opts) error {
 	cfg.SplitGroups = hasKill && kill.point == ftmirror.PointMidGroup
 	cfg.ExactHooks = hasKill
 	cfg.Hook = func(p ftmirror.Point, e uint64) {
-		if p == ftmirror.PointAcked || p == ftmirror.PointReleased {
+		if p == ftmirror.PointAcked || p == ftmirror.PointReleased || p == ftmirror.PointMidRelease {
 			logMu.Lock()
 			fmt.Fprintf(logf, "%s %d\n", p, e)
 			logMu.Unlock()
@@ -124,6 +124,9 @@ func runPrimary(o *opts) error {
 		tuneConn(c)
 		warm(g.Memory(), false)
 		profile("primary")
+		logMu.Lock()
+		fmt.Fprintf(logf, "session-start 0\n") // the facts below are this session's
+		logMu.Unlock()
 		err = p.Serve(c)
 		logMu.Lock()
 		fmt.Fprintf(logf, "session-end %q\n", err)
@@ -163,6 +166,8 @@ func tuneConn(c net.Conn) {
 type secondaryResult struct {
 	Name       string `json:"name"`
 	SessionEnd string `json:"session_end"`
+	SessionAt  int64  `json:"session_end_unix_ns"`
+	Complete   bool   `json:"held_complete_epoch"` // a complete committed epoch when the session ended
 	Promoted   bool   `json:"promoted"`
 	Reason     string `json:"reason,omitempty"`
 	Epoch      uint64 `json:"epoch"`
@@ -211,6 +216,8 @@ func runSecondary(o *opts) error {
 	tuneConn(c)
 	profile(o.name)
 	res.SessionEnd = fmt.Sprint(s.Serve(c))
+	res.SessionAt = time.Now().UnixNano()
+	_, res.Complete = s.Committed()
 	time.Sleep(time.Until(s.PromoteAt()))
 	tk, err := s.Takeover()
 	if err != nil {
@@ -223,7 +230,7 @@ func runSecondary(o *opts) error {
 	}
 	res.Promoted, res.Epoch, res.Ops = true, tk.Epoch, g.Ops()
 	res.ReadyAt = time.Now().UnixNano()
-	res.LastHeard = s.PromoteAt().Add(-o.hb * time.Duration(o.hbMiss)).UnixNano()
+	res.LastHeard = s.LastHeard().UnixNano()
 	h := sha256.Sum256(g.Memory()) // verification only; not part of failover
 	res.MemHash = hex.EncodeToString(h[:])
 	res.OutOffset, res.OutEnd = tk.OutOffset, tk.OutEnd

@@ -51,10 +51,9 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/doppel-ft/doppel/board/bytesize"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
 )
 
@@ -114,35 +113,27 @@ func (o *opts) params() simguest.Params {
 		Rate: o.rate, Words: o.words, ZeroEvery: o.zeroEvery}
 }
 
-// size is a byte count flag accepting k, m, g suffixes.
+// size is a byte count flag in any form bytesize accepts (256m, 256MB,
+// 256MiB, 1GiB, plain bytes).
 type size int64
 
-func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+func (s *size) String() string { return bytesize.Format(uint64(*s)) }
 func (s *size) Set(v string) error {
-	mul := int64(1)
-	switch {
-	case strings.HasSuffix(strings.ToLower(v), "k"):
-		mul = 1 << 10
-	case strings.HasSuffix(strings.ToLower(v), "m"):
-		mul = 1 << 20
-	case strings.HasSuffix(strings.ToLower(v), "g"):
-		mul = 1 << 30
+	n, err := bytesize.Parse(v)
+	if err != nil {
+		return err
 	}
-	if mul != 1 {
-		v = v[:len(v)-1]
+	if n > 1<<62 {
+		return fmt.Errorf("size %q is too large", v)
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return fmt.Errorf("bad size %q", v)
-	}
-	*s = size(n * mul)
+	*s = size(n)
 	return nil
 }
 
 func main() {
 	o := &opts{mem: 64 << 20, group: 512 << 10}
 	flag.StringVar(&o.role, "role", "", "internal: primary, secondary or rawsend")
-	flag.Var(&o.mem, "mem", "guest memory size (e.g. 64m, 1g)")
+	flag.Var(&o.mem, "mem", "guest memory size (e.g. 64m, 256MiB, 1g, 1GiB)")
 	flag.Float64Var(&o.rate, "dirty-rate", 12000, "guest page writes per second")
 	flag.StringVar(&o.pattern, "pattern", "uniform", "dirtying pattern: uniform, hot, sequential")
 	flag.DurationVar(&o.epoch, "epoch", 25*time.Millisecond, "checkpoint interval")
@@ -152,8 +143,8 @@ func main() {
 	flag.BoolVar(&o.json, "json", false, "print the report as one JSON object")
 	flag.Var(&o.group, "group", "checkpoint group (GROUP frame payload) size")
 	flag.BoolVar(&o.forward, "forward", true, "forward dirty pages twice per epoch while the guest runs (F6)")
-	flag.DurationVar(&o.hb, "hb", 10*time.Millisecond, "heartbeat interval")
-	flag.IntVar(&o.hbMiss, "hb-miss", 20, "missed heartbeats before the peer is declared lost")
+	flag.DurationVar(&o.hb, "hb", 5*time.Millisecond, "heartbeat interval")
+	flag.IntVar(&o.hbMiss, "hb-miss", 100, "missed heartbeats before a silent peer is declared lost (a closed or reset link is a loss at once)")
 	flag.IntVar(&o.resyncPages, "resync-pages", 2048, "pages of memory carried per checkpoint while resyncing (F7)")
 	flag.DurationVar(&o.resyncAfter, "resync-after", 0, "kill the first secondary at this time and start a new one, which resyncs (F7)")
 	flag.StringVar(&o.fault, "fault", "", "link fault on a GROUP frame: corrupt, forge, replay")

@@ -41,6 +41,13 @@ type report struct {
 	AckP99      float64  `json:"ack_p99_ms"`
 	Rounds      []int    `json:"brownout_round_pages,omitempty"`
 	SessionEnd  string   `json:"session_end,omitempty"` // why the secondary's link session ended
+	// Facts of the last session the verifier decides from: what the
+	// primary had been acknowledged (complete epochs) and had released
+	// before it died, and whether the secondary held a complete epoch.
+	AckedBeforeKill    uint64 `json:"acked_before_kill"`
+	ReleasedBeforeKill bool   `json:"released_before_kill"`
+	HeldComplete       bool   `json:"secondary_held_complete"`
+	FalseFailover      bool   `json:"false_failover,omitempty"` // the secondary lost a live primary
 }
 
 func readJSON(path string, v any) error {
@@ -71,7 +78,13 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	if err := readJSON(filepath.Join(o.dir, secName+".json"), &res); err != nil {
 		bad("no result from secondary %s: %v", secName, err)
 	}
-	acked, released := primaryLog(filepath.Join(o.dir, "primary.log"))
+	pl := primaryLog(filepath.Join(o.dir, "primary.log"))
+	acked, released := pl.acked, pl.released
+	rep.AckedBeforeKill, rep.ReleasedBeforeKill, rep.HeldComplete = pl.lastAcked, pl.lastReleased, res.Complete
+	if res.SessionAt != 0 && !killedAt.IsZero() && time.Unix(0, res.SessionAt).Before(killedAt) && o.fault == "" && o.partition == 0 {
+		rep.FalseFailover = true
+		rep.Details = append(rep.Details, "note: the secondary's session ended before the primary was killed: "+res.SessionEnd)
+	}
 	w.mu.Lock()
 	data := append([]byte(nil), w.data...)
 	errs := append([]string(nil), w.errs...)
@@ -116,10 +129,21 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 			bad("world saw %d output bytes, the guest emitted %d (first difference at %d)", len(data), len(want), firstDiff(data, want))
 		}
 	} else {
-		if o.killAfter == "" || !beforeComplete(o.killAfter) {
-			bad("secondary did not take over: %s (session ended: %s)", res.Reason, res.SessionEnd)
-		} else {
-			rep.Details = append(rep.Details, "note: no takeover, as expected: "+res.Reason)
+		// No takeover is right only if the secondary never held a complete
+		// epoch; then the primary cannot have had one acknowledged by it,
+		// nor released anything in that session. The expected outcome
+		// follows from these facts of the run, whatever the kind of kill.
+		switch {
+		case res.Complete:
+			bad("secondary did not take over although it held a complete epoch: %s (session ended: %s)", res.Reason, res.SessionEnd)
+		case pl.lastAcked > 0:
+			bad("secondary did not take over although the primary had its ack for complete epoch %d (%s)", pl.lastAcked, res.Reason)
+		case pl.lastReleased:
+			bad("secondary did not take over although the primary released output in its session (%s)", res.Reason)
+		case res.Reason == "":
+			bad("secondary did not take over and gave no reason (session ended: %s)", res.SessionEnd)
+		default:
+			rep.Details = append(rep.Details, "note: no takeover, as expected (no complete epoch was acknowledged before the kill): "+res.Reason)
 		}
 		want := simguest.ExpectedPrefix(p, len(data), 1<<40)
 		if !bytes.Equal(data, want[:min(len(data), len(want))]) || len(want) != len(data) {
@@ -139,15 +163,6 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	return ok
 }
 
-func beforeComplete(k string) bool {
-	for _, p := range []string{"sync-round", "blackout", "resync"} {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
-}
-
 func expectErr(rep *report, got, want string) {
 	if !strings.Contains(got, want) {
 		rep.Details = append(rep.Details, fmt.Sprintf("secondary session ended with %q, want a %q refusal", got, want))
@@ -163,11 +178,20 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// primaryLog returns the highest acked and released epochs the primary logged.
-func primaryLog(path string) (acked, released uint64) {
+// primaryFacts is what the primary logged: the highest acked and released
+// epochs over the run, and whether its last session (the one with the
+// current secondary) had a complete epoch acknowledged or released output.
+type primaryFacts struct {
+	acked, released uint64
+	lastAcked       uint64
+	lastReleased    bool
+}
+
+func primaryLog(path string) primaryFacts {
+	var pf primaryFacts
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, 0
+		return pf
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -177,14 +201,18 @@ func primaryLog(path string) (acked, released uint64) {
 		if n, _ := fmt.Sscanf(sc.Text(), "%s %d", &what, &e); n != 2 {
 			continue
 		}
-		switch ftmirror.Point(what) {
-		case ftmirror.PointAcked:
-			acked = max(acked, e)
-		case ftmirror.PointReleased:
-			released = max(released, e)
+		switch what {
+		case "session-start":
+			pf.lastAcked, pf.lastReleased = 0, false
+		case string(ftmirror.PointAcked):
+			pf.acked = max(pf.acked, e)
+			pf.lastAcked = max(pf.lastAcked, e)
+		case string(ftmirror.PointMidRelease), string(ftmirror.PointReleased):
+			pf.released = max(pf.released, e)
+			pf.lastReleased = true
 		}
 	}
-	return acked, released
+	return pf
 }
 
 func (o *opts) print(r *report) {

@@ -9,7 +9,8 @@ import (
 	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/ept"
 	"github.com/doppel-ft/doppel/vmm"
-	"github.com/doppel-ft/doppel/vmm/serial"
+	"github.com/doppel-ft/doppel/vmm/devices"
+	"github.com/doppel-ft/doppel/vmm/devices/uart"
 )
 
 // Boot flags of the dirty-page test, registered with board.Known.
@@ -264,8 +265,8 @@ func (m *machine) setup(out io.Writer, o Options, mm board.MemoryMap) error {
 			return err
 		}
 	}
-	uart := serial.New(serial.NewPrefixWriter(out, "guest: "), nil)
-	if err := m.vcpu.Bus.Add("com1", 0x3F8, serial.NumRegs, uart); err != nil {
+	com1 := uart.New(uart.NewPrefixWriter(out, "guest: "), devices.NoLine)
+	if err := m.vcpu.Bus.Add("com1", 0x3F8, uart.NumRegs, com1); err != nil {
 		return err
 	}
 	return m.vcpu.Bus.Add("doppel-test", PortBase, NumPorts, m.dev)

@@ -1,0 +1,195 @@
+package ftmirror
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/wire"
+)
+
+// fakeClock is a Clock that moves only when told to (Advance), so timing
+// paths are tested without depending on wall time.
+type fakeClock struct {
+	mu      sync.Mutex
+	t       time.Time
+	waiters []fakeWaiter
+}
+
+type fakeWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(100, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.t
+		return ch
+	}
+	c.waiters = append(c.waiters, fakeWaiter{c.t.Add(d), ch})
+	return ch
+}
+
+// Advance moves the clock and fires every waiter that is due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+	keep := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.t) {
+			w.ch <- c.t
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	c.waiters = keep
+}
+
+// waiting returns how many After channels are pending.
+func (c *fakeClock) waiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiters)
+}
+
+// sessionPair runs the handshake over a pipe with both ends on clock.
+func sessionPair(t *testing.T, clock Clock, hb Heartbeat) (prim, sec *session) {
+	pc, sc := net.Pipe()
+	type res struct {
+		s   *session
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		s, _, err := handshake(sc, testPSK, wire.Hello{Role: wire.RoleSecondary, Pages: 1}, clock, hb)
+		ch <- res{s, err}
+	}()
+	prim, _, err := handshake(pc, testPSK, wire.Hello{Role: wire.RolePrimary, Pages: 1}, clock, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return prim, r.s
+}
+
+// frames reads s's frames until the session ends and counts them by type.
+func frames(s *session, mu *sync.Mutex, count map[wire.Type]int) {
+	for {
+		f, err := s.rd.Next()
+		if err != nil {
+			s.fail(linkError("peer", err))
+			return
+		}
+		s.live.heard()
+		mu.Lock()
+		count[f.Type]++
+		mu.Unlock()
+	}
+}
+
+// TestHeartbeatTimingOnFakeClock drives the heartbeat path by the clock
+// alone: an idle side sends a HEARTBEAT each half interval of clock time,
+// and a side whose peer goes silent fails exactly past the deadline.
+func TestHeartbeatTimingOnFakeClock(t *testing.T) {
+	clock := newFakeClock()
+	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
+	prim, sec := sessionPair(t, clock, hb)
+	var mu sync.Mutex
+	got := map[wire.Type]int{}
+	go frames(sec, &mu, got) // the secondary reads, but sends nothing
+	go frames(prim, &mu, map[wire.Type]int{})
+	go prim.heartbeats(clock)
+
+	step := func(d time.Duration) {
+		// Let the heartbeat goroutine reach its wait, then move the clock.
+		for deadline := time.Now().Add(5 * time.Second); clock.waiting() == 0; {
+			if time.Now().After(deadline) {
+				t.Fatal("heartbeat goroutine never waited on the clock")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		clock.Advance(d)
+	}
+	heartbeats := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[wire.THeartbeat]
+	}
+	for i := 1; i <= 3; i++ {
+		step(hb.Interval / 2)
+		// Received, and the writer has noted when it sent it (after
+		// the write returned): only then is the next half interval due.
+		for deadline := time.Now().Add(5 * time.Second); heartbeats() < i || prim.lastSent.Load() != clock.Now().UnixNano(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d heartbeats after %d half intervals of clock time", heartbeats(), i)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	// The secondary has said nothing for 3 half intervals (15 ms) of
+	// clock time while the primary was reading: not yet lost (40 ms).
+	if err := prim.failed(); err != nil {
+		t.Fatalf("failed before the deadline: %v", err)
+	}
+	for i := 0; i < 6; i++ { // 45 ms of silence in all
+		step(hb.Interval / 2)
+	}
+	select {
+	case <-prim.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("peer silent past the deadline of clock time was not declared lost")
+	}
+	if !errors.Is(prim.err, ErrPeerLost) {
+		t.Fatalf("session ended with %v, want ErrPeerLost", prim.err)
+	}
+	sec.fail(io.EOF)
+}
+
+// TestRunAloneOnFakeClock checks that a lone primary's checkpoints follow
+// the engine's clock, not wall time: none while the clock stands still, one
+// per epoch of clock time.
+func TestRunAloneOnFakeClock(t *testing.T) {
+	clock := newFakeClock()
+	r := newRig(t, 64, func(c *Config) { c.Clock = clock })
+	defer r.stopGuest()
+	r.p.Continue(0, 0, true)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { r.p.RunAlone(stop); close(done) }()
+	waitFor := func(what string, cond func() bool) {
+		for deadline := time.Now().Add(5 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	waitFor("RunAlone to wait on the clock", func() bool { return clock.waiting() > 0 })
+	time.Sleep(50 * time.Millisecond) // ten epochs of wall time
+	if e := r.p.Epoch(); e != 0 {
+		t.Fatalf("epoch %d with the clock standing still", e)
+	}
+	for i := 1; i <= 5; i++ {
+		clock.Advance(r.cfg.Epoch)
+		waitFor("a checkpoint", func() bool { return r.p.Epoch() == uint64(i) && clock.waiting() > 0 })
+	}
+	close(stop)
+	<-done
+}

@@ -1,0 +1,166 @@
+package qemutest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The Linux guest's files: next to the tested image once image.sh builds
+// them (scripts/guest-image.sh), or in $DOPPEL_GUEST_DIR.
+func linuxGuestFile(t *testing.T, name string) string {
+	t.Helper()
+	dirs := []string{imageDir()}
+	if d := os.Getenv("DOPPEL_GUEST_DIR"); d != "" {
+		dirs = append([]string{d}, dirs...)
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("Linux guest file %s not found in %v (scripts/guest-image.sh builds it)", name, dirs)
+	return ""
+}
+
+// linuxCmdline is the guest kernel's command line under doppel: serial
+// console, no ACPI tables yet (so no SMP and the PIC + virtual-wire LAPIC),
+// a triple fault for reboot.
+const linuxCmdline = "console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 reboot=t panic=-1"
+
+// linuxShell types commands at the guest's shell and matches answers.
+type linuxShell struct {
+	t *testing.T
+	m *Machine
+	n int
+}
+
+// run types cmd followed by a marker echo and returns the submatches of
+// want found in the output before the marker.
+func (s *linuxShell) run(cmd, want string, timeout time.Duration) []string {
+	s.t.Helper()
+	s.n++
+	marker := fmt.Sprintf("doppel-mark-%d", s.n)
+	if err := s.m.Type(cmd + "; echo " + marker + "-done\r"); err != nil {
+		s.t.Fatal(err)
+	}
+	subs, err := s.m.Expect(regexp.MustCompile(`(?s)`+regexp.QuoteMeta(marker)+`-done[^\n]*\n(.*?)`+regexp.QuoteMeta(marker)+`-done`), timeout)
+	if err != nil {
+		s.t.Fatalf("%s: %v", cmd, err)
+	}
+	re := regexp.MustCompile(want)
+	m := re.FindStringSubmatch(subs[1])
+	if m == nil {
+		s.t.Fatalf("%s: output %q does not match %q", cmd, subs[1], want)
+	}
+	return m
+}
+
+// TestBochsLinux boots Debian's cloud kernel with the u-root initramfs as
+// a doppel guest under Bochs to its shell, checks answers to commands,
+// shuts the guest down from inside and sees doppel's shell come back.
+func TestBochsLinux(t *testing.T) {
+	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
+	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M"
+	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: cmdline, CPUs: 2, MemMiB: 768, Modules: []Module{
+		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
+		{Path: initrd, Name: "initramfs"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	start := time.Now()
+	subs, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux (\S+), (\d+) cpus`), 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest banner after %v: %s", time.Since(start).Round(time.Second), subs[0])
+	release := subs[1]
+	sh := &linuxShell{t: t, m: m}
+	sh.run("uname -r", `(?m)^`+regexp.QuoteMeta(release)+`\r?$`, 5*time.Minute)
+	sh.run("grep -c processor /proc/cpuinfo", `(?m)^1\r?$`, 5*time.Minute)
+	date := sh.run("date -u", `(?m)^(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d UTC \d{4})\r?$`, 5*time.Minute)
+	if d, err := time.Parse(time.UnixDate, date[1]); err != nil {
+		t.Errorf("date %q: %v", date[1], err)
+	} else if off := time.Since(d); off > 30*time.Minute || off < -30*time.Minute {
+		t.Errorf("guest date %v is %v off the host's", d, off)
+	}
+	sh.run("mkdir -p /tmp/t && echo written-in-the-guest-4711 > /tmp/t/f && cat /tmp/t/f", `(?m)^written-in-the-guest-4711\r?$`, 5*time.Minute)
+	if err := m.Type("poweroff\r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*`), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString("console back to doppel's shell", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("help\r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString("flags", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.Output(), "guest failed") {
+		t.Error("doppel reported a guest failure")
+	}
+}
+
+// TestBochsLinuxRestore boots the Linux guest, starts the workload, and
+// from doppel's shell (Ctrl-A c) runs 5 save/destroy/restore cycles at
+// random moments while the workload runs; back on the guest's console
+// the workload must finish with every counter line and checksum right.
+func TestBochsLinuxRestore(t *testing.T) {
+	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
+	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=640M"
+	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: cmdline, CPUs: 2, MemMiB: 1024, Modules: []Module{
+		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
+		{Path: initrd, Name: "initramfs"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux (\S+), (\d+) cpus`), 30*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const mib, lines = 8, 120
+	if err := m.Type(fmt.Sprintf("workload -mib %d -lines %d -interval 250ms\r", mib, lines)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(`workload: n=3 `), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("\x01c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString("console to doppel's shell", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("restore 5\r"); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := m.Expect(regexp.MustCompile(`restore: (\d+)/5 cycles done|restore: after \d+ cycles: [^\r\n]*`), 20*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subs[1] != "5" {
+		t.Fatalf("%s", subs[0])
+	}
+	for _, c := range regexp.MustCompile(`restore: cycle \d/5: [^\r\n]*`).FindAllString(m.Output(), -1) {
+		t.Log(c)
+	}
+	if err := m.Type("\x01c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString(fmt.Sprintf("workload: done n=%d", lines), 20*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	checkWorkload(t, m.Output(), mib, lines)
+}

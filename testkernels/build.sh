@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# build.sh OUTDIR builds the multiboot test kernels into OUTDIR:
+#   testkernel.bin  flat multiboot1 image (a.out-kludge fields), load 1 MiB
+#   testkernel.elf  the same as an ELF32 file (for inspection)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=$(mkdir -p "$1" && cd "$1" && pwd)
+obj=$(mktemp -d)
+trap 'rm -rf "$obj"' EXIT
+gcc -m32 -c -o "$obj/mbtest.o" "$here/mbtest.S"
+ld -m elf_i386 -nostdlib -static -z noexecstack --no-warn-rwx-segments \
+  -T "$here/link.ld" -o "$out/testkernel.elf" "$obj/mbtest.o"
+objcopy -O binary "$out/testkernel.elf" "$out/testkernel.bin"

@@ -1,0 +1,125 @@
+package vmm
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/doppel-ft/doppel/vmm/devices"
+	"github.com/doppel-ft/doppel/vmm/loader"
+)
+
+func TestBootStateFields(t *testing.T) {
+	b := &loader.BootState{
+		Mode: loader.Long64, RIP: 0x100_0200, RSP: 0x8FF0, RFLAGS: 2,
+		CR0: loader.CR0PE | loader.CR0ET | loader.CR0PG, CR3: 0x9000, CR4: loader.CR4PAE,
+		EFER: loader.EFERLME | loader.EFERLMA, GDTBase: 0x500, GDTLimit: 31,
+		CS: loader.Segment{Selector: 0x10, Limit: 0xFFFF_FFFF, Access: 0xA09B},
+		TR: loader.Segment{Access: 0x8B, Limit: 0x67},
+	}
+	vmcs := fakeVMCS{}
+	for _, f := range BootStateFields(b) {
+		vmcs.Write(f.f, f.v)
+	}
+	for _, c := range []struct {
+		f    Field
+		want uint64
+	}{
+		{GuestRIP, 0x100_0200}, {GuestCR3, 0x9000},
+		{GuestCR0, loader.CR0PE | loader.CR0ET | loader.CR0PG | 1<<5},
+		{GuestCR4, loader.CR4PAE | CR4_VMXE}, {CR4ReadShadow, loader.CR4PAE},
+		{GuestIA32EFER, loader.EFERLME | loader.EFERLMA},
+		{GuestCSSelector, 0x10}, {GuestCSAccessRights, 0xA09B}, {GuestCSLimit, 0xFFFF_FFFF},
+		{GuestTRAccessRights, 0x8B}, {GuestGDTRLimit, 31}, {GuestIA32PAT, guestPAT},
+	} {
+		if vmcs[c.f] != c.want {
+			t.Errorf("field %#x = %#x, want %#x", uint32(c.f), vmcs[c.f], c.want)
+		}
+	}
+}
+
+func TestRealModeState(t *testing.T) {
+	vmcs := fakeVMCS{}
+	for _, f := range RealModeState(0x9A00, 0) {
+		vmcs.Write(f.f, f.v)
+	}
+	if vmcs[GuestCSBase] != 0x9_A000 || vmcs[GuestCSSelector] != 0x9A00 || vmcs[GuestRIP] != 0 || vmcs[GuestCR0]&CR0_PE != 0 {
+		t.Errorf("CS %#x base %#x rip %#x cr0 %#x", vmcs[GuestCSSelector], vmcs[GuestCSBase], vmcs[GuestRIP], vmcs[GuestCR0])
+	}
+}
+
+func TestVCPUStateRoundTrip(t *testing.T) {
+	src := fakeVMCS{}
+	for i, f := range savedFields {
+		src[f] = uint64(i)*0x1111 + 7
+	}
+	var f1, f2 [512]uint64
+	a1 := NewMSRArea(&f1, SwitchedMSRs, []uint64{1, 2, 3, 4, 5, 6})
+	g1 := NewGuestMSRs(src, a1, true)
+	g1.MTRRVar[3], g1.MTRRFixed[10], g1.MTRRDef = 0x55, 0x0606, 0xC06
+	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 3, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456}
+	s.FX[0], s.FX[511] = 0x7F, 0xEE
+	blob, err := SaveVCPUState(src, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := fakeVMCS{}
+	a2 := NewMSRArea(&f2, SwitchedMSRs, make([]uint64, 6))
+	g2 := NewGuestMSRs(dst, a2, false)
+	got := &VCPUState{MSRArea: a2, MSRs: g2}
+	if err := RestoreVCPUState(dst, blob, got); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range savedFields {
+		if dst[f] != src[f] {
+			t.Errorf("field %#x = %#x, want %#x", uint32(f), dst[f], src[f])
+		}
+	}
+	if got.Regs != s.Regs || got.FX != s.FX || got.XCR0 != 3 || !got.WaitSIPI || got.GuestTSC != 123456 {
+		t.Errorf("state %+v", got)
+	}
+	if v, _ := a2.Get(IA32_TSC_AUX); v != 6 {
+		t.Errorf("TSC_AUX = %d", v)
+	}
+	if g2.MTRRVar[3] != 0x55 || g2.MTRRFixed[10] != 0x0606 || g2.MTRRDef != 0xC06 || g2.APICBase != g1.APICBase {
+		t.Errorf("MSRs %+v", g2)
+	}
+	// Truncated or foreign blobs are refused and change nothing.
+	for _, bad := range [][]byte{blob[:len(blob)-1], blob[:10], append(append([]byte{}, blob...), 0)} {
+		before := fakeVMCS{}
+		err := RestoreVCPUState(before, bad, &VCPUState{MSRArea: a2, MSRs: g2})
+		if !errors.Is(err, devices.ErrBadState) || len(before) != 0 {
+			t.Errorf("bad blob of %d bytes: %v, %d fields written", len(bad), err, len(before))
+		}
+	}
+}
+
+type fakeTPR struct{ v uint8 }
+
+func (f *fakeTPR) TPR() uint8     { return f.v }
+func (f *fakeTPR) SetTPR(v uint8) { f.v = v }
+
+func TestCRAccessExits(t *testing.T) {
+	v, _ := newTestVCPU(t)
+	tpr := &fakeTPR{}
+	v.TPR = tpr
+	vmcs := v.VMCS.(fakeVMCS)
+	// mov cr8, rbx (gpr 3).
+	v.Regs.RBX = 0xD
+	if _, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitCRAccess), Qualification: 8 | 3<<8, InstrLen: 4}); err != nil || tpr.v != 0xD0 {
+		t.Errorf("mov cr8: %v, TPR %#x", err, tpr.v)
+	}
+	// mov r9, cr8 (gpr 9).
+	if _, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitCRAccess), Qualification: 8 | 1<<4 | 9<<8, InstrLen: 4}); err != nil || v.Regs.R9 != 0xD {
+		t.Errorf("read cr8: %v, r9 %#x", err, v.Regs.R9)
+	}
+	// Setting CR4.VMXE faults.
+	v.Regs.RAX = CR4_VMXE | CR4_PAE
+	if _, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitCRAccess), Qualification: 4}); err != nil ||
+		vmcs[VMEntryInterruptionInfo] != VectorGP|IntTypeHWException|IntInfoErrorCode|IntInfoValid {
+		t.Errorf("cr4.vmxe: %v, entry info %#x", err, vmcs[VMEntryInterruptionInfo])
+	}
+	// CR3 loads never exit with these controls: an unhandled error.
+	if _, err := Dispatch(v, &Exit{Reason: ExitReasonField(ExitCRAccess), Qualification: 3}); !errors.Is(err, ErrUnhandledExit) {
+		t.Errorf("cr3: %v", err)
+	}
+}

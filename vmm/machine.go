@@ -1,0 +1,522 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/doppel-ft/doppel/vmm/devices"
+)
+
+// RunState is the state of a Machine that every vCPU loop checks between
+// two guest entries.
+type RunState int32
+
+// Run states. The transitions are Running -> Pausing -> Paused -> Running
+// (Pause, Resume) and any -> Stopped (Stop, a guest power-off, an error).
+const (
+	StateRunning RunState = iota
+	// StatePausing: Pause was asked; vCPUs park at their next exit.
+	StatePausing
+	// StatePaused: every live vCPU is parked at an instruction boundary
+	// (after a VM exit, before the next entry); state can be saved.
+	StatePaused
+	// StateStopped: the vCPU loops have ended or are ending.
+	StateStopped
+)
+
+func (s RunState) String() string {
+	switch s {
+	case StateRunning:
+		return "running"
+	case StatePausing:
+		return "pausing"
+	case StatePaused:
+		return "paused"
+	case StateStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("RunState(%d)", int32(s))
+}
+
+// CPU is the vendor side of one vCPU (a VMCS and its registers under VT-x;
+// a fake in host tests). Every method except Kick runs on the vCPU's own
+// goroutine, which the Machine locks to its pinned host thread.
+type CPU interface {
+	// Step enters the guest and returns after one VM exit was handled,
+	// with what the loop does next.
+	Step() (Action, error)
+	// Kick makes a Step in progress return soon, at an instruction
+	// boundary. It may be called from any goroutine at any time.
+	Kick()
+	// Save returns the vCPU's whole architectural state (registers,
+	// VMCS guest state, pending events) as a versioned blob.
+	Save() ([]byte, error)
+	// Restore loads a blob from Save into a vCPU that has not run yet.
+	Restore(state []byte) error
+	// Close releases the vCPU (VMCLEAR); the CPU is not used afterwards.
+	Close() error
+}
+
+// MachineConfig describes a Machine.
+type MachineConfig struct {
+	// CPUs is the number of vCPUs.
+	CPUs int
+	// Memory is the guest's RAM, guest-physical 0 to len(Memory).
+	Memory GuestMemory
+	// Pin binds the calling goroutine to the host CPU of vCPU i (PinThread
+	// on bare metal); nil leaves it unpinned (host tests).
+	Pin func(vcpu int) error
+	// Unpin undoes Pin when the vCPU loop ends; nil does nothing.
+	Unpin func() error
+	// NewCPU builds vCPU i on its pinned goroutine.
+	NewCPU func(vcpu int) (CPU, error)
+}
+
+// Device is a named device of a Machine whose state is saved and restored
+// with the machine's.
+type Device struct {
+	Name  string
+	State devices.Snapshotter
+}
+
+// Machine is one guest: its RAM, its vCPUs each on its own pinned host
+// thread, its port and MMIO buses and devices, and the run state that lets
+// another goroutine pause every vCPU at an instruction boundary, save the
+// whole machine, and resume or stop it.
+type Machine struct {
+	Ports *IOBus
+	MMIO  *MMIOBus
+	Mem   GuestMemory
+
+	cfg     MachineConfig
+	devices []Device
+
+	state atomic.Int32 // RunState; written under mu
+	mu    sync.Mutex
+	cond  *sync.Cond
+	slots []*cpuSlot
+	live  int // vCPU loops that have not ended
+	// parked counts live vCPUs waiting in gate.
+	parked  int
+	started bool
+	err     error // the first error that stopped the machine
+	done    chan struct{}
+	restore [][]byte // vCPU blobs loaded by Restore, applied at Start
+}
+
+type cpuSlot struct {
+	cpu    CPU
+	parked bool
+	exits  atomic.Uint64
+}
+
+// Errors of the Machine's run-state operations.
+var (
+	ErrNotPaused = errors.New("vmm: machine is not paused")
+	ErrStopped   = errors.New("vmm: machine is stopped")
+	ErrStarted   = errors.New("vmm: machine already started")
+)
+
+// NewMachine makes a machine in the Paused state with empty buses; add
+// devices, load the guest or Restore a snapshot, then Start it.
+func NewMachine(cfg MachineConfig) (*Machine, error) {
+	if cfg.CPUs < 1 || cfg.CPUs > 64 {
+		return nil, fmt.Errorf("vmm: machine: %d vCPUs (want 1 to 64)", cfg.CPUs)
+	}
+	if cfg.NewCPU == nil {
+		return nil, fmt.Errorf("vmm: machine: no vCPU constructor")
+	}
+	m := &Machine{
+		Ports: &IOBus{},
+		MMIO:  &MMIOBus{},
+		Mem:   cfg.Memory,
+		cfg:   cfg,
+		slots: make([]*cpuSlot, cfg.CPUs),
+		done:  make(chan struct{}),
+	}
+	for i := range m.slots {
+		m.slots[i] = &cpuSlot{}
+	}
+	m.cond = sync.NewCond(&m.mu)
+	m.state.Store(int32(StatePaused))
+	return m, nil
+}
+
+// AddDevice registers a device whose state Save and Restore carry. Names
+// must be unique; the device's bus mappings are made separately.
+func (m *Machine) AddDevice(name string, s devices.Snapshotter) error {
+	for _, d := range m.devices {
+		if d.Name == name {
+			return fmt.Errorf("vmm: machine: device %q added twice", name)
+		}
+	}
+	m.devices = append(m.devices, Device{Name: name, State: s})
+	return nil
+}
+
+// State returns the current run state.
+func (m *Machine) State() RunState { return RunState(m.state.Load()) }
+
+// Start starts one goroutine per vCPU (pinned by cfg.Pin) and runs the
+// guest. It returns when every vCPU has been built and, after a Restore,
+// loaded with its saved state; a failure there stops the machine and is
+// returned.
+func (m *Machine) Start() error {
+	m.mu.Lock()
+	if m.started {
+		m.mu.Unlock()
+		return ErrStarted
+	}
+	m.started = true
+	m.live = len(m.slots)
+	m.mu.Unlock()
+	ready := make(chan error, len(m.slots))
+	for i := range m.slots {
+		go m.loop(i, ready)
+	}
+	var errs []error
+	for range m.slots {
+		if err := <-ready; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		m.Stop(err)
+		m.Wait()
+		return err
+	}
+	m.mu.Lock()
+	if m.State() == StatePaused {
+		m.setState(StateRunning)
+		m.cond.Broadcast()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// loop is vCPU i's goroutine: build the vCPU on the pinned thread, then
+// alternate between the run-state gate and guest entries.
+func (m *Machine) loop(i int, ready chan<- error) {
+	defer m.exited(i)
+	if m.cfg.Pin != nil {
+		if err := m.cfg.Pin(i); err != nil {
+			ready <- fmt.Errorf("vmm: vcpu %d: %w", i, err)
+			return
+		}
+		if m.cfg.Unpin != nil {
+			defer m.cfg.Unpin()
+		}
+	}
+	c, err := m.cfg.NewCPU(i)
+	if err != nil {
+		ready <- fmt.Errorf("vmm: vcpu %d: %w", i, err)
+		return
+	}
+	defer c.Close()
+	if m.restore != nil {
+		if err := c.Restore(m.restore[i]); err != nil {
+			ready <- fmt.Errorf("vmm: vcpu %d: restore: %w", i, err)
+			return
+		}
+	}
+	m.mu.Lock()
+	m.slots[i].cpu = c
+	m.mu.Unlock()
+	ready <- nil
+	for m.gate(i) {
+		act, err := c.Step()
+		m.slots[i].exits.Add(1)
+		if err != nil {
+			m.Stop(fmt.Errorf("vmm: vcpu %d: %w", i, err))
+			return
+		}
+		if act == ActionStop {
+			m.Stop(nil)
+			return
+		}
+	}
+}
+
+// gate returns true when vCPU i may enter the guest, parking it while the
+// machine is pausing or paused; false when the machine stopped. The fast
+// path is one atomic load.
+func (m *Machine) gate(i int) bool {
+	if m.State() == StateRunning {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.slots[i]
+	for {
+		switch m.State() {
+		case StateRunning:
+			if s.parked {
+				s.parked = false
+				m.parked--
+			}
+			return true
+		case StateStopped:
+			return false
+		}
+		if !s.parked {
+			s.parked = true
+			m.parked++
+			m.cond.Broadcast()
+		}
+		m.cond.Wait()
+	}
+}
+
+func (m *Machine) exited(i int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.slots[i].parked {
+		m.slots[i].parked = false
+		m.parked--
+	}
+	m.slots[i].cpu = nil
+	m.live--
+	if m.live == 0 {
+		m.setState(StateStopped)
+		close(m.done)
+	}
+	m.cond.Broadcast()
+}
+
+// setState stores s; m.mu is held.
+func (m *Machine) setState(s RunState) { m.state.Store(int32(s)) }
+
+func (m *Machine) kickAll() {
+	for _, s := range m.slots {
+		if s.cpu != nil {
+			s.cpu.Kick()
+		}
+	}
+}
+
+// Pause stops every vCPU at an instruction boundary and returns when all
+// are parked (the machine is then Paused). Pausing a paused machine is a
+// no-op; a stopped one is ErrStopped.
+func (m *Machine) Pause() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.State() {
+	case StatePaused:
+		return nil
+	case StateStopped:
+		return ErrStopped
+	case StateRunning:
+		m.setState(StatePausing)
+	}
+	for m.State() == StatePausing && m.parked < m.live {
+		m.kickAll()
+		m.cond.Wait()
+	}
+	if m.State() == StateStopped {
+		return ErrStopped
+	}
+	m.setState(StatePaused)
+	return nil
+}
+
+// Resume lets paused vCPUs enter the guest again.
+func (m *Machine) Resume() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.State() {
+	case StateStopped:
+		return ErrStopped
+	case StateRunning:
+		return nil
+	}
+	if !m.started {
+		return fmt.Errorf("vmm: resume before start: %w", ErrNotPaused)
+	}
+	m.setState(StateRunning)
+	m.cond.Broadcast()
+	return nil
+}
+
+// Stop ends the machine: every vCPU leaves its loop at its next exit. err
+// is the reason (nil for an orderly power-off); the first reason stays.
+func (m *Machine) Stop(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.State() != StateStopped && m.err == nil {
+		m.err = err
+	}
+	if !m.started {
+		m.setState(StateStopped)
+		close(m.done)
+		m.started = true
+		return
+	}
+	if m.live > 0 {
+		m.setState(StateStopped)
+		m.kickAll()
+		m.cond.Broadcast()
+	}
+}
+
+// Wait blocks until every vCPU loop has ended and returns the reason the
+// machine stopped (nil for a power-off or Stop(nil)).
+func (m *Machine) Wait() error {
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// Done is closed when every vCPU loop has ended.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// Exits returns the number of guest entries each vCPU made. Meaningful
+// while paused or stopped.
+func (m *Machine) Exits() []uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := make([]uint64, len(m.slots))
+	for i, s := range m.slots {
+		n[i] = s.exits.Load()
+	}
+	return n
+}
+
+// Snapshot is a whole saved machine: every vCPU, every device by name and
+// all of guest memory.
+type Snapshot struct {
+	CPUs    [][]byte
+	Devices map[string][]byte
+	Memory  []byte
+}
+
+// Save saves the paused machine. The snapshot shares nothing with it.
+func (m *Machine) Save() (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return nil, fmt.Errorf("vmm: save before start: %w", ErrNotPaused)
+	}
+	if m.State() != StatePaused {
+		return nil, fmt.Errorf("vmm: save in state %v: %w", m.State(), ErrNotPaused)
+	}
+	s := &Snapshot{Devices: make(map[string][]byte, len(m.devices))}
+	for i, sl := range m.slots {
+		if sl.cpu == nil {
+			return nil, fmt.Errorf("vmm: save: vcpu %d has ended", i)
+		}
+		b, err := sl.cpu.Save()
+		if err != nil {
+			return nil, fmt.Errorf("vmm: save vcpu %d: %w", i, err)
+		}
+		s.CPUs = append(s.CPUs, b)
+	}
+	for _, d := range m.devices {
+		b, err := d.State.Save()
+		if err != nil {
+			return nil, fmt.Errorf("vmm: save device %s: %w", d.Name, err)
+		}
+		s.Devices[d.Name] = b
+	}
+	s.Memory = append([]byte(nil), m.Mem...)
+	return s, nil
+}
+
+// Restore loads s into a machine that has not started: the same number of
+// vCPUs, the same devices by name, the same memory size. Devices and
+// memory are loaded now, vCPUs on their own threads at Start. On error
+// the machine must not be started.
+func (m *Machine) Restore(s *Snapshot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return ErrStarted
+	}
+	if len(s.CPUs) != len(m.slots) {
+		return fmt.Errorf("vmm: restore: snapshot has %d vCPUs, machine %d", len(s.CPUs), len(m.slots))
+	}
+	if len(s.Memory) != len(m.Mem) {
+		return fmt.Errorf("vmm: restore: snapshot has %d bytes of memory, machine %d", len(s.Memory), len(m.Mem))
+	}
+	if len(s.Devices) != len(m.devices) {
+		return fmt.Errorf("vmm: restore: snapshot has %d devices, machine %d", len(s.Devices), len(m.devices))
+	}
+	for _, d := range m.devices {
+		b, ok := s.Devices[d.Name]
+		if !ok {
+			return fmt.Errorf("vmm: restore: snapshot lacks device %s", d.Name)
+		}
+		if err := d.State.Restore(b); err != nil {
+			return fmt.Errorf("vmm: restore device %s: %w", d.Name, err)
+		}
+	}
+	copy(m.Mem, s.Memory)
+	m.restore = s.CPUs
+	return nil
+}
+
+// Size is the snapshot's size in bytes (what Encode writes).
+func (s *Snapshot) Size() int {
+	n := 0
+	for _, c := range s.CPUs {
+		n += len(c)
+	}
+	for k, d := range s.Devices {
+		n += len(k) + len(d)
+	}
+	return n + len(s.Memory)
+}
+
+const (
+	snapshotMagic   = "DVM1"
+	snapshotVersion = 1
+	maxSnapshotPart = 1<<31 - 1 // the encoding's length prefix is 32 bits
+)
+
+// Encode writes the snapshot in the devices state encoding: vCPU count and
+// blobs, device count and (name, blob) pairs sorted by name, memory.
+func (s *Snapshot) Encode() []byte {
+	e := devices.NewEncoder(snapshotMagic, snapshotVersion)
+	e.U32(uint32(len(s.CPUs)))
+	for _, c := range s.CPUs {
+		e.Bytes(c)
+	}
+	names := make([]string, 0, len(s.Devices))
+	for k := range s.Devices {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	e.U32(uint32(len(names)))
+	for _, k := range names {
+		e.Bytes([]byte(k))
+		e.Bytes(s.Devices[k])
+	}
+	e.Bytes(s.Memory)
+	return e.Finish()
+}
+
+// DecodeSnapshot parses what Encode wrote; a bad blob is an error wrapping
+// devices.ErrBadState.
+func DecodeSnapshot(b []byte) (*Snapshot, error) {
+	d := devices.NewDecoder(b, snapshotMagic, snapshotVersion)
+	s := &Snapshot{Devices: map[string][]byte{}}
+	n := d.U32()
+	d.Check(n <= 64, "%d vCPUs", n)
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		s.CPUs = append(s.CPUs, d.Bytes(1<<20))
+	}
+	n = d.U32()
+	d.Check(n <= 1024, "%d devices", n)
+	for i := uint32(0); i < n && d.Err() == nil; i++ {
+		name := string(d.Bytes(256))
+		s.Devices[name] = d.Bytes(1 << 24)
+	}
+	s.Memory = d.Bytes(maxSnapshotPart)
+	if err := d.Finish(); err != nil {
+		return nil, fmt.Errorf("vmm: snapshot: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,130 @@
+// Package svm runs guests under AMD-V (Secure Virtual Machine): it probes
+// and reports the SVM capabilities, builds the VMCB, enters the guest with
+// VMRUN and dispatches its #VMEXITs. It is the AMD twin of the VT-x code in
+// vmm; the guest memory behind it is ept's tables in their nested (NPT)
+// format, and the dirty pages come from the same scan of their D bits.
+//
+// References, AMD64 Architecture Programmer's Manual Vol. 2 (System
+// Programming), ch. 15 "Secure Virtual Machine":
+//   - 15.4 enabling SVM (EFER.SVME), 15.30 SVM MSRs (VM_CR 0xC0010114 with
+//     SVMDIS bit 4 and LOCK bit 3, VM_HSAVE_PA 0xC0010117);
+//   - 15.5 VMRUN (what it saves and loads, the consistency checks of
+//     15.5.1), 15.6 #VMEXIT, 15.17 the global interrupt flag (CLGI/STGI);
+//   - 15.9-15.13 intercepts: IOIO through the 12 KiB IOPM (15.10), MSRs
+//     through the 8 KiB MSRPM (15.11), SHUTDOWN;
+//   - 15.15.3 VMCB clean bits, 15.16 TLB control and ASIDs;
+//   - 15.25 nested paging (NP_ENABLE, N_CR3, nested page faults and their
+//     EXITINFO1/2);
+//   - App. B the VMCB layout, App. C the exit codes;
+//
+// and Vol. 3 App. E (CPUID Fn8000_0001_ECX[2] SVM, Fn8000_000A: revision,
+// number of ASIDs, feature bits NP 0, LbrVirt 1, SVML 2, NRIPS 3,
+// TscRateMsr 4, VmcbClean 5, FlushByAsid 6, DecodeAssists 7, PauseFilter
+// 10, AVIC 13).
+//
+// # What is shared with VT-x and what is not
+//
+// Shared: the guest registers (vmm.Regs, in the stub's order), the I/O bus
+// and its devices (vmm.IOBus, vmm.PortDevice), the handler results
+// (vmm.Action) and error sentinels (vmm.ErrUnhandledExit, ErrUnsupported,
+// ErrEntryFailed, vmm.TripleFaultError for SHUTDOWN), the hypervisor CPUID
+// leaf, ept's tables, walker and harvest (ept.Options.Nested selects NPT
+// bits: P, R/W, U/S on every entry, A bit 5, D bit 6, PS, NX), the
+// dirty-page test Device (vmm/dirtytest). Vendor-only: this package (VMCB
+// in place of VMCS, exit codes in place of exit reasons, VMRUN in place of
+// VMLAUNCH/VMRESUME) and ept's PML, which AMD lacks.
+//
+// # Entry and exit (svm_amd64.s)
+//
+// The stub runs with GIF clear (CLGI) from before the host state is saved
+// until it is restored, then STGI: no interrupt, NMI or SMI may run while
+// guest registers are loaded or the host's FS base (the Go runtime's TLS)
+// is swapped out. VMRUN itself saves and #VMEXIT restores only the host's
+// RAX, RSP, RIP, RFLAGS, CR0/3/4, EFER, GDTR, IDTR and CS/SS/DS/ES; the
+// rest (FS, GS, TR, LDTR, KernelGSBase, the SYSCALL and SYSENTER MSRs)
+// moves with VMSAVE/VMLOAD: the host's to a page of its own around every
+// VMRUN, the guest's to and from its VMCB. Physical interrupts intercepted
+// (INTR) with V_INTR_MASKING: while the guest runs, the host's RFLAGS.IF
+// (1 in the vCPU thread) decides, the interrupt exits, and the host takes
+// it at the STGI, so the boot layer's timer keeps slicing threads.
+//
+// # Instruction lengths
+//
+// IN/OUT exits carry the next RIP in EXITINFO2 on every SVM CPU. For the
+// other instruction intercepts (CPUID, HLT) doppel takes NextRIP (VMCB
+// 0xC8) where the CPU has NRIP save, and otherwise fetches the guest's
+// instruction and decodes it with golang.org/x/arch/x86/x86asm, checking
+// that it is the instruction the exit names (decode.go). QEMU TCG has
+// neither NRIP save nor decode assists; Bochs's ryzen model has NRIP save.
+// Without decode assists, MMIO exits (later) will decode their operands
+// the same way.
+//
+// # ASIDs and TLB flushes
+//
+// Each vCPU gets its own ASID from 1 (0 is the host's). When the nested
+// tables change or a harvest clears D bits, the tables' Invalidator asks
+// for a flush at the next VMRUN (TLB_CONTROL 3, this ASID only, with
+// FlushByAsid; else 1, everything). Like INVEPT for EPT this keeps the
+// harvest exact: a translation cached with D=1 would let later writes
+// through without setting D again. doppel harvests at a #VMEXIT, so no
+// vCPU runs between the clear and the flush.
+//
+// # Measured (see also ept's doc for the same figures under EPT)
+//
+// Host benchmark of the NPT scan (ept BenchmarkHarvestNPT) and the cycles
+// each round's harvest took in the emulators are in README.md's AMD-V
+// section. Under QEMU TCG the TSC follows host time, so its cycle counts
+// are wall time; under Bochs the TSC advances about once an instruction.
+//
+// Observed: under QEMU 7.2 TCG (-cpu max) the guest took about 370 INTR
+// exits in a 50-round run (the host timer preempts it); under Bochs 2.7
+// (ryzen) none: as with its VT-x, Bochs seems to recompute its interrupt
+// mask only when the guest's IF changes, and the test guest runs with
+// IF=0, so pending host interrupts wait for the guest's next exit of its
+// own (the guest exits at every port access, so the host is never starved
+// in this test).
+//
+// # Putting SVM behind vmm.Machine (for the Machine work)
+//
+// What the vendor-neutral Machine needs from a vendor layer, and where
+// this package already provides it:
+//   - probe and report: ProbeCaps, Caps.Report, Features.Usable (the boot
+//     choice is dirtytest.RunAny today: VT-x when usable, else AMD-V, else
+//     one message naming both reasons; it belongs in Machine's constructor);
+//   - enable per CPU: Enable(caps, frames) / SVM.Disable, like vmm.Enable
+//     and VMX.Disable, on a thread pinned with vmm.PinThread;
+//   - a vCPU: SVM.NewVCPU(GuestConfig) returns HWVCPU whose Run(*VCPU)
+//     has the same loop shape as vmm.HWVCPU.Run; VCPU holds vmm.Regs and
+//     vmm.IOBus, so devices are shared as they are;
+//   - guest RIP/RSP/RFLAGS/CRs/segments: in the VMCB (VMCB.Get64/Set64 and
+//     Segment/SetSegment) where VT-x has VMCS fields: Machine needs an
+//     accessor interface over both (e.g. RIP(), SetRIP(), Segment(i)),
+//     which a VMCB adapter fills from the Save* offsets;
+//   - memory faults: VCPU.OnNPF(gpa, NPFInfo) beside OnEPTViolation; a
+//     vendor-neutral "guest touched unmapped gpa" hook can wrap both;
+//   - dirty source: ept.ScanSource over tables built with Options.Nested;
+//     there is no PML on AMD, so Machine must not assume PMLSource;
+//   - invalidation: HWVCPU implements ept.Invalidator (a flush at the next
+//     VMRUN), where VT-x uses vmm.Invept;
+//   - exit counts: VCPU.Counts is keyed by ExitCode, VT-x's by basic exit
+//     reason; a vendor-neutral stats view should take names (String()).
+//
+// # Saved state across vendors
+//
+// A saved VM state is meant to be vendor-neutral: general registers,
+// RIP/RFLAGS, control registers, segment registers in one neutral form
+// (VMCB attributes and VMCS access rights both convert to the descriptor
+// bits), guest memory, devices. What would stop a guest saved under VT-x
+// from resuming under AMD-V, or back, in practice: the guest has already
+// read CPUID (vendor string, family/model, feature bits) and chose code
+// paths from it (Linux patches in vendor-specific alternatives, picks
+// VMCALL or VMMCALL for hypercalls, SYSENTER vs SYSCALL for 32-bit
+// compat, speculation mitigations), so the destination must present the
+// same CPUID or the guest breaks; vendor-specific MSRs the guest wrote
+// (AMD HWCR, Intel MISC_ENABLE, microcode and errata MSRs) have no
+// counterpart; SYSENTER in long mode exists only on Intel; XSAVE layouts
+// and supported features differ between the CPUs; a pending event in
+// VT-x's IDT-vectoring field must be re-expressed as EVENTINJ; TSC
+// frequency and offsets differ; and a nested guest hypervisor's own VMCS
+// or VMCB (F10) cannot be translated at all.
+package svm

@@ -1,0 +1,86 @@
+// SVM instruction stubs, BYTE-encoded: the Go assembler has no SVM
+// mnemonics. AMD APM Vol. 3 ch. 4 (VMRUN 0F 01 D8, VMLOAD 0F 01 DA,
+// VMSAVE 0F 01 DB, STGI 0F 01 DC, CLGI 0F 01 DD; all take the physical
+// address in RAX) and Vol. 2 15.5 "VMRUN Instruction", 15.17 "Global
+// Interrupt Flag", 15.6 "#VMEXIT".
+
+#include "textflag.h"
+
+#define CLGI   BYTE $0x0F; BYTE $0x01; BYTE $0xDD
+#define STGI   BYTE $0x0F; BYTE $0x01; BYTE $0xDC
+#define VMRUN  BYTE $0x0F; BYTE $0x01; BYTE $0xD8
+#define VMLOAD BYTE $0x0F; BYTE $0x01; BYTE $0xDA
+#define VMSAVE BYTE $0x0F; BYTE $0x01; BYTE $0xDB
+
+// func svmrun(vmcb, hostSave uint64, regs *vmm.Regs)
+//
+// Runs the guest of the VMCB at physical address vmcb until its next
+// #VMEXIT, with the general registers in regs (RAX, RIP, RSP, RFLAGS are
+// in the VMCB). GIF is clear from before the host state is saved until it
+// is restored: no interrupt, NMI or SMI may run with guest registers
+// loaded or the host's FS base (Go's TLS) swapped out. VMRUN saves and
+// #VMEXIT restores only part of the host state (15.5.1: CS, SS, DS, ES,
+// GDTR, IDTR, EFER, CR0, CR3, CR4, RFLAGS, RIP, RSP, RAX); the rest (FS,
+// GS, TR, LDTR, KernelGSBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER) moves
+// with VMSAVE/VMLOAD: the host's to hostSave, the guest's to its VMCB.
+// Stack at VMRUN: [vmcb][hostSave][regs][saved BP]; VMRUN saves RSP and
+// #VMEXIT restores it, so the exit path finds the same stack.
+TEXT ·svmrun(SB), NOSPLIT, $0-24
+	MOVQ vmcb+0(FP), AX
+	MOVQ hostSave+8(FP), BX
+	MOVQ regs+16(FP), CX
+	CLGI
+	PUSHQ BP
+	PUSHQ CX
+	PUSHQ BX
+	PUSHQ AX
+	MOVQ BX, AX
+	VMSAVE // host FS, GS, TR, LDTR, syscall MSRs -> hostSave
+	MOVQ 0(SP), AX
+	VMLOAD // the guest's from its VMCB
+	MOVQ 8(CX), BX
+	MOVQ 24(CX), DX
+	MOVQ 32(CX), SI
+	MOVQ 40(CX), DI
+	MOVQ 48(CX), BP
+	MOVQ 56(CX), R8
+	MOVQ 64(CX), R9
+	MOVQ 72(CX), R10
+	MOVQ 80(CX), R11
+	MOVQ 88(CX), R12
+	MOVQ 96(CX), R13
+	MOVQ 104(CX), R14
+	MOVQ 112(CX), R15
+	MOVQ 16(CX), CX
+	VMRUN
+	// #VMEXIT: RAX = vmcb again, RSP restored, GIF still clear, the other
+	// general registers are the guest's.
+	VMSAVE // the guest's FS, GS, TR, ... -> its VMCB
+	PUSHQ CX
+	// Through CX, not SP: vet's asmdecl takes n(SP) for an argument.
+	MOVQ SP, CX
+	MOVQ 24(CX), CX // regs
+	MOVQ BX, 8(CX)
+	MOVQ DX, 24(CX)
+	MOVQ SI, 32(CX)
+	MOVQ DI, 40(CX)
+	MOVQ BP, 48(CX)
+	MOVQ R8, 56(CX)
+	MOVQ R9, 64(CX)
+	MOVQ R10, 72(CX)
+	MOVQ R11, 80(CX)
+	MOVQ R12, 88(CX)
+	MOVQ R13, 96(CX)
+	MOVQ R14, 104(CX)
+	MOVQ R15, 112(CX)
+	POPQ BX
+	MOVQ BX, 16(CX)
+	MOVQ SP, AX
+	MOVQ 8(AX), AX // hostSave
+	VMLOAD         // the host's FS (Go's TLS), GS, TR, ... back
+	POPQ AX // vmcb
+	POPQ BX // hostSave
+	POPQ CX // regs
+	POPQ BP
+	STGI // a pending host interrupt (an INTR exit) is taken here
+	RET
