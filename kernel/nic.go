@@ -273,7 +273,7 @@ func runNICTest(log *console.Log, spec, which string) {
 				log.Printf("nictest", "%s %s", n.Name(), fmt.Sprintf(format, args...))
 			}
 			if err := nicSteps(context.Background(), n, spec, logf); err != nil {
-				logf("FAIL %v", err)
+				logf("FAIL %v; link %s, counters %s%s", err, upDown(n.LinkUp()), countersString(n.Counters()), hwCounters(n))
 			}
 		}()
 	}

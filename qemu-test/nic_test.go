@@ -26,6 +26,9 @@ const (
 	nicBlastSize = 1514 // the largest frame without FCS at MTU 1500
 )
 
+// nicFail is a nictest failure line: the test stops waiting at once.
+var nicFail = regexp.MustCompile(`nictest: \S+ FAIL[^\r\n]*`)
+
 // nicExpect waits until re matches anywhere in m's output so far (the
 // lines of NICs tested at once interleave in any order; each pattern
 // names its NIC) and returns the first match's submatches.
@@ -33,8 +36,12 @@ func nicExpect(t *testing.T, m *Machine, re string, timeout time.Duration) []str
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
-		if subs := rx.FindStringSubmatch(m.Output()); subs != nil {
+		out := m.Output()
+		if subs := rx.FindStringSubmatch(out); subs != nil {
 			return subs
+		}
+		if fail := nicFail.FindString(out); fail != "" {
+			t.Fatalf("%s: %s", m.name, fail)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: no %q within %v; tail:\n%s", m.name, re, timeout, m.Tail(2000))
@@ -113,7 +120,15 @@ func nicPairQEMU(t *testing.T, machine, flags string, devices, names []string, b
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(m.Close)
+		t.Cleanup(func() {
+			if t.Failed() {
+				// The NICs' counters, for the log: where did frames stop?
+				m.Type("nic\r")
+				time.Sleep(2 * time.Second)
+				t.Logf("%s after the failure:\n%s", role, m.Tail(1500))
+			}
+			m.Close()
+		})
 		return m
 	}
 	server = boot("serve", "listen", 1, "doppel.nictest=serve")
