@@ -166,19 +166,21 @@ func TestQEMUNICE1000(t *testing.T) {
 }
 
 // TestQEMUNICVirtio: modern-only virtio-net (disable-legacy=on, so the
-// driver must use the virtio 1.x PCI capabilities), interrupting by
-// MSI-X through the layer's /dev/msi.
+// driver must use the virtio 1.x PCI capabilities) on INTx. (With
+// doppel.nic.msi=1 it uses MSI-X through the layer's /dev/msi; that path
+// passed most runs but hung the serving instance in about 3 of 20, so it
+// is off by default and not tested here until that is understood.)
 func TestQEMUNICVirtio(t *testing.T) {
 	server, _ := nicPairQEMU(t, "", "", []string{"virtio-net-pci,disable-legacy=on"}, []string{"virtio-net-0"}, 20000)
-	nicExpect(t, server, `nic: virtio-net-0 at 00:03.0: mac 52:54:00:00:00:01 link up, msi vector 0x60`, time.Minute)
+	nicExpect(t, server, `nic: virtio-net-0 at 00:03.0: mac 52:54:00:00:00:01 link up, irq 11`, time.Minute)
 }
 
 // TestQEMUNICQ35Both: on a q35 machine (PCIe, ECAM from the MCFG) each
-// instance has an e1000 and a modern virtio-net sharing one INTx line
-// (doppel.nic.msi=0 keeps virtio off MSI-X), each linked to its twin on
+// instance has an e1000 and a modern virtio-net sharing one INTx line,
+// each linked to its twin on
 // the other instance; both links carry their ping and blast at once.
 func TestQEMUNICQ35Both(t *testing.T) {
-	server, _ := nicPairQEMU(t, "q35", "doppel.nic.msi=0", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
+	server, _ := nicPairQEMU(t, "q35", "", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
 		[]string{"e1000-0", "virtio-net-1"}, 5000)
 	nicExpect(t, server, `nic: e1000-0 at 00:02.0: mac 52:54:00:00:00:01 link up, irq 11`, time.Minute)
 	nicExpect(t, server, `nic: virtio-net-1 at 00:03.0: mac 52:54:00:00:01:01 link up, irq 11`, time.Minute)
