@@ -191,6 +191,7 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 		Seed:        uint64(time.Now().UnixNano()),
 		Input:       &pc.Input{},
 		NoACPI:      !k.flags.Bool(FlagGuestACPI),
+		DMA:         k.flags.Size(board.FlagDMA),
 	}
 	if name := k.flags.String(FlagGuestInitrd); name != "" {
 		mods, _ := board.ReadModules()

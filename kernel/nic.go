@@ -37,8 +37,10 @@ func init() {
 			Help: "open the NICs doppel has drivers for (e1000, modern virtio-net) at boot"},
 		{Name: flagNICPoll, Kind: board.KindBool, Default: "0",
 			Help: "poll the NICs every millisecond instead of taking their interrupts"},
-		{Name: flagNICMSI, Kind: board.KindBool, Default: "1",
-			Help: "use MSI-X or MSI where the NIC has it (0: INTx through the I/O APIC)"},
+		// Off by default: with virtio-net on MSI-X the serving instance of
+		// TestQEMUNICVirtio hung in about 3 of 20 runs (cause not found yet).
+		{Name: flagNICMSI, Kind: board.KindBool, Default: "0",
+			Help: "use MSI-X or MSI where the NIC has it (default: INTx through the I/O APIC)"},
 		{Name: flagNICTest, Kind: board.KindString, Default: "",
 			Help: "frame exchange with a peer: serve, or steps like ping:50:1000,blast:20000:1514"},
 		{Name: flagNICTestNIC, Kind: board.KindString, Default: "",
@@ -273,7 +275,7 @@ func runNICTest(log *console.Log, spec, which string) {
 				log.Printf("nictest", "%s %s", n.Name(), fmt.Sprintf(format, args...))
 			}
 			if err := nicSteps(context.Background(), n, spec, logf); err != nil {
-				logf("FAIL %v", err)
+				logf("FAIL %v; link %s, counters %s%s", err, upDown(n.LinkUp()), countersString(n.Counters()), hwCounters(n))
 			}
 		}()
 	}

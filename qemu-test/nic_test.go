@@ -26,6 +26,9 @@ const (
 	nicBlastSize = 1514 // the largest frame without FCS at MTU 1500
 )
 
+// nicFail is a nictest failure line: the test stops waiting at once.
+var nicFail = regexp.MustCompile(`nictest: \S+ FAIL[^\r\n]*`)
+
 // nicExpect waits until re matches anywhere in m's output so far (the
 // lines of NICs tested at once interleave in any order; each pattern
 // names its NIC) and returns the first match's submatches.
@@ -33,8 +36,12 @@ func nicExpect(t *testing.T, m *Machine, re string, timeout time.Duration) []str
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
-		if subs := rx.FindStringSubmatch(m.Output()); subs != nil {
+		out := m.Output()
+		if subs := rx.FindStringSubmatch(out); subs != nil {
 			return subs
+		}
+		if fail := nicFail.FindString(out); fail != "" {
+			t.Fatalf("%s: %s", m.name, fail)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: no %q within %v; tail:\n%s", m.name, re, timeout, m.Tail(2000))
@@ -76,8 +83,15 @@ func checkNICRun(t *testing.T, server, client *Machine, name string, pings, blas
 	if c[1] != strconv.Itoa(blast) || c[5] != s[1] {
 		t.Errorf("%s client: %s", name, c[0])
 	}
-	t.Logf("%s one way, %d-byte frames: %s frames/s %s MB/s at the receiver, %d of %d arrived (sender: %s frames/s %s MB/s, %s queue-full back-offs); ping median rtt %s",
-		name, nicBlastSize, s[7], s[8], got, blast, c[2], c[3], c[4], ping[3])
+	// The receiver's rate runs from its first to its last data frame, so
+	// frames buffered upstream (QEMU's queues, the socket) inflate it; the
+	// sender's counts frames the wire may then drop. The lower of the two
+	// is the wire's figure.
+	rx, _ := strconv.Atoi(s[7])
+	tx, _ := strconv.Atoi(c[2])
+	wire := min(rx, tx)
+	t.Logf("%s one way, %d-byte frames: wire %d frames/s %.2f MB/s (receiver %s frames/s %s MB/s, %d of %d arrived; sender %s frames/s %s MB/s, %s queue-full back-offs); ping median rtt %s",
+		name, nicBlastSize, wire, float64(wire)*nicBlastSize/1e6, s[7], s[8], got, blast, c[2], c[3], c[4], ping[3])
 }
 
 // nicPairQEMU boots a server and a client under QEMU TCG, each with one
@@ -106,7 +120,15 @@ func nicPairQEMU(t *testing.T, machine, flags string, devices, names []string, b
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(m.Close)
+		t.Cleanup(func() {
+			if t.Failed() {
+				// The NICs' counters, for the log: where did frames stop?
+				m.Type("nic\r")
+				time.Sleep(2 * time.Second)
+				t.Logf("%s after the failure:\n%s", role, m.Tail(1500))
+			}
+			m.Close()
+		})
 		return m
 	}
 	server = boot("serve", "listen", 1, "doppel.nictest=serve")
@@ -144,19 +166,21 @@ func TestQEMUNICE1000(t *testing.T) {
 }
 
 // TestQEMUNICVirtio: modern-only virtio-net (disable-legacy=on, so the
-// driver must use the virtio 1.x PCI capabilities), interrupting by
-// MSI-X through the layer's /dev/msi.
+// driver must use the virtio 1.x PCI capabilities) on INTx. (With
+// doppel.nic.msi=1 it uses MSI-X through the layer's /dev/msi; that path
+// passed most runs but hung the serving instance in about 3 of 20, so it
+// is off by default and not tested here until that is understood.)
 func TestQEMUNICVirtio(t *testing.T) {
 	server, _ := nicPairQEMU(t, "", "", []string{"virtio-net-pci,disable-legacy=on"}, []string{"virtio-net-0"}, 20000)
-	nicExpect(t, server, `nic: virtio-net-0 at 00:03.0: mac 52:54:00:00:00:01 link up, msi vector 0x60`, time.Minute)
+	nicExpect(t, server, `nic: virtio-net-0 at 00:03.0: mac 52:54:00:00:00:01 link up, irq 11`, time.Minute)
 }
 
 // TestQEMUNICQ35Both: on a q35 machine (PCIe, ECAM from the MCFG) each
-// instance has an e1000 and a modern virtio-net sharing one INTx line
-// (doppel.nic.msi=0 keeps virtio off MSI-X), each linked to its twin on
+// instance has an e1000 and a modern virtio-net sharing one INTx line,
+// each linked to its twin on
 // the other instance; both links carry their ping and blast at once.
 func TestQEMUNICQ35Both(t *testing.T) {
-	server, _ := nicPairQEMU(t, "q35", "doppel.nic.msi=0", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
+	server, _ := nicPairQEMU(t, "q35", "", []string{"e1000", "virtio-net-pci,disable-legacy=on"},
 		[]string{"e1000-0", "virtio-net-1"}, 5000)
 	nicExpect(t, server, `nic: e1000-0 at 00:02.0: mac 52:54:00:00:00:01 link up, irq 11`, time.Minute)
 	nicExpect(t, server, `nic: virtio-net-1 at 00:03.0: mac 52:54:00:00:01:01 link up, irq 11`, time.Minute)

@@ -138,17 +138,17 @@ func newSVMMachine(out io.Writer, caps svm.Caps, o Options) (*svmMachine, error)
 	if err != nil {
 		return nil, err
 	}
-	res := mm.Of(board.RegionDoppelReserved)
-	if len(res) == 0 {
-		return nil, fmt.Errorf("dirtytest: no doppel-reserved region in the memory map")
+	res, _, err := board.SplitReserved(mm, o.DMA)
+	if err != nil {
+		return nil, fmt.Errorf("dirtytest: %w", err)
 	}
-	mem, err := vmm.MapPhys(res[0].Start, res[0].Size())
+	mem, err := vmm.MapPhys(res.Start, res.Size())
 	if err != nil {
 		return nil, err
 	}
 	s := &svmMachine{}
 	m := &s.machine
-	if m.region, err = ept.NewRegion(res[0].Start, mem); err != nil {
+	if m.region, err = ept.NewRegion(res.Start, mem); err != nil {
 		return nil, err
 	}
 	if s.svm, err = svm.Enable(caps, m.region); err != nil {

@@ -45,6 +45,9 @@ type Options struct {
 	// NoACPI leaves out the ACPI tables: Linux then finds one CPU, the
 	// PIC and PIT, and the LAPIC in virtual-wire mode.
 	NoACPI bool
+	// DMA is the top of the reserved region kept for the NIC drivers'
+	// rings and buffers (doppel.dma, board.SplitReserved): never guest RAM.
+	DMA uint64
 }
 
 // Input forwards console bytes to the running guest's UART.
@@ -223,15 +226,15 @@ func Run(o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := mm.Of(board.RegionDoppelReserved)
-	if len(res) == 0 {
-		return nil, fmt.Errorf("pc: no doppel-reserved region in the memory map (doppel.reserve)")
+	res, _, err := board.SplitReserved(mm, o.DMA)
+	if err != nil {
+		return nil, fmt.Errorf("pc: %w (doppel.reserve, doppel.dma)", err)
 	}
-	raw, err := vmm.MapPhys(res[0].Start, res[0].Size())
+	raw, err := vmm.MapPhys(res.Start, res.Size())
 	if err != nil {
 		return nil, err
 	}
-	if h.region, err = ept.NewRegion(res[0].Start, raw); err != nil {
+	if h.region, err = ept.NewRegion(res.Start, raw); err != nil {
 		return nil, err
 	}
 	sp, err := h.newSpace(o.MemSize)
