@@ -44,14 +44,18 @@
 // benchmarks (load average 16-25 on 2 cores, so every figure here is
 // dominated by scheduling delay):
 //
-//	ftsim -mem 64m -duration 2s -loopback-bytes 0    (20 runs, load 19-25)
+//	ftsim -mem 64m -duration 2s -loopback-bytes 0
 //	  failover  before: median 197 ms, max 205 ms (10 runs, load 5-7)
-//	            after:  median 51.5 ms, max 319 ms; 11 of 20 under 50 ms
-//	ftsim -mem 64m -duration 30s, a busy loop on top  (5 runs, load ~17)
-//	  false failovers (session lost before the kill): 0 of 5; in 2 of 5
-//	  the kill was seen as 501 and 664 ms of silence before the closed
-//	  socket (failover 622 and 226 ms): the dying process was not
-//	  scheduled to close it sooner
+//	            after:  median 51.5 ms, max 319 ms, 11 of 20 under 50 ms
+//	                    (20 runs, load 19-25); median 10.4 ms, max 501 ms,
+//	                    18 of 20 under 50 ms (20 runs, load 10-12)
+//	ftsim -mem 64m -duration 30s with a busy loop on top (10 runs, not 20)
+//	  false failovers (a live primary lost): 0 of 5 at load ~17, 2 of 5 at
+//	  load ~12 (once the secondary heard nothing for 528 ms, once the
+//	  primary heard nothing from the secondary, dropped it and closed the
+//	  link, so the secondary took over at once); in 3 of the 10 runs the
+//	  final kill was seen as 500-660 ms of silence before the socket
+//	  closed: the dying process was not scheduled to close it sooner
 //	ftsim -mem 1g -dirty-rate 50000 -epoch 10ms -duration 10s -loopback-bytes 0
 //	  before (load 1-6, 5 runs): pause p99 0.62 ms, release p50 7.1 ms,
 //	    release p99 46.9 ms (runs 25.7 15.5 280 57.9 46.9), ack p99 10.2 ms;
