@@ -88,13 +88,19 @@ func (ps *pSession) checkpoint() error {
 	// checkpoint used more than half of it: allocating (and, in the
 	// simulator, pre-faulting) it inside the next pause would stop the guest
 	// for as long as that takes (676 ms once for 90 MB on a loaded host).
-	if need := 2 * len(ps.dirty) * PageSize; cap(ps.snap) < need {
-		ps.snap = p.alloc(need)[:0]
-		p.snap = ps.snap
-	}
+	ps.growSnap(2 * len(ps.dirty))
 	p.Stats.checkpoint(clock.Now(), pause, ps.wireOut.Load()-ps.epochWire0, int64(ps.epochDirty)*PageSize)
 	p.Stats.pauseParts(t1.Sub(t0), t2.Sub(t1), pause-t2.Sub(t0))
 	return ps.begin()
+}
+
+// growSnap makes the snapshot buffer hold at least pages pages. Called
+// while the guest runs, never in the pause.
+func (ps *pSession) growSnap(pages int) {
+	if need := pages * PageSize; cap(ps.snap) < need {
+		ps.snap = ps.p.alloc(need)[:0]
+		ps.p.snap = ps.snap
+	}
 }
 
 func keepBelow(pfns []uint32, limit uint32) []uint32 {

@@ -193,3 +193,42 @@ func TestRunAloneOnFakeClock(t *testing.T) {
 	close(stop)
 	<-done
 }
+
+// TestDeadlineWhileSendStuck: a link whose send side is stuck (a partition
+// fills the socket buffer; here the peer never reads) must not stop the
+// failure detector: heartbeats that cannot be queued are skipped and the
+// silent peer is declared lost at the deadline.
+func TestDeadlineWhileSendStuck(t *testing.T) {
+	clock := newFakeClock()
+	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 20}
+	prim, sec := sessionPair(t, clock, hb) // nobody reads sec's end
+	defer sec.fail(io.EOF)
+	go frames(prim, &sync.Mutex{}, map[wire.Type]int{})
+	go prim.heartbeats(clock)
+	// Advance in half intervals until the session ends; it must end past
+	// the deadline, and the heartbeat goroutine must keep waiting on the
+	// clock until then (not be blocked queueing a heartbeat).
+	for steps := 0; ; steps++ {
+		for deadline := time.Now().Add(5 * time.Second); clock.waiting() == 0; {
+			select {
+			case <-prim.done:
+				if steps <= 2*hb.Misses {
+					t.Fatalf("session ended after %d half intervals, before the deadline: %v", steps, prim.err)
+				}
+				if !errors.Is(prim.err, ErrPeerLost) {
+					t.Fatalf("session ended with %v, want ErrPeerLost", prim.err)
+				}
+				return
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d half intervals the heartbeat goroutine no longer waits on the clock (blocked sending?)", steps)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		if steps > 2*hb.Misses+4 {
+			t.Fatalf("silent peer not declared lost after %d half intervals", steps)
+		}
+		clock.Advance(hb.Interval / 2)
+	}
+}

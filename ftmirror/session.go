@@ -302,10 +302,32 @@ func (s *session) heartbeats(clock Clock) {
 			return
 		}
 		if clock.Now().Sub(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {
-			if err := s.send(wire.THeartbeat, 0, wire.AppendU64(nil, uint64(clock.Now().UnixNano()))); err != nil {
+			if err := s.trySend(wire.THeartbeat, 0, wire.AppendU64(nil, uint64(clock.Now().UnixNano()))); err != nil {
 				s.fail(err)
 				return
 			}
 		}
 	}
+}
+
+// trySend queues a small frame only if that cannot block: the failure
+// detector must keep checking the deadline while the link's send side is
+// stuck (a partition fills the socket buffer and blocks the writer), so a
+// heartbeat that would wait is skipped; frames already queued say the same.
+func (s *session) trySend(t wire.Type, epoch uint64, payload []byte) error {
+	if !s.wmu.TryLock() {
+		return nil // another frame is being queued
+	}
+	defer s.wmu.Unlock()
+	if len(s.out) == cap(s.out) {
+		return nil // only wmu holders queue, so room now means no wait
+	}
+	b := make([]byte, 0, wire.Overhead+len(payload))
+	f, err := s.codec.Seal(append(wire.Start(b), payload...), t, epoch)
+	if err != nil {
+		return err
+	}
+	s.wireOut.Add(int64(len(f)))
+	s.out <- outFrame{b: f}
+	return nil
 }

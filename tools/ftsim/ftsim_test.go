@@ -30,10 +30,10 @@ func TestMain(m *testing.M) {
 }
 
 // small is the common setting of the scenarios: a 32 MiB guest, 16 KiB
-// groups (several per checkpoint), no loopback baseline, and a 250 ms
+// groups (several per checkpoint), no loopback baseline, and a 1 s
 // heartbeat deadline so that a scheduling stall on this shared machine is
 // not taken for a dead peer.
-var small = []string{"-hb", "10ms", "-hb-miss", "25", "-mem", "32m", "-group", "16k", "-duration", "1500ms", "-after", "150ms", "-loopback-bytes", "0", "-json"}
+var small = []string{"-hb", "10ms", "-hb-miss", "100", "-mem", "32m", "-group", "16k", "-duration", "1500ms", "-after", "150ms", "-loopback-bytes", "0", "-json"}
 
 func runSim(t *testing.T, args ...string) report {
 	t.Helper()
@@ -99,8 +99,11 @@ func TestFailoverAtKillPoints(t *testing.T) {
 				if sc.partial {
 					want--
 				}
-				if r.Epoch != want && !(sc.name == "after-end" && r.Epoch == want-1) {
-					t.Fatalf("killed in epoch %d, took over at %d, want %d", r.KilledEpoch, r.Epoch, want)
+				// A secondary whose apply lagged may not have read the
+				// last ENDs before the primary's reset discarded them:
+				// it may be earlier, but never before an acked epoch.
+				if r.Epoch > want || r.Epoch < r.AckedBeforeKill {
+					t.Fatalf("killed in epoch %d, took over at %d, want ≤ %d and ≥ the acked %d", r.KilledEpoch, r.Epoch, want, r.AckedBeforeKill)
 				}
 			}
 		})

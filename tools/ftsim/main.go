@@ -20,8 +20,9 @@
 //
 //	for i in 1 2 3 4 5; do ftsim -mem 1g -dirty-rate 12000 -epoch 25ms -duration 10s -json; done
 //
-// (defaults: uniform pattern, forwarding twice per epoch, 512 KiB groups,
-// 64 MiB shadow cache, heartbeat 10 ms x 20). Every run ended "verify: ok".
+// (defaults then: uniform pattern, forwarding twice per epoch, 512 KiB
+// groups, 64 MiB shadow cache, heartbeat 10 ms x 20). Every run ended
+// "verify: ok".
 //
 //	initial sync           1.05 s, 1022 MB/s; raw loopback TCP 1280 MB/s;
 //	                       ratio 0.76 (runs 0.55 0.51 0.83 0.76 0.83)
@@ -34,10 +35,43 @@
 //	output release latency p50 14.1 ms, p99 28.1 ms (epoch + 3.1 ms)
 //	failover               200 ms (the 200 ms heartbeat deadline + takeover)
 //
-// The two slow syncs ran while other processes on the machine used 0.9 of
-// its two cores (others_cores_during_sync); the three fast ones while they
-// used 0.1 or less. An earlier batch of 5 on a busier machine (0.92 cores
-// taken by others) gave a median ratio of 0.66 and release p99 29.3 ms.
+// # Failover and 100 checkpoints a second (2026-12-02, issue 10)
+//
+// Failover now starts when the primary's socket closes (a killed process),
+// not after the heartbeat deadline; the deadline (5 ms x 100 = 500 ms by
+// default) only bounds the detection of a silent link. Measured while the
+// machine was shared with other engineers' QEMU and Bochs runs, builds and
+// benchmarks (load average 16-25 on 2 cores, so every figure here is
+// dominated by scheduling delay):
+//
+//	ftsim -mem 64m -duration 2s -loopback-bytes 0
+//	  failover  before: median 197 ms, max 205 ms (10 runs, load 5-7)
+//	            after:  median 51.5 ms, max 319 ms, 11 of 20 under 50 ms
+//	                    (20 runs, load 19-25); median 10.4 ms, max 501 ms,
+//	                    18 of 20 under 50 ms (20 runs, load 10-12)
+//	ftsim -mem 64m -duration 30s with a busy loop on top (10 runs, not 20)
+//	  false failovers (a live primary lost): 0 of 5 at load ~17, 2 of 5 at
+//	  load ~12 (once the secondary heard nothing for 528 ms, once the
+//	  primary heard nothing from the secondary, dropped it and closed the
+//	  link, so the secondary took over at once); in 3 of the 10 runs the
+//	  final kill was seen as 500-660 ms of silence before the socket
+//	  closed: the dying process was not scheduled to close it sooner
+//	ftsim -mem 1g -dirty-rate 50000 -epoch 10ms -duration 10s -loopback-bytes 0
+//	  before (load 1-6, 5 runs): pause p99 0.62 ms, release p50 7.1 ms,
+//	    release p99 46.9 ms (runs 25.7 15.5 280 57.9 46.9), ack p99 10.2 ms;
+//	    one run lost a live primary (silent 202 ms) and took over early
+//	  before and after interleaved (load 19-24, 5 runs each): the 1 GiB
+//	    sync did not finish within 10 s in 4 of 5 "before" runs (all 4
+//	    "verify: mismatch" under the old name-based verifier) and gave
+//	    2-433 checkpoints in the "after" runs (all "verify: ok"); no
+//	    release p99 figure from these is meaningful
+//
+// The target of release p99 ≤ epoch + 5 ms at 100 checkpoints a second was
+// not reached or measurable here. What the runs showed: the checkpoint gap
+// (primary's own loop) reaches 100 ms-2 s when the processes are not
+// scheduled, slow acks (> 10 ms) cluster after those gaps, and the copy
+// into a newly grown snapshot buffer took 0.5-1 s inside the blackout pause
+// (now grown while the guest runs).
 //
 // First writes to fresh memory are slow in this VM (about 5 µs a page, see
 // simguest.Alloc) and it takes back memory left idle, so the simulator

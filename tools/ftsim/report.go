@@ -81,9 +81,13 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	pl := primaryLog(filepath.Join(o.dir, "primary.log"))
 	acked, released := pl.acked, pl.released
 	rep.AckedBeforeKill, rep.ReleasedBeforeKill, rep.HeldComplete = pl.lastAcked, pl.lastReleased, res.Complete
-	if res.SessionAt != 0 && !killedAt.IsZero() && time.Unix(0, res.SessionAt).Before(killedAt) && o.fault == "" && o.partition == 0 {
+	// A session that ended before the primary was killed (or with the
+	// primary never killed, the secondary having finished first) lost a
+	// live primary: a false failover. Correct, but counted.
+	if o.fault == "" && o.partition == 0 && res.SessionAt != 0 &&
+		(killedAt.IsZero() || time.Unix(0, res.SessionAt).Before(killedAt)) {
 		rep.FalseFailover = true
-		rep.Details = append(rep.Details, "note: the secondary's session ended before the primary was killed: "+res.SessionEnd)
+		rep.Details = append(rep.Details, "note: false failover: the secondary's session ended before the primary was killed: "+res.SessionEnd)
 	}
 	w.mu.Lock()
 	data := append([]byte(nil), w.data...)
