@@ -186,7 +186,7 @@ func (k *kernel) shell(in io.Reader) error {
 		In:       in,
 		Out:      k.out,
 		Echo:     k.bareMetal, // a host terminal echoes by itself
-		Commands: append(console.Builtins(sys), crashCommand, restoreCommand),
+		Commands: append(console.Builtins(sys), crashCommand, restoreCommand, guestCommand),
 	}
 	k.log.Printf("kernel", "shell on the console; type help")
 	if err := sh.Run(); err != nil {

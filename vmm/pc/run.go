@@ -42,6 +42,8 @@ type Options struct {
 	// Requests asks the running guest for more restore cycles: each
 	// request runs N cycles at random moments and answers on Done.
 	Requests <-chan RestoreRequest
+	// Status, when set, follows the running VM for live reports.
+	Status *Status
 	// NoACPI leaves out the ACPI tables: Linux then finds one CPU, the
 	// PIC and PIT, and the LAPIC in virtual-wire mode.
 	NoACPI bool
@@ -138,6 +140,43 @@ func (r *Report) ExitSummary() string {
 		fmt.Fprintf(&b, " %v=%d", e.r, e.n)
 	}
 	return b.String()
+}
+
+// Status reports on a running guest from another goroutine.
+type Status struct {
+	mu  sync.Mutex
+	cur *vm
+	rep *Report
+}
+
+func (s *Status) set(v *vm, r *Report) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.cur, s.rep = v, r
+	s.mu.Unlock()
+}
+
+// Live returns the exit counts so far (of this VM and the ones the
+// restore test destroyed). The counters are read while the vCPUs run:
+// a report, not a synchronised snapshot.
+func (s *Status) Live() (*Report, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return nil, false
+	}
+	r := &Report{Restores: s.rep.Restores}
+	for i := range s.rep.Exits {
+		r.Exits = append(r.Exits, s.rep.Exits[i])
+		r.Injected = append(r.Injected, s.rep.Injected[i])
+		r.Halts = append(r.Halts, s.rep.Halts[i])
+		r.MSRFaults = append(r.MSRFaults, s.rep.MSRFaults[i])
+		r.MMIO = append(r.MMIO, s.rep.MMIO[i])
+	}
+	r.addCounts(s.cur)
+	return r, true
 }
 
 // ErrNoVT is wrapped when VT-x is missing or off.
@@ -268,6 +307,8 @@ func Run(o Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{}
+	o.Status.set(cur, rep)
+	defer o.Status.set(nil, nil)
 	var other *space
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9E37_79B9_7F4A_7C15))
 	// cycle saves the running guest, destroys its VM and resumes it in a
@@ -308,6 +349,7 @@ func Run(o Options) (*Report, error) {
 		c := RestoreCycle{Bytes: len(blob), Save: tSave, Restore: time.Since(t1)}
 		rep.Restores = append(rep.Restores, c)
 		sp, other, cur = other, sp, next
+		o.Status.set(cur, rep)
 		return c, nil
 	}
 	// runCycles runs n cycles, each after a random 1-4 s.
