@@ -64,9 +64,15 @@ func (s *linuxShell) run(cmd, want string, timeout time.Duration) []string {
 // TestBochsLinux boots Debian's cloud kernel with the u-root initramfs as
 // a doppel guest under Bochs to its shell, checks answers to commands,
 // shuts the guest down from inside and sees doppel's shell come back.
-func TestBochsLinux(t *testing.T) {
+func TestBochsLinux(t *testing.T) { bochsLinux(t, 1) }
+
+// TestBochsLinuxSMP is TestBochsLinux with 2 vCPUs on 2 host CPUs (the
+// ACPI MADT lists both; the second starts by INIT/SIPI).
+func TestBochsLinuxSMP(t *testing.T) { bochsLinux(t, 2) }
+
+func bochsLinux(t *testing.T, cpus int) {
 	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
-	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M"
+	cmdline := fmt.Sprintf("doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=%d", cpus)
 	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: cmdline, CPUs: 2, MemMiB: 768, Modules: []Module{
 		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
 		{Path: initrd, Name: "initramfs"},
@@ -82,9 +88,12 @@ func TestBochsLinux(t *testing.T) {
 	}
 	t.Logf("guest banner after %v: %s", time.Since(start).Round(time.Second), subs[0])
 	release := subs[1]
+	if subs[2] != fmt.Sprint(cpus) {
+		t.Errorf("guest banner %q: want %d cpus", subs[0], cpus)
+	}
 	sh := &linuxShell{t: t, m: m}
 	sh.run("uname -r", `(?m)^`+regexp.QuoteMeta(release)+`\r?$`, 5*time.Minute)
-	sh.run("grep -c processor /proc/cpuinfo", `(?m)^1\r?$`, 5*time.Minute)
+	sh.run("grep -c processor /proc/cpuinfo", fmt.Sprintf(`(?m)^%d\r?$`, cpus), 5*time.Minute)
 	date := sh.run("date -u", `(?m)^(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d UTC \d{4})\r?$`, 5*time.Minute)
 	if d, err := time.Parse(time.UnixDate, date[1]); err != nil {
 		t.Errorf("date %q: %v", date[1], err)
@@ -95,8 +104,13 @@ func TestBochsLinux(t *testing.T) {
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*`), 10*time.Minute); err != nil {
+	stopped, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*`), 10*time.Minute)
+	if err != nil {
 		t.Fatal(err)
+	}
+	t.Logf("%s", stopped[0])
+	if exits, err := m.Expect(regexp.MustCompile(`guest: \d+ exits: [^\r\n]*`), time.Minute); err == nil {
+		t.Logf("%s", exits[0])
 	}
 	if err := m.ExpectString("console back to doppel's shell", time.Minute); err != nil {
 		t.Fatal(err)
