@@ -53,10 +53,13 @@ func (s *linuxShell) run(cmd, want string, timeout time.Duration) []string {
 	if err != nil {
 		s.t.Fatalf("%s: %v", cmd, err)
 	}
+	// The shell's "$ " prompt may land before the answer's first line
+	// (the console echoed the typed line before the shell printed it).
+	out := regexp.MustCompile(`(?m)^\$ `).ReplaceAllString(subs[1], "")
 	re := regexp.MustCompile(want)
-	m := re.FindStringSubmatch(subs[1])
+	m := re.FindStringSubmatch(out)
 	if m == nil {
-		s.t.Fatalf("%s: output %q does not match %q", cmd, subs[1], want)
+		s.t.Fatalf("%s: output %q does not match %q", cmd, out, want)
 	}
 	return m
 }
