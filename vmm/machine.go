@@ -105,12 +105,20 @@ type Machine struct {
 	err     error // the first error that stopped the machine
 	done    chan struct{}
 	restore [][]byte // vCPU blobs loaded by Restore, applied at Start
+	// saveGen numbers Save's requests: each parked vCPU saves itself on
+	// its own thread (VMREAD works only where its VMCS is current).
+	saveGen uint64
 }
 
 type cpuSlot struct {
 	cpu    CPU
 	parked bool
 	exits  atomic.Uint64
+	// savedGen is the save request this vCPU answered last; saved and
+	// saveErr its answer.
+	savedGen uint64
+	saved    []byte
+	saveErr  error
 }
 
 // Errors of the Machine's run-state operations.
@@ -266,6 +274,16 @@ func (m *Machine) gate(i int) bool {
 			m.parked++
 			m.cond.Broadcast()
 		}
+		if s.savedGen != m.saveGen && s.cpu != nil {
+			s.savedGen = m.saveGen
+			c := s.cpu
+			m.mu.Unlock()
+			b, err := c.Save()
+			m.mu.Lock()
+			s.saved, s.saveErr = b, err
+			m.cond.Broadcast()
+			continue
+		}
 		m.cond.Wait()
 	}
 }
@@ -408,11 +426,32 @@ func (m *Machine) Save() (*Snapshot, error) {
 		if sl.cpu == nil {
 			return nil, fmt.Errorf("vmm: save: vcpu %d has ended", i)
 		}
-		b, err := sl.cpu.Save()
-		if err != nil {
-			return nil, fmt.Errorf("vmm: save vcpu %d: %w", i, err)
+	}
+	// Every vCPU saves itself on its own thread, parked in gate.
+	m.saveGen++
+	gen := m.saveGen
+	m.cond.Broadcast()
+	for {
+		done := true
+		for _, sl := range m.slots {
+			if sl.savedGen != gen || sl.saved == nil && sl.saveErr == nil {
+				done = false
+			}
 		}
-		s.CPUs = append(s.CPUs, b)
+		if done || m.State() != StatePaused {
+			break
+		}
+		m.cond.Wait()
+	}
+	if m.State() != StatePaused {
+		return nil, fmt.Errorf("vmm: save: machine became %v", m.State())
+	}
+	for i, sl := range m.slots {
+		if sl.saveErr != nil {
+			return nil, fmt.Errorf("vmm: save vcpu %d: %w", i, sl.saveErr)
+		}
+		s.CPUs = append(s.CPUs, sl.saved)
+		sl.saved, sl.saveErr = nil, nil
 	}
 	for _, d := range m.devices {
 		b, err := d.State.Save()

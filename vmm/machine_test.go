@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ type fakeCPU struct {
 	closed  *atomic.Int32
 	counter uint64
 	halt    bool // sleep until kicked, like a guest halted with no timer armed
+	tid     int  // the thread it was built on: Save must run there too
 }
 
 func (c *fakeCPU) Step() (Action, error) {
@@ -64,6 +67,9 @@ func (c *fakeCPU) Kick() {
 }
 
 func (c *fakeCPU) Save() ([]byte, error) {
+	if c.tid != 0 && syscall.Gettid() != c.tid {
+		return nil, fmt.Errorf("vcpu %d saved on thread %d, not its own %d", c.i, syscall.Gettid(), c.tid)
+	}
 	e := devices.NewEncoder("FCPU", 1)
 	e.U64(c.counter)
 	return e.Finish(), nil
@@ -113,12 +119,17 @@ func newFakeMachine(t *testing.T, n int, o fakeOpts) (*Machine, *atomic.Int32) {
 	m, err := NewMachine(MachineConfig{
 		CPUs:   n,
 		Memory: mem,
-		Pin:    func(i int) error { pinned[i].Store(true); return nil },
+		Pin: func(i int) error {
+			runtime.LockOSThread() // as PinThread does
+			pinned[i].Store(true)
+			return nil
+		},
+		Unpin: func() error { runtime.UnlockOSThread(); return nil },
 		NewCPU: func(i int) (CPU, error) {
 			if !pinned[i].Load() {
 				return nil, fmt.Errorf("vcpu %d built before its thread was pinned", i)
 			}
-			c := &fakeCPU{i: i, mem: mem, kick: make(chan struct{}, 1), closed: closed, halt: o.halt}
+			c := &fakeCPU{i: i, mem: mem, kick: make(chan struct{}, 1), closed: closed, halt: o.halt, tid: syscall.Gettid()}
 			if i == 0 {
 				c.stopAt, c.failAt = o.stopAt, o.failAt
 			}

@@ -502,18 +502,50 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 			return nil, err
 		}
 	}
-	o.Input.set(func(b []byte) {
-		v.board.Devices.Lock()
-		for _, c := range b {
-			v.board.UART.Receive(c)
-		}
-		v.board.Devices.Unlock()
-		v.board.wakeAll()
-	})
+	q := &inputQueue{b: v.board}
+	o.Input.set(q.add)
 	if err := v.m.Start(); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// inputQueue feeds console input to the UART with back-pressure: what
+// does not fit in its receive FIFO waits and is offered again every
+// inputRetry, so fast typing (or a test) loses nothing.
+type inputQueue struct {
+	mu      sync.Mutex
+	b       *Board
+	pending []byte
+	timer   *time.Timer
+}
+
+const inputRetry = 2 * time.Millisecond
+
+func (q *inputQueue) add(p []byte) {
+	q.mu.Lock()
+	q.pending = append(q.pending, p...)
+	q.mu.Unlock()
+	q.pump()
+}
+
+func (q *inputQueue) pump() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.timer = nil
+	if len(q.pending) == 0 {
+		return
+	}
+	q.b.Devices.Lock()
+	n := q.b.UART.Enqueue(q.pending)
+	q.b.Devices.Unlock()
+	q.pending = q.pending[n:]
+	if n > 0 {
+		q.b.wakeAll()
+	}
+	if len(q.pending) > 0 {
+		q.timer = time.AfterFunc(inputRetry, q.pump)
+	}
 }
 
 // vmxOn is a VMXCPU that also leaves VMX operation on its CPU when the
