@@ -412,7 +412,16 @@ type Snapshot struct {
 }
 
 // Save saves the paused machine. The snapshot shares nothing with it.
-func (m *Machine) Save() (*Snapshot, error) {
+func (m *Machine) Save() (*Snapshot, error) { return m.SaveTo(nil) }
+
+// SaveTo is Save with guest memory copied into mem (its length must be
+// the machine's), for instance the fresh memory the machine will be
+// restored in, instead of a new allocation: a guest's RAM may be larger
+// than what the host has left for its heap.
+func (m *Machine) SaveTo(mem GuestMemory) (*Snapshot, error) {
+	if mem != nil && len(mem) != len(m.Mem) {
+		return nil, fmt.Errorf("vmm: save: %d bytes of memory for a %d-byte guest", len(mem), len(m.Mem))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.started {
@@ -460,7 +469,11 @@ func (m *Machine) Save() (*Snapshot, error) {
 		}
 		s.Devices[d.Name] = b
 	}
-	s.Memory = append([]byte(nil), m.Mem...)
+	if mem == nil {
+		mem = make(GuestMemory, len(m.Mem))
+	}
+	copy(mem, m.Mem)
+	s.Memory = mem
 	return s, nil
 }
 
@@ -492,7 +505,9 @@ func (m *Machine) Restore(s *Snapshot) error {
 			return fmt.Errorf("vmm: restore device %s: %w", d.Name, err)
 		}
 	}
-	copy(m.Mem, s.Memory)
+	if len(m.Mem) > 0 && &m.Mem[0] != &s.Memory[0] {
+		copy(m.Mem, s.Memory)
+	}
 	m.restore = s.CPUs
 	return nil
 }
@@ -514,6 +529,15 @@ const (
 	snapshotVersion = 1
 	maxSnapshotPart = 1<<31 - 1 // the encoding's length prefix is 32 bits
 )
+
+// EncodeState is Encode without the memory (an empty memory field): the
+// vCPU and device state, for when the memory travels separately.
+func (s *Snapshot) EncodeState() []byte {
+	m := s.Memory
+	s.Memory = nil
+	defer func() { s.Memory = m }()
+	return s.Encode()
+}
 
 // Encode writes the snapshot in the devices state encoding: vCPU count and
 // blobs, device count and (name, blob) pairs sorted by name, memory.

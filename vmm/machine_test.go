@@ -385,6 +385,45 @@ func TestMachineSaveRestore(t *testing.T) {
 	m.Wait()
 }
 
+// TestMachineSaveTo saves memory into a given buffer and restores from it
+// in place, without copies of guest RAM on the heap.
+func TestMachineSaveTo(t *testing.T) {
+	m, _ := newFakeMachine(t, 1, fakeOpts{})
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Millisecond)
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SaveTo(make(GuestMemory, 10)); err == nil {
+		t.Error("SaveTo accepted memory of the wrong size")
+	}
+	fresh := make(GuestMemory, len(m.Mem))
+	snap, err := m.SaveTo(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := counters(m, 1)
+	m.Stop(nil)
+	m.Wait()
+	back, err := DecodeSnapshot(snap.EncodeState())
+	if err != nil || len(back.Memory) != 0 {
+		t.Fatalf("state without memory: %v, %d memory bytes", err, len(back.Memory))
+	}
+	back.Memory = snap.Memory
+	m2, err := NewMachine(MachineConfig{CPUs: 1, Memory: fresh, NewCPU: m.cfg.NewCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Restore(back); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint64(fresh); got != saved[0] {
+		t.Errorf("fresh memory holds %d, saved %d", got, saved[0])
+	}
+}
+
 func TestMachineRestoreMismatch(t *testing.T) {
 	good := func() *Snapshot {
 		c := (&fakeCPU{}).mustSave()
