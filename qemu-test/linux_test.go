@@ -195,5 +195,6 @@ func TestBochsLinuxRestore(t *testing.T) {
 	if err := m.ExpectString(fmt.Sprintf("workload: done n=%d", lines), 20*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	checkWorkload(t, m.Output(), mib, lines)
+	// The shell's "$ " prompt precedes the workload's first line.
+	checkWorkload(t, regexp.MustCompile(`(?m)^\$ `).ReplaceAllString(m.Output(), ""), mib, lines)
 }
