@@ -209,6 +209,8 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 		kind, firstWord(m.Name), o.CPUs, board.FormatBytes(o.MemSize), o.Cmdline)
 	reqs := make(chan pc.RestoreRequest)
 	o.Requests = reqs
+	o.Status = &pc.Status{}
+	guestStatus.Store(o.Status)
 	guestRestore.Store(&reqs)
 	guestConsole.setGuest(o.Input)
 	go func() {
@@ -223,6 +225,31 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 // guestRestore is the running guest's restore-request channel, nil when
 // no guest runs.
 var guestRestore atomic.Pointer[chan pc.RestoreRequest]
+
+// guestStatus follows the running guest for the guest command.
+var guestStatus atomic.Pointer[pc.Status]
+
+// guestCommand reports the running guest's VM exits so far.
+var guestCommand = console.Command{
+	Name: "guest",
+	Help: "VM exits by reason, injected interrupts and halts of the running guest so far",
+	Run: func(w io.Writer, _ []string) error {
+		st := guestStatus.Load()
+		if st == nil {
+			return fmt.Errorf("guest: no guest is running")
+		}
+		r, ok := st.Live()
+		if !ok {
+			return fmt.Errorf("guest: no guest is running")
+		}
+		fmt.Fprintf(w, "guest: %s\n", r.ExitSummary())
+		for i := range r.Exits {
+			fmt.Fprintf(w, "guest: vcpu %d: injected %d interrupts, %d halts, %d MSR faults, %d MMIO accesses\n",
+				i, r.Injected[i], r.Halts[i], r.MSRFaults[i], r.MMIO[i])
+		}
+		return nil
+	},
+}
 
 // restoreCommand runs save/destroy/restore cycles on the running guest
 // from doppel's shell (Ctrl-A c to get there while a guest runs).

@@ -188,7 +188,7 @@ func (k *kernel) shell(in io.Reader) error {
 		In:       in,
 		Out:      k.out,
 		Echo:     k.bareMetal, // a host terminal echoes by itself
-		Commands: append(append(console.Builtins(sys), crashCommand, restoreCommand), append(nicCommands(), k.commands...)...),
+		Commands: append(append(console.Builtins(sys), crashCommand, restoreCommand, guestCommand), append(nicCommands(), k.commands...)...),
 	}
 	k.log.Printf("kernel", "shell on the console; type help")
 	if err := sh.Run(); err != nil {

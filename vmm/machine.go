@@ -105,12 +105,20 @@ type Machine struct {
 	err     error // the first error that stopped the machine
 	done    chan struct{}
 	restore [][]byte // vCPU blobs loaded by Restore, applied at Start
+	// saveGen numbers Save's requests: each parked vCPU saves itself on
+	// its own thread (VMREAD works only where its VMCS is current).
+	saveGen uint64
 }
 
 type cpuSlot struct {
 	cpu    CPU
 	parked bool
 	exits  atomic.Uint64
+	// savedGen is the save request this vCPU answered last; saved and
+	// saveErr its answer.
+	savedGen uint64
+	saved    []byte
+	saveErr  error
 }
 
 // Errors of the Machine's run-state operations.
@@ -266,6 +274,16 @@ func (m *Machine) gate(i int) bool {
 			m.parked++
 			m.cond.Broadcast()
 		}
+		if s.savedGen != m.saveGen && s.cpu != nil {
+			s.savedGen = m.saveGen
+			c := s.cpu
+			m.mu.Unlock()
+			b, err := c.Save()
+			m.mu.Lock()
+			s.saved, s.saveErr = b, err
+			m.cond.Broadcast()
+			continue
+		}
 		m.cond.Wait()
 	}
 }
@@ -394,14 +412,27 @@ type Snapshot struct {
 }
 
 // Save saves the paused machine. The snapshot shares nothing with it.
-func (m *Machine) Save() (*Snapshot, error) {
+func (m *Machine) Save() (*Snapshot, error) { return m.SaveTo(nil) }
+
+// SaveTo is Save with guest memory copied into mem (its length must be
+// the machine's), for instance the fresh memory the machine will be
+// restored in, instead of a new allocation: a guest's RAM may be larger
+// than what the host has left for its heap.
+func (m *Machine) SaveTo(mem GuestMemory) (*Snapshot, error) {
+	if mem != nil && len(mem) != len(m.Mem) {
+		return nil, fmt.Errorf("vmm: save: %d bytes of memory for a %d-byte guest", len(mem), len(m.Mem))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, err := m.saveState()
 	if err != nil {
 		return nil, err
 	}
-	s.Memory = append([]byte(nil), m.Mem...)
+	if mem == nil {
+		mem = make(GuestMemory, len(m.Mem))
+	}
+	copy(mem, m.Mem)
+	s.Memory = mem
 	return s, nil
 }
 
@@ -427,11 +458,32 @@ func (m *Machine) saveState() (*Snapshot, error) {
 		if sl.cpu == nil {
 			return nil, fmt.Errorf("vmm: save: vcpu %d has ended", i)
 		}
-		b, err := sl.cpu.Save()
-		if err != nil {
-			return nil, fmt.Errorf("vmm: save vcpu %d: %w", i, err)
+	}
+	// Every vCPU saves itself on its own thread, parked in gate.
+	m.saveGen++
+	gen := m.saveGen
+	m.cond.Broadcast()
+	for {
+		done := true
+		for _, sl := range m.slots {
+			if sl.savedGen != gen || sl.saved == nil && sl.saveErr == nil {
+				done = false
+			}
 		}
-		s.CPUs = append(s.CPUs, b)
+		if done || m.State() != StatePaused {
+			break
+		}
+		m.cond.Wait()
+	}
+	if m.State() != StatePaused {
+		return nil, fmt.Errorf("vmm: save: machine became %v", m.State())
+	}
+	for i, sl := range m.slots {
+		if sl.saveErr != nil {
+			return nil, fmt.Errorf("vmm: save vcpu %d: %w", i, sl.saveErr)
+		}
+		s.CPUs = append(s.CPUs, sl.saved)
+		sl.saved, sl.saveErr = nil, nil
 	}
 	for _, d := range m.devices {
 		b, err := d.State.Save()
@@ -471,7 +523,9 @@ func (m *Machine) Restore(s *Snapshot) error {
 			return fmt.Errorf("vmm: restore device %s: %w", d.Name, err)
 		}
 	}
-	copy(m.Mem, s.Memory)
+	if len(m.Mem) > 0 && &m.Mem[0] != &s.Memory[0] {
+		copy(m.Mem, s.Memory)
+	}
 	m.restore = s.CPUs
 	return nil
 }
@@ -493,6 +547,15 @@ const (
 	snapshotVersion = 1
 	maxSnapshotPart = 1<<31 - 1 // the encoding's length prefix is 32 bits
 )
+
+// EncodeState is Encode without the memory (an empty memory field): the
+// vCPU and device state, for when the memory travels separately.
+func (s *Snapshot) EncodeState() []byte {
+	m := s.Memory
+	s.Memory = nil
+	defer func() { s.Memory = m }()
+	return s.Encode()
+}
 
 // Encode writes the snapshot in the devices state encoding: vCPU count and
 // blobs, device count and (name, blob) pairs sorted by name, memory.

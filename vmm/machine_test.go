@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ type fakeCPU struct {
 	closed  *atomic.Int32
 	counter uint64
 	halt    bool // sleep until kicked, like a guest halted with no timer armed
+	tid     int  // the thread it was built on: Save must run there too
 }
 
 func (c *fakeCPU) Step() (Action, error) {
@@ -64,6 +67,9 @@ func (c *fakeCPU) Kick() {
 }
 
 func (c *fakeCPU) Save() ([]byte, error) {
+	if c.tid != 0 && syscall.Gettid() != c.tid {
+		return nil, fmt.Errorf("vcpu %d saved on thread %d, not its own %d", c.i, syscall.Gettid(), c.tid)
+	}
 	e := devices.NewEncoder("FCPU", 1)
 	e.U64(c.counter)
 	return e.Finish(), nil
@@ -113,12 +119,17 @@ func newFakeMachine(t *testing.T, n int, o fakeOpts) (*Machine, *atomic.Int32) {
 	m, err := NewMachine(MachineConfig{
 		CPUs:   n,
 		Memory: mem,
-		Pin:    func(i int) error { pinned[i].Store(true); return nil },
+		Pin: func(i int) error {
+			runtime.LockOSThread() // as PinThread does
+			pinned[i].Store(true)
+			return nil
+		},
+		Unpin: func() error { runtime.UnlockOSThread(); return nil },
 		NewCPU: func(i int) (CPU, error) {
 			if !pinned[i].Load() {
 				return nil, fmt.Errorf("vcpu %d built before its thread was pinned", i)
 			}
-			c := &fakeCPU{i: i, mem: mem, kick: make(chan struct{}, 1), closed: closed, halt: o.halt}
+			c := &fakeCPU{i: i, mem: mem, kick: make(chan struct{}, 1), closed: closed, halt: o.halt, tid: syscall.Gettid()}
 			if i == 0 {
 				c.stopAt, c.failAt = o.stopAt, o.failAt
 			}
@@ -372,6 +383,45 @@ func TestMachineSaveRestore(t *testing.T) {
 	}
 	m.Stop(nil)
 	m.Wait()
+}
+
+// TestMachineSaveTo saves memory into a given buffer and restores from it
+// in place, without copies of guest RAM on the heap.
+func TestMachineSaveTo(t *testing.T) {
+	m, _ := newFakeMachine(t, 1, fakeOpts{})
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Millisecond)
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SaveTo(make(GuestMemory, 10)); err == nil {
+		t.Error("SaveTo accepted memory of the wrong size")
+	}
+	fresh := make(GuestMemory, len(m.Mem))
+	snap, err := m.SaveTo(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := counters(m, 1)
+	m.Stop(nil)
+	m.Wait()
+	back, err := DecodeSnapshot(snap.EncodeState())
+	if err != nil || len(back.Memory) != 0 {
+		t.Fatalf("state without memory: %v, %d memory bytes", err, len(back.Memory))
+	}
+	back.Memory = snap.Memory
+	m2, err := NewMachine(MachineConfig{CPUs: 1, Memory: fresh, NewCPU: m.cfg.NewCPU})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Restore(back); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint64(fresh); got != saved[0] {
+		t.Errorf("fresh memory holds %d, saved %d", got, saved[0])
+	}
 }
 
 func TestMachineRestoreMismatch(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/doppel-ft/doppel/vmm/devices/ioapic"
 	"github.com/doppel-ft/doppel/vmm/devices/lapic"
@@ -151,5 +152,29 @@ func TestBoardACPITables(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d processor entries, want 2", n)
+	}
+}
+
+// TestInputQueue: input longer than the UART's FIFO arrives whole as the
+// guest reads it.
+func TestInputQueue(t *testing.T) {
+	b, _, _ := newTestBoard(t, 1)
+	q := &inputQueue{b: b}
+	want := strings.Repeat("0123456789", 10)
+	q.add([]byte(want))
+	var got []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < len(want) && time.Now().Before(deadline) {
+		if b.Ports.In(COM1+5, 1)&1 != 0 { // LSR data ready
+			got = append(got, byte(b.Ports.In(COM1, 1)))
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if string(got) != want {
+		t.Errorf("guest read %q", got)
+	}
+	if b.UART.Overruns != 0 {
+		t.Errorf("%d overruns", b.UART.Overruns)
 	}
 }

@@ -42,6 +42,8 @@ type Options struct {
 	// Requests asks the running guest for more restore cycles: each
 	// request runs N cycles at random moments and answers on Done.
 	Requests <-chan RestoreRequest
+	// Status, when set, follows the running VM for live reports.
+	Status *Status
 	// NoACPI leaves out the ACPI tables: Linux then finds one CPU, the
 	// PIC and PIT, and the LAPIC in virtual-wire mode.
 	NoACPI bool
@@ -141,6 +143,43 @@ func (r *Report) ExitSummary() string {
 		fmt.Fprintf(&b, " %v=%d", e.r, e.n)
 	}
 	return b.String()
+}
+
+// Status reports on a running guest from another goroutine.
+type Status struct {
+	mu  sync.Mutex
+	cur *vm
+	rep *Report
+}
+
+func (s *Status) set(v *vm, r *Report) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.cur, s.rep = v, r
+	s.mu.Unlock()
+}
+
+// Live returns the exit counts so far (of this VM and the ones the
+// restore test destroyed). The counters are read while the vCPUs run:
+// a report, not a synchronised snapshot.
+func (s *Status) Live() (*Report, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return nil, false
+	}
+	r := &Report{Restores: s.rep.Restores}
+	for i := range s.rep.Exits {
+		r.Exits = append(r.Exits, s.rep.Exits[i])
+		r.Injected = append(r.Injected, s.rep.Injected[i])
+		r.Halts = append(r.Halts, s.rep.Halts[i])
+		r.MSRFaults = append(r.MSRFaults, s.rep.MSRFaults[i])
+		r.MMIO = append(r.MMIO, s.rep.MMIO[i])
+	}
+	r.addCounts(s.cur)
+	return r, true
 }
 
 // ErrNoVT is wrapped when VT-x is missing or off.
@@ -271,6 +310,8 @@ func Run(o Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{}
+	o.Status.set(cur, rep)
+	defer o.Status.set(nil, nil)
 	var other *space
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9E37_79B9_7F4A_7C15))
 	// cycle saves the running guest, destroys its VM and resumes it in a
@@ -286,12 +327,15 @@ func Run(o Options) (*Report, error) {
 		if err := cur.m.Pause(); err != nil {
 			return RestoreCycle{}, err // it stopped meanwhile
 		}
-		snap, err := cur.m.Save()
+		// Guest memory is saved straight into the fresh space (the
+		// host's heap may be smaller than the guest's RAM); the vCPU and
+		// device state goes through its encoding.
+		snap, err := cur.m.SaveTo(other.mem)
 		if err != nil {
 			cur.m.Stop(fmt.Errorf("restore test: save: %w", err))
 			return RestoreCycle{}, err
 		}
-		blob := snap.Encode()
+		blob := snap.EncodeState()
 		tSave := time.Since(t0)
 		o.Input.set(nil)
 		cur.m.Stop(nil)
@@ -304,13 +348,15 @@ func Run(o Options) (*Report, error) {
 		if err != nil {
 			return RestoreCycle{}, err
 		}
+		back.Memory = snap.Memory
 		next, err := h.build(o, other, nil, clock, back)
 		if err != nil {
 			return RestoreCycle{}, fmt.Errorf("rebuild: %w", err)
 		}
-		c := RestoreCycle{Bytes: len(blob), Save: tSave, Restore: time.Since(t1)}
+		c := RestoreCycle{Bytes: len(blob) + len(snap.Memory), Save: tSave, Restore: time.Since(t1)}
 		rep.Restores = append(rep.Restores, c)
 		sp, other, cur = other, sp, next
+		o.Status.set(cur, rep)
 		return c, nil
 	}
 	// runCycles runs n cycles, each after a random 1-4 s.
@@ -463,18 +509,50 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 			return nil, err
 		}
 	}
-	o.Input.set(func(b []byte) {
-		v.board.Devices.Lock()
-		for _, c := range b {
-			v.board.UART.Receive(c)
-		}
-		v.board.Devices.Unlock()
-		v.board.wakeAll()
-	})
+	q := &inputQueue{b: v.board}
+	o.Input.set(q.add)
 	if err := v.m.Start(); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// inputQueue feeds console input to the UART with back-pressure: what
+// does not fit in its receive FIFO waits and is offered again every
+// inputRetry, so fast typing (or a test) loses nothing.
+type inputQueue struct {
+	mu      sync.Mutex
+	b       *Board
+	pending []byte
+	timer   *time.Timer
+}
+
+const inputRetry = 2 * time.Millisecond
+
+func (q *inputQueue) add(p []byte) {
+	q.mu.Lock()
+	q.pending = append(q.pending, p...)
+	q.mu.Unlock()
+	q.pump()
+}
+
+func (q *inputQueue) pump() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.timer = nil
+	if len(q.pending) == 0 {
+		return
+	}
+	q.b.Devices.Lock()
+	n := q.b.UART.Enqueue(q.pending)
+	q.b.Devices.Unlock()
+	q.pending = q.pending[n:]
+	if n > 0 {
+		q.b.wakeAll()
+	}
+	if len(q.pending) > 0 {
+		q.timer = time.AfterFunc(inputRetry, q.pump)
+	}
 }
 
 // vmxOn is a VMXCPU that also leaves VMX operation on its CPU when the
