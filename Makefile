@@ -8,7 +8,7 @@ HOST_PKGS = $(shell go list ./... | grep -v /qemu-test)
 # Host packages used from several threads: also tested under -race.
 RACE_PKGS = ./vmm/devices/lapic ./vmm/devices/ioapic
 
-.PHONY: all deps image guest run test check unit fuzz emu bench clean
+.PHONY: all deps image guest run test test-long check unit fuzz emu bench clean
 
 all: image
 
@@ -52,7 +52,15 @@ fuzz:
 
 # The emulator tests build their own copy of the image (qemu-test/image).
 emu: deps
-	go test -count=1 -timeout 40m -v ./qemu-test/
+	go test -count=1 -timeout 70m -v -skip '$(LONG_TESTS)' ./qemu-test/
+
+# The long tier: Linux guest boots under Bochs that take a quarter of an
+# hour each on 2 cores (2 vCPUs with ACPI; 5 save/destroy/restore cycles
+# under a workload). make test runs the 1-vCPU Linux boot on Bochs only.
+LONG_TESTS = ^(TestBochsLinuxSMP|TestBochsLinuxRestore)$$
+
+test-long: deps
+	go test -count=1 -timeout 90m -v -run '$(LONG_TESTS)' ./qemu-test/
 
 # Hot-loop and harvest benchmarks, side by side with copy().
 bench:
