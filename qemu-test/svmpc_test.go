@@ -55,12 +55,15 @@ func TestQEMUSVMTestKernel(t *testing.T) {
 	if _, err := m.Expect(regexp.MustCompile(want), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := m.Expect(regexp.MustCompile(`AMD-V vcpu 0: (\d+) #VMEXITs:[^\r\n]*; (\d+) instructions decoded`), time.Minute)
-	if err != nil {
-		t.Fatal(err)
+	// The exits by SVM exit code, printed before the stop line. The test
+	// kernel's exits are port accesses, whose next RIP the CPU gives in
+	// EXITINFO2, so nothing needs decoding here.
+	sum := regexp.MustCompile(`AMD-V vcpu 0: (\d+) #VMEXITs: IOIO=(\d+)[^\r\n]*; (\d+) instructions decoded`).FindStringSubmatch(m.Output())
+	if sum == nil {
+		t.Fatal("no AMD-V exit summary")
 	}
-	if sum[2] == "0" {
-		t.Errorf("no instruction decoded by doppel on a CPU without NRIP save: %s", sum[0])
+	if n, _ := strconv.Atoi(sum[2]); n < 6 {
+		t.Errorf("%s: fewer IOIO exits than lines printed", sum[0])
 	}
 	t.Logf("%s (wall time from QEMU start %v)", sum[0], time.Since(t0).Round(time.Millisecond))
 	if err := m.ExpectString("console back to doppel's shell", time.Minute); err != nil {
