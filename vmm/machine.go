@@ -397,6 +397,25 @@ type Snapshot struct {
 func (m *Machine) Save() (*Snapshot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	s, err := m.saveState()
+	if err != nil {
+		return nil, err
+	}
+	s.Memory = append([]byte(nil), m.Mem...)
+	return s, nil
+}
+
+// SaveState is Save without guest memory (Snapshot.Memory is nil): the
+// vCPUs and devices only. A checkpoint uses it, since it carries memory
+// as dirty pages and copying all of RAM in every pause would dominate it.
+func (m *Machine) SaveState() (*Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.saveState()
+}
+
+// saveState saves the vCPUs and devices; m.mu is held.
+func (m *Machine) saveState() (*Snapshot, error) {
 	if !m.started {
 		return nil, fmt.Errorf("vmm: save before start: %w", ErrNotPaused)
 	}
@@ -421,7 +440,6 @@ func (m *Machine) Save() (*Snapshot, error) {
 		}
 		s.Devices[d.Name] = b
 	}
-	s.Memory = append([]byte(nil), m.Mem...)
 	return s, nil
 }
 
