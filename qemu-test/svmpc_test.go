@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,3 +77,62 @@ func TestQEMUSVMTestKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// svmLinux boots the Debian Linux guest with cpus vCPUs as a doppel guest
+// under QEMU TCG's SVM to its shell, checks answers to commands (as
+// TestBochsLinux does), shuts it down and sees doppel's shell come back.
+// It logs the wall time to the guest's shell and the exits by reason.
+func svmLinux(t *testing.T, cpus int) {
+	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
+	cmdline := fmt.Sprintf("doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=%d", cpus)
+	start := time.Now()
+	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: cmdline, SMP: 2, MemMiB: 768, CPU: "max", Modules: []Module{
+		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
+		{Path: initrd, Name: "initramfs"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Expect(regexp.MustCompile(`AMD-V: [^\r\n]*NRIP save false`), 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux (\S+), (\d+) cpus`), 40*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guest shell banner %v after QEMU start: %s", time.Since(start).Round(time.Second), subs[0])
+	release := subs[1]
+	sh := &linuxShell{t: t, m: m}
+	sh.run("uname -r", `(?m)^`+regexp.QuoteMeta(release)+`\r?$`, 5*time.Minute)
+	sh.run("grep -c processor /proc/cpuinfo", fmt.Sprintf(`(?m)^%d\r?$`, cpus), 5*time.Minute)
+	date := sh.run("date -u", `(?m)^(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d UTC \d{4})\r?$`, 5*time.Minute)
+	if d, err := time.Parse(time.UnixDate, date[1]); err != nil {
+		t.Errorf("date %q: %v", date[1], err)
+	} else if off := time.Since(d); off > 30*time.Minute || off < -30*time.Minute {
+		t.Errorf("guest date %v is %v off the host's", d, off)
+	}
+	sh.run("mkdir -p /tmp/t && echo written-in-the-guest-4711 > /tmp/t/f && cat /tmp/t/f", `(?m)^written-in-the-guest-4711\r?$`, 5*time.Minute)
+	if err := m.Type("poweroff\r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*`), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range regexp.MustCompile(`(?m)(AMD-V vcpu \d+: [^\r\n]*|guest: \d+ exits: [^\r\n]*)`).FindAllString(m.Output(), -1) {
+		t.Log(l)
+	}
+	if err := m.ExpectString("console back to doppel's shell", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.Output(), "guest failed") {
+		t.Error("doppel reported a guest failure")
+	}
+}
+
+// TestQEMUSVMLinux: the Linux guest with 1 vCPU under AMD-V.
+func TestQEMUSVMLinux(t *testing.T) { svmLinux(t, 1) }
+
+// TestQEMUSVMLinuxSMP: the Linux guest with 2 vCPUs under AMD-V (the APs
+// start by INIT and SIPI from the boot vCPU's LAPIC).
+func TestQEMUSVMLinuxSMP(t *testing.T) { svmLinux(t, 2) }
