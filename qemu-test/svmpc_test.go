@@ -86,10 +86,18 @@ func svmLinux(t *testing.T, cpus int) {
 	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
 	cmdline := fmt.Sprintf("doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=%d", cpus)
 	start := time.Now()
-	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: cmdline, SMP: 2, MemMiB: 768, CPU: "max", Modules: []Module{
+	// Through GRUB from an ISO: QEMU's -initrd splits module arguments at
+	// commas, which the guest's console= arguments have.
+	_, iso, err := buildISO(t.Name(), cmdline, []Module{
 		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
 		{Path: initrd, Name: "initramfs"},
-	}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := runQEMU(t.Name(), []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", "768", "-cpu", "max",
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"})
 	if err != nil {
 		t.Fatal(err)
 	}
