@@ -58,7 +58,15 @@ type PCCPU struct {
 	kickCh   chan struct{}
 	waitSIPI bool
 	Halts    uint64
+	// slice ends a guest run at the next device-timer deadline: SVM has
+	// no preemption timer (VT-x's bound on time in the guest), and a
+	// guest spinning without exits would never see its timer tick.
+	slice *time.Timer
 }
+
+// maxSlice bounds one run in the guest when no device timer is armed
+// sooner.
+const maxSlice = 10 * time.Millisecond
 
 var _ vmm.CPU = (*PCCPU)(nil)
 
@@ -112,6 +120,12 @@ func NewPCCPU(cfg PCConfig) (*PCCPU, error) {
 	vm.Set64(TSCOffset, cfg.Clock.Offset())
 	view := &vmcsView{v: vm}
 	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1), tid: syscall.Gettid()}
+	c.slice = time.AfterFunc(time.Hour, func() {
+		if c.inGuest.Load() {
+			syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG) // an INTR #VMEXIT
+		}
+	})
+	c.slice.Stop()
 	c.S = &VCPU{VMCB: vm, Bus: cfg.Ports, Mem: cfg.Mem, NRIPS: s.Features.NRIPS}
 	c.msr = vmm.NewGuestMSRs(view, nil, cfg.Start != nil)
 	c.msr.APIC = cfg.APIC
@@ -182,7 +196,13 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	if c.waitSIPI {
 		return c.waitForSIPI()
 	}
-	c.pollTimers()
+	next, armed := c.pollTimers()
+	d := maxSlice
+	if armed {
+		d = max(min(d, time.Duration(next-c.cfg.Clock.Nanotime())), 50*time.Microsecond)
+	}
+	c.slice.Reset(d)
+	defer c.slice.Stop()
 	if err := c.inj.PrepareEntry(c.view); err != nil {
 		return vmm.ActionStop, err
 	}
