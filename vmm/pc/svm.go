@@ -195,8 +195,18 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	if err := v.m.Start(); err != nil {
 		return nil, err
 	}
+	// A line every 10 s while the guest runs: how far each vCPU got.
+	progress := time.NewTicker(10 * time.Second)
+	defer progress.Stop()
 	for stopped := false; !stopped; {
 		select {
+		case <-progress.C:
+			for i, c := range cpus {
+				if c != nil {
+					n, code, rip := c.Progress()
+					fmt.Fprintf(o.Log, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x\n", i, n, code, rip)
+				}
+			}
 		case <-v.m.Done():
 			stopped = true
 		case req := <-o.Requests:

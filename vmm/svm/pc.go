@@ -62,6 +62,14 @@ type PCCPU struct {
 	// no preemption timer (VT-x's bound on time in the guest), and a
 	// guest spinning without exits would never see its timer tick.
 	slice *time.Timer
+	// Progress: exits so far and the last exit's code and RIP, readable
+	// from other goroutines while the vCPU runs.
+	progExits, progCode, progRIP atomic.Uint64
+}
+
+// Progress returns the exits so far, the last exit code and its RIP.
+func (c *PCCPU) Progress() (exits uint64, code ExitCode, rip uint64) {
+	return c.progExits.Load(), ExitCode(c.progCode.Load()), c.progRIP.Load()
 }
 
 // maxSlice bounds one run in the guest when no device timer is armed
@@ -224,6 +232,9 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 		c.S.Counts = make(map[ExitCode]uint64)
 	}
 	c.S.Counts[e.Code]++
+	c.progExits.Add(1)
+	c.progCode.Store(uint64(e.Code))
+	c.progRIP.Store(e.RIP)
 	return c.dispatch(&e)
 }
 
