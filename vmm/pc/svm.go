@@ -204,7 +204,9 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 			for i, c := range cpus {
 				if c != nil {
 					n, code, rip := c.Progress()
-					fmt.Fprintf(o.Log, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x\n", i, n, code, rip)
+					vm := c.HW.VMCB // racy reads, for this log line only
+					fmt.Fprintf(o.Log, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x; injected %d, halts %d, rflags %#x, V_INTR %#x, EVENTINJ %#x, interrupt pending %v\n",
+						i, n, code, rip, c.Injected(), c.Halts, vm.Get64(svm.SaveRFLAGS), vm.Get64(svm.VIntr), vm.Get64(svm.EventInj), v.board.Source(i).InterruptPending())
 				}
 			}
 		case <-v.m.Done():
