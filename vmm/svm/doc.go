@@ -114,6 +114,23 @@
 //   - exit counts: VCPU.Counts is keyed by ExitCode, VT-x's by basic exit
 //     reason; a vendor-neutral stats view should take names (String()).
 //
+// # PC guests (pc.go, vmcsview.go)
+//
+// PCCPU runs a full PC guest for vmm/pc (chosen there when VT-x is not
+// usable and SVM is). It translates each #VMEXIT to a vmm.Exit and calls
+// vmm.Dispatch with a vmm.VCPU whose VMCS is vmcsView, a VMCS-field view
+// of the VMCB: the CPUID view, GuestMSRs, MMIO and string-I/O emulation
+// and the Injector are VT-x's code. Instruction lengths come from NextRIP
+// or decoding; IOIO's from EXITINFO2. A Go timer kicks the vCPU at the
+// next device-timer deadline (at most 10 ms) in place of VT-x's
+// preemption timer. Status (QEMU 7.2 TCG, -cpu max): the multiboot test
+// kernel passes (TestQEMUSVMTestKernel); the Debian guest boots to
+// "tsc: Marking TSC unstable" (Linux calibrates the TSC from CPUID 0x15
+// only on Intel, and PIT calibration fails) and then spins in IF=1 with
+// no interrupt ever pending or injected: the next thing to find is why
+// its timer never raises an interrupt here when it does under VT-x.
+// Not yet: Save/Restore of the x87/SSE image, MSR file and waiting APs.
+//
 // # Saved state across vendors
 //
 // A saved VM state is meant to be vendor-neutral: general registers,
