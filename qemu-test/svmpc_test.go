@@ -85,6 +85,12 @@ func TestQEMUSVMTestKernel(t *testing.T) {
 func svmLinux(t *testing.T, cpus int) {
 	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
 	cmdline := fmt.Sprintf("doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=%d", cpus)
+	if cpus == 1 {
+		// Without ACPI tables (PIC, PIT, LAPIC in virtual-wire mode): with
+		// them, under AMD-V the guest gets no timer interrupt after the
+		// IO-APIC setup yet (vmm/svm doc).
+		cmdline += " doppel.guest.acpi=0"
+	}
 	start := time.Now()
 	// Through GRUB from an ISO: QEMU's -initrd splits module arguments at
 	// commas, which the guest's console= arguments have.
@@ -112,15 +118,15 @@ func svmLinux(t *testing.T, cpus int) {
 	t.Logf("guest shell banner %v after QEMU start: %s", time.Since(start).Round(time.Second), subs[0])
 	release := subs[1]
 	sh := &linuxShell{t: t, m: m}
-	sh.run("uname -r", `(?m)^`+regexp.QuoteMeta(release)+`\r?$`, 5*time.Minute)
-	sh.run("grep -c processor /proc/cpuinfo", fmt.Sprintf(`(?m)^%d\r?$`, cpus), 5*time.Minute)
-	date := sh.run("date -u", `(?m)^(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d UTC \d{4})\r?$`, 5*time.Minute)
+	sh.run("uname -r", `(?m)^(?:\$ )?`+regexp.QuoteMeta(release)+`\r*$`, 5*time.Minute)
+	sh.run("grep -c processor /proc/cpuinfo", fmt.Sprintf(`(?m)^(?:\$ )?%d\r*$`, cpus), 5*time.Minute)
+	date := sh.run("date -u", `(?m)^(?:\$ )?(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d UTC \d{4})\r*$`, 5*time.Minute)
 	if d, err := time.Parse(time.UnixDate, date[1]); err != nil {
 		t.Errorf("date %q: %v", date[1], err)
 	} else if off := time.Since(d); off > 30*time.Minute || off < -30*time.Minute {
 		t.Errorf("guest date %v is %v off the host's", d, off)
 	}
-	sh.run("mkdir -p /tmp/t && echo written-in-the-guest-4711 > /tmp/t/f && cat /tmp/t/f", `(?m)^written-in-the-guest-4711\r?$`, 5*time.Minute)
+	sh.run("mkdir -p /tmp/t && echo written-in-the-guest-4711 > /tmp/t/f && cat /tmp/t/f", `(?m)^(?:\$ )?written-in-the-guest-4711\r*$`, 5*time.Minute)
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
