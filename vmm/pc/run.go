@@ -255,6 +255,9 @@ func Run(o Options) (*Report, error) {
 	}
 	caps := vmm.ProbeCaps()
 	if err := caps.Features().Usable(); err != nil {
+		if scaps, serr := svmUsable(); serr == nil {
+			return runSVM(o, scaps) // AMD-V (svm.go)
+		}
 		return nil, fmt.Errorf("%v: %w", err, ErrNoVT)
 	}
 	h := &host{caps: caps, ncpu: runtime.NumCPU()}

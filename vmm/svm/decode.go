@@ -3,6 +3,8 @@ package svm
 import (
 	"fmt"
 
+	"github.com/doppel-ft/doppel/vmm"
+
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -33,19 +35,26 @@ func (v VMCB) cpuMode() int {
 // EFER.LMA (bit 10), AMD APM Vol. 2 3.1.7.
 const EFER_LMA = 1 << 10
 
-// DecodeAt fetches and decodes the guest's instruction at rip. Only guests
-// with paging off are supported (the linear address is the guest-physical
-// one); a paged guest needs a walk of its page tables first.
+// DecodeAt fetches and decodes the guest's instruction at rip. With Mem
+// set the fetch walks the guest's page tables (vmm.GuestMemory.ReadLinear)
+// when its paging is on; without, only paging-off guests are supported.
 func (v *VCPU) DecodeAt(rip uint64) (x86asm.Inst, error) {
-	if v.VMCB.Get64(SaveCR0)&CR0_PG != 0 {
-		return x86asm.Inst{}, fmt.Errorf("%w at rip %#x: guest paging is on (no guest page walk yet)", ErrDecode, rip)
+	paged := v.VMCB.Get64(SaveCR0)&CR0_PG != 0
+	read := v.ReadGuest
+	if v.Mem != nil {
+		ps := v.VMCB.PagingState()
+		read = func(la uint64, b []byte) error { return v.Mem.ReadLinear(ps, la, b) }
+	} else if paged {
+		return x86asm.Inst{}, fmt.Errorf("%w at rip %#x: guest paging is on and no guest memory to walk", ErrDecode, rip)
 	}
-	if v.ReadGuest == nil {
+	if read == nil {
 		return x86asm.Inst{}, fmt.Errorf("%w at rip %#x: no guest memory reader", ErrDecode, rip)
 	}
 	mode := v.VMCB.cpuMode()
 	lin := v.VMCB.Segment(SaveCS).Base + rip
-	if mode != 64 {
+	if mode == 64 {
+		lin = rip
+	} else {
 		lin &= 0xFFFF_FFFF
 	}
 	var buf [maxInstrLen]byte
@@ -54,7 +63,7 @@ func (v *VCPU) DecodeAt(rip uint64) (x86asm.Inst, error) {
 	n := 0
 	for n < maxInstrLen {
 		chunk := min(maxInstrLen-n, int(4096-(lin+uint64(n))%4096))
-		if err := v.ReadGuest(lin+uint64(n), buf[n:n+chunk]); err != nil {
+		if err := read(lin+uint64(n), buf[n:n+chunk]); err != nil {
 			if n == 0 {
 				return x86asm.Inst{}, fmt.Errorf("%w at rip %#x: fetch: %v", ErrDecode, rip, err)
 			}
@@ -85,4 +94,9 @@ func (v *VCPU) nextRIP(e *Exit, want string) (uint64, error) {
 	}
 	v.Decoded++
 	return e.RIP + uint64(inst.Len), nil
+}
+
+// PagingState is the guest's paging registers for vmm's page walker.
+func (v VMCB) PagingState() vmm.PagingState {
+	return vmm.PagingState{CR0: v.Get64(SaveCR0), CR3: v.Get64(SaveCR3), CR4: v.Get64(SaveCR4), EFER: v.Get64(SaveEFER)}
 }

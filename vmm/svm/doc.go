@@ -114,6 +114,28 @@
 //   - exit counts: VCPU.Counts is keyed by ExitCode, VT-x's by basic exit
 //     reason; a vendor-neutral stats view should take names (String()).
 //
+// # PC guests (pc.go, vmcsview.go)
+//
+// PCCPU runs a full PC guest for vmm/pc (chosen there when VT-x is not
+// usable and SVM is). It translates each #VMEXIT to a vmm.Exit and calls
+// vmm.Dispatch with a vmm.VCPU whose VMCS is vmcsView, a VMCS-field view
+// of the VMCB: the CPUID view, GuestMSRs, MMIO and string-I/O emulation
+// and the Injector are VT-x's code. Instruction lengths come from NextRIP
+// or decoding; IOIO's from EXITINFO2. A Go timer kicks the vCPU at the
+// next device-timer deadline (at most 10 ms) in place of VT-x's
+// preemption timer. Status (QEMU 7.2 TCG, -cpu max): the multiboot test
+// kernel passes (TestQEMUSVMTestKernel); the Debian guest with 1 vCPU
+// and no ACPI tables (PIC, PIT, virtual-wire LAPIC) reaches its shell in
+// about 12 s and answers (TestQEMUSVMLinux: 45643 #VMEXITs, IOIO 41576,
+// INTR 1930, VINTR 1061, CPUID 745, HLT 141, NPF 134, MSR 56; 942
+// instructions decoded). With ACPI tables (the IO-APIC path, needed for 2
+// vCPUs) it stops at "tsc: Marking TSC unstable" (Linux calibrates the TSC
+// from CPUID 0x15 only on Intel, and PIT calibration fails) and then
+// spins with IF=1 and no interrupt ever pending or injected: the next
+// thing to find is why its timer raises nothing there when it does under
+// VT-x. TestQEMUSVMLinuxSMP is expected to fail until then.
+// Not yet: Save/Restore of the x87/SSE image, MSR file and waiting APs.
+//
 // # Saved state across vendors
 //
 // A saved VM state is meant to be vendor-neutral: general registers,

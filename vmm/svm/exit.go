@@ -39,6 +39,9 @@ type VCPU struct {
 	NRIPS bool
 	// ReadGuest reads guest-physical memory for the decoder.
 	ReadGuest func(gpa uint64, b []byte) error
+	// Mem, when set, is guest RAM: the decoder walks the guest's page
+	// tables through it.
+	Mem vmm.GuestMemory
 	// OnNPF decides what a nested page fault does; nil stops the guest.
 	OnNPF func(v *VCPU, gpa uint64, q NPFInfo) (vmm.Action, error)
 	// Counts counts exits by code; Decoded counts instructions doppel

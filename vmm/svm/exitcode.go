@@ -32,6 +32,8 @@ const (
 	ExitCLGI          ExitCode = 0x85
 	ExitSKINIT        ExitCode = 0x86
 	ExitRDTSCP        ExitCode = 0x87
+	ExitMONITOR       ExitCode = 0x8A
+	ExitMWAIT         ExitCode = 0x8B
 	ExitXSETBV        ExitCode = 0x8D
 	ExitNPF           ExitCode = 0x400
 	// ExitInvalid (VMEXIT_INVALID, -1): VMRUN found illegal guest state
@@ -69,6 +71,9 @@ const (
 	IOIOSz8    = 1 << 4
 	IOIOSz16   = 1 << 5
 	IOIOSz32   = 1 << 6
+	IOIOA16    = 1 << 7 // address size
+	IOIOA32    = 1 << 8
+	IOIOA64    = 1 << 9
 	IOIOPortSh = 16 // port in bits 31:16
 )
 

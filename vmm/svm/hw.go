@@ -152,7 +152,10 @@ func (h *HWVCPU) Run(v *VCPU) error {
 
 // enter runs the guest until its next #VMEXIT and returns the exit,
 // flushing the ASID's translations first if the tables changed.
-func (h *HWVCPU) enter(v *VCPU) Exit {
+func (h *HWVCPU) enter(v *VCPU) Exit { return h.enterFX(v, nil) }
+
+// enterFX is enter switching the guest's x87/SSE state with fx (nil: none).
+func (h *HWVCPU) enterFX(v *VCPU, fx *vmm.FXState) Exit {
 	tlb := uint8(TLBControlNone)
 	if h.flush {
 		tlb = TLBControlFlushAll
@@ -163,7 +166,7 @@ func (h *HWVCPU) enter(v *VCPU) Exit {
 	}
 	v.VMCB.Set8(TLBControl, tlb)
 	v.VMCB.Set64(SaveRAX, v.Regs.RAX)
-	svmrun(h.vmcbPA, h.s.hostPA, &v.Regs)
+	svmrun(h.vmcbPA, h.s.hostPA, &v.Regs, fx)
 	v.Regs.RAX = v.VMCB.Get64(SaveRAX)
 	return v.VMCB.ReadExit()
 }

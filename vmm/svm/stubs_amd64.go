@@ -5,4 +5,4 @@ import "github.com/doppel-ft/doppel/vmm"
 // svmrun is in svm_amd64.s.
 //
 //go:noescape
-func svmrun(vmcb, hostSave uint64, regs *vmm.Regs)
+func svmrun(vmcb, hostSave uint64, regs *vmm.Regs, fx *vmm.FXState)

@@ -12,7 +12,7 @@
 #define VMLOAD BYTE $0x0F; BYTE $0x01; BYTE $0xDA
 #define VMSAVE BYTE $0x0F; BYTE $0x01; BYTE $0xDB
 
-// func svmrun(vmcb, hostSave uint64, regs *vmm.Regs)
+// func svmrun(vmcb, hostSave uint64, regs *vmm.Regs, fx *vmm.FXState)
 //
 // Runs the guest of the VMCB at physical address vmcb until its next
 // #VMEXIT, with the general registers in regs (RAX, RIP, RSP, RFLAGS are
@@ -25,7 +25,16 @@
 // with VMSAVE/VMLOAD: the host's to hostSave, the guest's to its VMCB.
 // Stack at VMRUN: [vmcb][hostSave][regs][saved BP]; VMRUN saves RSP and
 // #VMEXIT restores it, so the exit path finds the same stack.
-TEXT ·svmrun(SB), NOSPLIT, $0-24
+// With fx non-nil the guest's x87/SSE state is switched too (FXSAVE and
+// FXRSTOR, AMD APM Vol. 2 11.4.4): the host's goes to fx.Host and the
+// guest's comes from fx.Guest before the entry, the reverse after it.
+TEXT ·svmrun(SB), NOSPLIT, $0-32
+	MOVQ fx+24(FP), DX
+	TESTQ DX, DX
+	JZ   nofx
+	FXSAVE64 512(DX)
+	FXRSTOR64 0(DX)
+nofx:
 	MOVQ vmcb+0(FP), AX
 	MOVQ hostSave+8(FP), BX
 	MOVQ regs+16(FP), CX
@@ -83,4 +92,10 @@ TEXT ·svmrun(SB), NOSPLIT, $0-24
 	POPQ CX // regs
 	POPQ BP
 	STGI // a pending host interrupt (an INTR exit) is taken here
+	MOVQ fx+24(FP), DX
+	TESTQ DX, DX
+	JZ   exitnofx
+	FXSAVE64 0(DX)
+	FXRSTOR64 512(DX)
+exitnofx:
 	RET

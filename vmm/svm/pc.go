@@ -1,0 +1,465 @@
+package svm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/doppel-ft/doppel/vmm"
+	"github.com/doppel-ft/doppel/vmm/devices"
+	"github.com/doppel-ft/doppel/vmm/loader"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// PCConfig describes one vCPU of a full PC guest under AMD-V; the fields
+// are VMXCPUConfig's that are not VT-x's.
+type PCConfig struct {
+	SVM     *SVM
+	Index   int // also the APIC ID
+	NCR3    uint64
+	Start   *loader.BootState // nil: an AP waiting for INIT and SIPI
+	Mem     vmm.GuestMemory
+	Ports   *vmm.IOBus
+	MMIO    *vmm.MMIOBus
+	Devices sync.Locker
+	Source  vmm.InterruptSource
+	APIC    vmm.APICMSRs
+	SIPI    vmm.SIPISource
+	TPR     interface {
+		TPR() uint8
+		SetTPR(uint8)
+	}
+	Timers []devices.Timer
+	Clock  *vmm.TSCClock
+	View   *vmm.CPUIDView
+	Wake   <-chan struct{}
+}
+
+// PCCPU is one vCPU of a full guest under AMD-V: a vmm.CPU for a Machine.
+// Its exits are translated to vmm.Exit and handled by vmm.Dispatch
+// through vmcsView, so the CPUID view, MSR file, MMIO and string-I/O
+// emulation and interrupt injection are the VT-x vCPU's code.
+type PCCPU struct {
+	HW   *HWVCPU
+	S    *VCPU // SVM side: VMCB, decoder, counts by exit code
+	V    *vmm.VCPU
+	cfg  PCConfig
+	view *vmcsView
+	inj  vmm.Injector
+	fx   *vmm.FXState
+	msr  *vmm.GuestMSRs
+
+	tid      int
+	inGuest  atomic.Bool
+	kicked   atomic.Bool
+	kickCh   chan struct{}
+	waitSIPI bool
+	Halts    uint64
+	// slice ends a guest run at the next device-timer deadline: SVM has
+	// no preemption timer (VT-x's bound on time in the guest), and a
+	// guest spinning without exits would never see its timer tick.
+	slice *time.Timer
+	// Progress: exits so far and the last exit's code and RIP, readable
+	// from other goroutines while the vCPU runs.
+	progExits, progCode, progRIP atomic.Uint64
+}
+
+// Progress returns the exits so far, the last exit code and its RIP.
+func (c *PCCPU) Progress() (exits uint64, code ExitCode, rip uint64) {
+	return c.progExits.Load(), ExitCode(c.progCode.Load()), c.progRIP.Load()
+}
+
+// maxSlice bounds one run in the guest when no device timer is armed
+// sooner.
+const maxSlice = 10 * time.Millisecond
+
+var _ vmm.CPU = (*PCCPU)(nil)
+
+// MSRs the guest reads and writes without exits: they live in the VMCB
+// and move with VMLOAD/VMSAVE (15.5.2), so no intercept is needed (AMD
+// APM Vol. 2 15.11 MSR permissions map).
+var passMSRs = []uint32{vmm.IA32_FS_BASE, vmm.IA32_GS_BASE, vmm.IA32_KERNEL_GS_BASE,
+	vmm.IA32_STAR, vmm.IA32_LSTAR, vmm.IA32_CSTAR, vmm.IA32_FMASK}
+
+// msrpmBit returns the byte and bit of msr's read-intercept bit in the
+// MSRPM (15.11, table 15-4: 0-1FFFh at byte 0, C000_0000h-C000_1FFFh at
+// 800h, C001_0000h-C001_1FFFh at 1000h; two bits per MSR, read then
+// write).
+func msrpmBit(msr uint32) (int, uint, bool) {
+	var base int
+	switch {
+	case msr < 0x2000:
+		base = 0
+	case msr >= 0xC000_0000 && msr < 0xC000_2000:
+		base, msr = 0x800, msr-0xC000_0000
+	case msr >= 0xC001_0000 && msr < 0xC001_2000:
+		base, msr = 0x1000, msr-0xC001_0000
+	default:
+		return 0, 0, false
+	}
+	bit := 2 * msr
+	return base + int(bit/8), uint(bit % 8), true
+}
+
+// NewPCCPU builds the vCPU on the calling (pinned) thread.
+func NewPCCPU(cfg PCConfig) (*PCCPU, error) {
+	s := cfg.SVM
+	h, err := s.NewVCPU(GuestConfig{NCR3: cfg.NCR3, HostNXE: HostNXE(),
+		Intercept: 0})
+	if err != nil {
+		return nil, err
+	}
+	vm := h.VMCB
+	// MWAIT and MONITOR are hidden by CPUID: they give #UD.
+	vm.SetBits32(InterceptMisc2, InterceptMONITOR|InterceptMWAIT)
+	msrpm := vm.Get64(MSRPMBasePA)
+	for _, m := range passMSRs {
+		byt, bit, ok := msrpmBit(m)
+		if !ok {
+			return nil, fmt.Errorf("svm: MSR %#x outside the MSRPM", m)
+		}
+		t := s.frames.Table(msrpm + uint64(byt/4096*4096))
+		q := &t[byt%4096/8]
+		*q &^= 3 << (uint(byt%8)*8 + bit)
+	}
+	vm.Set64(TSCOffset, cfg.Clock.Offset())
+	view := &vmcsView{v: vm}
+	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1), tid: syscall.Gettid()}
+	c.slice = time.AfterFunc(time.Hour, func() {
+		if c.inGuest.Load() {
+			syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG) // an INTR #VMEXIT
+		}
+	})
+	c.slice.Stop()
+	c.S = &VCPU{VMCB: vm, Bus: cfg.Ports, Mem: cfg.Mem, NRIPS: s.Features.NRIPS}
+	c.msr = vmm.NewGuestMSRs(view, nil, cfg.Start != nil)
+	c.msr.APIC = cfg.APIC
+	c.msr.TSC = cfg.Clock.GuestTSC
+	c.msr.SetTSC = func(x uint64) { vm.Set64(TSCOffset, x-cfg.Clock.Read()) }
+	cfg.Ports.Lock, cfg.MMIO.Lock = cfg.Devices, cfg.Devices
+	c.V = &vmm.VCPU{
+		VMCS: view, Bus: cfg.Ports, MSRs: c.msr, View: cfg.View, APICID: uint32(cfg.Index),
+		XCR0: vmm.XCR0_X87, XCR0Allowed: vmm.XCR0_X87, OnHalt: c.halt,
+		Mem: cfg.Mem, MMIO: cfg.MMIO, TPR: cfg.TPR,
+	}
+	c.inj = vmm.Injector{Source: cfg.Source}
+	if cfg.Start == nil {
+		c.waitSIPI = true
+		SetRealMode(vm, 0)
+		return c, nil
+	}
+	c.V.Regs.RAX, c.V.Regs.RBX, c.V.Regs.RSI = cfg.Start.RAX, cfg.Start.RBX, cfg.Start.RSI
+	SetBootState(vm, cfg.Start)
+	return c, nil
+}
+
+// SetBootState writes the loader's start state (32-bit protected mode or
+// 64-bit long mode) into the state save area (App. B table B-2).
+func SetBootState(v VMCB, b *loader.BootState) {
+	for _, s := range []struct {
+		seg loader.Segment
+		off int
+	}{{b.CS, SaveCS}, {b.DS, SaveDS}, {b.ES, SaveES}, {b.SS, SaveSS}, {b.FS, SaveFS}, {b.GS, SaveGS}, {b.TR, SaveTR}, {b.LDTR, SaveLDTR}} {
+		v.SetSegment(s.off, Segment{Selector: s.seg.Selector, Attrib: arToAttrib(uint64(s.seg.Access)), Limit: s.seg.Limit, Base: s.seg.Base})
+	}
+	v.SetSegment(SaveGDTR, Segment{Limit: uint32(b.GDTLimit), Base: b.GDTBase})
+	v.SetSegment(SaveIDTR, Segment{Limit: uint32(b.IDTLimit), Base: b.IDTBase})
+	v.Set8(SaveCPL, 0)
+	v.Set64(SaveCR0, b.CR0|CR0_ET|CR0_NE)
+	v.Set64(SaveCR3, b.CR3)
+	v.Set64(SaveCR4, b.CR4)
+	v.Set64(SaveEFER, b.EFER|EFER_SVME)
+	v.Set64(SaveRIP, b.RIP)
+	v.Set64(SaveRSP, b.RSP)
+	v.Set64(SaveRFLAGS, b.RFLAGS|2)
+}
+
+// SetRealMode is the state after SIPI with vector vec (real mode at
+// vec<<8:0, APM Vol. 2 14.1.5 and 16.5 for the SIPI start).
+func SetRealMode(v VMCB, vec uint8) {
+	sel := uint16(vec) << 8
+	v.SetSegment(SaveCS, Segment{Selector: sel, Attrib: 0x9B, Limit: 0xFFFF, Base: uint64(sel) << 4})
+	for _, off := range []int{SaveDS, SaveES, SaveSS, SaveFS, SaveGS} {
+		v.SetSegment(off, Segment{Attrib: 0x93, Limit: 0xFFFF})
+	}
+	v.SetSegment(SaveGDTR, Segment{Limit: 0xFFFF})
+	v.SetSegment(SaveIDTR, Segment{Limit: 0xFFFF})
+	v.SetSegment(SaveLDTR, Segment{Attrib: 0x82, Limit: 0xFFFF})
+	v.SetSegment(SaveTR, Segment{Attrib: 0x8B, Limit: 0xFFFF})
+	v.Set8(SaveCPL, 0)
+	v.Set64(SaveCR0, CR0_ET|CR0_NE)
+	v.Set64(SaveCR3, 0)
+	v.Set64(SaveCR4, 0)
+	v.Set64(SaveEFER, EFER_SVME)
+	v.Set64(SaveRIP, 0)
+	v.Set64(SaveRSP, 0)
+	v.Set64(SaveRFLAGS, 2)
+}
+
+// Step implements vmm.CPU.
+func (c *PCCPU) Step() (vmm.Action, error) {
+	if c.waitSIPI {
+		return c.waitForSIPI()
+	}
+	next, armed := c.pollTimers()
+	d := maxSlice
+	if armed {
+		d = max(min(d, time.Duration(next-c.cfg.Clock.Nanotime())), 50*time.Microsecond)
+	}
+	c.slice.Reset(d)
+	defer c.slice.Stop()
+	if err := c.inj.PrepareEntry(c.view); err != nil {
+		return vmm.ActionStop, err
+	}
+	c.kicked.Store(false)
+	c.inGuest.Store(true)
+	c.S.Regs = c.V.Regs
+	e := c.HW.enterFX(c.S, c.fx)
+	c.V.Regs = c.S.Regs
+	c.inGuest.Store(false)
+	vm := c.HW.VMCB
+	// An event whose delivery the exit interrupted goes again (15.7.2);
+	// otherwise EVENTINJ was delivered.
+	if e.IntInfo&EventInjValid != 0 {
+		vm.Set64(EventInj, e.IntInfo)
+	} else {
+		vm.Set64(EventInj, 0)
+	}
+	if c.S.Counts == nil {
+		c.S.Counts = make(map[ExitCode]uint64)
+	}
+	c.S.Counts[e.Code]++
+	c.progExits.Add(1)
+	c.progCode.Store(uint64(e.Code))
+	c.progRIP.Store(e.RIP)
+	return c.dispatch(&e)
+}
+
+// dispatch turns the #VMEXIT into vmm's exit and runs vmm's handler.
+func (c *PCCPU) dispatch(e *Exit) (vmm.Action, error) {
+	x := vmm.Exit{RIP: e.RIP}
+	length := func(want string) error {
+		next, err := c.S.nextRIP(e, want)
+		c.view.instrLen = next - e.RIP
+		return err
+	}
+	var err error
+	switch e.Code {
+	case ExitIntr, ExitNMI, ExitSMI, ExitInit:
+		x.Reason = vmm.ExitReasonField(vmm.ExitExternalInterrupt)
+	case ExitVIntr:
+		// The window is open: PrepareEntry injects; V_IRQ goes with it.
+		x.Reason = vmm.ExitReasonField(vmm.ExitInterruptWindow)
+	case ExitCPUID:
+		x.Reason = vmm.ExitReasonField(vmm.ExitCPUID)
+		err = length("CPUID")
+	case ExitHLT:
+		x.Reason = vmm.ExitReasonField(vmm.ExitHLT)
+		err = length("HLT")
+	case ExitMSR:
+		if e.Info1 == 1 {
+			x.Reason = vmm.ExitReasonField(vmm.ExitWRMSR)
+			err = length("WRMSR")
+		} else {
+			x.Reason = vmm.ExitReasonField(vmm.ExitRDMSR)
+			err = length("RDMSR")
+		}
+	case ExitXSETBV:
+		x.Reason = vmm.ExitReasonField(vmm.ExitXSETBV)
+		err = length("XSETBV")
+	case ExitIOIO:
+		x.Reason = vmm.ExitReasonField(vmm.ExitIOInstruction)
+		x.Qualification, err = c.ioQual(e)
+		c.view.instrLen = e.Info2 - e.RIP // EXITINFO2 is the next RIP (15.10.2)
+	case ExitNPF:
+		x.Reason = vmm.ExitReasonField(vmm.ExitEPTViolation)
+		x.GuestPhysical = e.Info2
+	case ExitShutdown:
+		x.Reason = vmm.ExitReasonField(vmm.ExitTripleFault)
+	case ExitMONITOR, ExitMWAIT:
+		x.Reason = vmm.ExitReasonField(vmm.ExitMWAIT)
+	case ExitVMRUN, ExitVMMCALL, ExitVMLOAD, ExitVMSAVE, ExitSTGI, ExitCLGI, ExitSKINIT:
+		// SVM is hidden from the guest (CPUID): #UD, as without it.
+		return vmm.ActionResume, vmm.InjectException(c.view, vmm.VectorUD, false, 0)
+	case ExitInvalid:
+		return handleInvalid(c.S, e)
+	default:
+		return vmm.ActionStop, fmt.Errorf("%w: SVM %v (exitcode %#x, exitinfo1 %#x, exitinfo2 %#x, rip %#x)",
+			vmm.ErrUnhandledExit, e.Code, uint64(e.Code), e.Info1, e.Info2, e.RIP)
+	}
+	if err != nil {
+		return vmm.ActionStop, fmt.Errorf("svm: vcpu %d: %v exit: %w", c.cfg.Index, e.Code, err)
+	}
+	x.InstrLen = c.view.instrLen
+	return vmm.Dispatch(c.V, &x)
+}
+
+// ioQual converts IOIO's EXITINFO1 (15.10.2 figure 15-2) to VT-x's I/O
+// exit qualification and, for INS/OUTS, the instruction information (the
+// address size from A16/A32/A64, the segment of OUTS from the decoded
+// prefix, DS by default).
+func (c *PCCPU) ioQual(e *Exit) (uint64, error) {
+	q := IOIOInfo(e.Info1)
+	size := q.Size()
+	if size == 0 {
+		return 0, fmt.Errorf("%w: %v at rip %#x", vmm.ErrUnsupported, q, e.RIP)
+	}
+	vq := uint64(size-1) | uint64(q.Port())<<vmm.IOQualPortShift
+	if q.In() {
+		vq |= vmm.IOQualIn
+	}
+	if !q.StringOp() {
+		return vq, nil
+	}
+	vq |= vmm.IOQualString
+	if q&IOIORep != 0 {
+		vq |= vmm.IOQualREP
+	}
+	var asz uint64
+	switch {
+	case q&IOIOA32 != 0:
+		asz = 1
+	case q&IOIOA64 != 0:
+		asz = 2
+	}
+	seg := uint64(3) // DS
+	if !q.In() {
+		inst, err := c.S.DecodeAt(e.RIP)
+		if err != nil {
+			return 0, err
+		}
+		c.S.Decoded++
+		for _, p := range inst.Prefix {
+			switch p &^ (x86asm.PrefixImplicit | x86asm.PrefixIgnored | x86asm.PrefixInvalid) {
+			case x86asm.PrefixES:
+				seg = 0
+			case x86asm.PrefixCS:
+				seg = 1
+			case x86asm.PrefixSS:
+				seg = 2
+			case x86asm.PrefixDS:
+				seg = 3
+			case x86asm.PrefixFS:
+				seg = 4
+			case x86asm.PrefixGS:
+				seg = 5
+			}
+		}
+	}
+	c.view.instrInfo = asz<<7 | seg<<15
+	return vq, nil
+}
+
+// pollTimers brings the devices' timers up to the guest's now.
+func (c *PCCPU) pollTimers() (next int64, armed bool) {
+	now := c.cfg.Clock.Nanotime()
+	c.cfg.Devices.Lock()
+	defer c.cfg.Devices.Unlock()
+	for _, t := range c.cfg.Timers {
+		t.Poll(now)
+		if d, ok := t.NextDeadline(); ok && (!armed || d < next) {
+			next, armed = d, true
+		}
+	}
+	return next, armed
+}
+
+// maxHaltSleep bounds one sleep of a halted vCPU, as VMXCPU's.
+const maxHaltSleep = 50 * time.Millisecond
+
+// halt sleeps until an interrupt is due, the vCPU is kicked or its
+// timers' next deadline passes.
+func (c *PCCPU) halt(*vmm.VCPU) (vmm.Action, error) {
+	c.Halts++
+	if c.HW.VMCB.Get64(SaveRFLAGS)&vmm.RFLAGS_IF == 0 {
+		return vmm.ActionStop, fmt.Errorf("%w (vcpu %d, rip %#x)", vmm.ErrGuestHalted, c.cfg.Index, c.HW.VMCB.Get64(SaveRIP))
+	}
+	for {
+		if c.kicked.Swap(false) {
+			return vmm.ActionResume, nil
+		}
+		next, armed := c.pollTimers()
+		if c.cfg.Source != nil && c.cfg.Source.InterruptPending() {
+			return vmm.ActionResume, nil
+		}
+		d := maxHaltSleep
+		if armed {
+			d = min(d, time.Duration(next-c.cfg.Clock.Nanotime()))
+		}
+		if d <= 0 {
+			continue
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-c.cfg.Wake:
+		case <-c.kickCh:
+			c.kicked.Store(true)
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// waitForSIPI parks an application processor until INIT and SIPI.
+func (c *PCCPU) waitForSIPI() (vmm.Action, error) {
+	if c.cfg.SIPI == nil {
+		return vmm.ActionStop, fmt.Errorf("svm: vcpu %d: application processor without a LAPIC", c.cfg.Index)
+	}
+	c.cfg.SIPI.TakeINIT()
+	if vec, ok := c.cfg.SIPI.TakeSIPI(); ok {
+		c.waitSIPI = false
+		SetRealMode(c.HW.VMCB, vec)
+		return vmm.ActionResume, nil
+	}
+	t := time.NewTimer(maxHaltSleep)
+	defer t.Stop()
+	select {
+	case <-c.cfg.Wake:
+	case <-c.kickCh:
+	case <-t.C:
+	}
+	return vmm.ActionResume, nil
+}
+
+// Kick implements vmm.CPU.
+func (c *PCCPU) Kick() {
+	c.kicked.Store(true)
+	select {
+	case c.kickCh <- struct{}{}:
+	default:
+	}
+	if c.inGuest.Load() {
+		syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG)
+	}
+}
+
+// Close implements vmm.CPU.
+func (c *PCCPU) Close() error { return nil }
+
+// Save implements vmm.CPU: the VMCB state and registers (CPU.Save's
+// blob). The guest's x87/SSE image and MSR file are not in it yet.
+func (c *PCCPU) Save() ([]byte, error) {
+	if c.waitSIPI {
+		return nil, errors.New("svm: save of an AP waiting for SIPI not supported")
+	}
+	cc := &CPU{HW: c.HW, V: c.S}
+	c.S.Regs = c.V.Regs
+	return cc.Save()
+}
+
+// Restore implements vmm.CPU.
+func (c *PCCPU) Restore(b []byte) error {
+	cc := &CPU{HW: c.HW, V: c.S}
+	if err := cc.Restore(b); err != nil {
+		return err
+	}
+	c.V.Regs = c.S.Regs
+	c.waitSIPI = false
+	return nil
+}
+
+// Injected returns the number of interrupts injected.
+func (c *PCCPU) Injected() uint64 { return c.inj.Injected }
