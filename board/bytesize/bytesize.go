@@ -30,7 +30,9 @@ func Parse(s string) (uint64, error) {
 	num := s
 	var shift uint
 	// Strip an optional "B" or "iB" after a unit letter, then the letter.
-	lower := strings.ToLower(s)
+	// Only ASCII letters are folded, so lower has s's length and byte
+	// offsets (strings.ToLower may change it: "İ" grows).
+	lower := asciiLower(s)
 	switch {
 	case strings.HasSuffix(lower, "ib"):
 		num = s[:len(s)-2]
@@ -78,4 +80,15 @@ func Format(n uint64) string {
 		}
 	}
 	return fmt.Sprint(n)
+}
+
+// asciiLower folds ASCII capitals and leaves every other byte alone.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
