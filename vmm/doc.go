@@ -104,7 +104,10 @@
 // 32-bit arithmetic reads right (CrystalFor). vmm/pc wires a PC around it.
 //
 // Not yet done: guest XSAVE state beyond x87/SSE (CPUIDView hides XSAVE
-// and AVX from guests; the host now has OSXSAVE, so XCR0 switching and
-// XSAVE around entry are the next step); posted interrupts and APIC
+// and AVX from guests; the host kernel runs without OSXSAVE: the boot
+// layer's XSAVE thread switching was withdrawn after Go runtimes under it
+// died with heap corruption in 2 of 4 QEMU self-test boots), so XCR0
+// switching and XSAVE around entry are the next step; posted interrupts
+// and APIC
 // virtualisation (every APIC access exits); NMI injection.
 package vmm

@@ -1,10 +1,8 @@
 /* cpu.c: per-CPU setup: GDT with a TSS whose IST stacks every IDT gate
  * uses (SDM 3A 7.7 "Task Management in 64-bit Mode", 6.14.5 "Interrupt
  * Stack Table"), the IDT (6.14.1), the SYSCALL MSRs (SDM 2B "SYSCALL",
- * 3A 5.8.8) and SSE state (3A 13.1: CR4.OSFXSR), and with XSAVE
- * (CPUID.1:ECX bit 26) CR4.OSXSAVE and XCR0 for x87, SSE, AVX and AVX-512
- * (SDM 1 13.3), so the Go runtime's CPU feature detection finds AVX2 and
- * AVX-512 in ring 0; threads then switch the whole state with XSAVE. */
+ * 3A 5.8.8) and SSE state (3A 13.1: CR4.OSFXSR; CR4.OSXSAVE stays clear so
+ * the Go runtime sees no AVX and never needs XSAVE state). */
 #include "layer.h"
 
 _Static_assert(offsetof(struct cpu, self) == CPU_SELF, "CPU_SELF");
@@ -64,74 +62,6 @@ static void tss_install(struct cpu *c, int id) {
 	__asm__ volatile("ltr %0" ::"r"(sel));
 }
 
-u64 xcr0;
-u32 fpu_size = 512;
-
-#define CR4_OSXSAVE (1ULL << 18)
-#define XCR0_X87_SSE 0x3ULL
-#define XCR0_AVX 0x4ULL
-#define XCR0_AVX512 0xE0ULL /* opmask, ZMM_Hi256, Hi16_ZMM: all or none */
-
-static void xsetbv0(u64 v) { __asm__ volatile("xsetbv" ::"c"(0), "a"((u32)v), "d"((u32)(v >> 32))); }
-
-/* xsave_init turns on OSXSAVE and loads XCR0 on this CPU; the boot CPU
- * picks XCR0 from what CPUID.(0xD,0) offers, within what fits FPU_AREA. */
-static void xsave_init(int id) {
-	u32 r[4];
-	cpuid(1, 0, r);
-	if (!(r[2] & (1u << 26)))
-		return;
-	if (id == 0) {
-		cpuid(0xD, 0, r);
-		u64 sup = r[0] | (u64)r[3] << 32, want = sup & XCR0_X87_SSE;
-		if (want == XCR0_X87_SSE && (sup & XCR0_AVX)) {
-			want |= XCR0_AVX;
-			if ((sup & XCR0_AVX512) == XCR0_AVX512)
-				want |= XCR0_AVX512;
-		}
-		if (want != XCR0_X87_SSE && want != (XCR0_X87_SSE | XCR0_AVX) && want != (XCR0_X87_SSE | XCR0_AVX | XCR0_AVX512))
-			return; /* no SSE state in XSAVE: keep FXSAVE */
-		xcr0 = want;
-	}
-	if (!xcr0)
-		return;
-	u64 cr4;
-	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
-	__asm__ volatile("mov %0, %%cr4" ::"r"(cr4 | CR4_OSXSAVE));
-	xsetbv0(xcr0);
-	if (id == 0) {
-		cpuid(0xD, 0, r); /* EBX: the area size for the XCR0 now loaded */
-		if (r[1] > FPU_AREA) {
-			xcr0 = XCR0_X87_SSE | XCR0_AVX;
-			xsetbv0(xcr0);
-			cpuid(0xD, 0, r);
-		}
-		fpu_size = r[1];
-	}
-}
-
-void fpu_save(void *area) {
-	if (xcr0)
-		__asm__ volatile("xsave64 (%0)" ::"r"(area), "a"((u32)xcr0), "d"((u32)(xcr0 >> 32)) : "memory");
-	else
-		__asm__ volatile("fxsave64 (%0)" ::"r"(area) : "memory");
-}
-
-void fpu_restore(const void *area) {
-	if (xcr0)
-		__asm__ volatile("xrstor64 (%0)" ::"r"(area), "a"((u32)xcr0), "d"((u32)(xcr0 >> 32)) : "memory");
-	else
-		__asm__ volatile("fxrstor64 (%0)" ::"r"(area) : "memory");
-}
-
-/* fpu_save_fresh saves into an area never used before: XSAVE writes only
- * XSTATE_BV of the header, and XRSTOR faults unless the rest of the
- * header is zero (SDM 1 13.7, 13.8). */
-void fpu_save_fresh(void *area) {
-	memset((u8 *)area + 512, 0, 64);
-	fpu_save(area);
-}
-
 /* fpu_init gives the FPU/SSE unit its power-on state: FCW 0x37F, MXCSR
  * 0x1F80 (all exceptions masked), as Linux hands a new process. */
 void fpu_init(void) {
@@ -147,7 +77,6 @@ void cpu_init(struct cpu *c, int id) {
 	wrmsr(MSR_GS_BASE, (u64)c);
 	tss_install(c, id);
 	idt_load();
-	xsave_init(id);
 	wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1 | (1 << 11)); /* SCE, NXE */
 	wrmsr(MSR_STAR, ((u64)SEL_CODE64 << 32));
 	wrmsr(MSR_LSTAR, (u64)syscall_entry);

@@ -76,18 +76,8 @@ struct context {
 enum tstate { T_FREE, T_RUNNABLE, T_RUNNING, T_BLOCKED, T_ZOMBIE };
 enum wkind { W_NONE, W_FUTEX, W_SLEEP, W_EPOLL, W_CONSOLE, W_IRQ, W_EVENTFD };
 
-/* Per-thread extended state: x87, SSE, AVX and AVX-512 in the standard
- * XSAVE format (SDM 1 13.4; 2688 bytes for XCR0 = 0xE7), or the 512-byte
- * FXSAVE image on a CPU without XSAVE. */
-#define FPU_AREA 3072
-extern u64 xcr0;      /* 0: no XSAVE, FXSAVE/FXRSTOR are used */
-extern u32 fpu_size;  /* bytes of the save area in use */
-void fpu_save(void *area);
-void fpu_restore(const void *area);
-void fpu_save_fresh(void *area);
-
 struct thread {
-	u8 fx[FPU_AREA] __attribute__((aligned(64))); /* XSAVE (or FXSAVE) area, SDM 1 13.4, 10.5.1 */
+	u8 fx[512] __attribute__((aligned(64))); /* FXSAVE area, SDM 1 10.5.1 */
 	struct context *ctx;
 	u64 kstack_top;
 	int state, tid, cpu, idle;

@@ -58,7 +58,7 @@ static void start_go(void) {
 	tf.ss = SEL_DATA;
 	t->affinity = ~0ULL;
 	fpu_init();
-	fpu_save_fresh(t->fx);
+	__asm__ volatile("fxsave64 %0" : "=m"(t->fx));
 	thread_init_frame(t, &tf);
 	unlock();
 }

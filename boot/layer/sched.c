@@ -76,11 +76,11 @@ static void switch_to(struct thread *next) {
 	next->state = T_RUNNING;
 	if (prev == next)
 		return;
-	fpu_save(prev->fx);
+	__asm__ volatile("fxsave64 %0" : "=m"(prev->fx));
 	next->cpu = c->id;
 	c->cur = next;
 	c->kstack_top = next->kstack_top;
-	fpu_restore(next->fx);
+	__asm__ volatile("fxrstor64 %0" ::"m"(next->fx));
 	wrmsr(MSR_FS_BASE, next->fsbase);
 	if (prev->idle) { /* an idle CPU's timer may be far away: arm the slice */
 		u64 now = nanotime();
@@ -252,7 +252,7 @@ void sched_start_on(u64 stack_top) {
 	idle->state = T_RUNNING;
 	idle->kstack_top = stack_top;
 	idle->affinity = 1ULL << c->id;
-	fpu_save_fresh(idle->fx);
+	__asm__ volatile("fxsave64 %0" : "=m"(idle->fx));
 	c->idle = c->cur = idle;
 	c->kstack_top = stack_top;
 	c->online = 1;

@@ -1,8 +1,7 @@
 /* signal.c: Linux signals for one process (asm-generic/signal.h numbers,
  * x86-64 frame layout of arch/x86/kernel/signal.c: struct rt_sigframe =
  * pretcode, ucontext (uc_flags, uc_link, uc_stack, sigcontext, sigmask),
- * siginfo, then the XSAVE (or FXSAVE) image the sigcontext's fpstate
- * points at).
+ * siginfo, then the FXSAVE image the sigcontext's fpstate points at).
  * Go's handler uses the frame to turn a fault into a panic and to inject
  * asyncPreempt calls on SIGURG; rt_sigreturn resumes whatever it left. */
 #include "layer.h"
@@ -132,11 +131,11 @@ static void setup_frame(struct trapframe *tf, int sig, int code, u64 addr, int p
 		sp = t->ss_sp + t->ss_size;
 	else
 		sp -= 128; /* red zone */
-	u64 fp = ALIGN_DOWN(sp - fpu_size, 64);
+	u64 fp = ALIGN_DOWN(sp - 512, 64);
 	struct rt_sigframe *f = (struct rt_sigframe *)(ALIGN_DOWN(fp - sizeof *f, 16) - 8);
-	if (!user_ok((u64)f, fp + fpu_size - (u64)f))
+	if (!user_ok((u64)f, fp + 512 - (u64)f))
 		fatal("bad stack for a signal frame", tf);
-	fpu_save_fresh((void *)fp);
+	__asm__ volatile("fxsave64 (%0)" ::"r"(fp) : "memory");
 	memset(f, 0, sizeof *f);
 	f->pretcode = a->restorer;
 	f->uc.ss_sp = t->ss_sp, f->uc.ss_size = t->ss_size;
@@ -228,7 +227,7 @@ i64 sys_rt_sigreturn(struct trapframe *tf) {
 	tf->rflags = (m->eflags & 0x40CD5) | 0x202; /* keep IF on, no TF */
 	tf->cs = SEL_CODE64, tf->ss = SEL_DATA;
 	cur()->sigmask = f->uc.sigmask & ~UNBLOCKABLE;
-	if (m->fpstate && !(m->fpstate & (xcr0 ? 63 : 15)) && user_ok(m->fpstate, fpu_size))
-		fpu_restore((const void *)m->fpstate);
+	if (m->fpstate && !(m->fpstate & 15) && user_ok(m->fpstate, 512))
+		__asm__ volatile("fxrstor64 (%0)" ::"r"(m->fpstate));
 	return (i64)tf->rax;
 }
