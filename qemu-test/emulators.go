@@ -76,15 +76,27 @@ func runQEMU(name string, args []string) (*Machine, error) {
 	if m.in, err = m.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	stdout, err := m.cmd.StdoutPipe()
+	// Our own pipe, not StdoutPipe: Wait (run as soon as the process
+	// starts) closes a StdoutPipe when the process exits, dropping what the
+	// pump had not read yet; a QEMU that prints and exits at once (an exit
+	// through port 0xF4) lost its last lines that way. This read end stays
+	// open until the pump has read to EOF.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	m.cmd.Stdout = w
 	m.cmd.Stderr = m.log
-	if err := m.start(); err != nil {
+	err = m.start()
+	w.Close() // the child holds its own copy; EOF comes when it exits
+	if err != nil {
+		stdout.Close()
 		return nil, err
 	}
-	go m.pump(stdout)
+	go func() {
+		m.pump(stdout)
+		stdout.Close()
+	}()
 	return m, nil
 }
 
