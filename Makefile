@@ -8,7 +8,7 @@ HOST_PKGS = $(shell go list ./... | grep -v /qemu-test)
 # Host packages used from several threads: also tested under -race.
 RACE_PKGS = ./vmm/devices/lapic ./vmm/devices/ioapic
 
-.PHONY: all deps image guest run test test-long test-open check unit fuzz emu bench clean
+.PHONY: all deps image guest run test test-open check unit fuzz emu bench clean
 
 all: image
 
@@ -52,24 +52,16 @@ fuzz:
 
 # The emulator tests build their own copy of the image (qemu-test/image).
 emu: deps
-	go test -count=1 -timeout 70m -v -skip '$(LONG_TESTS)|$(OPEN_TESTS)' ./qemu-test/
-
-# The long tier: Linux guest boots under Bochs that take a quarter of an
-# hour each on 2 cores (2 vCPUs with ACPI; 5 save/destroy/restore cycles
-# under a workload). make test runs the 1-vCPU Linux boot on Bochs only.
-LONG_TESTS = ^(TestBochsLinuxSMP|TestBochsLinuxRestore)$$
+	go test -count=1 -timeout 70m -v -skip '$(OPEN_TESTS)' ./qemu-test/
 
 # Tests of open work that fail today, kept so the failure stays visible:
 # Linux with ACPI (IOAPIC routing, 2 vCPUs) under AMD-V hangs after
-# "Marking TSC unstable" (no timer interrupt reaches the guest). Neither
-# make test nor make test-long runs them; make test-open does.
+# "Marking TSC unstable" (no timer interrupt reaches the guest). make test
+# does not run them; make test-open does.
 OPEN_TESTS = ^(TestQEMUSVMLinuxSMP)$$
 
 test-open: deps
 	go test -count=1 -timeout 30m -v -run '$(OPEN_TESTS)' ./qemu-test/
-
-test-long: deps
-	go test -count=1 -timeout 90m -v -run '$(LONG_TESTS)' ./qemu-test/
 
 # Hot-loop and harvest benchmarks, side by side with copy().
 bench:
