@@ -54,14 +54,14 @@ fuzz:
 emu: deps
 	go test -count=1 -timeout 70m -v -skip '$(OPEN_TESTS)' ./qemu-test/
 
-# Tests of open work that fail today, kept so the failure stays visible:
-# Linux with ACPI (IOAPIC routing, 2 vCPUs) under AMD-V hangs after
-# "Marking TSC unstable" (no timer interrupt reaches the guest). make test
-# does not run them; make test-open does.
-OPEN_TESTS = ^(TestQEMUSVMLinuxSMP)$$
+# Tests of open work that fail today, kept so the failure stays visible, as
+# a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
+# them. None today.
+OPEN_TESTS =
 
 test-open: deps
-	go test -count=1 -timeout 30m -v -run '$(OPEN_TESTS)' ./qemu-test/
+	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \
+	  else go test -count=1 -timeout 30m -v -run '$(OPEN_TESTS)' ./qemu-test/; fi
 
 # Hot-loop and harvest benchmarks, side by side with copy().
 bench:

@@ -115,11 +115,18 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		}
 		layout.RSDP, acpiBytes = t.RSDP, t.Bytes
 	}
-	state, kind, err := loader.Load(loader.Flat(mem), loader.Config{Layout: layout, Kernel: o.Kernel, Cmdline: o.Cmdline, Initrd: o.Initrd})
+	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
+	cmdline := o.Cmdline
+	if k, err := loader.Detect(o.Kernel); err == nil {
+		var added bool
+		if cmdline, added = withTSCRate(k, cmdline, tscHz); added {
+			fmt.Fprintf(o.Log, "AMD-V: the guest kernel's command line gets %s%d (Linux reads the TSC rate from CPUID 0x15 only on Intel)\n", tscKHzParam, tscHz/1000)
+		}
+	}
+	state, kind, err := loader.Load(loader.Flat(mem), loader.Config{Layout: layout, Kernel: o.Kernel, Cmdline: cmdline, Initrd: o.Initrd})
 	if err != nil {
 		return nil, fmt.Errorf("pc: load kernel: %w", err)
 	}
-	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
 	fmt.Fprintf(o.Log, "AMD-V: %v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v), ACPI tables %d bytes, NRIP save %v, decode assists %v\n",
 		kind, o.CPUs, board.FormatBytes(o.MemSize), tscHz/1000, state.RIP, state.Mode, len(acpiBytes),
 		caps.Features().NRIPS, caps.Features().DecodeAssists)
@@ -184,14 +191,11 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 			return nil, err
 		}
 	}
-	o.Input.set(func(b []byte) {
-		v.board.Devices.Lock()
-		for _, c := range b {
-			v.board.UART.Receive(c)
-		}
-		v.board.Devices.Unlock()
-		v.board.wakeAll()
-	})
+	// Console input with back-pressure, as under VT-x: what does not fit
+	// in the UART's FIFO waits (typing into a busy 2-vCPU guest lost 16
+	// bytes at a time with Receive).
+	q := &inputQueue{b: v.board}
+	o.Input.set(q.add)
 	if err := v.m.Start(); err != nil {
 		return nil, err
 	}
@@ -240,6 +244,43 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		rep.Reason = "stopped"
 	}
 	return rep, nil
+}
+
+// tscKHzParam is Linux's boot parameter for the TSC rate in kHz
+// (arch/x86/kernel/tsc.c, tsc_early_khz_setup), read before any
+// calibration.
+const tscKHzParam = "tsc_early_khz="
+
+// withTSCRate returns cmdline with tscKHzParam set to the guest's TSC rate
+// for a Linux kernel (a bzImage), unless cmdline sets it already, and
+// whether it added it.
+//
+// Why: Linux 6.1 takes the TSC rate from CPUID 0x15/0x16 only on Intel
+// (native_calibrate_tsc, cpu_khz_from_cpuid), which doppel's CPUID view
+// answers under VT-x. On AMD it calibrates against the PIT, checked by an
+// HPET or ACPI PM timer, with bounds on how long port reads may take (at
+// least 1,000 PIT reads in 10 ms with a max/min spread under 10x; a
+// reference read under 100,000 TSC cycles). An emulated CPU's I/O exits
+// (QEMU TCG's SVM) miss them, even with a PM timer offered. Linux then
+// marks the TSC unstable and, on doppel's HW-reduced ACPI machine (no PIT
+// clockevent), its LAPIC timer calibration waits for jiffies that never
+// advance: the 2-vCPU guest hung after "Marking TSC unstable". Doppel
+// knows the rate exactly; the boot loader passing it is what a KVM guest
+// gets from kvmclock.
+func withTSCRate(k loader.Kind, cmdline string, tscHz uint64) (string, bool) {
+	if k != loader.KindBzImage || tscHz < 1000 {
+		return cmdline, false
+	}
+	for _, f := range strings.Fields(cmdline) {
+		if strings.HasPrefix(f, tscKHzParam) {
+			return cmdline, false
+		}
+	}
+	arg := fmt.Sprintf("%s%d", tscKHzParam, tscHz/1000)
+	if strings.TrimSpace(cmdline) == "" {
+		return arg, true
+	}
+	return cmdline + " " + arg, true
 }
 
 // svmExitSummary lists #VMEXITs by exit code, most frequent first.
