@@ -1,7 +1,6 @@
 package svm
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -439,25 +438,69 @@ func (c *PCCPU) Kick() {
 // Close implements vmm.CPU.
 func (c *PCCPU) Close() error { return nil }
 
-// Save implements vmm.CPU: the VMCB state and registers (CPU.Save's
-// blob). The guest's x87/SSE image and MSR file are not in it yet.
-func (c *PCCPU) Save() ([]byte, error) {
-	if c.waitSIPI {
-		return nil, errors.New("svm: save of an AP waiting for SIPI not supported")
-	}
-	cc := &CPU{HW: c.HW, V: c.S}
-	c.S.Regs = c.V.Regs
-	return cc.Save()
+// vmcbMSRs are vmm.SwitchedMSRs' homes in the VMCB (VMLOAD/VMSAVE state,
+// App. B table B-2). IA32_TSC_AUX has none (RDTSCP is hidden from the
+// guest): it saves as 0.
+var vmcbMSRs = map[uint32]int{
+	vmm.IA32_STAR: SaveSTAR, vmm.IA32_LSTAR: SaveLSTAR, vmm.IA32_CSTAR: SaveCSTAR,
+	vmm.IA32_FMASK: SaveSFMASK, vmm.IA32_KERNEL_GS_BASE: SaveKernelGSBase,
 }
 
-// Restore implements vmm.CPU.
-func (c *PCCPU) Restore(b []byte) error {
-	cc := &CPU{HW: c.HW, V: c.S}
-	if err := cc.Restore(b); err != nil {
-		return err
+// Save implements vmm.CPU with VT-x's encoding (vmm.SaveVCPUState, magic
+// "VCPU"): the VMCB read through vmcsView as VMCS fields, the general
+// registers, the x87/SSE image, XCR0, the syscall MSRs, the MSR file,
+// whether the vCPU waits for SIPI, and its TSC. A blob saved here restores
+// under VT-x's VMXCPU and back, as far as the vendors' CPUs agree (the
+// package doc's "Saved state across vendors").
+func (c *PCCPU) Save() ([]byte, error) {
+	vm := c.HW.VMCB
+	vals := make([]uint64, len(vmm.SwitchedMSRs))
+	for i, m := range vmm.SwitchedMSRs {
+		if off, ok := vmcbMSRs[m]; ok {
+			vals[i] = vm.Get64(off)
+		}
 	}
-	c.V.Regs = c.S.Regs
-	c.waitSIPI = false
+	var frame [512]uint64
+	return vmm.SaveVCPUState(c.view, &vmm.VCPUState{
+		Regs: c.V.Regs, FX: c.fx.Guest, XCR0: c.V.XCR0,
+		MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, vals), MSRs: c.msr,
+		WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
+	})
+}
+
+// Restore implements vmm.CPU: a blob from Save, or from VT-x's VMXCPU.
+// On a bad blob nothing changes.
+func (c *PCCPU) Restore(b []byte) error {
+	var frame [512]uint64
+	s := &vmm.VCPUState{MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, make([]uint64, len(vmm.SwitchedMSRs))), MSRs: c.msr}
+	// Decode into a scratch VMCB first, so that a blob the view cannot
+	// take leaves this vCPU's VMCB as it was.
+	var page [512]uint64
+	scratch := NewVMCB(&page)
+	copy(scratch.b[:], c.HW.VMCB.b[:])
+	if err := vmm.RestoreVCPUState(&vmcsView{v: scratch, proc: c.view.proc}, b, s); err != nil {
+		return fmt.Errorf("svm: %w", err)
+	}
+	vm := c.HW.VMCB
+	copy(vm.b[:], scratch.b[:])
+	// The fields VT-x derives and SVM stores: CPL is SS.DPL (15.5.1,
+	// VT-x takes it from SS's access rights too), 0 in real mode.
+	cpl := uint8(vm.Segment(SaveSS).Attrib&AttrDPL) >> 5
+	if vm.Get64(SaveCR0)&1 == 0 {
+		cpl = 0
+	}
+	vm.Set8(SaveCPL, cpl)
+	for _, m := range vmm.SwitchedMSRs {
+		if off, ok := vmcbMSRs[m]; ok {
+			v, _ := s.MSRArea.Get(m)
+			vm.Set64(off, v)
+		}
+	}
+	c.V.Regs, c.fx.Guest, c.V.XCR0, c.waitSIPI = s.Regs, s.FX, s.XCR0, s.WaitSIPI
+	// The guest's TSC continues from the saved value.
+	c.cfg.Clock.Base = c.cfg.Clock.Read() - s.GuestTSC
+	vm.Set64(TSCOffset, c.cfg.Clock.Offset())
+	c.HW.flush = true // translations of the old state must go
 	return nil
 }
 

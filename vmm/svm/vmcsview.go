@@ -27,7 +27,15 @@ import (
 //     intercept (15.21.4): the guest exits as soon as it could take a
 //     virtual interrupt;
 //   - the exit's instruction length and instruction information come
-//     from decoding (decode.go), set per exit by PCCPU.
+//     from decoding (decode.go), set per exit by PCCPU;
+//   - CR0 and CR4 read shadows read the VMCB's CR0 and CR4 and ignore
+//     writes, and CR4.VMXE is dropped (see Write): so a VT-x state
+//     restores here with the guest's own control registers;
+//   - VMEntryControls reads "IA-32e mode guest" from EFER.LMA; the PAE
+//     PDPTEs, activity state and pending debug exceptions have no VMCB
+//     home and read as last written (0 at first), so that vmm's saved
+//     vCPU state (vmm.SaveVCPUState) is the same encoding on both
+//     vendors.
 type vmcsView struct {
 	v VMCB
 	// proc is ProcBasedControls as last written (only interrupt-window
@@ -53,6 +61,15 @@ const (
 	EventInjValid = 1 << 31
 	EventInjEV    = 1 << 11
 )
+
+// vmxOnly are VMX guest-state fields with no VMCB counterpart that
+// vendor-neutral code reads (the saved vCPU state): they read as last
+// written, 0 before. The PAE PDPTEs: with nested paging the CPU reads
+// them from guest memory at each use (15.25.9), so they need no home.
+var vmxOnly = map[vmm.Field]bool{
+	vmm.GuestActivityState: true, vmm.GuestPendingDebugExceptions: true, vmm.VMEntryInstructionLength: true,
+	vmm.GuestPDPTE0: true, vmm.GuestPDPTE1: true, vmm.GuestPDPTE2: true, vmm.GuestPDPTE3: true,
+}
 
 type segFields struct {
 	sel, base, limit, ar vmm.Field
@@ -137,9 +154,19 @@ func (w *vmcsView) Read(f vmm.Field) (uint64, error) {
 		return w.instrLen, nil
 	case vmm.VMExitInstructionInfo:
 		return w.instrInfo, nil
+	case vmm.VMEntryControls:
+		// Only "IA-32e mode guest" is guest state; SVM has it as
+		// EFER.LMA (15.5.1 loads EFER as is).
+		if v.Get64(SaveEFER)&EFER_LMA != 0 {
+			return vmm.EntryIA32eModeGuest, nil
+		}
+		return 0, nil
 	}
 	if x, ok := w.other[f]; ok {
 		return x, nil
+	}
+	if vmxOnly[f] {
+		return 0, nil
 	}
 	return 0, fmt.Errorf("svm: VMCS field %#x has no VMCB counterpart", uint32(f))
 }
@@ -147,6 +174,18 @@ func (w *vmcsView) Read(f vmm.Field) (uint64, error) {
 // Write implements vmm.VMCS.
 func (w *vmcsView) Write(f vmm.Field, x uint64) error {
 	v := w.v
+	switch f {
+	case vmm.CR0ReadShadow, vmm.CR4ReadShadow:
+		// VT-x's guest/host masks are CR0: none, CR4: VMXE (vmm's
+		// controls), so the guest's own values are GuestCR0 and GuestCR4
+		// without VMXE; a shadow in a VT-x state may be stale.
+		return nil
+	case vmm.GuestCR4:
+		// VMXE is VT-x's (required in VMX operation, hidden by the
+		// shadow) and reserved on AMD: VMRUN would fail (15.5.1).
+		v.Set64(SaveCR4, x&^vmm.CR4_VMXE)
+		return nil
+	}
 	if off, ok := plain64[f]; ok {
 		v.Set64(off, x)
 		return nil
@@ -193,7 +232,10 @@ func (w *vmcsView) Write(f vmm.Field, x uint64) error {
 			v.Set64(VIntr, v.Get64(VIntr)&^(VIntrVIRQ|VIntrVIgnTPR))
 			v.Set32(InterceptMisc1, v.Get32(InterceptMisc1)&^InterceptVINTR)
 		}
-	case vmm.GuestActivityState, vmm.GuestPendingDebugExceptions, vmm.VMEntryInstructionLength:
+	case vmm.VMEntryControls:
+		// EFER.LMA carries IA-32e mode; the other controls are doppel's.
+	case vmm.GuestActivityState, vmm.GuestPendingDebugExceptions, vmm.VMEntryInstructionLength,
+		vmm.GuestPDPTE0, vmm.GuestPDPTE1, vmm.GuestPDPTE2, vmm.GuestPDPTE3:
 		if w.other == nil {
 			w.other = map[vmm.Field]uint64{}
 		}
