@@ -209,8 +209,15 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 				if c != nil {
 					n, code, rip := c.Progress()
 					vm := c.HW.VMCB // racy reads, for this log line only
-					fmt.Fprintf(o.Log, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x; injected %d, halts %d, rflags %#x, V_INTR %#x, EVENTINJ %#x, interrupt pending %v\n",
-						i, n, code, rip, c.Injected(), c.Halts, vm.Get64(svm.SaveRFLAGS), vm.Get64(svm.VIntr), vm.Get64(svm.EventInj), v.board.Source(i).InterruptPending())
+					l := v.board.LAPICs[i]
+					fmt.Fprintf(o.Log, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x; injected %d, halts %d, rflags %#x, V_INTR %#x, EVENTINJ %#x, shadow %#x, interrupt pending %v; LAPIC IRR %v ISR %v ExtINT %v\n",
+						i, n, code, rip, c.Injected(), c.Halts, vm.Get64(svm.SaveRFLAGS), vm.Get64(svm.VIntr), vm.Get64(svm.EventInj), vm.Get64(svm.InterruptShadow),
+						v.board.Source(i).InterruptPending(), apicVectors(l, 0x200), apicVectors(l, 0x100), l.ExtINTPending())
+				}
+				if i == len(cpus)-1 {
+					v.board.Devices.Lock()
+					fmt.Fprintf(o.Log, "AMD-V board: UART irq %v, %d overruns; PIC INTR %v\n", v.board.UART.Interrupt(), v.board.UART.Overruns, v.board.PIC.Interrupt())
+					v.board.Devices.Unlock()
 				}
 			}
 		case <-v.m.Done():
@@ -281,6 +288,22 @@ func withTSCRate(k loader.Kind, cmdline string, tscHz uint64) (string, bool) {
 		return arg, true
 	}
 	return cmdline + " " + arg, true
+}
+
+// apicVectors lists the vectors set in the LAPIC's 256-bit register at
+// off (ISR 0x100, IRR 0x200; SDM Vol. 3A 11.8.4), for the progress log.
+func apicVectors(l *lapic.LAPIC, off uint64) []int {
+	var vs []int
+	for r := uint64(0); r < 8; r++ {
+		var b [4]byte
+		l.MMIORead(off+r*0x10, b[:])
+		for bit := 0; bit < 32; bit++ {
+			if b[bit/8]&(1<<(bit%8)) != 0 {
+				vs = append(vs, int(r)*32+bit)
+			}
+		}
+	}
+	return vs
 }
 
 // svmExitSummary lists #VMEXITs by exit code, most frequent first.

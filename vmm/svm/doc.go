@@ -124,34 +124,20 @@
 // or decoding; IOIO's from EXITINFO2. A Go timer kicks the vCPU at the
 // next device-timer deadline (at most 10 ms) in place of VT-x's
 // preemption timer. Status (QEMU 7.2 TCG, -cpu max): the multiboot test
-// kernel passes (TestQEMUSVMTestKernel); the Debian guest with 1 vCPU
-// and no ACPI tables (PIC, PIT, virtual-wire LAPIC) reaches its shell in
-// about 12 s and answers (TestQEMUSVMLinux: 45643 #VMEXITs, IOIO 41576,
-// INTR 1930, VINTR 1061, CPUID 745, HLT 141, NPF 134, MSR 56; 942
-// instructions decoded). With ACPI tables (the IO-APIC path, needed for 2
-// vCPUs) it stops at "tsc: Marking TSC unstable" (Linux calibrates the TSC
-// from CPUID 0x15 only on Intel, and PIT calibration fails) and then
-// spins with IF=1 and no interrupt ever pending or injected: the next
-// thing to find is why its timer raises nothing there when it does under
-// VT-x. TestQEMUSVMLinuxSMP is expected to fail until then.
-// Not yet: Save/Restore of the x87/SSE image, MSR file and waiting APs.
+// kernel passes (TestQEMUSVMTestKernel); the Debian guest reaches its
+// shell and answers with 1 vCPU without ACPI tables (TestQEMUSVMLinux) and
+// with 2 vCPUs and ACPI tables (TestQEMUSVMLinuxSMP, IOAPIC, LAPIC timer,
+// INIT/SIPI). Linux on AMD reads the TSC rate neither from CPUID 0x15 nor
+// (under TCG's slow exits) from PIT calibration, so vmm/pc passes it as
+// tsc_early_khz= (docs/design.md, "AMD-V").
 //
 // # Saved state across vendors
 //
-// A saved VM state is meant to be vendor-neutral: general registers,
-// RIP/RFLAGS, control registers, segment registers in one neutral form
-// (VMCB attributes and VMCS access rights both convert to the descriptor
-// bits), guest memory, devices. What would stop a guest saved under VT-x
-// from resuming under AMD-V, or back, in practice: the guest has already
-// read CPUID (vendor string, family/model, feature bits) and chose code
-// paths from it (Linux patches in vendor-specific alternatives, picks
-// VMCALL or VMMCALL for hypercalls, SYSENTER vs SYSCALL for 32-bit
-// compat, speculation mitigations), so the destination must present the
-// same CPUID or the guest breaks; vendor-specific MSRs the guest wrote
-// (AMD HWCR, Intel MISC_ENABLE, microcode and errata MSRs) have no
-// counterpart; SYSENTER in long mode exists only on Intel; XSAVE layouts
-// and supported features differ between the CPUs; a pending event in
-// VT-x's IDT-vectoring field must be re-expressed as EVENTINJ; TSC
-// frequency and offsets differ; and a nested guest hypervisor's own VMCS
-// or VMCB (F10) cannot be translated at all.
+// PCCPU saves VT-x's blob (vmm.SaveVCPUState through vmcsView) and
+// restores it or one from VT-x's VMXCPU; the dirty-test CPU (cpu.go) keeps
+// its own "SVMC" blob of the VMCB. docs/design.md ("AMD-V") lists what would
+// still stop a guest saved on one vendor from resuming on the other: CPUID
+// the guest has acted on, vendor-only MSRs, TSC rate without scaling, the
+// VMX fixed CR bits on the way back, CR2, software-interrupt re-injection
+// and nested guests.
 package svm
