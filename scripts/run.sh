@@ -1,79 +1,102 @@
 #!/usr/bin/env bash
-# run.sh boots build/doppel.iso in the best emulator present, with doppel's
-# serial console on this terminal:
+# run.sh boots doppel in the best emulator present, with doppel's serial
+# console on this terminal, and says which it picked and why:
 #   1. QEMU with KVM and nested VMX (-cpu host,+vmx), when /dev/kvm works and
-#      the host CPU has VMX: the fast path, like a real server.
+#      the host CPU has VMX with nested on: the fast path, like a real server.
 #   2. QEMU with KVM and nested SVM (-cpu host), when /dev/kvm works and the
 #      host CPU is an AMD one with nested SVM on.
 #   3. QEMU TCG with AMD-V emulated (-cpu max: SVM with nested paging), when
-#      no KVM is usable: the default dirty-page test guest runs its 50 rounds
-#      in about 14 s of wall time there against about 30 s under Bochs
-#      (qemu-test TestQEMUDirtySVM and TestBochsDirtySVM, boot included,
-#      measured side by side on the 2-core CI machine, 2026-12-02; under
-#      heavy load 17 s against 68 s).
+#      no KVM is usable. It is faster than Bochs for the guests doppel runs
+#      (qemu-test, side by side on the 2-core CI machine, 2026-12-02): the
+#      default dirty-page test guest's 50 rounds in about 14 s of wall time
+#      against about 30 s in Bochs (TestQEMUDirtySVM, TestBochsDirtySVM), and
+#      the Linux guest to its shell in 24 s (1 vCPU) and 34 s (2 vCPUs)
+#      against 91 s and 268 s in Bochs (TestQEMUSVMLinux[SMP] and
+#      TestBochsLinux[SMP] in one run, load average 12).
 #   4. Bochs with an Intel CPU model (VT-x with EPT emulated), when QEMU is
-#      missing: slow but exact. DOPPEL_EMU=bochs picks it anyway.
+#      missing, or asked for: slow but exact, and the VT-x path.
+# EMU=bochs (make run EMU=bochs; DOPPEL_EMU=bochs too) forces Bochs, EMU=qemu
+# QEMU (with KVM if usable, else TCG).
 # DOPPEL_CMDLINE replaces the image's boot flags (by default the ISO runs the
-# EPT dirty-tracking test guest; DOPPEL_CMDLINE= gives the shell).
+# EPT dirty-tracking test guest; DOPPEL_CMDLINE= gives the shell); the ISO
+# then built carries the same modules (testguest, and the Linux guest's
+# vmlinuz and initramfs when built).
 # Leave Bochs with Ctrl-] (socat's escape), QEMU with Ctrl-A X.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-iso=build/doppel.iso
-[ -f "$iso" ] || { echo "run: $iso missing: make image" >&2; exit 1; }
+[ -f build/doppel.iso ] || { echo "run: build/doppel.iso missing: make image" >&2; exit 1; }
 
-nested_vmx() {
-  [ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
-  grep -qw vmx /proc/cpuinfo || return 1
-  local p=/sys/module/kvm_intel/parameters/nested
-  [ -r $p ] && grep -qE '^(Y|1)' $p
-}
+emu=${EMU:-${DOPPEL_EMU:-}}
+case "$emu" in
+  "" | bochs | qemu) ;;
+  *) echo "run: EMU=$emu: want bochs or qemu (or nothing: the best present)" >&2; exit 2 ;;
+esac
 
-if nested_vmx; then
-  echo "run: QEMU/KVM with nested VMX"
-  exec qemu-system-x86_64 -enable-kvm -cpu host,+vmx -smp 2 -m 4G \
-    -kernel build/doppel.bin \
-    -append "${DOPPEL_CMDLINE-doppel.guest=testguest doppel.dirtytest.rounds=50}" \
-    -initrd "build/testguest.bin testguest" \
-    -nographic -no-reboot
-fi
-
-nested_svm() {
-  [ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
-  grep -qw svm /proc/cpuinfo || return 1
-  local p=/sys/module/kvm_amd/parameters/nested
-  [ -r $p ] && grep -qE '^(Y|1)' $p
-}
-
-qemu_svm() {
-  local accel=$1 cpu=$2
-  exec qemu-system-x86_64 $accel -cpu "$cpu" -smp 2 -m 4G \
-    -kernel build/doppel.bin \
-    -append "${DOPPEL_CMDLINE-doppel.guest=testguest doppel.dirtytest.rounds=50}" \
-    -initrd "build/testguest.bin testguest" \
-    -nographic -no-reboot
-}
-
-if [ "${DOPPEL_EMU:-}" != bochs ]; then
-  if nested_svm; then
-    echo "run: QEMU/KVM with nested SVM (AMD-V)"
-    qemu_svm -enable-kvm host
-  fi
-  if command -v qemu-system-x86_64 >/dev/null; then
-    echo "run: no usable KVM here; QEMU TCG with AMD-V emulated (-cpu max: SVM + nested paging),"
-    echo "run: picked over Bochs because the default guest's 50 dirty rounds take ~14 s here against ~30 s in Bochs"
-    echo "run: the serial console follows; Ctrl-A X leaves"
-    qemu_svm "" max
-  fi
-fi
-
-echo "run: no usable KVM with nested VMX here; booting in Bochs (Intel model, VT-x+EPT emulated)"
-echo "run: the serial console follows; Ctrl-] leaves"
-port=$(( 20000 + RANDOM % 20000 ))
 dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+
+# The ISO to boot: build/doppel.iso, or one with DOPPEL_CMDLINE's flags.
+iso=build/doppel.iso
 if [ -n "${DOPPEL_CMDLINE+set}" ]; then
-  bash scripts/mkiso.sh "$dir/boot.iso" build/doppel.bin "$DOPPEL_CMDLINE" build/testguest.bin testguest
+  mods=(build/testguest.bin testguest)
+  if [ -f build/vmlinuz ] && [ -f build/initramfs.cpio ]; then
+    mods+=(build/vmlinuz "vmlinuz console=ttyS0" build/initramfs.cpio initramfs)
+  fi
+  bash scripts/mkiso.sh "$dir/boot.iso" build/doppel.bin "$DOPPEL_CMDLINE" "${mods[@]}"
   iso=$dir/boot.iso
 fi
+
+# kvm_reason says why KVM cannot run doppel here (empty: it can).
+kvm_reason() {
+  if [ ! -e /dev/kvm ]; then echo "no /dev/kvm"; return; fi
+  if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then echo "/dev/kvm not read-writable"; return; fi
+  if grep -qw vmx /proc/cpuinfo; then
+    grep -qE '^(Y|1)' /sys/module/kvm_intel/parameters/nested 2>/dev/null && return
+    echo "kvm_intel without nested VMX"; return
+  fi
+  if grep -qw svm /proc/cpuinfo; then
+    grep -qE '^(Y|1)' /sys/module/kvm_amd/parameters/nested 2>/dev/null && return
+    echo "kvm_amd without nested SVM"; return
+  fi
+  echo "the host CPU shows neither VMX nor SVM"
+}
+
+# qemu boots the ISO with the given accelerator and CPU flags and ends the
+# script with QEMU (the debug-exit device ends it with the guest's status).
+qemu() {
+  echo "run: the serial console follows; Ctrl-A X leaves"
+  local rc=0
+  qemu-system-x86_64 "$@" -smp 2 -m 4G -cdrom "$iso" -boot d -nographic -no-reboot \
+    -device isa-debug-exit,iobase=0xf4,iosize=0x04 || rc=$?
+  exit $rc
+}
+
+if [ "$emu" != bochs ] && command -v qemu-system-x86_64 >/dev/null; then
+  why=$(kvm_reason)
+  if [ -z "$why" ] && grep -qw vmx /proc/cpuinfo; then
+    echo "run: QEMU/KVM with nested VMX (doppel runs its guest under VT-x)"
+    qemu -enable-kvm -cpu host,+vmx
+  elif [ -z "$why" ]; then
+    echo "run: QEMU/KVM with nested SVM (doppel runs its guest under AMD-V)"
+    qemu -enable-kvm -cpu host
+  fi
+  echo "run: no usable KVM ($why): QEMU TCG with AMD-V emulated (-cpu max: SVM + nested paging)"
+  echo "run: picked over Bochs (VT-x), which is slower here: the dirty test's 50 rounds ~14 s vs ~30 s,"
+  echo "run: the Linux guest to its shell ~24-34 s vs ~91-268 s (1-2 vCPUs); EMU=bochs picks Bochs"
+  qemu -cpu max
+fi
+
+if [ "$emu" = qemu ]; then
+  echo "run: EMU=qemu but qemu-system-x86_64 is missing (make deps installs it)" >&2
+  exit 1
+fi
+if [ "$emu" = bochs ]; then
+  echo "run: EMU=bochs: Bochs (Intel model, VT-x+EPT emulated)"
+else
+  echo "run: no QEMU: Bochs (Intel model, VT-x+EPT emulated)"
+fi
+echo "run: the serial console follows; Ctrl-] leaves"
+port=$(( 20000 + RANDOM % 20000 ))
 bash scripts/bochsrc.sh "$(realpath "$iso")" "$port" 2 1024 > "$dir/bochsrc"
 echo c > "$dir/continue"
 bochs -q -f "$dir/bochsrc" -rc "$dir/continue" > build/bochs-run.log 2>&1 &
