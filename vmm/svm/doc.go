@@ -92,27 +92,12 @@
 // general registers, Close nothing (SVM has no VMCLEAR). A host test
 // round-trips Save/Restore, and the AMD-V dirty-page test runs its vCPU
 // through vmm.Machine with this CPU (qemu-test checks one guest entry per
-// exit). What remains for Machine to run SVM guests like VMX ones:
-//   - the boot choice: dirtytest.RunAny picks VT-x when usable, else
-//     AMD-V, else one message naming both reasons; Machine's constructor
-//     (and vmm/pc) should make the same choice and build NewCPU from
-//     SVM.NewVCPU in MachineConfig.NewCPU, after Enable on each pinned
-//     thread;
-//   - the VMXCPU features the SVM CPU lacks: event injection (EVENTINJ in
-//     place of the VM-entry interruption field, EXITINTINFO in place of
-//     IDT-vectoring), the device timers polled before each entry, guest
-//     x87/SSE switching, HLT waiting, MSR emulation through the MSRPM,
-//     MMIO through NPF with decoded operands (decode.go), SIPI;
-//   - guest register access: RIP/RSP/RFLAGS/CRs/segments live in the VMCB
-//     (Get64/Set64, Segment/SetSegment) where VT-x has VMCS fields, so
-//     handlers shared between vendors need an accessor interface;
-//   - memory faults: VCPU.OnNPF(gpa, NPFInfo) beside OnEPTViolation;
-//   - dirty source: ept.ScanSource over tables built with Options.Nested;
-//     there is no PML on AMD, so Machine must not assume PMLSource;
-//   - invalidation: HWVCPU implements ept.Invalidator (a flush at the next
-//     VMRUN), where VT-x uses INVEPT;
-//   - exit counts: VCPU.Counts is keyed by ExitCode, VT-x's by basic exit
-//     reason; a vendor-neutral stats view should take names (String()).
+// exit). PC guests run through PCCPU instead (below), which has what this
+// CPU lacks: event injection, device timers, x87/SSE switching, HLT
+// waiting, MSR emulation, MMIO through NPF with decoded operands, SIPI and
+// the vendor-neutral saved state. Still to do on AMD-V: the restore test
+// (vmm/pc refuses it under AMD-V), and exit counts keyed by name rather
+// than by each vendor's codes (vmm/pc prints both today).
 //
 // # PC guests (pc.go, vmcsview.go)
 //
