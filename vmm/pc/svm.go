@@ -69,15 +69,18 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := mm.Of(board.RegionDoppelReserved)
-	if len(res) == 0 {
-		return nil, fmt.Errorf("pc: no doppel-reserved region in the memory map (doppel.reserve)")
+	// Only the guest part of the reserved region: its top is the NICs'
+	// DMA memory (doppel.dma), and the region hands out table frames
+	// (NPT, VMCB, IOPM, MSRPM) from the top down, over the NIC's rings.
+	res, _, err := board.SplitReserved(mm, o.DMA)
+	if err != nil {
+		return nil, fmt.Errorf("pc: %w (doppel.reserve, doppel.dma)", err)
 	}
-	raw, err := vmm.MapPhys(res[0].Start, res[0].Size())
+	raw, err := vmm.MapPhys(res.Start, res.Size())
 	if err != nil {
 		return nil, err
 	}
-	region, err := ept.NewRegion(res[0].Start, raw)
+	region, err := ept.NewRegion(res.Start, raw)
 	if err != nil {
 		return nil, err
 	}
