@@ -56,8 +56,10 @@ emu: deps
 
 # Tests of open work that fail today, kept so the failure stays visible, as
 # a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
-# them. None today.
-OPEN_TESTS =
+# them. TestQEMUSVMLinuxSMP: Linux with ACPI and 2 vCPUs under AMD-V boots
+# to its shell (24 passes in a row once), but in some runs the shell stops
+# after a command, both vCPUs idle (a lost wakeup IPI is the suspect).
+OPEN_TESTS = ^(TestQEMUSVMLinuxSMP)$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \
