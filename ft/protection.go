@@ -30,9 +30,9 @@ const (
 )
 
 // ProtectionState follows the protection of the guest and prints each
-// change on the console as
+// change to its writer (the console log's ft lines) as
 //
-//	ft: protection: <state> (<detail>)
+//	protection: <state> (<detail>)
 type ProtectionState struct {
 	out io.Writer
 
@@ -59,9 +59,9 @@ func (p *ProtectionState) Set(s Protection, detail string) {
 	}
 	p.state, p.detail, p.since = s, detail, time.Now()
 	if detail != "" {
-		fmt.Fprintf(p.out, "ft: protection: %s (%s)\n", s, detail)
+		fmt.Fprintf(p.out, "protection: %s (%s)\n", s, detail)
 	} else {
-		fmt.Fprintf(p.out, "ft: protection: %s\n", s)
+		fmt.Fprintf(p.out, "protection: %s\n", s)
 	}
 }
 

@@ -30,11 +30,11 @@ func TestProtectionHook(t *testing.T) {
 		}
 	}
 	want := []string{
-		"ft: protection: unprotected (no secondary yet)",
-		"ft: protection: syncing (brownout round 1)",
-		"ft: protection: syncing (brownout round 2)",
-		"ft: protection: syncing (blackout, epoch 3)",
-		"ft: protection: protected (secondary acknowledged epoch 3)",
+		"protection: unprotected (no secondary yet)",
+		"protection: syncing (brownout round 1)",
+		"protection: syncing (brownout round 2)",
+		"protection: syncing (blackout, epoch 3)",
+		"protection: protected (secondary acknowledged epoch 3)",
 	}
 	if got := strings.Split(strings.TrimSpace(out.String()), "\n"); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("console:\n%s\nwant:\n%s", out.String(), strings.Join(want, "\n"))

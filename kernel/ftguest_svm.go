@@ -1,0 +1,238 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/cpu"
+	"github.com/doppel-ft/doppel/ept"
+	"github.com/doppel-ft/doppel/ft/vmguest"
+	"github.com/doppel-ft/doppel/ftmirror"
+	"github.com/doppel-ft/doppel/vmm"
+	"github.com/doppel-ft/doppel/vmm/devices/lapic"
+	"github.com/doppel-ft/doppel/vmm/loader"
+	"github.com/doppel-ft/doppel/vmm/pc"
+	"github.com/doppel-ft/doppel/vmm/svm"
+)
+
+// This file builds the protected guest under AMD-V as a vmguest.VM: the
+// PC board of vmm/pc, svm.PCCPU vCPUs, guest RAM in the reserved region
+// mapped by nested page tables whose D bits are the dirty log. Primary
+// and secondary build the same machine (same devices in the same order,
+// same RAM size); only the primary loads a kernel and starts it, the
+// secondary mirrors into its RAM and starts it from a checkpoint at
+// failover.
+
+// ftGuestConfig describes the protected guest.
+type ftGuestConfig struct {
+	Kernel  []byte // nil on a secondary: the RAM is filled by the engine
+	Cmdline string
+	MemSize uint64
+	DMA     uint64 // top of the reserved region kept for the NICs (doppel.dma)
+	Log     io.Writer
+}
+
+// ftGuest is the built guest.
+type ftGuest struct {
+	VM    *vmguest.VM
+	Board *pc.Board
+	Clock *vmm.TSCClock
+	lines *vmguest.LineBuffer
+	stop  struct {
+		sync.Mutex
+		reason string
+	}
+}
+
+// svmFTCPU is a PCCPU with the per-vCPU hooks vmguest needs. SVM has no
+// per-CPU dirty log: the NPT D bits are scanned (vmguest.Config.Tables).
+type svmFTCPU struct {
+	*svm.PCCPU
+	s *svm.SVM
+}
+
+// HarvestOnCPU implements vmguest.CPU: nothing to drain under SVM.
+func (c *svmFTCPU) HarvestOnCPU(*ept.Bitmap) error { return nil }
+
+// FlushOnCPU implements vmguest.CPU: the next VMRUN on this CPU flushes
+// the guest's nested translations (VMCB TLB_CONTROL, APM Vol. 2 15.16.1),
+// so a D bit cleared by the scan is set again by the next write.
+func (c *svmFTCPU) FlushOnCPU() error { return c.HW.InvalidateSingleContext(0) }
+
+// SetTSCOffset implements vmguest.CPU: VMCB TSC_OFFSET (APM Vol. 2
+// 15.30.5), guest TSC = host TSC + offset.
+func (c *svmFTCPU) SetTSCOffset(off int64) error {
+	c.HW.VMCB.Set64(svm.TSCOffset, uint64(off))
+	return nil
+}
+
+// Close leaves SVM operation on the vCPU's CPU.
+func (c *svmFTCPU) Close() error { c.s.Disable(); return nil }
+
+// nptFlush fans a table change out to every vCPU's ASID flush.
+type nptFlush struct {
+	mu  sync.Mutex
+	hws []*svm.HWVCPU
+}
+
+func (n *nptFlush) InvalidateSingleContext(root uint64) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, h := range n.hws {
+		if err := h.InvalidateSingleContext(root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newSVMFTGuest builds the guest (one vCPU) without starting it.
+func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
+	caps := svm.ProbeCaps()
+	if err := caps.Features().Usable(); err != nil {
+		return nil, fmt.Errorf("ft guest: AMD-V: %w", err)
+	}
+	mm, err := board.ReadMemmap()
+	if err != nil {
+		return nil, err
+	}
+	// Not the whole reserved region: its top is the NICs' DMA memory, and
+	// the FT link runs over a NIC.
+	res, _, err := board.SplitReserved(mm, o.DMA)
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: %w (doppel.reserve, doppel.dma)", err)
+	}
+	raw, err := vmm.MapPhys(res.Start, res.Size())
+	if err != nil {
+		return nil, err
+	}
+	region, err := ept.NewRegion(res.Start, raw)
+	if err != nil {
+		return nil, err
+	}
+	hpa, err := region.AllocGuestRAM(o.MemSize, ept.LargeSize)
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: RAM of %s: %w", board.FormatBytes(o.MemSize), err)
+	}
+	inv := &nptFlush{}
+	tables, err := ept.New(region, inv, ept.Options{Nested: true})
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: nested tables: %w", err)
+	}
+	// 4 KiB leaves: the D bits then name single pages.
+	if err := tables.Map(0, o.MemSize, hpa, ept.PermRWX, ept.MapOpt{}); err != nil {
+		return nil, fmt.Errorf("ft guest: map RAM: %w", err)
+	}
+	b, err := region.Bytes(hpa, o.MemSize)
+	if err != nil {
+		return nil, err
+	}
+	mem := vmm.GuestMemory(b)
+	// A secondary's vCPU starts from any state: Restore overwrites it.
+	state := &loader.BootState{Mode: loader.Protected32}
+	if o.Kernel != nil {
+		var kind loader.Kind
+		state, kind, err = loader.Load(loader.Flat(mem), loader.Config{Layout: loader.NewPCLayout(o.MemSize), Kernel: o.Kernel, Cmdline: o.Cmdline})
+		if err != nil {
+			return nil, fmt.Errorf("ft guest: load kernel: %w", err)
+		}
+		fmt.Fprintf(o.Log, "AMD-V: %v kernel, %s RAM, entry %#x (%v)\n", kind, board.FormatBytes(o.MemSize), state.RIP, state.Mode)
+	}
+	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
+	clock := &vmm.TSCClock{Hz: tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
+	g := &ftGuest{Clock: clock}
+	crystal := vmm.CrystalFor(tscHz, lapic.DefaultBusHz)
+	// The UART's output goes, in whole lines, to the VM's Output (output
+	// commit); g.VM is set before the guest can run.
+	g.lines = vmguest.NewLineBuffer(writerFunc(func(p []byte) (int, error) { return g.VM.Out.Write(p) }))
+	g.Board, err = pc.NewBoard(pc.BoardConfig{CPUs: 1, MemSize: o.MemSize, Console: g.lines,
+		Clock: clock, TSCHz: tscHz, BusHz: crystal,
+		OnStop: func(reason string) {
+			g.stop.Lock()
+			if g.stop.reason == "" {
+				g.stop.reason = reason
+			}
+			g.stop.Unlock()
+			g.VM.M.Stop(nil)
+		}})
+	if err != nil {
+		return nil, err
+	}
+	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: 1, TSCHz: tscHz, CrystalHz: crystal, TSCDeadline: true})
+	ncpu := runtime.NumCPU()
+	var regionMu sync.Mutex
+	g.VM, err = vmguest.New(vmguest.Config{
+		CPUs:   1,
+		Memory: mem,
+		Pin:    func(i int) error { return vmm.PinThread(i % ncpu) },
+		Unpin:  vmm.UnpinThread,
+		NewCPU: func(i int) (vmguest.CPU, error) {
+			regionMu.Lock()
+			defer regionMu.Unlock()
+			s, err := svm.Enable(caps, region)
+			if err != nil {
+				return nil, fmt.Errorf("ft guest: enable SVM: %w", err)
+			}
+			c, err := svm.NewPCCPU(svm.PCConfig{
+				SVM: s, Index: i, NCR3: tables.NCR3(), Start: state, Mem: mem,
+				Ports: g.Board.Ports, MMIO: g.Board.MMIO[i], Devices: &g.Board.Devices,
+				Source: g.Board.Source(i), APIC: g.Board.LAPICs[i], SIPI: g.Board.LAPICs[i], TPR: g.Board.LAPICs[i],
+				Timers: g.Board.Timers(i), Clock: clock, View: view, Wake: g.Board.Wake[i],
+			})
+			if err != nil {
+				s.Disable()
+				return nil, fmt.Errorf("ft guest: vcpu %d: %w", i, err)
+			}
+			inv.mu.Lock()
+			inv.hws = append(inv.hws, c.HW)
+			inv.mu.Unlock()
+			return &svmFTCPU{c, s}, nil
+		},
+		Tables:    ept.ScanSource{T: tables},
+		HostTSC:   cpu.RDTSC,
+		TSCOffset: int64(clock.Offset()),
+		// A vCPU in the guest answers at its next exit, forced by a kick;
+		// an emulator on a loaded host may take a while.
+		HarvestTimeout: time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range g.Board.Snapshotters() {
+		if err := g.VM.AddDevice(d.Name, d.State); err != nil {
+			return nil, err
+		}
+	}
+	if err := g.VM.AddDevice("console-lines", g.lines); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// restore loads a committed checkpoint into the (not started) guest: the
+// devices' clock continues from the checkpoint's guest TSC, as the vCPU's
+// TSC offset does (vmguest.VM.Restore), so the guest's time never goes
+// backwards across the failover.
+func (g *ftGuest) restore(blobs []ftmirror.Blob) error {
+	s, err := vmguest.DecodeState(blobs)
+	if err != nil {
+		return err
+	}
+	g.Clock.Base = cpu.RDTSC() - s.GuestTSC
+	return g.VM.Restore(blobs)
+}
+
+// stopReason is why the guest stopped itself (debug exit, reset), if it did.
+func (g *ftGuest) stopReason() string {
+	g.stop.Lock()
+	defer g.stop.Unlock()
+	return g.stop.reason
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
