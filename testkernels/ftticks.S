@@ -8,8 +8,9 @@
  * of the area. S is the 32-bit sum of the whole area after that write, so
  * a test can recompute it from N alone: a page that a checkpoint missed, or
  * a vCPU state restored from the wrong moment, shows as a wrong sum or a
- * gap in N after a failover. The counter lives in memory, the pacing reads
- * the TSC (so a guest clock that jumped backwards would stall the lines).
+ * gap in N after a failover. The counter lives in memory; the pacing reads
+ * the TSC, and a TSC lower than at the previous line is reported as
+ * "ftticks: TSC went backwards".
  * No interrupts, no SSE: all its state is the general registers, the
  * segment and control registers, and its memory.
  *
@@ -63,6 +64,18 @@ tick:
 	cmpl $AREA_WORDS, %ecx
 	jb 1b
 	movl %edx, sum
+	/* the TSC must never go backwards, across a failover too */
+	rdtsc
+	cmpl last+4, %edx
+	ja 3f
+	jb 4f
+	cmpl last, %eax
+	jae 3f
+4:	movl $s_back, %esi
+	call puts
+	rdtsc
+3:	movl %eax, last
+	movl %edx, last+4
 	movl $s_tick, %esi
 	call puts
 	movl counter, %eax
@@ -166,6 +179,7 @@ s_start: .asciz "ftticks: start\n"
 s_tick:  .asciz "ftticks: tick "
 s_sum:   .asciz " sum "
 s_nl:    .asciz "\n"
+s_back:  .asciz "ftticks: TSC went backwards\n"
 
 	.section .bss
 	.align 4096
@@ -173,6 +187,7 @@ area:    .skip AREA_WORDS * 4
 counter: .skip 4
 sum:     .skip 4
 t0:      .skip 8
+last:    .skip 8
 	.align 16
 stack:   .skip 4096
 stack_top:
