@@ -267,32 +267,26 @@ func (n *ftNode) runSecondary() error {
 	n.prot = ft.NewProtectionState(k.log.Writer("ft"), ft.Mirroring, "connecting to the primary at "+ap.String())
 	sec := ftmirror.NewSecondary(n.cfg, n.g.VM)
 	n.secondary.Store(sec)
-	n.link.Set(ft.LinkConnecting, ap.String(), nil)
-	conn := n.dial(ap)
-	n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
-	n.prot.Set(ft.Mirroring, "syncing from "+conn.RemoteAddr().String())
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			if e, ok := sec.Committed(); ok {
-				n.prot.Set(ft.Mirroring, "holds a complete copy")
-				k.log.Printf("ft", "secondary: first complete epoch %d", e)
-				return
-			}
+	for {
+		n.link.Set(ft.LinkConnecting, ap.String(), nil)
+		conn := n.dial(ap)
+		n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
+		n.prot.Set(ft.Mirroring, "syncing from "+conn.RemoteAddr().String())
+		done := make(chan struct{})
+		go n.watchCopy(sec, done)
+		err = sec.Serve(n.link.Wrap(conn))
+		close(done)
+		n.link.Set(ft.LinkLost, "", err)
+		e, complete := sec.Committed()
+		k.log.Printf("ft", "session with the primary ended: %v (committed epoch %d, complete %v)", err, e, complete)
+		if complete {
+			break
 		}
-	}()
-	err = sec.Serve(n.link.Wrap(conn))
-	close(done)
-	n.link.Set(ft.LinkLost, "", err)
-	e, _ := sec.Committed()
-	k.log.Printf("ft", "session with the primary ended: %v (committed epoch %d)", err, e)
+		// Nothing to take over: the primary (if it lives) still runs the
+		// guest unprotected; offer ourselves again.
+		n.prot.Set(ft.Mirroring, "no complete copy; connecting to the primary again")
+		time.Sleep(time.Second)
+	}
 	time.Sleep(time.Until(sec.PromoteAt()))
 	tk, err := sec.Takeover()
 	if err != nil {
@@ -300,6 +294,25 @@ func (n *ftNode) runSecondary() error {
 		return nil
 	}
 	return n.takeover(sec, tk)
+}
+
+// watchCopy reports when the secondary first holds a complete copy in
+// this session.
+func (n *ftNode) watchCopy(sec *ftmirror.Secondary, done <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if e, ok := sec.Committed(); ok {
+			n.prot.Set(ft.Mirroring, "holds a complete copy")
+			n.k.log.Printf("ft", "secondary: first complete epoch %d", e)
+			return
+		}
+	}
 }
 
 // takeover restores the committed epoch into the secondary's VM, replays
