@@ -224,10 +224,10 @@ func (n *ftNode) watchGuest() {
 	n.k.log.Printf("ft", "guest stopped: %s", why)
 }
 
-// report prints the checkpoint figures every 5 s while a primary runs.
+// report prints the checkpoint figures every second while a primary runs.
 func (n *ftNode) report(p *ftmirror.Primary) {
 	synced := false
-	for range time.Tick(5 * time.Second) {
+	for range time.Tick(time.Second) {
 		sum := p.Stats.Summary()
 		if !synced && sum.SyncSeconds > 0 {
 			synced = true

@@ -20,6 +20,7 @@ var (
 	ftKillLine   = regexp.MustCompile(`ft: kill point (\S+) epoch (\d+)`)
 	ftTakeover   = regexp.MustCompile(`ft: takeover at epoch (\d+)`)
 	ftProtected  = regexp.MustCompile(`ft: protection: protected`)
+	ftFigures    = regexp.MustCompile(`ft: checkpoints: [^\r\n]*`)
 	ftFailedOver = regexp.MustCompile(`ft: protection: failed over \(guest running from epoch (\d+), ([\d.]+) ms`)
 )
 
@@ -83,7 +84,7 @@ func ftGuestPair(t *testing.T, kill string) (p, s *Machine) {
 // counted), every line's checksum of guest memory is right, and its TSC
 // never goes backwards.
 func TestQEMUSVMFTGuest(t *testing.T) {
-	for _, kill := range []string{"mid-epoch:20", "acked:20", "released:20"} {
+	for _, kill := range []string{"paused:40", "mid-epoch:40", "mid-group:40", "acked:40", "released:40"} {
 		t.Run(kill, func(t *testing.T) {
 			p, s := ftGuestPair(t, kill)
 			if _, err := p.Expect(ftProtected, 5*time.Minute); err != nil {
@@ -159,8 +160,40 @@ func TestQEMUSVMFTGuest(t *testing.T) {
 			if repeats > 25 {
 				t.Errorf("%d lines repeated", repeats)
 			}
+			if f := lastMatch(ftFigures, pout); f != nil {
+				t.Logf("primary: %s", f[0])
+			}
 			t.Logf("kill at %s: primary released ticks 1..%d; secondary took over at epoch %s, %s ms after the primary was last heard, went on at tick %d (%d repeated), ran to tick %d",
 				kill, last, fo[1], fo[2], sec[0].n, max(repeats, 0), sec[len(sec)-1].n)
 		})
+	}
+}
+
+func lastMatch(re *regexp.Regexp, s string) []string {
+	all := re.FindAllStringSubmatch(s, -1)
+	if len(all) == 0 {
+		return nil
+	}
+	return all[len(all)-1]
+}
+
+// TestQEMUSVMFTGuestSyncKill kills the primary during the initial sync:
+// the secondary holds no complete copy, so it must not take over (nor run
+// the guest), and offers itself again.
+func TestQEMUSVMFTGuestSyncKill(t *testing.T) {
+	p, s := ftGuestPair(t, "sync-round:1")
+	if _, err := p.Expect(ftKillLine, 5*time.Minute); err != nil {
+		t.Fatalf("primary never reached the sync: %v\n%s", err, p.Tail(40))
+	}
+	p.Close()
+	if _, err := s.Expect(regexp.MustCompile(`ft: protection: mirroring \(no complete copy; connecting to the primary again\)`), 3*time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, s.Tail(40))
+	}
+	out := s.Output()
+	if ftTakeover.MatchString(out) || tickLine.MatchString(out) {
+		t.Fatalf("the secondary took over or ran the guest without a complete copy\n%s", s.Tail(40))
+	}
+	if tickLine.MatchString(p.Output()) {
+		t.Errorf("the primary released guest output before it was protected")
 	}
 }
