@@ -356,11 +356,12 @@ func (n *ftNode) Status() mgmt.Status {
 		UptimeSeconds: time.Since(n.start).Seconds()}
 	if n.prot != nil {
 		s, d, _ := n.prot.Get()
-		st.GuestState = string(s)
+		st.Protection = string(s)
 		if d != "" {
-			st.GuestState += " (" + d + ")"
+			st.Protection += " (" + d + ")"
 		}
 	}
+	st.GuestState = n.guestState()
 	if n.promoted.Load() {
 		st.Role = "promoted"
 	}
@@ -372,6 +373,19 @@ func (n *ftNode) Status() mgmt.Status {
 		st.Epoch, _ = s.Committed()
 	}
 	return st
+}
+
+// guestState is the guest's run state for /status.
+func (n *ftNode) guestState() string {
+	select {
+	case <-n.g.VM.M.Done():
+		return "stopped"
+	default:
+	}
+	if n.role == ft.RoleSecondary && !n.promoted.Load() {
+		return "mirroring"
+	}
+	return "running"
 }
 
 // Checkpoints implements mgmt.Source (no plot for the protected guest yet).
