@@ -132,6 +132,10 @@ func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
 		return nil, err
 	}
 	mem := vmm.GuestMemory(b)
+	// Reserved memory keeps whatever an earlier boot left there; the
+	// engine's secondary starts from zeroed RAM (pages zero on the primary
+	// are never sent), and a fresh guest expects it too.
+	clear(mem)
 	// A secondary's vCPU starts from any state: Restore overwrites it.
 	state := &loader.BootState{Mode: loader.Protected32}
 	if o.Kernel != nil {
