@@ -77,6 +77,7 @@ type ftNode struct {
 	guest *lineWriter // the console's guest lines
 
 	primary   atomic.Pointer[ftmirror.Primary]
+	sink      atomic.Pointer[consoleSink]
 	secondary atomic.Pointer[ftmirror.Secondary]
 	promoted  atomic.Bool
 	start     time.Time
@@ -121,6 +122,19 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	n.cfg = ftmirror.Config{PSK: ft.SimPSK, Generation: 1, Epoch: k.flags.Duration(flagFTEpoch), GroupBytes: 256 << 10,
 		Heartbeat: ftmirror.Heartbeat{Interval: k.flags.Duration(flagFTHB), Misses: int(k.flags.Int(flagFTHBMiss))},
 		Forward:   true, WholeReleases: true}
+	kill, err := ft.ParseKill(k.flags.String(flagFTKill))
+	if err != nil {
+		return err
+	}
+	// The hooks run on whichever node is primary: a secondary's kill point
+	// applies once it has taken over.
+	n.cfg.ExactHooks, n.cfg.SplitGroups = kill != nil, kill.Split()
+	n.cfg.Hook = func(pt ftmirror.Point, e uint64) {
+		n.prot.Hook(pt, e)
+		if kill.Hit(pt, e) {
+			n.die(pt, e)
+		}
+	}
 	var src mgmt.Source = n
 	k.net.src.Store(&src)
 	if role == ft.RolePrimary {
@@ -158,19 +172,9 @@ func (noNIC) Send([]byte) error { return errors.New("the protected guest has no 
 func (n *ftNode) runPrimary() error {
 	k := n.k
 	n.prot = ft.NewProtectionState(k.log.Writer("ft"), ft.Unprotected, "no secondary yet; guest output is held")
-	kill, err := ft.ParseKill(k.flags.String(flagFTKill))
-	if err != nil {
-		return err
-	}
 	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, 0, 0)}
+	n.sink.Store(sink)
 	cfg := n.cfg
-	cfg.ExactHooks, cfg.SplitGroups = kill != nil, kill.Split()
-	cfg.Hook = func(pt ftmirror.Point, e uint64) {
-		n.prot.Hook(pt, e)
-		if kill.Hit(pt, e) {
-			n.die(sink, pt, e)
-		}
-	}
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
 	n.g.VM.Out.SetEmit(p.Output)
 	n.primary.Store(p)
@@ -184,6 +188,12 @@ func (n *ftNode) runPrimary() error {
 	go n.watchGuest()
 	go n.report(p)
 	k.log.Printf("ft", "primary: guest running, %s RAM, epoch %v; listening on %v", board.FormatBytes(uint64(len(n.g.VM.M.Mem))), cfg.Epoch, n.addr(ft.DefaultPort))
+	return n.serve(p, l)
+}
+
+// serve serves each secondary that connects to the primary p, one at a
+// time; a session's end leaves the guest unprotected, its output held.
+func (n *ftNode) serve(p *ftmirror.Primary, l net.Listener) error {
 	n.link.Set(ft.LinkConnecting, "", nil)
 	for {
 		conn, err := l.Accept()
@@ -203,8 +213,10 @@ func (n *ftNode) runPrimary() error {
 
 // die makes this primary stop dead at a kill point: nothing more reaches
 // the console or the link; the test kills the emulator on the line.
-func (n *ftNode) die(sink *consoleSink, pt ftmirror.Point, e uint64) {
-	sink.dead.Store(true)
+func (n *ftNode) die(pt ftmirror.Point, e uint64) {
+	if s := n.sink.Load(); s != nil {
+		s.dead.Store(true)
+	}
 	n.ifc.NIC.Close()
 	n.guest.flush()
 	n.k.log.Printf("ft", "kill point %s epoch %d: the primary stops here", pt, e)
@@ -329,6 +341,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	// released when it opened the last epoch (doc.go, "Output commit"):
 	// lines of that last epoch may appear twice, none is lost.
 	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, tk.OutOffset, 0)}
+	n.sink.Store(sink)
 	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
 		k.log.Printf("ft", "replay: %v", err)
 	}
@@ -344,8 +357,31 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	}
 	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(time.Since(heard))/1e6))
 	go n.watchGuest()
-	p.RunAlone(make(chan struct{}))
-	return nil
+	go n.report(p)
+	// Checkpoints without a secondary (output released directly) until a
+	// new one connects; then it is brought up to date in groups while the
+	// guest runs (F7) and protects the guest again.
+	l, err := k.net.stack.Listen(n.addr(ft.DefaultPort))
+	if err != nil {
+		p.RunAlone(make(chan struct{}))
+		return fmt.Errorf("promoted primary: %w", err)
+	}
+	k.log.Printf("ft", "promoted primary: listening on %v for a new secondary", n.addr(ft.DefaultPort))
+	stop, alone := make(chan struct{}), make(chan struct{})
+	go func() { p.RunAlone(stop); close(alone) }()
+	n.link.Set(ft.LinkConnecting, "", nil)
+	conn, err := l.Accept()
+	close(stop)
+	<-alone
+	if err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
+	n.prot.Set(ft.Syncing, "new secondary "+conn.RemoteAddr().String()+" connected")
+	err = p.Serve(n.link.Wrap(conn))
+	n.link.Set(ft.LinkLost, "", err)
+	n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
+	return n.serve(p, l)
 }
 
 // Status implements mgmt.Source.

@@ -1,10 +1,14 @@
 package qemutest
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -196,4 +200,183 @@ func TestQEMUSVMFTGuestSyncKill(t *testing.T) {
 	if tickLine.MatchString(p.Output()) {
 		t.Errorf("the primary released guest output before it was protected")
 	}
+}
+
+// hub joins two QEMU `-netdev socket,connect=` back ends like relay, but
+// a side may reconnect (a restarted machine): frames go to the other
+// side's current connection, and are dropped while it has none.
+type hub struct {
+	ln   [2]net.Listener
+	mu   sync.Mutex
+	conn [2]net.Conn
+}
+
+func newHub(t *testing.T) *hub {
+	h := &hub{}
+	for i := range h.ln {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.ln[i] = l
+		t.Cleanup(func() { l.Close() })
+		go h.accept(i)
+	}
+	return h
+}
+
+func (h *hub) Port(i int) int { return h.ln[i].Addr().(*net.TCPAddr).Port }
+
+func (h *hub) accept(i int) {
+	for {
+		c, err := h.ln[i].Accept()
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		if old := h.conn[i]; old != nil {
+			old.Close()
+		}
+		h.conn[i] = c
+		h.mu.Unlock()
+		go h.forward(i, c)
+	}
+}
+
+// forward copies frames (4-byte big-endian length, then the frame) from
+// side i's connection c to the other side.
+func (h *hub) forward(i int, c net.Conn) {
+	defer c.Close()
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		f := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+		copy(f, hdr[:])
+		if _, err := io.ReadFull(c, f[4:]); err != nil {
+			return
+		}
+		h.mu.Lock()
+		dst := h.conn[1-i]
+		h.mu.Unlock()
+		if dst != nil {
+			dst.Write(f) // a closed peer drops the frame, as a dead machine's NIC
+		}
+	}
+}
+
+// startFTNode boots one doppel of the pair on side (0: 10.9.0.1, 1:
+// 10.9.0.2) of the hub.
+func startFTNode(t *testing.T, name string, h *hub, side int, flags string) *Machine {
+	t.Helper()
+	cmd := "doppel.reserve=128M doppel.guest=ftticks doppel.guest.mem=32M doppel.ft.hb=50ms doppel.ft.hbmiss=40 " +
+		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
+	m, err := StartQEMU(t.Name()+"-"+name, QEMUConfig{MemMiB: 1024, SMP: 2, CPU: "max", Cmdline: cmd,
+		Modules: []Module{{Path: imagePath("ftticks.bin"), Name: "ftticks"}},
+		Extra: []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", h.Port(side)),
+			"-device", fmt.Sprintf("virtio-net-pci,disable-legacy=on,netdev=ft,mac=52:54:00:0f:00:%02d", side+1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// afterTakeover returns the ticks a node printed after its takeover line
+// (nil if it has not taken over), failing if it printed any before.
+func afterTakeover(t *testing.T, m *Machine) []tick {
+	t.Helper()
+	out := m.Output()
+	i := ftTakeover.FindStringIndex(out)
+	if i == nil {
+		if ts := ticks(out); len(ts) > 0 {
+			t.Fatalf("%s printed guest lines without taking over", m.name)
+		}
+		return nil
+	}
+	if ts := ticks(out[:i[0]]); len(ts) > 0 {
+		t.Fatalf("%s printed guest lines before its takeover", m.name)
+	}
+	return ticks(out[i[1]:])
+}
+
+// waitTicks waits until m has printed a line numbered at least n after
+// its takeover.
+func waitTicks(t *testing.T, m *Machine, n int) []tick {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		ts := afterTakeover(t, m)
+		if len(ts) > 0 && ts[len(ts)-1].n >= n {
+			return ts
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no line %d after its takeover\n%s", m.name, n, m.Tail(40))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// checkSeam checks that the lines after a takeover go on from the lines
+// before with none missing and returns how many were repeated.
+func checkSeam(t *testing.T, before, after []tick) int {
+	t.Helper()
+	last := before[len(before)-1].n
+	if after[0].n > last+1 {
+		t.Fatalf("lines %d..%d missing: released up to %d, went on at %d", last+1, after[0].n-1, last, after[0].n)
+	}
+	for i := 1; i < len(after); i++ {
+		if after[i].n != after[i-1].n+1 {
+			t.Fatalf("tick %d after tick %d", after[i].n, after[i-1].n)
+		}
+	}
+	for _, tk := range after {
+		if want := tickSum(tk.n); tk.sum != want {
+			t.Fatalf("tick %d sum %d, want %d (guest memory is wrong)", tk.n, tk.sum, want)
+		}
+	}
+	return last - after[0].n + 1
+}
+
+// TestQEMUSVMFTGuestResync: after a failover the old primary's machine
+// boots again as the new secondary, is resynced while the guest runs on
+// the promoted node (F7), and takes the guest back when that node dies
+// in its turn: the numbered lines go on across both failovers.
+func TestQEMUSVMFTGuestResync(t *testing.T) {
+	h := newHub(t)
+	a := startFTNode(t, "a", h, 0, "doppel.ft.role=primary doppel.ft.kill=acked:40")
+	b := startFTNode(t, "b", h, 1, "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1 doppel.ft.kill=mid-epoch:1")
+	if _, err := a.Expect(ftKillLine, 5*time.Minute); err != nil {
+		t.Fatalf("a never reached its kill point: %v\n%s\nb:\n%s", err, a.Tail(40), b.Tail(20))
+	}
+	a.Close()
+	aTicks := ticks(a.Output())
+	if _, err := b.Expect(ftFailedOver, 3*time.Minute); err != nil {
+		t.Fatalf("b did not take over: %v\n%s", err, b.Tail(40))
+	}
+	// a's machine comes back as the new secondary of b.
+	a2 := startFTNode(t, "a2", h, 0, "doppel.ft.role=secondary doppel.ft.peer=10.9.0.2")
+	if _, err := b.Expect(ftProtected, 5*time.Minute); err != nil {
+		t.Fatalf("b never protected by a2: %v\n%s\na2:\n%s", err, b.Tail(40), a2.Tail(20))
+	}
+	if _, err := b.Expect(ftKillLine, 5*time.Minute); err != nil {
+		t.Fatalf("b never reached its kill point: %v\n%s", err, b.Tail(40))
+	}
+	b.Close()
+	bTicks := afterTakeover(t, b)
+	if _, err := a2.Expect(ftFailedOver, 3*time.Minute); err != nil {
+		t.Fatalf("a2 did not take over: %v\n%s", err, a2.Tail(40))
+	}
+	if len(aTicks) == 0 || len(bTicks) == 0 {
+		t.Fatalf("a released %d lines, b %d", len(aTicks), len(bTicks))
+	}
+	a2Ticks := waitTicks(t, a2, bTicks[len(bTicks)-1].n+30)
+	r1 := checkSeam(t, aTicks, bTicks)
+	r2 := checkSeam(t, bTicks, a2Ticks)
+	if strings.Contains(a2.Output(), "TSC went backwards") || strings.Contains(b.Output(), "TSC went backwards") {
+		t.Error("the guest's TSC went backwards")
+	}
+	t.Logf("a released ticks 1..%d; b went on at %d (%d repeated) to %d; a2 went on at %d (%d repeated) to %d",
+		aTicks[len(aTicks)-1].n, bTicks[0].n, max(r1, 0), bTicks[len(bTicks)-1].n, a2Ticks[0].n, max(r2, 0), a2Ticks[len(a2Ticks)-1].n)
 }
