@@ -113,7 +113,7 @@ func runFTGuest(k *kernel, role ft.Role) error {
 		}
 		gc.Cmdline = moduleArgs(m.Name)
 	}
-	g, err := newSVMFTGuest(gc)
+	g, err := newFTGuest(gc)
 	if err != nil {
 		return err
 	}

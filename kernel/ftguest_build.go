@@ -19,13 +19,13 @@ import (
 	"github.com/doppel-ft/doppel/vmm/svm"
 )
 
-// This file builds the protected guest under AMD-V as a vmguest.VM: the
-// PC board of vmm/pc, svm.PCCPU vCPUs, guest RAM in the reserved region
-// mapped by nested page tables whose D bits are the dirty log. Primary
-// and secondary build the same machine (same devices in the same order,
-// same RAM size); only the primary loads a kernel and starts it, the
-// secondary mirrors into its RAM and starts it from a checkpoint at
-// failover.
+// This file builds the protected guest as a vmguest.VM: the PC board of
+// vmm/pc, guest RAM in the reserved region mapped by EPT (VT-x,
+// vmm.VMXCPU vCPUs, ftguest_vmx.go) or nested page tables (AMD-V,
+// svm.PCCPU vCPUs) whose D bits are the dirty log. Primary and secondary
+// build the same machine (same devices in the same order, same RAM
+// size); only the primary loads a kernel and starts it, the secondary
+// mirrors into its RAM and starts it from a checkpoint at failover.
 
 // ftGuestConfig describes the protected guest.
 type ftGuestConfig struct {
@@ -90,11 +90,12 @@ func (n *nptFlush) InvalidateSingleContext(root uint64) error {
 	return nil
 }
 
-// newSVMFTGuest builds the guest (one vCPU) without starting it.
-func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
-	caps := svm.ProbeCaps()
-	if err := caps.Features().Usable(); err != nil {
-		return nil, fmt.Errorf("ft guest: AMD-V: %w", err)
+// newFTGuest builds the guest (one vCPU) without starting it, under
+// VT-x where the CPU has it usable, else AMD-V.
+func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
+	v, err := pickFTVendor()
+	if err != nil {
+		return nil, err
 	}
 	mm, err := board.ReadMemmap()
 	if err != nil {
@@ -118,10 +119,9 @@ func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ft guest: RAM of %s: %w", board.FormatBytes(o.MemSize), err)
 	}
-	inv := &nptFlush{}
-	tables, err := ept.New(region, inv, ept.Options{Nested: true})
+	tables, err := v.tables(region)
 	if err != nil {
-		return nil, fmt.Errorf("ft guest: nested tables: %w", err)
+		return nil, err
 	}
 	// 4 KiB leaves: the D bits then name single pages.
 	if err := tables.Map(0, o.MemSize, hpa, ept.PermRWX, ept.MapOpt{}); err != nil {
@@ -144,7 +144,7 @@ func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ft guest: load kernel: %w", err)
 		}
-		fmt.Fprintf(o.Log, "AMD-V: %v kernel, %s RAM, entry %#x (%v)\n", kind, board.FormatBytes(o.MemSize), state.RIP, state.Mode)
+		fmt.Fprintf(o.Log, "%s: %v kernel, %s RAM, entry %#x (%v)\n", v.name(), kind, board.FormatBytes(o.MemSize), state.RIP, state.Mode)
 	}
 	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
 	clock := &vmm.TSCClock{Hz: tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
@@ -166,9 +166,9 @@ func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	if err != nil {
 		return nil, err
 	}
-	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: 1, TSCHz: tscHz, CrystalHz: crystal, TSCDeadline: true})
 	ncpu := runtime.NumCPU()
 	var regionMu sync.Mutex
+	vc := vcpuConfig{region: region, state: state, mem: mem, board: g.Board, clock: clock, tscHz: tscHz, crystal: crystal}
 	g.VM, err = vmguest.New(vmguest.Config{
 		CPUs:   1,
 		Memory: mem,
@@ -177,24 +177,7 @@ func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
 		NewCPU: func(i int) (vmguest.CPU, error) {
 			regionMu.Lock()
 			defer regionMu.Unlock()
-			s, err := svm.Enable(caps, region)
-			if err != nil {
-				return nil, fmt.Errorf("ft guest: enable SVM: %w", err)
-			}
-			c, err := svm.NewPCCPU(svm.PCConfig{
-				SVM: s, Index: i, NCR3: tables.NCR3(), Start: state, Mem: mem,
-				Ports: g.Board.Ports, MMIO: g.Board.MMIO[i], Devices: &g.Board.Devices,
-				Source: g.Board.Source(i), APIC: g.Board.LAPICs[i], SIPI: g.Board.LAPICs[i], TPR: g.Board.LAPICs[i],
-				Timers: g.Board.Timers(i), Clock: clock, View: view, Wake: g.Board.Wake[i],
-			})
-			if err != nil {
-				s.Disable()
-				return nil, fmt.Errorf("ft guest: vcpu %d: %w", i, err)
-			}
-			inv.mu.Lock()
-			inv.hws = append(inv.hws, c.HW)
-			inv.mu.Unlock()
-			return &svmFTCPU{c, s}, nil
+			return v.newCPU(i, vc)
 		},
 		Tables:    ept.ScanSource{T: tables},
 		HostTSC:   cpu.RDTSC,
@@ -215,6 +198,80 @@ func newSVMFTGuest(o ftGuestConfig) (*ftGuest, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// vcpuConfig is what a vendor needs to build a vCPU of the guest.
+type vcpuConfig struct {
+	region         *ept.Region
+	state          *loader.BootState
+	mem            vmm.GuestMemory
+	board          *pc.Board
+	clock          *vmm.TSCClock
+	tscHz, crystal uint64
+}
+
+// ftVendor is VT-x or AMD-V: the guest-physical tables and the vCPUs.
+type ftVendor interface {
+	name() string
+	tables(*ept.Region) (*ept.Tables, error)
+	newCPU(i int, c vcpuConfig) (vmguest.CPU, error)
+}
+
+// pickFTVendor takes VT-x if usable, else AMD-V (as pc.Run does).
+func pickFTVendor() (ftVendor, error) {
+	caps := vmm.ProbeCaps()
+	verr := caps.Features().Usable()
+	if verr == nil {
+		return &vmxVendor{caps: caps}, nil
+	}
+	scaps := svm.ProbeCaps()
+	serr := scaps.Features().Usable()
+	if serr == nil {
+		return &svmVendor{caps: scaps}, nil
+	}
+	return nil, fmt.Errorf("ft guest: neither VT-x (%v) nor AMD-V (%v)", verr, serr)
+}
+
+// svmVendor builds nested page tables and svm.PCCPU vCPUs.
+type svmVendor struct {
+	caps   svm.Caps
+	tbl    *ept.Tables
+	inv    nptFlush
+	region *ept.Region
+}
+
+func (v *svmVendor) name() string { return "AMD-V" }
+
+func (v *svmVendor) tables(r *ept.Region) (*ept.Tables, error) {
+	t, err := ept.New(r, &v.inv, ept.Options{Nested: true})
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: nested tables: %w", err)
+	}
+	v.tbl = t
+	return t, nil
+}
+
+func (v *svmVendor) newCPU(i int, vc vcpuConfig) (vmguest.CPU, error) {
+	s, err := svm.Enable(v.caps, vc.region)
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: enable SVM: %w", err)
+	}
+	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: 1, TSCHz: vc.tscHz, CrystalHz: vc.crystal, TSCDeadline: true})
+	b := vc.board
+	c, err := svm.NewPCCPU(svm.PCConfig{
+		SVM: s, Index: i, NCR3: v.tbl.NCR3(), Start: vc.state, Mem: vc.mem,
+		Ports: b.Ports, MMIO: b.MMIO[i], Devices: &b.Devices,
+		Source: b.Source(i), APIC: b.LAPICs[i], SIPI: b.LAPICs[i], TPR: b.LAPICs[i],
+		Timers: b.Timers(i), Clock: vc.clock, View: view, Wake: b.Wake[i],
+	})
+	if err != nil {
+		s.Disable()
+		return nil, fmt.Errorf("ft guest: vcpu %d: %w", i, err)
+	}
+	v.inv.mu.Lock()
+	v.inv.hws = append(v.inv.hws, c.HW)
+	v.inv.mu.Unlock()
+	return &svmFTCPU{c, s}, nil
 }
 
 // restore loads a committed checkpoint into the (not started) guest: the
