@@ -64,3 +64,34 @@ func TestLineBufferRestore(t *testing.T) {
 		t.Error("garbage was accepted")
 	}
 }
+
+// FuzzLineBufferRestore: any state is either refused, leaving the buffer
+// as it was, or taken and saved back unchanged.
+func FuzzLineBufferRestore(f *testing.F) {
+	l := NewLineBuffer(&writes{})
+	l.Write([]byte("done\npartial"))
+	st, _ := l.Save()
+	f.Add(st)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w := &writes{}
+		l := NewLineBuffer(w)
+		l.Write([]byte("keep"))
+		before, _ := l.Save()
+		if err := l.Restore(b); err != nil {
+			if after, _ := l.Save(); !bytes.Equal(after, before) {
+				t.Fatalf("a refused state changed the buffer")
+			}
+			return
+		}
+		after, _ := l.Save()
+		l2 := NewLineBuffer(w)
+		if err := l2.Restore(after); err != nil {
+			t.Fatalf("its own state refused: %v", err)
+		}
+		again, _ := l2.Save()
+		if !bytes.Equal(again, after) {
+			t.Fatalf("state not stable across save/restore")
+		}
+	})
+}
