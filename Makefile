@@ -58,7 +58,7 @@ emu: deps
 # Linux with ACPI (IOAPIC routing, 2 vCPUs) under AMD-V hangs after
 # "Marking TSC unstable" (no timer interrupt reaches the guest). make test
 # does not run them; make test-open does.
-OPEN_TESTS = ^(TestQEMUSVMLinuxSMP)$$
+OPEN_TESTS = ^(TestQEMUSVMLinuxSMP|TestBochsFTGuest)$$
 
 test-open: deps
 	go test -count=1 -timeout 30m -v -run '$(OPEN_TESTS)' ./qemu-test/

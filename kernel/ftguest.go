@@ -35,8 +35,8 @@ const (
 
 func init() {
 	for _, f := range []board.Flag{
-		{Name: flagFTRole, Kind: board.KindEnum, Enum: []string{"", "primary", "secondary"}, Default: "",
-			Help: "protect doppel.guest across the FT link in this role (the secondary needs doppel.ft.peer)"},
+		{Name: flagFTRole, Kind: board.KindEnum, Enum: []string{"", "primary", "secondary", "auto"}, Default: "",
+			Help: "protect doppel.guest across the FT link in this role (secondary and auto need doppel.ft.peer; auto: ftmirror/doc.go's rule)"},
 		{Name: flagFTEpoch, Kind: board.KindDuration, Default: "50ms", Help: "checkpoint interval of the protected guest"},
 		{Name: flagFTHB, Kind: board.KindDuration, Default: "20ms", Help: "FT-link heartbeat interval"},
 		{Name: flagFTHBMiss, Kind: board.KindInt, Default: "25", Min: 2, Max: 10000, Help: "missed heartbeats before the peer is lost"},
@@ -98,7 +98,7 @@ func runFTGuest(k *kernel, role ft.Role) error {
 		return fmt.Errorf("FT NIC %s has no address (doppel.net.%s=<cidr>)", ifc.NIC.Name(), ifc.NIC.Name())
 	}
 	gc := ftGuestConfig{MemSize: k.flags.Size(dirtytest.FlagGuestMem), DMA: k.flags.Size(board.FlagDMA), Log: k.log.Writer("guest")}
-	if role == ft.RolePrimary {
+	if role != ft.RoleSecondary { // auto may become primary
 		name := k.flags.String(board.FlagGuest)
 		mods, err := board.ReadModules()
 		if err != nil {
@@ -137,10 +137,57 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	}
 	var src mgmt.Source = n
 	k.net.src.Store(&src)
+	var first net.Conn
+	if role == roleAuto {
+		if role, first, err = n.elect(); err != nil {
+			return err
+		}
+		n.role = role
+	}
 	if role == ft.RolePrimary {
 		return n.runPrimary()
 	}
-	return n.runSecondary()
+	return n.runSecondary(first)
+}
+
+// roleAuto pairs two identical machines (ftmirror/doc.go, "Roles at
+// boot").
+const roleAuto ft.Role = "auto"
+
+// electWait is how long an auto node looks for a running primary before
+// the address rule decides.
+const electWait = 10 * time.Second
+
+// elect applies the auto rule: join the peer as secondary if it already
+// serves as primary; else the node with the lower FT-link address becomes
+// primary and the other keeps dialling as secondary. It returns the
+// connection to the primary when it found one.
+func (n *ftNode) elect() (ft.Role, net.Conn, error) {
+	peer, err := netip.ParseAddr(n.k.flags.String(flagFTPeer))
+	if err != nil {
+		return "", nil, fmt.Errorf("doppel.ft.role=auto needs doppel.ft.peer: %w", err)
+	}
+	me := n.ifc.Config.Addr.Addr()
+	if me == peer {
+		return "", nil, fmt.Errorf("doppel.ft.peer=%v is this node's own address", peer)
+	}
+	ap := netip.AddrPortFrom(peer, ft.DefaultPort)
+	for end := time.Now().Add(electWait); time.Now().Before(end); {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := n.k.net.stack.Dial(ctx, ap)
+		cancel()
+		if err == nil {
+			n.k.log.Printf("ft", "auto: %v serves as primary: this node is the secondary", peer)
+			return ft.RoleSecondary, c, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if me.Less(peer) {
+		n.k.log.Printf("ft", "auto: no primary at %v; %v < %v: this node is the primary", peer, me, peer)
+		return ft.RolePrimary, nil, nil
+	}
+	n.k.log.Printf("ft", "auto: no primary at %v yet; %v > %v: this node is the secondary", peer, me, peer)
+	return ft.RoleSecondary, nil, nil
 }
 
 func (n *ftNode) addr(port uint16) netip.AddrPort {
@@ -269,7 +316,7 @@ func (n *ftNode) dial(ap netip.AddrPort) net.Conn {
 }
 
 // runSecondary mirrors the primary until it is lost, then takes over.
-func (n *ftNode) runSecondary() error {
+func (n *ftNode) runSecondary(first net.Conn) error {
 	k := n.k
 	peer, err := netip.ParseAddr(k.flags.String(flagFTPeer))
 	if err != nil {
@@ -281,7 +328,11 @@ func (n *ftNode) runSecondary() error {
 	n.secondary.Store(sec)
 	for {
 		n.link.Set(ft.LinkConnecting, ap.String(), nil)
-		conn := n.dial(ap)
+		conn := first
+		if conn == nil {
+			conn = n.dial(ap)
+		}
+		first = nil
 		n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
 		n.prot.Set(ft.Mirroring, "syncing from "+conn.RemoteAddr().String())
 		done := make(chan struct{})

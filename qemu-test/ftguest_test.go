@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -305,7 +306,12 @@ func afterTakeover(t *testing.T, m *Machine) []tick {
 // its takeover.
 func waitTicks(t *testing.T, m *Machine, n int) []tick {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	return waitTicksFor(t, m, n, 3*time.Minute)
+}
+
+func waitTicksFor(t *testing.T, m *Machine, n int, d time.Duration) []tick {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		ts := afterTakeover(t, m)
 		if len(ts) > 0 && ts[len(ts)-1].n >= n {
@@ -379,4 +385,99 @@ func TestQEMUSVMFTGuestResync(t *testing.T) {
 	}
 	t.Logf("a released ticks 1..%d; b went on at %d (%d repeated) to %d; a2 went on at %d (%d repeated) to %d",
 		aTicks[len(aTicks)-1].n, bTicks[0].n, max(r1, 0), bTicks[len(bTicks)-1].n, a2Ticks[0].n, max(r2, 0), a2Ticks[len(a2Ticks)-1].n)
+}
+
+// TestBochsFTGuest is the pair under VT-x: two doppel instances under
+// Bochs, their e1000 NICs linked by bxhub, protect ftticks through the
+// sync and checkpoints, and the secondary takes over when the primary's
+// Bochs is killed right after an acknowledgement. Bochs carries about
+// 1,000 frames a second, so the epochs and the heartbeat deadline are
+// longer than under QEMU.
+func TestBochsFTGuest(t *testing.T) {
+	if _, err := exec.LookPath("bxhub"); err != nil {
+		t.Fatalf("bxhub (Debian bochs package) not installed: %v", err)
+	}
+	base, err := freeUDPBase(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := exec.Command("bxhub", "-ports=2", fmt.Sprintf("-base=%d", base))
+	if err := hub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hub.Process.Kill(); hub.Wait() })
+	boot := func(name string, i int, flags string) *Machine {
+		cmd := "doppel.reserve=96M doppel.guest=ftticks doppel.guest.mem=16M doppel.ft.epoch=100ms doppel.ft.hb=100ms doppel.ft.hbmiss=30 " +
+			fmt.Sprintf("doppel.net.e1000-0=10.9.0.%d/24 ", i+1) + flags
+		m, err := StartBochs(t.Name()+"-"+name, BochsConfig{Cmdline: cmd, CPUs: 1, MemMiB: 512,
+			Modules: []Module{{Path: imagePath("ftticks.bin"), Name: "ftticks"}},
+			Extra:   fmt.Sprintf("e1000: enabled=1, mac=52:54:00:0f:01:%02x, ethmod=socket, ethdev=%d\n", i+1, base+2*i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return m
+	}
+	p := boot("primary", 0, "doppel.ft.role=primary doppel.ft.kill=acked:20")
+	s := boot("secondary", 1, "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1")
+	if _, err := p.Expect(ftProtected, 10*time.Minute); err != nil {
+		t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
+	}
+	if _, err := p.Expect(ftKillLine, 10*time.Minute); err != nil {
+		t.Fatalf("primary never reached its kill point: %v\n%s", err, p.Tail(40))
+	}
+	p.Close()
+	prim := ticks(p.Output())
+	if _, err := s.Expect(ftFailedOver, 5*time.Minute); err != nil {
+		t.Fatalf("no takeover: %v\n%s", err, s.Tail(40))
+	}
+	if len(prim) == 0 {
+		t.Fatalf("the primary released no line\n%s", p.Tail(40))
+	}
+	for i := range prim {
+		if prim[i].n != i+1 || prim[i].sum != tickSum(prim[i].n) {
+			t.Fatalf("primary: line %d is tick %d sum %d", i+1, prim[i].n, prim[i].sum)
+		}
+	}
+	sec := waitTicksFor(t, s, prim[len(prim)-1].n+10, 10*time.Minute)
+	r := checkSeam(t, prim, sec)
+	if f := lastMatch(ftFigures, p.Output()); f != nil {
+		t.Logf("primary: %s", f[0])
+	}
+	t.Logf("primary released ticks 1..%d; the secondary went on at %d (%d repeated) to %d",
+		prim[len(prim)-1].n, sec[0].n, max(r, 0), sec[len(sec)-1].n)
+}
+
+// TestQEMUSVMFTGuestAuto boots two identical machines with
+// doppel.ft.role=auto: the lower address becomes the primary
+// (ftmirror/doc.go, "Roles at boot"), the other its secondary, which
+// takes the guest over when the primary dies.
+func TestQEMUSVMFTGuestAuto(t *testing.T) {
+	h := newHub(t)
+	flags := func(peer int) string {
+		return fmt.Sprintf("doppel.ft.role=auto doppel.ft.peer=10.9.0.%d doppel.ft.kill=acked:40", peer)
+	}
+	a := startFTNode(t, "a", h, 0, flags(2))
+	b := startFTNode(t, "b", h, 1, flags(1))
+	if err := a.ExpectString("auto: no primary at 10.9.0.2; 10.9.0.1 < 10.9.0.2: this node is the primary", 5*time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, a.Tail(30))
+	}
+	if _, err := b.Expect(regexp.MustCompile(`auto: (no primary at 10.9.0.1 yet; 10.9.0.2 > 10.9.0.1|10.9.0.1 serves as primary): this node is the secondary`), 5*time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, b.Tail(30))
+	}
+	if _, err := a.Expect(ftKillLine, 5*time.Minute); err != nil {
+		t.Fatalf("the primary never reached its kill point: %v\n%s\nb:\n%s", err, a.Tail(40), b.Tail(20))
+	}
+	a.Close()
+	prim := ticks(a.Output())
+	if _, err := b.Expect(ftFailedOver, 3*time.Minute); err != nil {
+		t.Fatalf("b did not take over: %v\n%s", err, b.Tail(40))
+	}
+	if len(prim) == 0 {
+		t.Fatalf("the primary released no line\n%s", a.Tail(40))
+	}
+	sec := waitTicks(t, b, prim[len(prim)-1].n+20)
+	r := checkSeam(t, prim, sec)
+	t.Logf("auto: 10.9.0.1 primary released ticks 1..%d; 10.9.0.2 went on at %d (%d repeated) to %d",
+		prim[len(prim)-1].n, sec[0].n, max(r, 0), sec[len(sec)-1].n)
 }
