@@ -1,14 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/ft"
 	"github.com/doppel-ft/doppel/ft/vmguest"
 	"github.com/doppel-ft/doppel/ftmirror"
@@ -45,6 +48,9 @@ func init() {
 	}
 }
 
+// ftGuestNode is the running node, for the shell's protect command.
+var ftGuestNode atomic.Pointer[ftNode]
+
 // ftGuestOn is set when doppel.ft.role takes the guest over from the
 // guest subsystem.
 var ftGuestOn atomic.Bool
@@ -56,6 +62,20 @@ func startFTGuest(k *kernel) error {
 		return nil
 	}
 	ftGuestOn.Store(true)
+	k.commands = append(k.commands, console.Command{Name: "protect",
+		Help: "the protected guest: role, peer, protection state, link, epoch and checkpoint figures (as /status)",
+		Run: func(w io.Writer, _ []string) error {
+			n := ftGuestNode.Load()
+			if n == nil {
+				return errors.New("protect: the protected guest is not set up (see the ft lines)")
+			}
+			b, err := json.MarshalIndent(n.Status(), "", "  ")
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(w, "%s\n", b)
+			return err
+		}})
 	go func() {
 		if err := runFTGuest(k, ft.Role(role)); err != nil {
 			k.log.Printf("ft", "protected guest (%s): %v", role, err)
@@ -67,7 +87,7 @@ func startFTGuest(k *kernel) error {
 // ftNode is one side of the pair.
 type ftNode struct {
 	k     *kernel
-	role  ft.Role
+	role  atomic.Value // ft.Role: auto turns into primary or secondary
 	g     *ftGuest
 	ifc   *netstack.Interface
 	link  *ft.Link
@@ -116,8 +136,10 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	if err != nil {
 		return err
 	}
-	n := &ftNode{k: k, role: role, g: g, ifc: ifc, guest: newLineWriter(k.out, 50*time.Millisecond), start: time.Now(),
-		link: &ft.Link{Retransmits: func() uint64 { return k.net.stack.TCP().Retransmits }}}
+	n := &ftNode{k: k, g: g, ifc: ifc, guest: newLineWriter(k.out, 50*time.Millisecond), start: time.Now(),
+		link: &ft.Link{Retransmits: func() uint64 { return k.net.stack.TCP().Retransmits }},
+		prot: ft.NewProtectionState(k.log.Writer("ft"), ft.Unprotected, "starting")}
+	n.role.Store(role)
 	n.cfg = ftmirror.Config{PSK: ft.SimPSK, Generation: 1, Epoch: k.flags.Duration(flagFTEpoch), GroupBytes: 256 << 10,
 		Heartbeat: ftmirror.Heartbeat{Interval: k.flags.Duration(flagFTHB), Misses: int(k.flags.Int(flagFTHBMiss))},
 		Forward:   true, WholeReleases: true}
@@ -136,12 +158,13 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	}
 	var src mgmt.Source = n
 	k.net.src.Store(&src)
+	ftGuestNode.Store(n)
 	var first net.Conn
 	if role == roleAuto {
 		if role, first, err = n.elect(); err != nil {
 			return err
 		}
-		n.role = role
+		n.role.Store(role)
 	}
 	if role == ft.RolePrimary {
 		return n.runPrimary()
@@ -177,7 +200,7 @@ func (noNIC) Send([]byte) error { return errors.New("the protected guest has no 
 // runPrimary starts the guest and serves each secondary that connects.
 func (n *ftNode) runPrimary() error {
 	k := n.k
-	n.prot = ft.NewProtectionState(k.log.Writer("ft"), ft.Unprotected, "no secondary yet; guest output is held")
+	n.prot.Set(ft.Unprotected, "no secondary yet; guest output is held")
 	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, 0, 0)}
 	n.sink.Store(sink)
 	cfg := n.cfg
@@ -264,15 +287,16 @@ func (n *ftNode) report(p *ftmirror.Primary) {
 // Status implements mgmt.Source.
 func (n *ftNode) Status() mgmt.Status {
 	ls := n.link.Status()
-	st := mgmt.Status{Role: string(n.role), Peer: ls.Peer, LinkState: string(ls.State), LinkTxMBps: ls.TxMBps,
+	st := mgmt.Status{Role: string(n.role.Load().(ft.Role)), Peer: ls.Peer, LinkState: string(ls.State), LinkTxMBps: ls.TxMBps,
 		LinkRxMBps: ls.RxMBps, LinkTxBytes: ls.TxBytes, LinkRxBytes: ls.RxBytes, Retransmits: ls.Retransmits,
 		UptimeSeconds: time.Since(n.start).Seconds()}
-	if n.prot != nil {
-		s, d, _ := n.prot.Get()
-		st.Protection = string(s)
-		if d != "" {
-			st.Protection += " (" + d + ")"
-		}
+	if sink := n.sink.Load(); sink != nil {
+		st.ReleasedBytes = sink.split.Offset()
+	}
+	s, d, _ := n.prot.Get()
+	st.Protection = string(s)
+	if d != "" {
+		st.Protection += " (" + d + ")"
 	}
 	st.GuestState = n.guestState()
 	if n.promoted.Load() {
@@ -295,7 +319,7 @@ func (n *ftNode) guestState() string {
 		return "stopped"
 	default:
 	}
-	if n.role == ft.RoleSecondary && !n.promoted.Load() {
+	if n.role.Load() == ft.RoleSecondary && !n.promoted.Load() {
 		return "mirroring"
 	}
 	return "running"

@@ -76,7 +76,7 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 		return fmt.Errorf("doppel.ft.peer=%q: %w", k.flags.String(flagFTPeer), err)
 	}
 	ap := netip.AddrPortFrom(peer, ft.DefaultPort)
-	n.prot = ft.NewProtectionState(k.log.Writer("ft"), ft.Mirroring, "connecting to the primary at "+ap.String())
+	n.prot.Set(ft.Mirroring, "connecting to the primary at "+ap.String())
 	sec := ftmirror.NewSecondary(n.cfg, n.g.VM)
 	n.secondary.Store(sec)
 	for {

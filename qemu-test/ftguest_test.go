@@ -465,6 +465,18 @@ func TestQEMUSVMFTGuestAuto(t *testing.T) {
 	if _, err := b.Expect(regexp.MustCompile(`auto: (no primary at 10.9.0.1 yet; 10.9.0.2 > 10.9.0.1|10.9.0.1 serves as primary): this node is the secondary`), 5*time.Minute); err != nil {
 		t.Fatalf("%v\n%s", err, b.Tail(30))
 	}
+	// The shell's protect command shows what /status shows.
+	if _, err := a.Expect(ftProtected, 5*time.Minute); err != nil {
+		t.Fatalf("never protected: %v\n%s\nb:\n%s", err, a.Tail(40), b.Tail(20))
+	}
+	if err := a.Type("protect\r"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"role": "primary"`, `"protection": "protected (secondary acknowledged epoch`} {
+		if err := a.ExpectString(want, time.Minute); err != nil {
+			t.Fatalf("protect: %v\n%s", err, a.Tail(30))
+		}
+	}
 	if _, err := a.Expect(ftKillLine, 5*time.Minute); err != nil {
 		t.Fatalf("the primary never reached its kill point: %v\n%s\nb:\n%s", err, a.Tail(40), b.Tail(20))
 	}
