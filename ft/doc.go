@@ -50,9 +50,16 @@
 // protection:` line and /status shows it; Kill is the kill points both
 // modes take (doppel.ft.kill, doppel.ft.sim.kill).
 //
-// What this slice does not do yet: `auto` roles, a guest NIC (the output
-// stream carries frames, but the board has no virtio-net wired), resync of
-// the old primary as the new secondary, VT-x (vmguest supports it; the
-// kernel wiring is AMD-V only), guests whose state includes x87/SSE or
-// the MSR file (svm.PCCPU's Save lacks them: Linux guests need that first).
+// `doppel.ft.role=auto` elects by the rule in ftmirror/doc.go ("Roles at
+// boot"). A promoted secondary serves a new secondary (the old primary's
+// machine, restarted), brought up to date in groups while the guest runs
+// (F7).
+//
+// What this slice does not do yet: a guest NIC (the output stream carries
+// frames, but the board has no virtio-net wired), guests whose state
+// includes x87/SSE or the MSR file (svm.PCCPU's Save lacks them: Linux
+// guests need that first), a second takeover's generation (a promoted
+// node always takes generation 2: the secondary does not learn its
+// primary's), and VT-x is wired (EPT D-bit scan) but its Bochs test has
+// not been seen to pass yet.
 package ft

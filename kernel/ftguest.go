@@ -21,7 +21,7 @@ import (
 )
 
 // The protected guest (issue 12): doppel.ft.role=primary runs the guest
-// doppel.guest names under AMD-V and mirrors it over the FT link to the
+// doppel.guest names (under VT-x or AMD-V) and mirrors it over the FT link to the
 // node started with doppel.ft.role=secondary and doppel.ft.peer=<the
 // primary's FT-link address>, which keeps the guest's memory and last
 // committed state without running it, and runs it from there when the
