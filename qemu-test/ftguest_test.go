@@ -409,7 +409,9 @@ func TestBochsFTGuest(t *testing.T) {
 	boot := func(name string, i int, flags string) *Machine {
 		cmd := "doppel.reserve=96M doppel.guest=ftticks doppel.guest.mem=16M doppel.ft.epoch=100ms doppel.ft.hb=100ms doppel.ft.hbmiss=30 " +
 			fmt.Sprintf("doppel.net.e1000-0=10.9.0.%d/24 ", i+1) + flags
-		m, err := StartBochs(t.Name()+"-"+name, BochsConfig{Cmdline: cmd, CPUs: 1, MemMiB: 512,
+		// Two CPUs: the busy guest's vCPU keeps one, the engine and the
+		// network stack need the other.
+		m, err := StartBochs(t.Name()+"-"+name, BochsConfig{Cmdline: cmd, CPUs: 2, MemMiB: 512,
 			Modules: []Module{{Path: imagePath("ftticks.bin"), Name: "ftticks"}},
 			Extra:   fmt.Sprintf("e1000: enabled=1, mac=52:54:00:0f:01:%02x, ethmod=socket, ethdev=%d\n", i+1, base+2*i)})
 		if err != nil {
