@@ -47,12 +47,22 @@ func (n *ftNode) elect() (ft.Role, net.Conn, error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if me.Less(peer) {
+	role := autoRole(me, peer)
+	if role == ft.RolePrimary {
 		n.k.log.Printf("ft", "auto: no primary at %v; %v < %v: this node is the primary", peer, me, peer)
-		return ft.RolePrimary, nil, nil
+	} else {
+		n.k.log.Printf("ft", "auto: no primary at %v yet; %v > %v: this node is the secondary", peer, me, peer)
 	}
-	n.k.log.Printf("ft", "auto: no primary at %v yet; %v > %v: this node is the secondary", peer, me, peer)
-	return ft.RoleSecondary, nil, nil
+	return role, nil, nil
+}
+
+// autoRole is the auto rule once no running primary answered: the lower
+// FT-link address is the primary.
+func autoRole(me, peer netip.Addr) ft.Role {
+	if me.Less(peer) {
+		return ft.RolePrimary
+	}
+	return ft.RoleSecondary
 }
 
 // dial dials the primary until it answers (it may boot later).
