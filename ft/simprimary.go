@@ -87,6 +87,7 @@ func (s *Sim) runPrimary(ctx context.Context) error {
 		err = p.Serve(s.Link.Wrap(conn))
 		s.Link.Set(LinkLost, "", err)
 		s.printf("session ended: %v", err)
+		s.printCounters("session")
 		if errors.Is(err, ftmirror.ErrFenced) {
 			return err
 		}
@@ -126,6 +127,7 @@ func (s *Sim) serveBaseline(l net.Listener) error {
 		}
 	}
 	_, err = io.ReadFull(conn, ok[:]) // the peer has read it all
+	s.printCounters("baseline")
 	return err
 }
 
