@@ -57,11 +57,12 @@ type SimConfig struct {
 
 // Sim runs ftmirror with its synthetic guest across the FT link.
 type Sim struct {
-	cfg   SimConfig
-	Link  *Link
-	Rec   *Recorder
-	start time.Time
-	kill  killPoint
+	cfg      SimConfig
+	Link     *Link
+	syncWire wireCount
+	Rec      *Recorder
+	start    time.Time
+	kill     killPoint
 
 	mu        sync.Mutex
 	role      string

@@ -1,5 +1,3 @@
-//go:build nicdrivers
-
 package qemutest
 
 import (
