@@ -170,7 +170,7 @@ func writeNet(w io.Writer, st *netstack.Stack) error {
 			c.TxFrames, c.TxBytes, c.TxQueueFull, ls.TxDropped, c.RxFrames, c.RxBytes, c.RxDropped, c.RxErrors, c.Interrupts)
 	}
 	t := st.TCP()
-	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts\n",
-		t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts)
+	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts, %d checksum errors; ip: %d malformed\n",
+		t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts, t.ChecksumErrors, t.IPMalformed)
 	return err
 }

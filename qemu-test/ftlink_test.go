@@ -152,3 +152,72 @@ func logFigures(t *testing.T, prim, sec string) {
 		t.Logf("release latency p50 %s ms, p99 %s ms", rl[1], rl[2])
 	}
 }
+
+// TestQEMUFTLinkBadFrames sends bad frames to the secondary's e1000 while
+// the FT session runs: TCP segments of the session with a corrupted
+// payload (bad checksum), giants (dropped by the device, RCTL.LPE off),
+// runts carrying a truncated IPv4 header, and a junk burst four times the
+// receive ring. Each kind must be counted (device oversize count in the
+// driver's errors, the stack's checksum and malformed counters), and
+// nothing else disturbed: checkpoints go on, the takeover verifies.
+func TestQEMUFTLinkBadFrames(t *testing.T) {
+	const n = 20
+	r := newRelay(t, 0, 0, 1)
+	p, s := ftPair(t, "e1000", "e1000-0", r, "")
+	ck := regexp.MustCompile(`ft: checkpoints: (\d+),`)
+	sub, err := p.Expect(regexp.MustCompile(`ft: checkpoints: ([1-9]\d|\d{3,}),`), 5*time.Minute)
+	if err != nil {
+		t.Fatalf("no 10 checkpoints: %v", err)
+	}
+	before, _ := strconv.Atoi(sub[1])
+	secMAC := []byte{0x52, 0x54, 0x00, 0x0f, 0x00, 0x02}
+	frame := func(size int, etype uint16, payload []byte) []byte {
+		f := make([]byte, size)
+		copy(f, secMAC)
+		copy(f[6:], []byte{0x52, 0x54, 0x00, 0xba, 0xd0, 0x01})
+		f[12], f[13] = byte(etype>>8), byte(etype)
+		copy(f[14:], payload)
+		return f
+	}
+	// An IPv4 header that claims 1000 bytes in a 34-byte frame (QEMU pads
+	// it to 60): the stack must drop it as malformed.
+	truncIP := []byte{0x45, 0, 0x03, 0xe8, 0, 1, 0, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2}
+	r.corrupt[1].Store(n)
+	for i := 0; i < n; i++ {
+		r.Inject(1, frame(2000, 0x88b6, nil), frame(14+len(truncIP), 0x0800, truncIP))
+	}
+	for i := 0; i < 1024; i++ {
+		r.Inject(1, frame(60, 0x88b6, []byte{byte(i >> 8), byte(i)}))
+	}
+	// The session goes on: 20 more checkpoints after the bad frames.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		sub, err := p.Expect(ck, time.Until(deadline))
+		if err != nil {
+			t.Fatalf("checkpoints stopped after the bad frames: %v", err)
+		}
+		if c, _ := strconv.Atoi(sub[1]); c >= before+20 && r.corrupted.Load() >= n {
+			break
+		}
+	}
+	if out := p.Output() + s.Output(); strings.Contains(out, "session ended") {
+		t.Fatalf("the FT session ended:\n%s", s.Tail(1500))
+	}
+	s.Type("net\r")
+	cnt, err := s.Expect(regexp.MustCompile(`rx (\d+) frames \d+ bytes \(dropped (\d+), errors (\d+)\)[^\n]*\n[^\n]*tcp: [^\n]* (\d+) checksum errors; ip: (\d+) malformed`), time.Minute)
+	if err != nil {
+		t.Fatalf("no net counters: %v", err)
+	}
+	errs, _ := strconv.Atoi(cnt[3])
+	csum, _ := strconv.Atoi(cnt[4])
+	malformed, _ := strconv.Atoi(cnt[5])
+	t.Logf("secondary after %d corrupted segments, %d giants, %d runts, a 1024-frame burst: %s", r.corrupted.Load(), n, n, strings.TrimSpace(cnt[0]))
+	if errs < n || csum < n || malformed < n {
+		t.Errorf("bad frames not all counted: device errors %d, checksum errors %d, malformed %d; want each >= %d", errs, csum, malformed, n)
+	}
+	p.Close()
+	v, err := s.Expect(verifyLine, 3*time.Minute)
+	if err != nil || v[1] != "ok" || takeoverLine.FindString(s.Output()) == "" {
+		t.Fatalf("takeover after the bad frames: %v %v\n%s", v, err, s.Tail(1500))
+	}
+}

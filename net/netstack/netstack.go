@@ -185,11 +185,17 @@ func (s *Stack) Dial(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 // TCPStats are the stack's TCP counters the FT link reports.
 type TCPStats struct {
 	Retransmits, FastRetransmits, Timeouts, SegmentsSent, SegmentsReceived uint64
+	// ChecksumErrors counts segments dropped for a bad checksum;
+	// IPMalformed counts IP packets dropped as malformed (a truncated or
+	// inconsistent header), whatever their transport.
+	ChecksumErrors, IPMalformed uint64
 }
 
 // TCP returns the stack-wide TCP counters.
 func (s *Stack) TCP() TCPStats {
-	t := s.s.Stats().TCP
+	st := s.s.Stats()
+	t := st.TCP
 	return TCPStats{Retransmits: t.Retransmits.Value(), FastRetransmits: t.FastRetransmit.Value(),
-		Timeouts: t.Timeouts.Value(), SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value()}
+		Timeouts: t.Timeouts.Value(), SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value(),
+		ChecksumErrors: t.ChecksumErrors.Value(), IPMalformed: st.IP.MalformedPacketsReceived.Value()}
 }

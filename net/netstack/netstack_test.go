@@ -187,18 +187,23 @@ func TestProbe(t *testing.T) {
 
 // BenchmarkGoodput compares TCP goodput over the stack with the raw frame
 // throughput of the same wire in the same run (the goal is a ratio ≥ 0.8),
-// for an unlimited in-memory wire and one paced at 100 MB/s.
+// for an unlimited in-memory wire and one paced at 100 MB/s, with receive
+// coalescing (link.Endpoint's GRO) on and off.
 func BenchmarkGoodput(b *testing.B) {
 	for _, bench := range []struct {
 		name string
 		rate float64
-	}{{"unlimited", 0}, {"100MBps", 100e6}} {
+		gro  bool
+	}{{"unlimited/gro", 0, true}, {"unlimited/nogro", 0, false}, {"100MBps/gro", 100e6, true}, {"100MBps/nogro", 100e6, false}} {
 		b.Run(bench.name, func(b *testing.B) {
 			const n = 32 << 20
 			cfg := linktest.Config{BytesPerSec: bench.rate}
 			var good, raw float64
 			for i := 0; i < b.N; i++ {
 				x, y, _, _ := pair(b, cfg)
+				for _, st := range []*Stack{x, y} {
+					st.Interfaces()[0].Link.SetGRO(bench.gro)
+				}
 				raw += rawWire(b, x, y, n)
 				good += float64(n) / transfer(b, x, y, n).Seconds()
 			}
