@@ -14,7 +14,9 @@ import (
 // the initial sync of the guest and the pair checkpoints on. Bochs polls
 // its network back end once per emulated millisecond (about 1,000 frames a
 // second), so the guest is small and the heartbeat deadline generous.
-func TestBochsFTSync(t *testing.T) {
+func TestBochsFTSync(t *testing.T) { bochsFTSync(t, 20*time.Minute) }
+
+func bochsFTSync(t *testing.T, syncTimeout time.Duration) {
 	base := startBxhub(t, 2)
 	common := " doppel.ft.sim.mem=4M doppel.ft.sim.rate=50 doppel.ft.sim.epoch=100ms" +
 		" doppel.ft.sim.hb=200ms doppel.ft.sim.hbmiss=25 doppel.ft.sim.probe=512K"
@@ -28,12 +30,22 @@ func TestBochsFTSync(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(m.Close)
+		t.Cleanup(func() {
+			if t.Failed() {
+				// Where did the link stop? The NIC and TCP counters.
+				m.Type("net\r")
+				time.Sleep(20 * time.Second)
+				m.Type("ft link\r")
+				time.Sleep(20 * time.Second)
+				t.Logf("%s after the failure:\n%s", role, m.Tail(2000))
+			}
+			m.Close()
+		})
 		return m
 	}
 	p := boot("primary", 0, "")
 	s := boot("secondary", 1, "doppel.ft.peer=10.9.0.1")
-	sub, err := p.Expect(syncLine, 20*time.Minute)
+	sub, err := p.Expect(syncLine, syncTimeout)
 	if err != nil {
 		t.Fatalf("no initial sync: %v\nsecondary:\n%s", err, s.Tail(1500))
 	}
