@@ -74,7 +74,6 @@ func TestQEMUFTLink(t *testing.T) {
 				if err != nil || subs[1] == "" {
 					t.Fatalf("primary never reached %s (%v):\n%s\nsecondary:\n%s", kill, err, p.Tail(1500), s.Tail(1500))
 				}
-				subs = subs[1:]
 				p.Close() // the primary's machine dies at the point
 				killed, _ := strconv.ParseUint(subs[2], 10, 64)
 				v, err := s.Expect(verifyLine, 3*time.Minute)
