@@ -370,3 +370,26 @@ func (e *Endpoint) SendProbe(dst tcpip.LinkAddress, frames int) (int64, error) {
 	}
 	return sent, nil
 }
+
+// Announce broadcasts an ARP announcement of ip (RFC 5227 section 3: an
+// ARP request whose sender and target protocol addresses are both ip),
+// so that peers and learning switches know this MAC at once. Bochs's
+// bxhub delivers unicast frames only to ports whose MAC it has seen in a
+// broadcast: a machine that only answers ARP requests is never learnt
+// there, and unicast traffic to it is dropped.
+func (e *Endpoint) Announce(ip [4]byte) error {
+	f := make([]byte, header.EthernetMinimumSize+header.ARPSize)
+	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: e.LinkAddress(), DstAddr: header.EthernetBroadcastAddress, Type: header.ARPProtocolNumber})
+	a := header.ARP(f[header.EthernetMinimumSize:])
+	a.SetIPv4OverEthernet()
+	a.SetOp(header.ARPRequest)
+	copy(a.HardwareAddressSender(), e.LinkAddress())
+	copy(a.ProtocolAddressSender(), ip[:])
+	copy(a.ProtocolAddressTarget(), ip[:])
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	if err := e.transmit(f); err != nil {
+		return fmt.Errorf("link: ARP announcement of %d.%d.%d.%d: %w", ip[0], ip[1], ip[2], ip[3], err)
+	}
+	return nil
+}

@@ -135,6 +135,9 @@ func (s *Stack) setAddr(ifc *Interface, cfg Config) error {
 	for _, r := range routes {
 		s.s.AddRoute(r)
 	}
+	// Best effort: a NIC whose link is down now learns nothing from it
+	// anyway, and peers still find this address by ARP.
+	ifc.Link.Announce(p.Addr().As4())
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"io"
@@ -9,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/doppel-ft/doppel/net/linktest"
+	"github.com/doppel-ft/doppel/nic/nictest"
 )
 
 // pair returns two stacks joined by an in-memory wire, at 10.9.0.1 and
@@ -212,5 +216,43 @@ func BenchmarkGoodput(b *testing.B) {
 			b.ReportMetric(good/float64(b.N)/1e6, "tcp-MB/s")
 			b.ReportMetric(good/raw, "ratio")
 		})
+	}
+}
+
+// TestAnnounceOnAddress: giving an interface its address broadcasts an
+// ARP announcement of it (RFC 5227 section 3), which learning switches
+// such as Bochs's bxhub need before they deliver unicast frames to it.
+func TestAnnounceOnAddress(t *testing.T) {
+	a, b := nictest.Pair(nictest.Config{})
+	defer b.Close()
+	st, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := ParseConfig("10.9.0.7/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Add(a, c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := b.Receive(ctx)
+	if err != nil {
+		t.Fatalf("no frame from the interface: %v", err)
+	}
+	eth := header.Ethernet(f)
+	if len(f) < header.EthernetMinimumSize+header.ARPSize || eth.DestinationAddress() != header.EthernetBroadcastAddress ||
+		eth.Type() != header.ARPProtocolNumber {
+		t.Fatalf("first frame is not a broadcast ARP: %x", f)
+	}
+	arp := header.ARP(f[header.EthernetMinimumSize:])
+	mac := a.MAC()
+	ip := []byte{10, 9, 0, 7}
+	if !arp.IsValid() || arp.Op() != header.ARPRequest || !bytes.Equal(arp.HardwareAddressSender(), mac[:]) ||
+		!bytes.Equal(arp.ProtocolAddressSender(), ip) || !bytes.Equal(arp.ProtocolAddressTarget(), ip) {
+		t.Fatalf("not an announcement of 10.9.0.7 by %x: %x", mac, f)
 	}
 }
