@@ -50,8 +50,8 @@ func (s *Sim) runPrimary(ctx context.Context) error {
 	}
 	var protected atomic.Bool // an epoch was acknowledged: the sync is done
 	cfg.Hook = func(p ftmirror.Point, e uint64) {
-		if p == ftmirror.PointAcked && !protected.Swap(true) {
-			s.syncWire.done(s.Link.TxBytes())
+		if p == ftmirror.PointAcked {
+			protected.Store(true)
 		}
 		if s.kill.set && p == s.kill.point && e >= s.kill.at && (protected.Load() || s.kill.inSync()) {
 			s.printf("kill point %s epoch %d: the primary stops here", p, e)
@@ -136,6 +136,21 @@ func (s *Sim) serveBaseline(l net.Listener) error {
 // reportLoop prints the sync figures once and the checkpoint figures
 // every Report interval, in ftsim's words.
 func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamSink) {
+	// Until the sync is done, look every 10 ms, so the link bytes counted
+	// for it stop within 10 ms of its end.
+	for poll := time.NewTicker(10 * time.Millisecond); ; {
+		select {
+		case <-ctx.Done():
+			poll.Stop()
+			return
+		case <-poll.C:
+		}
+		if p.Stats.Summary().SyncSeconds > 0 {
+			s.syncWire.done(s.Link.TxBytes())
+			poll.Stop()
+			break
+		}
+	}
 	t := time.NewTicker(s.cfg.Report)
 	defer t.Stop()
 	synced := false
@@ -167,7 +182,8 @@ func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamS
 }
 
 // wireCount measures the FT link's bytes and time from the start of a
-// session to the end of its initial sync (the first acknowledged epoch):
+// session to the end of its initial sync (the first complete epoch
+// acknowledged):
 // the sync's goodput on the wire. The engine's own sync rate counts the
 // guest's size once, although a guest that dirties pages faster than the
 // link carries them makes the sync send most pages more than once.
