@@ -36,6 +36,7 @@ var nicNames = []string{"e1000-0", "e1000-1", "virtio-net-0", "virtio-net-1"}
 const (
 	flagNetPrefix = "doppel.net."
 	flagMgmtPort  = "doppel.net.mgmt.port"
+	flagTCPBuf    = "doppel.net.tcp.buf"
 )
 
 func init() {
@@ -43,6 +44,8 @@ func init() {
 		mustRegister(board.Flag{Name: flagNetPrefix + n, Kind: board.KindString,
 			Help: "address of NIC " + n + ": <ipv4>/<bits>[,gw=<ipv4>] or dhcp"})
 	}
+	mustRegister(board.Flag{Name: flagTCPBuf, Kind: board.KindSize, Default: "0",
+		Help: "cap of each TCP socket's buffers and window (0: 8M); a small one suits a slow, bursty-lossy wire such as Bochs's"})
 	mustRegister(board.Flag{Name: flagMgmtPort, Kind: board.KindInt, Default: "0", Min: 0, Max: 65535,
 		Help: "TCP port of the management HTTP server (/status, /metrics, plot page); 0: off"})
 }
@@ -108,6 +111,11 @@ func startNet(k *kernel) error {
 	st, err := netstack.New()
 	if err != nil {
 		return err
+	}
+	if n := k.flags.Size(flagTCPBuf); n != 0 {
+		if err := st.LimitTCPBuffers(int(n)); err != nil {
+			k.log.Printf("net", "%s: %v", flagTCPBuf, err)
+		}
 	}
 	k.net = &netState{stack: st}
 	var src mgmt.Source = idleSource{start: time.Now()}

@@ -86,6 +86,26 @@ func New() (*Stack, error) {
 	return &Stack{s: s, byID: map[tcpip.NICID]*Interface{}}, nil
 }
 
+// LimitTCPBuffers caps every TCP socket's send and receive buffer at max
+// bytes (the default is tcpBufMax), and so the window a receiver offers.
+// A slow wire that drops what arrives in bursts (Bochs's NIC polls its
+// back end once per emulated millisecond, and bxhub's UDP socket
+// overflows behind it) carries TCP better with a window it can absorb.
+func (s *Stack) LimitTCPBuffers(max int) error {
+	if max < tcpBufMin {
+		return fmt.Errorf("netstack: TCP buffer limit %d below the minimum %d", max, tcpBufMin)
+	}
+	def := min(tcpBufDefault, max)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: def, Max: max}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: def, Max: max}
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&rcv, &snd} {
+		if err := s.s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			return fmt.Errorf("netstack: tcp option %T: %s", opt, err)
+		}
+	}
+	return nil
+}
+
 // Stack returns gVisor's stack (for its statistics and options).
 func (s *Stack) Stack() *stack.Stack { return s.s }
 

@@ -256,3 +256,18 @@ func TestAnnounceOnAddress(t *testing.T) {
 		t.Fatalf("not an announcement of 10.9.0.7 by %x: %x", mac, f)
 	}
 }
+
+// TestLimitTCPBuffers: with small buffers TCP still carries data intact;
+// a limit below the minimum is refused.
+func TestLimitTCPBuffers(t *testing.T) {
+	a, b, _, _ := pair(t, linktest.Config{})
+	for _, st := range []*Stack{a, b} {
+		if err := st.LimitTCPBuffers(64 << 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	transfer(t, a, b, 4<<20)
+	if err := a.LimitTCPBuffers(100); err == nil {
+		t.Error("a 100-byte limit was accepted")
+	}
+}
