@@ -28,7 +28,7 @@ func TestQEMUMgmt(t *testing.T) {
 	r := newRelay(t, 0, 0, 1)
 	p, err := StartQEMU(t.Name()+"-primary", QEMUConfig{MemMiB: 1024,
 		Cmdline: "doppel.net.e1000-0=10.0.2.15/24,gw=10.0.2.2 doppel.net.e1000-1=10.9.0.1/24 doppel.ft.nic=e1000-1 " +
-			"doppel.net.mgmt.port=80 doppel.ft.sim=primary doppel.ft.sim.mem=16M"+ftHeartbeat,
+			"doppel.net.mgmt.port=80 doppel.ft.sim=primary doppel.ft.sim.mem=16M" + ftHeartbeat,
 		Extra: []string{
 			"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:80", hostPort), "-device", "e1000,netdev=mgmt,mac=52:54:00:0e:00:01",
 			"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(0)), "-device", "e1000,netdev=ft,mac=52:54:00:0f:00:01"}})
@@ -37,7 +37,7 @@ func TestQEMUMgmt(t *testing.T) {
 	}
 	defer p.Close()
 	s, err := StartQEMU(t.Name()+"-secondary", QEMUConfig{MemMiB: 1024,
-		Cmdline: "doppel.net.e1000-0=10.9.0.2/24 doppel.ft.sim=secondary doppel.ft.peer=10.9.0.1 doppel.ft.sim.mem=16M"+ftHeartbeat,
+		Cmdline: "doppel.net.e1000-0=10.9.0.2/24 doppel.ft.sim=secondary doppel.ft.peer=10.9.0.1 doppel.ft.sim.mem=16M" + ftHeartbeat,
 		Extra:   []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(1)), "-device", "e1000,netdev=ft,mac=52:54:00:0f:00:02"}})
 	if err != nil {
 		t.Fatal(err)
