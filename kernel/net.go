@@ -37,6 +37,7 @@ const (
 	flagNetPrefix = "doppel.net."
 	flagMgmtPort  = "doppel.net.mgmt.port"
 	flagTCPBuf    = "doppel.net.tcp.buf"
+	flagGRO       = "doppel.net.gro"
 )
 
 func init() {
@@ -46,6 +47,8 @@ func init() {
 	}
 	mustRegister(board.Flag{Name: flagTCPBuf, Kind: board.KindSize, Default: "0",
 		Help: "cap of each TCP socket's buffers and window (0: 8M); a small one suits a slow, bursty-lossy wire such as Bochs's"})
+	mustRegister(board.Flag{Name: flagGRO, Kind: board.KindBool, Default: "1",
+		Help: "coalesce received TCP segments before the stack handles them (generic receive offload)"})
 	mustRegister(board.Flag{Name: flagMgmtPort, Kind: board.KindInt, Default: "0", Min: 0, Max: 65535,
 		Help: "TCP port of the management HTTP server (/status, /metrics, plot page); 0: off"})
 }
@@ -127,6 +130,7 @@ func startNet(k *kernel) error {
 			k.log.Printf("net", "%v", err)
 			continue
 		}
+		ifc.Link.SetGRO(k.flags.Bool(flagGRO))
 		m := n.MAC()
 		k.log.Printf("net", "%s %02x:%02x:%02x:%02x:%02x:%02x mtu %d link %v: %s", n.Name(), m[0], m[1], m[2], m[3], m[4], m[5],
 			n.MTU(), linkWord(n.LinkUp()), c)
