@@ -137,7 +137,8 @@ func (s *Sim) serveBaseline(l net.Listener) error {
 // every Report interval, in ftsim's words.
 func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamSink) {
 	// Until the sync is done, look every 10 ms, so the link bytes counted
-	// for it stop within 10 ms of its end.
+	// for it stop within 10 ms of its end, and print its figures at once
+	// (a kill point soon after it must not hide them).
 	for poll := time.NewTicker(10 * time.Millisecond); ; {
 		select {
 		case <-ctx.Done():
@@ -145,15 +146,18 @@ func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamS
 			return
 		case <-poll.C:
 		}
-		if p.Stats.Summary().SyncSeconds > 0 {
+		if sum := p.Stats.Summary(); sum.SyncSeconds > 0 {
 			s.syncWire.done(s.Link.TxBytes())
 			poll.Stop()
+			b, d := s.syncWire.get()
+			s.printf("initial sync: %.3f s, %.1f MB/s, brownout rounds %v; %.1f MB on the wire in %.3f s (%.1f MB/s)",
+				sum.SyncSeconds, float64(sum.SyncBytes)/sum.SyncSeconds/1e6, sum.BrownoutRounds,
+				float64(b)/1e6, d.Seconds(), float64(b)/max(d.Seconds(), 1e-9)/1e6)
 			break
 		}
 	}
 	t := time.NewTicker(s.cfg.Report)
 	defer t.Stop()
-	synced := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -161,13 +165,6 @@ func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamS
 		case <-t.C:
 		}
 		sum := p.Stats.Summary()
-		if !synced && sum.SyncSeconds > 0 {
-			synced = true
-			b, d := s.syncWire.get()
-			s.printf("initial sync: %.3f s, %.1f MB/s, brownout rounds %v; %.1f MB on the wire in %.3f s (%.1f MB/s)",
-				sum.SyncSeconds, float64(sum.SyncBytes)/sum.SyncSeconds/1e6, sum.BrownoutRounds,
-				float64(b)/1e6, d.Seconds(), float64(b)/max(d.Seconds(), 1e-9)/1e6)
-		}
 		if sum.Checkpoints == 0 {
 			continue
 		}
