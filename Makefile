@@ -42,6 +42,9 @@ check:
 # The concurrent FT engine runs again under the race detector (pagediff is
 # single-threaded SIMD and too slow under -race to be worth it).
 RACE_PKGS += ./ftmirror ./ftmirror/wire ./ftmirror/simguest
+# The NIC drivers (interrupt goroutine, watchdog, callers) and the network
+# stack's link endpoint are concurrent too (about 45 s under -race).
+RACE_PKGS += ./nic/... ./net/...
 
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
