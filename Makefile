@@ -42,6 +42,9 @@ check:
 # The concurrent FT engine runs again under the race detector (pagediff is
 # single-threaded SIMD and too slow under -race to be worth it).
 RACE_PKGS += ./ftmirror ./ftmirror/wire ./ftmirror/simguest
+# The NIC drivers (interrupt goroutine, watchdog, callers) and the network
+# stack's link endpoint are concurrent too (about 45 s under -race).
+RACE_PKGS += ./nic/... ./net/...
 
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
@@ -58,8 +61,12 @@ emu: deps
 # a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
 # them. TestQEMUSVMLinuxSMP: Linux with ACPI and 2 vCPUs under AMD-V boots
 # to its shell (24 passes in a row once), but in some runs the shell stops
-# after a command, both vCPUs idle (a lost wakeup IPI is the suspect).
-OPEN_TESTS = ^(TestQEMUSVMLinuxSMP)$$
+# after a command, both vCPUs idle (a lost wakeup IPI is the suspect). The FT
+# pair under VT-x (TestBochsFTGuest): both Bochs boot and the primary runs
+# the guest, but the secondary's TCP connection over e1000 and bxhub never
+# came up in 6 minutes (as the synthetic guest's Bochs FT test at the same
+# time).
+OPEN_TESTS = ^(TestQEMUSVMLinuxSMP|TestBochsFTGuest)$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \
