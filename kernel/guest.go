@@ -301,7 +301,10 @@ func (k *kernel) reportGuest(rep *pc.Report, err error) {
 	why := rep.Reason
 	if rep.Err != nil {
 		why = rep.Err.Error()
-		if errors.Is(rep.Err, vmm.ErrGuestHalted) {
+		switch {
+		case errors.Is(rep.Err, vmm.ErrAllHalted):
+			why = "every vCPU halted with interrupts off (powered off): " + why
+		case errors.Is(rep.Err, vmm.ErrGuestHalted):
 			why = "halted with interrupts off (powered off): " + why
 		}
 	}
