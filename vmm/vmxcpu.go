@@ -456,8 +456,8 @@ func (c *VMXCPU) parked() (Action, error) {
 	}
 }
 
-// WakePending implements HaltWaker: an NMI or INIT is on its way to this
-// halted vCPU.
+// WakePending implements HaltWaker: an NMI, INIT or SIPI is on its way
+// to this halted (or SIPI-waiting) vCPU.
 func (c *VMXCPU) WakePending() bool {
 	hs, ok := c.cfg.SIPI.(HaltSource)
 	return ok && hs.WakePending()
@@ -479,10 +479,13 @@ func (c *VMXCPU) waitForSIPI() (Action, error) {
 	defer t.Stop()
 	select {
 	case <-c.cfg.Wake:
+		return ActionResume, nil
 	case <-c.kickCh:
 	case <-t.C:
 	}
-	return ActionResume, nil
+	// Waiting for SIPI is parked too: a machine whose other vCPUs all
+	// halted with interrupts off has nobody left to send one.
+	return ActionPark, nil
 }
 
 // Kick implements CPU: a halted vCPU wakes, a running one gets an IPI

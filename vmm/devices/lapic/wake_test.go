@@ -7,7 +7,8 @@ import (
 )
 
 // TestWakePending: NMI and INIT, what ends a halt with interrupts off,
-// show in WakePending until taken; a fixed interrupt does not.
+// show in WakePending until taken, and a SIPI after INIT; a fixed
+// interrupt does not.
 func TestWakePending(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -18,6 +19,7 @@ func TestWakePending(t *testing.T) {
 		{"fixed", devices.Message{Mode: devices.DeliveryFixed, Vector: 0x40}, false, nil},
 		{"NMI", devices.Message{Mode: devices.DeliveryNMI}, true, (*LAPIC).TakeNMI},
 		{"INIT", devices.Message{Mode: devices.DeliveryINIT}, true, (*LAPIC).TakeINIT},
+		{"SIPI", devices.Message{Mode: devices.DeliveryINIT}, true, func(l *LAPIC) bool { _, ok := l.TakeSIPI(); return ok }},
 	} {
 		l, _, _, _ := newTest(1)
 		enable(l)
@@ -25,6 +27,10 @@ func TestWakePending(t *testing.T) {
 			t.Fatalf("%s: wake pending before any message", tc.name)
 		}
 		l.Deliver(tc.msg)
+		if tc.name == "SIPI" {
+			l.TakeINIT()
+			l.Deliver(devices.Message{Mode: devices.DeliveryStartup, Vector: 0x9A})
+		}
 		if got := l.WakePending(); got != tc.want {
 			t.Errorf("%s: WakePending = %v, want %v", tc.name, got, tc.want)
 		}
