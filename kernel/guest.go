@@ -278,7 +278,8 @@ var restoreCommand = console.Command{
 		}
 		res := <-done
 		for i, c := range res.Cycles {
-			fmt.Fprintf(w, "restore: cycle %d/%d: %d bytes, save %v, restore %v\n", i+1, n, c.Bytes, c.Save, c.Restore)
+			fmt.Fprintf(w, "restore: cycle %d/%d: %d bytes, save %v, restore %v, %d pages written since the last cycle\n",
+				i+1, n, c.Bytes, c.Save, c.Restore, c.Dirty)
 		}
 		if res.Err != nil {
 			return fmt.Errorf("restore: after %d cycles: %w", len(res.Cycles), res.Err)
@@ -310,6 +311,7 @@ func (k *kernel) reportGuest(rep *pc.Report, err error) {
 	}
 	k.log.Printf("guest", "guest stopped after %v: %s", rep.Runtime.Round(time.Millisecond), why)
 	k.log.Printf("guest", "%s", rep.ExitSummary())
+	k.log.Printf("guest", "%v", rep.Dirty)
 	for i := range rep.Exits {
 		k.log.Printf("guest", "vcpu %d: injected %d interrupts, %d halts, %d MSR faults, %d MMIO accesses",
 			i, rep.Injected[i], rep.Halts[i], rep.MSRFaults[i], rep.MMIO[i])
