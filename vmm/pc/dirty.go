@@ -72,6 +72,7 @@ func (r DirtyReport) String() string {
 }
 
 func (r *DirtyReport) add(o DirtyReport) {
+	r.Mode = o.Mode
 	r.Pages += o.Pages
 	r.Logged += o.Logged
 	r.ScanOnly += o.ScanOnly

@@ -121,7 +121,7 @@ func TestDirtyTrackerPML(t *testing.T) {
 	var total DirtyReport
 	total.add(r)
 	total.add(r)
-	if total.Pages != 8 || total.Logged != 6 {
+	if total.Pages != 8 || total.Logged != 6 || total.Mode != DirtyPML {
 		t.Errorf("sum of two VMs %+v", total)
 	}
 }
