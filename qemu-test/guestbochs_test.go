@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -235,15 +236,15 @@ func BenchmarkBochsDoppelGuestBoot(b *testing.B) {
 			if err := m.Type("guest\r"); err != nil {
 				return err
 			}
-			subs, err := m.Expect(regexp.MustCompile(`guest: \d+ exits:[^\r\n]*`), time.Minute)
+			subs, err := m.Expect(regexp.MustCompile(`guest: \d+ exits:[^\r\n]*\r?\n`), time.Minute)
 			if err != nil {
 				return err
 			}
-			exits = append(exits, subs[0])
-			if subs, err = m.Expect(regexp.MustCompile(`guest: vcpu 0: [^\r\n]*`), time.Minute); err != nil {
+			exits = append(exits, strings.TrimSpace(subs[0]))
+			if subs, err = m.Expect(regexp.MustCompile(`guest: vcpu 0: [^\r\n]*\r?\n`), time.Minute); err != nil {
 				return err
 			}
-			exits = append(exits, subs[0])
+			exits = append(exits, strings.TrimSpace(subs[0]))
 			if err := m.Type("\x01c"); err != nil {
 				return err
 			}

@@ -123,7 +123,7 @@ func bochsLinux(t *testing.T, cpus int, model, dirty string) {
 	}
 	defer m.Close()
 	start := time.Now()
-	mode, err := m.Expect(regexp.MustCompile(`dirty pages by ([^\r\n]+)`), 20*time.Minute)
+	mode, err := m.Expect(regexp.MustCompile(`dirty pages by ([^\r\n]+)\r?\n`), 20*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +152,11 @@ func bochsLinux(t *testing.T, cpus int, model, dirty string) {
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
-	stopped, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*`), 10*time.Minute)
+	stopped, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*\r?\n`), 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopped[0] = strings.TrimSpace(stopped[0])
 	t.Logf("%s", stopped[0])
 	// With ACPI (2 vCPUs) Linux powers off by the S5 sleep command once
 	// the other CPU parked; without (1 vCPU) it halts with interrupts off.
@@ -166,15 +167,16 @@ func bochsLinux(t *testing.T, cpus int, model, dirty string) {
 	if !strings.Contains(stopped[0], why) {
 		t.Errorf("stop reason %q, want %q", stopped[0], why)
 	}
-	if exits, err := m.Expect(regexp.MustCompile(`guest: \d+ exits: [^\r\n]*`), time.Minute); err == nil {
-		t.Logf("%s", exits[0])
+	if exits, err := m.Expect(regexp.MustCompile(`guest: \d+ exits: [^\r\n]*\r?\n`), time.Minute); err == nil {
+		t.Logf("%s", strings.TrimSpace(exits[0]))
 	} else {
 		t.Error(err)
 	}
-	d, err := m.Expect(regexp.MustCompile(`dirty tracking by ([^:]+): (\d+) pages written[^\r\n]*`), time.Minute)
+	d, err := m.Expect(regexp.MustCompile(`dirty tracking by ([^:]+): (\d+) pages written[^\r\n]*\r?\n`), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d[0] = strings.TrimSpace(d[0])
 	t.Logf("%s", d[0])
 	if d[1] != dirty || d[2] == "0" {
 		t.Errorf("%q: want dirty tracking by %s and some pages written", d[0], dirty)
