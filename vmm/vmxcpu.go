@@ -139,6 +139,22 @@ type VMXCPU struct {
 	parkReported bool
 	// Halts counts HLT sleeps.
 	Halts uint64
+	// tGuest, tHalt and tStep sum host TSC ticks spent in the guest
+	// (VM entry to exit), sleeping in HLT, and in Step altogether.
+	tGuest, tHalt, tStep atomic.Uint64
+}
+
+// VCPUTimes splits a vCPU thread's time, in host TSC ticks: in the guest,
+// halted (sleeping until an interrupt is due), and the rest of Step (exit
+// handling, and whatever the host ran on that CPU meanwhile).
+type VCPUTimes struct {
+	Guest, Halt, Step uint64
+}
+
+// Times returns the vCPU's time split so far; it may be read from any
+// goroutine while the vCPU runs.
+func (c *VMXCPU) Times() VCPUTimes {
+	return VCPUTimes{Guest: c.tGuest.Load(), Halt: c.tHalt.Load(), Step: c.tStep.Load()}
 }
 
 // switchedMSRValues reads the host's values of SwitchedMSRs.
@@ -306,6 +322,8 @@ func (c *VMXCPU) Controls() (rdtscp, invpcid, vpid bool) {
 
 // Step implements CPU.
 func (c *VMXCPU) Step() (Action, error) {
+	t0 := c.cfg.Clock.Read()
+	defer func() { c.tStep.Add(c.cfg.Clock.Read() - t0) }()
 	if c.waitSIPI {
 		return c.waitForSIPI()
 	}
@@ -317,7 +335,9 @@ func (c *VMXCPU) Step() (Action, error) {
 		return ActionStop, err
 	}
 	c.inGuest.Store(true)
+	tg := c.cfg.Clock.Read()
 	res := vmentry(&c.V.Regs, c.HW.launched, c.fx)
+	c.tGuest.Add(c.cfg.Clock.Read() - tg)
 	c.inGuest.Store(false)
 	if res != 0 {
 		h := c.HW
@@ -409,6 +429,7 @@ func (c *VMXCPU) halt(*VCPU) (Action, error) {
 			continue
 		}
 		t := time.NewTimer(d)
+		th := c.cfg.Clock.Read()
 		select {
 		case <-c.cfg.Wake:
 		case <-c.kickCh:
@@ -416,6 +437,7 @@ func (c *VMXCPU) halt(*VCPU) (Action, error) {
 		case <-t.C:
 		}
 		t.Stop()
+		c.tHalt.Add(c.cfg.Clock.Read() - th)
 	}
 }
 

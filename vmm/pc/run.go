@@ -106,8 +106,11 @@ type Report struct {
 	Halts      []uint64
 	MSRFaults  []uint64
 	MMIO       []uint64
-	Restores   []RestoreCycle
-	Runtime    time.Duration
+	// Times splits each vCPU thread's time (host TSC ticks, at TSCHz).
+	Times    []vmm.VCPUTimes
+	TSCHz    uint64
+	Restores []RestoreCycle
+	Runtime  time.Duration
 	// Dirty counts the pages the guest wrote, and says how they were
 	// found (PML or a scan of the EPT dirty flags).
 	Dirty DirtyReport
@@ -120,6 +123,20 @@ type RestoreCycle struct {
 	// Dirty is the number of pages the guest wrote since the previous
 	// cycle (or its start).
 	Dirty uint64
+}
+
+// TimeSummary says where vCPU i's thread spent its time: in the guest
+// (VM entry to exit, which includes host interrupts taken right after an
+// exit), halted, in the rest of its steps (exit handling and whatever the
+// host ran on that CPU meanwhile), all in seconds of the host TSC.
+func (r *Report) TimeSummary(i int) string {
+	if i >= len(r.Times) || r.TSCHz == 0 {
+		return ""
+	}
+	t := r.Times[i]
+	sec := func(v uint64) float64 { return float64(v) / float64(r.TSCHz) }
+	return fmt.Sprintf("in guest %.3f s, halted %.3f s, exits and the rest of its steps %.3f s",
+		sec(t.Guest), sec(t.Halt), sec(t.Step-min(t.Step, t.Guest+t.Halt)))
 }
 
 // ExitSummary lists the exits by reason, most frequent first.
@@ -183,7 +200,9 @@ func (s *Status) Live() (*Report, bool) {
 		r.Halts = append(r.Halts, s.rep.Halts[i])
 		r.MSRFaults = append(r.MSRFaults, s.rep.MSRFaults[i])
 		r.MMIO = append(r.MMIO, s.rep.MMIO[i])
+		r.Times = append(r.Times, s.rep.Times[i])
 	}
+	r.TSCHz = s.rep.TSCHz
 	r.addCounts(s.cur)
 	return r, true
 }
@@ -320,7 +339,7 @@ func Run(o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{}
+	rep := &Report{TSCHz: h.tscHz}
 	o.Status.set(cur, rep)
 	defer o.Status.set(nil, nil)
 	var other *space
@@ -438,6 +457,7 @@ func (r *Report) addCounts(v *vm) {
 			r.Halts = append(r.Halts, 0)
 			r.MSRFaults = append(r.MSRFaults, 0)
 			r.MMIO = append(r.MMIO, 0)
+			r.Times = append(r.Times, vmm.VCPUTimes{})
 		}
 		for j, n := range c.V.Counts {
 			r.Exits[i][j] += n
@@ -446,6 +466,10 @@ func (r *Report) addCounts(v *vm) {
 		r.Halts[i] += c.Halts
 		r.MSRFaults[i] += c.V.MSRFaults
 		r.MMIO[i] += c.V.MMIOExits
+		t := c.Times()
+		r.Times[i].Guest += t.Guest
+		r.Times[i].Halt += t.Halt
+		r.Times[i].Step += t.Step
 	}
 }
 
