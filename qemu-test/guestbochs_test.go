@@ -178,9 +178,9 @@ func guestSession(m *Machine, atShell func() error) (float64, bootClock, error) 
 		}
 	}
 	for _, c := range []struct{ cmd, want string }{
-		{"uname -r", `(?m)^6\.\S+-cloud-amd64\r?$`},
-		{"grep -c processor /proc/cpuinfo", `(?m)^1\r?$`},
-		{"echo bochs-4711 > /tmp/f && cat /tmp/f", `(?m)^bochs-4711\r?$`},
+		{"uname -r", `(?m)^6\.\S+-cloud-amd64\r*$`},
+		{"grep -c processor /proc/cpuinfo", `(?m)^1\r*$`},
+		{"echo bochs-4711 > /tmp/f && cat /tmp/f", `(?m)^bochs-4711\r*$`},
 	} {
 		if _, err := m.Expect(gosh, 2*time.Minute); err != nil {
 			return 0, clock, err
