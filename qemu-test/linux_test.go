@@ -54,6 +54,12 @@ func (s *linuxShell) run(cmd, want string, timeout time.Duration) []string {
 	s.t.Helper()
 	s.n++
 	marker := fmt.Sprintf("doppel-mark-%d", s.n)
+	// Type only at the prompt: typed while the shell still prints, the
+	// echo of the line gets the prompt in its middle ("echo d$ oppel-mark")
+	// and the marker is lost.
+	if _, err := s.m.Expect(regexp.MustCompile(`\$ $`), timeout); err != nil {
+		s.t.Fatalf("%s: no prompt: %v", cmd, err)
+	}
 	if err := s.m.Type(cmd + "; echo " + marker + "-done\r"); err != nil {
 		s.t.Fatal(err)
 	}
