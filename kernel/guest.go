@@ -251,6 +251,9 @@ var guestCommand = console.Command{
 		for i := range r.Times {
 			fmt.Fprintf(w, "guest: vcpu %d time: %s\n", i, r.TimeSummary(i))
 		}
+		for i, e := range r.LastExits {
+			fmt.Fprintf(w, "guest: vcpu %d last exit: %s\n", i, e)
+		}
 		fmt.Fprintf(w, "guest: host: %s\n", runtimeSummary())
 		return nil
 	},

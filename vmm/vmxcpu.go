@@ -142,6 +142,16 @@ type VMXCPU struct {
 	// tGuest, tHalt and tStep sum host TSC ticks spent in the guest
 	// (VM entry to exit), sleeping in HLT, and in Step altogether.
 	tGuest, tHalt, tStep atomic.Uint64
+	// lastRIP and lastReason are the guest RIP and basic reason of the
+	// latest exit: a sample of where the guest runs.
+	lastRIP, lastReason atomic.Uint64
+}
+
+// LastExit returns the basic reason and guest RIP of the vCPU's latest
+// exit; it may be read from any goroutine while the vCPU runs (a sample
+// of where the guest spends its time).
+func (c *VMXCPU) LastExit() (ExitReasonBasic, uint64) {
+	return ExitReasonBasic(c.lastReason.Load()), c.lastRIP.Load()
 }
 
 // VCPUTimes splits a vCPU thread's time, in host TSC ticks: in the guest,
@@ -349,6 +359,8 @@ func (c *VMXCPU) Step() (Action, error) {
 	if err != nil {
 		return ActionStop, err
 	}
+	c.lastRIP.Store(e.RIP)
+	c.lastReason.Store(uint64(e.Reason.Basic()))
 	if _, err := RequeueIDTVectoring(c.HW.VMCS); err != nil {
 		return ActionStop, err
 	}

@@ -106,6 +106,9 @@ type Report struct {
 	Halts      []uint64
 	MSRFaults  []uint64
 	MMIO       []uint64
+	// LastExits says, per vCPU, the reason and guest RIP of its latest
+	// exit (Status.Live only).
+	LastExits []string
 	// Times splits each vCPU thread's time (host TSC ticks, at TSCHz).
 	Times    []vmm.VCPUTimes
 	TSCHz    uint64
@@ -204,6 +207,14 @@ func (s *Status) Live() (*Report, bool) {
 	}
 	r.TSCHz = s.rep.TSCHz
 	r.addCounts(s.cur)
+	for _, c := range s.cur.cpus {
+		if c == nil {
+			r.LastExits = append(r.LastExits, "not started")
+			continue
+		}
+		reason, rip := c.LastExit()
+		r.LastExits = append(r.LastExits, fmt.Sprintf("%v at rip %#x", reason, rip))
+	}
 	return r, true
 }
 
