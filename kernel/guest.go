@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,33 +253,8 @@ var guestCommand = console.Command{
 		for i, e := range r.LastExits {
 			fmt.Fprintf(w, "guest: vcpu %d last exit: %s\n", i, e)
 		}
-		fmt.Fprintf(w, "guest: host: %s\n", runtimeSummary())
 		return nil
 	},
-}
-
-// runtimeSummary is the Go runtime's own account of the host's CPU time
-// (runtime/metrics: GC, idle, total) and its GC cycles so far.
-func runtimeSummary() string {
-	samples := []metrics.Sample{
-		{Name: "/gc/cycles/total:gc-cycles"},
-		{Name: "/cpu/classes/gc/total:cpu-seconds"},
-		{Name: "/cpu/classes/idle:cpu-seconds"},
-		{Name: "/cpu/classes/user:cpu-seconds"},
-		{Name: "/cpu/classes/total:cpu-seconds"},
-	}
-	metrics.Read(samples)
-	val := func(i int) float64 {
-		switch samples[i].Value.Kind() {
-		case metrics.KindUint64:
-			return float64(samples[i].Value.Uint64())
-		case metrics.KindFloat64:
-			return samples[i].Value.Float64()
-		}
-		return 0
-	}
-	return fmt.Sprintf("%.0f GC cycles, CPU seconds: GC %.3f, idle %.3f, user %.3f, total %.3f",
-		val(0), val(1), val(2), val(3), val(4))
 }
 
 // restoreCommand runs save/destroy/restore cycles on the running guest
