@@ -247,6 +247,12 @@ var guestCommand = console.Command{
 			fmt.Fprintf(w, "guest: vcpu %d: injected %d interrupts, %d halts, %d MSR faults, %d MMIO accesses\n",
 				i, r.Injected[i], r.Halts[i], r.MSRFaults[i], r.MMIO[i])
 		}
+		for i := range r.Times {
+			fmt.Fprintf(w, "guest: vcpu %d time: %s\n", i, r.TimeSummary(i))
+		}
+		for i, e := range r.LastExits {
+			fmt.Fprintf(w, "guest: vcpu %d last exit: %s\n", i, e)
+		}
 		return nil
 	},
 }
@@ -278,7 +284,8 @@ var restoreCommand = console.Command{
 		}
 		res := <-done
 		for i, c := range res.Cycles {
-			fmt.Fprintf(w, "restore: cycle %d/%d: %d bytes, save %v, restore %v\n", i+1, n, c.Bytes, c.Save, c.Restore)
+			fmt.Fprintf(w, "restore: cycle %d/%d: %d bytes, save %v, restore %v, %d pages written since the last cycle\n",
+				i+1, n, c.Bytes, c.Save, c.Restore, c.Dirty)
 		}
 		if res.Err != nil {
 			return fmt.Errorf("restore: after %d cycles: %w", len(res.Cycles), res.Err)
@@ -301,12 +308,16 @@ func (k *kernel) reportGuest(rep *pc.Report, err error) {
 	why := rep.Reason
 	if rep.Err != nil {
 		why = rep.Err.Error()
-		if errors.Is(rep.Err, vmm.ErrGuestHalted) {
+		switch {
+		case errors.Is(rep.Err, vmm.ErrAllHalted):
+			why = "every vCPU halted with interrupts off (powered off): " + why
+		case errors.Is(rep.Err, vmm.ErrGuestHalted):
 			why = "halted with interrupts off (powered off): " + why
 		}
 	}
 	k.log.Printf("guest", "guest stopped after %v: %s", rep.Runtime.Round(time.Millisecond), why)
 	k.log.Printf("guest", "%s", rep.ExitSummary())
+	k.log.Printf("guest", "%v", rep.Dirty)
 	for i := range rep.Exits {
 		k.log.Printf("guest", "vcpu %d: injected %d interrupts, %d halts, %d MSR faults, %d MMIO accesses",
 			i, rep.Injected[i], rep.Halts[i], rep.MSRFaults[i], rep.MMIO[i])

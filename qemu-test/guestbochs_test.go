@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -23,13 +24,22 @@ import (
 // so only the part up to the banner is deterministic. Run it alone:
 //
 //	go test -run '^$' -bench BochsGuestBoot -benchtime 1x ./qemu-test/
+//
+// The ratio the issue asks for, instructions to the guest's shell under
+// doppel against bare, is shell-s over the two runs: the guest's own
+// clock at its shell banner minus where its TSC clock started (the
+// firmware and GRUB before the kernel on bare Bochs; nearly nothing under
+// doppel, whose guest TSC starts at 0 when the VM is built). One CPU,
+// ips=100M, TSC at 100 MHz: 1 s is 100M Bochs ticks, one per instruction
+// (a halted CPU's idle ticks are skipped ahead, on both sides).
 func BenchmarkBochsGuestBoot(b *testing.B) {
 	needGuest(b)
 	for range b.N {
-		guestSec, wall, err := bochsGuestBoot(b.Name())
+		guestSec, shell, wall, err := bochsGuestBoot(b.Name())
 		if err != nil {
 			b.Fatal(err)
 		}
+		shell.report(b)
 		b.ReportMetric(guestSec, "guest-s")
 		b.ReportMetric(wall.Seconds(), "wall-s")
 		if ticks, err := lastBochsTick(filepath.Join(repoRoot(), "build", "qemu-test", b.Name(), "bochs.out")); err == nil {
@@ -60,15 +70,15 @@ func lastBochsTick(path string) (uint64, error) {
 // powerDown is the kernel's last line, with its timestamp.
 var powerDown = regexp.MustCompile(`\[ *(\d+\.\d+)\] reboot: Power down`)
 
-func bochsGuestBoot(name string) (guestSec float64, wall time.Duration, err error) {
+func bochsGuestBoot(name string) (guestSec float64, shell bootClock, wall time.Duration, err error) {
 	work := filepath.Join(repoRoot(), "build", "qemu-test", name)
 	root := filepath.Join(work, "iso")
 	if err := os.MkdirAll(filepath.Join(root, "boot", "grub"), 0o755); err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	for src, dst := range map[string]string{guestKernel(): "vmlinuz", guestInitrd(): "initramfs"} {
 		if out, err := exec.Command("cp", src, filepath.Join(root, "boot", dst)).CombinedOutput(); err != nil {
-			return 0, 0, fmt.Errorf("cp: %v: %s", err, out)
+			return 0, shell, 0, fmt.Errorf("cp: %v: %s", err, out)
 		}
 	}
 	cfg := `serial --unit=0 --speed=115200
@@ -81,89 +91,119 @@ menuentry "linux" {
 }
 `
 	if err := os.WriteFile(filepath.Join(root, "boot", "grub", "grub.cfg"), []byte(cfg), 0o644); err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	iso := filepath.Join(work, "linux.iso")
 	if out, err := exec.Command("grub-mkrescue", "-o", iso, root).CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("grub-mkrescue: %v: %s", err, out)
+		return 0, shell, 0, fmt.Errorf("grub-mkrescue: %v: %s", err, out)
 	}
 	port, err := freePort()
 	if err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	rc, err := exec.Command("bash", filepath.Join(repoRoot(), "scripts", "bochsrc.sh"), iso, strconv.Itoa(port), "1", "512").Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("bochsrc: %w", err)
+		return 0, shell, 0, fmt.Errorf("bochsrc: %w", err)
 	}
 	rcPath, contPath := filepath.Join(work, "bochsrc"), filepath.Join(work, "continue")
 	if err := os.WriteFile(rcPath, rc, 0o644); err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	if err := os.WriteFile(contPath, []byte("c\n"), 0o644); err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	m, err := newMachine(name)
 	if err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	bochsOut, err := os.Create(filepath.Join(work, "bochs.out"))
 	if err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	defer bochsOut.Close()
 	m.cmd = exec.Command("bochs", "-q", "-f", rcPath, "-rc", contPath)
 	m.cmd.Stdout, m.cmd.Stderr = bochsOut, bochsOut
 	start := time.Now()
 	if err := m.start(); err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
 	defer m.Close()
 	conn, err := dialRetry(port, 30*time.Second, m.exited)
 	if err != nil {
-		return 0, 0, fmt.Errorf("bochs COM1: %w", err)
+		return 0, shell, 0, fmt.Errorf("bochs COM1: %w", err)
 	}
 	m.in = conn
 	go m.pump(conn)
-	guestSec, err = guestSession(m)
+	guestSec, shell, err = guestSession(m, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, shell, 0, err
 	}
-	return guestSec, time.Since(start), nil
+	return guestSec, shell, time.Since(start), nil
 }
 
-// guestSession waits for the one-CPU guest's banner, types at its shell
-// and powers it off; it returns the guest's clock at power-off.
-func guestSession(m *Machine) (float64, error) {
+// bootClock is the guest's clock at its shell banner (guestinit's
+// "doppel-guest: boot:" line): uptime, and where the kernel's TSC clock
+// started (the time before the kernel ran).
+type bootClock struct{ uptime, kernelFrom float64 }
+
+var bootLine = regexp.MustCompile(`doppel-guest: boot: uptime (\d+\.\d+) s, kernel clock from (\d+\.\d+) s`)
+
+// shell is the kernel's own boot to the shell, in guest seconds.
+func (c bootClock) shell() float64 { return c.uptime - c.kernelFrom }
+
+func (c bootClock) report(b *testing.B) {
+	b.ReportMetric(c.shell(), "shell-s")
+	b.ReportMetric(c.uptime, "uptime-s")
+	b.Logf("guest clock at the shell banner: uptime %.3f s, kernel clock from %.3f s: %.3f s (%.0fM Bochs ticks at 100 MHz) from the kernel to its shell",
+		c.uptime, c.kernelFrom, c.shell(), c.shell()*100)
+}
+
+// guestSession waits for the one-CPU guest's banner, runs atShell (if
+// set) there, types at its shell and powers it off; it returns the
+// guest's clock at power-off and at the banner.
+func guestSession(m *Machine, atShell func() error) (float64, bootClock, error) {
+	var clock bootClock
+	subs, err := m.Expect(bootLine, 15*time.Minute)
+	if err != nil {
+		return 0, clock, err
+	}
+	clock.uptime, _ = strconv.ParseFloat(subs[1], 64)
+	clock.kernelFrom, _ = strconv.ParseFloat(subs[2], 64)
 	if _, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux \S+, 1 cpus`), 15*time.Minute); err != nil {
-		return 0, err
+		return 0, clock, err
+	}
+	if atShell != nil {
+		if err := atShell(); err != nil {
+			return 0, clock, err
+		}
 	}
 	for _, c := range []struct{ cmd, want string }{
-		{"uname -r", `(?m)^6\.\S+-cloud-amd64\r?$`},
-		{"grep -c processor /proc/cpuinfo", `(?m)^1\r?$`},
-		{"echo bochs-4711 > /tmp/f && cat /tmp/f", `(?m)^bochs-4711\r?$`},
+		{"uname -r", `(?m)^6\.\S+-cloud-amd64\r*$`},
+		{"grep -c processor /proc/cpuinfo", `(?m)^1\r*$`},
+		{"echo bochs-4711 > /tmp/f && cat /tmp/f", `(?m)^bochs-4711\r*$`},
 	} {
 		if _, err := m.Expect(gosh, 2*time.Minute); err != nil {
-			return 0, err
+			return 0, clock, err
 		}
 		if err := m.Type(c.cmd + "\n"); err != nil {
-			return 0, err
+			return 0, clock, err
 		}
 		if _, err := m.Expect(regexp.MustCompile(c.want), 2*time.Minute); err != nil {
-			return 0, fmt.Errorf("%s: %w", c.cmd, err)
+			return 0, clock, fmt.Errorf("%s: %w", c.cmd, err)
 		}
 	}
 	if _, err := m.Expect(gosh, 2*time.Minute); err != nil {
-		return 0, err
+		return 0, clock, err
 	}
 	if err := m.Type("poweroff\n"); err != nil {
-		return 0, err
+		return 0, clock, err
 	}
-	subs, err := m.Expect(powerDown, 5*time.Minute)
+	subs, err = m.Expect(powerDown, 5*time.Minute)
 	if err != nil {
-		return 0, err
+		return 0, clock, err
 	}
 	guestSec, _ := strconv.ParseFloat(subs[1], 64)
-	return guestSec, nil
+	return guestSec, clock, nil
 }
 
 // BenchmarkBochsDoppelGuestBoot is BenchmarkBochsGuestBoot with doppel
@@ -183,12 +223,48 @@ func BenchmarkBochsDoppelGuestBoot(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		guestSec, err := guestSession(m)
+		// At the shell banner: doppel's exit counts so far, from its own
+		// shell (Ctrl-A c there and back).
+		var exits []string
+		atShell := func() error {
+			if err := m.Type("\x01c"); err != nil {
+				return err
+			}
+			if err := m.ExpectString("console to doppel's shell", time.Minute); err != nil {
+				return err
+			}
+			if err := m.Type("guest\r"); err != nil {
+				return err
+			}
+			subs, err := m.Expect(regexp.MustCompile(`guest: \d+ exits:[^\r\n]*\r?\n`), time.Minute)
+			if err != nil {
+				return err
+			}
+			exits = append(exits, strings.TrimSpace(subs[0]))
+			for _, re := range []string{`guest: vcpu 0: [^\r\n]*\r?\n`, `guest: vcpu 0 time: [^\r\n]*\r?\n`} {
+				if subs, err = m.Expect(regexp.MustCompile(re), time.Minute); err != nil {
+					return err
+				}
+				exits = append(exits, strings.TrimSpace(subs[0]))
+			}
+			if err := m.Type("\x01c"); err != nil {
+				return err
+			}
+			if err := m.ExpectString("console to the guest", time.Minute); err != nil {
+				return err
+			}
+			return m.Type("\n")
+		}
+		guestSec, shell, err := guestSession(m, atShell)
 		wall := time.Since(start)
 		m.Close()
 		if err != nil {
 			b.Fatal(err)
 		}
+		for _, l := range exits {
+			b.Logf("at the shell banner: %s", l)
+		}
+		shell.report(b)
 		b.ReportMetric(guestSec, "guest-s")
 		b.ReportMetric(wall.Seconds(), "wall-s")
 	}

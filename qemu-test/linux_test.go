@@ -54,6 +54,12 @@ func (s *linuxShell) run(cmd, want string, timeout time.Duration) []string {
 	s.t.Helper()
 	s.n++
 	marker := fmt.Sprintf("doppel-mark-%d", s.n)
+	// Type only at the prompt: typed while the shell still prints, the
+	// echo of the line gets the prompt in its middle ("echo d$ oppel-mark")
+	// and the marker is lost.
+	if _, err := s.m.Expect(regexp.MustCompile(`\$ $`), timeout); err != nil {
+		s.t.Fatalf("%s: no prompt: %v", cmd, err)
+	}
 	if err := s.m.Type(cmd + "; echo " + marker + "-done\r"); err != nil {
 		s.t.Fatal(err)
 	}
@@ -72,16 +78,39 @@ func (s *linuxShell) run(cmd, want string, timeout time.Duration) []string {
 	return m
 }
 
+// bochsIntelModels are the Bochs CPU models the Linux guest runs on: one
+// with page-modification logging and one without (both with VMX, EPT and
+// EPT A/D flags; Bochs 2.7 cpu/cpudb/intel: corei7_skylake_x lists
+// BX_VMX_PML in its VMX extensions, broadwell_ult does not). doppel finds
+// the guest's written pages with PML on the first and by scanning the EPT
+// dirty flags on the second.
+var bochsIntelModels = []struct {
+	model string
+	dirty string // how doppel says it tracks dirty pages (pc.DirtyMode)
+}{
+	{"corei7_skylake_x", "PML"},
+	{"broadwell_ult", "scan of EPT dirty flags (no PML)"},
+}
+
 // TestBochsLinux boots Debian's cloud kernel with the u-root initramfs as
-// a doppel guest under Bochs to its shell, checks answers to commands,
-// shuts the guest down from inside and sees doppel's shell come back.
-func TestBochsLinux(t *testing.T) { bochsLinux(t, 1) }
+// a doppel guest under Bochs to its shell, on a CPU model with PML and one
+// without, checks answers to commands, shuts the guest down from inside
+// and sees doppel's shell come back.
+func TestBochsLinux(t *testing.T) { bochsLinuxModels(t, 1) }
 
 // TestBochsLinuxSMP is TestBochsLinux with 2 vCPUs on 2 host CPUs (the
-// ACPI MADT lists both; the second starts by INIT/SIPI).
-func TestBochsLinuxSMP(t *testing.T) { bochsLinux(t, 2) }
+// ACPI MADT lists both; the second starts by INIT/SIPI). At poweroff the
+// second vCPU halts with interrupts off (Linux's stop_this_cpu) and parks
+// while the first writes the ACPI S5 sleep command.
+func TestBochsLinuxSMP(t *testing.T) { bochsLinuxModels(t, 2) }
 
-func bochsLinux(t *testing.T, cpus int) {
+func bochsLinuxModels(t *testing.T, cpus int) {
+	for _, m := range bochsIntelModels {
+		t.Run(m.model, func(t *testing.T) { bochsLinux(t, cpus, m.model, m.dirty) })
+	}
+}
+
+func bochsLinux(t *testing.T, cpus int, model, dirty string) {
 	parallelIfAsked(t)
 	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
 	// One vCPU boots without ACPI tables (PIC, PIT, virtual-wire LAPIC);
@@ -91,7 +120,7 @@ func bochsLinux(t *testing.T, cpus int) {
 		acpi = 1
 	}
 	cmdline := fmt.Sprintf("doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=%d doppel.guest.acpi=%d", cpus, acpi)
-	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: cmdline, CPUs: 2, MemMiB: 768, Modules: []Module{
+	m, err := StartBochs(t.Name(), BochsConfig{Cmdline: cmdline, CPUs: 2, MemMiB: 768, Model: model, Modules: []Module{
 		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
 		{Path: initrd, Name: "initramfs"},
 	}})
@@ -100,6 +129,13 @@ func bochsLinux(t *testing.T, cpus int) {
 	}
 	defer m.Close()
 	start := time.Now()
+	mode, err := m.Expect(regexp.MustCompile(`dirty pages by ([^\r\n]+)\r?\n`), 20*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode[1] != dirty {
+		t.Errorf("on %s doppel tracks dirty pages by %q, want %q", model, mode[1], dirty)
+	}
 	subs, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux (\S+), (\d+) cpus`), 30*time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -122,13 +158,34 @@ func bochsLinux(t *testing.T, cpus int) {
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
-	stopped, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*`), 10*time.Minute)
+	stopped, err := m.Expect(regexp.MustCompile(`guest stopped after [^\r\n]*\r?\n`), 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopped[0] = strings.TrimSpace(stopped[0])
 	t.Logf("%s", stopped[0])
-	if exits, err := m.Expect(regexp.MustCompile(`guest: \d+ exits: [^\r\n]*`), time.Minute); err == nil {
-		t.Logf("%s", exits[0])
+	// With ACPI (2 vCPUs) Linux powers off by the S5 sleep command once
+	// the other CPU parked; without (1 vCPU) it halts with interrupts off.
+	why := "ACPI power-off (S5)"
+	if cpus == 1 {
+		why = "every vCPU halted with interrupts off"
+	}
+	if !strings.Contains(stopped[0], why) {
+		t.Errorf("stop reason %q, want %q", stopped[0], why)
+	}
+	if exits, err := m.Expect(regexp.MustCompile(`guest: \d+ exits: [^\r\n]*\r?\n`), time.Minute); err == nil {
+		t.Logf("%s", strings.TrimSpace(exits[0]))
+	} else {
+		t.Error(err)
+	}
+	d, err := m.Expect(regexp.MustCompile(`dirty tracking by ([^:]+): (\d+) pages written[^\r\n]*\r?\n`), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d[0] = strings.TrimSpace(d[0])
+	t.Logf("%s", d[0])
+	if d[1] != dirty || d[2] == "0" {
+		t.Errorf("%q: want dirty tracking by %s and some pages written", d[0], dirty)
 	}
 	if err := m.ExpectString("console back to doppel's shell", time.Minute); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,7 @@ const (
 	CPUID01_EDX_TM   = 29
 	CPUID01_EDX_PBE  = 31
 	// Leaf 7 subleaf 0 EBX.
+	CPUID07_EBX_TSCADJ  = 1 // IA32_TSC_ADJUST (MSR 0x3B), which GuestMSRs does not model
 	CPUID07_EBX_SGX     = 2
 	CPUID07_EBX_HLE     = 4
 	CPUID07_EBX_INVPCID = 10
@@ -206,7 +207,7 @@ func (v *CPUIDView) Query(apicID uint32, cr4, xcr0 uint64, leaf, sub uint32) (a,
 		}
 		a, b, c, d = host()
 		a = 0
-		b &^= bit(CPUID07_EBX_SGX) | bit(CPUID07_EBX_HLE) | bit(CPUID07_EBX_RTM) | bit(CPUID07_EBX_RDTM) |
+		b &^= bit(CPUID07_EBX_TSCADJ) | bit(CPUID07_EBX_SGX) | bit(CPUID07_EBX_HLE) | bit(CPUID07_EBX_RTM) | bit(CPUID07_EBX_RDTM) |
 			bit(CPUID07_EBX_MPX) | bit(CPUID07_EBX_RDTA) | bit(CPUID07_EBX_PT)
 		if !v.cfg.INVPCID {
 			b &^= bit(CPUID07_EBX_INVPCID)

@@ -144,6 +144,9 @@ func TestCPUIDViewFromHostDump(t *testing.T) {
 	if _, hb, _, _ := host(7, 0); has(hb, CPUID07_EBX_INVPCID) && !has(q(v2, 0, 0, 3, 7, 0)[1], CPUID07_EBX_INVPCID) {
 		t.Error("INVPCID hidden with the control")
 	}
+	if has(l7[1], CPUID07_EBX_TSCADJ) {
+		t.Error("IA32_TSC_ADJUST shown: the guest's RDMSR 0x3B would #GP (Linux warns at boot)")
+	}
 	if has(l7[2], CPUID07_ECX_RDPID) || has(l7[2], CPUID07_ECX_LA57) || has(l7[2], CPUID07_ECX_PKU) {
 		t.Errorf("RDPID, LA57 or PKU shown: %#x", l7[2])
 	}

@@ -81,8 +81,14 @@
 // Resume lets them go; Stop ends them. Save, on a paused machine, returns
 // a Snapshot of every vCPU, every device and all memory; Restore loads one
 // into a machine that has not started (its vCPUs load their part on their
-// own threads). The vendor side is the CPU interface, so the run-state
-// logic is tested on the host with fake vCPUs (machine_test.go, -race).
+// own threads). A vCPU that halts with interrupts disabled (Linux's
+// stop_this_cpu on the other CPUs at power-off) parks: its Step returns
+// ActionPark until an NMI or INIT wakes it, the others run on, and the
+// machine stops with ErrAllHalted once every live vCPU is parked with no
+// wake-up on its way (HaltWaker); an application processor still waiting
+// for its SIPI counts as parked. The vendor side is the CPU interface, so
+// the run-state logic is tested on the host with fake vCPUs
+// (machine_test.go, machine_park_test.go, -race).
 //
 // # Full guests on VT-x
 //

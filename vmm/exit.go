@@ -29,6 +29,11 @@ const (
 	// ActionStop ends the guest's run without error (it halted, or a
 	// device ended the test).
 	ActionStop
+	// ActionPark: the vCPU halted with interrupts disabled and waits for
+	// what can still wake it (NMI, INIT; SDM Vol. 3A 9.1, 11.6.1). A
+	// Machine keeps its other vCPUs running and stops when every live
+	// vCPU is parked (machine.go).
+	ActionPark
 )
 
 func (a Action) String() string {
@@ -37,6 +42,8 @@ func (a Action) String() string {
 		return "resume"
 	case ActionStop:
 		return "stop"
+	case ActionPark:
+		return "park"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }

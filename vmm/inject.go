@@ -25,9 +25,10 @@ const (
 
 // Exception vectors (SDM Vol. 3A table 6-1).
 const (
-	VectorUD = 6  // invalid opcode
-	VectorGP = 13 // general protection
-	VectorPF = 14 // page fault
+	VectorNMI = 2  // non-maskable interrupt
+	VectorUD  = 6  // invalid opcode
+	VectorGP  = 13 // general protection
+	VectorPF  = 14 // page fault
 )
 
 // Guest interruptibility state bits (25.4.2 table 25-3).

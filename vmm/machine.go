@@ -100,7 +100,9 @@ type Machine struct {
 	slots []*cpuSlot
 	live  int // vCPU loops that have not ended
 	// parked counts live vCPUs waiting in gate.
-	parked  int
+	parked int
+	// halted counts live vCPUs whose last Step returned ActionPark.
+	halted  int
 	started bool
 	err     error // the first error that stopped the machine
 	done    chan struct{}
@@ -113,6 +115,9 @@ type Machine struct {
 type cpuSlot struct {
 	cpu    CPU
 	parked bool
+	// halted: the vCPU's last Step returned ActionPark (halted with
+	// interrupts disabled).
+	halted bool
 	exits  atomic.Uint64
 	// savedGen is the save request this vCPU answered last; saved and
 	// saveErr its answer.
@@ -127,6 +132,22 @@ var (
 	ErrStopped   = errors.New("vmm: machine is stopped")
 	ErrStarted   = errors.New("vmm: machine already started")
 )
+
+// ErrAllHalted is the reason a machine stops when every live vCPU halted
+// with interrupts disabled: nothing inside the guest can wake any of them
+// (an operating system's last act on a machine it cannot power off, or a
+// panic that parks all CPUs).
+var ErrAllHalted = errors.New("vmm: every vCPU halted with interrupts disabled")
+
+// HaltWaker is an optional method of a CPU whose Step returned
+// ActionPark: WakePending reports that an event that ends the halt
+// (NMI, INIT) is already on its way. It is called from another vCPU's
+// goroutine, so it must be safe for that. The Machine asks it before it
+// stops because every vCPU is parked: a vCPU that sent an INIT and then
+// halted must not stop a machine whose target has not woken yet.
+type HaltWaker interface {
+	WakePending() bool
+}
 
 // NewMachine makes a machine in the Paused state with empty buses; add
 // devices, load the guest or Restore a snapshot, then Start it.
@@ -241,10 +262,45 @@ func (m *Machine) loop(i int, ready chan<- error) {
 			m.Stop(fmt.Errorf("vmm: vcpu %d: %w", i, err))
 			return
 		}
-		if act == ActionStop {
+		switch act {
+		case ActionStop:
 			m.Stop(nil)
 			return
+		case ActionPark:
+			m.setHalted(i, true)
+		default:
+			if m.slots[i].halted {
+				m.setHalted(i, false)
+			}
 		}
+	}
+}
+
+// setHalted records whether vCPU i is parked in a halt with interrupts
+// disabled and stops the machine with ErrAllHalted once every live vCPU
+// is, and none has a wake-up on its way.
+func (m *Machine) setHalted(i int, on bool) {
+	m.mu.Lock()
+	s := m.slots[i]
+	if s.halted != on {
+		s.halted = on
+		if on {
+			m.halted++
+		} else {
+			m.halted--
+		}
+	}
+	all := on && m.halted == m.live && m.State() != StateStopped
+	if all {
+		for _, o := range m.slots {
+			if w, ok := o.cpu.(HaltWaker); ok && o.halted && w.WakePending() {
+				all = false
+			}
+		}
+	}
+	m.mu.Unlock()
+	if all {
+		m.Stop(fmt.Errorf("%w (%d vCPUs)", ErrAllHalted, len(m.slots)))
 	}
 }
 
@@ -294,6 +350,10 @@ func (m *Machine) exited(i int) {
 	if m.slots[i].parked {
 		m.slots[i].parked = false
 		m.parked--
+	}
+	if m.slots[i].halted {
+		m.slots[i].halted = false
+		m.halted--
 	}
 	m.slots[i].cpu = nil
 	m.live--

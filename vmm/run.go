@@ -7,16 +7,7 @@ import "fmt"
 // CPU) that created h.
 func (h *HWVCPU) Run(v *VCPU) error {
 	for {
-		if res := vmentry(&v.Regs, h.launched, nil); res != 0 {
-			return fmt.Errorf("%w: %v (controls pin %#x proc %#x proc2 %#x exit %#x entry %#x)",
-				ErrEntryFailed, h.entryError(res), h.Pin, h.Proc, h.Proc2, h.ExitCtl, h.EntryCtl)
-		}
-		h.launched = true
-		e, err := h.readExit()
-		if err != nil {
-			return err
-		}
-		act, err := Dispatch(v, &e)
+		act, err := h.Step(v)
 		if err != nil {
 			return err
 		}
@@ -24,6 +15,21 @@ func (h *HWVCPU) Run(v *VCPU) error {
 			return nil
 		}
 	}
+}
+
+// Step enters the guest once and handles the exit: one iteration of Run,
+// for a vCPU loop that checks a run state between entries (a Machine's).
+func (h *HWVCPU) Step(v *VCPU) (Action, error) {
+	if res := vmentry(&v.Regs, h.launched, nil); res != 0 {
+		return ActionStop, fmt.Errorf("%w: %v (controls pin %#x proc %#x proc2 %#x exit %#x entry %#x)",
+			ErrEntryFailed, h.entryError(res), h.Pin, h.Proc, h.Proc2, h.ExitCtl, h.EntryCtl)
+	}
+	h.launched = true
+	e, err := h.readExit()
+	if err != nil {
+		return ActionStop, err
+	}
+	return Dispatch(v, &e)
 }
 
 func (h *HWVCPU) entryError(res uint8) error {

@@ -130,8 +130,41 @@ type VMXCPU struct {
 	kicked   atomic.Bool
 	kickCh   chan struct{}
 	waitSIPI bool
+	// haltedOff: the guest halted with interrupts disabled; the vCPU
+	// parks (Step returns ActionPark) until an NMI or INIT. The VMCS
+	// keeps the HLT activity state meanwhile, so a snapshot carries it.
+	haltedOff bool
+	// parkReported: ActionPark was returned since haltedOff was set
+	// (a restored halted vCPU reports it at its first Step).
+	parkReported bool
 	// Halts counts HLT sleeps.
 	Halts uint64
+	// tGuest, tHalt and tStep sum host TSC ticks spent in the guest
+	// (VM entry to exit), sleeping in HLT, and in Step altogether.
+	tGuest, tHalt, tStep atomic.Uint64
+	// lastRIP and lastReason are the guest RIP and basic reason of the
+	// latest exit: a sample of where the guest runs.
+	lastRIP, lastReason atomic.Uint64
+}
+
+// LastExit returns the basic reason and guest RIP of the vCPU's latest
+// exit; it may be read from any goroutine while the vCPU runs (a sample
+// of where the guest spends its time).
+func (c *VMXCPU) LastExit() (ExitReasonBasic, uint64) {
+	return ExitReasonBasic(c.lastReason.Load()), c.lastRIP.Load()
+}
+
+// VCPUTimes splits a vCPU thread's time, in host TSC ticks: in the guest,
+// halted (sleeping until an interrupt is due), and the rest of Step (exit
+// handling, and whatever the host ran on that CPU meanwhile).
+type VCPUTimes struct {
+	Guest, Halt, Step uint64
+}
+
+// Times returns the vCPU's time split so far; it may be read from any
+// goroutine while the vCPU runs.
+func (c *VMXCPU) Times() VCPUTimes {
+	return VCPUTimes{Guest: c.tGuest.Load(), Halt: c.tHalt.Load(), Step: c.tStep.Load()}
 }
 
 // switchedMSRValues reads the host's values of SwitchedMSRs.
@@ -299,15 +332,22 @@ func (c *VMXCPU) Controls() (rdtscp, invpcid, vpid bool) {
 
 // Step implements CPU.
 func (c *VMXCPU) Step() (Action, error) {
+	t0 := c.cfg.Clock.Read()
+	defer func() { c.tStep.Add(c.cfg.Clock.Read() - t0) }()
 	if c.waitSIPI {
 		return c.waitForSIPI()
+	}
+	if c.haltedOff {
+		return c.parked()
 	}
 	c.pollTimers()
 	if err := c.inj.PrepareEntry(c.HW.VMCS); err != nil {
 		return ActionStop, err
 	}
 	c.inGuest.Store(true)
+	tg := c.cfg.Clock.Read()
 	res := vmentry(&c.V.Regs, c.HW.launched, c.fx)
+	c.tGuest.Add(c.cfg.Clock.Read() - tg)
 	c.inGuest.Store(false)
 	if res != 0 {
 		h := c.HW
@@ -319,6 +359,8 @@ func (c *VMXCPU) Step() (Action, error) {
 	if err != nil {
 		return ActionStop, err
 	}
+	c.lastRIP.Store(e.RIP)
+	c.lastReason.Store(uint64(e.Reason.Basic()))
 	if _, err := RequeueIDTVectoring(c.HW.VMCS); err != nil {
 		return ActionStop, err
 	}
@@ -342,10 +384,26 @@ func (c *VMXCPU) pollTimers() (next int64, armed bool) {
 // Injected returns the number of interrupts injected.
 func (c *VMXCPU) Injected() uint64 { return c.inj.Injected }
 
-// ErrGuestHalted is returned when a vCPU halts with interrupts disabled:
-// nothing but NMI or INIT can wake it, which is how Linux ends on a
-// machine without ACPI power-off (and how it parks CPUs in a panic).
+// ErrGuestHalted is returned by a vCPU loop that stops a guest whose vCPU
+// halted with interrupts disabled (the SVM side; VMXCPU parks instead,
+// and the Machine stops with ErrAllHalted when all are parked).
 var ErrGuestHalted = errors.New("vmm: guest halted with interrupts disabled")
+
+// Guest activity states (SDM Vol. 3C 25.4.2 table 25-3).
+const (
+	ActivityActive = 0
+	ActivityHLT    = 1
+)
+
+// HaltSource is what a parked vCPU waits on: the NMI and INIT a LAPIC
+// received (lapic.LAPIC).
+type HaltSource interface {
+	TakeNMI() bool
+	TakeINIT() bool
+	// WakePending reports a received NMI or INIT without taking it;
+	// safe from any goroutine.
+	WakePending() bool
+}
 
 // maxHaltSleep bounds one sleep of a halted vCPU: a missed wakeup costs
 // at most this.
@@ -355,9 +413,17 @@ const maxHaltSleep = 50 * time.Millisecond
 // timers' next deadline passes (then it polls and looks again).
 func (c *VMXCPU) halt(*VCPU) (Action, error) {
 	c.Halts++
-	if fl, err := c.HW.VMCS.Read(GuestRFLAGS); err != nil || fl&RFLAGS_IF == 0 {
-		rip, _ := c.HW.VMCS.Read(GuestRIP)
-		return ActionStop, fmt.Errorf("%w (vcpu %d, rip %#x)", ErrGuestHalted, c.cfg.Index, rip)
+	fl, err := c.HW.VMCS.Read(GuestRFLAGS)
+	if err != nil {
+		return ActionStop, err
+	}
+	if fl&RFLAGS_IF == 0 {
+		// Only NMI, INIT (or SMI, which doppel has not) end this halt
+		// (SDM Vol. 3A 9.1 table 9-1 and the HLT reference): Linux's
+		// stop_this_cpu on the other CPUs while the boot CPU powers off.
+		// The RIP is already past the HLT, where an NMI returns to.
+		c.haltedOff, c.parkReported = true, true
+		return ActionPark, c.HW.VMCS.Write(GuestActivityState, ActivityHLT)
 	}
 	for {
 		if c.kicked.Swap(false) {
@@ -375,6 +441,7 @@ func (c *VMXCPU) halt(*VCPU) (Action, error) {
 			continue
 		}
 		t := time.NewTimer(d)
+		th := c.cfg.Clock.Read()
 		select {
 		case <-c.cfg.Wake:
 		case <-c.kickCh:
@@ -382,7 +449,52 @@ func (c *VMXCPU) halt(*VCPU) (Action, error) {
 		case <-t.C:
 		}
 		t.Stop()
+		c.tHalt.Add(c.cfg.Clock.Read() - th)
 	}
+}
+
+// parked waits, for a vCPU halted with interrupts disabled, until it is
+// kicked (ActionPark again: the Machine may pause or stop) or an NMI or
+// INIT arrives: an NMI is injected and the guest runs again; an INIT
+// makes it wait for a SIPI like an application processor at power-up.
+func (c *VMXCPU) parked() (Action, error) {
+	if !c.parkReported {
+		c.parkReported = true
+		return ActionPark, nil
+	}
+	hs, _ := c.cfg.SIPI.(HaltSource)
+	t := time.NewTimer(maxHaltSleep)
+	defer t.Stop()
+	for {
+		if hs != nil {
+			if hs.TakeINIT() {
+				c.haltedOff, c.waitSIPI = false, true
+				return ActionResume, c.HW.VMCS.Write(GuestActivityState, ActivityActive)
+			}
+			if hs.TakeNMI() {
+				c.haltedOff = false
+				return ActionResume, c.HW.writeAll("NMI wakes a halted vCPU", []fieldValue{
+					{GuestActivityState, ActivityActive},
+					{VMEntryInterruptionInfo, uint64(VectorNMI) | IntTypeNMI | IntInfoValid},
+				})
+			}
+		}
+		select {
+		case <-c.cfg.Wake:
+			continue
+		case <-c.kickCh:
+			c.kicked.Store(false)
+		case <-t.C:
+		}
+		return ActionPark, nil
+	}
+}
+
+// WakePending implements HaltWaker: an NMI, INIT or SIPI is on its way
+// to this halted (or SIPI-waiting) vCPU.
+func (c *VMXCPU) WakePending() bool {
+	hs, ok := c.cfg.SIPI.(HaltSource)
+	return ok && hs.WakePending()
 }
 
 // waitForSIPI parks an application processor until its LAPIC got INIT
@@ -401,10 +513,13 @@ func (c *VMXCPU) waitForSIPI() (Action, error) {
 	defer t.Stop()
 	select {
 	case <-c.cfg.Wake:
+		return ActionResume, nil
 	case <-c.kickCh:
 	case <-t.C:
 	}
-	return ActionResume, nil
+	// Waiting for SIPI is parked too: a machine whose other vCPUs all
+	// halted with interrupts off has nobody left to send one.
+	return ActionPark, nil
 }
 
 // Kick implements CPU: a halted vCPU wakes, a running one gets an IPI
@@ -441,6 +556,12 @@ func (c *VMXCPU) Restore(b []byte) error {
 		return err
 	}
 	c.V.Regs, c.fx.Guest, c.V.XCR0, c.waitSIPI = s.Regs, s.FX, s.XCR0, s.WaitSIPI
+	// A vCPU saved while halted with interrupts disabled stays parked.
+	act, err := c.HW.VMCS.Read(GuestActivityState)
+	if err != nil {
+		return err
+	}
+	c.haltedOff, c.parkReported = act == ActivityHLT, false
 	// The guest's TSC continues from the saved value.
 	c.cfg.Clock.Base = c.cfg.Clock.Read() - s.GuestTSC
 	return c.HW.VMCS.Write(TSCOffset, c.cfg.Clock.Offset())

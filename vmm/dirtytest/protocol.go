@@ -7,6 +7,10 @@
 // tables and the kernel live on the host, and doppel checks that each one
 // either faults as an EPT violation or lands in the guest's own RAM.
 //
+// Under VT-x the test guest runs as a one-vCPU vmm.Machine (run.go): its
+// vCPU (testCPU, one HWVCPU.Step per Machine step) is built with VMX,
+// EPT and devices on the Machine's thread pinned to the chosen CPU.
+//
 // # The doppel test port
 //
 // Fourteen 32-bit I/O ports at PortBase (0xE00), all accessed with IN

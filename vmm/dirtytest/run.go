@@ -1,9 +1,12 @@
 package dirtytest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/doppel-ft/doppel/board"
 	"github.com/doppel-ft/doppel/cpu"
@@ -92,15 +95,13 @@ func RunFromFlags(out io.Writer, v *board.Values) error {
 	return Run(out, OptionsFromFlags(v))
 }
 
-// Run boots the test guest under VT-x with doppel's EPT on a pinned thread
-// and runs the dirty-page rounds and the isolation probe; with o.VMExit
-// also the VM-exit phases (vmexit.go), which end in the guest's triple
-// fault, and then two failed VM entries provoked on purpose (hostside.go).
-// Bare metal only.
+// Run boots the test guest under VT-x with doppel's EPT as a one-vCPU
+// vmm.Machine (its vCPU on a thread pinned to o.CPU) and runs the
+// dirty-page rounds and the isolation probe; with o.VMExit also the
+// VM-exit phases (vmexit.go), which end in the guest's triple fault, and
+// then two failed VM entries provoked on purpose (hostside.go). Bare
+// metal only.
 func Run(out io.Writer, o Options) error {
-	if err := vmm.PinThread(o.CPU); err != nil {
-		return err
-	}
 	caps := vmm.ProbeCaps()
 	for _, l := range caps.Report() {
 		fmt.Fprintln(out, l)
@@ -108,14 +109,40 @@ func Run(out io.Writer, o Options) error {
 	if err := caps.Features().Usable(); err != nil {
 		return fmt.Errorf("%v: %w", err, ErrNoVT)
 	}
-	m, err := newMachine(out, caps, o)
+	mm, err := board.ReadMemmap()
 	if err != nil {
 		return err
 	}
-	defer m.vmx.Disable()
-	fmt.Fprintf(out, "ept-dirty: guest %q %d MiB, mode=%s, rounds=%d, seed=%d\n",
-		o.GuestModule, o.GuestMem>>20, m.mode, o.Rounds, o.Seed)
-	runErr := m.hw.Run(m.vcpu)
+	m, err := newMachine(mm, o)
+	if err != nil {
+		return err
+	}
+	ram, err := m.region.Bytes(m.ram, o.GuestMem)
+	if err != nil {
+		return err
+	}
+	var c *testCPU
+	vm, err := vmm.NewMachine(vmm.MachineConfig{
+		CPUs:   1,
+		Memory: vmm.GuestMemory(ram),
+		Pin:    func(int) error { return vmm.PinThread(o.CPU) },
+		Unpin:  vmm.UnpinThread,
+		NewCPU: func(int) (vmm.CPU, error) {
+			var err error
+			c, err = m.newCPU(out, caps, o, mm)
+			return c, err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := vm.Start(); err != nil {
+		return err
+	}
+	vm.Wait()
+	// The vCPU's own error, as Run returned it before the Machine (the
+	// Machine's wraps it with the vCPU number).
+	runErr := c.err
 	if m.ticker != nil {
 		m.ticker.stop()
 	}
@@ -134,8 +161,12 @@ func Run(out io.Writer, o Options) error {
 		return fmt.Errorf("dirtytest: guest stopped before the test finished")
 	}
 	if o.VMExit {
-		if err := provokeEntryFailures(out, m.hw, m.vcpu); err != nil {
+		// Provoked on the vCPU's thread as the Machine ended it (testCPU.Close).
+		out.Write(c.provoked.Bytes())
+		if err := c.provokeErr; err != nil {
 			m.dev.fail(err)
+		} else if !c.didProvoke {
+			m.dev.fail(fmt.Errorf("dirtytest: vmexit: the entry failures were not provoked"))
 		}
 		if m.dev.Err == nil {
 			fmt.Fprintln(out, "vmexit: all phases passed")
@@ -146,7 +177,7 @@ func Run(out io.Writer, o Options) error {
 
 type machine struct {
 	region *ept.Region
-	vmx    *vmm.VMX
+	vmx    *vmm.VMX // VMX operation of the vCPU's CPU (VT-x only)
 	tables *ept.Tables
 	ram    uint64
 	hw     *vmm.HWVCPU
@@ -156,11 +187,9 @@ type machine struct {
 	ticker *hostTicker
 }
 
-func newMachine(out io.Writer, caps vmm.Caps, o Options) (*machine, error) {
-	mm, err := board.ReadMemmap()
-	if err != nil {
-		return nil, err
-	}
+// newMachine reserves the guest's RAM and loads the guest; the VMX side
+// comes with the vCPU (newCPU), on its pinned thread.
+func newMachine(mm board.MemoryMap, o Options) (*machine, error) {
 	res, _, err := board.SplitReserved(mm, o.DMA)
 	if err != nil {
 		return nil, fmt.Errorf("dirtytest: %w", err)
@@ -173,22 +202,91 @@ func newMachine(out io.Writer, caps vmm.Caps, o Options) (*machine, error) {
 	if m.region, err = ept.NewRegion(res.Start, mem); err != nil {
 		return nil, err
 	}
-	if m.vmx, err = vmm.Enable(caps, m.region); err != nil {
-		return nil, err
-	}
 	if m.ram, err = m.region.AllocGuestRAM(o.GuestMem, ept.LargeSize); err != nil {
-		return nil, err
-	}
-	if m.tables, err = ept.New(m.region, vmm.Invept{}, ept.Options{AccessedDirty: true}); err != nil {
-		return nil, err
-	}
-	if err := m.tables.Map(0, o.GuestMem, m.ram, ept.PermRWX, ept.MapOpt{}); err != nil {
 		return nil, err
 	}
 	if err := m.loadGuest(o.GuestModule); err != nil {
 		return nil, err
 	}
-	return m, m.setup(out, o, mm)
+	return m, nil
+}
+
+// newCPU enables VMX on the vCPU's pinned thread, maps the guest behind
+// EPT (whose invalidations run INVEPT, in VMX operation on this CPU),
+// builds the vCPU and its devices, and says how the test runs, before the
+// guest's first instruction.
+func (m *machine) newCPU(out io.Writer, caps vmm.Caps, o Options, mm board.MemoryMap) (*testCPU, error) {
+	var err error
+	if m.vmx, err = vmm.Enable(caps, m.region); err != nil {
+		return nil, err
+	}
+	c := &testCPU{m: m, tid: syscall.Gettid(), vmexit: o.VMExit}
+	if m.tables, err = ept.New(m.region, vmm.Invept{}, ept.Options{AccessedDirty: true}); err != nil {
+		return nil, errors.Join(err, m.vmx.Disable())
+	}
+	if err := m.tables.Map(0, o.GuestMem, m.ram, ept.PermRWX, ept.MapOpt{}); err != nil {
+		return nil, errors.Join(err, m.vmx.Disable())
+	}
+	if err := m.setup(out, o, mm); err != nil {
+		return nil, errors.Join(err, m.vmx.Disable())
+	}
+	fmt.Fprintf(out, "ept-dirty: guest %q %d MiB, mode=%s, rounds=%d, seed=%d\n",
+		o.GuestModule, o.GuestMem>>20, m.mode, o.Rounds, o.Seed)
+	return c, nil
+}
+
+// testCPU is the test guest's vCPU as a vmm.CPU of a Machine.
+type testCPU struct {
+	m       *machine
+	tid     int
+	inGuest atomic.Bool
+	// err is the last Step's error: why the guest stopped, if it failed.
+	err error
+	// vmexit: provoke the failed entries at Close (hostside.go), on this
+	// thread while the VMCS is current; provoked holds their lines.
+	vmexit     bool
+	didProvoke bool
+	provoked   bytes.Buffer
+	provokeErr error
+}
+
+// Step implements vmm.CPU.
+func (c *testCPU) Step() (vmm.Action, error) {
+	c.inGuest.Store(true)
+	act, err := c.m.hw.Step(c.m.vcpu)
+	c.inGuest.Store(false)
+	c.err = err
+	return act, err
+}
+
+// Kick implements vmm.CPU: an IPI (tgkill's SIGURG) makes an external-
+// interrupt exit, as for vmm.VMXCPU. The test guest stops by itself; a
+// Machine kicks it only to stop it early.
+func (c *testCPU) Kick() {
+	if c.inGuest.Load() {
+		syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG)
+	}
+}
+
+// errNoSave: the test guest's vCPU state is not saved.
+var errNoSave = fmt.Errorf("%w: the dirty test's vCPU has no saved state", vmm.ErrUnsupported)
+
+// Save implements vmm.CPU.
+func (c *testCPU) Save() ([]byte, error) { return nil, errNoSave }
+
+// Restore implements vmm.CPU.
+func (c *testCPU) Restore([]byte) error { return errNoSave }
+
+// Close implements vmm.CPU: after the VM-exit phases (which end in the
+// guest's triple fault), re-enter with broken fields, then leave VMX
+// operation.
+func (c *testCPU) Close() error {
+	var tf *vmm.TripleFaultError
+	if c.vmexit && c.m.dev.Finished && (c.err == nil || errors.As(c.err, &tf)) {
+		c.didProvoke = true
+		c.provokeErr = provokeEntryFailures(&c.provoked, c.m.hw, c.m.vcpu)
+	}
+	return c.m.vmx.Disable()
 }
 
 // loadGuest copies the module into guest RAM at GuestLoadAddr.

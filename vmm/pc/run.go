@@ -106,14 +106,40 @@ type Report struct {
 	Halts      []uint64
 	MSRFaults  []uint64
 	MMIO       []uint64
-	Restores   []RestoreCycle
-	Runtime    time.Duration
+	// LastExits says, per vCPU, the reason and guest RIP of its latest
+	// exit (Status.Live only).
+	LastExits []string
+	// Times splits each vCPU thread's time (host TSC ticks, at TSCHz).
+	Times    []vmm.VCPUTimes
+	TSCHz    uint64
+	Restores []RestoreCycle
+	Runtime  time.Duration
+	// Dirty counts the pages the guest wrote, and says how they were
+	// found (PML or a scan of the EPT dirty flags).
+	Dirty DirtyReport
 }
 
 // RestoreCycle is one save/destroy/restore of the restore test.
 type RestoreCycle struct {
 	Bytes         int
 	Save, Restore time.Duration
+	// Dirty is the number of pages the guest wrote since the previous
+	// cycle (or its start).
+	Dirty uint64
+}
+
+// TimeSummary says where vCPU i's thread spent its time: in the guest
+// (VM entry to exit, which includes host interrupts taken right after an
+// exit), halted, in the rest of its steps (exit handling and whatever the
+// host ran on that CPU meanwhile), all in seconds of the host TSC.
+func (r *Report) TimeSummary(i int) string {
+	if i >= len(r.Times) || r.TSCHz == 0 {
+		return ""
+	}
+	t := r.Times[i]
+	sec := func(v uint64) float64 { return float64(v) / float64(r.TSCHz) }
+	return fmt.Sprintf("in guest %.3f s, halted %.3f s, exits and the rest of its steps %.3f s",
+		sec(t.Guest), sec(t.Halt), sec(t.Step-min(t.Step, t.Guest+t.Halt)))
 }
 
 // ExitSummary lists the exits by reason, most frequent first.
@@ -177,8 +203,18 @@ func (s *Status) Live() (*Report, bool) {
 		r.Halts = append(r.Halts, s.rep.Halts[i])
 		r.MSRFaults = append(r.MSRFaults, s.rep.MSRFaults[i])
 		r.MMIO = append(r.MMIO, s.rep.MMIO[i])
+		r.Times = append(r.Times, s.rep.Times[i])
 	}
+	r.TSCHz = s.rep.TSCHz
 	r.addCounts(s.cur)
+	for _, c := range s.cur.cpus {
+		if c == nil {
+			r.LastExits = append(r.LastExits, "not started")
+			continue
+		}
+		reason, rip := c.LastExit()
+		r.LastExits = append(r.LastExits, fmt.Sprintf("%v at rip %#x", reason, rip))
+	}
 	return r, true
 }
 
@@ -210,6 +246,7 @@ type host struct {
 	mu     sync.Mutex // region allocations from vCPU threads
 	tscHz  uint64
 	ncpu   int
+	dirty  DirtyMode
 	// vpid is the next VPID: every machine gets fresh ones, so no TLB
 	// entry of a destroyed machine can match (SDM Vol. 3C 29.1).
 	vpid uint16
@@ -242,6 +279,7 @@ type vm struct {
 	board *Board
 	cpus  []*vmm.VMXCPU
 	clock *vmm.TSCClock
+	dirty *dirtyTracker
 	stop  string
 	mu    sync.Mutex
 }
@@ -260,7 +298,7 @@ func Run(o Options) (*Report, error) {
 		}
 		return nil, fmt.Errorf("%v: %w", err, ErrNoVT)
 	}
-	h := &host{caps: caps, ncpu: runtime.NumCPU()}
+	h := &host{caps: caps, ncpu: runtime.NumCPU(), dirty: dirtyModeOf(caps.Features())}
 	if o.CPUs > h.ncpu {
 		return nil, fmt.Errorf("pc: %d vCPUs need as many host CPUs, there are %d", o.CPUs, h.ncpu)
 	}
@@ -304,15 +342,15 @@ func Run(o Options) (*Report, error) {
 		return nil, fmt.Errorf("pc: load kernel: %w", err)
 	}
 	h.tscHz = vmm.MeasureTSCHz(20 * time.Millisecond)
-	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v), ACPI tables %d bytes\n",
-		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode, len(tables))
+	fmt.Fprintf(o.Log, "%v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v), ACPI tables %d bytes, dirty pages by %v\n",
+		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode, len(tables), h.dirty)
 	clock := &vmm.TSCClock{Hz: h.tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
 	start := time.Now()
 	cur, err := h.build(o, sp, state, clock, nil)
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{}
+	rep := &Report{TSCHz: h.tscHz}
 	o.Status.set(cur, rep)
 	defer o.Status.set(nil, nil)
 	var other *space
@@ -344,6 +382,11 @@ func Run(o Options) (*Report, error) {
 		cur.m.Stop(nil)
 		cur.m.Wait()
 		rep.addCounts(cur)
+		dirty, err := cur.dirty.finish()
+		if err != nil {
+			return RestoreCycle{}, err
+		}
+		rep.Dirty.add(dirty)
 		// The new VM: fresh memory, fresh tables, fresh devices and
 		// vCPUs, everything from the encoded snapshot.
 		t1 := time.Now()
@@ -356,7 +399,7 @@ func Run(o Options) (*Report, error) {
 		if err != nil {
 			return RestoreCycle{}, fmt.Errorf("rebuild: %w", err)
 		}
-		c := RestoreCycle{Bytes: len(blob) + len(snap.Memory), Save: tSave, Restore: time.Since(t1)}
+		c := RestoreCycle{Bytes: len(blob) + len(snap.Memory), Save: tSave, Restore: time.Since(t1), Dirty: dirty.Pages}
 		rep.Restores = append(rep.Restores, c)
 		sp, other, cur = other, sp, next
 		o.Status.set(cur, rep)
@@ -376,8 +419,8 @@ func Run(o Options) (*Report, error) {
 				return done, err
 			}
 			done = append(done, c)
-			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v\n",
-				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond))
+			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v; %d pages written since the last cycle (%v)\n",
+				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond), c.Dirty, h.dirty)
 		}
 		return done, nil
 	}
@@ -399,6 +442,11 @@ func Run(o Options) (*Report, error) {
 	o.Input.set(nil)
 	rep.Runtime = time.Since(start)
 	rep.addCounts(cur)
+	dirty, err := cur.dirty.finish()
+	if err != nil && rep.Err == nil {
+		rep.Err = err
+	}
+	rep.Dirty.add(dirty)
 	cur.mu.Lock()
 	rep.Reason = cur.stop
 	cur.mu.Unlock()
@@ -420,6 +468,7 @@ func (r *Report) addCounts(v *vm) {
 			r.Halts = append(r.Halts, 0)
 			r.MSRFaults = append(r.MSRFaults, 0)
 			r.MMIO = append(r.MMIO, 0)
+			r.Times = append(r.Times, vmm.VCPUTimes{})
 		}
 		for j, n := range c.V.Counts {
 			r.Exits[i][j] += n
@@ -428,13 +477,17 @@ func (r *Report) addCounts(v *vm) {
 		r.Halts[i] += c.Halts
 		r.MSRFaults[i] += c.V.MSRFaults
 		r.MMIO[i] += c.V.MMIOExits
+		t := c.Times()
+		r.Times[i].Guest += t.Guest
+		r.Times[i].Halt += t.Halt
+		r.Times[i].Step += t.Step
 	}
 }
 
 // build makes a machine over sp: from the loader's start state, or from
 // a snapshot (then state is nil), and starts it.
 func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.TSCClock, snap *vmm.Snapshot) (*vm, error) {
-	v := &vm{clock: clock, cpus: make([]*vmm.VMXCPU, o.CPUs)}
+	v := &vm{clock: clock, cpus: make([]*vmm.VMXCPU, o.CPUs), dirty: newDirtyTracker(h.dirty, sp.tables, o.MemSize)}
 	vpid0 := h.vpid + 1
 	h.vpid += uint16(o.CPUs)
 	var err error
@@ -470,6 +523,23 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 			if err != nil {
 				return nil, err
 			}
+			// The space may have carried an earlier VM (the restore
+			// test): drop this CPU's cached translations of it, whose
+			// dirty flags were since cleared.
+			if err := (vmm.Invept{}).InvalidateSingleContext(sp.tables.EPTP()); err != nil {
+				x.Disable()
+				return nil, err
+			}
+			var log *pmlLog
+			if h.dirty == DirtyPML {
+				h.mu.Lock()
+				log, err = v.dirty.newLog(h.region)
+				h.mu.Unlock()
+				if err != nil {
+					x.Disable()
+					return nil, err
+				}
+			}
 			var start *loader.BootState
 			if i == 0 {
 				start = state
@@ -482,21 +552,25 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 				// boot vCPU must not wait for SIPI.
 				start = &loader.BootState{Mode: loader.Protected32}
 			}
-			h.mu.Lock()
-			c, err := vmm.NewVMXCPU(vmm.VMXCPUConfig{
+			cfg := vmm.VMXCPUConfig{
 				VMX: x, Frames: h.region, Index: i, EPTP: sp.tables.EPTP(), VPID: vpid0 + uint16(i),
 				Start: start, Mem: sp.mem, Ports: v.board.Ports, MMIO: v.board.MMIO[i],
 				Devices: &v.board.Devices, Source: v.board.Source(i), APIC: v.board.LAPICs[i],
 				SIPI: v.board.LAPICs[i], TPR: v.board.LAPICs[i], Timers: v.board.Timers(i),
 				Clock: clock, View: view, Wake: v.board.Wake[i],
-			})
+			}
+			if log != nil {
+				cfg.PMLAddr, cfg.OnPMLFull = log.pa, func() error { return log.drain(true) }
+			}
+			h.mu.Lock()
+			c, err := vmm.NewVMXCPU(cfg)
 			h.mu.Unlock()
 			if err != nil {
 				x.Disable()
 				return nil, err
 			}
 			v.cpus[i] = c
-			return &vmxOn{c, x}, nil
+			return &vmxOn{c, x, log}, nil
 		},
 	})
 	if err != nil {
@@ -559,10 +633,17 @@ func (q *inputQueue) pump() {
 }
 
 // vmxOn is a VMXCPU that also leaves VMX operation on its CPU when the
-// machine ends.
+// machine ends, after draining its PML log (log nil: no PML).
 type vmxOn struct {
 	*vmm.VMXCPU
-	x *vmm.VMX
+	x   *vmm.VMX
+	log *pmlLog
 }
 
-func (c *vmxOn) Close() error { return errors.Join(c.VMXCPU.Close(), c.x.Disable()) }
+func (c *vmxOn) Close() error {
+	var err error
+	if c.log != nil {
+		err = c.log.drain(false) // while its VMCS is still current
+	}
+	return errors.Join(err, c.VMXCPU.Close(), c.x.Disable())
+}

@@ -52,6 +52,13 @@ func main() {
 	}
 	release := unix.ByteSliceToString(uts.Release[:])
 	loaded := loadModules(filepath.Join("/lib/modules", release))
+	// The boot's length in the guest's own clock: /proc/uptime counts
+	// from the TSC's zero (Linux takes sched_clock at timekeeping init as
+	// the boot offset), and the kernel log's first timestamp after zero
+	// is where the TSC clock took over, early in setup_arch: the time
+	// before the kernel ran (firmware, bootloader, or nothing under
+	// doppel) is that stamp, the kernel's own boot the difference.
+	fmt.Printf("doppel-guest: boot: uptime %s s, kernel clock from %s s\n", uptime(), firstStamp())
 	fmt.Printf("doppel-guest: up: linux %s, %d cpus, modules %s\n", release, runtime.NumCPU(), loaded)
 	for {
 		cmd := exec.Command(shell)
@@ -64,6 +71,34 @@ func main() {
 		fmt.Println("doppel-guest: shell exited; starting another")
 		time.Sleep(time.Second)
 	}
+}
+
+// uptime is /proc/uptime's first field, seconds since boot.
+func uptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+// firstStamp is the first nonzero timestamp in the kernel log ("[    1.234567]").
+func firstStamp() string {
+	buf := make([]byte, 1<<20)
+	n, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf)
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(buf[:n]), "\n") {
+		i, j := strings.IndexByte(line, '['), strings.IndexByte(line, ']')
+		if i < 0 || j < i {
+			continue
+		}
+		if ts := strings.TrimSpace(line[i+1 : j]); strings.Trim(ts, "0.") != "" {
+			return ts
+		}
+	}
+	return "?"
 }
 
 // reap collects orphans that were reparented to init.

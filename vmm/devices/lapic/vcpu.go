@@ -153,3 +153,13 @@ func (l *LAPIC) setLINT(i int, high bool) {
 		l.kick = true // ExtINTPending is now true
 	}
 }
+
+// WakePending reports, without taking it, a received NMI or INIT (what
+// ends a halt with interrupts disabled, SDM Vol. 3A 9.1) or a SIPI after
+// INIT (what starts a waiting processor). A parked vCPU's machine asks it
+// from another vCPU's thread.
+func (l *LAPIC) WakePending() bool {
+	l.mu.Lock()
+	defer l.unlock()
+	return l.r.nmiPending || l.r.initPending || l.r.sipiPending
+}
