@@ -137,6 +137,7 @@ type opts struct {
 	shadow      size
 	zeroEvery   int
 	verbose     bool
+	runs        int
 	// children
 	dir, world, connect, name string
 }
@@ -192,6 +193,7 @@ func main() {
 	flag.IntVar(&o.words, "words", 16, "8-byte words the guest writes per page write")
 	flag.IntVar(&o.zeroEvery, "zero-every", 0, "every Nth page starts zero (0: none)")
 	flag.BoolVar(&o.verbose, "v", false, "log the children's output")
+	flag.IntVar(&o.runs, "runs", 1, "run the simulation this many times and print each run's figures and the medians")
 	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one)")
 	flag.StringVar(&o.world, "world", "", "internal: world address")
 	flag.StringVar(&o.connect, "connect", "", "internal: address to connect to")
@@ -210,7 +212,14 @@ func main() {
 	switch o.role {
 	case "":
 		var ok bool
-		ok, err = orchestrate(o)
+		if o.runs > 1 {
+			ok, err = repeat(o)
+		} else {
+			var rep report
+			if rep, ok, err = orchestrate(o); err == nil {
+				o.print(&rep)
+			}
+		}
 		if err == nil && !ok {
 			os.Exit(1)
 		}

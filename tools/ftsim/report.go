@@ -48,6 +48,13 @@ type report struct {
 	ReleasedBeforeKill bool   `json:"released_before_kill"`
 	HeldComplete       bool   `json:"secondary_held_complete"`
 	FalseFailover      bool   `json:"false_failover,omitempty"` // the secondary lost a live primary
+	// How busy the machine was: the 1-minute load average when the run
+	// started, and the cores other processes used while it was protected
+	// (from the end of the sync to the kill).
+	Load1     float64 `json:"load1"`
+	OthersRun float64 `json:"others_cores_during_run"`
+	GapP99    float64 `json:"ckpt_gap_p99_ms"`
+	GapMax    float64 `json:"ckpt_gap_max_ms"`
 }
 
 func readJSON(path string, v any) error {
@@ -72,6 +79,7 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	rep.WirePerCk, rep.DirtyPerCk = sum.WireBytesPerCkpt, sum.DirtyBytesPerCk
 	rep.ReleaseP50, rep.ReleaseP99, rep.AckP99 = sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms
 	rep.Rounds = sum.BrownoutRounds
+	rep.GapP99, rep.GapMax = sum.GapP99ms, sum.GapMaxms
 
 	bad := func(f string, a ...any) { rep.Details = append(rep.Details, fmt.Sprintf(f, a...)) }
 	var res secondaryResult
@@ -228,10 +236,12 @@ func (o *opts) print(r *report) {
 	fmt.Printf("guest: %d MiB, %.0f dirty pages/s, %s, epoch %v\n", int64(o.mem)>>20, o.rate, o.pattern, o.epoch)
 	fmt.Printf("initial sync: %.3f s, %.0f MB/s (raw loopback TCP %.0f MB/s, %.0f%%), brownout rounds %v\n",
 		r.SyncS, r.SyncMBs, r.LoopbackMBs, 100*r.SyncMBs/max(r.LoopbackMBs, 1), r.Rounds)
-	fmt.Printf("other processes on this machine used %.2f cores during the loopback test, %.2f during the sync\n", r.OthersLoop, r.OthersSync)
+	fmt.Printf("load average %.2f at the start; other processes on this machine used %.2f cores during the loopback test, %.2f during the sync, %.2f during the protected run\n",
+		r.Load1, r.OthersLoop, r.OthersSync, r.OthersRun)
 	fmt.Printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.Checkpoints, r.PauseP50, r.PauseP99, r.PauseMax)
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
-	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms)\n", r.ReleaseP50, r.ReleaseP99, r.AckP99)
+	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms, checkpoint gap p99 %.2f ms, max %.2f ms)\n",
+		r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax)
 	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes)\n", r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes)
 	if r.SessionEnd != "" {
 		fmt.Printf("secondary's link session ended: %s\n", r.SessionEnd)
