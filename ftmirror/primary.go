@@ -79,9 +79,9 @@ func (c *Config) hook(p Point, e uint64) {
 	}
 }
 
-// snapPages is the initial size of the checkpoint snapshot buffer, in pages;
-// it is allocated (and, in the simulator, touched) up front so that the
-// pause never waits for fresh memory.
+// snapPages is the initial size of the checkpoint snapshot, in pages; it is
+// allocated (and, in the simulator, touched) up front so that the pause
+// never waits for fresh memory.
 const snapPages = 4096
 
 // Primary runs the protected guest and mirrors it to one secondary at a time.
@@ -99,8 +99,7 @@ type Primary struct {
 	shadow []byte
 	tags   []uint32 // per slot: pfn+1 of the page held, 0 for none
 	state  []uint8  // per page: pageZero or pageSent
-	alloc  func(int) []byte
-	snap   []byte // checkpoint snapshot buffer, reused across sessions
+	snap   snapshot // pages copied in the pause, reused across sessions
 
 	// relMu serialises releases to the sink (the releaser of each session
 	// and RunAlone), so the stream goes out in order.
@@ -124,9 +123,11 @@ func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink Out
 	if cfg.ShadowBytes > 0 && cfg.ShadowBytes/PageSize < n {
 		slots, shadowAlloc = max(cfg.ShadowBytes/PageSize, 1), alloc
 	}
-	return &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink, alloc: alloc,
+	p := &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink,
 		shadow: shadowAlloc(slots * PageSize), tags: make([]uint32, slots), state: make([]uint8, n),
-		snap: alloc(snapPages * PageSize)}
+		snap: snapshot{alloc: alloc}}
+	p.snap.grow(snapPages)
+	return p
 }
 
 // Continue sets the epoch and output stream position of a primary made
@@ -200,7 +201,7 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	clear(p.state) // the new secondary starts from zeroed memory
 	clear(p.tags)
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
-		outSent: p.out.releasedThrough(), snap: p.snap[:0], relKick: make(chan struct{}, 1)}
+		outSent: p.out.releasedThrough(), relKick: make(chan struct{}, 1)}
 	s.revoke = ps.revoke
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
@@ -235,7 +236,6 @@ type pSession struct {
 	epochDirty int
 	scratch    [PageSize]byte
 	dirty      []uint32
-	snap       []byte
 	blobs      []Blob
 	resyncing  bool
 	cursor     int    // resync: pages below this have been sent
@@ -291,7 +291,21 @@ func (ps *pSession) run() error {
 			}
 		}
 		sleepUntil(p.cfg.Clock, next)
-		if now := p.cfg.Clock.Now(); now.Sub(next) > epoch {
+		now := p.cfg.Clock.Now()
+		if now.Sub(next) > epoch/2 {
+			// Late: this loop was not scheduled, or the link was slow to
+			// take the forwarded pages, and the guest kept writing.
+			// Forward what it wrote meanwhile while it runs, so that the
+			// pause copies only what it writes during that forward rather
+			// than everything since the last one.
+			p.Stats.lateCheckpoint()
+			if p.cfg.Forward {
+				if err := ps.forward(); err != nil {
+					return err
+				}
+			}
+		}
+		if now.Sub(next) > epoch {
 			next = now // fell behind (e.g. a slow link): do not burst
 		}
 		next = next.Add(epoch)
