@@ -31,12 +31,18 @@
 //
 //  1. BEGIN(E) has opened epoch E on the secondary at the start of the
 //     epoch (F3's notification).
-//  2. Optionally, half way through, the pages dirtied so far are harvested
-//     and sent while the guest runs (Forward, F6). A page written again after
-//     its harvest is harvested again, so a torn copy is corrected below.
+//  2. Optionally, half way and five sixths of the way through, the pages
+//     dirtied so far are harvested and sent while the guest runs (Forward,
+//     F6). A page written again after its harvest is harvested again, so a
+//     torn copy is corrected below. A checkpoint that starts over half an
+//     epoch late (the loop was not scheduled, or the link was slow) first
+//     forwards once more, so the pause never copies what the guest wrote
+//     during the delay.
 //  3. Pause: harvest the dirty set, copy those pages into a snapshot buffer
 //     (300 pages = 1.2 MB, about 0.1 ms), save the state blobs, seal the
-//     epoch's output; resume. Nothing else happens with the guest stopped.
+//     epoch's output; resume. Nothing else happens with the guest stopped:
+//     the snapshot (snapshot.go: 1 MiB chunks, reused) is grown while the
+//     guest runs, after a checkpoint that used more than half of it.
 //     (The simulator has no copy-on-write, so the dirty pages are copied
 //     rather than write-protected; on bare metal EPT write protection could
 //     replace the copy.)
