@@ -151,3 +151,45 @@ func TestSnapshotGrowsByChunks(t *testing.T) {
 		}
 	}
 }
+
+// pagesMem is Memory over a byte slice.
+type pagesMem []byte
+
+func (m pagesMem) NumPages() int          { return len(m) / PageSize }
+func (m pagesMem) Page(pfn uint32) []byte { return m[int(pfn)*PageSize : int(pfn+1)*PageSize] }
+
+// TestUndoLogGrowsByChunks saves more pages than the undo log starts with:
+// it must grow by whole chunks only (never reallocating what it holds) and
+// still roll every page back.
+func TestUndoLogGrowsByChunks(t *testing.T) {
+	const pages = undoPages + snapChunkPages + 7
+	mem := make(pagesMem, pages*PageSize)
+	for i := range mem {
+		mem[i] = byte(i*7 + i/PageSize)
+	}
+	before := bytes.Clone(mem)
+	var allocs []int
+	u := newUndoLog(func(n int) []byte { allocs = append(allocs, n); return make([]byte, n) })
+	for pfn := uint32(0); pfn < pages; pfn++ {
+		u.save(pfn, mem.Page(pfn))
+		clear(mem.Page(pfn))
+	}
+	for _, n := range allocs {
+		if n != snapChunkPages*PageSize {
+			t.Fatalf("allocated %d bytes, want only chunks of %d", n, snapChunkPages*PageSize)
+		}
+	}
+	if want := (pages + snapChunkPages - 1) / snapChunkPages; len(allocs) != want {
+		t.Fatalf("%d chunks for %d pages, want %d", len(allocs), pages, want)
+	}
+	if n := u.rollback(mem); n != pages || !bytes.Equal(mem, before) {
+		t.Fatalf("rollback restored %d of %d pages, memory equal: %v", n, pages, bytes.Equal(mem, before))
+	}
+	n := len(allocs)
+	for pfn := uint32(0); pfn < pages; pfn++ { // the next epoch reuses the chunks
+		u.save(pfn, mem.Page(pfn))
+	}
+	if len(allocs) != n {
+		t.Fatalf("a second epoch of the same size allocated %d more chunks", len(allocs)-n)
+	}
+}

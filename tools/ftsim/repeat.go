@@ -48,7 +48,10 @@ func (r *report) line() string {
 	s := fmt.Sprintf("load %.2f, others %.2f cores | release p50 %.2f p99 %.2f ms, ack p99 %.2f, gap p99 %.2f max %.2f, pause p99 %.3f | %d ckpts | failover %.1f ms | verify %s",
 		r.Load1, r.OthersRun, r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax, r.PauseP99, r.Checkpoints, r.FailoverMs, r.Verify)
 	if r.FalseFailover {
-		s += " | FALSE FAILOVER: " + r.SessionEnd
+		s += " | FALSE FAILOVER"
+	}
+	if r.SessionEnd != "" {
+		s += " | session ended: " + r.SessionEnd
 	}
 	if r.Verify != "ok" {
 		s += " | " + strings.Join(r.Details, "; ")
