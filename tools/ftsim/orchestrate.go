@@ -15,8 +15,9 @@ import (
 var rawPid atomic.Int64
 
 type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd    *exec.Cmd
+	done   chan struct{}
+	exited time.Time // when Wait returned (the process was reaped); read after done
 }
 
 func (o *opts) spawn(name string, extra []*os.File, args ...string) (*child, error) {
@@ -45,7 +46,7 @@ func (o *opts) spawn(name string, extra []*os.File, args ...string) (*child, err
 		return nil, err
 	}
 	c := &child{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(c.done) }()
+	go func() { cmd.Wait(); c.exited = time.Now(); logf.Close(); close(c.done) }()
 	return c, nil
 }
 
@@ -293,6 +294,9 @@ func (r *run) finish() bool {
 	}
 	time.Sleep(50 * time.Millisecond) // the world drains its connections
 	ok := o.verify(&r.rep, r.w, r.secName, r.killedAt)
+	if !r.killedAt.IsZero() && !r.prim.alive() && r.prim.exited.After(r.killedAt) && o.partition == 0 {
+		r.rep.ExitMs = float64(r.prim.exited.Sub(r.killedAt)) / 1e6
+	}
 	if r.rep.SyncS > 0 {
 		synced := r.start.Add(time.Duration((r.rep.SyncS + 0.05) * 1e9))
 		r.rep.OthersSync = r.cpu.others(r.start, synced)

@@ -18,18 +18,23 @@ import (
 
 // report is the run's result; JSON keys are the issue's.
 type report struct {
-	SyncS       float64  `json:"sync_s"`
-	SyncMBs     float64  `json:"sync_mb_s"`
-	LoopbackMBs float64  `json:"loopback_mb_s"`
-	Checkpoints int      `json:"checkpoints"`
-	PauseP50    float64  `json:"pause_p50_ms"`
-	PauseP99    float64  `json:"pause_p99_ms"`
-	PauseMax    float64  `json:"pause_max_ms"`
-	WirePerCk   float64  `json:"wire_bytes_per_ckpt"`
-	DirtyPerCk  float64  `json:"dirty_bytes_per_ckpt"`
-	ReleaseP50  float64  `json:"release_p50_ms"`
-	ReleaseP99  float64  `json:"release_p99_ms"`
-	FailoverMs  float64  `json:"failover_ms"`
+	SyncS       float64 `json:"sync_s"`
+	SyncMBs     float64 `json:"sync_mb_s"`
+	LoopbackMBs float64 `json:"loopback_mb_s"`
+	Checkpoints int     `json:"checkpoints"`
+	PauseP50    float64 `json:"pause_p50_ms"`
+	PauseP99    float64 `json:"pause_p99_ms"`
+	PauseMax    float64 `json:"pause_max_ms"`
+	WirePerCk   float64 `json:"wire_bytes_per_ckpt"`
+	DirtyPerCk  float64 `json:"dirty_bytes_per_ckpt"`
+	ReleaseP50  float64 `json:"release_p50_ms"`
+	ReleaseP99  float64 `json:"release_p99_ms"`
+	FailoverMs  float64 `json:"failover_ms"`
+	// Where the failover time went: from the kill until the primary's
+	// process was reaped (the kernel closes its sockets before that), and
+	// until the secondary's session ended (it saw the close or the silence).
+	ExitMs      float64  `json:"primary_exit_ms,omitempty"`
+	DetectMs    float64  `json:"detect_ms,omitempty"`
 	Verify      string   `json:"verify"`
 	Details     []string `json:"details,omitempty"`
 	Kill        string   `json:"kill,omitempty"`
@@ -129,6 +134,7 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 		rep.Epoch = res.Epoch
 		if !killedAt.IsZero() {
 			rep.FailoverMs = float64(res.ReadyAt-killedAt.UnixNano()) / 1e6
+			rep.DetectMs = float64(res.SessionAt-killedAt.UnixNano()) / 1e6
 		}
 		if res.Epoch < acked || res.Epoch < released {
 			bad("secondary took over at epoch %d but the primary had an ack for %d and released %d", res.Epoch, acked, released)
@@ -242,7 +248,8 @@ func (o *opts) print(r *report) {
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
 	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms, checkpoint gap p99 %.2f ms, max %.2f ms)\n",
 		r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax)
-	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes)\n", r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes)
+	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes); the primary's process was reaped %.1f ms after the kill, the secondary's session ended after %.1f ms\n",
+		r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes, r.ExitMs, r.DetectMs)
 	if r.SessionEnd != "" {
 		fmt.Printf("secondary's link session ended: %s\n", r.SessionEnd)
 	}
