@@ -127,9 +127,11 @@
 // Each side sends a HEARTBEAT when it has sent nothing for half an Interval;
 // any bytes arriving count as life, and silence counts only while a side is
 // waiting for its peer's bytes: a side that stopped reading because its own
-// apply is behind has its peer's data queued and does not drop it. A side
-// that waits Interval*Misses (the deadline) without a byte ends the
-// session. A link that the peer closed or reset (end of stream, mid-frame
+// apply is behind has its peer's data queued and does not drop it. Nor does
+// silence count for the time a side was itself not scheduled (its failure
+// detector woke late): it wakes with the peer's bytes unread in the socket.
+// A side that waits Interval*Misses (the deadline) without a byte, so
+// counted, ends the session. A link that the peer closed or reset (end of stream, mid-frame
 // or between frames; a connection reset or broken pipe) is a lost peer at
 // once (ErrPeerLost wrapping the cause). Output to the outside world is
 // written by a releaser goroutine of its own, so a slow sink never stops the
