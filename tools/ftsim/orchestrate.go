@@ -305,6 +305,7 @@ func (r *run) finish() bool {
 			end = time.Now()
 		}
 		r.rep.OthersRun = r.cpu.others(synced, end)
+		r.rep.WaitingRun = r.cpu.waiting(synced, end)
 	}
 	return ok
 }

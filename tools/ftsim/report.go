@@ -58,8 +58,11 @@ type report struct {
 	// (from the end of the sync to the kill).
 	Load1     float64 `json:"load1"`
 	OthersRun float64 `json:"others_cores_during_run"`
-	GapP99    float64 `json:"ckpt_gap_p99_ms"`
-	GapMax    float64 `json:"ckpt_gap_max_ms"`
+	// The primary's and secondary's threads that were runnable but waiting
+	// for a CPU, on average over the protected run (schedstat).
+	WaitingRun float64 `json:"threads_waiting_for_cpu"`
+	GapP99     float64 `json:"ckpt_gap_p99_ms"`
+	GapMax     float64 `json:"ckpt_gap_max_ms"`
 }
 
 func readJSON(path string, v any) error {
@@ -242,8 +245,8 @@ func (o *opts) print(r *report) {
 	fmt.Printf("guest: %d MiB, %.0f dirty pages/s, %s, epoch %v\n", int64(o.mem)>>20, o.rate, o.pattern, o.epoch)
 	fmt.Printf("initial sync: %.3f s, %.0f MB/s (raw loopback TCP %.0f MB/s, %.0f%%), brownout rounds %v\n",
 		r.SyncS, r.SyncMBs, r.LoopbackMBs, 100*r.SyncMBs/max(r.LoopbackMBs, 1), r.Rounds)
-	fmt.Printf("load average %.2f at the start; other processes on this machine used %.2f cores during the loopback test, %.2f during the sync, %.2f during the protected run\n",
-		r.Load1, r.OthersLoop, r.OthersSync, r.OthersRun)
+	fmt.Printf("load average %.2f at the start; other processes on this machine used %.2f cores during the loopback test, %.2f during the sync, %.2f during the protected run (when on average %.2f of our threads waited for a CPU)\n",
+		r.Load1, r.OthersLoop, r.OthersSync, r.OthersRun, r.WaitingRun)
 	fmt.Printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.Checkpoints, r.PauseP50, r.PauseP99, r.PauseMax)
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
 	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms, checkpoint gap p99 %.2f ms, max %.2f ms)\n",
