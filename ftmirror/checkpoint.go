@@ -193,12 +193,12 @@ func (ps *pSession) page(pfn uint32, src []byte, keep bool) error {
 			copy(ps.g.Full(pfn), src)
 			break
 		}
-		d := pagediff.DeltaSize(sh, src)
+		d := ps.diff.Size(sh, src)
 		if d == 0 {
 			return nil
 		}
 		if d <= deltaMax {
-			ps.g.Delta(pfn, func(b []byte) []byte { return pagediff.AppendDelta(b, sh, src) })
+			ps.g.Delta(pfn, func(b []byte) []byte { return ps.diff.Append(b, src) })
 		} else {
 			copy(ps.g.Full(pfn), src)
 		}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/doppel-ft/doppel/ftmirror/pagediff"
 	"github.com/doppel-ft/doppel/ftmirror/wire"
 )
 
@@ -235,6 +236,7 @@ type pSession struct {
 	epochWire0 int64
 	epochDirty int
 	scratch    [PageSize]byte
+	diff       pagediff.Differ // deltas against the shadow, without allocating
 	dirty      []uint32
 	blobs      []Blob
 	resyncing  bool
