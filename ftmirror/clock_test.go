@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
 	"github.com/doppel-ft/doppel/ftmirror/wire"
 )
 
@@ -308,4 +309,50 @@ func TestOwnStallIsNotSilence(t *testing.T) {
 		}
 	}
 	t.Fatalf("silent peer not declared lost after %d on-time half intervals", 2*hb.Misses+2)
+}
+
+// TestPrimaryPatience: a primary drops a silent secondary only after twice
+// the heartbeat deadline of clock time (dropping it closes the link, which
+// a secondary that was merely not scheduled would take for the primary's
+// death). Here the secondary reads everything and says nothing.
+func TestPrimaryPatience(t *testing.T) {
+	clock := newFakeClock()
+	params := simguest.Params{Pages: 64, Seed: 1}
+	g := simguest.New(params)
+	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
+	p := NewPrimary(Config{PSK: testPSK, Generation: 1, Epoch: time.Hour, Heartbeat: hb, Clock: clock},
+		g, g, g, worldSink{&world{}, "primary"})
+	pc, sc := net.Pipe()
+	defer sc.Close()
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(pc) }()
+	sec, _, err := handshake(sc, testPSK, wire.Hello{Role: wire.RoleSecondary, Pages: 64}, clock, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go frames(sec, &sync.Mutex{}, map[wire.Type]int{})
+	half := hb.Interval / 2
+	patient := int(2 * hb.Deadline() / half) // half intervals: twice the deadline
+	for steps := 1; steps <= patient+2; steps++ {
+		for deadline := time.Now().Add(5 * time.Second); !clock.waitingAt(clock.Now().Add(half)); {
+			select {
+			case err := <-served:
+				if steps <= patient {
+					t.Fatalf("primary dropped its secondary after %d half intervals, want more than %d: %v",
+						steps-1, patient, err)
+				}
+				if !errors.Is(err, ErrPeerLost) {
+					t.Fatalf("primary ended with %v, want ErrPeerLost", err)
+				}
+				return
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("primary's heartbeat goroutine does not wait on the clock")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		clock.Advance(half)
+	}
+	t.Fatalf("silent secondary not dropped after %d half intervals", patient+2)
 }

@@ -130,8 +130,12 @@
 // apply is behind has its peer's data queued and does not drop it. Nor does
 // silence count for the time a side was itself not scheduled (its failure
 // detector woke late): it wakes with the peer's bytes unread in the socket.
-// A side that waits Interval*Misses (the deadline) without a byte, so
-// counted, ends the session. A link that the peer closed or reset (end of stream, mid-frame
+// A secondary that waits Interval*Misses (the deadline) without a byte, so
+// counted, ends the session; a primary waits twice as long before it drops
+// its secondary, because dropping closes the link, which a secondary that
+// was merely not scheduled takes for the primary's death (rule 2a below):
+// a false failover. The longer wait costs nothing, since a primary without
+// acks releases nothing anyway; it only delays a new secondary. A link that the peer closed or reset (end of stream, mid-frame
 // or between frames; a connection reset or broken pipe) is a lost peer at
 // once (ErrPeerLost wrapping the cause). Output to the outside world is
 // written by a releaser goroutine of its own, so a slow sink never stops the

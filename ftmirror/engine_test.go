@@ -40,14 +40,17 @@ func TestMirrorThenFailover(t *testing.T) {
 }
 
 // faultConn passes the primary's frames through, but applies fault to the
-// second GROUP frame of epoch `at` (so the first was already applied in
-// place and must be rolled back).
+// second GROUP frame of the first epoch ≥ at that has two (so the first was
+// already applied in place and must be rolled back). (Only epoch at itself
+// was tried before: a guest starved during that epoch dirtied one group's
+// worth of pages, and the test waited forever for the fault.)
 type faultConn struct {
 	net.Conn
 	at     uint64
 	fault  string
 	mu     sync.Mutex
-	seen   int
+	seen   int    // GROUP frames seen of epoch
+	epoch  uint64 // of the last GROUP frame
 	prev   []byte
 	held   []byte
 	didIt  bool
@@ -64,7 +67,10 @@ func (c *faultConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	isTarget := false
-	if !c.didIt && len(b) >= wire.HeaderSize && wire.Type(b[3]) == wire.TGroup && leU64(b[16:]) == c.at {
+	if !c.didIt && len(b) >= wire.HeaderSize && wire.Type(b[3]) == wire.TGroup && leU64(b[16:]) >= c.at {
+		if e := leU64(b[16:]); e != c.epoch {
+			c.epoch, c.seen = e, 0
+		}
 		c.seen++
 		isTarget = c.seen == 2
 	}

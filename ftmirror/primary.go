@@ -204,6 +204,12 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
 		outSent: p.out.releasedThrough(), relKick: make(chan struct{}, 1)}
 	s.revoke = ps.revoke
+	// A primary drops a silent secondary only after twice the deadline.
+	// Dropping it closes the link, which a secondary that was merely not
+	// scheduled takes for the primary's death and promotes at once (a
+	// false failover); waiting longer costs nothing, since without acks
+	// nothing is released anyway, and only delays a new secondary.
+	s.patience = primaryPatience * p.cfg.Heartbeat.Deadline()
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
 	go ps.releaser()
@@ -220,6 +226,10 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	<-s.done
 	return s.err
 }
+
+// primaryPatience is how many heartbeat deadlines of silence a primary
+// waits before it drops its secondary.
+const primaryPatience = 2
 
 // pSession is the primary's side of one session.
 type pSession struct {
@@ -278,7 +288,7 @@ func (ps *pSession) run() error {
 			}
 		}
 		if p.cfg.Forward || p.cfg.Hook != nil {
-			sleepUntil(p.cfg.Clock, next.Add(-epoch/2))
+			sleepUntil(p.cfg.Clock, ps.done, next.Add(-epoch/2))
 			p.cfg.hook(PointMidEpoch, ps.open)
 			if p.cfg.Forward {
 				if err := ps.forward(); err != nil {
@@ -286,13 +296,13 @@ func (ps *pSession) run() error {
 				}
 				// A second, late forward leaves the pause only the pages
 				// dirtied in the last sixth of the epoch.
-				sleepUntil(p.cfg.Clock, next.Add(-epoch/6))
+				sleepUntil(p.cfg.Clock, ps.done, next.Add(-epoch/6))
 				if err := ps.forward(); err != nil {
 					return err
 				}
 			}
 		}
-		sleepUntil(p.cfg.Clock, next)
+		sleepUntil(p.cfg.Clock, ps.done, next)
 		now := p.cfg.Clock.Now()
 		if now.Sub(next) > epoch/2 {
 			// Late: this loop was not scheduled, or the link was slow to
@@ -317,9 +327,14 @@ func (ps *pSession) run() error {
 	}
 }
 
-func sleepUntil(c Clock, t time.Time) {
+// sleepUntil waits until t on c, or until done is closed (the session
+// ended: its loop must not linger for the rest of an epoch).
+func sleepUntil(c Clock, done <-chan struct{}, t time.Time) {
 	if d := t.Sub(c.Now()); d > 0 {
-		<-c.After(d)
+		select {
+		case <-c.After(d):
+		case <-done:
+		}
 	}
 }
 

@@ -75,6 +75,9 @@ type session struct {
 	rd    *wire.Reader
 	live  *liveness
 	hb    Heartbeat
+	// patience is the silence after which this side ends the session:
+	// the deadline, or more for a primary (see Primary.Serve).
+	patience time.Duration
 
 	wmu      sync.Mutex
 	out      chan outFrame
@@ -107,7 +110,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	}
 	lr := &liveReader{r: rw}
 	s := &session{clock: clock, rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
-		done: make(chan struct{}), out: make(chan outFrame, 8)}
+		patience: hb.Deadline(), done: make(chan struct{}), out: make(chan outFrame, 8)}
 	send := func() error {
 		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
 		if err == nil {
@@ -317,7 +320,7 @@ func (s *session) heartbeats(clock Clock) {
 		if h := s.live.lastHeard(); !h.Equal(heard) {
 			heard, stalled = h, 0
 		}
-		if d := s.live.silentFor(); d-stalled > s.hb.Deadline() {
+		if d := s.live.silentFor(); d-stalled > s.patience {
 			s.fail(fmt.Errorf("%w: silent for %v (%v of it while this side was not scheduled)",
 				ErrPeerLost, d.Round(time.Millisecond), stalled.Round(time.Millisecond)))
 			return
