@@ -166,11 +166,18 @@
 //
 // Timing: a killed primary is detected as soon as its kernel closes the
 // socket, so ftsim fails over in tens of milliseconds (figures in
-// tools/ftsim) whatever the deadline; the deadline only bounds the
-// detection of a silent link (a partition, a hung host). ftsim uses 5 ms
-// heartbeats and a 500 ms deadline, long enough that a loaded 2-core host
-// descheduling a process for a few hundred milliseconds is not taken for a
-// dead primary; the engine's default is 10 ms x 10.
+// tools/ftsim) whatever the deadline: the time is the kernel's, to tear
+// down the dying process, plus well under a millisecond of ours. The
+// deadline only bounds the detection of a silent link (a partition, a hung
+// host), and it cannot be short on a loaded host: at load 10-20 on 2
+// cores ftsim saw a live primary send nothing for 536-834 ms while its
+// secondary was running on time, and no failure detector can tell that
+// from a dead one. ftsim therefore uses 5 ms heartbeats and a 1 s
+// deadline (it was 500 ms); the engine's default is 10 ms x 10. Heartbeats
+// share the link with the data, which costs them nothing: any bytes count
+// as life, a side counts silence only while it waits for bytes, and a
+// heartbeat is never queued behind a stuck send (trySend). On bare metal,
+// with no kernel to close a dead host's link, failover is the deadline.
 //
 // The lease is checked again before each write to the sink, but a write
 // that starts just inside the lease can still arrive after it if the

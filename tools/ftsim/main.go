@@ -179,7 +179,7 @@ func main() {
 	flag.Var(&o.group, "group", "checkpoint group (GROUP frame payload) size")
 	flag.BoolVar(&o.forward, "forward", true, "forward dirty pages twice per epoch while the guest runs (F6)")
 	flag.DurationVar(&o.hb, "hb", 5*time.Millisecond, "heartbeat interval")
-	flag.IntVar(&o.hbMiss, "hb-miss", 100, "missed heartbeats before a silent peer is declared lost (a closed or reset link is a loss at once)")
+	flag.IntVar(&o.hbMiss, "hb-miss", 200, "missed heartbeats before a silent peer is declared lost (a closed or reset link is a loss at once)")
 	flag.IntVar(&o.resyncPages, "resync-pages", 2048, "pages of memory carried per checkpoint while resyncing (F7)")
 	flag.DurationVar(&o.resyncAfter, "resync-after", 0, "kill the first secondary at this time and start a new one, which resyncs (F7)")
 	flag.StringVar(&o.fault, "fault", "", "link fault on a GROUP frame: corrupt, forge, replay")
