@@ -45,8 +45,8 @@ func repeat(o *opts) (bool, error) {
 
 // line is a run's figures on one line.
 func (r *report) line() string {
-	s := fmt.Sprintf("load %.2f, others %.2f cores, %.2f threads waiting | release p50 %.2f p99 %.2f ms, ack p99 %.2f, gap p99 %.2f max %.2f, pause p99 %.3f | %d ckpts | failover %.1f ms (exit %.1f, detect %.1f) | verify %s",
-		r.Load1, r.OthersRun, r.WaitingRun, r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax, r.PauseP99, r.Checkpoints, r.FailoverMs, r.ExitMs, r.DetectMs, r.Verify)
+	s := fmt.Sprintf("load %.2f, others %.2f cores, %.2f threads waiting | release p50 %.2f p99 %.2f ms, ack p99 %.2f, gap p99 %.2f max %.2f, pause p99 %.3f | %d ckpts, %d late | failover %.1f ms (exit %.1f, detect %.1f) | verify %s",
+		r.Load1, r.OthersRun, r.WaitingRun, r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax, r.PauseP99, r.Checkpoints, r.Late, r.FailoverMs, r.ExitMs, r.DetectMs, r.Verify)
 	if r.FalseFailover {
 		s += " | FALSE FAILOVER"
 	}

@@ -63,6 +63,10 @@ type report struct {
 	WaitingRun float64 `json:"threads_waiting_for_cpu"`
 	GapP99     float64 `json:"ckpt_gap_p99_ms"`
 	GapMax     float64 `json:"ckpt_gap_max_ms"`
+	// Checkpoints that began over half an epoch late (and forwarded
+	// first), and pauses that had to grow the snapshot.
+	Late      int `json:"late_checkpoints"`
+	SnapGrown int `json:"snap_grown_in_pause"`
 }
 
 func readJSON(path string, v any) error {
@@ -88,6 +92,7 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	rep.ReleaseP50, rep.ReleaseP99, rep.AckP99 = sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms
 	rep.Rounds = sum.BrownoutRounds
 	rep.GapP99, rep.GapMax = sum.GapP99ms, sum.GapMaxms
+	rep.Late, rep.SnapGrown = sum.LateCheckpoints, sum.SnapGrownInPause
 
 	bad := func(f string, a ...any) { rep.Details = append(rep.Details, fmt.Sprintf(f, a...)) }
 	var res secondaryResult
@@ -247,7 +252,8 @@ func (o *opts) print(r *report) {
 		r.SyncS, r.SyncMBs, r.LoopbackMBs, 100*r.SyncMBs/max(r.LoopbackMBs, 1), r.Rounds)
 	fmt.Printf("load average %.2f at the start; other processes on this machine used %.2f cores during the loopback test, %.2f during the sync, %.2f during the protected run (when on average %.2f of our threads waited for a CPU)\n",
 		r.Load1, r.OthersLoop, r.OthersSync, r.OthersRun, r.WaitingRun)
-	fmt.Printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.Checkpoints, r.PauseP50, r.PauseP99, r.PauseMax)
+	fmt.Printf("checkpoints: %d (%d late), pause p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d grew the snapshot)\n",
+		r.Checkpoints, r.Late, r.PauseP50, r.PauseP99, r.PauseMax, r.SnapGrown)
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
 	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms, checkpoint gap p99 %.2f ms, max %.2f ms)\n",
 		r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax)
