@@ -119,7 +119,8 @@ func TestBadFramesApplyNothing(t *testing.T) {
 			const at = 8
 			r := newRig(t, 256, nil)
 			pc, sc := net.Pipe()
-			perr, serr := r.serve(&faultConn{Conn: pc, at: at, fault: tc.fault}, sc)
+			fc := &faultConn{Conn: pc, at: at, fault: tc.fault}
+			perr, serr := r.serve(fc, sc)
 			err := <-serr
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("secondary ended with %v, want %v", err, tc.want)
@@ -127,8 +128,11 @@ func TestBadFramesApplyNothing(t *testing.T) {
 			pc.Close()
 			<-perr
 			r.stopGuest()
-			if c, ok := r.s.Committed(); c != at-1 || !ok {
-				t.Fatalf("committed %d (complete %v), want %d", c, ok, at-1)
+			fc.mu.Lock()
+			hit := fc.epoch // the epoch whose second group was faulted
+			fc.mu.Unlock()
+			if c, ok := r.s.Committed(); c != hit-1 || !ok {
+				t.Fatalf("committed %d (complete %v), want %d (the fault hit epoch %d)", c, ok, hit-1, hit)
 			}
 			r.takeover()
 		})
