@@ -90,12 +90,15 @@
 // session ended (detect) and until the orchestrator reaped the primary
 // (exit, later still), and the takeover after detection adds well under
 // a millisecond.
+//
 // Before (2026-12-02, earlier session): median 197 ms with the heartbeat
-// deadline; then median 10.4 ms, max 501 ms at load 10-12, the 501 ms
-// being a secondary that, itself not scheduled for a while, woke and
-// counted its own stall as the primary's silence, and waited out the
-// deadline instead of reading the reset: silence is now counted only for
-// the time a side was itself running.
+// deadline; then median 10.4 ms, max 501 ms at load 10-12. The 501 ms was
+// the 500 ms deadline firing before the reset was read; the likely cause
+// (not observed in that run, but reproduced on a fake clock by
+// TestOwnStallIsNotSilence) is a secondary that, itself not scheduled for
+// a while, woke and counted its own stall as the primary's silence before
+// its reader had run: silence is now counted only for the time a side was
+// itself running.
 //
 // False failovers, 20 runs of 30 s with a busy loop pinned to CPU 1
 // (08:54-09:05, load 7.5-15.3, the 1 s deadline): 0 of 20. With a 500 ms
