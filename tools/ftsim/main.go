@@ -67,7 +67,7 @@
 //	release p99 median  75.5 ms                   38.8 ms
 //	  runs              92.3 75.5 35.7 27.8 956   88.1 38.8 34.6 25.7 44.0
 //	ack p99 median      12.6 ms                   7.6 ms
-//	pause p99           1.35 ms                   0.83 ms
+//	pause p99           1.34 ms                   0.84 ms
 //
 // After is better in 9 of the 10 pairs, but the goal is met only in set A,
 // and barely.
