@@ -42,6 +42,9 @@ check:
 # The concurrent FT engine runs again under the race detector (pagediff is
 # single-threaded SIMD and too slow under -race to be worth it).
 RACE_PKGS += ./ftmirror ./ftmirror/wire ./ftmirror/simguest
+# The NIC drivers (interrupt goroutine, watchdog, callers) and the network
+# stack's link endpoint are concurrent too (about 45 s under -race).
+RACE_PKGS += ./nic/... ./net/...
 
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
@@ -56,9 +59,12 @@ emu: deps
 
 # Tests of open work that fail today, kept so the failure stays visible:
 # Linux with ACPI (IOAPIC routing, 2 vCPUs) under AMD-V hangs after
-# "Marking TSC unstable" (no timer interrupt reaches the guest). make test
-# does not run them; make test-open does.
-OPEN_TESTS = ^(TestQEMUSVMLinuxSMP)$$
+# "Marking TSC unstable" (no timer interrupt reaches the guest). The FT
+# pair under VT-x (TestBochsFTGuest): both Bochs boot and the primary runs
+# the guest, but the secondary's TCP connection over e1000 and bxhub never
+# came up in 6 minutes (as the synthetic guest's Bochs FT test at the same
+# time). make test does not run them; make test-open does.
+OPEN_TESTS = ^(TestQEMUSVMLinuxSMP|TestBochsFTGuest)$$
 
 test-open: deps
 	go test -count=1 -timeout 30m -v -run '$(OPEN_TESTS)' ./qemu-test/

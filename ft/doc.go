@@ -28,4 +28,38 @@
 //
 // The pre-shared key of the simulation is a constant (SimPSK); a real pair
 // would provision one.
+//
+// # The protected guest
+//
+// `doppel.ft.role=primary|secondary` (kernel/ftguest.go) protects a real
+// guest instead: the VM (ft/vmguest over the AMD-V PC board, the nested
+// page tables' D bits as the dirty log) is the engine's Memory,
+// DirtySource and Guest. The primary loads and runs doppel.guest and
+// serves each secondary that connects to DefaultPort on the FT NIC; the
+// secondary (doppel.ft.peer: the primary's address) builds the same VM
+// without running it, mirrors into its RAM, and when the primary is lost
+// (heartbeat deadline, or the link closed) restores the last committed
+// epoch into it and runs the guest as a primary of the next generation.
+// The guest's serial output is released on the console only once the
+// checkpoint that produced it is acknowledged, in whole lines
+// (vmguest.LineBuffer), and the promoted secondary replays the committed
+// output from the offset the old primary had released when it opened its
+// last epoch: a line of that epoch may appear twice, none is lost.
+// ProtectionState prints each change of protection (unprotected, syncing
+// with the round, protected, mirroring, failed over) as an `ft:
+// protection:` line and /status shows it; Kill is the kill points both
+// modes take (doppel.ft.kill, doppel.ft.sim.kill).
+//
+// `doppel.ft.role=auto` elects by the rule in ftmirror/doc.go ("Roles at
+// boot"). A promoted secondary serves a new secondary (the old primary's
+// machine, restarted), brought up to date in groups while the guest runs
+// (F7).
+//
+// What this slice does not do yet: a guest NIC (the output stream carries
+// frames, but the board has no virtio-net wired), guests whose state
+// includes x87/SSE or the MSR file (svm.PCCPU's Save lacks them: Linux
+// guests need that first), a second takeover's generation (a promoted
+// node always takes generation 2: the secondary does not learn its
+// primary's), and VT-x is wired (EPT D-bit scan) but its Bochs test has
+// not been seen to pass yet.
 package ft

@@ -57,11 +57,12 @@ type SimConfig struct {
 
 // Sim runs ftmirror with its synthetic guest across the FT link.
 type Sim struct {
-	cfg   SimConfig
-	Link  *Link
-	Rec   *Recorder
-	start time.Time
-	kill  killPoint
+	cfg      SimConfig
+	Link     *Link
+	syncWire wireCount
+	Rec      *Recorder
+	start    time.Time
+	kill     killPoint
 
 	mu        sync.Mutex
 	role      string
@@ -256,6 +257,18 @@ func (s *Sim) Status() mgmt.Status {
 
 // Checkpoints implements mgmt.Source.
 func (s *Sim) Checkpoints(since time.Time) []mgmt.Point { return s.Rec.Since(since) }
+
+// printCounters prints the FT NIC's and TCP's counters after a phase, so a
+// slow or stalled transfer shows where frames went (ring full, dropped,
+// retransmitted).
+func (s *Sim) printCounters(phase string) {
+	n := s.cfg.Iface.NIC.Counters()
+	l := s.cfg.Iface.Link.Stats()
+	t := s.cfg.Stack.TCP()
+	s.printf("%s counters: %s tx %d frames (ring full %d, waits %d, dropped %d), rx %d frames (dropped %d, errors %d), %d interrupts, %d stalls; tcp %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts",
+		phase, s.cfg.Iface.NIC.Name(), n.TxFrames, n.TxQueueFull, l.TxWaits, l.TxDropped, n.RxFrames, n.RxDropped, n.RxErrors,
+		n.Interrupts, n.Stalls, t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts)
+}
 
 // hash is the verifier's view of memory.
 func hash(b []byte) [32]byte { return sha256.Sum256(b) }

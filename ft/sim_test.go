@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"regexp"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -187,6 +188,14 @@ func TestSimLossyWire(t *testing.T) {
 	}
 	if st.Checkpoints < 10 || res.Epoch < 10 {
 		t.Fatalf("%d checkpoints, takeover at epoch %d in 4 s of 25 ms epochs", st.Checkpoints, res.Epoch)
+	}
+	// The sync's wire figures: at least the guest's 16 MiB crossed the link.
+	m := regexp.MustCompile(`initial sync: .*; ([\d.]+) MB on the wire in ([\d.]+) s \(([\d.]+) MB/s\)`).FindStringSubmatch(r.pOut.String())
+	if m == nil {
+		t.Fatal("no sync wire figures on the primary's console")
+	}
+	if mb, _ := strconv.ParseFloat(m[1], 64); mb < 16.7 {
+		t.Errorf("sync sent %s MB on the wire, less than the 16 MiB guest", m[1])
 	}
 }
 

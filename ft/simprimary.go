@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,10 +84,12 @@ func (s *Sim) runPrimary(ctx context.Context) error {
 			return fmt.Errorf("ft: accept: %w", err)
 		}
 		s.Link.Set(LinkUp, conn.RemoteAddr().String(), nil)
+		s.syncWire.start(s.Link.TxBytes())
 		s.printf("session with %v", conn.RemoteAddr())
 		err = p.Serve(s.Link.Wrap(conn))
 		s.Link.Set(LinkLost, "", err)
 		s.printf("session ended: %v", err)
+		s.printCounters("session")
 		if errors.Is(err, ftmirror.ErrFenced) {
 			return err
 		}
@@ -126,15 +129,35 @@ func (s *Sim) serveBaseline(l net.Listener) error {
 		}
 	}
 	_, err = io.ReadFull(conn, ok[:]) // the peer has read it all
+	s.printCounters("baseline")
 	return err
 }
 
 // reportLoop prints the sync figures once and the checkpoint figures
 // every Report interval, in ftsim's words.
 func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamSink) {
+	// Until the sync is done, look every 10 ms, so the link bytes counted
+	// for it stop within 10 ms of its end, and print its figures at once
+	// (a kill point soon after it must not hide them).
+	for poll := time.NewTicker(10 * time.Millisecond); ; {
+		select {
+		case <-ctx.Done():
+			poll.Stop()
+			return
+		case <-poll.C:
+		}
+		if sum := p.Stats.Summary(); sum.SyncSeconds > 0 {
+			s.syncWire.done(s.Link.TxBytes())
+			poll.Stop()
+			b, d := s.syncWire.get()
+			s.printf("initial sync: %.3f s, %.1f MB/s, brownout rounds %v; %.1f MB on the wire in %.3f s (%.1f MB/s)",
+				sum.SyncSeconds, float64(sum.SyncBytes)/sum.SyncSeconds/1e6, sum.BrownoutRounds,
+				float64(b)/1e6, d.Seconds(), float64(b)/max(d.Seconds(), 1e-9)/1e6)
+			break
+		}
+	}
 	t := time.NewTicker(s.cfg.Report)
 	defer t.Stop()
-	synced := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,11 +165,6 @@ func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamS
 		case <-t.C:
 		}
 		sum := p.Stats.Summary()
-		if !synced && sum.SyncSeconds > 0 {
-			synced = true
-			s.printf("initial sync: %.3f s, %.1f MB/s, brownout rounds %v",
-				sum.SyncSeconds, float64(sum.SyncBytes)/sum.SyncSeconds/1e6, sum.BrownoutRounds)
-		}
 		if sum.Checkpoints == 0 {
 			continue
 		}
@@ -158,4 +176,39 @@ func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamS
 		s.printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms), %d bytes released",
 			sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms, sink.released())
 	}
+}
+
+// wireCount measures the FT link's bytes and time from the start of a
+// session to the end of its initial sync (the first complete epoch
+// acknowledged):
+// the sync's goodput on the wire. The engine's own sync rate counts the
+// guest's size once, although a guest that dirties pages faster than the
+// link carries them makes the sync send most pages more than once.
+type wireCount struct {
+	mu       sync.Mutex
+	at       time.Time
+	from     uint64
+	bytes    uint64
+	took     time.Duration
+	finished bool
+}
+
+func (w *wireCount) start(tx uint64) {
+	w.mu.Lock()
+	w.at, w.from, w.finished = time.Now(), tx, false
+	w.mu.Unlock()
+}
+
+func (w *wireCount) done(tx uint64) {
+	w.mu.Lock()
+	if !w.finished && !w.at.IsZero() {
+		w.bytes, w.took, w.finished = tx-w.from, time.Since(w.at), true
+	}
+	w.mu.Unlock()
+}
+
+func (w *wireCount) get() (uint64, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bytes, w.took
 }

@@ -73,6 +73,7 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 	tcp = float64(got) / time.Since(start).Seconds() / 1e6
 	conn.Write([]byte{1})
 	s.printf("baseline: TCP %.1f MB/s over %s", tcp, s.cfg.Iface.NIC.Name())
+	s.printCounters("baseline")
 	return pr.MBps(), tcp, nil
 }
 
@@ -112,6 +113,7 @@ func (s *Sim) runSecondary(ctx context.Context) error {
 	s.Link.Set(LinkLost, "", err)
 	e, _ := sec.Committed()
 	s.printf("secondary's link session ended: %v (committed epoch %d)", err, e)
+	s.printCounters("session")
 	time.Sleep(time.Until(sec.PromoteAt()))
 	tk, err := sec.Takeover()
 	if err != nil {

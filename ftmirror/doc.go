@@ -18,6 +18,18 @@
 // primary is lost, hands back a Takeover: the committed epoch, its state
 // blobs and the output that may not have been released yet.
 //
+// Roles at boot: a node is told its role (primary, secondary), or both
+// are told auto with each other's FT-link address. An auto node first
+// looks for a running primary at its peer (dials it for 10 s) and, if one
+// answers, joins it as secondary: a machine that comes back after a
+// failover never takes the guest from the node that runs it. If none
+// answers, the node with the lower address becomes the primary and the
+// other keeps dialling as secondary. (The engine itself does not elect:
+// kernel/ftguest.go applies this rule before creating a Primary or a
+// Secondary. Two auto nodes booted into a partition would both find no
+// primary; the lower becomes primary and the higher waits, so still only
+// one runs the guest.)
+//
 // Initial sync (F2, sync.go) is a brownout followed by a blackout. Epoch 1
 // opens; the dirty log is cleared; every page is sent while the guest runs;
 // then rounds of the pages dirtied meanwhile, until a round has at most

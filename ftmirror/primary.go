@@ -47,7 +47,14 @@ type Config struct {
 	// there leaves exactly that on the wire. It serialises the pipeline:
 	// for fault injection only.
 	ExactHooks bool
-	Clock      Clock
+	// WholeReleases hands each epoch's sealed output to the sink in one
+	// Release, so released offsets (and the offset a promoted secondary
+	// resumes from) fall only between two Output calls. A sink that parses
+	// records out of the stream (ft/vmguest's Splitter) needs that. Without
+	// it the first output of a release is split in two, with the hook
+	// called at PointMidRelease in between.
+	WholeReleases bool
+	Clock         Clock
 }
 
 func (c *Config) defaults() {
@@ -461,7 +468,7 @@ func (p *Primary) release(e uint64, lease time.Time, revoked func() bool, betwee
 			p.Stats.leaseMiss()
 			return
 		}
-		if i == 0 && between != nil && len(o.data) > 1 {
+		if i == 0 && between != nil && !p.cfg.WholeReleases && len(o.data) > 1 {
 			h := len(o.data) / 2
 			if err := p.sink.Release(o.off, o.data[:h]); err != nil {
 				p.out.unrelease(outs)

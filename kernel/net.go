@@ -36,6 +36,8 @@ var nicNames = []string{"e1000-0", "e1000-1", "virtio-net-0", "virtio-net-1"}
 const (
 	flagNetPrefix = "doppel.net."
 	flagMgmtPort  = "doppel.net.mgmt.port"
+	flagTCPBuf    = "doppel.net.tcp.buf"
+	flagGRO       = "doppel.net.gro"
 )
 
 func init() {
@@ -43,6 +45,10 @@ func init() {
 		mustRegister(board.Flag{Name: flagNetPrefix + n, Kind: board.KindString,
 			Help: "address of NIC " + n + ": <ipv4>/<bits>[,gw=<ipv4>] or dhcp"})
 	}
+	mustRegister(board.Flag{Name: flagTCPBuf, Kind: board.KindSize, Default: "0",
+		Help: "cap of each TCP socket's buffers and window (0: 8M); a small one suits a slow, bursty-lossy wire such as Bochs's"})
+	mustRegister(board.Flag{Name: flagGRO, Kind: board.KindBool, Default: "1",
+		Help: "coalesce received TCP segments before the stack handles them (generic receive offload)"})
 	mustRegister(board.Flag{Name: flagMgmtPort, Kind: board.KindInt, Default: "0", Min: 0, Max: 65535,
 		Help: "TCP port of the management HTTP server (/status, /metrics, plot page); 0: off"})
 }
@@ -109,6 +115,11 @@ func startNet(k *kernel) error {
 	if err != nil {
 		return err
 	}
+	if n := k.flags.Size(flagTCPBuf); n != 0 {
+		if err := st.LimitTCPBuffers(int(n)); err != nil {
+			k.log.Printf("net", "%s: %v", flagTCPBuf, err)
+		}
+	}
 	k.net = &netState{stack: st}
 	var src mgmt.Source = idleSource{start: time.Now()}
 	k.net.src.Store(&src)
@@ -119,6 +130,7 @@ func startNet(k *kernel) error {
 			k.log.Printf("net", "%v", err)
 			continue
 		}
+		ifc.Link.SetGRO(k.flags.Bool(flagGRO))
 		m := n.MAC()
 		k.log.Printf("net", "%s %02x:%02x:%02x:%02x:%02x:%02x mtu %d link %v: %s", n.Name(), m[0], m[1], m[2], m[3], m[4], m[5],
 			n.MTU(), linkWord(n.LinkUp()), c)
@@ -170,7 +182,7 @@ func writeNet(w io.Writer, st *netstack.Stack) error {
 			c.TxFrames, c.TxBytes, c.TxQueueFull, ls.TxDropped, c.RxFrames, c.RxBytes, c.RxDropped, c.RxErrors, c.Interrupts)
 	}
 	t := st.TCP()
-	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts\n",
-		t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts)
+	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts, %d checksum errors; ip: %d malformed\n",
+		t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts, t.ChecksumErrors, t.IPMalformed)
 	return err
 }

@@ -20,6 +20,7 @@ var subsystems = []subsystem{
 	{"nic", startNIC},
 	{"net", startNet},
 	{"ft", startFT},
+	{"ftguest", startFTGuest}, // doppel.ft.role: the protected guest (kernel/ftguest.go)
 	{"guest", startGuest},
 }
 
@@ -41,7 +42,7 @@ func startSubsystems(k *kernel) error {
 // fatal, so the operator still gets a shell.
 func startGuest(k *kernel) error {
 	name := k.flags.String(board.FlagGuest)
-	if name == "" {
+	if name == "" || ftGuestOn.Load() { // doppel.ft.role runs it protected
 		return nil
 	}
 	mods, err := board.ReadModules()

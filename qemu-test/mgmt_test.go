@@ -1,5 +1,3 @@
-//go:build nicdrivers
-
 package qemutest
 
 import (
@@ -30,7 +28,7 @@ func TestQEMUMgmt(t *testing.T) {
 	r := newRelay(t, 0, 0, 1)
 	p, err := StartQEMU(t.Name()+"-primary", QEMUConfig{MemMiB: 1024,
 		Cmdline: "doppel.net.e1000-0=10.0.2.15/24,gw=10.0.2.2 doppel.net.e1000-1=10.9.0.1/24 doppel.ft.nic=e1000-1 " +
-			"doppel.net.mgmt.port=80 doppel.ft.sim=primary doppel.ft.sim.mem=16M doppel.ft.sim.hb=50ms doppel.ft.sim.hbmiss=20",
+			"doppel.net.mgmt.port=80 doppel.ft.sim=primary doppel.ft.sim.mem=16M" + ftHeartbeat,
 		Extra: []string{
 			"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:80", hostPort), "-device", "e1000,netdev=mgmt,mac=52:54:00:0e:00:01",
 			"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(0)), "-device", "e1000,netdev=ft,mac=52:54:00:0f:00:01"}})
@@ -39,13 +37,13 @@ func TestQEMUMgmt(t *testing.T) {
 	}
 	defer p.Close()
 	s, err := StartQEMU(t.Name()+"-secondary", QEMUConfig{MemMiB: 1024,
-		Cmdline: "doppel.net.e1000-0=10.9.0.2/24 doppel.ft.sim=secondary doppel.ft.peer=10.9.0.1 doppel.ft.sim.mem=16M doppel.ft.sim.hb=50ms doppel.ft.sim.hbmiss=20",
+		Cmdline: "doppel.net.e1000-0=10.9.0.2/24 doppel.ft.sim=secondary doppel.ft.peer=10.9.0.1 doppel.ft.sim.mem=16M" + ftHeartbeat,
 		Extra:   []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(1)), "-device", "e1000,netdev=ft,mac=52:54:00:0f:00:02"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: [1-9]\d`), 5*time.Minute); err != nil {
+	if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: [1-9]\d`), 10*time.Minute); err != nil {
 		t.Fatalf("no checkpoints: %v\n%s", err, p.Tail(30))
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d", hostPort)

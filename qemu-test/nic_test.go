@@ -219,31 +219,40 @@ func freeUDPBase(n int) (int, error) {
 	return 0, fmt.Errorf("no %d free UDP ports in a row", n)
 }
 
-// TestBochsNICE1000 links two doppel instances under Bochs through bxhub
-// (each Bochs e1000 with ethmod=socket on its own hub port pair) and runs
-// a short ping and blast.
-func TestBochsNICE1000(t *testing.T) {
+// startBxhub starts Bochs's hub for n instances (an e1000 with
+// ethmod=socket, ethdev=base+2i each) and returns the base port; the
+// hub is stopped when the test ends.
+func startBxhub(t *testing.T, n int) int {
+	t.Helper()
 	if _, err := exec.LookPath("bxhub"); err != nil {
 		t.Fatalf("bxhub (Debian bochs package) not installed: %v", err)
 	}
-	base, err := freeUDPBase(4)
+	base, err := freeUDPBase(2 * n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := exec.Command("bxhub", "-ports=2", fmt.Sprintf("-base=%d", base))
+	hub := exec.Command("bxhub", fmt.Sprintf("-ports=%d", n), fmt.Sprintf("-base=%d", base))
 	hubLog, err := os.Create(filepath.Join(repoRoot(), "build", "qemu-test", t.Name()+"-bxhub.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer hubLog.Close()
 	hub.Stdout, hub.Stderr = hubLog, hubLog
 	if err := hub.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		hub.Process.Kill()
 		hub.Wait()
-	}()
+		hubLog.Close()
+	})
+	return base
+}
+
+// TestBochsNICE1000 links two doppel instances under Bochs through bxhub
+// (each Bochs e1000 with ethmod=socket on its own hub port pair) and runs
+// a short ping and blast.
+func TestBochsNICE1000(t *testing.T) {
+	base := startBxhub(t, 2)
 	boot := func(role string, i int, cmdline string) *Machine {
 		mac := fmt.Sprintf("52:54:00:00:01:%02x", i+1)
 		m, err := StartBochs(t.Name()+"-"+role, BochsConfig{

@@ -18,12 +18,20 @@ type relay struct {
 	loss, reorder           float64
 	frames, lost, reordered atomic.Uint64
 	ln                      [2]net.Listener
+	// inject[i] takes extra frames (without the length prefix) to write
+	// into the stream toward side i between forwarded frames.
+	inject [2]chan []byte
+	// corrupt[i] is how many more TCP segments with payload on their way
+	// to side i get a corrupted copy (one payload byte changed, the
+	// checksum left as it was) sent just before them.
+	corrupt   [2]atomic.Int64
+	corrupted atomic.Uint64
 }
 
 // newRelay listens on two loopback ports; side i's QEMU connects to
 // Port(i).
 func newRelay(t *testing.T, loss, reorder float64, seed uint64) *relay {
-	r := &relay{loss: loss, reorder: reorder}
+	r := &relay{loss: loss, reorder: reorder, inject: [2]chan []byte{make(chan []byte, 64), make(chan []byte, 64)}}
 	for i := range r.ln {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -52,13 +60,40 @@ func (r *relay) run(seed uint64) {
 	if c[0] == nil || c[1] == nil {
 		return
 	}
-	go r.pipe(c[0], c[1], rand.New(rand.NewPCG(seed, 1)))
-	go r.pipe(c[1], c[0], rand.New(rand.NewPCG(seed, 2)))
+	go r.pipe(c[0], c[1], 1, rand.New(rand.NewPCG(seed, 1)))
+	go r.pipe(c[1], c[0], 0, rand.New(rand.NewPCG(seed, 2)))
 }
 
-// pipe forwards frames from src to dst; a reordered frame is held until
-// the next one has gone (or 2 ms have passed).
-func (r *relay) pipe(src, dst net.Conn, rng *rand.Rand) {
+// Inject queues frames to be written toward side i (blocking while 64
+// are queued).
+func (r *relay) Inject(i int, frames ...[]byte) {
+	for _, f := range frames {
+		r.inject[i] <- f
+	}
+}
+
+// tcpPayload returns the offset of the TCP payload in a relayed frame
+// (4-byte length, Ethernet, IPv4, TCP), or 0 if it has none.
+func tcpPayload(f []byte) int {
+	const eth = 4 + 14
+	if len(f) < eth+20 || binary.BigEndian.Uint16(f[4+12:]) != 0x0800 || f[eth+9] != 6 {
+		return 0
+	}
+	ihl := int(f[eth]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(f[eth+2:]))
+	if len(f) < eth+ihl+20 || total > len(f)-eth {
+		return 0
+	}
+	doff := int(f[eth+ihl+12]>>4) * 4
+	if off := eth + ihl + doff; off < eth+total {
+		return off
+	}
+	return 0
+}
+
+// pipe forwards frames from src to dst (side to); a reordered frame is
+// held until the next one has gone (or 2 ms have passed).
+func (r *relay) pipe(src, dst net.Conn, to int, rng *rand.Rand) {
 	defer dst.Close()
 	frames := make(chan []byte, 64)
 	go func() {
@@ -97,6 +132,15 @@ func (r *relay) pipe(src, dst net.Conn, rng *rand.Rand) {
 				held = f
 				continue
 			}
+			if off := tcpPayload(f); off > 0 && r.corrupt[to].Load() > 0 {
+				r.corrupt[to].Add(-1)
+				bad := append([]byte(nil), f...)
+				bad[off] ^= 0x5a
+				r.corrupted.Add(1)
+				if _, err := dst.Write(bad); err != nil {
+					return
+				}
+			}
 			if _, err := dst.Write(f); err != nil {
 				return
 			}
@@ -107,6 +151,11 @@ func (r *relay) pipe(src, dst net.Conn, rng *rand.Rand) {
 		case <-late:
 			dst.Write(held)
 			held = nil
+		case f := <-r.inject[to]:
+			b := binary.BigEndian.AppendUint32(nil, uint32(len(f)))
+			if _, err := dst.Write(append(b, f...)); err != nil {
+				return
+			}
 		}
 	}
 }

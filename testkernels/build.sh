@@ -2,6 +2,7 @@
 # build.sh OUTDIR builds the multiboot test kernels into OUTDIR:
 #   testkernel.bin  flat multiboot1 image (a.out-kludge fields), load 1 MiB
 #   testkernel.elf  the same as an ELF32 file (for inspection)
+#   ftticks.bin     numbered lines and memory writes forever (FT tests)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -11,3 +12,7 @@ gcc -m32 -c -o "$obj/mbtest.o" "$here/mbtest.S"
 ld -m elf_i386 -nostdlib -static -z noexecstack --no-warn-rwx-segments \
   -T "$here/link.ld" -o "$out/testkernel.elf" "$obj/mbtest.o"
 objcopy -O binary "$out/testkernel.elf" "$out/testkernel.bin"
+gcc -m32 -c -o "$obj/ftticks.o" "$here/ftticks.S"
+ld -m elf_i386 -nostdlib -static -z noexecstack --no-warn-rwx-segments \
+  -T "$here/link.ld" -o "$out/ftticks.elf" "$obj/ftticks.o"
+objcopy -O binary "$out/ftticks.elf" "$out/ftticks.bin"

@@ -95,6 +95,11 @@
 //
 // # Output commit
 //
+// A LineBuffer between the UART and Output hands the serial bytes on in
+// whole lines and carries the partial line in each checkpoint (as the
+// device "console-lines"), so no release, and no failover, ends inside a
+// line.
+//
 // The UART's output writer and the NIC's Backend are the VM's Output: each
 // serial write and each frame becomes a record (stream.go) handed to
 // ftmirror.Primary.Output, which numbers it by stream offset, seals it in

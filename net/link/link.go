@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/doppel-ft/doppel/nic"
 )
@@ -74,6 +75,8 @@ type Endpoint struct {
 
 	probeMu sync.Mutex
 	probe   Probe
+
+	noGRO atomic.Bool // SetGRO(false): every frame goes up on its own
 
 	txMu      sync.Mutex // one writer at a time keeps frames in order
 	txDropped atomic.Uint64
@@ -209,42 +212,74 @@ func (e *Endpoint) SetOnCloseAction(f func()) {
 	e.mu.Unlock()
 }
 
-// receive delivers frames until ctx is done or the NIC fails.
+// groBatch bounds how many already-queued frames the receive goroutine
+// takes before it flushes coalesced segments up the stack.
+const groBatch = 64
+
+// receive delivers frames until ctx is done or the NIC fails. Frames that
+// are already queued when one arrives are taken with it and passed through
+// gVisor's generic receive offload (stack/gro), which merges consecutive
+// segments of a TCP stream into one before the stack sees them: the stack's
+// work per segment, not the bytes, is what limits TCP on a slow CPU (an
+// emulated one above all), and a bulk transfer arrives in runs.
 func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
+	var g gro.GRO
+	g.Init(true)
+	g.Dispatcher = d
+	// A done context makes Receive return at once when nothing is queued.
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
 	for {
 		frame, err := e.nic.Receive(ctx)
 		if err != nil {
 			return // ctx done, or the NIC closed
 		}
-		if len(frame) < header.EthernetMinimumSize {
-			e.rxRunts.Add(1)
-			continue
+		e.deliver(&g, frame)
+		for i := 0; i < groBatch && !e.noGRO.Load(); i++ {
+			frame, err := e.nic.Receive(now)
+			if err != nil {
+				break
+			}
+			e.deliver(&g, frame)
 		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
-		if !e.ParseHeader(pkt) {
-			pkt.DecRef()
-			continue
-		}
-		eth := header.Ethernet(pkt.LinkHeader().Slice())
-		if eth.Type() == EtherTypeProbe {
-			e.countProbe(len(frame))
-			pkt.DecRef()
-			continue
-		}
-		dst := eth.DestinationAddress()
-		switch {
-		case dst == header.EthernetBroadcastAddress:
-			pkt.PktType = tcpip.PacketBroadcast
-		case header.IsMulticastEthernetAddress(dst):
-			pkt.PktType = tcpip.PacketMulticast
-		case dst == e.LinkAddress():
-			pkt.PktType = tcpip.PacketHost
-		default:
-			pkt.PktType = tcpip.PacketOtherHost
-		}
-		d.DeliverNetworkPacket(eth.Type(), pkt)
-		pkt.DecRef()
+		g.Flush()
 	}
+}
+
+// SetGRO turns receive coalescing on (the default) or off, for
+// comparisons.
+func (e *Endpoint) SetGRO(on bool) { e.noGRO.Store(!on) }
+
+// deliver hands one frame to GRO (which passes anything but TCP over IPv4
+// or IPv6 straight on), or counts it as a probe or a runt.
+func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
+	if len(frame) < header.EthernetMinimumSize {
+		e.rxRunts.Add(1)
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	defer pkt.DecRef()
+	if !e.ParseHeader(pkt) {
+		return
+	}
+	eth := header.Ethernet(pkt.LinkHeader().Slice())
+	if eth.Type() == EtherTypeProbe {
+		e.countProbe(len(frame))
+		return
+	}
+	dst := eth.DestinationAddress()
+	switch {
+	case dst == header.EthernetBroadcastAddress:
+		pkt.PktType = tcpip.PacketBroadcast
+	case header.IsMulticastEthernetAddress(dst):
+		pkt.PktType = tcpip.PacketMulticast
+	case dst == e.LinkAddress():
+		pkt.PktType = tcpip.PacketHost
+	default:
+		pkt.PktType = tcpip.PacketOtherHost
+	}
+	pkt.NetworkProtocolNumber = eth.Type()
+	g.Enqueue(pkt)
 }
 
 // WritePackets transmits each packet as one frame. A full ring is waited
@@ -334,4 +369,27 @@ func (e *Endpoint) SendProbe(dst tcpip.LinkAddress, frames int) (int64, error) {
 		sent += int64(len(f))
 	}
 	return sent, nil
+}
+
+// Announce broadcasts an ARP announcement of ip (RFC 5227 section 3: an
+// ARP request whose sender and target protocol addresses are both ip),
+// so that peers and learning switches know this MAC at once. Bochs's
+// bxhub delivers unicast frames only to ports whose MAC it has seen in a
+// broadcast: a machine that only answers ARP requests is never learnt
+// there, and unicast traffic to it is dropped.
+func (e *Endpoint) Announce(ip [4]byte) error {
+	f := make([]byte, header.EthernetMinimumSize+header.ARPSize)
+	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: e.LinkAddress(), DstAddr: header.EthernetBroadcastAddress, Type: header.ARPProtocolNumber})
+	a := header.ARP(f[header.EthernetMinimumSize:])
+	a.SetIPv4OverEthernet()
+	a.SetOp(header.ARPRequest)
+	copy(a.HardwareAddressSender(), e.LinkAddress())
+	copy(a.ProtocolAddressSender(), ip[:])
+	copy(a.ProtocolAddressTarget(), ip[:])
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	if err := e.transmit(f); err != nil {
+		return fmt.Errorf("link: ARP announcement of %d.%d.%d.%d: %w", ip[0], ip[1], ip[2], ip[3], err)
+	}
+	return nil
 }

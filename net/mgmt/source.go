@@ -19,9 +19,12 @@ type Status struct {
 	LinkRxBytes    uint64  `json:"link_rx_bytes"`
 	Retransmits    uint64  `json:"link_retransmits"`
 	GuestState     string  `json:"guest_state"` // running, paused, mirroring, stopped
-	SyncSeconds    float64 `json:"sync_s"`
-	ReleasedBytes  uint64  `json:"released_bytes"`
-	UptimeSeconds  float64 `json:"uptime_s"`
+	// Protection is the protected guest's state (ft.ProtectionState):
+	// unprotected, syncing, protected, failed over, mirroring, with detail.
+	Protection    string  `json:"protection,omitempty"`
+	SyncSeconds   float64 `json:"sync_s"`
+	ReleasedBytes uint64  `json:"released_bytes"`
+	UptimeSeconds float64 `json:"uptime_s"`
 }
 
 // Point is one checkpoint of the plot: when the guest resumed (Unix ms),

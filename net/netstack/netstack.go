@@ -86,6 +86,26 @@ func New() (*Stack, error) {
 	return &Stack{s: s, byID: map[tcpip.NICID]*Interface{}}, nil
 }
 
+// LimitTCPBuffers caps every TCP socket's send and receive buffer at max
+// bytes (the default is tcpBufMax), and so the window a receiver offers.
+// A slow wire that drops what arrives in bursts (Bochs's NIC polls its
+// back end once per emulated millisecond, and bxhub's UDP socket
+// overflows behind it) carries TCP better with a window it can absorb.
+func (s *Stack) LimitTCPBuffers(max int) error {
+	if max < tcpBufMin {
+		return fmt.Errorf("netstack: TCP buffer limit %d below the minimum %d", max, tcpBufMin)
+	}
+	def := min(tcpBufDefault, max)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: def, Max: max}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: def, Max: max}
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&rcv, &snd} {
+		if err := s.s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			return fmt.Errorf("netstack: tcp option %T: %s", opt, err)
+		}
+	}
+	return nil
+}
+
 // Stack returns gVisor's stack (for its statistics and options).
 func (s *Stack) Stack() *stack.Stack { return s.s }
 
@@ -135,6 +155,9 @@ func (s *Stack) setAddr(ifc *Interface, cfg Config) error {
 	for _, r := range routes {
 		s.s.AddRoute(r)
 	}
+	// Best effort: a NIC whose link is down now learns nothing from it
+	// anyway, and peers still find this address by ARP.
+	ifc.Link.Announce(p.Addr().As4())
 	return nil
 }
 
@@ -185,11 +208,17 @@ func (s *Stack) Dial(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 // TCPStats are the stack's TCP counters the FT link reports.
 type TCPStats struct {
 	Retransmits, FastRetransmits, Timeouts, SegmentsSent, SegmentsReceived uint64
+	// ChecksumErrors counts segments dropped for a bad checksum;
+	// IPMalformed counts IP packets dropped as malformed (a truncated or
+	// inconsistent header), whatever their transport.
+	ChecksumErrors, IPMalformed uint64
 }
 
 // TCP returns the stack-wide TCP counters.
 func (s *Stack) TCP() TCPStats {
-	t := s.s.Stats().TCP
+	st := s.s.Stats()
+	t := st.TCP
 	return TCPStats{Retransmits: t.Retransmits.Value(), FastRetransmits: t.FastRetransmit.Value(),
-		Timeouts: t.Timeouts.Value(), SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value()}
+		Timeouts: t.Timeouts.Value(), SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value(),
+		ChecksumErrors: t.ChecksumErrors.Value(), IPMalformed: st.IP.MalformedPacketsReceived.Value()}
 }

@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"io"
@@ -9,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/doppel-ft/doppel/net/linktest"
+	"github.com/doppel-ft/doppel/nic/nictest"
 )
 
 // pair returns two stacks joined by an in-memory wire, at 10.9.0.1 and
@@ -187,18 +191,23 @@ func TestProbe(t *testing.T) {
 
 // BenchmarkGoodput compares TCP goodput over the stack with the raw frame
 // throughput of the same wire in the same run (the goal is a ratio ≥ 0.8),
-// for an unlimited in-memory wire and one paced at 100 MB/s.
+// for an unlimited in-memory wire and one paced at 100 MB/s, with receive
+// coalescing (link.Endpoint's GRO) on and off.
 func BenchmarkGoodput(b *testing.B) {
 	for _, bench := range []struct {
 		name string
 		rate float64
-	}{{"unlimited", 0}, {"100MBps", 100e6}} {
+		gro  bool
+	}{{"unlimited/gro", 0, true}, {"unlimited/nogro", 0, false}, {"100MBps/gro", 100e6, true}, {"100MBps/nogro", 100e6, false}} {
 		b.Run(bench.name, func(b *testing.B) {
 			const n = 32 << 20
 			cfg := linktest.Config{BytesPerSec: bench.rate}
 			var good, raw float64
 			for i := 0; i < b.N; i++ {
 				x, y, _, _ := pair(b, cfg)
+				for _, st := range []*Stack{x, y} {
+					st.Interfaces()[0].Link.SetGRO(bench.gro)
+				}
 				raw += rawWire(b, x, y, n)
 				good += float64(n) / transfer(b, x, y, n).Seconds()
 			}
@@ -207,5 +216,58 @@ func BenchmarkGoodput(b *testing.B) {
 			b.ReportMetric(good/float64(b.N)/1e6, "tcp-MB/s")
 			b.ReportMetric(good/raw, "ratio")
 		})
+	}
+}
+
+// TestAnnounceOnAddress: giving an interface its address broadcasts an
+// ARP announcement of it (RFC 5227 section 3), which learning switches
+// such as Bochs's bxhub need before they deliver unicast frames to it.
+func TestAnnounceOnAddress(t *testing.T) {
+	a, b := nictest.Pair(nictest.Config{})
+	defer b.Close()
+	st, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := ParseConfig("10.9.0.7/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Add(a, c); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := b.Receive(ctx)
+	if err != nil {
+		t.Fatalf("no frame from the interface: %v", err)
+	}
+	eth := header.Ethernet(f)
+	if len(f) < header.EthernetMinimumSize+header.ARPSize || eth.DestinationAddress() != header.EthernetBroadcastAddress ||
+		eth.Type() != header.ARPProtocolNumber {
+		t.Fatalf("first frame is not a broadcast ARP: %x", f)
+	}
+	arp := header.ARP(f[header.EthernetMinimumSize:])
+	mac := a.MAC()
+	ip := []byte{10, 9, 0, 7}
+	if !arp.IsValid() || arp.Op() != header.ARPRequest || !bytes.Equal(arp.HardwareAddressSender(), mac[:]) ||
+		!bytes.Equal(arp.ProtocolAddressSender(), ip) || !bytes.Equal(arp.ProtocolAddressTarget(), ip) {
+		t.Fatalf("not an announcement of 10.9.0.7 by %x: %x", mac, f)
+	}
+}
+
+// TestLimitTCPBuffers: with small buffers TCP still carries data intact;
+// a limit below the minimum is refused.
+func TestLimitTCPBuffers(t *testing.T) {
+	a, b, _, _ := pair(t, linktest.Config{})
+	for _, st := range []*Stack{a, b} {
+		if err := st.LimitTCPBuffers(64 << 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	transfer(t, a, b, 4<<20)
+	if err := a.LimitTCPBuffers(100); err == nil {
+		t.Error("a 100-byte limit was accepted")
 	}
 }

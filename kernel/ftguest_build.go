@@ -1,0 +1,215 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/cpu"
+	"github.com/doppel-ft/doppel/ept"
+	"github.com/doppel-ft/doppel/ft/vmguest"
+	"github.com/doppel-ft/doppel/ftmirror"
+	"github.com/doppel-ft/doppel/vmm"
+	"github.com/doppel-ft/doppel/vmm/devices/lapic"
+	"github.com/doppel-ft/doppel/vmm/loader"
+	"github.com/doppel-ft/doppel/vmm/pc"
+	"github.com/doppel-ft/doppel/vmm/svm"
+)
+
+// This file builds the protected guest as a vmguest.VM: the PC board of
+// vmm/pc, guest RAM in the reserved region mapped by EPT (VT-x,
+// vmm.VMXCPU vCPUs, ftguest_vmx.go) or nested page tables (AMD-V,
+// svm.PCCPU vCPUs) whose D bits are the dirty log. Primary and secondary
+// build the same machine (same devices in the same order, same RAM
+// size); only the primary loads a kernel and starts it, the secondary
+// mirrors into its RAM and starts it from a checkpoint at failover.
+
+// ftGuestConfig describes the protected guest.
+type ftGuestConfig struct {
+	Kernel  []byte // nil on a secondary: the RAM is filled by the engine
+	Cmdline string
+	MemSize uint64
+	DMA     uint64 // top of the reserved region kept for the NICs (doppel.dma)
+	Log     io.Writer
+}
+
+// ftGuest is the built guest.
+type ftGuest struct {
+	VM    *vmguest.VM
+	Board *pc.Board
+	Clock *vmm.TSCClock
+	lines *vmguest.LineBuffer
+	stop  struct {
+		sync.Mutex
+		reason string
+	}
+}
+
+// newFTGuest builds the guest (one vCPU) without starting it, under
+// VT-x where the CPU has it usable, else AMD-V.
+func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
+	v, err := pickFTVendor()
+	if err != nil {
+		return nil, err
+	}
+	mm, err := board.ReadMemmap()
+	if err != nil {
+		return nil, err
+	}
+	// Not the whole reserved region: its top is the NICs' DMA memory, and
+	// the FT link runs over a NIC.
+	res, _, err := board.SplitReserved(mm, o.DMA)
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: %w (doppel.reserve, doppel.dma)", err)
+	}
+	raw, err := vmm.MapPhys(res.Start, res.Size())
+	if err != nil {
+		return nil, err
+	}
+	region, err := ept.NewRegion(res.Start, raw)
+	if err != nil {
+		return nil, err
+	}
+	hpa, err := region.AllocGuestRAM(o.MemSize, ept.LargeSize)
+	if err != nil {
+		return nil, fmt.Errorf("ft guest: RAM of %s: %w", board.FormatBytes(o.MemSize), err)
+	}
+	tables, err := v.tables(region)
+	if err != nil {
+		return nil, err
+	}
+	// 4 KiB leaves: the D bits then name single pages.
+	if err := tables.Map(0, o.MemSize, hpa, ept.PermRWX, ept.MapOpt{}); err != nil {
+		return nil, fmt.Errorf("ft guest: map RAM: %w", err)
+	}
+	b, err := region.Bytes(hpa, o.MemSize)
+	if err != nil {
+		return nil, err
+	}
+	mem := vmm.GuestMemory(b)
+	// Reserved memory keeps whatever an earlier boot left there; the
+	// engine's secondary starts from zeroed RAM (pages zero on the primary
+	// are never sent), and a fresh guest expects it too.
+	clear(mem)
+	// A secondary's vCPU starts from any state: Restore overwrites it.
+	state := &loader.BootState{Mode: loader.Protected32}
+	if o.Kernel != nil {
+		var kind loader.Kind
+		state, kind, err = loader.Load(loader.Flat(mem), loader.Config{Layout: loader.NewPCLayout(o.MemSize), Kernel: o.Kernel, Cmdline: o.Cmdline})
+		if err != nil {
+			return nil, fmt.Errorf("ft guest: load kernel: %w", err)
+		}
+		fmt.Fprintf(o.Log, "%s: %v kernel, %s RAM, entry %#x (%v)\n", v.name(), kind, board.FormatBytes(o.MemSize), state.RIP, state.Mode)
+	}
+	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
+	clock := &vmm.TSCClock{Hz: tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
+	g := &ftGuest{Clock: clock}
+	crystal := vmm.CrystalFor(tscHz, lapic.DefaultBusHz)
+	// The UART's output goes, in whole lines, to the VM's Output (output
+	// commit); g.VM is set before the guest can run.
+	g.lines = vmguest.NewLineBuffer(writerFunc(func(p []byte) (int, error) { return g.VM.Out.Write(p) }))
+	g.Board, err = pc.NewBoard(pc.BoardConfig{CPUs: 1, MemSize: o.MemSize, Console: g.lines,
+		Clock: clock, TSCHz: tscHz, BusHz: crystal,
+		OnStop: func(reason string) {
+			g.stop.Lock()
+			if g.stop.reason == "" {
+				g.stop.reason = reason
+			}
+			g.stop.Unlock()
+			g.VM.M.Stop(nil)
+		}})
+	if err != nil {
+		return nil, err
+	}
+	ncpu := runtime.NumCPU()
+	var regionMu sync.Mutex
+	vc := vcpuConfig{region: region, state: state, mem: mem, board: g.Board, clock: clock, tscHz: tscHz, crystal: crystal}
+	g.VM, err = vmguest.New(vmguest.Config{
+		CPUs:   1,
+		Memory: mem,
+		Pin:    func(i int) error { return vmm.PinThread(i % ncpu) },
+		Unpin:  vmm.UnpinThread,
+		NewCPU: func(i int) (vmguest.CPU, error) {
+			regionMu.Lock()
+			defer regionMu.Unlock()
+			return v.newCPU(i, vc)
+		},
+		Tables:    ept.ScanSource{T: tables},
+		HostTSC:   cpu.RDTSC,
+		TSCOffset: int64(clock.Offset()),
+		// A vCPU in the guest answers at its next exit, forced by a kick;
+		// an emulator on a loaded host may take a while.
+		HarvestTimeout: time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range g.Board.Snapshotters() {
+		if err := g.VM.AddDevice(d.Name, d.State); err != nil {
+			return nil, err
+		}
+	}
+	if err := g.VM.AddDevice("console-lines", g.lines); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// vcpuConfig is what a vendor needs to build a vCPU of the guest.
+type vcpuConfig struct {
+	region         *ept.Region
+	state          *loader.BootState
+	mem            vmm.GuestMemory
+	board          *pc.Board
+	clock          *vmm.TSCClock
+	tscHz, crystal uint64
+}
+
+// ftVendor is VT-x or AMD-V: the guest-physical tables and the vCPUs.
+type ftVendor interface {
+	name() string
+	tables(*ept.Region) (*ept.Tables, error)
+	newCPU(i int, c vcpuConfig) (vmguest.CPU, error)
+}
+
+// pickFTVendor takes VT-x if usable, else AMD-V (as pc.Run does).
+func pickFTVendor() (ftVendor, error) {
+	caps := vmm.ProbeCaps()
+	verr := caps.Features().Usable()
+	if verr == nil {
+		return &vmxVendor{caps: caps}, nil
+	}
+	scaps := svm.ProbeCaps()
+	serr := scaps.Features().Usable()
+	if serr == nil {
+		return &svmVendor{caps: scaps}, nil
+	}
+	return nil, fmt.Errorf("ft guest: neither VT-x (%v) nor AMD-V (%v)", verr, serr)
+}
+
+// restore loads a committed checkpoint into the (not started) guest: the
+// devices' clock continues from the checkpoint's guest TSC, as the vCPU's
+// TSC offset does (vmguest.VM.Restore), so the guest's time never goes
+// backwards across the failover.
+func (g *ftGuest) restore(blobs []ftmirror.Blob) error {
+	s, err := vmguest.DecodeState(blobs)
+	if err != nil {
+		return err
+	}
+	g.Clock.Base = cpu.RDTSC() - s.GuestTSC
+	return g.VM.Restore(blobs)
+}
+
+// stopReason is why the guest stopped itself (debug exit, reset), if it did.
+func (g *ftGuest) stopReason() string {
+	g.stop.Lock()
+	defer g.stop.Unlock()
+	return g.stop.reason
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

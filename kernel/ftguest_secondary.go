@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/doppel-ft/doppel/ft"
+	"github.com/doppel-ft/doppel/ft/vmguest"
+	"github.com/doppel-ft/doppel/ftmirror"
+)
+
+// The secondary side of the protected guest: the auto rule, mirroring,
+// and the takeover.
+
+// roleAuto pairs two identical machines (ftmirror/doc.go, "Roles at
+// boot").
+const roleAuto ft.Role = "auto"
+
+// electWait is how long an auto node looks for a running primary before
+// the address rule decides.
+const electWait = 10 * time.Second
+
+// elect applies the auto rule: join the peer as secondary if it already
+// serves as primary; else the node with the lower FT-link address becomes
+// primary and the other keeps dialling as secondary. It returns the
+// connection to the primary when it found one.
+func (n *ftNode) elect() (ft.Role, net.Conn, error) {
+	peer, err := netip.ParseAddr(n.k.flags.String(flagFTPeer))
+	if err != nil {
+		return "", nil, fmt.Errorf("doppel.ft.role=auto needs doppel.ft.peer: %w", err)
+	}
+	me := n.ifc.Config.Addr.Addr()
+	if me == peer {
+		return "", nil, fmt.Errorf("doppel.ft.peer=%v is this node's own address", peer)
+	}
+	ap := netip.AddrPortFrom(peer, ft.DefaultPort)
+	for end := time.Now().Add(electWait); time.Now().Before(end); {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := n.k.net.stack.Dial(ctx, ap)
+		cancel()
+		if err == nil {
+			n.k.log.Printf("ft", "auto: %v serves as primary: this node is the secondary", peer)
+			return ft.RoleSecondary, c, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	role := autoRole(me, peer)
+	if role == ft.RolePrimary {
+		n.k.log.Printf("ft", "auto: no primary at %v; %v < %v: this node is the primary", peer, me, peer)
+	} else {
+		n.k.log.Printf("ft", "auto: no primary at %v yet; %v > %v: this node is the secondary", peer, me, peer)
+	}
+	return role, nil, nil
+}
+
+// autoRole is the auto rule once no running primary answered: the lower
+// FT-link address is the primary.
+func autoRole(me, peer netip.Addr) ft.Role {
+	if me.Less(peer) {
+		return ft.RolePrimary
+	}
+	return ft.RoleSecondary
+}
+
+// dial dials the primary until it answers (it may boot later).
+func (n *ftNode) dial(ap netip.AddrPort) net.Conn {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		c, err := n.k.net.stack.Dial(ctx, ap)
+		cancel()
+		if err == nil {
+			return c
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// runSecondary mirrors the primary until it is lost, then takes over.
+func (n *ftNode) runSecondary(first net.Conn) error {
+	k := n.k
+	peer, err := netip.ParseAddr(k.flags.String(flagFTPeer))
+	if err != nil {
+		return fmt.Errorf("doppel.ft.peer=%q: %w", k.flags.String(flagFTPeer), err)
+	}
+	ap := netip.AddrPortFrom(peer, ft.DefaultPort)
+	n.prot.Set(ft.Mirroring, "connecting to the primary at "+ap.String())
+	sec := ftmirror.NewSecondary(n.cfg, n.g.VM)
+	n.secondary.Store(sec)
+	for {
+		n.link.Set(ft.LinkConnecting, ap.String(), nil)
+		conn := first
+		if conn == nil {
+			conn = n.dial(ap)
+		}
+		first = nil
+		n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
+		n.prot.Set(ft.Mirroring, "syncing from "+conn.RemoteAddr().String())
+		done := make(chan struct{})
+		go n.watchCopy(sec, done)
+		err = sec.Serve(n.link.Wrap(conn))
+		close(done)
+		n.link.Set(ft.LinkLost, "", err)
+		e, complete := sec.Committed()
+		k.log.Printf("ft", "session with the primary ended: %v (committed epoch %d, complete %v)", err, e, complete)
+		if complete {
+			break
+		}
+		// Nothing to take over: the primary (if it lives) still runs the
+		// guest unprotected; offer ourselves again.
+		n.prot.Set(ft.Mirroring, "no complete copy; connecting to the primary again")
+		time.Sleep(time.Second)
+	}
+	time.Sleep(time.Until(sec.PromoteAt()))
+	tk, err := sec.Takeover()
+	if err != nil {
+		n.prot.Set(ft.Unprotected, fmt.Sprintf("no takeover: %v", err))
+		return nil
+	}
+	return n.takeover(sec, tk)
+}
+
+// watchCopy reports when the secondary first holds a complete copy in
+// this session.
+func (n *ftNode) watchCopy(sec *ftmirror.Secondary, done <-chan struct{}) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if e, ok := sec.Committed(); ok {
+			n.prot.Set(ft.Mirroring, "holds a complete copy")
+			n.k.log.Printf("ft", "secondary: first complete epoch %d", e)
+			return
+		}
+	}
+}
+
+// takeover restores the committed epoch into the secondary's VM, replays
+// the committed output the world may not have seen, and runs the guest
+// as the new primary (generation 2), releasing its output directly.
+func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
+	k := n.k
+	heard := sec.LastHeard()
+	if err := n.g.restore(tk.Blobs); err != nil {
+		return fmt.Errorf("takeover at epoch %d: %w", tk.Epoch, err)
+	}
+	k.log.Printf("ft", "takeover at epoch %d: replaying output [%d,%d)", tk.Epoch, tk.OutOffset, tk.OutEnd)
+	// The console's stream continues at the offset the old primary had
+	// released when it opened the last epoch (doc.go, "Output commit"):
+	// lines of that last epoch may appear twice, none is lost.
+	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, tk.OutOffset, 0)}
+	n.sink.Store(sink)
+	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
+		k.log.Printf("ft", "replay: %v", err)
+	}
+	cfg := n.cfg
+	cfg.Generation = 2
+	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
+	p.Continue(tk.Epoch, tk.OutEnd, true)
+	n.g.VM.Out.SetEmit(p.Output)
+	n.primary.Store(p)
+	n.promoted.Store(true)
+	if err := n.g.VM.M.Start(); err != nil {
+		return fmt.Errorf("takeover: start the guest: %w", err)
+	}
+	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(time.Since(heard))/1e6))
+	go n.watchGuest()
+	go n.report(p)
+	// Checkpoints without a secondary (output released directly) until a
+	// new one connects; then it is brought up to date in groups while the
+	// guest runs (F7) and protects the guest again.
+	l, err := k.net.stack.Listen(n.addr(ft.DefaultPort))
+	if err != nil {
+		p.RunAlone(make(chan struct{}))
+		return fmt.Errorf("promoted primary: %w", err)
+	}
+	k.log.Printf("ft", "promoted primary: listening on %v for a new secondary", n.addr(ft.DefaultPort))
+	stop, alone := make(chan struct{}), make(chan struct{})
+	go func() { p.RunAlone(stop); close(alone) }()
+	n.link.Set(ft.LinkConnecting, "", nil)
+	conn, err := l.Accept()
+	close(stop)
+	<-alone
+	if err != nil {
+		return fmt.Errorf("accept: %w", err)
+	}
+	n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
+	n.prot.Set(ft.Syncing, "new secondary "+conn.RemoteAddr().String()+" connected")
+	err = p.Serve(n.link.Wrap(conn))
+	n.link.Set(ft.LinkLost, "", err)
+	n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
+	return n.serve(p, l)
+}

@@ -1,0 +1,193 @@
+/* ftticks.S: a multiboot1 guest for the fault-tolerance tests. It prints
+ * numbered lines on COM1 forever,
+ *
+ *	ftticks: tick N sum S
+ *
+ * one about every DELAY TSC cycles, and before each line writes N into a
+ * 256 KiB area spread over 64 pages: word (N mod 64)*1024 + (N/64 mod 1024)
+ * of the area. S is the 32-bit sum of the whole area after that write, so
+ * a test can recompute it from N alone: a page that a checkpoint missed, or
+ * a vCPU state restored from the wrong moment, shows as a wrong sum or a
+ * gap in N after a failover. The counter lives in memory; the pacing reads
+ * the TSC, and a TSC lower than at the previous line is reported as
+ * "ftticks: TSC went backwards".
+ * No interrupts, no SSE: all its state is the general registers, the
+ * segment and control registers, and its memory.
+ *
+ * Multiboot 0.6.96 §3.1 (header with the a.out-kludge address fields);
+ * PC16550D datasheet: COM1 at 0x3F8, LSR at +5, bit 5 THRE. */
+
+#define MB1_MAGIC  0x1BADB002
+#define MB1_FLAGS  ((1 << 1) | (1 << 16))
+#define COM1       0x3F8
+#define AREA_WORDS (64 * 1024)
+#define DELAY      40000000     /* TSC cycles between lines */
+
+	.code32
+	.section .text
+	.globl _start
+	.align 4
+mb_header:
+	.long MB1_MAGIC
+	.long MB1_FLAGS
+	.long -(MB1_MAGIC + MB1_FLAGS)
+	.long mb_header          /* header_addr */
+	.long mb_header          /* load_addr */
+	.long _load_end          /* load_end_addr */
+	.long _bss_end           /* bss_end_addr */
+	.long _start             /* entry_addr */
+
+_start:
+	cli
+	movl $stack_top, %esp
+	call com1_init
+	movl $s_start, %esi
+	call puts
+tick:
+	/* N = ++counter; area[(N%64)*1024 + (N/64)%1024] = N */
+	movl counter, %eax
+	incl %eax
+	movl %eax, counter
+	movl %eax, %ebx
+	andl $63, %ebx
+	shll $10, %ebx
+	movl %eax, %ecx
+	shrl $6, %ecx
+	andl $1023, %ecx
+	addl %ecx, %ebx
+	movl %eax, area(,%ebx,4)
+	/* S = sum of the area */
+	xorl %edx, %edx
+	xorl %ecx, %ecx
+1:	addl area(,%ecx,4), %edx
+	incl %ecx
+	cmpl $AREA_WORDS, %ecx
+	jb 1b
+	movl %edx, sum
+	/* the TSC must never go backwards, across a failover too */
+	rdtsc
+	cmpl last+4, %edx
+	ja 3f
+	jb 4f
+	cmpl last, %eax
+	jae 3f
+4:	movl $s_back, %esi
+	call puts
+	rdtsc
+3:	movl %eax, last
+	movl %edx, last+4
+	movl $s_tick, %esi
+	call puts
+	movl counter, %eax
+	call putdec
+	movl $s_sum, %esi
+	call puts
+	movl sum, %eax
+	call putdec
+	movl $s_nl, %esi
+	call puts
+	/* wait until DELAY cycles have passed since the line */
+	rdtsc
+	movl %eax, t0
+	movl %edx, t0+4
+2:	rdtsc
+	subl t0, %eax
+	sbbl t0+4, %edx
+	jnz tick                 /* 2^32 cycles or more (or a jump) */
+	cmpl $DELAY, %eax
+	jb 2b
+	jmp tick
+
+/* COM1: 115200 8N1, FIFOs on, no interrupts. */
+com1_init:
+	movw $COM1+1, %dx
+	xorb %al, %al
+	outb %al, %dx            /* IER */
+	movw $COM1+3, %dx
+	movb $0x80, %al
+	outb %al, %dx            /* LCR: DLAB */
+	movw $COM1, %dx
+	movb $1, %al
+	outb %al, %dx            /* DLL */
+	movw $COM1+1, %dx
+	xorb %al, %al
+	outb %al, %dx            /* DLM */
+	movw $COM1+3, %dx
+	movb $0x03, %al
+	outb %al, %dx            /* LCR: 8N1 */
+	movw $COM1+2, %dx
+	movb $0x07, %al
+	outb %al, %dx            /* FCR */
+	ret
+
+/* putc writes AL to COM1 once THR is empty. */
+putc:
+	pushl %eax
+	pushl %edx
+	movw $COM1+5, %dx
+1:	inb %dx, %al
+	testb $0x20, %al
+	jz 1b
+	movl 4(%esp), %eax
+	movw $COM1, %dx
+	outb %al, %dx
+	popl %edx
+	popl %eax
+	ret
+
+/* puts writes the NUL-terminated string at ESI; "\n" becomes CR LF. */
+puts:
+	pushl %eax
+1:	movb (%esi), %al
+	testb %al, %al
+	jz 2f
+	cmpb $'\n', %al
+	jne 3f
+	movb $'\r', %al
+	call putc
+	movb $'\n', %al
+3:	call putc
+	incl %esi
+	jmp 1b
+2:	popl %eax
+	ret
+
+/* putdec writes EAX in decimal (unsigned). */
+putdec:
+	pushl %ebx
+	pushl %ecx
+	pushl %edx
+	movl $10, %ebx
+	xorl %ecx, %ecx
+1:	xorl %edx, %edx
+	divl %ebx
+	pushl %edx
+	incl %ecx
+	testl %eax, %eax
+	jnz 1b
+2:	popl %eax
+	addb $'0', %al
+	call putc
+	loop 2b
+	popl %edx
+	popl %ecx
+	popl %ebx
+	ret
+
+	.section .rodata
+s_start: .asciz "ftticks: start\n"
+s_tick:  .asciz "ftticks: tick "
+s_sum:   .asciz " sum "
+s_nl:    .asciz "\n"
+s_back:  .asciz "ftticks: TSC went backwards\n"
+
+	.section .bss
+	.align 4096
+area:    .skip AREA_WORDS * 4
+counter: .skip 4
+sum:     .skip 4
+t0:      .skip 8
+last:    .skip 8
+	.align 16
+stack:   .skip 4096
+stack_top:
