@@ -58,12 +58,11 @@ func (ps *pSession) checkpoint() error {
 		ps.dirty = keepBelow(ps.dirty, uint32(ps.cursor)) // the rest goes in later chunks
 	}
 	t1 := clock.Now()
-	if need := len(ps.dirty) * PageSize; cap(ps.snap) < need {
-		ps.snap = p.alloc(need + need/2)
+	if p.snap.grow(len(ps.dirty)) > 0 { // normally grown beforehand, below
+		p.Stats.snapGrownInPause()
 	}
-	ps.snap = ps.snap[:len(ps.dirty)*PageSize]
 	for i, pfn := range ps.dirty {
-		copy(ps.snap[i*PageSize:(i+1)*PageSize], p.mem.Page(pfn))
+		copy(p.snap.page(i), p.mem.Page(pfn))
 	}
 	t2 := clock.Now()
 	ps.blobs = p.guest.SaveState(ps.blobs[:0])
@@ -77,30 +76,21 @@ func (ps *pSession) checkpoint() error {
 
 	ps.epochDirty += len(ps.dirty)
 	for i, pfn := range ps.dirty {
-		if err := ps.page(pfn, ps.snap[i*PageSize:(i+1)*PageSize], true); err != nil {
+		if err := ps.page(pfn, p.snap.page(i), true); err != nil {
 			return err
 		}
 	}
 	if err := ps.end(e); err != nil {
 		return err
 	}
-	// Grow the snapshot buffer now, while the guest runs, when this
-	// checkpoint used more than half of it: allocating (and, in the
-	// simulator, pre-faulting) it inside the next pause would stop the guest
-	// for as long as that takes (676 ms once for 90 MB on a loaded host).
-	ps.growSnap(2 * len(ps.dirty))
+	// Grow the snapshot now, while the guest runs, if this checkpoint used
+	// more than half of it: allocating (and, in the simulator, pre-faulting)
+	// memory inside the next pause would stop the guest for as long as that
+	// takes (676 ms once for 90 MB on a loaded host).
+	p.snap.grow(2 * len(ps.dirty))
 	p.Stats.checkpoint(clock.Now(), pause, ps.wireOut.Load()-ps.epochWire0, int64(ps.epochDirty)*PageSize)
 	p.Stats.pauseParts(t1.Sub(t0), t2.Sub(t1), pause-t2.Sub(t0))
 	return ps.begin()
-}
-
-// growSnap makes the snapshot buffer hold at least pages pages. Called
-// while the guest runs, never in the pause.
-func (ps *pSession) growSnap(pages int) {
-	if need := pages * PageSize; cap(ps.snap) < need {
-		ps.snap = ps.p.alloc(need)[:0]
-		ps.p.snap = ps.snap
-	}
 }
 
 func keepBelow(pfns []uint32, limit uint32) []uint32 {
@@ -203,12 +193,12 @@ func (ps *pSession) page(pfn uint32, src []byte, keep bool) error {
 			copy(ps.g.Full(pfn), src)
 			break
 		}
-		d := pagediff.DeltaSize(sh, src)
+		d := ps.diff.Size(sh, src)
 		if d == 0 {
 			return nil
 		}
 		if d <= deltaMax {
-			ps.g.Delta(pfn, func(b []byte) []byte { return pagediff.AppendDelta(b, sh, src) })
+			ps.g.Delta(pfn, func(b []byte) []byte { return ps.diff.Append(b, src) })
 		} else {
 			copy(ps.g.Full(pfn), src)
 		}

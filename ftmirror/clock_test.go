@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doppel-ft/doppel/ftmirror/simguest"
 	"github.com/doppel-ft/doppel/ftmirror/wire"
 )
 
@@ -231,4 +232,129 @@ func TestDeadlineWhileSendStuck(t *testing.T) {
 		}
 		clock.Advance(hb.Interval / 2)
 	}
+}
+
+// TestOwnStallIsNotSilence: a side whose own process was not scheduled
+// (here: its heartbeat goroutine wakes 100 ms of clock time late, past the
+// 40 ms deadline) must not declare its peer lost for that, since the peer's
+// bytes may be waiting unread; once it runs on time again, a peer that
+// really is silent is declared lost after a deadline of that time. Before,
+// the late wake alone ended the session (a false failover on a loaded
+// host: "silent for 528ms").
+func TestOwnStallIsNotSilence(t *testing.T) {
+	clock := newFakeClock()
+	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
+	prim, sec := sessionPair(t, clock, hb)
+	defer sec.fail(io.EOF)
+	var mu sync.Mutex
+	got := map[wire.Type]int{}
+	go frames(prim, &mu, got)
+	go frames(sec, &sync.Mutex{}, map[wire.Type]int{})
+	go prim.heartbeats(clock)
+	waitClock := func() {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); clock.waiting() == 0; {
+			select {
+			case <-prim.done:
+				t.Fatalf("session ended: %v", prim.err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("heartbeat goroutine never waited on the clock")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	waitClock()
+	clock.Advance(100 * time.Millisecond) // this side was not scheduled
+	waitClock()                           // it looked, and did not give up
+	// The peer's bytes that were waiting are read now.
+	if err := sec.send(wire.THeartbeat, 0, wire.AppendU64(nil, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		mu.Lock()
+		n := got[wire.THeartbeat]
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("peer's heartbeat never read")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	// From here the peer is silent and this side runs on time: lost after
+	// the deadline (8 half intervals), not before. After each step the
+	// heartbeat goroutine has either ended the session or waits again.
+	waitClock()
+	for steps := 1; steps <= 2*hb.Misses+2; steps++ {
+		clock.Advance(hb.Interval / 2)
+		for deadline := time.Now().Add(5 * time.Second); clock.waiting() == 0; {
+			select {
+			case <-prim.done:
+				if steps <= 2*hb.Misses {
+					t.Fatalf("declared lost after %d half intervals, before the deadline: %v", steps, prim.err)
+				}
+				if !errors.Is(prim.err, ErrPeerLost) {
+					t.Fatalf("session ended with %v, want ErrPeerLost", prim.err)
+				}
+				return
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("heartbeat goroutine neither waited on the clock nor ended the session")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	t.Fatalf("silent peer not declared lost after %d on-time half intervals", 2*hb.Misses+2)
+}
+
+// TestPrimaryPatience: a primary drops a silent secondary only after twice
+// the heartbeat deadline of clock time (dropping it closes the link, which
+// a secondary that was merely not scheduled would take for the primary's
+// death). Here the secondary reads everything and says nothing.
+func TestPrimaryPatience(t *testing.T) {
+	clock := newFakeClock()
+	params := simguest.Params{Pages: 64, Seed: 1}
+	g := simguest.New(params)
+	hb := Heartbeat{Interval: 10 * time.Millisecond, Misses: 4}
+	p := NewPrimary(Config{PSK: testPSK, Generation: 1, Epoch: time.Hour, Heartbeat: hb, Clock: clock},
+		g, g, g, worldSink{&world{}, "primary"})
+	pc, sc := net.Pipe()
+	defer sc.Close()
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(pc) }()
+	sec, _, err := handshake(sc, testPSK, wire.Hello{Role: wire.RoleSecondary, Pages: 64}, clock, hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go frames(sec, &sync.Mutex{}, map[wire.Type]int{})
+	half := hb.Interval / 2
+	// Silence counts from when the primary's reader began to wait, which
+	// under -race may be a few steps in: so the upper bound is loose.
+	patient := int(2 * hb.Deadline() / half) // half intervals: twice the deadline
+	for steps := 1; steps <= 2*patient; steps++ {
+		for deadline := time.Now().Add(5 * time.Second); !clock.waitingAt(clock.Now().Add(half)); {
+			select {
+			case err := <-served:
+				if steps <= patient {
+					t.Fatalf("primary dropped its secondary after %d half intervals, want more than %d: %v",
+						steps-1, patient, err)
+				}
+				if !errors.Is(err, ErrPeerLost) {
+					t.Fatalf("primary ended with %v, want ErrPeerLost", err)
+				}
+				return
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("primary's heartbeat goroutine does not wait on the clock")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		clock.Advance(half)
+	}
+	t.Fatalf("silent secondary not dropped after %d half intervals", 2*patient)
 }

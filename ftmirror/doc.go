@@ -43,12 +43,18 @@
 //
 //  1. BEGIN(E) has opened epoch E on the secondary at the start of the
 //     epoch (F3's notification).
-//  2. Optionally, half way through, the pages dirtied so far are harvested
-//     and sent while the guest runs (Forward, F6). A page written again after
-//     its harvest is harvested again, so a torn copy is corrected below.
+//  2. Optionally, half way and five sixths of the way through, the pages
+//     dirtied so far are harvested and sent while the guest runs (Forward,
+//     F6). A page written again after its harvest is harvested again, so a
+//     torn copy is corrected below. A checkpoint that starts over half an
+//     epoch late (the loop was not scheduled, or the link was slow) first
+//     forwards once more, so the pause never copies what the guest wrote
+//     during the delay.
 //  3. Pause: harvest the dirty set, copy those pages into a snapshot buffer
 //     (300 pages = 1.2 MB, about 0.1 ms), save the state blobs, seal the
-//     epoch's output; resume. Nothing else happens with the guest stopped.
+//     epoch's output; resume. Nothing else happens with the guest stopped:
+//     the snapshot (snapshot.go: 1 MiB chunks, reused) is grown while the
+//     guest runs, after a checkpoint that used more than half of it.
 //     (The simulator has no copy-on-write, so the dirty pages are copied
 //     rather than write-protected; on bare metal EPT write protection could
 //     replace the copy.)
@@ -133,9 +139,15 @@
 // Each side sends a HEARTBEAT when it has sent nothing for half an Interval;
 // any bytes arriving count as life, and silence counts only while a side is
 // waiting for its peer's bytes: a side that stopped reading because its own
-// apply is behind has its peer's data queued and does not drop it. A side
-// that waits Interval*Misses (the deadline) without a byte ends the
-// session. A link that the peer closed or reset (end of stream, mid-frame
+// apply is behind has its peer's data queued and does not drop it. Nor does
+// silence count for the time a side was itself not scheduled (its failure
+// detector woke late): it wakes with the peer's bytes unread in the socket.
+// A secondary that waits Interval*Misses (the deadline) without a byte, so
+// counted, ends the session; a primary waits twice as long before it drops
+// its secondary, because dropping closes the link, which a secondary that
+// was merely not scheduled takes for the primary's death (rule 2a below):
+// a false failover. The longer wait costs nothing, since a primary without
+// acks releases nothing anyway; it only delays a new secondary. A link that the peer closed or reset (end of stream, mid-frame
 // or between frames; a connection reset or broken pipe) is a lost peer at
 // once (ErrPeerLost wrapping the cause). Output to the outside world is
 // written by a releaser goroutine of its own, so a slow sink never stops the
@@ -166,11 +178,18 @@
 //
 // Timing: a killed primary is detected as soon as its kernel closes the
 // socket, so ftsim fails over in tens of milliseconds (figures in
-// tools/ftsim) whatever the deadline; the deadline only bounds the
-// detection of a silent link (a partition, a hung host). ftsim uses 5 ms
-// heartbeats and a 500 ms deadline, long enough that a loaded 2-core host
-// descheduling a process for a few hundred milliseconds is not taken for a
-// dead primary; the engine's default is 10 ms x 10.
+// tools/ftsim) whatever the deadline: the time is the kernel's, to tear
+// down the dying process, plus well under a millisecond of ours. The
+// deadline only bounds the detection of a silent link (a partition, a hung
+// host), and it cannot be short on a loaded host: at load 10-20 on 2
+// cores ftsim saw a live primary send nothing for 536-834 ms while its
+// secondary was running on time, and no failure detector can tell that
+// from a dead one. ftsim therefore uses 5 ms heartbeats and a 1 s
+// deadline (it was 500 ms); the engine's default is 10 ms x 10. Heartbeats
+// share the link with the data, which costs them nothing: any bytes count
+// as life, a side counts silence only while it waits for bytes, and a
+// heartbeat is never queued behind a stuck send (trySend). On bare metal,
+// with no kernel to close a dead host's link, failover is the deadline.
 //
 // The lease is checked again before each write to the sink, but a write
 // that starts just inside the lease can still arrive after it if the

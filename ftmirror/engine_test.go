@@ -40,14 +40,17 @@ func TestMirrorThenFailover(t *testing.T) {
 }
 
 // faultConn passes the primary's frames through, but applies fault to the
-// second GROUP frame of epoch `at` (so the first was already applied in
-// place and must be rolled back).
+// second GROUP frame of the first epoch ≥ at that has two (so the first was
+// already applied in place and must be rolled back). (Only epoch at itself
+// was tried before: a guest starved during that epoch dirtied one group's
+// worth of pages, and the test waited forever for the fault.)
 type faultConn struct {
 	net.Conn
 	at     uint64
 	fault  string
 	mu     sync.Mutex
-	seen   int
+	seen   int    // GROUP frames seen of epoch
+	epoch  uint64 // of the last GROUP frame
 	prev   []byte
 	held   []byte
 	didIt  bool
@@ -64,7 +67,10 @@ func (c *faultConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	isTarget := false
-	if !c.didIt && len(b) >= wire.HeaderSize && wire.Type(b[3]) == wire.TGroup && leU64(b[16:]) == c.at {
+	if !c.didIt && len(b) >= wire.HeaderSize && wire.Type(b[3]) == wire.TGroup && leU64(b[16:]) >= c.at {
+		if e := leU64(b[16:]); e != c.epoch {
+			c.epoch, c.seen = e, 0
+		}
 		c.seen++
 		isTarget = c.seen == 2
 	}
@@ -113,7 +119,8 @@ func TestBadFramesApplyNothing(t *testing.T) {
 			const at = 8
 			r := newRig(t, 256, nil)
 			pc, sc := net.Pipe()
-			perr, serr := r.serve(&faultConn{Conn: pc, at: at, fault: tc.fault}, sc)
+			fc := &faultConn{Conn: pc, at: at, fault: tc.fault}
+			perr, serr := r.serve(fc, sc)
 			err := <-serr
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("secondary ended with %v, want %v", err, tc.want)
@@ -121,8 +128,11 @@ func TestBadFramesApplyNothing(t *testing.T) {
 			pc.Close()
 			<-perr
 			r.stopGuest()
-			if c, ok := r.s.Committed(); c != at-1 || !ok {
-				t.Fatalf("committed %d (complete %v), want %d", c, ok, at-1)
+			fc.mu.Lock()
+			hit := fc.epoch // the epoch whose second group was faulted
+			fc.mu.Unlock()
+			if c, ok := r.s.Committed(); c != hit-1 || !ok {
+				t.Fatalf("committed %d (complete %v), want %d (the fault hit epoch %d)", c, ok, hit-1, hit)
 			}
 			r.takeover()
 		})

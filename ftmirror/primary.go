@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/doppel-ft/doppel/ftmirror/pagediff"
 	"github.com/doppel-ft/doppel/ftmirror/wire"
 )
 
@@ -86,9 +87,9 @@ func (c *Config) hook(p Point, e uint64) {
 	}
 }
 
-// snapPages is the initial size of the checkpoint snapshot buffer, in pages;
-// it is allocated (and, in the simulator, touched) up front so that the
-// pause never waits for fresh memory.
+// snapPages is the initial size of the checkpoint snapshot, in pages; it is
+// allocated (and, in the simulator, touched) up front so that the pause
+// never waits for fresh memory.
 const snapPages = 4096
 
 // Primary runs the protected guest and mirrors it to one secondary at a time.
@@ -106,8 +107,7 @@ type Primary struct {
 	shadow []byte
 	tags   []uint32 // per slot: pfn+1 of the page held, 0 for none
 	state  []uint8  // per page: pageZero or pageSent
-	alloc  func(int) []byte
-	snap   []byte // checkpoint snapshot buffer, reused across sessions
+	snap   snapshot // pages copied in the pause, reused across sessions
 
 	// relMu serialises releases to the sink (the releaser of each session
 	// and RunAlone), so the stream goes out in order.
@@ -131,9 +131,11 @@ func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink Out
 	if cfg.ShadowBytes > 0 && cfg.ShadowBytes/PageSize < n {
 		slots, shadowAlloc = max(cfg.ShadowBytes/PageSize, 1), alloc
 	}
-	return &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink, alloc: alloc,
+	p := &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink,
 		shadow: shadowAlloc(slots * PageSize), tags: make([]uint32, slots), state: make([]uint8, n),
-		snap: alloc(snapPages * PageSize)}
+		snap: snapshot{alloc: alloc}}
+	p.snap.grow(snapPages)
+	return p
 }
 
 // Continue sets the epoch and output stream position of a primary made
@@ -207,8 +209,14 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	clear(p.state) // the new secondary starts from zeroed memory
 	clear(p.tags)
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
-		outSent: p.out.releasedThrough(), snap: p.snap[:0], relKick: make(chan struct{}, 1)}
+		outSent: p.out.releasedThrough(), relKick: make(chan struct{}, 1)}
 	s.revoke = ps.revoke
+	// A primary drops a silent secondary only after twice the deadline.
+	// Dropping it closes the link, which a secondary that was merely not
+	// scheduled takes for the primary's death and promotes at once (a
+	// false failover); waiting longer costs nothing, since without acks
+	// nothing is released anyway, and only delays a new secondary.
+	s.patience = primaryPatience * p.cfg.Heartbeat.Deadline()
 	go s.heartbeats(p.cfg.Clock)
 	go ps.readLoop()
 	go ps.releaser()
@@ -226,6 +234,10 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	return s.err
 }
 
+// primaryPatience is how many heartbeat deadlines of silence a primary
+// waits before it drops its secondary.
+const primaryPatience = 2
+
 // pSession is the primary's side of one session.
 type pSession struct {
 	*session
@@ -241,8 +253,8 @@ type pSession struct {
 	epochWire0 int64
 	epochDirty int
 	scratch    [PageSize]byte
+	diff       pagediff.Differ // deltas against the shadow, without allocating
 	dirty      []uint32
-	snap       []byte
 	blobs      []Blob
 	resyncing  bool
 	cursor     int    // resync: pages below this have been sent
@@ -283,7 +295,7 @@ func (ps *pSession) run() error {
 			}
 		}
 		if p.cfg.Forward || p.cfg.Hook != nil {
-			sleepUntil(p.cfg.Clock, next.Add(-epoch/2))
+			sleepUntil(p.cfg.Clock, ps.done, next.Add(-epoch/2))
 			p.cfg.hook(PointMidEpoch, ps.open)
 			if p.cfg.Forward {
 				if err := ps.forward(); err != nil {
@@ -291,14 +303,28 @@ func (ps *pSession) run() error {
 				}
 				// A second, late forward leaves the pause only the pages
 				// dirtied in the last sixth of the epoch.
-				sleepUntil(p.cfg.Clock, next.Add(-epoch/6))
+				sleepUntil(p.cfg.Clock, ps.done, next.Add(-epoch/6))
 				if err := ps.forward(); err != nil {
 					return err
 				}
 			}
 		}
-		sleepUntil(p.cfg.Clock, next)
-		if now := p.cfg.Clock.Now(); now.Sub(next) > epoch {
+		sleepUntil(p.cfg.Clock, ps.done, next)
+		now := p.cfg.Clock.Now()
+		if now.Sub(next) > epoch/2 {
+			// Late: this loop was not scheduled, or the link was slow to
+			// take the forwarded pages, and the guest kept writing.
+			// Forward what it wrote meanwhile while it runs, so that the
+			// pause copies only what it writes during that forward rather
+			// than everything since the last one.
+			p.Stats.lateCheckpoint()
+			if p.cfg.Forward {
+				if err := ps.forward(); err != nil {
+					return err
+				}
+			}
+		}
+		if now.Sub(next) > epoch {
 			next = now // fell behind (e.g. a slow link): do not burst
 		}
 		next = next.Add(epoch)
@@ -308,9 +334,14 @@ func (ps *pSession) run() error {
 	}
 }
 
-func sleepUntil(c Clock, t time.Time) {
+// sleepUntil waits until t on c, or until done is closed (the session
+// ended: its loop must not linger for the rest of an epoch).
+func sleepUntil(c Clock, done <-chan struct{}, t time.Time) {
 	if d := t.Sub(c.Now()); d > 0 {
-		<-c.After(d)
+		select {
+		case <-c.After(d):
+		case <-done:
+		}
 	}
 }
 

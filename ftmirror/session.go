@@ -75,6 +75,9 @@ type session struct {
 	rd    *wire.Reader
 	live  *liveness
 	hb    Heartbeat
+	// patience is the silence after which this side ends the session:
+	// the deadline, or more for a primary (see Primary.Serve).
+	patience time.Duration
 
 	wmu      sync.Mutex
 	out      chan outFrame
@@ -107,7 +110,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	}
 	lr := &liveReader{r: rw}
 	s := &session{clock: clock, rw: rw, codec: c, rd: wire.NewReaderRing(lr, c, readRing), hb: hb,
-		done: make(chan struct{}), out: make(chan outFrame, 8)}
+		patience: hb.Deadline(), done: make(chan struct{}), out: make(chan outFrame, 8)}
 	send := func() error {
 		f, err := c.Append(nil, wire.THello, 0, me.Append(nil))
 		if err == nil {
@@ -290,15 +293,36 @@ func (s *session) send(t wire.Type, epoch uint64, payload []byte) error {
 
 // heartbeats sends a HEARTBEAT whenever nothing was sent for an interval,
 // and fails the session when the peer has been silent past the deadline.
+//
+// Silence is counted only for the time this side was itself running: a
+// side whose process was not scheduled for a while (a loaded host) wakes
+// with its peer's bytes waiting unread in the socket, and its reader may
+// not have run yet when this goroutine looks at the clock. So the time this
+// goroutine woke late, accumulated since the peer was last heard, is taken
+// off the silence. Under load a dead peer is then declared lost later,
+// never sooner, and promotion still counts from when the peer was last
+// heard (doc.go, "Split brain").
 func (s *session) heartbeats(clock Clock) {
+	half := s.hb.Interval / 2
+	prev, heard := clock.Now(), s.live.lastHeard()
+	var stalled time.Duration // own lateness since the peer was last heard
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-clock.After(s.hb.Interval / 2):
+		case <-clock.After(half):
 		}
-		if d := s.live.silentFor(); d > s.hb.Deadline() {
-			s.fail(fmt.Errorf("%w: silent for %v", ErrPeerLost, d.Round(time.Millisecond)))
+		now := clock.Now()
+		if late := now.Sub(prev) - half; late > 0 {
+			stalled += late
+		}
+		prev = now
+		if h := s.live.lastHeard(); !h.Equal(heard) {
+			heard, stalled = h, 0
+		}
+		if d := s.live.silentFor(); d-stalled > s.patience {
+			s.fail(fmt.Errorf("%w: silent for %v (%v of it while this side was not scheduled)",
+				ErrPeerLost, d.Round(time.Millisecond), stalled.Round(time.Millisecond)))
 			return
 		}
 		if clock.Now().Sub(time.Unix(0, s.lastSent.Load())) >= s.hb.Interval/2 {

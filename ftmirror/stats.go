@@ -28,6 +28,8 @@ type Stats struct {
 	parts       [3]histogram
 	lastCkpt    time.Time
 	gaps        histogram // between checkpoints
+	late        int       // checkpoints that began over half an epoch late
+	snapGrown   int       // pauses that had to grow the snapshot
 }
 
 const maxSlowAcks = 50
@@ -107,6 +109,18 @@ func (s *Stats) syncDone(now time.Time, d time.Duration, pages int) {
 	s.mu.Unlock()
 }
 
+func (s *Stats) lateCheckpoint() {
+	s.mu.Lock()
+	s.late++
+	s.mu.Unlock()
+}
+
+func (s *Stats) snapGrownInPause() {
+	s.mu.Lock()
+	s.snapGrown++
+	s.mu.Unlock()
+}
+
 func (s *Stats) leaseMiss() {
 	s.mu.Lock()
 	s.leaseMisses++
@@ -141,6 +155,8 @@ type Summary struct {
 	GapP99ms         float64       `json:"ckpt_gap_p99_ms"`
 	GapMaxms         float64       `json:"ckpt_gap_max_ms"`
 	SlowAcks         [][2]float64  `json:"slow_acks,omitempty"` // [ack index, ms] over 10 ms
+	LateCheckpoints  int           `json:"late_checkpoints"`    // began over half an epoch late (forwarded first)
+	SnapGrownInPause int           `json:"snap_grown_in_pause"` // pauses that allocated snapshot memory
 	LeaseMisses      int           `json:"lease_misses"`
 	SinkErrors       int           `json:"sink_errors"`
 }
@@ -155,6 +171,7 @@ func (s *Stats) Summary() Summary {
 		BrownoutRounds: append([]int(nil), s.rounds...),
 		Checkpoints:    int(s.pauses.n), Released: int(s.releaseLat.n),
 		HeldInSync: s.heldInSync, LeaseMisses: s.leaseMisses, SinkErrors: s.sinkErrs,
+		LateCheckpoints: s.late, SnapGrownInPause: s.snapGrown,
 		SlowAcks: append([][2]float64(nil), s.slowAcks...),
 	}
 	sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms = s.pauses.pct()

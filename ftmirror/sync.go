@@ -45,7 +45,7 @@ func (ps *pSession) brownout() error {
 	// paused: size the snapshot buffer for them now, while it runs (a
 	// pre-faulted allocation of tens of MB took 0.5-1 s in the pause on
 	// the loaded development machine).
-	ps.growSnap(2 * len(ps.dirty))
+	p.snap.grow(2 * len(ps.dirty))
 	p.cfg.hook(PointBlackout, ps.open)
 	// The per-checkpoint statistics cover the blackout only, not the
 	// brownout rounds before it.

@@ -5,18 +5,23 @@ package ftmirror
 // page's committed contents are saved; commit forgets them, rollback writes
 // them back. See doc.go for why an undo log rather than a staging buffer.
 type undoLog struct {
-	saved map[uint32]int // pfn -> slot in buf
+	saved map[uint32]int // pfn -> slot
 	pfns  []uint32
-	buf   []byte // slots of PageSize, reused across epochs
+	slots snapshot // page slots, grown by chunks and reused across epochs
 }
 
 // undoPages is how many pages the undo log holds before it must grow:
 // enough for a checkpoint of 12,000 dirty pages/s at 25 ms epochs three
 // times over, so that the first protected epochs do not wait for memory.
+// It grows by 1 MiB chunks and keeps them (snapshot): a larger epoch used
+// to reallocate and copy the whole log on the Go heap in the middle of an
+// apply.
 const undoPages = 1024
 
 func newUndoLog(alloc func(int) []byte) *undoLog {
-	return &undoLog{saved: make(map[uint32]int, undoPages), buf: alloc(undoPages * PageSize)[:0]}
+	u := &undoLog{saved: make(map[uint32]int, undoPages), slots: snapshot{alloc: alloc}}
+	u.slots.grow(undoPages)
+	return u
 }
 
 // save records page pfn's committed contents unless already saved this epoch.
@@ -27,31 +32,21 @@ func (u *undoLog) save(pfn uint32, page []byte) {
 	slot := len(u.pfns)
 	u.saved[pfn] = slot
 	u.pfns = append(u.pfns, pfn)
-	need := (slot + 1) * PageSize
-	if need > len(u.buf) {
-		if need <= cap(u.buf) {
-			u.buf = u.buf[:need]
-		} else {
-			nb := make([]byte, need, 2*need)
-			copy(nb, u.buf)
-			u.buf = nb
-		}
-	}
-	copy(u.buf[slot*PageSize:need], page)
+	u.slots.grow(slot + 1)
+	copy(u.slots.page(slot), page)
 }
 
 // commit forgets the saved pages: the applied epoch is now the committed one.
 func (u *undoLog) commit() {
 	clear(u.saved)
 	u.pfns = u.pfns[:0]
-	u.buf = u.buf[:0]
 }
 
 // rollback restores every saved page, returning memory to the committed
 // epoch, and returns how many pages it restored.
 func (u *undoLog) rollback(mem Memory) int {
 	for i, pfn := range u.pfns {
-		copy(mem.Page(pfn), u.buf[i*PageSize:(i+1)*PageSize])
+		copy(mem.Page(pfn), u.slots.page(i))
 	}
 	n := len(u.pfns)
 	u.commit()

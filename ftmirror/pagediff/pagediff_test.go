@@ -128,3 +128,37 @@ func TestIsZero(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffer checks that a Differ sizes and encodes exactly as DeltaSize
+// and AppendDelta do, under every implementation, without allocating, and
+// that Append refuses a page Size was not given.
+func TestDiffer(t *testing.T) {
+	prev := page(9)
+	pairs := [][]byte{prev, withWords(prev, 0), withWords(prev, 1, 2, 3, 511), withWords(prev, 63, 64, 200), page(10)}
+	forEachArch(t, func(t *testing.T, a arch) {
+		saved := impl
+		defer func() { impl = saved }()
+		impl = a
+		var d Differ
+		for i, cur := range pairs {
+			if got, want := d.Size(prev, cur), DeltaSize(prev, cur); got != want {
+				t.Fatalf("pair %d: Size = %d, DeltaSize = %d", i, got, want)
+			}
+			if got, want := d.Append([]byte("x"), cur), AppendDelta([]byte("x"), prev, cur); !bytes.Equal(got, want) {
+				t.Fatalf("pair %d: Append differs from AppendDelta", i)
+			}
+		}
+		cur, buf := pairs[2], make([]byte, 0, PageSize)
+		if n := testing.AllocsPerRun(100, func() { d.Size(prev, cur); buf = d.Append(buf[:0], cur) }); n != 0 {
+			t.Errorf("Size+Append allocate %v times a page", n)
+		}
+	})
+	defer func() {
+		if recover() == nil {
+			t.Error("Append of a page Size was not given did not panic")
+		}
+	}()
+	var d Differ
+	d.Size(prev, pairs[1])
+	d.Append(nil, bytes.Clone(pairs[1]))
+}

@@ -31,3 +31,42 @@ func TestReplayMatchesGuest(t *testing.T) {
 		}
 	}
 }
+
+// TestOwedBoundsCatchUp checks Run's pacing: behind by less than MaxLag it
+// catches up in steps of at most 64 operations; further behind, it skips
+// the excess instead of writing it in one burst.
+func TestOwedBoundsCatchUp(t *testing.T) {
+	const rate = 50000 // MaxLag (10 ms) is 500 operations
+	tests := []struct {
+		name            string
+		due, done       int
+		wantN, wantDone int
+	}{
+		{"on time", 1000, 1000, 0, 1000},
+		{"ahead", 1000, 1010, 0, 1010},
+		{"a little behind", 1010, 1000, 10, 1010},
+		{"behind, one step", 1400, 1000, 64, 1064},
+		{"at the bound", 1500, 1000, 64, 1064},
+		{"100 ms stall", 6000, 1000, 64, 5564},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, done := owed(tt.due, tt.done, rate)
+			if n != tt.wantN || done != tt.wantDone {
+				t.Errorf("owed(%d, %d) = %d, %d; want %d, %d", tt.due, tt.done, n, done, tt.wantN, tt.wantDone)
+			}
+		})
+	}
+	// Summed over a stall, the burst is MaxLag's worth, not the stall's.
+	due, done, total := 6000, 1000, 0
+	for {
+		n, d := owed(due, done, rate)
+		if n == 0 {
+			break
+		}
+		total, done = total+n, d
+	}
+	if total != 500 {
+		t.Errorf("after a 100 ms stall the guest wrote %d pages at once, want 500 (MaxLag)", total)
+	}
+}

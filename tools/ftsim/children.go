@@ -209,6 +209,14 @@ func runSecondary(o *opts) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// Nobody listens: the primary was killed before this secondary
+		// could connect (an early time kill on a loaded host, where
+		// warming a large guest's memory takes a while). Nothing was
+		// mirrored, so there is nothing to take over.
+		res.Reason = "never connected, the primary was gone: " + err.Error()
+		return nil
+	}
 	if err != nil {
 		res.Error = err.Error()
 		return err

@@ -20,6 +20,7 @@ type cpuSampler struct {
 type cpuSample struct {
 	at          time.Time
 	total, ours float64 // cumulative busy jiffies
+	wait        float64 // the children's threads' cumulative run-queue wait, ns
 }
 
 func (c *cpuSampler) run(stop <-chan struct{}) {
@@ -27,8 +28,12 @@ func (c *cpuSampler) run(stop <-chan struct{}) {
 	defer t.Stop()
 	for {
 		s := cpuSample{at: time.Now(), total: machineBusy()}
-		for _, p := range append(c.pids(), os.Getpid()) {
+		pids := c.pids()
+		for _, p := range append(pids, os.Getpid()) {
 			s.ours += procBusy(p)
+		}
+		for _, p := range pids {
+			s.wait += runqWait(p)
 		}
 		c.mu.Lock()
 		c.samples = append(c.samples, s)
@@ -61,6 +66,50 @@ func (c *cpuSampler) others(from, to time.Time) float64 {
 	}
 	const hz = 100 // USER_HZ
 	return ((b.total - a.total) - (b.ours - a.ours)) / hz / b.at.Sub(a.at).Seconds()
+}
+
+// waiting returns how many of the children's threads were, on average,
+// runnable but waiting for a CPU between from and to (-1 if unknown): the
+// scheduling delay a loaded machine adds to every step of the pipeline.
+func (c *cpuSampler) waiting(from, to time.Time) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var a, b *cpuSample
+	for i := range c.samples {
+		s := &c.samples[i]
+		if a == nil && !s.at.Before(from) {
+			a = s
+		}
+		if !s.at.After(to) {
+			b = s
+		}
+	}
+	if a == nil || b == nil || !b.at.After(a.at) {
+		return -1
+	}
+	return (b.wait - a.wait) / float64(b.at.Sub(a.at).Nanoseconds())
+}
+
+// runqWait sums the run-queue wait of every thread of pid
+// (/proc/<pid>/task/*/schedstat: run time, wait time, timeslices).
+func runqWait(pid int) float64 {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			w, _ := strconv.ParseFloat(f[1], 64)
+			sum += w
+		}
+	}
+	return sum
 }
 
 func machineBusy() float64 {

@@ -15,8 +15,9 @@ import (
 var rawPid atomic.Int64
 
 type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd    *exec.Cmd
+	done   chan struct{}
+	exited time.Time // when Wait returned (the process was reaped); read after done
 }
 
 func (o *opts) spawn(name string, extra []*os.File, args ...string) (*child, error) {
@@ -45,7 +46,7 @@ func (o *opts) spawn(name string, extra []*os.File, args ...string) (*child, err
 		return nil, err
 	}
 	c := &child{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(c.done) }()
+	go func() { cmd.Wait(); c.exited = time.Now(); logf.Close(); close(c.done) }()
 	return c, nil
 }
 
@@ -118,32 +119,35 @@ type run struct {
 	closers   []func()
 }
 
-func orchestrate(o *opts) (bool, error) {
+// orchestrate runs one simulation and returns its report and whether it
+// verified.
+func orchestrate(o *opts) (report, bool, error) {
 	keep := o.dir != ""
 	d, err := os.MkdirTemp(o.dir, "ftsim")
 	if err != nil {
-		return false, err
+		return report{}, false, err
 	}
 	if !keep {
 		defer os.RemoveAll(d)
 	}
 	o.dir = d
-	r := &run{o: o, rep: report{Kill: o.killAfter}, secName: "s1"}
+	r := &run{o: o, rep: report{Kill: o.killAfter, Load1: loadAvg()}, secName: "s1"}
 	defer func() {
 		for i := len(r.closers) - 1; i >= 0; i-- {
 			r.closers[i]()
 		}
 	}()
 	if err := r.startProcesses(); err != nil {
-		return false, err
+		return report{}, false, err
 	}
 	if err := r.baseline(); err != nil {
-		return false, err
+		return report{}, false, err
 	}
 	if err := r.supervise(); err != nil {
-		return false, err
+		return report{}, false, err
 	}
-	return r.finish(), nil
+	ok := r.finish()
+	return r.rep, ok, nil
 }
 
 // startProcesses starts the world, the proxy if a link fault is asked for,
@@ -279,7 +283,7 @@ func (r *run) supervise() error {
 	return nil
 }
 
-// finish verifies and prints the report.
+// finish verifies and completes the report.
 func (r *run) finish() bool {
 	o := r.o
 	if b, err := os.ReadFile(filepath.Join(o.dir, "killed_at")); err == nil {
@@ -290,9 +294,18 @@ func (r *run) finish() bool {
 	}
 	time.Sleep(50 * time.Millisecond) // the world drains its connections
 	ok := o.verify(&r.rep, r.w, r.secName, r.killedAt)
-	if r.rep.SyncS > 0 {
-		r.rep.OthersSync = r.cpu.others(r.start, r.start.Add(time.Duration((r.rep.SyncS+0.05)*1e9)))
+	if !r.killedAt.IsZero() && !r.prim.alive() && r.prim.exited.After(r.killedAt) && o.partition == 0 {
+		r.rep.ExitMs = float64(r.prim.exited.Sub(r.killedAt)) / 1e6
 	}
-	o.print(&r.rep)
+	if r.rep.SyncS > 0 {
+		synced := r.start.Add(time.Duration((r.rep.SyncS + 0.05) * 1e9))
+		r.rep.OthersSync = r.cpu.others(r.start, synced)
+		end := r.killedAt
+		if end.IsZero() {
+			end = time.Now()
+		}
+		r.rep.OthersRun = r.cpu.others(synced, end)
+		r.rep.WaitingRun = r.cpu.waiting(synced, end)
+	}
 	return ok
 }

@@ -18,18 +18,23 @@ import (
 
 // report is the run's result; JSON keys are the issue's.
 type report struct {
-	SyncS       float64  `json:"sync_s"`
-	SyncMBs     float64  `json:"sync_mb_s"`
-	LoopbackMBs float64  `json:"loopback_mb_s"`
-	Checkpoints int      `json:"checkpoints"`
-	PauseP50    float64  `json:"pause_p50_ms"`
-	PauseP99    float64  `json:"pause_p99_ms"`
-	PauseMax    float64  `json:"pause_max_ms"`
-	WirePerCk   float64  `json:"wire_bytes_per_ckpt"`
-	DirtyPerCk  float64  `json:"dirty_bytes_per_ckpt"`
-	ReleaseP50  float64  `json:"release_p50_ms"`
-	ReleaseP99  float64  `json:"release_p99_ms"`
-	FailoverMs  float64  `json:"failover_ms"`
+	SyncS       float64 `json:"sync_s"`
+	SyncMBs     float64 `json:"sync_mb_s"`
+	LoopbackMBs float64 `json:"loopback_mb_s"`
+	Checkpoints int     `json:"checkpoints"`
+	PauseP50    float64 `json:"pause_p50_ms"`
+	PauseP99    float64 `json:"pause_p99_ms"`
+	PauseMax    float64 `json:"pause_max_ms"`
+	WirePerCk   float64 `json:"wire_bytes_per_ckpt"`
+	DirtyPerCk  float64 `json:"dirty_bytes_per_ckpt"`
+	ReleaseP50  float64 `json:"release_p50_ms"`
+	ReleaseP99  float64 `json:"release_p99_ms"`
+	FailoverMs  float64 `json:"failover_ms"`
+	// Where the failover time went: from the kill until the primary's
+	// process was reaped (the kernel closes its sockets before that), and
+	// until the secondary's session ended (it saw the close or the silence).
+	ExitMs      float64  `json:"primary_exit_ms,omitempty"`
+	DetectMs    float64  `json:"detect_ms,omitempty"`
 	Verify      string   `json:"verify"`
 	Details     []string `json:"details,omitempty"`
 	Kill        string   `json:"kill,omitempty"`
@@ -48,6 +53,20 @@ type report struct {
 	ReleasedBeforeKill bool   `json:"released_before_kill"`
 	HeldComplete       bool   `json:"secondary_held_complete"`
 	FalseFailover      bool   `json:"false_failover,omitempty"` // the secondary lost a live primary
+	// How busy the machine was: the 1-minute load average when the run
+	// started, and the cores other processes used while it was protected
+	// (from the end of the sync to the kill).
+	Load1     float64 `json:"load1"`
+	OthersRun float64 `json:"others_cores_during_run"`
+	// The primary's and secondary's threads that were runnable but waiting
+	// for a CPU, on average over the protected run (schedstat).
+	WaitingRun float64 `json:"threads_waiting_for_cpu"`
+	GapP99     float64 `json:"ckpt_gap_p99_ms"`
+	GapMax     float64 `json:"ckpt_gap_max_ms"`
+	// Checkpoints that began over half an epoch late (and forwarded
+	// first), and pauses that had to grow the snapshot.
+	Late      int `json:"late_checkpoints"`
+	SnapGrown int `json:"snap_grown_in_pause"`
 }
 
 func readJSON(path string, v any) error {
@@ -72,6 +91,8 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	rep.WirePerCk, rep.DirtyPerCk = sum.WireBytesPerCkpt, sum.DirtyBytesPerCk
 	rep.ReleaseP50, rep.ReleaseP99, rep.AckP99 = sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms
 	rep.Rounds = sum.BrownoutRounds
+	rep.GapP99, rep.GapMax = sum.GapP99ms, sum.GapMaxms
+	rep.Late, rep.SnapGrown = sum.LateCheckpoints, sum.SnapGrownInPause
 
 	bad := func(f string, a ...any) { rep.Details = append(rep.Details, fmt.Sprintf(f, a...)) }
 	var res secondaryResult
@@ -121,6 +142,7 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 		rep.Epoch = res.Epoch
 		if !killedAt.IsZero() {
 			rep.FailoverMs = float64(res.ReadyAt-killedAt.UnixNano()) / 1e6
+			rep.DetectMs = float64(res.SessionAt-killedAt.UnixNano()) / 1e6
 		}
 		if res.Epoch < acked || res.Epoch < released {
 			bad("secondary took over at epoch %d but the primary had an ack for %d and released %d", res.Epoch, acked, released)
@@ -228,11 +250,15 @@ func (o *opts) print(r *report) {
 	fmt.Printf("guest: %d MiB, %.0f dirty pages/s, %s, epoch %v\n", int64(o.mem)>>20, o.rate, o.pattern, o.epoch)
 	fmt.Printf("initial sync: %.3f s, %.0f MB/s (raw loopback TCP %.0f MB/s, %.0f%%), brownout rounds %v\n",
 		r.SyncS, r.SyncMBs, r.LoopbackMBs, 100*r.SyncMBs/max(r.LoopbackMBs, 1), r.Rounds)
-	fmt.Printf("other processes on this machine used %.2f cores during the loopback test, %.2f during the sync\n", r.OthersLoop, r.OthersSync)
-	fmt.Printf("checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.Checkpoints, r.PauseP50, r.PauseP99, r.PauseMax)
+	fmt.Printf("load average %.2f at the start; other processes on this machine used %.2f cores during the loopback test, %.2f during the sync, %.2f during the protected run (when on average %.2f of our threads waited for a CPU)\n",
+		r.Load1, r.OthersLoop, r.OthersSync, r.OthersRun, r.WaitingRun)
+	fmt.Printf("checkpoints: %d (%d late), pause p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d grew the snapshot)\n",
+		r.Checkpoints, r.Late, r.PauseP50, r.PauseP99, r.PauseMax, r.SnapGrown)
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
-	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms)\n", r.ReleaseP50, r.ReleaseP99, r.AckP99)
-	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes)\n", r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes)
+	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms, checkpoint gap p99 %.2f ms, max %.2f ms)\n",
+		r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax)
+	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes); the primary's process was reaped %.1f ms after the kill, the secondary's session ended after %.1f ms\n",
+		r.FailoverMs, r.Kill, r.Epoch, r.WorldBytes, r.ExitMs, r.DetectMs)
 	if r.SessionEnd != "" {
 		fmt.Printf("secondary's link session ended: %s\n", r.SessionEnd)
 	}

@@ -17,17 +17,24 @@ import (
 // connected, records from an older one are refused and counted (fencing).
 //
 // Client protocol: generation u64 →, ← next offset u64, then records
-// offset u64 | length u32 | bytes.
+// offset u64 | length u32 | sent-at u64 (UnixNano) | bytes (recordHeader).
+// The sender's timestamp, not the time this loaded process got round to
+// reading the record, says when a primary released it (the processes share
+// one clock): reading time once made an in-flight record from a killed
+// primary look like a release after the takeover.
 type world struct {
 	mu       sync.Mutex
 	data     []byte
 	gen      uint64 // highest generation that connected
 	errs     []string
 	fenced   int
-	byGen    map[uint64]int // bytes accepted per generation
-	lastFrom map[uint64]time.Time
+	byGen    map[uint64]int       // bytes accepted per generation
+	lastFrom map[uint64]time.Time // when each generation last sent accepted output
 	firstGen map[uint64]time.Time
 }
+
+// recordHeader is the size of a record's header: offset, length, sent-at.
+const recordHeader = 20
 
 func newWorld() *world {
 	return &world{byGen: map[uint64]int{}, lastFrom: map[uint64]time.Time{}, firstGen: map[uint64]time.Time{}}
@@ -46,7 +53,7 @@ func (w *world) serve(l net.Listener) {
 func (w *world) client(c net.Conn) {
 	defer c.Close()
 	r := bufio.NewReaderSize(c, 1<<20)
-	var hdr [12]byte
+	var hdr [recordHeader]byte
 	if _, err := io.ReadFull(r, hdr[:8]); err != nil {
 		return
 	}
@@ -67,6 +74,7 @@ func (w *world) client(c net.Conn) {
 		}
 		off := binary.LittleEndian.Uint64(hdr[:8])
 		n := binary.LittleEndian.Uint32(hdr[8:])
+		sent := time.Unix(0, int64(binary.LittleEndian.Uint64(hdr[12:])))
 		b := make([]byte, n)
 		if _, err := io.ReadFull(r, b); err != nil {
 			return
@@ -85,7 +93,7 @@ func (w *world) client(c net.Conn) {
 		default:
 			w.data = append(w.data, b...)
 			w.byGen[gen] += len(b)
-			w.lastFrom[gen] = time.Now()
+			w.lastFrom[gen] = sent
 		}
 		w.mu.Unlock()
 	}
@@ -116,6 +124,7 @@ func dialWorld(addr string, gen uint64) (*worldClient, error) {
 func (w *worldClient) Release(off uint64, b []byte) error {
 	w.buf = binary.LittleEndian.AppendUint64(w.buf[:0], off)
 	w.buf = binary.LittleEndian.AppendUint32(w.buf, uint32(len(b)))
+	w.buf = binary.LittleEndian.AppendUint64(w.buf, uint64(time.Now().UnixNano()))
 	w.buf = append(w.buf, b...)
 	_, err := w.c.Write(w.buf)
 	return err
