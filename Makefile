@@ -65,8 +65,15 @@ emu: deps
 # pair under VT-x (TestBochsFTGuest): both Bochs boot and the primary runs
 # the guest, but the secondary's TCP connection over e1000 and bxhub never
 # came up in 6 minutes (as the synthetic guest's Bochs FT test at the same
-# time).
-OPEN_TESTS = ^(TestQEMUSVMLinuxSMP|TestBochsFTGuest)$$
+# time). Seen failing in a full run on a quiet machine, not yet understood:
+# TestQEMUSVMLinux (1 vCPU): QEMU ended without a word during the guest's
+# early boot, as one TestQEMUDirtySVM run did (a host triple fault under
+# -no-reboot is the suspect; build/qemu-test/<test>.qemu-reset.log now
+# keeps QEMU's CPU state at each reset); TestQEMUFTLink's e1000 cases: once
+# the secondary stopped acknowledging mid-session and the primary's TCP
+# gave up (ETIMEDOUT after 8 retransmission timeouts) while the virtio-net
+# cases passed. Top-level alternatives may name subtests (Test/Sub).
+OPEN_TESTS = ^TestQEMUSVMLinuxSMP$$|^TestBochsFTGuest$$|^TestQEMUSVMLinux$$|^TestQEMUFTLink$$/^e1000$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \

@@ -71,6 +71,10 @@ func runQEMU(name string, args []string) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A CPU reset (a triple fault under -no-reboot) ends QEMU without a
+	// word on the console: QEMU's own log of the CPU state at each reset
+	// says what happened.
+	args = append(args, "-d", "cpu_reset", "-D", strings.TrimSuffix(m.log.Name(), ".log")+".qemu-reset.log")
 	m.cmd = exec.Command("qemu-system-x86_64", args...)
 	fmt.Fprintf(m.log, "# qemu-system-x86_64 %q\n", args)
 	if m.in, err = m.cmd.StdinPipe(); err != nil {
