@@ -43,9 +43,17 @@ const (
 // loaded machine the smoothed RTT variance can push one timeout past a
 // second, longer than the heartbeat deadline, and the FT session would be
 // declared dead while TCP waits to resend one segment.
+//
+// maxRetries undoes a side effect of that cap: TCP gives up on a segment
+// after its retransmission limit (15 by default, about 3 s at a 200 ms
+// cap), which is shorter than the FT heartbeat deadline on a loaded
+// machine. A full run once lost an FT session that way ("write: operation
+// timed out") while the peer was alive but stalled. The FT engine, not
+// TCP, decides when a peer is lost, so TCP keeps retrying for a minute.
 const (
-	minRTO = 20 * time.Millisecond
-	maxRTO = 200 * time.Millisecond
+	minRTO     = 20 * time.Millisecond
+	maxRTO     = 200 * time.Millisecond
+	maxRetries = int(time.Minute / maxRTO)
 )
 
 // Stack is one network stack with its interfaces.
@@ -77,7 +85,8 @@ func New() (*Stack, error) {
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax}
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	rtoMin, rtoMax := tcpip.TCPMinRTOOption(minRTO), tcpip.TCPMaxRTOOption(maxRTO)
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod, &rtoMin, &rtoMax} {
+	retries := tcpip.TCPMaxRetriesOption(maxRetries)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &rcv, &snd, &mod, &rtoMin, &rtoMax, &retries} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("netstack: tcp option %T: %s", opt, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -269,5 +270,57 @@ func TestLimitTCPBuffers(t *testing.T) {
 	transfer(t, a, b, 4<<20)
 	if err := a.LimitTCPBuffers(100); err == nil {
 		t.Error("a 100-byte limit was accepted")
+	}
+}
+
+// TestTCPOutlivesOutage: the FT engine, not TCP, decides when a peer is
+// lost. A wire silent for 5 s (longer than TCP's default 15 retransmissions
+// at the 200 ms backoff cap) must not end a connection: the data written
+// during the outage arrives once the wire is back.
+func TestTCPOutlivesOutage(t *testing.T) {
+	a, b, ea, eb := pair(t, linktest.Config{})
+	l, err := a.Listen(addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := b.Dial(ctx, addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var srv net.Conn
+	select {
+	case srv = <-accepted:
+		defer srv.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection accepted")
+	}
+
+	ea.SetLinkDown(true)
+	eb.SetLinkDown(true)
+	msg := []byte("written during the outage")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	time.Sleep(5 * time.Second)
+	ea.SetLinkDown(false)
+	eb.SetLinkDown(false)
+
+	srv.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(srv, got); err != nil {
+		t.Fatalf("read after the outage: %v (the connection did not survive)", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("read %q, want %q", got, msg)
 	}
 }
