@@ -68,8 +68,10 @@ emu: deps
 # time). Seen failing in a full run on a quiet machine, not yet understood:
 # TestQEMUSVMLinux (1 vCPU): QEMU ended without a word during the guest's
 # early boot, as one TestQEMUDirtySVM run did (a host triple fault under
-# -no-reboot is the suspect; build/qemu-test/<test>.qemu-reset.log now
-# keeps QEMU's CPU state at each reset); TestQEMUFTLink's e1000 cases: once
+# -no-reboot: QEMU's -d int log shows doppel, after a #VMEXIT, running with
+# the guest's TR (Linux's TSS selector 0x40) and a CR3 without the Go text
+# mapped, then #PF, #DF, triple fault; it fails about half the runs on the
+# AMD-V branch's own tip too); TestQEMUFTLink's e1000 cases: once
 # the secondary stopped acknowledging mid-session and the primary's TCP
 # gave up (ETIMEDOUT after 8 retransmission timeouts) while the virtio-net
 # cases passed. Top-level alternatives may name subtests (Test/Sub).
