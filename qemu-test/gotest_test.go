@@ -88,5 +88,5 @@ func failures(out string) string {
 // on a CPU model with RDTSCP (IA32_TSC_AUX) and RDRAND, which QEMU's default
 // model lacks.
 func startQEMUImage(name, image, cmdline string) (*Machine, error) {
-	return startQEMU(name, image, QEMUConfig{Cmdline: cmdline, SMP: 2, MemMiB: 1024, CPU: "qemu64,+rdtscp,+rdrand"})
+	return startQEMU(name, image, QEMUConfig{Cmdline: cmdline, SMP: 2, MemMiB: 3072, CPU: "qemu64,+rdtscp,+rdrand"})
 }
