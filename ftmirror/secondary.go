@@ -19,6 +19,7 @@ type Secondary struct {
 	mu         sync.Mutex
 	committed  uint64 // last committed epoch (0: none)
 	primaryGen uint64 // the generation the primary announced
+	lastOut    uint64 // output offset where the last committed epoch's output starts
 	complete   bool   // memory holds every page as of committed
 	blobs      []Blob // state at committed
 	outLog     outputLog
@@ -281,6 +282,7 @@ func (s *Secondary) commit(p []byte) error {
 	} else if e.OutOffset != s.outLog.end() {
 		return fmt.Errorf("%w: output at offset %d, log ends at %d", ErrProtocol, e.OutOffset, s.outLog.end())
 	}
+	s.lastOut = s.outLog.end()
 	s.outLog.data = append(s.outLog.data, e.Out...)
 	s.outEnd = e.OutEnd
 	s.blobs = s.blobs[:0]
@@ -322,6 +324,12 @@ type Takeover struct {
 	// a second failover carries 3, and so on (a primary meeting a peer of
 	// a newer generation is fenced).
 	Generation uint64
+	// LastEpochOut is where the output of the last committed epoch starts
+	// in the stream: a replay from OutOffset repeats, at most, what the
+	// world saw of [OutOffset, OutEnd), and the output rule allows only
+	// the last epoch's to repeat (OutOffset ≥ LastEpochOut, or nothing
+	// before LastEpochOut reached the world).
+	LastEpochOut uint64
 }
 
 // PromoteAt is the earliest time the secondary may promote itself after
@@ -360,5 +368,6 @@ func (s *Secondary) Takeover() (Takeover, error) {
 		return Takeover{}, fmt.Errorf("%w: output mirrored to %d of %d", ErrIncomplete, s.outLog.end(), s.outEnd)
 	}
 	return Takeover{Epoch: s.committed, Blobs: s.blobs, OutOffset: s.outLog.start,
-		Out: s.outLog.data, OutEnd: s.outLog.end(), Generation: s.primaryGen + 1}, nil
+		Out: s.outLog.data, OutEnd: s.outLog.end(), Generation: s.primaryGen + 1,
+		LastEpochOut: s.lastOut}, nil
 }

@@ -17,8 +17,9 @@ import (
 // by ParseGroup like one that came uncompressed. The raw length is at most
 // MaxPayload, and the decoder never writes more than that many bytes, so a
 // small frame cannot make the receiver inflate gigabytes (a decompression
-// bomb): s2's length header and zstd's frame content size must both equal
-// the raw length, and the output buffer is capped at it.
+// bomb): s2's length header and zstd's frame content size (where the frame
+// has one; small frames do not) must equal the raw length, and the zstd
+// decoder stops at the raw length whatever its frames hold.
 
 // Codecs carried in a GROUPZ payload.
 const (
@@ -138,8 +139,8 @@ func (d *Decompressor) GroupZ(buf, p []byte) ([]byte, error) {
 		if err := h.Decode(z); err != nil {
 			return nil, fmt.Errorf("%w: zstd header: %w", ErrBadCompressed, err)
 		}
-		if !h.HasFCS || h.FrameContentSize != uint64(rawLen) {
-			return nil, fmt.Errorf("%w: zstd frame size %d (known %v), header says %d", ErrBadCompressed, h.FrameContentSize, h.HasFCS, rawLen)
+		if h.HasFCS && h.FrameContentSize != uint64(rawLen) {
+			return nil, fmt.Errorf("%w: zstd frame holds %d bytes, header says %d", ErrBadCompressed, h.FrameContentSize, rawLen)
 		}
 		// The cap limit stops the decoder at rawLen bytes, whatever the
 		// frames inside claim.
