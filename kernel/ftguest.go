@@ -33,6 +33,7 @@ const (
 	flagFTHB     = "doppel.ft.hb"
 	flagFTHBMiss = "doppel.ft.hbmiss"
 	flagFTKill   = "doppel.ft.kill"
+	flagFTZip    = "doppel.ft.compress"
 )
 
 func init() {
@@ -43,6 +44,8 @@ func init() {
 		{Name: flagFTHB, Kind: board.KindDuration, Default: "20ms", Help: "FT-link heartbeat interval"},
 		{Name: flagFTHBMiss, Kind: board.KindInt, Default: "25", Min: 2, Max: 10000, Help: "missed heartbeats before the peer is lost"},
 		{Name: flagFTKill, Kind: board.KindString, Help: "primary: stop dead at point[:epoch] (test fault injection, as doppel.ft.sim.kill)"},
+		{Name: flagFTZip, Kind: board.KindEnum, Enum: []string{"zstd", "s2", "off"}, Default: "zstd",
+			Help: "compression of checkpoint groups on the FT link, kept per group only where it pays (ftmirror/doc.go)"},
 	} {
 		mustRegister(f)
 	}
@@ -143,6 +146,9 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	n.cfg = ftmirror.Config{PSK: ft.SimPSK, Generation: 1, Epoch: k.flags.Duration(flagFTEpoch), GroupBytes: 256 << 10,
 		Heartbeat: ftmirror.Heartbeat{Interval: k.flags.Duration(flagFTHB), Misses: int(k.flags.Int(flagFTHBMiss))},
 		Forward:   true, WholeReleases: true}
+	if n.cfg.Compression, err = ftmirror.ParseCompression(k.flags.String(flagFTZip)); err != nil {
+		return err
+	}
 	kill, err := ft.ParseKill(k.flags.String(flagFTKill))
 	if err != nil {
 		return err
@@ -278,9 +284,10 @@ func (n *ftNode) report(p *ftmirror.Primary) {
 		if sum.Checkpoints == 0 {
 			continue
 		}
-		n.k.log.Printf("ft", "checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d; %.0f wire bytes, %.0f dirty bytes per checkpoint; release latency p50 %.2f ms, p99 %.2f ms",
+		n.k.log.Printf("ft", "checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d; %.0f wire bytes, %.0f dirty bytes per checkpoint; release latency p50 %.2f ms, p99 %.2f ms; groups %d, %d sent %s-compressed, %d bytes as %d",
 			sum.Checkpoints, sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms, p.Epoch(),
-			sum.WireBytesPerCkpt, sum.DirtyBytesPerCk, sum.ReleaseP50ms, sum.ReleaseP99ms)
+			sum.WireBytesPerCkpt, sum.DirtyBytesPerCk, sum.ReleaseP50ms, sum.ReleaseP99ms,
+			sum.Groups, sum.GroupsCompressed, sum.Compression, sum.GroupRawBytes, sum.GroupWireBytes)
 	}
 }
 
