@@ -34,6 +34,13 @@
 // here against 1.3 GB/s for HMAC-SHA256 (SHA-NI), which matters because the
 // initial sync must run near loopback TCP speed (the figures are in
 // ftmirror/doc.go).
+//
+// # Versions
+//
+// Version 2 added two frame types: RELEASE (the primary released output
+// through an offset) and GROUPZ (a GROUP payload compressed with s2 or
+// zstd, compress.go). The version is checked in every frame header, so a
+// version-1 peer is refused at its HELLO with ErrVersion.
 package wire
 
 import (

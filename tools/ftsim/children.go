@@ -23,8 +23,10 @@ import (
 var psk = []byte("doppel-ftsim-pre-shared-key-32b!")
 
 func (o *opts) engineConfig(gen uint64) ftmirror.Config {
+	zip, _ := ftmirror.ParseCompression(o.compress) // checked in main
 	return ftmirror.Config{
-		PSK: psk, Generation: gen, Epoch: o.epoch, GroupBytes: int(o.group),
+		Compression: zip,
+		PSK:         psk, Generation: gen, Epoch: o.epoch, GroupBytes: int(o.group),
 		Heartbeat:           ftmirror.Heartbeat{Interval: o.hb, Misses: o.hbMiss},
 		Forward:             o.forward,
 		ResyncPagesPerEpoch: o.resyncPages,

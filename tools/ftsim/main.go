@@ -136,6 +136,7 @@ import (
 	"time"
 
 	"github.com/doppel-ft/doppel/board/bytesize"
+	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
 )
 
@@ -161,31 +162,33 @@ func profile(name string) {
 }
 
 type opts struct {
-	role        string
-	mem         size
-	rate        float64
-	pattern     string
-	epoch       time.Duration
-	duration    time.Duration
-	killAfter   string
-	seed        uint64
-	json        bool
-	group       size
-	forward     bool
-	hb          time.Duration
-	hbMiss      int
-	resyncPages int
-	resyncAfter time.Duration
-	fault       string
-	faultNth    int
-	partition   time.Duration
-	after       time.Duration
-	words       int
-	loopBytes   size
-	shadow      size
-	zeroEvery   int
-	verbose     bool
-	runs        int
+	role         string
+	mem          size
+	rate         float64
+	pattern      string
+	epoch        time.Duration
+	duration     time.Duration
+	killAfter    string
+	seed         uint64
+	json         bool
+	group        size
+	forward      bool
+	hb           time.Duration
+	hbMiss       int
+	resyncPages  int
+	resyncAfter  time.Duration
+	fault        string
+	faultNth     int
+	partition    time.Duration
+	after        time.Duration
+	words        int
+	loopBytes    size
+	shadow       size
+	zeroEvery    int
+	compress     string
+	compressible bool
+	verbose      bool
+	runs         int
 	// children
 	dir, world, connect, name string
 }
@@ -193,7 +196,7 @@ type opts struct {
 func (o *opts) params() simguest.Params {
 	pat, _ := simguest.ParsePattern(o.pattern)
 	return simguest.Params{Pages: int(o.mem) / simguest.PageSize, Seed: o.seed, Pattern: pat,
-		Rate: o.rate, Words: o.words, ZeroEvery: o.zeroEvery}
+		Rate: o.rate, Words: o.words, ZeroEvery: o.zeroEvery, Compressible: o.compressible}
 }
 
 // size is a byte count flag in any form bytesize accepts (256m, 256MB,
@@ -240,6 +243,8 @@ func main() {
 	flag.Var(&o.loopBytes, "loopback-bytes", "bytes for the raw loopback TCP baseline (default: max(mem, 256m); 0 skips it)")
 	flag.IntVar(&o.words, "words", 16, "8-byte words the guest writes per page write")
 	flag.IntVar(&o.zeroEvery, "zero-every", 0, "every Nth page starts zero (0: none)")
+	flag.StringVar(&o.compress, "compress", "zstd", "compression of GROUP frames, kept per group where it pays: zstd, s2, off")
+	flag.BoolVar(&o.compressible, "compressible", false, "the guest writes small integers (pages compress about 3:1) instead of random words")
 	flag.BoolVar(&o.verbose, "v", false, "log the children's output")
 	flag.IntVar(&o.runs, "runs", 1, "run the simulation this many times and print each run's figures and the medians")
 	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one)")
@@ -248,6 +253,10 @@ func main() {
 	flag.StringVar(&o.name, "name", "s1", "internal: secondary name")
 	flag.Parse()
 	if _, err := simguest.ParsePattern(o.pattern); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if _, err := ftmirror.ParseCompression(o.compress); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
