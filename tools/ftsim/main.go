@@ -11,7 +11,9 @@
 // the primary (at -kill-primary-after: a duration, or a protocol point such
 // as mid-epoch, mid-group, between-groups, before-end, after-end, acked,
 // mid-release, released, paused, begin, sync-round, blackout, resync, with
-// an optional ":N" epoch), and then checks that the promoted secondary's
+// an optional ":N" epoch; a point after the sync fires only once an epoch
+// has been acknowledged, and nothing leaves the primary after it), and
+// then checks that the promoted secondary's
 // memory equals the primary's at the committed epoch (by replaying the
 // deterministic guest) and that the world saw the output stream exactly
 // once with no gap.
