@@ -120,6 +120,11 @@ func runFTGuest(k *kernel, role ft.Role) error {
 		return fmt.Errorf("FT NIC %s has no address (doppel.net.%s=<cidr>)", ifc.NIC.Name(), ifc.NIC.Name())
 	}
 	gc := ftGuestConfig{MemSize: k.flags.Size(dirtytest.FlagGuestMem), DMA: k.flags.Size(board.FlagDMA), Log: k.log.Writer("guest")}
+	// A harvest that times out ends the session, and the secondary then
+	// takes over at once (the link closed): on a stall shorter than the
+	// heartbeat deadline that is a false failover. Under QEMU TCG at load
+	// 25 a vCPU twice took over 1 s to answer; wait out the deadline.
+	gc.HarvestTimeout = max(time.Second, k.flags.Duration(flagFTHB)*time.Duration(k.flags.Int(flagFTHBMiss)))
 	if role != ft.RoleSecondary { // auto may become primary
 		name := k.flags.String(board.FlagGuest)
 		mods, err := board.ReadModules()

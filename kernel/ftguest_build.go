@@ -34,6 +34,8 @@ type ftGuestConfig struct {
 	MemSize uint64
 	DMA     uint64 // top of the reserved region kept for the NICs (doppel.dma)
 	Log     io.Writer
+	// HarvestTimeout bounds a vCPU's answer to a harvest request.
+	HarvestTimeout time.Duration
 }
 
 // ftGuest is the built guest.
@@ -142,7 +144,7 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 		TSCOffset: int64(clock.Offset()),
 		// A vCPU in the guest answers at its next exit, forced by a kick;
 		// an emulator on a loaded host may take a while.
-		HarvestTimeout: time.Second,
+		HarvestTimeout: max(o.HarvestTimeout, time.Second),
 	})
 	if err != nil {
 		return nil, err
