@@ -61,6 +61,7 @@ type rig struct {
 	w       *world
 	stop    chan struct{}
 	guestWG sync.WaitGroup
+	stopped sync.Once
 
 	mu       sync.Mutex
 	snaps    map[uint64][]byte // primary memory at each capture
@@ -141,6 +142,10 @@ func newRigGuest(t *testing.T, pages int, guest func(*simguest.Params), tweak fu
 	r.s = NewSecondary(scfg, r.sg)
 	r.guestWG.Add(1)
 	go func() { defer r.guestWG.Done(); r.pg.Run(r.stop) }()
+	// A test that fails before it stops the guest must not leave it
+	// running: under -race on a loaded machine a few such guests starved
+	// every later test of the package.
+	t.Cleanup(r.stopGuest)
 	return r
 }
 
@@ -175,7 +180,7 @@ func (r *rig) waitEpoch(e uint64) {
 }
 
 func (r *rig) stopGuest() {
-	close(r.stop)
+	r.stopped.Do(func() { close(r.stop) })
 	r.guestWG.Wait()
 }
 
