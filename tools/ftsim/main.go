@@ -123,6 +123,25 @@
 // the 1 s default deadline here: a silent link is detected in 1 s, a
 // killed primary as before.
 //
+// # Compression (issue 12, "Bytes on the wire")
+//
+// scripts/ftsim-report.sh wire: -mem 64m -dirty-rate 12000 -epoch 25ms
+// -duration 5s, 3 runs each (2026-12-02 12:35-12:38, load 22-27, all
+// verified). Wire bytes over raw dirty bytes per checkpoint, medians:
+//
+//	guest                     off     s2      zstd
+//	random words (default)    0.394   0.341   0.350
+//	-compressible             0.385   0.204   no checkpoint in 5 s
+//
+// The deltas already cut random words to about 0.4; compression adds
+// little there (record headers), and after a group that does not pay the
+// engine stops trying for a while. Compressible pages halve again with
+// s2. zstd on them could not keep the sync ahead of a guest dirtying
+// 49 MB/s while this loaded machine gave the primary a fraction of a core
+// (its CPU cost is 4-5 times s2's): over loopback TCP, or any link faster
+// than the compressor, use s2 or -compress off. In the emulators, where
+// the link carries a few MB/s, zstd is the default (ftmirror/doc.go).
+//
 // First writes to fresh memory are slow in this VM (about 5 µs a page, see
 // simguest.Alloc) and it takes back memory left idle, so the simulator
 // pre-touches its buffers and warms memory right before the sync.
