@@ -157,9 +157,11 @@
 // epoch before it), so the secondary keeps exactly the committed output
 // the world may not have seen: a takeover repeats at most the output of
 // the one release that was under way or whose RELEASE was lost with the
-// primary, which is the last acknowledged epoch's (after a resync, the
-// first complete ACK releases every epoch held during it, and that is
-// the case RELEASE matters most for). An END carries at most
+// primary: the last acknowledged epoch's, which is the last committed
+// epoch or the one before (the primary sends the next END before it
+// handles the ACK; Takeover.PrevEpochOut). Before RELEASE, a takeover
+// right after a resync repeated every epoch held during it, since the
+// first complete ACK releases them all at once. An END carries at most
 // 4 MiB of it and says where the guest's output stream ends, and the
 // secondary acknowledges itself complete (so output is released) only when
 // it holds every byte up to there. After a takeover the

@@ -20,6 +20,7 @@ type Secondary struct {
 	committed  uint64 // last committed epoch (0: none)
 	primaryGen uint64 // the generation the primary announced
 	lastOut    uint64 // output offset where the last committed epoch's output starts
+	prevOut    uint64 // and where the one before's does
 	complete   bool   // memory holds every page as of committed
 	blobs      []Blob // state at committed
 	outLog     outputLog
@@ -282,7 +283,7 @@ func (s *Secondary) commit(p []byte) error {
 	} else if e.OutOffset != s.outLog.end() {
 		return fmt.Errorf("%w: output at offset %d, log ends at %d", ErrProtocol, e.OutOffset, s.outLog.end())
 	}
-	s.lastOut = s.outLog.end()
+	s.prevOut, s.lastOut = s.lastOut, s.outLog.end()
 	s.outLog.data = append(s.outLog.data, e.Out...)
 	s.outEnd = e.OutEnd
 	s.blobs = s.blobs[:0]
@@ -324,12 +325,15 @@ type Takeover struct {
 	// a second failover carries 3, and so on (a primary meeting a peer of
 	// a newer generation is fenced).
 	Generation uint64
-	// LastEpochOut is where the output of the last committed epoch starts
-	// in the stream: a replay from OutOffset repeats, at most, what the
-	// world saw of [OutOffset, OutEnd), and the output rule allows only
-	// the last epoch's to repeat (OutOffset ≥ LastEpochOut, or nothing
-	// before LastEpochOut reached the world).
-	LastEpochOut uint64
+	// LastEpochOut and PrevEpochOut are where the output of the last
+	// committed epoch and of the one before start in the stream. A replay
+	// from OutOffset repeats what the world saw of [OutOffset, OutEnd):
+	// at most the output of the primary's last release, whose RELEASE
+	// frame it did not live to send. That release is of the last
+	// committed epoch, or of the one before when the primary had sent the
+	// next END before it handled the ACK (the two overlap), so a repeat
+	// starts at or after PrevEpochOut.
+	LastEpochOut, PrevEpochOut uint64
 }
 
 // PromoteAt is the earliest time the secondary may promote itself after
@@ -369,5 +373,5 @@ func (s *Secondary) Takeover() (Takeover, error) {
 	}
 	return Takeover{Epoch: s.committed, Blobs: s.blobs, OutOffset: s.outLog.start,
 		Out: s.outLog.data, OutEnd: s.outLog.end(), Generation: s.primaryGen + 1,
-		LastEpochOut: s.lastOut}, nil
+		LastEpochOut: s.lastOut, PrevEpochOut: s.prevOut}, nil
 }
