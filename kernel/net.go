@@ -184,5 +184,10 @@ func writeNet(w io.Writer, st *netstack.Stack) error {
 	t := st.TCP()
 	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts, %d checksum errors; ip: %d malformed\n",
 		t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts, t.ChecksumErrors, t.IPMalformed)
+	for _, ifc := range st.Interfaces() {
+		if d, ok := ifc.NIC.(nic.Describer); ok && err == nil {
+			_, err = fmt.Fprintf(w, "%s rings: %s\n", ifc.NIC.Name(), d.Describe())
+		}
+	}
 	return err
 }

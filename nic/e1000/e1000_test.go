@@ -298,3 +298,78 @@ func TestWatchdogRecoversLostInterrupt(t *testing.T) {
 		t.Errorf("counters %+v: want stalls and no interrupts", c)
 	}
 }
+
+func TestBufSizeFor(t *testing.T) {
+	for _, c := range []struct {
+		mtu, size int
+		lpe       bool
+	}{
+		{1500, 2048, false},
+		{576, 2048, false},
+		{1501, 4096, true},
+		{4096 - 22, 4096, true},
+		{4096 - 21, 8192, true},
+		{9000, 16384, true},
+		{MaxMTU, 16384, true},
+	} {
+		size, rctl := bufSizeFor(c.mtu)
+		if size != c.size || rxBufSize(rctl) != c.size || (rctl&RctlLPE != 0) != c.lpe {
+			t.Errorf("MTU %d: buffer %d, RCTL %#x (decodes to %d); want %d, LPE %v", c.mtu, size, rctl, rxBufSize(rctl), c.size, c.lpe)
+		}
+	}
+}
+
+// TestJumboFrames: with an MTU of 9000 the driver enables long packets
+// with 16 KiB buffers, receives and transmits frames up to 9014 bytes
+// whole, refuses longer ones, and drops a frame that spans buffers.
+func TestJumboFrames(t *testing.T) {
+	mem, err := dma.NewHost(0x10000000, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newModel(mem, testMAC, true)
+	d, err := Open(Config{Name: "e1000-0", Regs: m, DMA: mem, IRQ: m.line, MTU: 9000, Watchdog: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.MTU() != 9000 {
+		t.Errorf("MTU %d", d.MTU())
+	}
+	if rctl := m.reg(RCTL); rctl&RctlLPE == 0 || rxBufSize(rctl) != 16384 {
+		t.Errorf("RCTL %#x: want LPE and 16 KiB buffers", rctl)
+	}
+	if n := m.reg(RDLEN) / descSize; n != 32 {
+		t.Errorf("default ring of %d descriptors, want 32", n)
+	}
+	for _, n := range []int{9014, 1514, 60} {
+		if err := d.Transmit(frame(n, n)); err != nil {
+			t.Fatalf("Transmit %d bytes: %v", n, err)
+		}
+		if !m.inject(frame(n, n), 0, true) {
+			t.Fatal("ring full")
+		}
+		if got := receive(t, d); !bytes.Equal(got, frame(n, n)) {
+			t.Fatalf("received %d bytes, want the %d sent", len(got), n)
+		}
+	}
+	if sent := m.frames(); len(sent) != 3 || !bytes.Equal(sent[0], frame(9014, 9014)) {
+		t.Errorf("device sent %d frames", len(sent))
+	}
+	if err := d.Transmit(make([]byte, 9015)); !errors.Is(err, nic.ErrFrameSize) {
+		t.Errorf("Transmit of 9015 bytes: %v", err)
+	}
+	// 20000 bytes take two 16 KiB buffers: dropped whole, counted once.
+	if !m.inject(frame(20000, 1), 0, true) || !m.inject(frame(100, 2), 0, true) {
+		t.Fatal("ring full")
+	}
+	if got := receive(t, d); !bytes.Equal(got, frame(100, 2)) {
+		t.Fatalf("after the giant: %d bytes", len(got))
+	}
+	if c := d.Counters(); c.RxErrors != 1 {
+		t.Errorf("RxErrors %d, want 1", c.RxErrors)
+	}
+	if _, err := Open(Config{Name: "x", Regs: m, DMA: mem, IRQ: m.line, MTU: MaxMTU + 1}); err == nil {
+		t.Error("MTU above MaxMTU accepted")
+	}
+}

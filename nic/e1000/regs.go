@@ -96,6 +96,10 @@ const (
 	RctlLPE       = 1 << 5 // long packet enable (off: >1522 bytes dropped)
 	RctlBAM       = 1 << 15
 	RctlBSIZE2K   = 0 << 16 // buffer size 2048 with BSEX=0
+	RctlBSIZE16K  = 1 << 16 // buffer size 16384 with BSEX=1
+	RctlBSIZE8K   = 2 << 16 // buffer size 8192 with BSEX=1
+	RctlBSIZE4K   = 3 << 16 // buffer size 4096 with BSEX=1
+	RctlBSEX      = 1 << 25 // buffer size extension: BSIZE times 16
 	RctlSECRC     = 1 << 26 // strip the Ethernet CRC
 	rctlRDMTSHalf = 0 << 8
 )
