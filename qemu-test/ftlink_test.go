@@ -263,7 +263,7 @@ func TestQEMUFTGoodput(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRelay(t, 0, 0, 1)
 			p, s := ftPairFlags(t, c.device, c.ifname, r, "",
-				fmt.Sprintf("doppel.nic.mtu=%d doppel.ft.sim.mem=32M doppel.ft.sim.probe=16M", c.mtu))
+				fmt.Sprintf("doppel.nic.mtu=%d doppel.dma=16M doppel.ft.sim.mem=32M doppel.ft.sim.probe=16M", c.mtu))
 			if _, err := p.Expect(syncLine, 10*time.Minute); err != nil {
 				t.Fatalf("no initial sync: %v\n%s\nsecondary:\n%s", err, p.Tail(1500), s.Tail(1500))
 			}

@@ -107,14 +107,19 @@ func Open(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("e1000: MTU %d: want 68-%d", cfg.MTU, MaxMTU)
 	}
 	buf, rctl := bufSizeFor(cfg.MTU)
-	// Default rings hold about 512 KiB of frames each way: 256 standard
-	// buffers, fewer long ones (at least 32).
-	ring := max(32, 256*2048/buf)
+	// Default rings: 256 standard buffers each way (1 MiB of DMA memory
+	// for both); with long frames 128 receive buffers, so that a round of
+	// the interrupt goroutine, late on a busy CPU, finds room for 1-2 MiB
+	// of frames, and 64 transmit ones (2-3 MiB in all: doppel.dma).
+	rxRing, txRing := 256, 256
+	if buf > 2048 {
+		rxRing, txRing = 128, 64
+	}
 	if cfg.RxRing == 0 {
-		cfg.RxRing = ring
+		cfg.RxRing = rxRing
 	}
 	if cfg.TxRing == 0 {
-		cfg.TxRing = ring
+		cfg.TxRing = txRing
 	}
 	if cfg.RxQueue == 0 {
 		cfg.RxQueue = 1024

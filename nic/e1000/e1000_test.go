@@ -339,8 +339,8 @@ func TestJumboFrames(t *testing.T) {
 	if rctl := m.reg(RCTL); rctl&RctlLPE == 0 || rxBufSize(rctl) != 16384 {
 		t.Errorf("RCTL %#x: want LPE and 16 KiB buffers", rctl)
 	}
-	if n := m.reg(RDLEN) / descSize; n != 32 {
-		t.Errorf("default ring of %d descriptors, want 32", n)
+	if rx, tx := m.reg(RDLEN)/descSize, m.reg(TDLEN)/descSize; rx != 128 || tx != 64 {
+		t.Errorf("default rings of %d and %d descriptors, want 128 and 64", rx, tx)
 	}
 	for _, n := range []int{9014, 1514, 60} {
 		if err := d.Transmit(frame(n, n)); err != nil {

@@ -115,10 +115,10 @@ func Open(cfg Config) (*Device, error) {
 	}
 	d.bufSize = bufSizeFor(d.mtu)
 	if d.cfg.QueueSize == 0 {
-		// About 512 KiB of frames each way: 256 standard buffers, fewer
-		// long ones (at least 32).
+		// At most about 1 MiB of buffers a queue: 256 standard ones,
+		// fewer long ones (at least 32).
 		d.cfg.QueueSize = 256
-		for d.cfg.QueueSize > 32 && d.cfg.QueueSize*d.bufSize > 256*2048 {
+		for d.cfg.QueueSize > 32 && d.cfg.QueueSize*d.bufSize > 1<<20 {
 			d.cfg.QueueSize /= 2
 		}
 	}

@@ -304,8 +304,8 @@ func TestMTU(t *testing.T) {
 		queueSize  int
 	}{
 		{"standard", 9000, 1500, 1500, false, 256},
-		{"jumbo", 9000, 9000, 9000, true, 32},
-		{"device smaller", 4000, 9000, 4000, true, 128},
+		{"jumbo", 9000, 9000, 9000, true, 64},
+		{"device smaller", 4000, 9000, 4000, true, 256},
 		{"device without the feature", 0, 9000, 1500, false, 256},
 	} {
 		t.Run(c.name, func(t *testing.T) {
