@@ -10,7 +10,9 @@
 // DMA memory (nic/dma). Its interrupt goroutine moves received frames into
 // a bounded queue (full: dropped and counted), reclaims transmit
 // descriptors and signals TxReady. Frames the device marks bad (error
-// bits), runts and giants are counted in RxErrors and dropped.
+// bits), runts and giants are counted in RxErrors and dropped. An MTU
+// above 1500 (Config.MTU) turns on long packet reception (RCTL.LPE) with
+// buffers of 4, 8 or 16 KiB (RCTL.BSEX), one whole frame per descriptor.
 package e1000
 
 // Vendor and device ID of the 82540EM (5.1, table 5-1).

@@ -9,7 +9,10 @@
 // Ring and buffer memory comes from the DMA allocator (nic/dma); the
 // interrupt goroutine takes INTx (ISR status read, 4.1.4.5), moves
 // received frames to a bounded queue (full: dropped, counted), reclaims
-// transmit descriptors and signals TxReady.
+// transmit descriptors and signals TxReady. An MTU above 1500
+// (Config.MTU) is used only if the device offers VIRTIO_NET_F_MTU
+// (QEMU's host_mtu), up to its mtu; each receive buffer holds a whole
+// frame (no mergeable buffers).
 package virtionet
 
 // PCI IDs (4.1.2.1): modern virtio devices are 0x1040 + device type;
