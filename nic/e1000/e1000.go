@@ -87,6 +87,8 @@ type Device struct {
 	txFull  bool
 
 	hw     HWCounters
+	hwMu   sync.Mutex // the statistics registers' readers
+	hwRegs [5]hwStat  // CRCERRS, RXERRC, MPC, RUC, ROC
 	closed atomic.Bool
 	done   chan struct{}
 	stop   chan struct{}
@@ -303,17 +305,60 @@ func (d *Device) service() uint32 {
 	return icr
 }
 
-// readHWCounters accumulates the device's clear-on-read error statistics;
-// frames the device itself dropped as bad count in RxErrors too.
+// readHWCounters accumulates the device's error statistics; frames the
+// device itself dropped as bad count in RxErrors too. The interrupt
+// goroutine and the watchdog both call it.
 func (d *Device) readHWCounters() {
-	crc, rxe := d.regs.Read32(CRCERRS), d.regs.Read32(RXERRC)
-	mpc, ruc, roc := d.regs.Read32(MPC), d.regs.Read32(RUC), d.regs.Read32(ROC)
-	d.hw.CRCErrors.Add(uint64(crc))
-	d.hw.RxErrors.Add(uint64(rxe))
-	d.hw.Missed.Add(uint64(mpc))
-	d.hw.Undersize.Add(uint64(ruc))
-	d.hw.Oversize.Add(uint64(roc))
-	d.stats.RxErrors.Add(uint64(crc) + uint64(ruc) + uint64(roc))
+	d.hwMu.Lock()
+	defer d.hwMu.Unlock()
+	var v [len(d.hwRegs)]uint64
+	for i := range d.hwRegs {
+		if d.hwRegs[i].off == 0 {
+			d.hwRegs[i].off = [...]uint32{CRCERRS, RXERRC, MPC, RUC, ROC}[i]
+		}
+		v[i] = d.hwRegs[i].read(d.regs)
+	}
+	crc, rxe, mpc, ruc, roc := v[0], v[1], v[2], v[3], v[4]
+	d.hw.CRCErrors.Add(crc)
+	d.hw.RxErrors.Add(rxe)
+	d.hw.Missed.Add(mpc)
+	d.hw.Undersize.Add(ruc)
+	d.hw.Oversize.Add(roc)
+	d.stats.RxErrors.Add(crc + ruc + roc)
+}
+
+// hwStat accumulates one statistics register. The 8254x clears them on
+// read (13.7), but QEMU's e1000 keeps CRCERRS, RXERRC and MPC as running
+// totals (its RUC and ROC do clear): adding each read of a running total
+// counted the same missed frames again at every interrupt (hundreds of
+// thousands "missed" in an FT session that lost a few dozen frames). So
+// the first non-zero value is read a second time: a register that still
+// holds at least that much keeps a running total, and from then on only
+// its growth is counted.
+type hwStat struct {
+	off     uint32
+	checked bool // the register's kind is known
+	running bool // it holds a running total
+	last    uint32
+}
+
+func (s *hwStat) read(r mmio.Space) uint64 {
+	v := r.Read32(s.off)
+	switch {
+	case s.running:
+		grown := v - s.last // modulo 2^32: the register wraps
+		s.last = v
+		return uint64(grown)
+	case v == 0 || s.checked:
+		return uint64(v)
+	}
+	s.checked = true
+	again := r.Read32(s.off)
+	if again >= v {
+		s.running, s.last = true, again
+		return uint64(again)
+	}
+	return uint64(v) + uint64(again) // cleared; again is what came between the reads
 }
 
 // receive takes every descriptor the device has written back (DD),

@@ -373,3 +373,38 @@ func TestJumboFrames(t *testing.T) {
 		t.Error("MTU above MaxMTU accepted")
 	}
 }
+
+// TestStatisticsRegisters: missed frames and oversize frames are counted
+// once each whether the device clears its statistics on read (the 8254x)
+// or keeps CRCERRS, RXERRC and MPC as running totals (QEMU's e1000),
+// however often the driver reads them.
+func TestStatisticsRegisters(t *testing.T) {
+	for _, running := range []bool{false, true} {
+		t.Run(fmt.Sprintf("running=%v", running), func(t *testing.T) {
+			d, m := openWatchdog(t, true, 0, -1)
+			m.mu.Lock()
+			m.runningStats = running
+			m.mu.Unlock()
+			add := func(mpc, roc uint32) {
+				m.mu.Lock()
+				m.regs[MPC] += mpc
+				m.regs[ROC] += roc
+				m.mu.Unlock()
+			}
+			for _, step := range []struct{ mpc, roc uint32 }{{0, 0}, {3, 1}, {0, 0}, {5, 0}, {1, 2}, {0, 0}} {
+				add(step.mpc, step.roc)
+				d.Service()
+				d.Service()
+			}
+			if got := d.HW().Missed.Load(); got != 9 {
+				t.Errorf("missed %d, want 9", got)
+			}
+			if got := d.HW().Oversize.Load(); got != 3 {
+				t.Errorf("oversize %d, want 3", got)
+			}
+			if got := d.Counters().RxErrors; got != 3 {
+				t.Errorf("RxErrors %d, want 3", got)
+			}
+		})
+	}
+}

@@ -21,10 +21,13 @@ type model struct {
 	line   *irq.Chan
 	eeprom [64]uint16
 	link   bool
-	txHold bool     // leave transmit descriptors pending until complete()
-	sent   [][]byte // frames the driver transmitted
-	writes []uint32 // register offsets written, in order
-	resets int
+	txHold bool // leave transmit descriptors pending until complete()
+	// runningStats keeps CRCERRS, RXERRC and MPC as running totals, as
+	// QEMU's e1000 does, instead of clearing them on read (13.7).
+	runningStats bool
+	sent         [][]byte // frames the driver transmitted
+	writes       []uint32 // register offsets written, in order
+	resets       int
 }
 
 func newModel(mem *dma.Region, mac [6]byte, preload bool) *model {
@@ -58,7 +61,9 @@ func (m *model) Read32(off uint32) uint32 {
 		return v
 	case CRCERRS, RXERRC, MPC, RUC, ROC:
 		v := m.regs[off]
-		m.regs[off] = 0
+		if !m.runningStats || off == RUC || off == ROC {
+			m.regs[off] = 0
+		}
 		return v
 	case STATUS:
 		if m.link {
