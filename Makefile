@@ -73,11 +73,9 @@ REPORT_TESTS = ^TestQEMUFTGoodput$$
 # -no-reboot: QEMU's -d int log shows doppel, after a #VMEXIT, running with
 # the guest's TR (Linux's TSS selector 0x40) and a CR3 without the Go text
 # mapped, then #PF, #DF, triple fault; it fails about half the runs on the
-# AMD-V branch's own tip too); TestQEMUFTLink's e1000 cases: once
-# the secondary stopped acknowledging mid-session and the primary's TCP
-# gave up (ETIMEDOUT after 8 retransmission timeouts) while the virtio-net
-# cases passed. Top-level alternatives may name subtests (Test/Sub).
-OPEN_TESTS = ^TestQEMUSVMLinuxSMP$$|^TestQEMUSVMLinux$$|^TestQEMUFTLink$$/^e1000$$
+# AMD-V branch's own tip too). Top-level alternatives may name subtests
+# (Test/Sub).
+OPEN_TESTS = ^TestQEMUSVMLinuxSMP$$|^TestQEMUSVMLinux$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \
