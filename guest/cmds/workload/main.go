@@ -15,7 +15,8 @@
 // With -serve it also listens on TCP port and sends every connection a
 // numbered stream: "1\n", "2\n", ... one line per -stream-interval (0: as
 // fast as TCP takes them), so a client sees at once whether a number is
-// missing or repeated (across a failover, say). -quiet leaves out the
+// missing or repeated (across a failover, say); port+1 serves the same
+// stream as fast as TCP takes it (rate measurements). -quiet leaves out the
 // memory work and the console lines, keeping only the server.
 package main
 
@@ -35,22 +36,28 @@ func main() {
 	lines := flag.Int("lines", 0, "counter lines to print, 0 for ever")
 	interval := flag.Duration("interval", 100*time.Millisecond, "time between lines")
 	seed := flag.Uint64("seed", 1, "pattern seed")
-	serve := flag.Int("serve", 0, "TCP port of the numbered stream, 0 for none")
+	serve := flag.Int("serve", 0, "TCP port of the numbered stream (port+1: unpaced), 0 for none")
 	streamInterval := flag.Duration("stream-interval", 10*time.Millisecond, "time between stream lines, 0 for none")
 	quiet := flag.Bool("quiet", false, "only the server: no memory work, no console lines")
 	flag.Parse()
 	if *serve != 0 {
-		l, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve))
+		paced, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve))
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "workload: %v\n", err)
 			os.Exit(1)
 		}
-		fmt.Printf("workload: serving the numbered stream on port %d\n", *serve)
+		fast, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve+1))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "workload: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("workload: serving the numbered stream on port %d (and unpaced on %d)\n", *serve, *serve+1)
+		go serveStream(fast, 0)
 		if *quiet {
-			serveStream(l, *streamInterval)
+			serveStream(paced, *streamInterval)
 			return
 		}
-		go serveStream(l, *streamInterval)
+		go serveStream(paced, *streamInterval)
 	}
 	if *mib <= 0 || *mib > 4096 {
 		fmt.Fprintln(os.Stderr, "workload: -mib must be 1..4096")
