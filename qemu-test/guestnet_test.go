@@ -268,6 +268,10 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 	c.Close()
 	fast.Close()
 
+	// A fresh prompt: doppel's progress lines have come after the first.
+	if err := m.Type("\r"); err != nil {
+		t.Fatal(err)
+	}
 	sh := &linuxShell{t: t, m: m}
 	sh.run("cat /sys/class/net/eth0/operstate", `(?m)^up\r*$`, 5*time.Minute)
 	if err := m.Type("poweroff\r"); err != nil {
