@@ -284,7 +284,9 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 	t.Logf("%s; the LAN carried %d frames", stats[0], l.frames.Load())
 	out, _ := strconv.Atoi(stats[1])
 	in, _ := strconv.Atoi(stats[4])
-	if out < 1000 || in < 100 {
+	// The paced stream alone is 250 segments; the unpaced one's fill
+	// frames of up to 1514 bytes, and the host's ACKs come back.
+	if out < 250 || in < 100 {
 		t.Errorf("bridge counters %q: want the streams' frames", stats[0])
 	}
 	if stats[3] != "0" {
