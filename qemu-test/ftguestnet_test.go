@@ -63,14 +63,12 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 	if f := lastMatch(ftFigures, p.Output()); f != nil {
 		t.Logf("primary: %s", f[0])
 	}
-	killed := time.Now()
 	p.Close()
 	before := sr.next - 1
-	// Read on: the first number after the kill shows the outside's gap.
-	if _, err := sr.read(c, 1, 5*time.Minute); err != nil {
-		t.Fatalf("stream after the primary was killed (last number %d): %v\nsecondary:\n%s", before, err, s.Tail(40))
-	}
-	gap := time.Since(killed)
+	// Read on; the longest wait between two lines from here is the gap
+	// the outside sees (the host may hold some lines the primary had
+	// released before it died).
+	sr.maxGap = 0
 	if _, err := sr.read(c, 200, 5*time.Minute); err != nil {
 		t.Fatalf("stream on the secondary: %v\n%s", err, s.Tail(40))
 	}
@@ -81,6 +79,6 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 	if !regexp.MustCompile(`takeover: gratuitous ARP: ` + regexp.QuoteMeta(guestIP)).MatchString(s.Output()) {
 		t.Error("no gratuitous ARP at the takeover")
 	}
-	t.Logf("killed the primary after number %d; the stream went on in order on the same connection to %d; first number %v after the kill; guest running from epoch %s, %s ms after the primary was last heard",
-		before, sr.next-1, gap.Round(time.Millisecond), fo[1], fo[2])
+	t.Logf("killed the primary after reading number %d; the stream went on in order on the same connection to %d; longest wait %v, before number %d; guest running from epoch %s, %s ms after the primary was last heard",
+		before, sr.next-1, sr.maxGap.Round(time.Millisecond), sr.gapAt, fo[1], fo[2])
 }

@@ -172,6 +172,11 @@ func dialGuest(t *testing.T, st *netstack.Stack, port int, within time.Duration)
 type streamReader struct {
 	r    *bufio.Reader
 	next uint64 // the number expected next
+	// last is when the latest line was read; maxGap the longest wait
+	// between two lines, before number gapAt.
+	last   time.Time
+	maxGap time.Duration
+	gapAt  uint64
 }
 
 func newStreamReader(c net.Conn) *streamReader { return &streamReader{r: bufio.NewReader(c), next: 1} }
@@ -192,6 +197,11 @@ func (s *streamReader) read(c net.Conn, n uint64, d time.Duration) (int, error) 
 		if err != nil || got != s.next {
 			return bytes, fmt.Errorf("line %q where %d was due", line, s.next)
 		}
+		now := time.Now()
+		if !s.last.IsZero() && now.Sub(s.last) > s.maxGap {
+			s.maxGap, s.gapAt = now.Sub(s.last), got
+		}
+		s.last = now
 	}
 	return bytes, nil
 }
