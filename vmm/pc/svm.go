@@ -190,13 +190,13 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 			return nil, err
 		}
 	}
-	// Console input with back-pressure, as under VT-x: what does not fit
-	// in the UART's FIFO waits (typing into a busy 2-vCPU guest lost 16
-	// bytes at a time with Receive).
 	if o.Net != nil {
 		o.Net.SetDeliver(v.board.NetReceive)
 		defer o.Net.SetDeliver(nil)
 	}
+	// Console input with back-pressure, as under VT-x: what does not fit
+	// in the UART's FIFO waits (typing into a busy 2-vCPU guest lost 16
+	// bytes at a time with Receive).
 	q := &inputQueue{b: v.board}
 	o.Input.set(q.add)
 	if err := v.m.Start(); err != nil {
