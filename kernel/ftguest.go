@@ -25,8 +25,9 @@ import (
 // node started with doppel.ft.role=secondary and doppel.ft.peer=<the
 // primary's FT-link address>, which keeps the guest's memory and last
 // committed state without running it, and runs it from there when the
-// primary is lost. The guest's serial output is released on the console
-// only once the checkpoint that produced it is acknowledged.
+// primary is lost. The guest's serial output is released on the console,
+// and its NIC's frames on the doppel.guest.net NIC (ftguest_net.go), only
+// once the checkpoint that produced them is acknowledged.
 const (
 	flagFTRole   = "doppel.ft.role"
 	flagFTEpoch  = "doppel.ft.epoch"
