@@ -124,6 +124,10 @@ func startNet(k *kernel) error {
 	var src mgmt.Source = idleSource{start: time.Now()}
 	k.net.src.Store(&src)
 	for _, n := range nics {
+		if n.Name() == k.flags.String(FlagGuestNet) {
+			k.log.Printf("net", "%s: left to the guest (%s)", n.Name(), FlagGuestNet)
+			continue
+		}
 		c := cfgs[n.Name()]
 		ifc, err := st.Add(n, c)
 		if err != nil {
