@@ -25,8 +25,9 @@ import (
 // node started with doppel.ft.role=secondary and doppel.ft.peer=<the
 // primary's FT-link address>, which keeps the guest's memory and last
 // committed state without running it, and runs it from there when the
-// primary is lost. The guest's serial output is released on the console
-// only once the checkpoint that produced it is acknowledged.
+// primary is lost. The guest's serial output is released on the console,
+// and its NIC's frames on the doppel.guest.net NIC (ftguest_net.go), only
+// once the checkpoint that produced them is acknowledged.
 const (
 	flagFTRole   = "doppel.ft.role"
 	flagFTEpoch  = "doppel.ft.epoch"
@@ -139,7 +140,21 @@ func runFTGuest(k *kernel, role ft.Role) error {
 			return err
 		}
 		gc.Cmdline = moduleArgs(m.Name)
+		if name := k.flags.String(FlagGuestInitrd); name != "" {
+			im, ok := board.FindModule(mods, name)
+			if !ok {
+				return fmt.Errorf("doppel.guest.initrd=%q: no such module", name)
+			}
+			if gc.Initrd, err = readModule(im); err != nil {
+				return err
+			}
+		}
 	}
+	br, err := newGuestBridge(k)
+	if err != nil {
+		return err
+	}
+	gc.Net = br
 	g, err := newFTGuest(gc)
 	if err != nil {
 		return err
@@ -208,12 +223,21 @@ type noNIC struct{}
 
 func (noNIC) Send([]byte) error { return errors.New("the protected guest has no NIC") }
 
+// outsideNIC is where released frames go: the bridge, or noNIC.
+func (g *ftGuest) outsideNIC() vmguest.NIC {
+	if g.Net == nil {
+		return noNIC{}
+	}
+	return g.Net
+}
+
 // runPrimary starts the guest and serves each secondary that connects.
 func (n *ftNode) runPrimary() error {
 	k := n.k
 	n.prot.Set(ft.Unprotected, "no secondary yet; guest output is held")
-	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, 0, 0)}
+	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), 0, 0)}
 	n.sink.Store(sink)
+	n.g.attachNet()
 	cfg := n.cfg
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
 	n.g.VM.Out.SetEmit(p.Output)

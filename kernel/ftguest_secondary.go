@@ -156,11 +156,15 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	// The console's stream continues at the offset the old primary had
 	// released when it opened the last epoch (doc.go, "Output commit"):
 	// lines of that last epoch may appear twice, none is lost.
-	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, tk.OutOffset, 0)}
+	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), tk.OutOffset, 0)}
 	n.sink.Store(sink)
 	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
 		k.log.Printf("ft", "replay: %v", err)
 	}
+	// Frames for the guest reach the restored NIC from now on; the
+	// outside network learns where the guest's MAC is now.
+	n.g.attachNet()
+	n.announce()
 	cfg := n.cfg
 	cfg.Generation = tk.Generation
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)

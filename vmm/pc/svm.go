@@ -3,7 +3,6 @@ package pc
 import (
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"sort"
 	"strings"
@@ -105,11 +104,7 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	layout := loader.NewPCLayout(o.MemSize)
 	var acpiBytes []byte
 	if !o.NoACPI {
-		bd, err := NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: io.Discard, Clock: &vmm.TSCClock{Hz: 1, Read: cpu.RDTSC}, TSCHz: 1})
-		if err != nil {
-			return nil, err
-		}
-		t, err := bd.ACPITables()
+		t, err := ACPITablesFor(o.CPUs, o.Net != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -140,6 +135,7 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	cpus := make([]*svm.PCCPU, o.CPUs)
 	crystal := vmm.CrystalFor(tscHz, lapic.DefaultBusHz)
 	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: tscHz, BusHz: crystal,
+		Net: netConfig(o.Net, mem),
 		OnStop: func(reason string) {
 			v.mu.Lock()
 			if v.stop == "" {
@@ -193,6 +189,10 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		if err := v.m.AddDevice(d.Name, d.State); err != nil {
 			return nil, err
 		}
+	}
+	if o.Net != nil {
+		o.Net.SetDeliver(v.board.NetReceive)
+		defer o.Net.SetDeliver(nil)
 	}
 	// Console input with back-pressure, as under VT-x: what does not fit
 	// in the UART's FIFO waits (typing into a busy 2-vCPU guest lost 16
