@@ -30,8 +30,14 @@ import (
 // clock at its shell banner minus where its TSC clock started (the
 // firmware and GRUB before the kernel on bare Bochs; nearly nothing under
 // doppel, whose guest TSC starts at 0 when the VM is built). One CPU,
-// ips=100M, TSC at 100 MHz: 1 s is 100M Bochs ticks, one per instruction
-// (a halted CPU's idle ticks are skipped ahead, on both sides).
+// ips=100M, TSC at 100 MHz (Bochs's clock is sync=none: emulated time,
+// not wall time, so host load does not change it): 1 s is 100M Bochs
+// ticks, one per instruction and one per byte or element of a REP
+// string instruction; a halted CPU's idle ticks are skipped ahead, on
+// both sides, and counted as time (busy-s leaves out the guest's idle
+// time). The bare kernel is told the TSC rate with tsc_early_khz, as
+// doppel's CPUID 0x15 tells its guest: Bochs's CPUID claims 3.5 GHz, and
+// a kernel that believes it runs its clock 35 times slow.
 func BenchmarkBochsGuestBoot(b *testing.B) {
 	needGuest(b)
 	for range b.N {
