@@ -17,11 +17,11 @@ import (
 // shell like TestQEMUGuestImage and powers it off: the bare side of the
 // doppel/bare ratio. It reports the wall time from Bochs's start to the
 // kernel's "reboot: Power down", the guest's own clock then (printk time:
-// TSC-based, as the guest calibrated it), and the Bochs tick count of the
-// last Bochs log line before the exit (one tick per instruction with one
-// CPU; the Debian kernel's APERF/MPERF reads log every ~14M ticks, so this
-// is the end of the run to within about 1%). Input is typed in wall time,
-// so only the part up to the banner is deterministic. Run it alone:
+// TSC-based), and the Bochs tick count of the last Bochs log line before
+// the exit (not the end of the run: Bochs logs rarely, and the guest
+// idles through wall-time typing in skipped-ahead ticks). Input is typed
+// in wall time, so only the part up to the banner is comparable. Run it
+// alone:
 //
 //	go test -run '^$' -bench BochsGuestBoot -benchtime 1x ./qemu-test/
 //
