@@ -41,15 +41,37 @@ const (
 const (
 	NumVarMTRR   = 8
 	guestMTRRCap = NumVarMTRR | 1<<8 | 1<<10
-	// IA32_MISC_ENABLE as the guest reads it: fast strings (0), BTS
-	// unavailable (11), PEBS unavailable (12); no MONITOR, no EIST.
-	guestMiscEnable = 1<<0 | 1<<11 | 1<<12
+	// IA32_MISC_ENABLE as the guest reads it on a host with fast
+	// strings enabled (GuestMiscEnable): BTS and PEBS unavailable; no
+	// MONITOR, no EIST.
+	guestMiscEnable = MISC_ENABLE_FAST_STRING | MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL
 	// The xAPIC's base, enabled (bit 11); BSP (bit 8) on vCPU 0.
 	APICBaseDefault = 0xFEE0_0000
 	apicBaseEnable  = 1 << 11
 	apicBaseBSP     = 1 << 8
 	apicBaseX2APIC  = 1 << 10
 )
+
+// IA32_MISC_ENABLE bits (SDM Vol. 4, table 2-2).
+const (
+	MISC_ENABLE_FAST_STRING  = 1 << 0
+	MISC_ENABLE_BTS_UNAVAIL  = 1 << 11
+	MISC_ENABLE_PEBS_UNAVAIL = 1 << 12
+	MISC_ENABLE_XD_DISABLE   = 1 << 34
+)
+
+// GuestMiscEnable is the IA32_MISC_ENABLE a VT-x vCPU starts with on a
+// host whose own IA32_MISC_ENABLE is host. The fast-strings bit is the
+// host's: the MSR is not switched at VM entry, so the guest's REP MOVS
+// and STOS run as the host's setting says, and the guest must not be
+// told otherwise. Linux reads the bit to choose its memcpy, memset and
+// clear_page (ERMS REP MOVSB/STOSB, REP MOVSQ, or unrolled loops);
+// Bochs, for one, runs with fast strings off and counts each byte of a
+// REP STOSB as an instruction, 8 times the ticks of the loop a guest
+// told the truth picks.
+func GuestMiscEnable(host uint64) uint64 {
+	return guestMiscEnable&^MISC_ENABLE_FAST_STRING | host&MISC_ENABLE_FAST_STRING
+}
 
 // SwitchedMSRs are the guest MSRs the CPU loads at every VM entry and
 // stores at every VM exit through the MSR areas (SDM Vol. 3C 25.7.2,
@@ -401,10 +423,10 @@ func (g *GuestMSRs) Write(msr uint32, v uint64) error {
 	case IA32_MISC_ENABLE:
 		// Linux rewrites what it read, possibly toggling fast strings
 		// or XD disable (bit 34): accept those, refuse the rest.
-		if (v^g.MiscEnable)&^(1<<0|1<<34) != 0 {
+		if (v^g.MiscEnable)&^(MISC_ENABLE_FAST_STRING|MISC_ENABLE_XD_DISABLE) != 0 {
 			return fault("unsupported MISC_ENABLE change")
 		}
-		g.MiscEnable = v &^ (1 << 34)
+		g.MiscEnable = v &^ MISC_ENABLE_XD_DISABLE
 		return nil
 	case IA32_TSC_DEADLINE:
 		if g.Deadline != nil {

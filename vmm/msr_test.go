@@ -184,3 +184,44 @@ func TestMSRBitmap(t *testing.T) {
 		t.Error("an MSR outside the bitmap's ranges was accepted")
 	}
 }
+
+// TestGuestMiscEnable: the guest sees the host's fast-strings setting
+// (Bochs runs with it off; firmware turns it on on real machines) and
+// never the host's other bits.
+func TestGuestMiscEnable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		host uint64
+		want uint64
+	}{
+		{"fast strings off (Bochs)", 0, MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL},
+		{"fast strings on", MISC_ENABLE_FAST_STRING, MISC_ENABLE_FAST_STRING | MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL},
+		// Firmware's usual value: fast strings (0), automatic thermal
+		// control (3), performance monitoring (7), EIST (16), MONITOR
+		// (18), xTPR disable (23): only fast strings passes.
+		{"typical firmware", 0x85_0089, MISC_ENABLE_FAST_STRING | MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL},
+		{"everything but fast strings", ^uint64(MISC_ENABLE_FAST_STRING), MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := GuestMiscEnable(tc.host)
+			if got != tc.want {
+				t.Fatalf("GuestMiscEnable(%#x) = %#x, want %#x", tc.host, got, tc.want)
+			}
+			// Linux writes back what it read: that must be accepted, and
+			// so must toggling fast strings; MONITOR must not.
+			g, _, _ := newTestMSRs(true)
+			g.MiscEnable = got
+			for _, v := range []uint64{got, got ^ MISC_ENABLE_FAST_STRING} {
+				if err := g.Write(IA32_MISC_ENABLE, v); err != nil {
+					t.Errorf("write %#x: %v", v, err)
+				}
+				if r, _ := g.Read(IA32_MISC_ENABLE); r != v {
+					t.Errorf("read back %#x after writing %#x", r, v)
+				}
+			}
+			if err := g.Write(IA32_MISC_ENABLE, g.MiscEnable|1<<18); err == nil {
+				t.Errorf("enabling MONITOR accepted")
+			}
+		})
+	}
+}

@@ -231,6 +231,7 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 		return nil, err
 	}
 	c.msr = NewGuestMSRs(h.VMCS, guestArea, cfg.Start != nil)
+	c.msr.MiscEnable = GuestMiscEnable(cpu.RDMSR(IA32_MISC_ENABLE))
 	c.msr.APIC = cfg.APIC
 	c.msr.TSC = cfg.Clock.GuestTSC
 	c.msr.SetTSC = func(v uint64) {

@@ -58,8 +58,10 @@ func main() {
 	// the boot offset), and the kernel log's first timestamp after zero
 	// is where the TSC clock took over, early in setup_arch: the time
 	// before the kernel ran (firmware, bootloader, or nothing under
-	// doppel) is that stamp, the kernel's own boot the difference.
-	fmt.Printf("doppel-guest: boot: uptime %s s, kernel clock from %s s\n", uptime(), firstStamp())
+	// doppel) is that stamp, the kernel's own boot the difference. Idle
+	// is the time the CPUs spent in the idle task: the rest is work.
+	up, idle := uptime()
+	fmt.Printf("doppel-guest: boot: uptime %s s, idle %s s, kernel clock from %s s\n", up, idle, firstStamp())
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	setupNet(string(cmdline))
 	fmt.Printf("doppel-guest: up: linux %s, %d cpus, modules %s\n", release, runtime.NumCPU(), loaded)
@@ -76,13 +78,14 @@ func main() {
 	}
 }
 
-// uptime is /proc/uptime's first field, seconds since boot.
-func uptime() string {
+// uptime is /proc/uptime: seconds since boot, and the idle seconds of
+// all CPUs together.
+func uptime() (up, idle string) {
 	b, err := os.ReadFile("/proc/uptime")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
+	if f := strings.Fields(string(b)); err == nil && len(f) > 1 {
+		return f[0], f[1]
 	}
-	return "?"
+	return "?", "?"
 }
 
 // firstStamp is the first nonzero timestamp in the kernel log ("[    1.234567]").
