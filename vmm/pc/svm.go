@@ -97,6 +97,12 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	if err := tables.Map(0, o.MemSize, hpa, ept.PermRWX, ept.MapOpt{}); err != nil {
 		return nil, fmt.Errorf("pc: map guest RAM: %w", err)
 	}
+	// The guest writes what its nested tables map without an exit: they
+	// must reach its RAM block and nothing else (no identity-mapped or
+	// stray range over doppel's own memory).
+	if n, err := tables.CheckConfined(hpa, hpa+o.MemSize); err != nil || n != o.MemSize {
+		return nil, fmt.Errorf("pc: nested tables map %d bytes, want %d inside [%#x, %#x): %v", n, o.MemSize, hpa, hpa+o.MemSize, err)
+	}
 	b, err := region.Bytes(hpa, o.MemSize)
 	if err != nil {
 		return nil, err
