@@ -465,6 +465,7 @@ func (c *PCCPU) Save() ([]byte, error) {
 		Regs: c.V.Regs, FX: c.fx.Guest, XCR0: c.V.XCR0,
 		MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, vals), MSRs: c.msr,
 		WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
+		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6),
 	})
 }
 
@@ -497,6 +498,14 @@ func (c *PCCPU) Restore(b []byte) error {
 		}
 	}
 	c.V.Regs, c.fx.Guest, c.V.XCR0, c.waitSIPI = s.Regs, s.FX, s.XCR0, s.WaitSIPI
+	// CR2 is what a page-fault handler reads: a guest paused between a
+	// #PF and its read of CR2 must find the address again. A blob from
+	// VT-x has DR6 0, which no CPU reads (its reserved bits are 1, AMD
+	// APM Vol. 2 13.1.1.3): the vCPU keeps its own then.
+	vm.Set64(SaveCR2, s.CR2)
+	if s.DR6 != 0 {
+		vm.Set64(SaveDR6, s.DR6)
+	}
 	// The guest's TSC continues from the saved value.
 	c.cfg.Clock.Base = c.cfg.Clock.Read() - s.GuestTSC
 	vm.Set64(TSCOffset, c.cfg.Clock.Offset())

@@ -52,6 +52,8 @@ func userState(c *PCCPU) {
 	vm.Set64(SaveSFMASK, 0x47700)
 	vm.Set64(EventInj, uint64(vmm.VectorGP)|vmm.IntTypeHWException|vmm.IntInfoErrorCode|vmm.IntInfoValid|0x18<<32)
 	vm.Set64(InterruptShadow, InterruptShadow0)
+	vm.Set64(SaveCR2, 0x7F12_3456_7008) // paused between a #PF and its read of CR2
+	vm.Set64(SaveDR6, 0xFFFF_4FF0)      // BS: a single step was reported
 	c.V.Regs.RAX, c.V.Regs.R15 = 0xAAAA, 0xF15
 	c.fx.Guest[100] = 0x5A
 	c.V.XCR0 = vmm.XCR0_X87
@@ -94,7 +96,7 @@ func TestPCCPUSaveFormat(t *testing.T) {
 	}
 	a, b := src.HW.VMCB, dst.HW.VMCB
 	for _, off := range []int{SaveCR0, SaveCR3, SaveCR4, SaveEFER, SaveRIP, SaveRSP, SaveRFLAGS,
-		SaveLSTAR, SaveSTAR, SaveKernelGSBase, SaveSFMASK, EventInj, InterruptShadow} {
+		SaveLSTAR, SaveSTAR, SaveKernelGSBase, SaveSFMASK, EventInj, InterruptShadow, SaveCR2, SaveDR6} {
 		if a.Get64(off) != b.Get64(off) {
 			t.Errorf("VMCB %#x: %#x restored as %#x", off, a.Get64(off), b.Get64(off))
 		}
@@ -139,6 +141,8 @@ func TestPCCPURestoreFromVMX(t *testing.T) {
 	}
 	tsc := uint64(1 << 40)
 	c := hostPCCPU(&tsc)
+	dr6 := c.HW.VMCB.Get64(SaveDR6)
+	c.HW.VMCB.Set64(SaveCR2, 0xBAD0_0000)
 	if err := c.Restore(blob); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +163,8 @@ func TestPCCPURestoreFromVMX(t *testing.T) {
 		{"KernelGSBase", vm.Get64(SaveKernelGSBase), 0x50},
 		{"RBX", c.V.Regs.RBX, 0xBB},
 		{"guest TSC", c.cfg.Clock.GuestTSC(), 777},
+		{"CR2", vm.Get64(SaveCR2), 0},
+		{"DR6 (VT-x saves none: the vCPU's own)", vm.Get64(SaveDR6), dr6},
 	} {
 		if f.got != f.want {
 			t.Errorf("%s = %#x, want %#x", f.name, f.got, f.want)
