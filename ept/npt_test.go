@@ -205,11 +205,11 @@ func TestCheckConfined(t *testing.T) {
 			*e = *e&^AddrMask | (g.ram + ramSize)
 		}, wantErr: true},
 		{name: "extra leaf past the guest's size", corrupt: func(g *testGuest) {
-			pd := g.t.mem.Table(g.t.mem.Table(g.t.mem.Table(g.t.root)[0]&AddrMask)[0] & AddrMask)
+			pd := g.t.mem.Table(g.t.mem.Table(g.t.mem.Table(g.t.root)[0] & AddrMask)[0] & AddrMask)
 			pd[ramSize/LargeSize] = g.t.f.leaf(g.ram+ramSize, PermRW, levelPD)
 		}, wantErr: true},
 		{name: "page table inside guest RAM", corrupt: func(g *testGuest) {
-			pd := g.t.mem.Table(g.t.mem.Table(g.t.mem.Table(g.t.root)[0]&AddrMask)[0] & AddrMask)
+			pd := g.t.mem.Table(g.t.mem.Table(g.t.mem.Table(g.t.root)[0] & AddrMask)[0] & AddrMask)
 			pd[1] = g.t.f.table(g.ram + LargeSize)
 		}, wantErr: true},
 	} {
