@@ -193,3 +193,81 @@ func TestPCCPURestoreBad(t *testing.T) {
 		}
 	}
 }
+
+// haltSource is a LAPIC's NMI, INIT and SIPI as a parked vCPU sees them.
+type haltSource struct{ nmi, init bool }
+
+func (h *haltSource) TakeINIT() bool {
+	x := h.init
+	h.init = false
+	return x
+}
+func (h *haltSource) TakeSIPI() (uint8, bool) { return 0, false }
+func (h *haltSource) TakeNMI() bool {
+	x := h.nmi
+	h.nmi = false
+	return x
+}
+func (h *haltSource) WakePending() bool { return h.nmi || h.init }
+
+// TestPCCPUHaltWithInterruptsOff: HLT with IF clear parks the vCPU (as
+// under VT-x, so that Linux's stop_this_cpu on one vCPU does not stop the
+// machine while another powers off); the park survives a save and
+// restore; an NMI wakes it with the NMI injected, an INIT makes it wait
+// for SIPI.
+func TestPCCPUHaltWithInterruptsOff(t *testing.T) {
+	for _, wake := range []string{"NMI", "INIT"} {
+		t.Run(wake, func(t *testing.T) {
+			tsc := uint64(1000)
+			c := hostPCCPU(&tsc)
+			hs := &haltSource{}
+			c.cfg.SIPI = hs
+			c.kickCh = make(chan struct{}, 1)
+			c.HW.VMCB.Set64(SaveRFLAGS, 0x2) // IF clear
+			if act, err := c.halt(c.V); act != vmm.ActionPark || err != nil {
+				t.Fatalf("halt with IF clear: %v, %v; want park", act, err)
+			}
+			blob, err := c.Save()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = hostPCCPU(&tsc)
+			c.cfg.SIPI = hs
+			c.kickCh = make(chan struct{}, 1)
+			if err := c.Restore(blob); err != nil {
+				t.Fatal(err)
+			}
+			// Restored parked: the first Step reports the park, the next
+			// ones wait for a wake-up.
+			for i := range 2 {
+				if act, err := c.Step(); act != vmm.ActionPark || err != nil {
+					t.Fatalf("step %d of a restored parked vCPU: %v, %v", i, act, err)
+				}
+			}
+			if c.WakePending() {
+				t.Fatal("wake-up pending before any")
+			}
+			if wake == "NMI" {
+				hs.nmi = true
+			} else {
+				hs.init = true
+			}
+			if !c.WakePending() {
+				t.Fatal("no wake-up pending")
+			}
+			if act, err := c.Step(); act != vmm.ActionResume || err != nil {
+				t.Fatalf("step after %s: %v, %v", wake, act, err)
+			}
+			inj := c.HW.VMCB.Get64(EventInj)
+			if wake == "NMI" && inj != uint64(vmm.VectorNMI)|vmm.IntTypeNMI|EventInjValid {
+				t.Errorf("EVENTINJ %#x after NMI, want the NMI", inj)
+			}
+			if wake == "INIT" && !c.waitSIPI {
+				t.Error("INIT did not make the vCPU wait for SIPI")
+			}
+			if c.haltedOff {
+				t.Error("still halted")
+			}
+		})
+	}
+}
