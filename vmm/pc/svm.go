@@ -245,8 +245,8 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 				return done, err
 			}
 			done = append(done, c)
-			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v; %d pages written since the last cycle (%v)\n",
-				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond), c.Dirty, DirtyScan)
+			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v; %d pages written since the last cycle (scan of the NPT dirty flags)\n",
+				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond), c.Dirty)
 		}
 		return done, nil
 	}
