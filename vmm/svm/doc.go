@@ -129,10 +129,10 @@
 // kernel passes (TestQEMUSVMTestKernel); the Debian guest reaches its
 // shell and answers with 1 vCPU without ACPI tables (TestQEMUSVMLinux) and
 // with 2 vCPUs and ACPI tables (TestQEMUSVMLinuxSMP, IOAPIC, LAPIC timer,
-// INIT/SIPI), the latter not reliably yet: in some runs the guest's shell
-// stops after a command with both vCPUs idle and nothing pending but the
-// local timer (a lost wakeup IPI is the suspect; the progress lines show
-// each LAPIC's IRR and ISR). Linux on AMD reads the TSC rate neither from CPUID 0x15 nor
+// INIT/SIPI; at poweroff the second vCPU halts with interrupts off and
+// parks, as under VT-x), and survives 5 save/destroy/restore cycles
+// (TestQEMUSVMLinuxRestore); the progress lines every 10 s show each
+// vCPU's last exit and its LAPIC's IRR and ISR. Linux on AMD reads the TSC rate neither from CPUID 0x15 nor
 // (under TCG's slow exits) from PIT calibration, so vmm/pc passes it as
 // tsc_early_khz= (docs/design.md, "AMD-V").
 //
