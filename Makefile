@@ -59,11 +59,15 @@ emu: deps
 
 # Tests of open work that fail today, kept so the failure stays visible, as
 # a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
-# them. TestQEMUFTLink's e1000 cases: once the secondary stopped
+# them. TestQEMUSVMLinuxRestore: the Linux guest under AMD-V through 5
+# save/destroy/restore cycles; passed 1 of 2 runs: in the other all 5
+# cycles completed and the workload went on for 100 s, then the guest
+# triple-faulted (rip in its kernel), not yet understood.
+# TestQEMUFTLink's e1000 cases: once the secondary stopped
 # acknowledging mid-session and the primary's TCP gave up (ETIMEDOUT after
 # 8 retransmission timeouts) while the virtio-net cases passed. Top-level
 # alternatives may name subtests (Test/Sub).
-OPEN_TESTS = ^TestQEMUFTLink$$/^e1000$$
+OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$|^TestQEMUFTLink$$/^e1000$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \
