@@ -60,7 +60,7 @@ emu: deps
 # Tests of open work that fail today, kept so the failure stays visible, as
 # a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
 # them. TestQEMUSVMLinuxRestore: the Linux guest under AMD-V through 5
-# save/destroy/restore cycles; passed 1 of 2 runs: in the other all 5
+# save/destroy/restore cycles; passed 2 of 3 runs: in the other all 5
 # cycles completed and the workload went on for 100 s, then the guest
 # triple-faulted (rip in its kernel), not yet understood.
 # TestQEMUFTLink's e1000 cases: once the secondary stopped
