@@ -6,6 +6,8 @@ require golang.org/x/sys v0.50.0
 
 require golang.org/x/arch v0.32.0
 
+require github.com/klauspost/compress v1.20.4 // indirect
+
 require (
 	github.com/google/btree v1.1.2 // indirect
 	golang.org/x/exp v0.0.0-20250711185948-6ae5c78190dc // indirect

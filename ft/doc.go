@@ -58,8 +58,6 @@
 // What this slice does not do yet: a guest NIC (the output stream carries
 // frames, but the board has no virtio-net wired), guests whose state
 // includes x87/SSE or the MSR file (svm.PCCPU's Save lacks them: Linux
-// guests need that first), a second takeover's generation (a promoted
-// node always takes generation 2: the secondary does not learn its
-// primary's), and VT-x is wired (EPT D-bit scan) but its Bochs test has
-// not been seen to pass yet.
+// guests need that first), and VT-x is wired (EPT D-bit scan) but its
+// Bochs test has not been seen to pass yet.
 package ft

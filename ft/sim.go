@@ -16,6 +16,7 @@ import (
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
 	"github.com/doppel-ft/doppel/net/mgmt"
 	"github.com/doppel-ft/doppel/net/netstack"
+	"github.com/doppel-ft/doppel/nic"
 )
 
 // SimPSK is the simulation's pre-shared key (wire.KeySize bytes).
@@ -268,6 +269,9 @@ func (s *Sim) printCounters(phase string) {
 	s.printf("%s counters: %s tx %d frames (ring full %d, waits %d, dropped %d), rx %d frames (dropped %d, errors %d), %d interrupts, %d stalls; tcp %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts",
 		phase, s.cfg.Iface.NIC.Name(), n.TxFrames, n.TxQueueFull, l.TxWaits, l.TxDropped, n.RxFrames, n.RxDropped, n.RxErrors,
 		n.Interrupts, n.Stalls, t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts)
+	if d, ok := s.cfg.Iface.NIC.(nic.Describer); ok {
+		s.printf("%s rings: %s", phase, d.Describe())
+	}
 }
 
 // hash is the verifier's view of memory.

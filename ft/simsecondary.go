@@ -132,7 +132,7 @@ func (s *Sim) runSecondary(ctx context.Context) error {
 }
 
 // promote restores the committed guest, verifies it, runs it as primary
-// of generation 2 with direct release for After, and verifies the output.
+// of the next generation with direct release for After, and verifies the output.
 func (s *Sim) promote(ctx context.Context, g *simguest.Guest, sec *ftmirror.Secondary, tk ftmirror.Takeover, res *Result) error {
 	c := s.cfg
 	bad := func(f string, a ...any) { res.Details = append(res.Details, fmt.Sprintf(f, a...)) }
@@ -163,7 +163,7 @@ func (s *Sim) promote(ctx context.Context, g *simguest.Guest, sec *ftmirror.Seco
 		bad("%v", err)
 	}
 	cfg := c.Engine
-	cfg.Generation = 2
+	cfg.Generation = tk.Generation
 	cfg.Alloc = simguest.Alloc
 	p := ftmirror.NewPrimary(cfg, g, g, &timedGuest{Guest: g, rec: s.Rec, link: s.Link}, sink)
 	p.Continue(tk.Epoch, tk.OutEnd, true)

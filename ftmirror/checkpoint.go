@@ -262,8 +262,8 @@ func (ps *pSession) flush() error {
 		e := ps.open
 		split = func() { p.cfg.hook(PointMidGroup, e) }
 	}
-	buf := ps.g.Buf
-	if err := ps.writeFrame(buf, wire.TGroup, ps.open, split, func() { ps.free <- buf[:0] }); err != nil {
+	buf, t := ps.compress(ps.g.Buf)
+	if err := ps.writeFrame(buf, t, ps.open, split, func() { ps.free <- buf[:0] }); err != nil {
 		return err
 	}
 	if ps.groups == 0 {
@@ -271,6 +271,38 @@ func (ps *pSession) flush() error {
 	}
 	ps.groups++
 	return ps.startGroup()
+}
+
+// Compression pays when it saves at least 1/zMinSaving of a group; after
+// a group where it did not, the next zbackoff groups (doubling up to
+// zMaxSkip) go without trying, so incompressible memory costs little CPU.
+const (
+	zMinSaving = 8
+	zMaxSkip   = 8
+)
+
+// compress compresses the finished group in buf if that pays (doc.go,
+// "Bytes on the wire"), rewriting buf in place as a GROUPZ frame (the
+// compressed payload is smaller, so it fits), and returns the frame and
+// its type.
+func (ps *pSession) compress(buf []byte) ([]byte, wire.Type) {
+	p := ps.p
+	raw := buf[wire.HeaderSize:]
+	if p.zc == nil || ps.zskip > 0 {
+		ps.zskip = max(ps.zskip-1, 0)
+		p.Stats.group(len(raw), len(raw), false, false)
+		return buf, wire.TGroup
+	}
+	ps.zbuf = p.zc.AppendGroupZ(ps.zbuf[:0], raw)
+	if len(ps.zbuf) > len(raw)-len(raw)/zMinSaving {
+		ps.zbackoff = min(2*ps.zbackoff+1, zMaxSkip)
+		ps.zskip = ps.zbackoff
+		p.Stats.group(len(raw), len(raw), true, false)
+		return buf, wire.TGroup
+	}
+	ps.zbackoff = 0
+	p.Stats.group(len(raw), len(ps.zbuf), true, true)
+	return append(buf[:wire.HeaderSize], ps.zbuf...), wire.TGroupZ
 }
 
 // end flushes the last group and sends END, which commits the epoch on the

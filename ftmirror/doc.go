@@ -98,6 +98,33 @@
 // bytes on the wire (64 MiB guest); a 1 GiB guest dirtied uniformly takes
 // minutes to get there.
 //
+// # Bytes on the wire
+//
+// Each GROUP frame, once encoded (zero records, deltas, full pages), is
+// compressed whole (Config.Compression: zstd at its fastest level by
+// default, s2, or off) and sent as a GROUPZ frame only if that saves at
+// least an eighth of it; otherwise it goes as it is (wire, compress.go).
+// The decision is measured per group, since memory mixes pages that
+// compress well (zeroed and sparse pages, code, text) with ones that do
+// not (encrypted or compressed data, and the simulator's random words).
+// After a group that did not pay, the next 1, 3, 7, then 8 groups go
+// without trying (reset by one that pays), so incompressible memory costs
+// little CPU. Compression comes after the deltas and composes with them:
+// a delta's record headers and runs compress too. The secondary inflates
+// a GROUPZ in its checking stage, so that overlaps the apply of the group
+// before, and checks the inflated group like any other. A GROUPZ says its
+// inflated size, which must equal the codec's own (s2's block header,
+// zstd's frame content size) and is at most wire.MaxPayload; the decoder
+// never writes past it, so a small frame cannot inflate without bound.
+//
+// Which codec: zstd compresses more (text-like pages to 0.23 against s2's
+// 0.29) and s2 runs 4-5 times faster (BenchmarkGroupZ in package wire,
+// with the figures). In the emulators the FT link is the bottleneck (a
+// Bochs NIC carries about 1.5 MB/s, QEMU TCG a few MB/s over TCP), so the
+// default is zstd; on a fast link (10 GbE, or tools/ftsim's loopback TCP
+// at about 1 GB/s) compression costs more time than it saves and s2 or
+// off is the better choice.
+//
 // # An incomplete epoch never damages the committed one
 //
 // The secondary applies groups in place under an undo log (undo.go): before
@@ -125,8 +152,16 @@
 // one that produced it (outputcommit.go). Each END carries every sealed
 // byte that secondary has not been sent (normally the epoch's own output;
 // in a session's first epoch also output held from before), and BEGIN
-// carries the offset released so far, so the secondary keeps exactly the
-// committed output the world may not have seen; an END carries at most
+// carries the offset released so far, as does a RELEASE frame sent right
+// after each release (BEGIN went out before the ACK that released the
+// epoch before it), so the secondary keeps exactly the committed output
+// the world may not have seen: a takeover repeats at most the output of
+// the one release that was under way or whose RELEASE was lost with the
+// primary: the last acknowledged epoch's, which is the last committed
+// epoch or the one before (the primary sends the next END before it
+// handles the ACK; Takeover.PrevEpochOut). Before RELEASE, a takeover
+// right after a resync repeated every epoch held during it, since the
+// first complete ACK releases them all at once. An END carries at most
 // 4 MiB of it and says where the guest's output stream ends, and the
 // secondary acknowledges itself complete (so output is released) only when
 // it holds every byte up to there. After a takeover the
@@ -175,6 +210,9 @@
 //     secondary releases directly until a secondary joins it: the old
 //     primary can no longer release, since that needs acks from us.
 //  4. A primary that meets a peer knowing a newer generation is fenced.
+//     A secondary learns its primary's generation at the HELLO, and a
+//     promoted secondary takes that generation plus one
+//     (Takeover.Generation), so each failover raises it.
 //
 // Timing: a killed primary is detected as soon as its kernel closes the
 // socket, so ftsim fails over in tens of milliseconds (figures in

@@ -67,7 +67,7 @@ func (c *faultConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	isTarget := false
-	if !c.didIt && len(b) >= wire.HeaderSize && wire.Type(b[3]) == wire.TGroup && leU64(b[16:]) >= c.at {
+	if !c.didIt && len(b) >= wire.HeaderSize && (wire.Type(b[3]) == wire.TGroup || wire.Type(b[3]) == wire.TGroupZ) && leU64(b[16:]) >= c.at {
 		if e := leU64(b[16:]); e != c.epoch {
 			c.epoch, c.seen = e, 0
 		}

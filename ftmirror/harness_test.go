@@ -61,6 +61,7 @@ type rig struct {
 	w       *world
 	stop    chan struct{}
 	guestWG sync.WaitGroup
+	stopped sync.Once
 
 	mu       sync.Mutex
 	snaps    map[uint64][]byte // primary memory at each capture
@@ -84,8 +85,16 @@ func newRig(t *testing.T, pages int, tweak func(*Config)) *rig {
 // newRigWith is newRig with the primary's sink and dirty source wrapped,
 // where the wrappers are set.
 func newRigWith(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSink) OutputSink, wrapDirty func(DirtySource) DirtySource) *rig {
+	return newRigGuest(t, pages, nil, tweak, wrap, wrapDirty)
+}
+
+// newRigGuest is newRigWith with the guest's parameters tweaked too.
+func newRigGuest(t *testing.T, pages int, guest func(*simguest.Params), tweak func(*Config), wrap func(OutputSink) OutputSink, wrapDirty func(DirtySource) DirtySource) *rig {
 	r := &rig{t: t, w: &world{}, stop: make(chan struct{}), snaps: map[uint64][]byte{}, snapOps: map[uint64]uint64{}}
 	r.params = simguest.Params{Pages: pages, Seed: 7, Pattern: simguest.Uniform, Rate: 4000, ZeroEvery: 5}
+	if guest != nil {
+		guest(&r.params)
+	}
 	r.cfg = Config{PSK: testPSK, Generation: 1, Epoch: 5 * time.Millisecond, GroupBytes: 1024,
 		// A 3 s deadline: a loaded 2-core machine under -race stalls
 		// processes for more than a second, and a test must not take
@@ -133,6 +142,10 @@ func newRigWith(t *testing.T, pages int, tweak func(*Config), wrap func(OutputSi
 	r.s = NewSecondary(scfg, r.sg)
 	r.guestWG.Add(1)
 	go func() { defer r.guestWG.Done(); r.pg.Run(r.stop) }()
+	// A test that fails before it stops the guest must not leave it
+	// running: under -race on a loaded machine a few such guests starved
+	// every later test of the package.
+	t.Cleanup(r.stopGuest)
 	return r
 }
 
@@ -167,7 +180,7 @@ func (r *rig) waitEpoch(e uint64) {
 }
 
 func (r *rig) stopGuest() {
-	close(r.stop)
+	r.stopped.Do(func() { close(r.stop) })
 	r.guestWG.Wait()
 }
 

@@ -54,7 +54,56 @@ type Config struct {
 	// it the first output of a release is split in two, with the hook
 	// called at PointMidRelease in between.
 	WholeReleases bool
-	Clock         Clock
+	// Compression is how GROUP frames are compressed (doc.go, "Bytes on
+	// the wire"); the zero value is zstd.
+	Compression Compression
+	Clock       Clock
+}
+
+// Compression chooses the codec a primary tries on each GROUP frame. A
+// secondary decodes every codec whatever it is set to.
+type Compression uint8
+
+const (
+	CompressZstd Compression = iota // zstd, fastest level: the best ratio at link speeds of MB/s
+	CompressS2                      // s2: several times faster, a lower ratio (for fast links)
+	CompressOff                     // send every group as it is
+)
+
+// codec is the wire codec of c (0: none).
+func (c Compression) codec() uint8 {
+	switch c {
+	case CompressZstd:
+		return wire.CodecZstd
+	case CompressS2:
+		return wire.CodecS2
+	}
+	return 0
+}
+
+// ParseCompression parses "zstd", "s2" or "off".
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "zstd", "":
+		return CompressZstd, nil
+	case "s2":
+		return CompressS2, nil
+	case "off", "none":
+		return CompressOff, nil
+	}
+	return 0, fmt.Errorf("ftmirror: unknown compression %q (want zstd, s2 or off)", s)
+}
+
+func (c Compression) String() string {
+	switch c {
+	case CompressZstd:
+		return "zstd"
+	case CompressS2:
+		return "s2"
+	case CompressOff:
+		return "off"
+	}
+	return fmt.Sprintf("Compression(%d)", uint8(c))
 }
 
 func (c *Config) defaults() {
@@ -105,9 +154,10 @@ type Primary struct {
 	// Shadow: what the secondary holds (committed plus staged) for the
 	// pages it caches (see shadowed); the base for compact deltas.
 	shadow []byte
-	tags   []uint32 // per slot: pfn+1 of the page held, 0 for none
-	state  []uint8  // per page: pageZero or pageSent
-	snap   snapshot // pages copied in the pause, reused across sessions
+	tags   []uint32         // per slot: pfn+1 of the page held, 0 for none
+	state  []uint8          // per page: pageZero or pageSent
+	snap   snapshot         // pages copied in the pause, reused across sessions
+	zc     *wire.Compressor // nil: groups go uncompressed
 
 	// relMu serialises releases to the sink (the releaser of each session
 	// and RunAlone), so the stream goes out in order.
@@ -135,6 +185,12 @@ func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink Out
 		shadow: shadowAlloc(slots * PageSize), tags: make([]uint32, slots), state: make([]uint8, n),
 		snap: snapshot{alloc: alloc}}
 	p.snap.grow(snapPages)
+	if codec := cfg.Compression.codec(); codec != 0 {
+		// Only an unknown codec fails, and codec() knows none: without a
+		// compressor the primary sends groups as they are.
+		p.zc, _ = wire.NewCompressor(codec)
+	}
+	p.Stats.setCompression(p.zc)
 	return p
 }
 
@@ -259,6 +315,9 @@ type pSession struct {
 	resyncing  bool
 	cursor     int    // resync: pages below this have been sent
 	outSent    uint64 // output stream offset sent to this secondary so far
+	zbuf       []byte // a compressed group under construction
+	zskip      int    // groups still to send without trying compression
+	zbackoff   int    // groups skipped after the last that did not pay
 
 	mu        sync.Mutex
 	endSent   map[uint64]time.Time
@@ -446,8 +505,19 @@ func (ps *pSession) releaser() {
 			continue
 		}
 		done = e
+		before := p.out.releasedThrough()
 		p.release(e, lease, ps.revoked.Load, func() { p.cfg.hook(PointMidRelease, e) })
 		p.cfg.hook(PointReleased, e)
+		// Tell the secondary at once, not only in the next BEGIN (which
+		// went out before this ACK came): a takeover then replays only
+		// what may not have been released. After a resync the first
+		// complete ACK releases every epoch held meanwhile, and without
+		// this a takeover in the next epoch repeated all of them.
+		if rel := p.out.releasedThrough(); rel > before && !ps.revoked.Load() {
+			if err := ps.send(wire.TRelease, e, wire.AppendU64(nil, rel)); err != nil {
+				return
+			}
+		}
 	}
 }
 

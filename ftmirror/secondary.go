@@ -16,23 +16,26 @@ type Secondary struct {
 	cfg Config
 	mem Memory
 
-	mu        sync.Mutex
-	committed uint64 // last committed epoch (0: none)
-	complete  bool   // memory holds every page as of committed
-	blobs     []Blob // state at committed
-	outLog    outputLog
-	outEnd    uint64 // the committed guest's output stream end
-	touched   bool   // memory may be non-zero
-	undo      *undoLog
-	open      uint64 // epoch being applied (0: none)
-	groups    uint32
-	records   uint32
-	recs      []wire.Record
-	scratch   [PageSize]byte
-	lastHeard time.Time
-	endedAt   time.Time // when the last session ended
-	lastErr   error
-	Applied   int64 // words written by apply, for tests and stats
+	mu         sync.Mutex
+	committed  uint64 // last committed epoch (0: none)
+	primaryGen uint64 // the generation the primary announced
+	lastOut    uint64 // output offset where the last committed epoch's output starts
+	prevOut    uint64 // and where the one before's does
+	complete   bool   // memory holds every page as of committed
+	blobs      []Blob // state at committed
+	outLog     outputLog
+	outEnd     uint64 // the committed guest's output stream end
+	touched    bool   // memory may be non-zero
+	undo       *undoLog
+	open       uint64 // epoch being applied (0: none)
+	groups     uint32
+	records    uint32
+	recs       []wire.Record
+	scratch    [PageSize]byte
+	lastHeard  time.Time
+	endedAt    time.Time // when the last session ended
+	lastErr    error
+	Applied    int64 // words written by apply, for tests and stats
 }
 
 // NewSecondary returns a secondary over zeroed memory.
@@ -51,12 +54,15 @@ func NewSecondary(cfg Config, mem Memory) *Secondary {
 func (s *Secondary) Serve(rw io.ReadWriteCloser) error {
 	defer rw.Close()
 	me := wire.Hello{Role: wire.RoleSecondary, Generation: s.cfg.Generation, Pages: uint64(s.mem.NumPages())}
-	ss, _, err := handshake(rw, s.cfg.PSK, me, s.cfg.Clock, s.cfg.Heartbeat)
+	ss, peer, err := handshake(rw, s.cfg.PSK, me, s.cfg.Clock, s.cfg.Heartbeat)
 	if err != nil {
 		return err
 	}
 	go ss.heartbeats(s.cfg.Clock)
 	s.reset()
+	s.mu.Lock()
+	s.primaryGen = peer.Generation
+	s.mu.Unlock()
 	err = s.readLoop(ss)
 	ss.fail(err)
 	s.mu.Lock()
@@ -93,6 +99,15 @@ func (s *Secondary) readLoop(ss *session) error {
 	}
 	raw := make(chan item, 2)
 	checked := make(chan item, 2)
+	dz, err := wire.NewDecompressor()
+	if err != nil {
+		return err
+	}
+	defer dz.Close()
+	// Inflated groups, used in turn: while the checker fills one, at most
+	// two wait in checked and one is being applied.
+	var inflated [4][]byte
+	nz := 0
 	go func() {
 		defer close(raw)
 		for {
@@ -112,6 +127,15 @@ func (s *Secondary) readLoop(ss *session) error {
 		for it := range raw {
 			if it.err == nil {
 				it.f, it.err = ss.codec.Open(it.b)
+			}
+			if it.err == nil && it.f.Type == wire.TGroupZ {
+				// Inflated here, so that it overlaps the apply of the
+				// group before, like the checks.
+				b := &inflated[nz%len(inflated)]
+				nz++
+				if *b, it.err = dz.GroupZ(*b, it.f.Payload); it.err == nil {
+					it.f.Type, it.f.Payload = wire.TGroup, *b
+				}
 			}
 			select {
 			case checked <- it:
@@ -189,6 +213,16 @@ func (s *Secondary) handle(f wire.Frame) (*ackOf, error) {
 			a.flags = 1 // memory and every output byte of the committed guest
 		}
 		return a, nil
+	case wire.TRelease:
+		rel, err := wire.ParseU64(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		if rel > s.outLog.end() {
+			return nil, fmt.Errorf("%w: RELEASE through %d, committed output ends at %d", ErrProtocol, rel, s.outLog.end())
+		}
+		s.outLog.trim(rel)
+		return nil, nil
 	case wire.TBye:
 		return nil, fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
 	}
@@ -249,6 +283,7 @@ func (s *Secondary) commit(p []byte) error {
 	} else if e.OutOffset != s.outLog.end() {
 		return fmt.Errorf("%w: output at offset %d, log ends at %d", ErrProtocol, e.OutOffset, s.outLog.end())
 	}
+	s.prevOut, s.lastOut = s.lastOut, s.outLog.end()
 	s.outLog.data = append(s.outLog.data, e.Out...)
 	s.outEnd = e.OutEnd
 	s.blobs = s.blobs[:0]
@@ -286,6 +321,19 @@ type Takeover struct {
 	OutOffset uint64 // stream offset of Out[0]
 	Out       []byte // committed output the primary may not have released
 	OutEnd    uint64 // the stream position the resumed guest continues from
+	// Generation is the promoted node's: one more than its primary's, so
+	// a second failover carries 3, and so on (a primary meeting a peer of
+	// a newer generation is fenced).
+	Generation uint64
+	// LastEpochOut and PrevEpochOut are where the output of the last
+	// committed epoch and of the one before start in the stream. A replay
+	// from OutOffset repeats what the world saw of [OutOffset, OutEnd):
+	// at most the output of the primary's last release, whose RELEASE
+	// frame it did not live to send. That release is of the last
+	// committed epoch, or of the one before when the primary had sent the
+	// next END before it handled the ACK (the two overlap), so a repeat
+	// starts at or after PrevEpochOut.
+	LastEpochOut, PrevEpochOut uint64
 }
 
 // PromoteAt is the earliest time the secondary may promote itself after
@@ -324,5 +372,6 @@ func (s *Secondary) Takeover() (Takeover, error) {
 		return Takeover{}, fmt.Errorf("%w: output mirrored to %d of %d", ErrIncomplete, s.outLog.end(), s.outEnd)
 	}
 	return Takeover{Epoch: s.committed, Blobs: s.blobs, OutOffset: s.outLog.start,
-		Out: s.outLog.data, OutEnd: s.outLog.end()}, nil
+		Out: s.outLog.data, OutEnd: s.outLog.end(), Generation: s.primaryGen + 1,
+		LastEpochOut: s.lastOut, PrevEpochOut: s.prevOut}, nil
 }

@@ -3,6 +3,8 @@ package ftmirror
 import (
 	"sync"
 	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror/wire"
 )
 
 // Stats are the primary's measurements, in fixed-size histograms and
@@ -30,6 +32,34 @@ type Stats struct {
 	gaps        histogram // between checkpoints
 	late        int       // checkpoints that began over half an epoch late
 	snapGrown   int       // pauses that had to grow the snapshot
+	codec       string    // compression in use
+	groups      [3]int    // GROUP frames sent, tried compressed, sent compressed
+	groupBytes  [2]int64  // GROUP payload bytes before and after compression
+}
+
+func (s *Stats) setCompression(zc *wire.Compressor) {
+	s.mu.Lock()
+	s.codec = "off"
+	if zc != nil {
+		s.codec = map[uint8]string{wire.CodecS2: "s2", wire.CodecZstd: "zstd"}[zc.Codec()]
+	}
+	s.mu.Unlock()
+}
+
+// group records one GROUP frame: its payload before and after compression,
+// whether compression was tried and whether it was kept.
+func (s *Stats) group(raw, sent int, tried, kept bool) {
+	s.mu.Lock()
+	s.groups[0]++
+	if tried {
+		s.groups[1]++
+	}
+	if kept {
+		s.groups[2]++
+	}
+	s.groupBytes[0] += int64(raw)
+	s.groupBytes[1] += int64(sent)
+	s.mu.Unlock()
 }
 
 const maxSlowAcks = 50
@@ -159,6 +189,12 @@ type Summary struct {
 	SnapGrownInPause int           `json:"snap_grown_in_pause"` // pauses that allocated snapshot memory
 	LeaseMisses      int           `json:"lease_misses"`
 	SinkErrors       int           `json:"sink_errors"`
+	Compression      string        `json:"compression"`
+	Groups           int           `json:"groups"`            // GROUP frames sent
+	GroupsTried      int           `json:"groups_tried"`      // compression tried
+	GroupsCompressed int           `json:"groups_compressed"` // sent as GROUPZ
+	GroupRawBytes    int64         `json:"group_raw_bytes"`   // GROUP payloads before compression
+	GroupWireBytes   int64         `json:"group_wire_bytes"`  // and as sent
 }
 
 // Summary computes percentiles over everything recorded so far (from the
@@ -172,7 +208,9 @@ func (s *Stats) Summary() Summary {
 		Checkpoints:    int(s.pauses.n), Released: int(s.releaseLat.n),
 		HeldInSync: s.heldInSync, LeaseMisses: s.leaseMisses, SinkErrors: s.sinkErrs,
 		LateCheckpoints: s.late, SnapGrownInPause: s.snapGrown,
-		SlowAcks: append([][2]float64(nil), s.slowAcks...),
+		SlowAcks:    append([][2]float64(nil), s.slowAcks...),
+		Compression: s.codec, Groups: s.groups[0], GroupsTried: s.groups[1], GroupsCompressed: s.groups[2],
+		GroupRawBytes: s.groupBytes[0], GroupWireBytes: s.groupBytes[1],
 	}
 	sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms = s.pauses.pct()
 	sum.ReleaseP50ms, sum.ReleaseP99ms, _ = s.releaseLat.pct()

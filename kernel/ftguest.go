@@ -25,14 +25,16 @@ import (
 // node started with doppel.ft.role=secondary and doppel.ft.peer=<the
 // primary's FT-link address>, which keeps the guest's memory and last
 // committed state without running it, and runs it from there when the
-// primary is lost. The guest's serial output is released on the console
-// only once the checkpoint that produced it is acknowledged.
+// primary is lost. The guest's serial output is released on the console,
+// and its NIC's frames on the doppel.guest.net NIC (ftguest_net.go), only
+// once the checkpoint that produced them is acknowledged.
 const (
 	flagFTRole   = "doppel.ft.role"
 	flagFTEpoch  = "doppel.ft.epoch"
 	flagFTHB     = "doppel.ft.hb"
 	flagFTHBMiss = "doppel.ft.hbmiss"
 	flagFTKill   = "doppel.ft.kill"
+	flagFTZip    = "doppel.ft.compress"
 )
 
 func init() {
@@ -43,6 +45,8 @@ func init() {
 		{Name: flagFTHB, Kind: board.KindDuration, Default: "20ms", Help: "FT-link heartbeat interval"},
 		{Name: flagFTHBMiss, Kind: board.KindInt, Default: "25", Min: 2, Max: 10000, Help: "missed heartbeats before the peer is lost"},
 		{Name: flagFTKill, Kind: board.KindString, Help: "primary: stop dead at point[:epoch] (test fault injection, as doppel.ft.sim.kill)"},
+		{Name: flagFTZip, Kind: board.KindEnum, Enum: []string{"zstd", "s2", "off"}, Default: "zstd",
+			Help: "compression of checkpoint groups on the FT link, kept per group only where it pays (ftmirror/doc.go)"},
 	} {
 		mustRegister(f)
 	}
@@ -117,6 +121,11 @@ func runFTGuest(k *kernel, role ft.Role) error {
 		return fmt.Errorf("FT NIC %s has no address (doppel.net.%s=<cidr>)", ifc.NIC.Name(), ifc.NIC.Name())
 	}
 	gc := ftGuestConfig{MemSize: k.flags.Size(dirtytest.FlagGuestMem), DMA: k.flags.Size(board.FlagDMA), Log: k.log.Writer("guest")}
+	// A harvest that times out ends the session, and the secondary then
+	// takes over at once (the link closed): on a stall shorter than the
+	// heartbeat deadline that is a false failover. Under QEMU TCG at load
+	// 25 a vCPU twice took over 1 s to answer; wait out the deadline.
+	gc.HarvestTimeout = max(time.Second, k.flags.Duration(flagFTHB)*time.Duration(k.flags.Int(flagFTHBMiss)))
 	if role != ft.RoleSecondary { // auto may become primary
 		name := k.flags.String(board.FlagGuest)
 		mods, err := board.ReadModules()
@@ -131,7 +140,21 @@ func runFTGuest(k *kernel, role ft.Role) error {
 			return err
 		}
 		gc.Cmdline = moduleArgs(m.Name)
+		if name := k.flags.String(FlagGuestInitrd); name != "" {
+			im, ok := board.FindModule(mods, name)
+			if !ok {
+				return fmt.Errorf("doppel.guest.initrd=%q: no such module", name)
+			}
+			if gc.Initrd, err = readModule(im); err != nil {
+				return err
+			}
+		}
 	}
+	br, err := newGuestBridge(k)
+	if err != nil {
+		return err
+	}
+	gc.Net = br
 	g, err := newFTGuest(gc)
 	if err != nil {
 		return err
@@ -143,6 +166,9 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	n.cfg = ftmirror.Config{PSK: ft.SimPSK, Generation: 1, Epoch: k.flags.Duration(flagFTEpoch), GroupBytes: 256 << 10,
 		Heartbeat: ftmirror.Heartbeat{Interval: k.flags.Duration(flagFTHB), Misses: int(k.flags.Int(flagFTHBMiss))},
 		Forward:   true, WholeReleases: true}
+	if n.cfg.Compression, err = ftmirror.ParseCompression(k.flags.String(flagFTZip)); err != nil {
+		return err
+	}
 	kill, err := ft.ParseKill(k.flags.String(flagFTKill))
 	if err != nil {
 		return err
@@ -197,12 +223,21 @@ type noNIC struct{}
 
 func (noNIC) Send([]byte) error { return errors.New("the protected guest has no NIC") }
 
+// outsideNIC is where released frames go: the bridge, or noNIC.
+func (g *ftGuest) outsideNIC() vmguest.NIC {
+	if g.Net == nil {
+		return noNIC{}
+	}
+	return g.Net
+}
+
 // runPrimary starts the guest and serves each secondary that connects.
 func (n *ftNode) runPrimary() error {
 	k := n.k
 	n.prot.Set(ft.Unprotected, "no secondary yet; guest output is held")
-	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, 0, 0)}
+	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), 0, 0)}
 	n.sink.Store(sink)
+	n.g.attachNet()
 	cfg := n.cfg
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
 	n.g.VM.Out.SetEmit(p.Output)
@@ -278,9 +313,10 @@ func (n *ftNode) report(p *ftmirror.Primary) {
 		if sum.Checkpoints == 0 {
 			continue
 		}
-		n.k.log.Printf("ft", "checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d; %.0f wire bytes, %.0f dirty bytes per checkpoint; release latency p50 %.2f ms, p99 %.2f ms",
+		n.k.log.Printf("ft", "checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d; %.0f wire bytes, %.0f dirty bytes per checkpoint; release latency p50 %.2f ms, p99 %.2f ms; groups %d, %d sent %s-compressed, %d bytes as %d",
 			sum.Checkpoints, sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms, p.Epoch(),
-			sum.WireBytesPerCkpt, sum.DirtyBytesPerCk, sum.ReleaseP50ms, sum.ReleaseP99ms)
+			sum.WireBytesPerCkpt, sum.DirtyBytesPerCk, sum.ReleaseP50ms, sum.ReleaseP99ms,
+			sum.Groups, sum.GroupsCompressed, sum.Compression, sum.GroupRawBytes, sum.GroupWireBytes)
 	}
 }
 

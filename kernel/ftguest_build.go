@@ -15,6 +15,7 @@ import (
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/devices/lapic"
 	"github.com/doppel-ft/doppel/vmm/loader"
+	"github.com/doppel-ft/doppel/vmm/netbridge"
 	"github.com/doppel-ft/doppel/vmm/pc"
 	"github.com/doppel-ft/doppel/vmm/svm"
 )
@@ -30,16 +31,24 @@ import (
 // ftGuestConfig describes the protected guest.
 type ftGuestConfig struct {
 	Kernel  []byte // nil on a secondary: the RAM is filled by the engine
+	Initrd  []byte // the kernel's initrd (a Linux guest), nil for none
 	Cmdline string
 	MemSize uint64
 	DMA     uint64 // top of the reserved region kept for the NICs (doppel.dma)
 	Log     io.Writer
+	// Net, if set, gives the guest a virtio-net NIC (the same on both
+	// nodes, so the device lists match): its frames go through the VM's
+	// Output (output commit) and the Splitter releases them to Net.
+	Net *netbridge.Bridge
+	// HarvestTimeout bounds a vCPU's answer to a harvest request.
+	HarvestTimeout time.Duration
 }
 
 // ftGuest is the built guest.
 type ftGuest struct {
 	VM    *vmguest.VM
 	Board *pc.Board
+	Net   *netbridge.Bridge // nil without a NIC
 	Clock *vmm.TSCClock
 	lines *vmguest.LineBuffer
 	stop  struct {
@@ -94,25 +103,22 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	// engine's secondary starts from zeroed RAM (pages zero on the primary
 	// are never sent), and a fresh guest expects it too.
 	clear(mem)
+	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
 	// A secondary's vCPU starts from any state: Restore overwrites it.
 	state := &loader.BootState{Mode: loader.Protected32}
 	if o.Kernel != nil {
-		var kind loader.Kind
-		state, kind, err = loader.Load(loader.Flat(mem), loader.Config{Layout: loader.NewPCLayout(o.MemSize), Kernel: o.Kernel, Cmdline: o.Cmdline})
-		if err != nil {
-			return nil, fmt.Errorf("ft guest: load kernel: %w", err)
+		if state, err = loadFTKernel(o, v, mem, tscHz); err != nil {
+			return nil, err
 		}
-		fmt.Fprintf(o.Log, "%s: %v kernel, %s RAM, entry %#x (%v)\n", v.name(), kind, board.FormatBytes(o.MemSize), state.RIP, state.Mode)
 	}
-	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
 	clock := &vmm.TSCClock{Hz: tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
-	g := &ftGuest{Clock: clock}
+	g := &ftGuest{Clock: clock, Net: o.Net}
 	crystal := vmm.CrystalFor(tscHz, lapic.DefaultBusHz)
 	// The UART's output goes, in whole lines, to the VM's Output (output
 	// commit); g.VM is set before the guest can run.
 	g.lines = vmguest.NewLineBuffer(writerFunc(func(p []byte) (int, error) { return g.VM.Out.Write(p) }))
 	g.Board, err = pc.NewBoard(pc.BoardConfig{CPUs: 1, MemSize: o.MemSize, Console: g.lines,
-		Clock: clock, TSCHz: tscHz, BusHz: crystal,
+		Clock: clock, TSCHz: tscHz, BusHz: crystal, Net: g.netConfig(),
 		OnStop: func(reason string) {
 			g.stop.Lock()
 			if g.stop.reason == "" {
@@ -142,7 +148,7 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 		TSCOffset: int64(clock.Offset()),
 		// A vCPU in the guest answers at its next exit, forced by a kick;
 		// an emulator on a loaded host may take a while.
-		HarvestTimeout: time.Second,
+		HarvestTimeout: max(o.HarvestTimeout, time.Second),
 	})
 	if err != nil {
 		return nil, err
@@ -154,6 +160,9 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	}
 	if err := g.VM.AddDevice("console-lines", g.lines); err != nil {
 		return nil, err
+	}
+	if g.Board.Net != nil {
+		g.VM.AddQuiescer(g.Board.NetQuiescer()) // F5: arrivals held during the pause
 	}
 	return g, nil
 }

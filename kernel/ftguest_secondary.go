@@ -143,24 +143,30 @@ func (n *ftNode) watchCopy(sec *ftmirror.Secondary, done <-chan struct{}) {
 
 // takeover restores the committed epoch into the secondary's VM, replays
 // the committed output the world may not have seen, and runs the guest
-// as the new primary (generation 2), releasing its output directly.
+// as the new primary (its old primary's generation plus one), releasing
+// its output directly.
 func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	k := n.k
 	heard := sec.LastHeard()
 	if err := n.g.restore(tk.Blobs); err != nil {
 		return fmt.Errorf("takeover at epoch %d: %w", tk.Epoch, err)
 	}
-	k.log.Printf("ft", "takeover at epoch %d: replaying output [%d,%d)", tk.Epoch, tk.OutOffset, tk.OutEnd)
+	k.log.Printf("ft", "takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d",
+		tk.Epoch, tk.Generation, tk.OutOffset, tk.OutEnd, tk.LastEpochOut, tk.PrevEpochOut)
 	// The console's stream continues at the offset the old primary had
 	// released when it opened the last epoch (doc.go, "Output commit"):
 	// lines of that last epoch may appear twice, none is lost.
-	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, noNIC{}, tk.OutOffset, 0)}
+	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), tk.OutOffset, 0)}
 	n.sink.Store(sink)
 	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
 		k.log.Printf("ft", "replay: %v", err)
 	}
+	// Frames for the guest reach the restored NIC from now on; the
+	// outside network learns where the guest's MAC is now.
+	n.g.attachNet()
+	n.announce()
 	cfg := n.cfg
-	cfg.Generation = 2
+	cfg.Generation = tk.Generation
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
 	p.Continue(tk.Epoch, tk.OutEnd, true)
 	n.g.VM.Out.SetEmit(p.Output)

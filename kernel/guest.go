@@ -205,6 +205,10 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 			return true
 		}
 	}
+	if o.Net, err = newGuestBridge(k); err != nil {
+		k.log.Printf("guest", "%v; the guest is not started", err)
+		return true
+	}
 	k.log.Printf("guest", "starting %v %q with %d vCPUs, %s, command line %q (Ctrl-A c switches the console)",
 		kind, firstWord(m.Name), o.CPUs, board.FormatBytes(o.MemSize), o.Cmdline)
 	reqs := make(chan pc.RestoreRequest)
@@ -215,6 +219,12 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 	guestConsole.setGuest(o.Input)
 	go func() {
 		rep, err := pc.Run(o)
+		if o.Net != nil {
+			s := o.Net.Stats()
+			k.log.Printf("guest", "guest NIC: %d frames out, %d dropped (queue full), %d refused by the NIC; %d frames in, %d not for the guest, %d refused by the guest",
+				s.TxFrames, s.TxDroppedFull, s.TxErrors, s.RxFrames, s.RxNotForGuest, s.RxRefused+s.RxNoGuest)
+			o.Net.Close()
+		}
 		guestRestore.Store(nil)
 		guestConsole.setGuest(nil)
 		k.reportGuest(rep, err)

@@ -124,6 +124,10 @@ func startNet(k *kernel) error {
 	var src mgmt.Source = idleSource{start: time.Now()}
 	k.net.src.Store(&src)
 	for _, n := range nics {
+		if n.Name() == k.flags.String(FlagGuestNet) {
+			k.log.Printf("net", "%s: left to the guest (%s)", n.Name(), FlagGuestNet)
+			continue
+		}
 		c := cfgs[n.Name()]
 		ifc, err := st.Add(n, c)
 		if err != nil {
@@ -184,5 +188,10 @@ func writeNet(w io.Writer, st *netstack.Stack) error {
 	t := st.TCP()
 	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts, %d checksum errors; ip: %d malformed\n",
 		t.SegmentsSent, t.SegmentsReceived, t.Retransmits, t.FastRetransmits, t.Timeouts, t.ChecksumErrors, t.IPMalformed)
+	for _, ifc := range st.Interfaces() {
+		if d, ok := ifc.NIC.(nic.Describer); ok && err == nil {
+			_, err = fmt.Fprintf(w, "%s rings: %s\n", ifc.NIC.Name(), d.Describe())
+		}
+	}
 	return err
 }

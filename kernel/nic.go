@@ -29,6 +29,7 @@ const (
 	flagNICMSI     = "doppel.nic.msi"
 	flagNICTest    = "doppel.nictest"
 	flagNICTestNIC = "doppel.nictest.nic"
+	flagNICMTU     = "doppel.nic.mtu"
 )
 
 func init() {
@@ -41,6 +42,8 @@ func init() {
 		// TestQEMUNICVirtio hung in about 3 of 20 runs (cause not found yet).
 		{Name: flagNICMSI, Kind: board.KindBool, Default: "0",
 			Help: "use MSI-X or MSI where the NIC has it (default: INTx through the I/O APIC)"},
+		{Name: flagNICMTU, Kind: board.KindInt, Default: "1500", Min: 68, Max: e1000.MaxMTU,
+			Help: "MTU of every NIC (both ends of a link must agree): above 1500, e1000 long packets, virtio-net up to the device's mtu (VIRTIO_NET_F_MTU); more DMA memory (doppel.dma)"},
 		{Name: flagNICTest, Kind: board.KindString, Default: "",
 			Help: "frame exchange with a peer: serve, or steps like ping:50:1000,blast:20000:1514"},
 		{Name: flagNICTestNIC, Kind: board.KindString, Default: "",
@@ -215,7 +218,7 @@ func openE1000(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, er
 		return nil, err
 	}
 	name := fmt.Sprintf("e1000-%d", index)
-	n, err := e1000.Open(e1000.Config{Name: name, Regs: regs, DMA: region, IRQ: l})
+	n, err := e1000.Open(e1000.Config{Name: name, Regs: regs, DMA: region, IRQ: l, MTU: int(k.flags.Int(flagNICMTU))})
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +248,7 @@ func openVirtio(k *kernel, cfg pci.Config, d *pci.Device, index int) (nic.NIC, e
 		return nil, err
 	}
 	name := fmt.Sprintf("virtio-net-%d", index)
-	n, err := virtionet.Open(virtionet.Config{Name: name, Transport: tr, DMA: region, IRQ: l, MSIX: useMSIX})
+	n, err := virtionet.Open(virtionet.Config{Name: name, Transport: tr, DMA: region, IRQ: l, MSIX: useMSIX, MTU: int(k.flags.Int(flagNICMTU))})
 	if err != nil {
 		return nil, err
 	}

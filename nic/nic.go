@@ -67,3 +67,10 @@ type NIC interface {
 	Counters() Counters
 	Close() error
 }
+
+// Describer is a NIC that can describe its rings' state (indices,
+// interrupt mask, queued frames) in one line, for diagnosing a stalled
+// link. Describe must not change the device's state.
+type Describer interface {
+	Describe() string
+}

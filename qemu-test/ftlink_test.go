@@ -39,11 +39,18 @@ const ftHeartbeat = " doppel.ft.sim.hb=200ms doppel.ft.sim.hbmiss=50"
 // (QEMU -netdev socket on each side), with extra primary flags.
 func ftPair(t *testing.T, dev, ifname string, r *relay, primaryFlags string) (p, s *Machine) {
 	t.Helper()
+	return ftPairFlags(t, dev, ifname, r, primaryFlags, "")
+}
+
+// ftPairFlags is ftPair with flags for both machines (after the defaults,
+// so they override them).
+func ftPairFlags(t *testing.T, dev, ifname string, r *relay, primaryFlags, bothFlags string) (p, s *Machine) {
+	t.Helper()
 	netdev := func(i int, mac string) []string {
 		return []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(i)),
 			"-device", fmt.Sprintf("%s,netdev=ft,mac=%s", dev, mac)}
 	}
-	common := " doppel.ft.sim.mem=16M" + ftHeartbeat + " doppel.ft.sim.probe=8M"
+	common := " doppel.ft.sim.mem=16M" + ftHeartbeat + " doppel.ft.sim.probe=8M " + bothFlags
 	var err error
 	p, err = StartQEMU(t.Name()+"-primary", QEMUConfig{MemMiB: 1024,
 		Cmdline: "doppel.net." + ifname + "=10.9.0.1/24 doppel.ft.sim=primary" + common + " " + primaryFlags,
@@ -226,5 +233,54 @@ func TestQEMUFTLinkBadFrames(t *testing.T) {
 	v, err := s.Expect(verifyLine, 3*time.Minute)
 	if err != nil || v[1] != "ok" || takeoverLine.FindString(s.Output()) == "" {
 		t.Fatalf("takeover after the bad frames: %v %v\n%s", v, err, s.Tail(1500))
+	}
+}
+
+// goodputCases are the FT link's NIC and MTU pairs TestQEMUFTGoodput
+// measures: the standard frame, and long frames (e1000 long packets,
+// virtio-net's VIRTIO_NET_F_MTU through QEMU's host_mtu).
+var goodputCases = []struct {
+	name, device, ifname string
+	mtu                  int
+}{
+	{"e1000/1500", "e1000", "e1000-0", 1500},
+	{"e1000/9000", "e1000", "e1000-0", 9000},
+	{"e1000/16000", "e1000", "e1000-0", 16000},
+	{"virtio-net/1500", "virtio-net-pci,disable-legacy=on", "virtio-net-0", 1500},
+	{"virtio-net/9000", "virtio-net-pci,disable-legacy=on,host_mtu=9000", "virtio-net-0", 9000},
+	{"virtio-net/16000", "virtio-net-pci,disable-legacy=on,host_mtu=16000", "virtio-net-0", 16000},
+}
+
+// TestQEMUFTGoodput measures, in one run per case, the FT link's goodput
+// (the protocol's bytes on the wire over the initial sync's time) and the
+// raw throughput of the same wire (probe frames of the link's MTU, the
+// largest frames the FT link's TCP sends), with TCP's beside them. It
+// checks that each figure was measured and the pair checkpoints on; the
+// figures are logged (make ftlink-report runs it; it is not part of make
+// test, as it measures rather than tests behaviour).
+func TestQEMUFTGoodput(t *testing.T) {
+	for _, c := range goodputCases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRelay(t, 0, 0, 1)
+			p, s := ftPairFlags(t, c.device, c.ifname, r, "",
+				fmt.Sprintf("doppel.nic.mtu=%d doppel.dma=16M doppel.ft.sim.mem=32M doppel.ft.sim.probe=16M", c.mtu))
+			if _, err := p.Expect(syncLine, 10*time.Minute); err != nil {
+				t.Fatalf("no initial sync: %v\n%s\nsecondary:\n%s", err, p.Tail(1500), s.Tail(1500))
+			}
+			if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: ([5-9]|\d{2,}),`), 5*time.Minute); err != nil {
+				t.Fatalf("no checkpoints after the sync: %v\n%s", err, p.Tail(1500))
+			}
+			mtu := regexp.MustCompile(c.ifname + ` [0-9a-f:]+ mtu (\d+)`)
+			for _, m := range []*Machine{p, s} {
+				if got := mtu.FindStringSubmatch(m.Output()); got == nil || got[1] != strconv.Itoa(c.mtu) {
+					t.Fatalf("NIC MTU %v, want %d", got, c.mtu)
+				}
+			}
+			out := s.Output()
+			if rawLine.FindString(out) == "" || tcpLine.FindString(out) == "" || syncWireLine.FindString(p.Output()) == "" {
+				t.Fatalf("figures missing:\n%s\nsecondary:\n%s", p.Tail(1500), s.Tail(1500))
+			}
+			logFigures(t, p.Output(), out)
+		})
 	}
 }

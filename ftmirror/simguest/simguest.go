@@ -51,6 +51,18 @@ type Params struct {
 	OutEvery  int     // one output record every OutEvery operations (default 4)
 	ZeroEvery int     // every ZeroEvery-th page starts zero (0: none)
 	Rate      float64 // operations (≈ dirtied pages) per second for Run
+	// Compressible keeps only the low 16 bits of every word the guest
+	// writes (small integers, as much of a real guest's memory holds), so
+	// pages compress about 3:1; otherwise words are random and do not.
+	Compressible bool
+}
+
+// word is what the guest stores for the random value x.
+func (p *Params) word(x uint64) uint64 {
+	if p.Compressible {
+		return x & 0xffff
+	}
+	return x
 }
 
 func (p *Params) defaults() {
@@ -106,7 +118,7 @@ func Fill(mem []byte, p Params) {
 		x := mix(p.Seed ^ uint64(pfn)<<20)
 		for w := 0; w < PageSize; w += 8 {
 			x = x*6364136223846793005 + 1442695040888963407
-			binary.LittleEndian.PutUint64(pg[w:], x|1)
+			binary.LittleEndian.PutUint64(pg[w:], p.word(x)|1)
 		}
 	}
 }
@@ -133,7 +145,7 @@ func op(mem []byte, p *Params, i uint64) uint32 {
 	pg := mem[int(pfn)*PageSize:]
 	for w := 0; w < p.Words; w++ {
 		r = mix(r)
-		binary.LittleEndian.PutUint64(pg[(first+w)*8:], r)
+		binary.LittleEndian.PutUint64(pg[(first+w)*8:], p.word(r))
 	}
 	return uint32(pfn)
 }

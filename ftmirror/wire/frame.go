@@ -7,7 +7,7 @@
 //
 //	offset size  field
 //	0      2     magic "dF"
-//	2      1     version (1)
+//	2      1     version (2; see Version)
 //	3      1     type (Type)
 //	4      4     payload length n (≤ MaxPayload)
 //	8      8     sequence number (per direction, from 0, +1 a frame)
@@ -34,6 +34,13 @@
 // here against 1.3 GB/s for HMAC-SHA256 (SHA-NI), which matters because the
 // initial sync must run near loopback TCP speed (the figures are in
 // ftmirror/doc.go).
+//
+// # Versions
+//
+// Version 2 added two frame types: RELEASE (the primary released output
+// through an offset) and GROUPZ (a GROUP payload compressed with s2 or
+// zstd, compress.go). The version is checked in every frame header, so a
+// version-1 peer is refused at its HELLO with ErrVersion.
 package wire
 
 import (
@@ -50,7 +57,10 @@ import (
 
 // Frame layout constants.
 const (
-	Version    = 1
+	// Version 2 added GROUPZ (compressed groups) and RELEASE; a peer of
+	// version 1 is refused at its HELLO (ErrVersion) rather than
+	// misreading them.
+	Version    = 2
 	HeaderSize = 24
 	CRCSize    = 4
 	TagSize    = 16
@@ -76,7 +86,9 @@ const (
 	TAck       Type = 5 // secondary committed an epoch
 	THeartbeat Type = 6 // liveness, both directions
 	TBye       Type = 7 // orderly end of a session
-	maxType         = TBye
+	TRelease   Type = 8 // primary released output through an offset (v2)
+	TGroupZ    Type = 9 // a compressed GROUP payload (v2)
+	maxType         = TGroupZ
 )
 
 func (t Type) String() string {
@@ -95,6 +107,10 @@ func (t Type) String() string {
 		return "HEARTBEAT"
 	case TBye:
 		return "BYE"
+	case TRelease:
+		return "RELEASE"
+	case TGroupZ:
+		return "GROUPZ"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }

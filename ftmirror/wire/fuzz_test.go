@@ -23,6 +23,10 @@ func FuzzDecodeFrame(f *testing.F) {
 		f.Add(seed, false)
 		f.Add(seed, true)
 	}
+	dz, err := NewDecompressor()
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte, asPayload bool) {
 		tx, rx := pair(t)
 		frame := data
@@ -46,5 +50,8 @@ func FuzzDecodeFrame(f *testing.F) {
 		ParseEnd(fr.Payload)
 		ParseHello(fr.Payload)
 		ParseU64(fr.Payload)
+		if raw, err := dz.GroupZ(nil, fr.Payload); err == nil {
+			ParseGroup(raw, 1<<20, nil)
+		}
 	})
 }

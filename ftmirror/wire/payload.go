@@ -20,6 +20,11 @@ import (
 //	ACK       flags u8 (bit 0: the secondary's copy is complete)
 //	HEARTBEAT sent-at u64 (sender's clock, ns; informational)
 //	BYE       reason (text)
+//	RELEASE   released u64 (output offset the primary has now written to
+//	          the world; sent after each release, so a secondary that takes
+//	          over replays only what may not have reached it)
+//	GROUPZ    codec u8 | raw length u32 | compressed GROUP payload
+//	          (compress.go: s2 or zstd, sent only when smaller)
 
 // PageSize is the guest page size carried in Full records.
 const PageSize = 4096

@@ -24,16 +24,43 @@ type Config struct {
 	RxRing  int // receive descriptors, a multiple of 8 (256)
 	TxRing  int // transmit descriptors, a multiple of 8 (256)
 	RxQueue int // received frames waiting for Receive (1024)
+	// MTU is the largest payload (1500). Above 1500 the driver turns on
+	// long packet reception (RCTL.LPE) with buffers of up to 16 KiB
+	// (RCTL.BSEX), so each frame still fits one descriptor; both ends of
+	// a link must agree on it. At most MaxMTU.
+	MTU int
 	// Watchdog is the period of the lost-interrupt watchdog
 	// (nic.WatchdogPeriod); negative turns it off.
 	Watchdog time.Duration
 }
 
-// bufSize is each receive and transmit buffer: RCTL.BSIZE 2048.
-const bufSize = 2048
+// stdMTU is the Ethernet payload limit without long packets (RCTL.LPE
+// off: the device drops frames over 1522 bytes).
+const stdMTU = 1500
 
-// mtu is the Ethernet payload limit without long packets (RCTL.LPE off).
-const mtu = 1500
+// MaxMTU is the largest MTU the driver accepts: a 16384-byte buffer
+// (RCTL.BSIZE 16384 with BSEX) holds the frame, its header and a VLAN
+// tag; the 8254x manual gives 16128 bytes as the longest frame (the
+// Ethernet CRC included) the device receives with LPE.
+const MaxMTU = 16110
+
+// bufSizeFor returns the receive and transmit buffer size for an MTU and
+// its RCTL bits (13.4.22: BSIZE with BSEX; LPE above the standard MTU):
+// the smallest buffer that holds a whole frame, so no frame spans
+// descriptors.
+func bufSizeFor(mtu int) (size int, rctl uint32) {
+	frame := mtu + nic.HeaderLen + 4 + 4 // a VLAN tag and the CRC, in case
+	switch {
+	case mtu <= stdMTU:
+		return 2048, RctlBSIZE2K
+	case frame <= 4096:
+		return 4096, RctlLPE | RctlBSEX | RctlBSIZE4K
+	case frame <= 8192:
+		return 8192, RctlLPE | RctlBSEX | RctlBSIZE8K
+	default:
+		return 16384, RctlLPE | RctlBSEX | RctlBSIZE16K
+	}
+}
 
 // Device is an open 82540EM. It implements nic.NIC.
 type Device struct {
@@ -43,6 +70,10 @@ type Device struct {
 	stats nic.Stats
 	rxq   *nic.RxQueue
 	ready nic.TxSignal
+
+	mtu     int    // Config.MTU
+	bufSize int    // each receive and transmit buffer
+	rctlBuf uint32 // RCTL bits of the buffer size
 
 	rxDesc, rxBufs dma.Buffer
 	txDesc, txBufs dma.Buffer
@@ -56,6 +87,8 @@ type Device struct {
 	txFull  bool
 
 	hw     HWCounters
+	hwMu   sync.Mutex // the statistics registers' readers
+	hwRegs [5]hwStat  // CRCERRS, RXERRC, MPC, RUC, ROC
 	closed atomic.Bool
 	done   chan struct{}
 	stop   chan struct{}
@@ -69,11 +102,26 @@ type HWCounters struct {
 // Open resets the device, reads its MAC, sets up both rings and starts the
 // interrupt goroutine.
 func Open(cfg Config) (*Device, error) {
+	if cfg.MTU == 0 {
+		cfg.MTU = stdMTU
+	}
+	if cfg.MTU < 68 || cfg.MTU > MaxMTU {
+		return nil, fmt.Errorf("e1000: MTU %d: want 68-%d", cfg.MTU, MaxMTU)
+	}
+	buf, rctl := bufSizeFor(cfg.MTU)
+	// Default rings: 256 standard buffers each way (1 MiB of DMA memory
+	// for both); with long frames 128 receive buffers, so that a round of
+	// the interrupt goroutine, late on a busy CPU, finds room for 1-2 MiB
+	// of frames, and 64 transmit ones (2-3 MiB in all: doppel.dma).
+	rxRing, txRing := 256, 256
+	if buf > 2048 {
+		rxRing, txRing = 128, 64
+	}
 	if cfg.RxRing == 0 {
-		cfg.RxRing = 256
+		cfg.RxRing = rxRing
 	}
 	if cfg.TxRing == 0 {
-		cfg.TxRing = 256
+		cfg.TxRing = txRing
 	}
 	if cfg.RxQueue == 0 {
 		cfg.RxQueue = 1024
@@ -84,7 +132,8 @@ func Open(cfg Config) (*Device, error) {
 	if cfg.RxRing%8 != 0 || cfg.TxRing%8 != 0 || cfg.RxRing < 8 || cfg.TxRing < 8 {
 		return nil, fmt.Errorf("e1000: ring sizes %d/%d: want multiples of 8 (RDLEN/TDLEN are multiples of 128 bytes)", cfg.RxRing, cfg.TxRing)
 	}
-	d := &Device{cfg: cfg, regs: cfg.Regs, ready: nic.NewTxSignal(), done: make(chan struct{}), stop: make(chan struct{})}
+	d := &Device{cfg: cfg, regs: cfg.Regs, mtu: cfg.MTU, bufSize: buf, rctlBuf: rctl,
+		ready: nic.NewTxSignal(), done: make(chan struct{}), stop: make(chan struct{})}
 	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
 	if err := d.reset(); err != nil {
 		return nil, err
@@ -178,10 +227,10 @@ func (d *Device) alloc() error {
 	if d.txDesc, err = d.cfg.DMA.Alloc(uint64(d.cfg.TxRing*descSize), 128); err != nil {
 		return fmt.Errorf("e1000: transmit ring: %w", err)
 	}
-	if d.rxBufs, err = d.cfg.DMA.Alloc(uint64(d.cfg.RxRing*bufSize), 4096); err != nil {
+	if d.rxBufs, err = d.cfg.DMA.Alloc(uint64(d.cfg.RxRing*d.bufSize), 4096); err != nil {
 		return fmt.Errorf("e1000: receive buffers: %w", err)
 	}
-	if d.txBufs, err = d.cfg.DMA.Alloc(uint64(d.cfg.TxRing*bufSize), 4096); err != nil {
+	if d.txBufs, err = d.cfg.DMA.Alloc(uint64(d.cfg.TxRing*d.bufSize), 4096); err != nil {
 		return fmt.Errorf("e1000: transmit buffers: %w", err)
 	}
 	return nil
@@ -204,7 +253,7 @@ func (d *Device) setupRx() {
 	}
 	for i := 0; i < d.cfg.RxRing; i++ {
 		desc := d.rxDesc.Mem[i*descSize:]
-		binary.LittleEndian.PutUint64(desc[descAddr:], d.rxBufs.PA+uint64(i*bufSize))
+		binary.LittleEndian.PutUint64(desc[descAddr:], d.rxBufs.PA+uint64(i*d.bufSize))
 	}
 	d.regs.Write32(RDBAL, uint32(d.rxDesc.PA))
 	d.regs.Write32(RDBAH, uint32(d.rxDesc.PA>>32))
@@ -212,7 +261,7 @@ func (d *Device) setupRx() {
 	d.regs.Write32(RDTR, 0)
 	d.regs.Write32(RDH, 0)
 	d.regs.Write32(RDT, uint32(d.cfg.RxRing-1))
-	d.regs.Write32(RCTL, RctlEN|RctlBAM|RctlBSIZE2K|RctlSECRC)
+	d.regs.Write32(RCTL, RctlEN|RctlBAM|d.rctlBuf|RctlSECRC)
 }
 
 // setupTx follows 14.5.
@@ -256,17 +305,60 @@ func (d *Device) service() uint32 {
 	return icr
 }
 
-// readHWCounters accumulates the device's clear-on-read error statistics;
-// frames the device itself dropped as bad count in RxErrors too.
+// readHWCounters accumulates the device's error statistics; frames the
+// device itself dropped as bad count in RxErrors too. The interrupt
+// goroutine and the watchdog both call it.
 func (d *Device) readHWCounters() {
-	crc, rxe := d.regs.Read32(CRCERRS), d.regs.Read32(RXERRC)
-	mpc, ruc, roc := d.regs.Read32(MPC), d.regs.Read32(RUC), d.regs.Read32(ROC)
-	d.hw.CRCErrors.Add(uint64(crc))
-	d.hw.RxErrors.Add(uint64(rxe))
-	d.hw.Missed.Add(uint64(mpc))
-	d.hw.Undersize.Add(uint64(ruc))
-	d.hw.Oversize.Add(uint64(roc))
-	d.stats.RxErrors.Add(uint64(crc) + uint64(ruc) + uint64(roc))
+	d.hwMu.Lock()
+	defer d.hwMu.Unlock()
+	var v [len(d.hwRegs)]uint64
+	for i := range d.hwRegs {
+		if d.hwRegs[i].off == 0 {
+			d.hwRegs[i].off = [...]uint32{CRCERRS, RXERRC, MPC, RUC, ROC}[i]
+		}
+		v[i] = d.hwRegs[i].read(d.regs)
+	}
+	crc, rxe, mpc, ruc, roc := v[0], v[1], v[2], v[3], v[4]
+	d.hw.CRCErrors.Add(crc)
+	d.hw.RxErrors.Add(rxe)
+	d.hw.Missed.Add(mpc)
+	d.hw.Undersize.Add(ruc)
+	d.hw.Oversize.Add(roc)
+	d.stats.RxErrors.Add(crc + ruc + roc)
+}
+
+// hwStat accumulates one statistics register. The 8254x clears them on
+// read (13.7), but QEMU's e1000 keeps CRCERRS, RXERRC and MPC as running
+// totals (its RUC and ROC do clear): adding each read of a running total
+// counted the same missed frames again at every interrupt (hundreds of
+// thousands "missed" in an FT session that lost a few dozen frames). So
+// the first non-zero value is read a second time: a register that still
+// holds at least that much keeps a running total, and from then on only
+// its growth is counted.
+type hwStat struct {
+	off     uint32
+	checked bool // the register's kind is known
+	running bool // it holds a running total
+	last    uint32
+}
+
+func (s *hwStat) read(r mmio.Space) uint64 {
+	v := r.Read32(s.off)
+	switch {
+	case s.running:
+		grown := v - s.last // modulo 2^32: the register wraps
+		s.last = v
+		return uint64(grown)
+	case v == 0 || s.checked:
+		return uint64(v)
+	}
+	s.checked = true
+	again := r.Read32(s.off)
+	if again >= v {
+		s.running, s.last = true, again
+		return uint64(again)
+	}
+	return uint64(v) + uint64(again) // cleared; again is what came between the reads
 }
 
 // receive takes every descriptor the device has written back (DD),
@@ -288,18 +380,18 @@ func (d *Device) receive() {
 		errs := desc[rxErrors]
 		switch {
 		case status&RxStatusEOP == 0:
-			// A frame longer than one buffer: the driver sets no LPE, so
-			// this is a giant; drop every piece of it.
+			// A frame longer than one buffer, which holds the longest
+			// frame of the MTU: a giant; drop every piece of it.
 			if !dropping {
 				d.stats.RxErrors.Add(1)
 			}
 			dropping = true
 		case dropping:
 			dropping = false
-		case errs&rxFatal != 0, length < nic.HeaderLen, length > mtu+nic.HeaderLen:
+		case errs&rxFatal != 0, length < nic.HeaderLen, length > d.mtu+nic.HeaderLen:
 			d.stats.RxErrors.Add(1)
 		default:
-			buf := d.rxBufs.Mem[i*bufSize : i*bufSize+length]
+			buf := d.rxBufs.Mem[i*d.bufSize : i*d.bufSize+length]
 			d.rxq.Push(append([]byte(nil), buf...))
 		}
 		desc[rxStatus], desc[rxErrors] = 0, 0
@@ -348,7 +440,7 @@ func (d *Device) Transmit(frame []byte) error {
 	if d.closed.Load() {
 		return nic.ErrClosed
 	}
-	if err := nic.CheckFrame(frame, mtu); err != nil {
+	if err := nic.CheckFrame(frame, d.mtu); err != nil {
 		return err
 	}
 	if !d.LinkUp() {
@@ -366,9 +458,9 @@ func (d *Device) Transmit(frame []byte) error {
 		}
 	}
 	i := d.txTail
-	copy(d.txBufs.Mem[i*bufSize:], frame)
+	copy(d.txBufs.Mem[i*d.bufSize:], frame)
 	desc := d.txDesc.Mem[i*descSize : (i+1)*descSize]
-	binary.LittleEndian.PutUint64(desc[descAddr:], d.txBufs.PA+uint64(i*bufSize))
+	binary.LittleEndian.PutUint64(desc[descAddr:], d.txBufs.PA+uint64(i*d.bufSize))
 	binary.LittleEndian.PutUint16(desc[descLength:], uint16(len(frame)))
 	desc[txCmd] = TxCmdEOP | TxCmdIFCS | TxCmdRS
 	desc[txStatus] = 0
@@ -376,6 +468,25 @@ func (d *Device) Transmit(frame []byte) error {
 	d.regs.Write32(TDT, uint32(next))
 	d.stats.CountTx(len(frame))
 	return nil
+}
+
+// Describe implements nic.Describer: the receive ring's head and tail
+// (RDH, RDT) beside the driver's next descriptor and whether the device
+// has written it back, the transmit ring's (TDH, TDT) beside the driver's
+// oldest unreclaimed descriptor, the interrupt mask (IMS; ICR is not read,
+// as reading clears it), the frames waiting for Receive and the device's
+// missed-frame count.
+func (d *Device) Describe() string {
+	d.rxMu.Lock()
+	next := d.rxNext
+	dd := atomicLoad8(&d.rxDesc.Mem[next*descSize+rxStatus])&RxStatusDD != 0
+	d.rxMu.Unlock()
+	d.txMu.Lock()
+	clean, tail, full := d.txClean, d.txTail, d.txFull
+	d.txMu.Unlock()
+	return fmt.Sprintf("rx RDH %d RDT %d next %d (done %v), tx TDH %d TDT %d clean %d tail %d (full %v), IMS %#x, STATUS %#x, queued %d, missed %d",
+		d.regs.Read32(RDH), d.regs.Read32(RDT), next, dd, d.regs.Read32(TDH), d.regs.Read32(TDT), clean, tail, full,
+		d.regs.Read32(IMS), d.regs.Read32(STATUS), d.rxq.Len(), d.hw.Missed.Load())
 }
 
 // Receive implements nic.NIC.
@@ -388,7 +499,7 @@ func (d *Device) Name() string { return d.cfg.Name }
 func (d *Device) MAC() nic.MAC { return d.mac }
 
 // MTU implements nic.NIC.
-func (d *Device) MTU() int { return mtu }
+func (d *Device) MTU() int { return d.mtu }
 
 // LinkUp implements nic.NIC (STATUS.LU, 13.4.2).
 func (d *Device) LinkUp() bool { return d.regs.Read32(STATUS)&StatusLU != 0 }
@@ -420,4 +531,7 @@ func (d *Device) Close() error {
 	return nil
 }
 
-var _ nic.NIC = (*Device)(nil)
+var (
+	_ nic.NIC       = (*Device)(nil)
+	_ nic.Describer = (*Device)(nil)
+)

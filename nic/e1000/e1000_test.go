@@ -298,3 +298,113 @@ func TestWatchdogRecoversLostInterrupt(t *testing.T) {
 		t.Errorf("counters %+v: want stalls and no interrupts", c)
 	}
 }
+
+func TestBufSizeFor(t *testing.T) {
+	for _, c := range []struct {
+		mtu, size int
+		lpe       bool
+	}{
+		{1500, 2048, false},
+		{576, 2048, false},
+		{1501, 4096, true},
+		{4096 - 22, 4096, true},
+		{4096 - 21, 8192, true},
+		{9000, 16384, true},
+		{MaxMTU, 16384, true},
+	} {
+		size, rctl := bufSizeFor(c.mtu)
+		if size != c.size || rxBufSize(rctl) != c.size || (rctl&RctlLPE != 0) != c.lpe {
+			t.Errorf("MTU %d: buffer %d, RCTL %#x (decodes to %d); want %d, LPE %v", c.mtu, size, rctl, rxBufSize(rctl), c.size, c.lpe)
+		}
+	}
+}
+
+// TestJumboFrames: with an MTU of 9000 the driver enables long packets
+// with 16 KiB buffers, receives and transmits frames up to 9014 bytes
+// whole, refuses longer ones, and drops a frame that spans buffers.
+func TestJumboFrames(t *testing.T) {
+	mem, err := dma.NewHost(0x10000000, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newModel(mem, testMAC, true)
+	d, err := Open(Config{Name: "e1000-0", Regs: m, DMA: mem, IRQ: m.line, MTU: 9000, Watchdog: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.MTU() != 9000 {
+		t.Errorf("MTU %d", d.MTU())
+	}
+	if rctl := m.reg(RCTL); rctl&RctlLPE == 0 || rxBufSize(rctl) != 16384 {
+		t.Errorf("RCTL %#x: want LPE and 16 KiB buffers", rctl)
+	}
+	if rx, tx := m.reg(RDLEN)/descSize, m.reg(TDLEN)/descSize; rx != 128 || tx != 64 {
+		t.Errorf("default rings of %d and %d descriptors, want 128 and 64", rx, tx)
+	}
+	for _, n := range []int{9014, 1514, 60} {
+		if err := d.Transmit(frame(n, n)); err != nil {
+			t.Fatalf("Transmit %d bytes: %v", n, err)
+		}
+		if !m.inject(frame(n, n), 0, true) {
+			t.Fatal("ring full")
+		}
+		if got := receive(t, d); !bytes.Equal(got, frame(n, n)) {
+			t.Fatalf("received %d bytes, want the %d sent", len(got), n)
+		}
+	}
+	if sent := m.frames(); len(sent) != 3 || !bytes.Equal(sent[0], frame(9014, 9014)) {
+		t.Errorf("device sent %d frames", len(sent))
+	}
+	if err := d.Transmit(make([]byte, 9015)); !errors.Is(err, nic.ErrFrameSize) {
+		t.Errorf("Transmit of 9015 bytes: %v", err)
+	}
+	// 20000 bytes take two 16 KiB buffers: dropped whole, counted once.
+	if !m.inject(frame(20000, 1), 0, true) || !m.inject(frame(100, 2), 0, true) {
+		t.Fatal("ring full")
+	}
+	if got := receive(t, d); !bytes.Equal(got, frame(100, 2)) {
+		t.Fatalf("after the giant: %d bytes", len(got))
+	}
+	if c := d.Counters(); c.RxErrors != 1 {
+		t.Errorf("RxErrors %d, want 1", c.RxErrors)
+	}
+	if _, err := Open(Config{Name: "x", Regs: m, DMA: mem, IRQ: m.line, MTU: MaxMTU + 1}); err == nil {
+		t.Error("MTU above MaxMTU accepted")
+	}
+}
+
+// TestStatisticsRegisters: missed frames and oversize frames are counted
+// once each whether the device clears its statistics on read (the 8254x)
+// or keeps CRCERRS, RXERRC and MPC as running totals (QEMU's e1000),
+// however often the driver reads them.
+func TestStatisticsRegisters(t *testing.T) {
+	for _, running := range []bool{false, true} {
+		t.Run(fmt.Sprintf("running=%v", running), func(t *testing.T) {
+			d, m := openWatchdog(t, true, 0, -1)
+			m.mu.Lock()
+			m.runningStats = running
+			m.mu.Unlock()
+			add := func(mpc, roc uint32) {
+				m.mu.Lock()
+				m.regs[MPC] += mpc
+				m.regs[ROC] += roc
+				m.mu.Unlock()
+			}
+			for _, step := range []struct{ mpc, roc uint32 }{{0, 0}, {3, 1}, {0, 0}, {5, 0}, {1, 2}, {0, 0}} {
+				add(step.mpc, step.roc)
+				d.Service()
+				d.Service()
+			}
+			if got := d.HW().Missed.Load(); got != 9 {
+				t.Errorf("missed %d, want 9", got)
+			}
+			if got := d.HW().Oversize.Load(); got != 3 {
+				t.Errorf("oversize %d, want 3", got)
+			}
+			if got := d.Counters().RxErrors; got != 3 {
+				t.Errorf("RxErrors %d, want 3", got)
+			}
+		})
+	}
+}

@@ -21,10 +21,13 @@ type model struct {
 	line   *irq.Chan
 	eeprom [64]uint16
 	link   bool
-	txHold bool     // leave transmit descriptors pending until complete()
-	sent   [][]byte // frames the driver transmitted
-	writes []uint32 // register offsets written, in order
-	resets int
+	txHold bool // leave transmit descriptors pending until complete()
+	// runningStats keeps CRCERRS, RXERRC and MPC as running totals, as
+	// QEMU's e1000 does, instead of clearing them on read (13.7).
+	runningStats bool
+	sent         [][]byte // frames the driver transmitted
+	writes       []uint32 // register offsets written, in order
+	resets       int
 }
 
 func newModel(mem *dma.Region, mac [6]byte, preload bool) *model {
@@ -58,7 +61,9 @@ func (m *model) Read32(off uint32) uint32 {
 		return v
 	case CRCERRS, RXERRC, MPC, RUC, ROC:
 		v := m.regs[off]
-		m.regs[off] = 0
+		if !m.runningStats || off == RUC || off == ROC {
+			m.regs[off] = 0
+		}
 		return v
 	case STATUS:
 		if m.link {
@@ -151,9 +156,21 @@ func (m *model) complete() {
 	m.transmitLocked()
 }
 
-// inject receives one frame into the next descriptor with the given
-// error bits and EOP; false (and MPC counted) when the ring has no free
-// descriptor, as the hardware's head would meet its tail.
+// rxBufSize decodes RCTL.BSIZE and BSEX as the hardware does (13.4.22).
+func rxBufSize(rctl uint32) int {
+	size := 2048 >> ((rctl >> 16) & 3)
+	if rctl&RctlBSEX != 0 {
+		size *= 16
+	}
+	return size
+}
+
+// inject receives one frame with the given error bits into the next
+// descriptors: as the hardware, a frame longer than one buffer takes
+// several, EOP on the last (eop false leaves it off there too). Unlike
+// the hardware it does not drop long frames without RCTL.LPE, so that the
+// driver's own check of them is tested. False (and MPC counted) when the ring has no free descriptor, as the
+// hardware's head would meet its tail.
 func (m *model) inject(frame []byte, errs uint8, eop bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -162,19 +179,30 @@ func (m *model) inject(frame []byte, errs uint8, eop bool) bool {
 		m.regs[MPC]++
 		return false
 	}
-	d := m.desc(RDBAL, m.regs[RDH])
-	buf, err := m.mem.Slice(binary.LittleEndian.Uint64(d), bufSize)
-	if err != nil {
-		panic(err)
+	size := rxBufSize(m.regs[RCTL])
+	for off := 0; ; {
+		if m.regs[RDH] == m.regs[RDT] {
+			m.regs[MPC]++ // the rest of the frame has no room
+			return false
+		}
+		d := m.desc(RDBAL, m.regs[RDH])
+		buf, err := m.mem.Slice(binary.LittleEndian.Uint64(d), uint64(size))
+		if err != nil {
+			panic(err)
+		}
+		l := copy(buf, frame[off:])
+		off += l
+		binary.LittleEndian.PutUint16(d[descLength:], uint16(l))
+		status := uint8(RxStatusDD)
+		if eop && off == len(frame) {
+			status |= RxStatusEOP
+		}
+		writeBack(d, status, errs)
+		m.regs[RDH] = (m.regs[RDH] + 1) % n
+		if off == len(frame) {
+			break
+		}
 	}
-	l := copy(buf, frame)
-	binary.LittleEndian.PutUint16(d[descLength:], uint16(l))
-	status := uint8(RxStatusDD)
-	if eop {
-		status |= RxStatusEOP
-	}
-	writeBack(d, status, errs)
-	m.regs[RDH] = (m.regs[RDH] + 1) % n
 	m.raise(IntRXT0)
 	return true
 }

@@ -10,7 +10,9 @@
 // DMA memory (nic/dma). Its interrupt goroutine moves received frames into
 // a bounded queue (full: dropped and counted), reclaims transmit
 // descriptors and signals TxReady. Frames the device marks bad (error
-// bits), runts and giants are counted in RxErrors and dropped.
+// bits), runts and giants are counted in RxErrors and dropped. An MTU
+// above 1500 (Config.MTU) turns on long packet reception (RCTL.LPE) with
+// buffers of 4, 8 or 16 KiB (RCTL.BSEX), one whole frame per descriptor.
 package e1000
 
 // Vendor and device ID of the 82540EM (5.1, table 5-1).
@@ -96,6 +98,10 @@ const (
 	RctlLPE       = 1 << 5 // long packet enable (off: >1522 bytes dropped)
 	RctlBAM       = 1 << 15
 	RctlBSIZE2K   = 0 << 16 // buffer size 2048 with BSEX=0
+	RctlBSIZE16K  = 1 << 16 // buffer size 16384 with BSEX=1
+	RctlBSIZE8K   = 2 << 16 // buffer size 8192 with BSEX=1
+	RctlBSIZE4K   = 3 << 16 // buffer size 4096 with BSEX=1
+	RctlBSEX      = 1 << 25 // buffer size extension: BSIZE times 16
 	RctlSECRC     = 1 << 26 // strip the Ethernet CRC
 	rctlRDMTSHalf = 0 << 8
 )

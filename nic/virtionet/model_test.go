@@ -29,6 +29,7 @@ type vmodel struct {
 	q        [2]mqueue
 	isr      uint8
 	mac      [6]byte
+	mtu      uint16 // non-zero: VIRTIO_NET_F_MTU offered with this mtu
 	link     bool
 	sent     [][]byte
 	txHold   bool
@@ -316,8 +317,11 @@ func (w devWin) Read8(off uint32) uint8 {
 func (w devWin) Read16(off uint32) uint16 {
 	w.m.mu.Lock()
 	defer w.m.mu.Unlock()
-	if off == NetConfigStatus && w.m.link {
+	switch {
+	case off == NetConfigStatus && w.m.link:
 		return NetStatusLinkUp
+	case off == NetConfigMTU:
+		return w.m.mtu
 	}
 	return 0
 }

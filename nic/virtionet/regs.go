@@ -3,13 +3,16 @@
 // clouds), following "Virtual I/O Device (VIRTIO) Version 1.2" (section
 // numbers below are that specification's): the PCI transport's
 // capabilities (4.1.4), device initialization (3.1.1), feature bits
-// VERSION_1, MAC and STATUS (5.1.3, 6), split virtqueues (2.7) and the
+// VERSION_1, MAC, STATUS and MTU (5.1.3, 6), split virtqueues (2.7) and the
 // network header (5.1.6).
 //
 // Ring and buffer memory comes from the DMA allocator (nic/dma); the
 // interrupt goroutine takes INTx (ISR status read, 4.1.4.5), moves
 // received frames to a bounded queue (full: dropped, counted), reclaims
-// transmit descriptors and signals TxReady.
+// transmit descriptors and signals TxReady. An MTU above 1500
+// (Config.MTU) is used only if the device offers VIRTIO_NET_F_MTU
+// (QEMU's host_mtu), up to its mtu; each receive buffer holds a whole
+// frame (no mergeable buffers).
 package virtionet
 
 // PCI IDs (4.1.2.1): modern virtio devices are 0x1040 + device type;
@@ -63,6 +66,7 @@ const (
 
 // Feature bits (5.1.3 for the network device, 6 reserved bits).
 const (
+	FeatureNetMTU    = 3 // the device reports its maximum MTU in the config
 	FeatureNetMAC    = 5
 	FeatureNetMrgRx  = 15
 	FeatureNetStatus = 16
@@ -73,6 +77,7 @@ const (
 const (
 	NetConfigMAC    = 0
 	NetConfigStatus = 6
+	NetConfigMTU    = 10 // after max_virtqueue_pairs; with VIRTIO_NET_F_MTU
 	NetStatusLinkUp = 1
 )
 

@@ -25,16 +25,28 @@ type Config struct {
 	// both queues interrupt through it (4.1.4.3 queue_msix_vector).
 	// Otherwise the device uses INTx and the ISR byte.
 	MSIX bool
+	// MTU is the largest payload the driver wants (1500). Above 1500 it
+	// needs the device's VIRTIO_NET_F_MTU (QEMU: host_mtu=N) and uses
+	// the smaller of the two; a device without it keeps 1500.
+	MTU int
 	// Watchdog is the period of the lost-interrupt watchdog
 	// (nic.WatchdogPeriod); negative turns it off.
 	Watchdog time.Duration
 }
 
-// bufSize holds the header and the largest frame: 12 + 1514 < 2048.
-const bufSize = 2048
+// stdMTU is Ethernet's payload size; larger ones need VIRTIO_NET_F_MTU.
+const stdMTU = 1500
 
-// mtu: the driver does not negotiate VIRTIO_NET_F_MTU or offloads.
-const mtu = 1500
+// MaxMTU is the largest MTU the driver asks for: each receive buffer
+// holds a whole frame (no mergeable buffers), and 64 KiB is the
+// descriptor length's practical limit for frames.
+const MaxMTU = 65535 - nic.HeaderLen - netHdrLen
+
+// bufSizeFor is each receive and transmit buffer for an MTU: the network
+// header and the longest frame, rounded up to 2 KiB (2048 at 1500).
+func bufSizeFor(mtu int) int {
+	return (netHdrLen + nic.HeaderLen + mtu + 2047) &^ 2047
+}
 
 // ErrFeatures is returned when the device lacks a required feature or
 // refuses the driver's set.
@@ -50,6 +62,8 @@ type Device struct {
 	rxq      *nic.RxQueue
 	ready    nic.TxSignal
 	hasLink  bool // STATUS negotiated: link state is in the device config
+	mtu      int
+	bufSize  int
 
 	rxMu     sync.Mutex
 	rx       *queue
@@ -66,9 +80,13 @@ type Device struct {
 
 // Open initializes the device (3.1.1) and starts its interrupt goroutine.
 func Open(cfg Config) (*Device, error) {
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = 256
+	if cfg.MTU == 0 {
+		cfg.MTU = stdMTU
 	}
+	if cfg.MTU < 68 || cfg.MTU > MaxMTU {
+		return nil, fmt.Errorf("virtio-net: MTU %d: want 68-%d", cfg.MTU, MaxMTU)
+	}
+
 	if cfg.RxQueue == 0 {
 		cfg.RxQueue = 1024
 	}
@@ -90,6 +108,20 @@ func Open(cfg Config) (*Device, error) {
 	for i := range d.mac {
 		d.mac[i] = d.t.Device.Read8(NetConfigMAC + uint32(i))
 	}
+	d.mtu = stdMTU
+	if d.features&(1<<FeatureNetMTU) != 0 {
+		// 5.1.4.1: the driver uses at most the device's mtu.
+		d.mtu = min(cfg.MTU, max(int(d.t.Device.Read16(NetConfigMTU)), 68))
+	}
+	d.bufSize = bufSizeFor(d.mtu)
+	if d.cfg.QueueSize == 0 {
+		// At most about 1 MiB of buffers a queue: 256 standard ones,
+		// fewer long ones (at least 32).
+		d.cfg.QueueSize = 256
+		for d.cfg.QueueSize > 32 && d.cfg.QueueSize*d.bufSize > 1<<20 {
+			d.cfg.QueueSize /= 2
+		}
+	}
 	var err error
 	if d.rx, d.rxNotify, err = d.setupQueue(rxQueue); err == nil {
 		d.tx, d.txNotify, err = d.setupQueue(txQueue)
@@ -105,7 +137,7 @@ func Open(cfg Config) (*Device, error) {
 		if !ok {
 			break
 		}
-		d.rx.post(i, bufSize, DescFWrite)
+		d.rx.post(i, d.bufSize, DescFWrite)
 	}
 	c.Write8(DeviceStatus, StatusAcknowledge|StatusDriver|StatusFeaturesOK|StatusDriverOK)
 	d.t.Notify.Write16(d.rxNotify, rxQueue)
@@ -155,6 +187,9 @@ func (d *Device) negotiate() error {
 		return fmt.Errorf("%w: no MAC feature", ErrFeatures)
 	}
 	want := dev & (1<<FeatureVersion1 | 1<<FeatureNetMAC | 1<<FeatureNetStatus)
+	if d.cfg.MTU > stdMTU {
+		want |= dev & (1 << FeatureNetMTU)
+	}
 	for sel := uint32(0); sel < 2; sel++ {
 		c.Write32(DriverFeatureSelect, sel)
 		c.Write32(DriverFeature, uint32(want>>(32*sel)))
@@ -181,7 +216,7 @@ func (d *Device) setupQueue(q uint16) (*queue, uint32, error) {
 	for size > max {
 		size /= 2
 	}
-	vq, err := newQueue(d.cfg.DMA, size, bufSize)
+	vq, err := newQueue(d.cfg.DMA, size, d.bufSize)
 	if err != nil {
 		return nil, 0, fmt.Errorf("virtio-net: queue %d: %w", q, err)
 	}
@@ -263,12 +298,12 @@ func (d *Device) receive() {
 			continue
 		}
 		switch frame := int(n) - netHdrLen; {
-		case n > bufSize, frame < nic.HeaderLen, frame > mtu+nic.HeaderLen:
+		case int(n) > d.bufSize, frame < nic.HeaderLen, frame > d.mtu+nic.HeaderLen:
 			d.stats.RxErrors.Add(1)
 		default:
 			d.rxq.Push(append([]byte(nil), d.rx.buf(id)[netHdrLen:n]...))
 		}
-		d.rx.post(id, bufSize, DescFWrite)
+		d.rx.post(id, d.bufSize, DescFWrite)
 		posted = true
 	}
 	if posted && d.rx.deviceWantsNotify() {
@@ -310,7 +345,7 @@ func (d *Device) Transmit(frame []byte) error {
 	if d.closed.Load() {
 		return nic.ErrClosed
 	}
-	if err := nic.CheckFrame(frame, mtu); err != nil {
+	if err := nic.CheckFrame(frame, d.mtu); err != nil {
 		return err
 	}
 	if !d.LinkUp() {
@@ -338,6 +373,21 @@ func (d *Device) Transmit(frame []byte) error {
 	return nil
 }
 
+// Describe implements nic.Describer: each queue's driver index (avail),
+// the device's used index and the driver's position in the used ring,
+// whether the device asked for notifications, the frames waiting for
+// Receive. The ISR byte is not read, as reading clears it.
+func (d *Device) Describe() string {
+	d.rxMu.Lock()
+	rxAvail, rxUsed, rxLast, rxNotify := d.rx.availIdx, d.rx.usedIdx(), d.rx.lastUsed, d.rx.deviceWantsNotify()
+	d.rxMu.Unlock()
+	d.txMu.Lock()
+	txAvail, txUsed, txLast, txFree, full := d.tx.availIdx, d.tx.usedIdx(), d.tx.lastUsed, len(d.tx.free), d.txFull
+	d.txMu.Unlock()
+	return fmt.Sprintf("rx avail %d used %d taken %d (notify %v), tx avail %d used %d taken %d free %d (full %v), queued %d",
+		rxAvail, rxUsed, rxLast, rxNotify, txAvail, txUsed, txLast, txFree, full, d.rxq.Len())
+}
+
 // Receive implements nic.NIC.
 func (d *Device) Receive(ctx context.Context) ([]byte, error) { return d.rxq.Pop(ctx) }
 
@@ -348,7 +398,7 @@ func (d *Device) Name() string { return d.cfg.Name }
 func (d *Device) MAC() nic.MAC { return d.mac }
 
 // MTU implements nic.NIC.
-func (d *Device) MTU() int { return mtu }
+func (d *Device) MTU() int { return d.mtu }
 
 // LinkUp implements nic.NIC: the config's status field with STATUS
 // negotiated, else always up (5.1.4.2).
@@ -383,4 +433,7 @@ func (d *Device) Close() error {
 	return err
 }
 
-var _ nic.NIC = (*Device)(nil)
+var (
+	_ nic.NIC       = (*Device)(nil)
+	_ nic.Describer = (*Device)(nil)
+)

@@ -139,7 +139,7 @@ func TestBadUsedElements(t *testing.T) {
 	d, m := open(t, 16, 0)
 	m.inject(frame(100, 1))
 	m.injectRaw(999, 100)               // id never posted
-	m.injectRaw(0xFFFF, bufSize+1)      // longer than the buffer
+	m.injectRaw(0xFFFF, 2048+1)         // longer than the buffer
 	m.injectRaw(0xFFFF, netHdrLen+13)   // runt
 	m.inject(frame(1600, 2))            // giant (fits the buffer, not the MTU)
 	m.injectRaw(0xFFFF, netHdrLen+1515) // giant by length
@@ -290,4 +290,65 @@ func TestMSIXVectors(t *testing.T) {
 		t.Errorf("INTx: queue vector %#x, want NO_VECTOR", m.q[0].vector)
 	}
 	d.Close()
+}
+
+// TestMTU: a driver asked for a large MTU negotiates VIRTIO_NET_F_MTU
+// when the device offers it and takes the smaller of the two MTUs; it
+// keeps 1500 otherwise, and only asks for the feature when it wants more.
+func TestMTU(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		deviceMTU  uint16 // 0: no VIRTIO_NET_F_MTU
+		want, mtu  int
+		negotiated bool
+		queueSize  int
+	}{
+		{"standard", 9000, 1500, 1500, false, 256},
+		{"jumbo", 9000, 9000, 9000, true, 64},
+		{"device smaller", 4000, 9000, 4000, true, 256},
+		{"device without the feature", 0, 9000, 1500, false, 256},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mem, err := dma.NewHost(0x20000000, 4<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := newVModel(mem, testMAC)
+			if c.deviceMTU != 0 {
+				m.offered |= 1 << FeatureNetMTU
+				m.mtu = c.deviceMTU
+			}
+			d, err := Open(Config{Name: "virtio-net-0", Transport: m.transport(), DMA: mem, IRQ: m.line, MTU: c.want, Watchdog: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if d.MTU() != c.mtu || (d.Features()&(1<<FeatureNetMTU) != 0) != c.negotiated {
+				t.Fatalf("MTU %d, features %#x; want %d, MTU negotiated %v", d.MTU(), d.Features(), c.mtu, c.negotiated)
+			}
+			if got := int(m.q[rxQueue].size); got != c.queueSize {
+				t.Errorf("queue size %d, want %d", got, c.queueSize)
+			}
+			full := frame(c.mtu+nic.HeaderLen, 7)
+			if err := d.Transmit(full); err != nil {
+				t.Fatalf("Transmit of %d bytes: %v", len(full), err)
+			}
+			if err := d.Transmit(frame(c.mtu+nic.HeaderLen+1, 8)); !errors.Is(err, nic.ErrFrameSize) {
+				t.Errorf("Transmit past the MTU: %v", err)
+			}
+			m.flushTx()
+			if sent := m.frames(); len(sent) != 1 || !bytes.Equal(sent[0], full) {
+				t.Errorf("device sent %d frames", len(sent))
+			}
+			if !m.inject(full) {
+				t.Fatal("no receive buffer")
+			}
+			if got := receive(t, d); !bytes.Equal(got, full) {
+				t.Fatalf("received %d bytes, want %d", len(got), len(full))
+			}
+		})
+	}
+	if _, err := Open(Config{MTU: MaxMTU + 1}); err == nil {
+		t.Error("MTU above MaxMTU accepted")
+	}
 }

@@ -11,7 +11,9 @@
 // the primary (at -kill-primary-after: a duration, or a protocol point such
 // as mid-epoch, mid-group, between-groups, before-end, after-end, acked,
 // mid-release, released, paused, begin, sync-round, blackout, resync, with
-// an optional ":N" epoch), and then checks that the promoted secondary's
+// an optional ":N" epoch; a point after the sync fires only once an epoch
+// has been acknowledged, and nothing leaves the primary after it), and
+// then checks that the promoted secondary's
 // memory equals the primary's at the committed epoch (by replaying the
 // deterministic guest) and that the world saw the output stream exactly
 // once with no gap.
@@ -121,6 +123,25 @@
 // the 1 s default deadline here: a silent link is detected in 1 s, a
 // killed primary as before.
 //
+// # Compression (issue 12, "Bytes on the wire")
+//
+// scripts/ftsim-report.sh wire: -mem 64m -dirty-rate 12000 -epoch 25ms
+// -duration 5s, 3 runs each (2026-12-02 12:35-12:38, load 22-27, all
+// verified). Wire bytes over raw dirty bytes per checkpoint, medians:
+//
+//	guest                     off     s2      zstd
+//	random words (default)    0.394   0.341   0.350
+//	-compressible             0.385   0.204   no checkpoint in 5 s
+//
+// The deltas already cut random words to about 0.4; compression adds
+// little there (record headers), and after a group that does not pay the
+// engine stops trying for a while. Compressible pages halve again with
+// s2. zstd on them could not keep the sync ahead of a guest dirtying
+// 49 MB/s while this loaded machine gave the primary a fraction of a core
+// (its CPU cost is 4-5 times s2's): over loopback TCP, or any link faster
+// than the compressor, use s2 or -compress off. In the emulators, where
+// the link carries a few MB/s, zstd is the default (ftmirror/doc.go).
+//
 // First writes to fresh memory are slow in this VM (about 5 µs a page, see
 // simguest.Alloc) and it takes back memory left idle, so the simulator
 // pre-touches its buffers and warms memory right before the sync.
@@ -136,6 +157,7 @@ import (
 	"time"
 
 	"github.com/doppel-ft/doppel/board/bytesize"
+	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
 )
 
@@ -161,31 +183,33 @@ func profile(name string) {
 }
 
 type opts struct {
-	role        string
-	mem         size
-	rate        float64
-	pattern     string
-	epoch       time.Duration
-	duration    time.Duration
-	killAfter   string
-	seed        uint64
-	json        bool
-	group       size
-	forward     bool
-	hb          time.Duration
-	hbMiss      int
-	resyncPages int
-	resyncAfter time.Duration
-	fault       string
-	faultNth    int
-	partition   time.Duration
-	after       time.Duration
-	words       int
-	loopBytes   size
-	shadow      size
-	zeroEvery   int
-	verbose     bool
-	runs        int
+	role         string
+	mem          size
+	rate         float64
+	pattern      string
+	epoch        time.Duration
+	duration     time.Duration
+	killAfter    string
+	seed         uint64
+	json         bool
+	group        size
+	forward      bool
+	hb           time.Duration
+	hbMiss       int
+	resyncPages  int
+	resyncAfter  time.Duration
+	fault        string
+	faultNth     int
+	partition    time.Duration
+	after        time.Duration
+	words        int
+	loopBytes    size
+	shadow       size
+	zeroEvery    int
+	compress     string
+	compressible bool
+	verbose      bool
+	runs         int
 	// children
 	dir, world, connect, name string
 }
@@ -193,7 +217,7 @@ type opts struct {
 func (o *opts) params() simguest.Params {
 	pat, _ := simguest.ParsePattern(o.pattern)
 	return simguest.Params{Pages: int(o.mem) / simguest.PageSize, Seed: o.seed, Pattern: pat,
-		Rate: o.rate, Words: o.words, ZeroEvery: o.zeroEvery}
+		Rate: o.rate, Words: o.words, ZeroEvery: o.zeroEvery, Compressible: o.compressible}
 }
 
 // size is a byte count flag in any form bytesize accepts (256m, 256MB,
@@ -240,6 +264,8 @@ func main() {
 	flag.Var(&o.loopBytes, "loopback-bytes", "bytes for the raw loopback TCP baseline (default: max(mem, 256m); 0 skips it)")
 	flag.IntVar(&o.words, "words", 16, "8-byte words the guest writes per page write")
 	flag.IntVar(&o.zeroEvery, "zero-every", 0, "every Nth page starts zero (0: none)")
+	flag.StringVar(&o.compress, "compress", "zstd", "compression of GROUP frames, kept per group where it pays: zstd, s2, off")
+	flag.BoolVar(&o.compressible, "compressible", false, "the guest writes small integers (pages compress about 3:1) instead of random words")
 	flag.BoolVar(&o.verbose, "v", false, "log the children's output")
 	flag.IntVar(&o.runs, "runs", 1, "run the simulation this many times and print each run's figures and the medians")
 	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one)")
@@ -248,6 +274,10 @@ func main() {
 	flag.StringVar(&o.name, "name", "s1", "internal: secondary name")
 	flag.Parse()
 	if _, err := simguest.ParsePattern(o.pattern); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if _, err := ftmirror.ParseCompression(o.compress); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}

@@ -31,6 +31,7 @@ func (o *opts) spawn(name string, extra []*os.File, args ...string) (*child, err
 		"-hb", o.hb.String(), "-hb-miss", fmt.Sprint(o.hbMiss), "-resync-pages", fmt.Sprint(o.resyncPages),
 		"-after", o.after.String(), "-words", fmt.Sprint(o.words), "-zero-every", fmt.Sprint(o.zeroEvery),
 		"-dir", o.dir, "-world", o.world, "-shadow", fmt.Sprint(int64(o.shadow)), fmt.Sprintf("-forward=%v", o.forward),
+		"-compress", o.compress, fmt.Sprintf("-compressible=%v", o.compressible),
 	}
 	cmd := exec.Command(exe, append(base, args...)...)
 	cmd.ExtraFiles = extra

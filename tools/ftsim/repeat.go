@@ -45,8 +45,9 @@ func repeat(o *opts) (bool, error) {
 
 // line is a run's figures on one line.
 func (r *report) line() string {
-	s := fmt.Sprintf("load %.2f, others %.2f cores, %.2f threads waiting | release p50 %.2f p99 %.2f ms, ack p99 %.2f, gap p99 %.2f max %.2f, pause p99 %.3f | %d ckpts, %d late | failover %.1f ms (exit %.1f, detect %.1f) | verify %s",
-		r.Load1, r.OthersRun, r.WaitingRun, r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax, r.PauseP99, r.Checkpoints, r.Late, r.FailoverMs, r.ExitMs, r.DetectMs, r.Verify)
+	s := fmt.Sprintf("load %.2f, others %.2f cores, %.2f threads waiting | release p50 %.2f p99 %.2f ms, ack p99 %.2f, gap p99 %.2f max %.2f, pause p99 %.3f | %d ckpts, %d late | wire/dirty %.3f, groups %s %d/%d | failover %.1f ms (exit %.1f, detect %.1f) | verify %s",
+		r.Load1, r.OthersRun, r.WaitingRun, r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax, r.PauseP99, r.Checkpoints, r.Late,
+		r.wireRatio(), r.Compression, r.GroupsCompressed, r.Groups, r.FailoverMs, r.ExitMs, r.DetectMs, r.Verify)
 	if r.FalseFailover {
 		s += " | FALSE FAILOVER"
 	}
@@ -57,6 +58,15 @@ func (r *report) line() string {
 		s += " | " + strings.Join(r.Details, "; ")
 	}
 	return s
+}
+
+// wireRatio is the bytes on the wire per checkpoint over the raw dirty
+// bytes (0 if there were no checkpoints).
+func (r *report) wireRatio() float64 {
+	if r.DirtyPerCk == 0 {
+		return 0
+	}
+	return r.WirePerCk / r.DirtyPerCk
 }
 
 // summary is what repeat prints after the runs: medians (of an even count,
@@ -70,6 +80,8 @@ type summary struct {
 	AckP99Med       float64   `json:"ack_p99_median_ms"`
 	GapP99Med       float64   `json:"ckpt_gap_p99_median_ms"`
 	PauseP99Med     float64   `json:"pause_p99_median_ms"`
+	WireRatio       []float64 `json:"wire_dirty_ratio"` // per run: wire bytes / raw dirty bytes per checkpoint
+	WireRatioMed    float64   `json:"wire_dirty_ratio_median"`
 	Failovers       []float64 `json:"failover_ms"` // runs that took over after the kill
 	FailoverMed     float64   `json:"failover_median_ms"`
 	FailoverMax     float64   `json:"failover_max_ms"`
@@ -107,6 +119,7 @@ func summarize(reps []report) summary {
 			ack = append(ack, r.AckP99)
 			gap = append(gap, r.GapP99)
 			pause = append(pause, r.PauseP99)
+			s.WireRatio = append(s.WireRatio, r.wireRatio())
 		}
 		if r.Epoch > 0 && r.FailoverMs > 0 && !r.FalseFailover {
 			s.Failovers = append(s.Failovers, r.FailoverMs)
@@ -119,6 +132,7 @@ func summarize(reps []report) summary {
 	s.ReleaseP99Med, s.ReleaseP50Med = median(s.ReleaseP99), median(p50)
 	s.AckP99Med, s.GapP99Med, s.PauseP99Med = median(ack), median(gap), median(pause)
 	s.FailoverMed = median(s.Failovers)
+	s.WireRatioMed = median(s.WireRatio)
 	return s
 }
 
@@ -134,6 +148,7 @@ func (s *summary) print() {
 	fmt.Printf("summary of %d runs (load average at each start: %s)\n", s.Runs, list(s.Load1, 2))
 	fmt.Printf("  release p99: median %.2f ms (runs: %s); release p50 median %.2f ms\n", s.ReleaseP99Med, ms(s.ReleaseP99), s.ReleaseP50Med)
 	fmt.Printf("  ack p99 median %.2f ms, checkpoint gap p99 median %.2f ms, pause p99 median %.3f ms\n", s.AckP99Med, s.GapP99Med, s.PauseP99Med)
+	fmt.Printf("  wire bytes / raw dirty bytes per checkpoint: median %.3f (runs: %s)\n", s.WireRatioMed, list(s.WireRatio, 3))
 	fmt.Printf("  failover: median %.1f ms, max %.1f ms, %d of %d under 50 ms (runs: %s)\n",
 		s.FailoverMed, s.FailoverMax, s.FailoverUnder50, len(s.Failovers), ms(s.Failovers))
 	fmt.Printf("  false failovers (a live primary lost): %d of %d runs\n", s.FalseFailovers, s.Runs)

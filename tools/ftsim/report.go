@@ -27,9 +27,16 @@ type report struct {
 	PauseMax    float64 `json:"pause_max_ms"`
 	WirePerCk   float64 `json:"wire_bytes_per_ckpt"`
 	DirtyPerCk  float64 `json:"dirty_bytes_per_ckpt"`
-	ReleaseP50  float64 `json:"release_p50_ms"`
-	ReleaseP99  float64 `json:"release_p99_ms"`
-	FailoverMs  float64 `json:"failover_ms"`
+	// GROUP frames: the codec, how many were sent and how many of them
+	// compressed, and their payload bytes before and after compression.
+	Compression      string  `json:"compression"`
+	Groups           int     `json:"groups"`
+	GroupsCompressed int     `json:"groups_compressed"`
+	GroupRawBytes    int64   `json:"group_raw_bytes"`
+	GroupWireBytes   int64   `json:"group_wire_bytes"`
+	ReleaseP50       float64 `json:"release_p50_ms"`
+	ReleaseP99       float64 `json:"release_p99_ms"`
+	FailoverMs       float64 `json:"failover_ms"`
 	// Where the failover time went: from the kill until the primary's
 	// process was reaped (the kernel closes its sockets before that), and
 	// until the secondary's session ended (it saw the close or the silence).
@@ -89,6 +96,8 @@ func (o *opts) verify(rep *report, w *world, secName string, killedAt time.Time)
 	}
 	rep.PauseP50, rep.PauseP99, rep.PauseMax = sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms
 	rep.WirePerCk, rep.DirtyPerCk = sum.WireBytesPerCkpt, sum.DirtyBytesPerCk
+	rep.Compression, rep.Groups, rep.GroupsCompressed = sum.Compression, sum.Groups, sum.GroupsCompressed
+	rep.GroupRawBytes, rep.GroupWireBytes = sum.GroupRawBytes, sum.GroupWireBytes
 	rep.ReleaseP50, rep.ReleaseP99, rep.AckP99 = sum.ReleaseP50ms, sum.ReleaseP99ms, sum.AckP99ms
 	rep.Rounds = sum.BrownoutRounds
 	rep.GapP99, rep.GapMax = sum.GapP99ms, sum.GapMaxms
@@ -255,6 +264,8 @@ func (o *opts) print(r *report) {
 	fmt.Printf("checkpoints: %d (%d late), pause p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d grew the snapshot)\n",
 		r.Checkpoints, r.Late, r.PauseP50, r.PauseP99, r.PauseMax, r.SnapGrown)
 	fmt.Printf("per checkpoint: %.0f bytes on the wire, %.0f dirty bytes (%.1f%%)\n", r.WirePerCk, r.DirtyPerCk, 100*r.WirePerCk/max(r.DirtyPerCk, 1))
+	fmt.Printf("groups: %d, %d sent compressed (%s), %d payload bytes sent as %d (%.1f%%)\n", r.Groups, r.GroupsCompressed, r.Compression,
+		r.GroupRawBytes, r.GroupWireBytes, 100*float64(r.GroupWireBytes)/float64(max(r.GroupRawBytes, 1)))
 	fmt.Printf("output release latency: p50 %.2f ms, p99 %.2f ms (ack p99 %.2f ms, checkpoint gap p99 %.2f ms, max %.2f ms)\n",
 		r.ReleaseP50, r.ReleaseP99, r.AckP99, r.GapP99, r.GapMax)
 	fmt.Printf("failover: %.1f ms (kill %q, takeover at epoch %d, world saw %d bytes); the primary's process was reaped %.1f ms after the kill, the secondary's session ended after %.1f ms\n",

@@ -12,6 +12,9 @@
 // and the LAPICs' IPIs go through a lapic.Router. A halted vCPU is woken
 // whenever an interrupt may have reached it.
 //
+// With BoardConfig.Net the board also has PCI bus 0 with a virtio-net
+// function (net.go says how it is wired).
+//
 // Concurrency: one mutex (Board.Devices) serialises every access to the
 // shared devices, through the buses and the timer polls; the LAPICs lock
 // themselves.
@@ -30,11 +33,13 @@ import (
 	"github.com/doppel-ft/doppel/vmm/devices/fwcfg"
 	"github.com/doppel-ft/doppel/vmm/devices/ioapic"
 	"github.com/doppel-ft/doppel/vmm/devices/lapic"
+	"github.com/doppel-ft/doppel/vmm/devices/pci"
 	"github.com/doppel-ft/doppel/vmm/devices/pic"
 	"github.com/doppel-ft/doppel/vmm/devices/pit"
 	"github.com/doppel-ft/doppel/vmm/devices/reset"
 	"github.com/doppel-ft/doppel/vmm/devices/rtc"
 	"github.com/doppel-ft/doppel/vmm/devices/uart"
+	"github.com/doppel-ft/doppel/vmm/devices/virtionet"
 )
 
 // ISA IRQs.
@@ -68,6 +73,8 @@ type BoardConfig struct {
 	OnStop func(reason string)
 	// Start is the RTC's wall time at guest time 0.
 	Start time.Time
+	// Net, if set, gives the guest a virtio-net NIC on a PCI bus.
+	Net *NetConfig
 }
 
 // Board is a PC's devices, wired.
@@ -88,6 +95,10 @@ type Board struct {
 	Exit   *debugexit.Device
 	Reset  *reset.Control
 	Sleep  *acpi.Sleep
+	// PCI and Net are the PCI bus and the guest's NIC (nil without
+	// BoardConfig.Net).
+	PCI *pci.Bus
+	Net *virtionet.Device
 	// Wake is each vCPU's wakeup channel (capacity 1).
 	Wake []chan struct{}
 	// ExitStatus is the last debug-exit status (QEMU's code*2+1), 0 if
@@ -212,12 +223,20 @@ func NewBoard(c BoardConfig) (*Board, error) {
 		{"rtc", rtc.Port, 2, b.RTC},
 		{"fw_cfg", fwcfg.Port, fwcfg.Size, b.FwCfg},
 		{"debug-exit", debugexit.Port, debugexit.Size, b.Exit},
-		{"reset", reset.Port, 1, b.Reset},
 		{"acpi-sleep", acpi.DefaultSleepPort, 2, b.Sleep},
 	} {
 		if err := b.Ports.Add(p.name, p.base, p.n, p.dev); err != nil {
 			return nil, err
 		}
+	}
+	// Port 0xCF9 is inside the PCI configuration ports: with PCI the bus
+	// passes it on to the reset control.
+	if c.Net != nil {
+		if err := b.addNet(c.Net); err != nil {
+			return nil, err
+		}
+	} else if err := b.Ports.Add("reset", reset.Port, 1, b.Reset); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
@@ -230,9 +249,9 @@ const ACPIBase = 0xE0000
 // ACPITables builds the tables for this board: every vCPU's LAPIC, the
 // IOAPIC, COM1 with IRQ 4, the PIT's IRQ 0 override, the sleep and reset
 // registers (HW-reduced ACPI: Linux then uses the LAPIC timer and the
-// IOAPIC, not the PIC and PIT).
+// IOAPIC, not the PIC and PIT), and the PCI host bridge if there is PCI.
 func (b *Board) ACPITables() (*acpi.Tables, error) {
-	return acpi.Build(acpi.Config{NumCPUs: len(b.LAPICs), PIC: true, PIT: true, RTC: true, COM1: true}, ACPIBase)
+	return ACPITablesFor(len(b.LAPICs), b.PCI != nil)
 }
 
 // Timers returns the timers vCPU i polls: the shared PIT and RTC, and its
@@ -251,6 +270,10 @@ func (b *Board) Snapshotters() []vmm.Device {
 	}
 	for i, l := range b.LAPICs {
 		d = append(d, vmm.Device{Name: fmt.Sprintf("lapic%d", i), State: l})
+	}
+	if b.PCI != nil {
+		// The bus saves its functions, the NIC with its held frames.
+		d = append(d, vmm.Device{Name: "pci", State: b.PCI})
 	}
 	return d
 }

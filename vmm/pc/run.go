@@ -17,6 +17,7 @@ import (
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/devices/lapic"
 	"github.com/doppel-ft/doppel/vmm/loader"
+	"github.com/doppel-ft/doppel/vmm/netbridge"
 )
 
 // Options of Run.
@@ -50,6 +51,10 @@ type Options struct {
 	// DMA is the top of the reserved region kept for the NIC drivers'
 	// rings and buffers (doppel.dma, board.SplitReserved): never guest RAM.
 	DMA uint64
+	// Net, if set, gives the guest a virtio-net NIC on PCI bridged to a
+	// doppel NIC, with the bridge's MAC. The caller starts and closes
+	// the bridge; Run points its received frames at the running VM.
+	Net *netbridge.Bridge
 }
 
 // Input forwards console bytes to the running guest's UART.
@@ -324,11 +329,7 @@ func Run(o Options) (*Report, error) {
 	layout := loader.NewPCLayout(o.MemSize)
 	var tables []byte
 	if !o.NoACPI {
-		b, err := NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: io.Discard, Clock: &vmm.TSCClock{Hz: 1, Read: cpu.RDTSC}, TSCHz: 1})
-		if err != nil {
-			return nil, err
-		}
-		t, err := b.ACPITables()
+		t, err := ACPITablesFor(o.CPUs, o.Net != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -349,6 +350,9 @@ func Run(o Options) (*Report, error) {
 	cur, err := h.build(o, sp, state, clock, nil)
 	if err != nil {
 		return nil, err
+	}
+	if o.Net != nil {
+		defer o.Net.SetDeliver(nil)
 	}
 	rep := &Report{TSCHz: h.tscHz}
 	o.Status.set(cur, rep)
@@ -493,6 +497,7 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 	var err error
 	crystal := vmm.CrystalFor(h.tscHz, lapic.DefaultBusHz)
 	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz, BusHz: crystal,
+		Net: netConfig(o.Net, sp.mem),
 		OnStop: func(reason string) {
 			v.mu.Lock()
 			if v.stop == "" {
@@ -585,6 +590,9 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 		if err := v.m.Restore(snap); err != nil {
 			return nil, err
 		}
+	}
+	if o.Net != nil {
+		o.Net.SetDeliver(v.board.NetReceive) // the restore test's new VM takes over
 	}
 	q := &inputQueue{b: v.board}
 	o.Input.set(q.add)

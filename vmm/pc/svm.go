@@ -150,11 +150,7 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	layout := loader.NewPCLayout(o.MemSize)
 	var acpiBytes []byte
 	if !o.NoACPI {
-		bd, err := NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: io.Discard, Clock: &vmm.TSCClock{Hz: 1, Read: cpu.RDTSC}, TSCHz: 1})
-		if err != nil {
-			return nil, err
-		}
-		t, err := bd.ACPITables()
+		t, err := ACPITablesFor(o.CPUs, o.Net != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -180,6 +176,9 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		caps.Features().NRIPS, caps.Features().DecodeAssists)
 	clock := &vmm.TSCClock{Hz: h.tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
 	start := time.Now()
+	if o.Net != nil {
+		defer o.Net.SetDeliver(nil)
+	}
 	cur, err := h.build(o, sp, state, clock, nil)
 	if err != nil {
 		return nil, err
@@ -304,6 +303,7 @@ func (h *svmHost) build(o Options, sp *svmSpace, state *loader.BootState, clock 
 	crystal := vmm.CrystalFor(h.tscHz, lapic.DefaultBusHz)
 	var err error
 	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz, BusHz: crystal,
+		Net: netConfig(o.Net, sp.mem),
 		OnStop: func(reason string) {
 			v.mu.Lock()
 			if v.stop == "" {
@@ -370,6 +370,9 @@ func (h *svmHost) build(o Options, sp *svmSpace, state *loader.BootState, clock 
 		if err := v.m.Restore(snap); err != nil {
 			return nil, err
 		}
+	}
+	if o.Net != nil {
+		o.Net.SetDeliver(v.board.NetReceive) // the restore test's new VM takes over
 	}
 	// Console input with back-pressure, as under VT-x: what does not fit
 	// in the UART's FIFO waits (typing into a busy 2-vCPU guest lost 16

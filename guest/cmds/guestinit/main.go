@@ -1,7 +1,8 @@
 // Command guestinit is /init of doppel's u-root initramfs. It does what
 // u-root's init does for a shell on the console (libinit: environment,
 // /proc, /sys, /dev, /tmp), loads the kernel modules the initramfs
-// carries (the virtio-net stack, in dependency order), prints the banner
+// carries (the virtio-net stack, in dependency order), configures the
+// network from the kernel command line (net.go), prints the banner
 // the tests wait for, and runs the shell on the console, again whenever
 // it exits (PID 1 must not exit).
 //
@@ -59,6 +60,8 @@ func main() {
 	// before the kernel ran (firmware, bootloader, or nothing under
 	// doppel) is that stamp, the kernel's own boot the difference.
 	fmt.Printf("doppel-guest: boot: uptime %s s, kernel clock from %s s\n", uptime(), firstStamp())
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	setupNet(string(cmdline))
 	fmt.Printf("doppel-guest: up: linux %s, %d cpus, modules %s\n", release, runtime.NumCPU(), loaded)
 	for {
 		cmd := exec.Command(shell)

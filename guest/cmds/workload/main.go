@@ -6,17 +6,28 @@
 // match a recomputation (-verify).
 //
 //	workload [-mib 16] [-lines 0 (forever)] [-interval 100ms] [-seed 1]
+//	         [-serve port [-stream-interval 10ms] [-quiet]]
 //
 // Each line is "workload: n=<counter> sum=<hex>"; the first is
 // "workload: filled <mib> MiB sum=<hex>" and the last, when -lines ends
 // the run, "workload: done n=<lines>".
+//
+// With -serve it also listens on TCP port and sends every connection a
+// numbered stream: "1\n", "2\n", ... one line per -stream-interval (0: as
+// fast as TCP takes them), so a client sees at once whether a number is
+// missing or repeated (across a failover, say); port+1 serves the same
+// stream as fast as TCP takes it (rate measurements). -quiet leaves out the
+// memory work and the console lines, keeping only the server.
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"net"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -25,7 +36,29 @@ func main() {
 	lines := flag.Int("lines", 0, "counter lines to print, 0 for ever")
 	interval := flag.Duration("interval", 100*time.Millisecond, "time between lines")
 	seed := flag.Uint64("seed", 1, "pattern seed")
+	serve := flag.Int("serve", 0, "TCP port of the numbered stream (port+1: unpaced), 0 for none")
+	streamInterval := flag.Duration("stream-interval", 10*time.Millisecond, "time between stream lines, 0 for none")
+	quiet := flag.Bool("quiet", false, "only the server: no memory work, no console lines")
 	flag.Parse()
+	if *serve != 0 {
+		paced, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "workload: %v\n", err)
+			os.Exit(1)
+		}
+		fast, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve+1))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "workload: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("workload: serving the numbered stream on port %d (and unpaced on %d)\n", *serve, *serve+1)
+		go serveStream(fast, 0)
+		if *quiet {
+			serveStream(paced, *streamInterval)
+			return
+		}
+		go serveStream(paced, *streamInterval)
+	}
 	if *mib <= 0 || *mib > 4096 {
 		fmt.Fprintln(os.Stderr, "workload: -mib must be 1..4096")
 		os.Exit(2)
@@ -61,5 +94,36 @@ func step(mem []byte, n int) {
 		off := p + (n*8)%4096
 		mem[off] ^= byte(n)
 		mem[off+1] ^= byte(n >> 8)
+	}
+}
+
+// serveStream sends each connection its numbered stream until it closes.
+func serveStream(l net.Listener, interval time.Duration) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "workload: accept: %v\n", err)
+			return
+		}
+		go stream(c, interval)
+	}
+}
+
+func stream(c net.Conn, interval time.Duration) {
+	defer c.Close()
+	w := bufio.NewWriter(c)
+	var line []byte
+	for n := uint64(1); ; n++ {
+		line = strconv.AppendUint(line[:0], n, 10)
+		line = append(line, '\n')
+		if _, err := w.Write(line); err != nil {
+			return
+		}
+		if interval > 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
+			time.Sleep(interval)
+		}
 	}
 }
