@@ -64,18 +64,12 @@ REPORT_TESTS = ^TestQEMUFTGoodput$$
 
 # Tests of open work that fail today, kept so the failure stays visible, as
 # a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
-# them. TestQEMUSVMLinuxSMP: Linux with ACPI and 2 vCPUs under AMD-V boots
-# to its shell (24 passes in a row once), but in some runs the shell stops
-# after a command, both vCPUs idle (a lost wakeup IPI is the suspect).
-# Seen failing in a full run on a quiet machine, not yet understood:
-# TestQEMUSVMLinux (1 vCPU): QEMU ended without a word during the guest's
-# early boot, as one TestQEMUDirtySVM run did (a host triple fault under
-# -no-reboot: QEMU's -d int log shows doppel, after a #VMEXIT, running with
-# the guest's TR (Linux's TSS selector 0x40) and a CR3 without the Go text
-# mapped, then #PF, #DF, triple fault; it fails about half the runs on the
-# AMD-V branch's own tip too). Top-level alternatives may name subtests
-# (Test/Sub).
-OPEN_TESTS = ^TestQEMUSVMLinuxSMP$$|^TestQEMUSVMLinux$$
+# them. TestQEMUSVMLinuxRestore: the Linux guest under AMD-V through 5
+# save/destroy/restore cycles; passed 2 of 3 runs: in the other all 5
+# cycles completed and the workload went on for 100 s, then the guest
+# triple-faulted (rip in its kernel), not yet understood. Top-level
+# alternatives may name subtests (Test/Sub).
+OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \

@@ -170,3 +170,60 @@ func (t *Tables) NCR3() uint64 { return t.root }
 
 // Nested reports whether the tables use the NPT format.
 func (t *Tables) Nested() bool { return t.f.nested }
+
+// CheckConfined walks the whole table and checks that it can reach no host
+// memory but [lo, hi): every present leaf maps a frame range inside it, and
+// no table frame lies inside it (a guest that could write its own tables
+// could map anything). It returns the bytes the present leaves map.
+//
+// Why: the guest writes whatever its tables map with no exit, so one stray
+// leaf (a wrong large-page frame, an identity-mapped range, a range past the
+// guest's RAM) lets it overwrite the hypervisor. vmm/pc runs this over the
+// nested tables before the first VMRUN and refuses to run the guest if it
+// fails.
+func (t *Tables) CheckConfined(lo, hi uint64) (uint64, error) {
+	if lo >= hi {
+		return 0, fmt.Errorf("ept: confinement range [%#x, %#x) is empty", lo, hi)
+	}
+	if t.root >= lo && t.root < hi {
+		return 0, fmt.Errorf("ept: root table %#x inside guest memory [%#x, %#x)", t.root, lo, hi)
+	}
+	v := &confinedVisitor{lo: lo, hi: hi}
+	err := t.walk(t.root, levelPML4, 0, MaxGPA, v)
+	if err == nil {
+		err = v.err
+	}
+	if err != nil {
+		return v.mapped, fmt.Errorf("%s: %w", t.f.name(), err)
+	}
+	return v.mapped, nil
+}
+
+type confinedVisitor struct {
+	visitBase
+	lo, hi, mapped uint64
+	err            error
+}
+
+func (v *confinedVisitor) visit(gpa uint64, e *uint64, level int) error {
+	frame, size := leafAddr(*e, level), levelSize(level)
+	if frame < v.lo || frame+size > v.hi || frame+size < frame {
+		return fmt.Errorf("guest-physical %#x maps host [%#x, %#x), outside guest memory [%#x, %#x)",
+			gpa, frame, frame+size, v.lo, v.hi)
+	}
+	v.mapped += size
+	return nil
+}
+
+// descend refuses (and records) a table frame inside guest memory before
+// the walk reads it.
+func (v *confinedVisitor) descend(e uint64, level int) bool {
+	pa := e & AddrMask
+	if pa+PageSize > v.lo && pa < v.hi {
+		if v.err == nil {
+			v.err = fmt.Errorf("level-%d table at host %#x lies inside guest memory [%#x, %#x)", level-1, pa, v.lo, v.hi)
+		}
+		return false
+	}
+	return true
+}

@@ -174,3 +174,68 @@ func TestNPTHarvestLargeLeaf(t *testing.T) {
 	want.SetRange(2*LargeSize/PageSize, 512)
 	sameSet(t, "2M nested leaf", got, want)
 }
+
+// TestCheckConfined: tables built by Map reach only the guest's RAM, and
+// each kind of stray entry that would let the guest write host memory is
+// found: a 4 KiB leaf or a 2 MiB leaf whose frame lies outside, a leaf past
+// the guest's size, and a table frame inside guest RAM.
+func TestCheckConfined(t *testing.T) {
+	const ramSize = 8 << 20
+	for _, c := range []struct {
+		name    string
+		large   bool
+		corrupt func(g *testGuest) // nil: the tables as built
+		wantErr bool
+	}{
+		{name: "4K leaves as built"},
+		{name: "2M leaves as built", large: true},
+		{name: "4K leaf below guest RAM", corrupt: func(g *testGuest) {
+			e, _ := g.t.leaf(0x3000)
+			*e = *e&^AddrMask | (g.ram - PageSize)
+		}, wantErr: true},
+		{name: "4K leaf on the last page past the end", corrupt: func(g *testGuest) {
+			e, _ := g.t.leaf(ramSize - PageSize)
+			*e = *e&^AddrMask | (g.ram + ramSize)
+		}, wantErr: true},
+		{name: "2M leaf with a frame outside", large: true, corrupt: func(g *testGuest) {
+			e, level := g.t.leaf(LargeSize)
+			if level != levelPD {
+				panic("not a 2 MiB leaf")
+			}
+			*e = *e&^AddrMask | (g.ram + ramSize)
+		}, wantErr: true},
+		{name: "extra leaf past the guest's size", corrupt: func(g *testGuest) {
+			pd := g.t.mem.Table(g.t.mem.Table(g.t.mem.Table(g.t.root)[0] & AddrMask)[0] & AddrMask)
+			pd[ramSize/LargeSize] = g.t.f.leaf(g.ram+ramSize, PermRW, levelPD)
+		}, wantErr: true},
+		{name: "page table inside guest RAM", corrupt: func(g *testGuest) {
+			pd := g.t.mem.Table(g.t.mem.Table(g.t.mem.Table(g.t.root)[0] & AddrMask)[0] & AddrMask)
+			pd[1] = g.t.f.table(g.ram + LargeSize)
+		}, wantErr: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newNPTGuest(t, ramSize, MapOpt{Large: c.large})
+			if c.corrupt != nil {
+				c.corrupt(g)
+			}
+			mapped, err := g.t.CheckConfined(g.ram, g.ram+ramSize)
+			if c.wantErr {
+				if err == nil {
+					t.Fatalf("stray entry not found (%d bytes mapped)", mapped)
+				}
+				t.Logf("found: %v", err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mapped != ramSize {
+				t.Errorf("%d bytes mapped, want %d", mapped, ramSize)
+			}
+		})
+	}
+	g := newNPTGuest(t, ramSize, MapOpt{})
+	if _, err := g.t.CheckConfined(g.ram, g.ram); err == nil {
+		t.Error("an empty range passed")
+	}
+}

@@ -167,3 +167,72 @@ func TestQEMUSVMLinux(t *testing.T) { svmLinux(t, 1) }
 // TestQEMUSVMLinuxSMP: the Linux guest with 2 vCPUs under AMD-V (the APs
 // start by INIT and SIPI from the boot vCPU's LAPIC).
 func TestQEMUSVMLinuxSMP(t *testing.T) { svmLinux(t, 2) }
+
+// TestQEMUSVMLinuxRestore is TestBochsLinuxRestore under AMD-V: the Linux
+// guest (1 vCPU, no ACPI tables) runs the workload under doppel with SVM in
+// QEMU TCG, and from doppel's shell 5 save/destroy/restore cycles run at
+// random moments, each into fresh guest RAM with fresh nested tables,
+// vCPUs and devices; back on the guest's console the workload finishes
+// with every counter line in order and its checksum right.
+func TestQEMUSVMLinuxRestore(t *testing.T) {
+	kernel, initrd := linuxGuestFile(t, "vmlinuz"), linuxGuestFile(t, "initramfs.cpio")
+	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=640M doppel.guest.acpi=0"
+	_, iso, err := buildISO(t.Name(), cmdline, []Module{
+		{Path: kernel, Name: "vmlinuz " + linuxCmdline},
+		{Path: initrd, Name: "initramfs"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := runQEMU(t.Name(), []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", "1024", "-cpu", "max",
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Expect(regexp.MustCompile(`AMD-V: [^\r\n]*NRIP save false`), 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(`doppel-guest: up: linux (\S+), (\d+) cpus`), 30*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const mib, lines = 8, 120
+	if err := m.Type(fmt.Sprintf("workload -mib %d -lines %d -interval 250ms\r", mib, lines)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(`workload: n=3 `), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("\x01c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString("console to doppel's shell", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("restore 5\r"); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := m.Expect(regexp.MustCompile(`restore: (\d+)/5 cycles done|restore: after \d+ cycles: [^\r\n]*`), 20*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subs[1] != "5" {
+		t.Fatalf("%s", subs[0])
+	}
+	for _, c := range regexp.MustCompile(`restore: cycle \d/5: [^\r\n]*`).FindAllString(m.Output(), -1) {
+		t.Log(c)
+	}
+	if err := m.Type("\x01c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ExpectString(fmt.Sprintf("workload: done n=%d", lines), 20*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	out := regexp.MustCompile(`(?m)^\$ `).ReplaceAllString(m.Output(), "")
+	out = doppelLogLine.ReplaceAllString(out, "")
+	checkWorkload(t, out, mib, lines)
+	if strings.Contains(m.Output(), "guest failed") {
+		t.Error("doppel reported a guest failure")
+	}
+}

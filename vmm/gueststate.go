@@ -122,16 +122,19 @@ type VCPUState struct {
 	MSRs     *GuestMSRs
 	WaitSIPI bool
 	GuestTSC uint64
+	// CR2 and DR6 are kept by AMD-V's VMCB (version 2); VT-x leaves them
+	// 0 (its VMCS has no CR2 or DR6 field).
+	CR2, DR6 uint64
 }
 
 const (
 	vcpuStateMagic   = "VCPU"
-	vcpuStateVersion = 1
+	vcpuStateVersion = 2
 )
 
 // SaveVCPUState encodes a vCPU: the VMCS fields in savedFields order,
 // the general registers, the FXSAVE image, XCR0, the switched MSRs, the
-// software MSRs, whether it waits for SIPI and its TSC.
+// software MSRs, whether it waits for SIPI, its TSC, CR2 and DR6.
 func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 	e := devices.NewEncoder(vcpuStateMagic, vcpuStateVersion)
 	e.U32(uint32(len(savedFields)))
@@ -165,6 +168,8 @@ func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 	e.U64(g.MiscEnable)
 	e.Bool(s.WaitSIPI)
 	e.U64(s.GuestTSC)
+	e.U64(s.CR2)
+	e.U64(s.DR6)
 	return e.Finish(), nil
 }
 
@@ -203,6 +208,7 @@ func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 	g.MiscEnable = d.U64()
 	wait := d.Bool()
 	tsc := d.U64()
+	cr2, dr6 := d.U64(), d.U64()
 	if err := d.Finish(); err != nil {
 		return fmt.Errorf("vmm: restore vcpu: %w", err)
 	}
@@ -221,6 +227,7 @@ func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 		g.APICBase, g.MTRRDef, g.MTRRFixed, g.MTRRVar, g.MiscEnable
 	s.WaitSIPI = wait
 	s.GuestTSC = tsc
+	s.CR2, s.DR6 = cr2, dr6
 	return nil
 }
 

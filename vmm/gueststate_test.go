@@ -56,7 +56,7 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	a1 := NewMSRArea(&f1, SwitchedMSRs, []uint64{1, 2, 3, 4, 5, 6})
 	g1 := NewGuestMSRs(src, a1, true)
 	g1.MTRRVar[3], g1.MTRRFixed[10], g1.MTRRDef = 0x55, 0x0606, 0xC06
-	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 3, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456}
+	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 3, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456, CR2: 0x7F00_1008, DR6: 0xFFFF_4FF0}
 	s.FX[0], s.FX[511] = 0x7F, 0xEE
 	blob, err := SaveVCPUState(src, s)
 	if err != nil {
@@ -74,7 +74,7 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 			t.Errorf("field %#x = %#x, want %#x", uint32(f), dst[f], src[f])
 		}
 	}
-	if got.Regs != s.Regs || got.FX != s.FX || got.XCR0 != 3 || !got.WaitSIPI || got.GuestTSC != 123456 {
+	if got.Regs != s.Regs || got.FX != s.FX || got.XCR0 != 3 || !got.WaitSIPI || got.GuestTSC != 123456 || got.CR2 != s.CR2 || got.DR6 != s.DR6 {
 		t.Errorf("state %+v", got)
 	}
 	if v, _ := a2.Get(IA32_TSC_AUX); v != 6 {

@@ -1,8 +1,9 @@
 package pc
 
 import (
-	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"runtime"
 	"sort"
 	"strings"
@@ -55,14 +56,74 @@ type svmOn struct {
 
 func (c *svmOn) Close() error { c.s.Disable(); return nil }
 
-// runSVM is Run under AMD-V (without the restore test).
+// svmHost is what every machine of one AMD-V run shares: the reserved
+// region and the SVM capabilities.
+type svmHost struct {
+	caps   svm.Caps
+	region *ept.Region
+	mu     sync.Mutex // region allocations from vCPU threads
+	tscHz  uint64
+	ncpu   int
+}
+
+// svmSpace is one guest RAM block with the nested tables mapping it, and
+// the vCPUs whose ASIDs must be flushed when the tables change.
+type svmSpace struct {
+	mem    vmm.GuestMemory
+	tables *ept.Tables
+	inv    *nptInvalidator
+}
+
+// newSpace allocates guest RAM and maps it with nested tables, checked to
+// reach that RAM and nothing else.
+func (h *svmHost) newSpace(size uint64) (*svmSpace, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hpa, err := h.region.AllocGuestRAM(size, ept.LargeSize)
+	if err != nil {
+		return nil, fmt.Errorf("pc: guest RAM of %s: %w", board.FormatBytes(size), err)
+	}
+	inv := &nptInvalidator{}
+	tables, err := ept.New(h.region, inv, ept.Options{Nested: true})
+	if err != nil {
+		return nil, fmt.Errorf("pc: nested tables: %w", err)
+	}
+	if err := tables.Map(0, size, hpa, ept.PermRWX, ept.MapOpt{}); err != nil {
+		return nil, fmt.Errorf("pc: map guest RAM: %w", err)
+	}
+	// The guest writes what its nested tables map without an exit: they
+	// must reach its RAM block and nothing else (no identity-mapped or
+	// stray range over doppel's own memory).
+	if n, err := tables.CheckConfined(hpa, hpa+size); err != nil || n != size {
+		return nil, fmt.Errorf("pc: nested tables map %d bytes, want %d inside [%#x, %#x): %v", n, size, hpa, hpa+size, err)
+	}
+	b, err := h.region.Bytes(hpa, size)
+	if err != nil {
+		return nil, err
+	}
+	return &svmSpace{mem: vmm.GuestMemory(b), tables: tables, inv: inv}, nil
+}
+
+// svmVM is one machine built over a space.
+type svmVM struct {
+	m     *vmm.Machine
+	board *Board
+	cpus  []*svm.PCCPU
+	dirty *dirtyTracker
+	stop  string
+	mu    sync.Mutex
+}
+
+// runSVM is Run under AMD-V, with the restore test and restore requests
+// as under VT-x: the written pages come from a scan of the nested tables'
+// dirty flags (NPT has no PML).
 func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	if o.CPUs < 1 {
 		o.CPUs = 1
 	}
-	ncpu := runtime.NumCPU()
-	if o.CPUs > ncpu {
-		return nil, fmt.Errorf("pc: %d vCPUs need as many host CPUs, there are %d", o.CPUs, ncpu)
+	h := &svmHost{caps: caps, ncpu: runtime.NumCPU()}
+	if o.CPUs > h.ncpu {
+		return nil, fmt.Errorf("pc: %d vCPUs need as many host CPUs, there are %d", o.CPUs, h.ncpu)
 	}
 	mm, err := board.ReadMemmap()
 	if err != nil {
@@ -79,28 +140,13 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	region, err := ept.NewRegion(res.Start, raw)
+	if h.region, err = ept.NewRegion(res.Start, raw); err != nil {
+		return nil, err
+	}
+	sp, err := h.newSpace(o.MemSize)
 	if err != nil {
 		return nil, err
 	}
-	var regionMu sync.Mutex
-	hpa, err := region.AllocGuestRAM(o.MemSize, ept.LargeSize)
-	if err != nil {
-		return nil, fmt.Errorf("pc: guest RAM of %s: %w", board.FormatBytes(o.MemSize), err)
-	}
-	inv := &nptInvalidator{}
-	tables, err := ept.New(region, inv, ept.Options{Nested: true})
-	if err != nil {
-		return nil, fmt.Errorf("pc: nested tables: %w", err)
-	}
-	if err := tables.Map(0, o.MemSize, hpa, ept.PermRWX, ept.MapOpt{}); err != nil {
-		return nil, fmt.Errorf("pc: map guest RAM: %w", err)
-	}
-	b, err := region.Bytes(hpa, o.MemSize)
-	if err != nil {
-		return nil, err
-	}
-	mem := vmm.GuestMemory(b)
 	layout := loader.NewPCLayout(o.MemSize)
 	var acpiBytes []byte
 	if !o.NoACPI {
@@ -108,34 +154,156 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := mem.Write(t.Base, t.Bytes); err != nil {
+		if err := sp.mem.Write(t.Base, t.Bytes); err != nil {
 			return nil, fmt.Errorf("pc: ACPI tables: %w", err)
 		}
 		layout.RSDP, acpiBytes = t.RSDP, t.Bytes
 	}
-	tscHz := vmm.MeasureTSCHz(20 * time.Millisecond)
+	h.tscHz = vmm.MeasureTSCHz(20 * time.Millisecond)
 	cmdline := o.Cmdline
 	if k, err := loader.Detect(o.Kernel); err == nil {
 		var added bool
-		if cmdline, added = withTSCRate(k, cmdline, tscHz); added {
-			fmt.Fprintf(o.Log, "AMD-V: the guest kernel's command line gets %s%d (Linux reads the TSC rate from CPUID 0x15 only on Intel)\n", tscKHzParam, tscHz/1000)
+		if cmdline, added = withTSCRate(k, cmdline, h.tscHz); added {
+			fmt.Fprintf(o.Log, "AMD-V: the guest kernel's command line gets %s%d (Linux reads the TSC rate from CPUID 0x15 only on Intel)\n", tscKHzParam, h.tscHz/1000)
 		}
 	}
-	state, kind, err := loader.Load(loader.Flat(mem), loader.Config{Layout: layout, Kernel: o.Kernel, Cmdline: cmdline, Initrd: o.Initrd})
+	state, kind, err := loader.Load(loader.Flat(sp.mem), loader.Config{Layout: layout, Kernel: o.Kernel, Cmdline: cmdline, Initrd: o.Initrd})
 	if err != nil {
 		return nil, fmt.Errorf("pc: load kernel: %w", err)
 	}
 	fmt.Fprintf(o.Log, "AMD-V: %v kernel, %d vCPUs, %s RAM, TSC %d kHz, entry %#x (%v), ACPI tables %d bytes, NRIP save %v, decode assists %v\n",
-		kind, o.CPUs, board.FormatBytes(o.MemSize), tscHz/1000, state.RIP, state.Mode, len(acpiBytes),
+		kind, o.CPUs, board.FormatBytes(o.MemSize), h.tscHz/1000, state.RIP, state.Mode, len(acpiBytes),
 		caps.Features().NRIPS, caps.Features().DecodeAssists)
-	clock := &vmm.TSCClock{Hz: tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
+	clock := &vmm.TSCClock{Hz: h.tscHz, Base: cpu.RDTSC(), Read: cpu.RDTSC}
 	start := time.Now()
+	if o.Net != nil {
+		defer o.Net.SetDeliver(nil)
+	}
+	cur, err := h.build(o, sp, state, clock, nil)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{TSCHz: h.tscHz}
+	var other *svmSpace
+	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9E37_79B9_7F4A_7C15))
+	// cycle saves the running guest, destroys its VM and resumes it in a
+	// new one in the other memory space, as under VT-x (run.go).
+	cycle := func() (RestoreCycle, error) {
+		if other == nil {
+			var err error
+			if other, err = h.newSpace(o.MemSize); err != nil {
+				return RestoreCycle{}, err
+			}
+		}
+		t0 := time.Now()
+		if err := cur.m.Pause(); err != nil {
+			return RestoreCycle{}, err // it stopped meanwhile
+		}
+		snap, err := cur.m.SaveTo(other.mem)
+		if err != nil {
+			cur.m.Stop(fmt.Errorf("restore test: save: %w", err))
+			return RestoreCycle{}, err
+		}
+		blob := snap.EncodeState()
+		tSave := time.Since(t0)
+		o.Input.set(nil)
+		cur.m.Stop(nil)
+		cur.m.Wait()
+		cur.addCounts(rep)
+		dirty, err := cur.dirty.finish()
+		if err != nil {
+			return RestoreCycle{}, err
+		}
+		rep.Dirty.add(dirty)
+		t1 := time.Now()
+		back, err := vmm.DecodeSnapshot(blob)
+		if err != nil {
+			return RestoreCycle{}, err
+		}
+		back.Memory = snap.Memory
+		next, err := h.build(o, other, nil, clock, back)
+		if err != nil {
+			return RestoreCycle{}, fmt.Errorf("rebuild: %w", err)
+		}
+		c := RestoreCycle{Bytes: len(blob) + len(snap.Memory), Save: tSave, Restore: time.Since(t1), Dirty: dirty.Pages}
+		rep.Restores = append(rep.Restores, c)
+		sp, other, cur = other, sp, next
+		return c, nil
+	}
+	// runCycles runs n cycles, each after a random 1-4 s.
+	runCycles := func(n int) ([]RestoreCycle, error) {
+		var done []RestoreCycle
+		for i := 0; i < n; i++ {
+			select {
+			case <-cur.m.Done():
+				return done, fmt.Errorf("the guest stopped")
+			case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
+			}
+			c, err := cycle()
+			if err != nil {
+				return done, err
+			}
+			done = append(done, c)
+			fmt.Fprintf(o.Log, "restore test: cycle %d/%d: saved %s in %v, restored in fresh memory in %v; %d pages written since the last cycle (scan of the NPT dirty flags)\n",
+				i+1, n, board.FormatBytes(uint64(c.Bytes)), c.Save.Round(time.Microsecond), c.Restore.Round(time.Microsecond), c.Dirty)
+		}
+		return done, nil
+	}
+	if o.RestoreTest > 0 {
+		if _, err := runCycles(o.RestoreTest); err != nil {
+			fmt.Fprintf(o.Log, "restore test: %v\n", err)
+		}
+	}
+	// A line every 10 s while the guest runs: how far each vCPU got.
+	progress := time.NewTicker(10 * time.Second)
+	defer progress.Stop()
+	for stopped := false; !stopped; {
+		select {
+		case <-progress.C:
+			cur.logProgress(o.Log)
+		case <-cur.m.Done():
+			stopped = true
+		case req := <-o.Requests:
+			cs, err := runCycles(req.N)
+			req.Done <- RestoreResult{Cycles: cs, Err: err}
+		}
+	}
+	rep.Err = cur.m.Wait()
+	o.Input.set(nil)
+	rep.Runtime = time.Since(start)
+	cur.addCounts(rep)
+	dirty, err := cur.dirty.finish()
+	if err != nil && rep.Err == nil {
+		rep.Err = err
+	}
+	rep.Dirty.add(dirty)
+	for i, c := range cur.cpus {
+		if c != nil {
+			fmt.Fprintf(o.Log, "AMD-V vcpu %d: %s; %d instructions decoded for their length\n", i, svmExitSummary(c.S.Counts), c.S.Decoded)
+		}
+	}
+	cur.mu.Lock()
+	rep.Reason = cur.stop
+	cur.mu.Unlock()
+	rep.ExitStatus = cur.board.ExitStatus
+	if rep.Reason == "" && rep.Err == nil {
+		rep.Reason = "stopped"
+	}
+	return rep, nil
+}
 
-	v := &vm{clock: clock}
-	cpus := make([]*svm.PCCPU, o.CPUs)
-	crystal := vmm.CrystalFor(tscHz, lapic.DefaultBusHz)
-	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: tscHz, BusHz: crystal,
-		Net: netConfig(o.Net, mem),
+// build makes a machine over sp, from the loader's start state or from a
+// snapshot (then state is nil), and starts it.
+func (h *svmHost) build(o Options, sp *svmSpace, state *loader.BootState, clock *vmm.TSCClock, snap *vmm.Snapshot) (*svmVM, error) {
+	v := &svmVM{cpus: make([]*svm.PCCPU, o.CPUs), dirty: newDirtyTracker(DirtyScan, sp.tables, uint64(len(sp.mem)))}
+	// A space that carried an earlier VM: its vCPUs are gone.
+	sp.inv.mu.Lock()
+	sp.inv.hws = nil
+	sp.inv.mu.Unlock()
+	crystal := vmm.CrystalFor(h.tscHz, lapic.DefaultBusHz)
+	var err error
+	v.board, err = NewBoard(BoardConfig{CPUs: o.CPUs, MemSize: o.MemSize, Console: o.Console, Clock: clock, TSCHz: h.tscHz, BusHz: crystal,
+		Net: netConfig(o.Net, sp.mem),
 		OnStop: func(reason string) {
 			v.mu.Lock()
 			if v.stop == "" {
@@ -148,25 +316,33 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		return nil, err
 	}
 	// No RDTSCP (TSC_AUX is not in the VMCB) and no INVPCID for the guest.
-	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: o.CPUs, TSCHz: tscHz, CrystalHz: crystal, TSCDeadline: true})
+	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: o.CPUs, TSCHz: h.tscHz, CrystalHz: crystal, TSCDeadline: true})
 	v.m, err = vmm.NewMachine(vmm.MachineConfig{
 		CPUs:   o.CPUs,
-		Memory: mem,
-		Pin:    func(i int) error { return vmm.PinThread(i % ncpu) },
+		Memory: sp.mem,
+		Pin:    func(i int) error { return vmm.PinThread(i % h.ncpu) },
 		Unpin:  vmm.UnpinThread,
 		NewCPU: func(i int) (vmm.CPU, error) {
 			var st *loader.BootState
 			if i == 0 {
 				st = state
+				if snap != nil {
+					// Any start state does: Restore overwrites it, but
+					// the boot vCPU must not wait for SIPI.
+					st = &loader.BootState{Mode: loader.Protected32}
+				}
+				if st == nil {
+					return nil, fmt.Errorf("pc: no start state")
+				}
 			}
-			regionMu.Lock()
-			defer regionMu.Unlock()
-			s, err := svm.Enable(caps, region)
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			s, err := svm.Enable(h.caps, h.region)
 			if err != nil {
 				return nil, fmt.Errorf("pc: enable SVM on vcpu %d: %w", i, err)
 			}
 			c, err := svm.NewPCCPU(svm.PCConfig{
-				SVM: s, Index: i, NCR3: tables.NCR3(), Start: st, Mem: mem,
+				SVM: s, Index: i, NCR3: sp.tables.NCR3(), Start: st, Mem: sp.mem,
 				Ports: v.board.Ports, MMIO: v.board.MMIO[i], Devices: &v.board.Devices,
 				Source: v.board.Source(i), APIC: v.board.LAPICs[i], SIPI: v.board.LAPICs[i], TPR: v.board.LAPICs[i],
 				Timers: v.board.Timers(i), Clock: clock, View: view, Wake: v.board.Wake[i],
@@ -175,10 +351,10 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 				s.Disable()
 				return nil, fmt.Errorf("pc: vcpu %d: %w", i, err)
 			}
-			inv.mu.Lock()
-			inv.hws = append(inv.hws, c.HW)
-			inv.mu.Unlock()
-			cpus[i] = c
+			sp.inv.mu.Lock()
+			sp.inv.hws = append(sp.inv.hws, c.HW)
+			sp.inv.mu.Unlock()
+			v.cpus[i] = c
 			return &svmOn{c, s}, nil
 		},
 	})
@@ -190,9 +366,13 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 			return nil, err
 		}
 	}
+	if snap != nil {
+		if err := v.m.Restore(snap); err != nil {
+			return nil, err
+		}
+	}
 	if o.Net != nil {
-		o.Net.SetDeliver(v.board.NetReceive)
-		defer o.Net.SetDeliver(nil)
+		o.Net.SetDeliver(v.board.NetReceive) // the restore test's new VM takes over
 	}
 	// Console input with back-pressure, as under VT-x: what does not fit
 	// in the UART's FIFO waits (typing into a busy 2-vCPU guest lost 16
@@ -202,58 +382,48 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 	if err := v.m.Start(); err != nil {
 		return nil, err
 	}
-	// A line every 10 s while the guest runs: how far each vCPU got.
-	progress := time.NewTicker(10 * time.Second)
-	defer progress.Stop()
-	for stopped := false; !stopped; {
-		select {
-		case <-progress.C:
-			for i, c := range cpus {
-				if c != nil {
-					n, code, rip := c.Progress()
-					vm := c.HW.VMCB // racy reads, for this log line only
-					l := v.board.LAPICs[i]
-					fmt.Fprintf(o.Log, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x; injected %d, halts %d, rflags %#x, V_INTR %#x, EVENTINJ %#x, shadow %#x, interrupt pending %v; LAPIC IRR %v ISR %v ExtINT %v\n",
-						i, n, code, rip, c.Injected(), c.Halts, vm.Get64(svm.SaveRFLAGS), vm.Get64(svm.VIntr), vm.Get64(svm.EventInj), vm.Get64(svm.InterruptShadow),
-						v.board.Source(i).InterruptPending(), apicVectors(l, 0x200), apicVectors(l, 0x100), l.ExtINTPending())
-				}
-				if i == len(cpus)-1 {
-					v.board.Devices.Lock()
-					fmt.Fprintf(o.Log, "AMD-V board: UART irq %v, %d overruns; PIC INTR %v\n", v.board.UART.Interrupt(), v.board.UART.Overruns, v.board.PIC.Interrupt())
-					v.board.Devices.Unlock()
-				}
-			}
-		case <-v.m.Done():
-			stopped = true
-		case req := <-o.Requests:
-			req.Done <- RestoreResult{Err: errors.New("pc: the restore test is not implemented under AMD-V")}
-		}
-	}
-	rep := &Report{}
-	rep.Err = v.m.Wait()
-	o.Input.set(nil)
-	rep.Runtime = time.Since(start)
-	for i, c := range cpus {
+	return v, nil
+}
+
+// addCounts adds the VM's per-vCPU counts to r.
+func (v *svmVM) addCounts(r *Report) {
+	for i, c := range v.cpus {
 		if c == nil {
 			continue
 		}
-		var ex [vmm.NumExitReasons]uint64
-		copy(ex[:], c.V.Counts[:])
-		rep.Exits = append(rep.Exits, ex)
-		rep.Injected = append(rep.Injected, c.Injected())
-		rep.Halts = append(rep.Halts, c.Halts)
-		rep.MSRFaults = append(rep.MSRFaults, c.V.MSRFaults)
-		rep.MMIO = append(rep.MMIO, c.V.MMIOExits)
-		fmt.Fprintf(o.Log, "AMD-V vcpu %d: %s; %d instructions decoded for their length\n", i, svmExitSummary(c.S.Counts), c.S.Decoded)
+		if len(r.Exits) <= i {
+			r.Exits = append(r.Exits, [vmm.NumExitReasons]uint64{})
+			r.Injected = append(r.Injected, 0)
+			r.Halts = append(r.Halts, 0)
+			r.MSRFaults = append(r.MSRFaults, 0)
+			r.MMIO = append(r.MMIO, 0)
+		}
+		for j, n := range c.V.Counts {
+			r.Exits[i][j] += n
+		}
+		r.Injected[i] += c.Injected()
+		r.Halts[i] += c.Halts
+		r.MSRFaults[i] += c.V.MSRFaults
+		r.MMIO[i] += c.V.MMIOExits
 	}
-	v.mu.Lock()
-	rep.Reason = v.stop
-	v.mu.Unlock()
-	rep.ExitStatus = v.board.ExitStatus
-	if rep.Reason == "" && rep.Err == nil {
-		rep.Reason = "stopped"
+}
+
+// logProgress writes how far each vCPU got (racy reads of the VMCB, for
+// the log line only).
+func (v *svmVM) logProgress(w io.Writer) {
+	for i, c := range v.cpus {
+		if c != nil {
+			n, code, rip := c.Progress()
+			vm := c.HW.VMCB
+			l := v.board.LAPICs[i]
+			fmt.Fprintf(w, "AMD-V vcpu %d: %d #VMEXITs so far, last %v at rip %#x; injected %d, halts %d, rflags %#x, V_INTR %#x, EVENTINJ %#x, shadow %#x, interrupt pending %v; LAPIC IRR %v ISR %v ExtINT %v\n",
+				i, n, code, rip, c.Injected(), c.Halts, vm.Get64(svm.SaveRFLAGS), vm.Get64(svm.VIntr), vm.Get64(svm.EventInj), vm.Get64(svm.InterruptShadow),
+				v.board.Source(i).InterruptPending(), apicVectors(l, 0x200), apicVectors(l, 0x100), l.ExtINTPending())
+		}
 	}
-	return rep, nil
+	v.board.Devices.Lock()
+	fmt.Fprintf(w, "AMD-V board: UART irq %v, %d overruns; PIC INTR %v\n", v.board.UART.Interrupt(), v.board.UART.Overruns, v.board.PIC.Interrupt())
+	v.board.Devices.Unlock()
 }
 
 // tscKHzParam is Linux's boot parameter for the TSC rate in kHz

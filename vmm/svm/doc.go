@@ -95,9 +95,26 @@
 // exit). PC guests run through PCCPU instead (below), which has what this
 // CPU lacks: event injection, device timers, x87/SSE switching, HLT
 // waiting, MSR emulation, MMIO through NPF with decoded operands, SIPI and
-// the vendor-neutral saved state. Still to do on AMD-V: the restore test
-// (vmm/pc refuses it under AMD-V), and exit counts keyed by name rather
-// than by each vendor's codes (vmm/pc prints both today).
+// the vendor-neutral saved state. vmm/pc runs the restore test under
+// AMD-V as under VT-x (TestQEMUSVMLinuxRestore). Still to do on AMD-V:
+// exit counts keyed by name rather than by each vendor's codes (vmm/pc
+// prints both today).
+//
+// # The entry stub and the host's state
+//
+// svmrun (svm_amd64.s) runs with GIF clear from before the host's VMSAVE
+// to after its VMLOAD. Between the guest's VMLOAD and the host's, the CPU
+// runs doppel's code with the guest's TR, FS and GS: an interrupt or
+// exception taken there would read its IST stack pointer from the guest's
+// TSS and the boot layer's per-CPU data through the guest's GS base, and
+// push its frame wherever those guest-virtual addresses lead in the
+// host's page tables. GIF holds off interrupts and NMIs; exceptions it
+// does not, so the stub writes every stack slot and regs before CLGI (the
+// boot layer backs Go's memory on first touch), keeps the window to
+// VMLOAD, register loads, VMRUN, VMSAVE, one stack read and VMLOAD, and
+// stores the guest's registers after the host's state is back. The
+// nested tables are checked at build (ept.Tables.CheckConfined) to reach
+// the guest's RAM block and nothing else.
 //
 // # PC guests (pc.go, vmcsview.go)
 //
@@ -112,10 +129,10 @@
 // kernel passes (TestQEMUSVMTestKernel); the Debian guest reaches its
 // shell and answers with 1 vCPU without ACPI tables (TestQEMUSVMLinux) and
 // with 2 vCPUs and ACPI tables (TestQEMUSVMLinuxSMP, IOAPIC, LAPIC timer,
-// INIT/SIPI), the latter not reliably yet: in some runs the guest's shell
-// stops after a command with both vCPUs idle and nothing pending but the
-// local timer (a lost wakeup IPI is the suspect; the progress lines show
-// each LAPIC's IRR and ISR). Linux on AMD reads the TSC rate neither from CPUID 0x15 nor
+// INIT/SIPI; at poweroff the second vCPU halts with interrupts off and
+// parks, as under VT-x), and survives 5 save/destroy/restore cycles
+// (TestQEMUSVMLinuxRestore); the progress lines every 10 s show each
+// vCPU's last exit and its LAPIC's IRR and ISR. Linux on AMD reads the TSC rate neither from CPUID 0x15 nor
 // (under TCG's slow exits) from PIT calibration, so vmm/pc passes it as
 // tsc_early_khz= (docs/design.md, "AMD-V").
 //
@@ -123,7 +140,14 @@
 //
 // PCCPU saves VT-x's blob (vmm.SaveVCPUState through vmcsView) and
 // restores it or one from VT-x's VMXCPU; the dirty-test CPU (cpu.go) keeps
-// its own "SVMC" blob of the VMCB. docs/design.md ("AMD-V") lists what would
+// its own "SVMC" blob of the VMCB. The blob (version 2) carries CR2 and
+// DR6, which the VMCB holds and the VMCS does not (VT-x saves them as 0;
+// a VT-x blob restores here with CR2 0 and the vCPU's own DR6), the x87/
+// SSE image (the CPUID view offers no XSAVE under AMD-V), XCR0, the
+// syscall MSRs, PAT, EFER, DEBUGCTL, SYSENTER, the MSR file (APIC base,
+// MTRRs, MISC_ENABLE), a halt with interrupts off (activity state HLT) and
+// the guest's TSC; the LAPIC's TSC deadline is the LAPIC's own state.
+// docs/design.md ("AMD-V") lists what would
 // still stop a guest saved on one vendor from resuming on the other: CPUID
 // the guest has acted on, vendor-only MSRs, TSC rate without scaling, the
 // VMX fixed CR bits on the way back, CR2, software-interrupt re-injection

@@ -109,7 +109,10 @@ func (s *SVM) NewVCPU(c GuestConfig) (*HWVCPU, error) {
 	if s.nextASID >= s.Features.NASID {
 		return nil, fmt.Errorf("svm: out of ASIDs (%d)", s.Features.NASID)
 	}
-	h := &HWVCPU{s: s, ASID: s.nextASID}
+	// The first VMRUN flushes the ASID: every SVM on a CPU hands out ASIDs
+	// from 1, so a vCPU of an earlier VM (the restore test) may have left
+	// translations tagged with this one, of other tables (15.16.1).
+	h := &HWVCPU{s: s, ASID: s.nextASID, flush: true}
 	s.nextASID++
 	var err error
 	if h.vmcbPA, err = s.frames.AllocTable(); err != nil {

@@ -56,7 +56,11 @@ type PCCPU struct {
 	kicked   atomic.Bool
 	kickCh   chan struct{}
 	waitSIPI bool
-	Halts    uint64
+	// haltedOff: the guest ran HLT with interrupts disabled; the vCPU
+	// parks (Step returns ActionPark) until an NMI or INIT, as VT-x's
+	// VMXCPU. parkReported: ActionPark was returned since.
+	haltedOff, parkReported bool
+	Halts                   uint64
 	// slice ends a guest run at the next device-timer deadline: SVM has
 	// no preemption timer (VT-x's bound on time in the guest), and a
 	// guest spinning without exits would never see its timer tick.
@@ -202,6 +206,9 @@ func SetRealMode(v VMCB, vec uint8) {
 func (c *PCCPU) Step() (vmm.Action, error) {
 	if c.waitSIPI {
 		return c.waitForSIPI()
+	}
+	if c.haltedOff {
+		return c.parked()
 	}
 	next, armed := c.pollTimers()
 	d := maxSlice
@@ -374,7 +381,12 @@ const maxHaltSleep = 50 * time.Millisecond
 func (c *PCCPU) halt(*vmm.VCPU) (vmm.Action, error) {
 	c.Halts++
 	if c.HW.VMCB.Get64(SaveRFLAGS)&vmm.RFLAGS_IF == 0 {
-		return vmm.ActionStop, fmt.Errorf("%w (vcpu %d, rip %#x)", vmm.ErrGuestHalted, c.cfg.Index, c.HW.VMCB.Get64(SaveRIP))
+		// Only NMI or INIT end this halt (AMD APM Vol. 3, HLT): Linux's
+		// stop_this_cpu on the other CPUs while the boot CPU powers off
+		// or panics. The Machine stops once every vCPU is parked. The RIP
+		// is already past the HLT, where an NMI returns to.
+		c.haltedOff, c.parkReported = true, true
+		return vmm.ActionPark, nil
 	}
 	for {
 		if c.kicked.Swap(false) {
@@ -402,6 +414,49 @@ func (c *PCCPU) halt(*vmm.VCPU) (vmm.Action, error) {
 	}
 }
 
+// parked waits, for a vCPU halted with interrupts disabled, until it is
+// kicked (ActionPark again: the Machine may pause or stop) or an NMI or
+// INIT arrives: an NMI is injected (EVENTINJ type NMI, 15.20) and the
+// guest runs again; an INIT makes it wait for a SIPI like an application
+// processor at power-up.
+func (c *PCCPU) parked() (vmm.Action, error) {
+	if !c.parkReported {
+		c.parkReported = true
+		return vmm.ActionPark, nil
+	}
+	hs, _ := c.cfg.SIPI.(vmm.HaltSource)
+	t := time.NewTimer(maxHaltSleep)
+	defer t.Stop()
+	for {
+		if hs != nil {
+			if hs.TakeINIT() {
+				c.haltedOff, c.waitSIPI = false, true
+				return vmm.ActionResume, nil
+			}
+			if hs.TakeNMI() {
+				c.haltedOff = false
+				c.HW.VMCB.Set64(EventInj, uint64(vmm.VectorNMI)|vmm.IntTypeNMI|EventInjValid)
+				return vmm.ActionResume, nil
+			}
+		}
+		select {
+		case <-c.cfg.Wake:
+			continue
+		case <-c.kickCh:
+			c.kicked.Store(false)
+		case <-t.C:
+		}
+		return vmm.ActionPark, nil
+	}
+}
+
+// WakePending implements vmm.HaltWaker: an NMI, INIT or SIPI is on its
+// way to this halted (or SIPI-waiting) vCPU.
+func (c *PCCPU) WakePending() bool {
+	hs, ok := c.cfg.SIPI.(vmm.HaltSource)
+	return ok && hs.WakePending()
+}
+
 // waitForSIPI parks an application processor until INIT and SIPI.
 func (c *PCCPU) waitForSIPI() (vmm.Action, error) {
 	if c.cfg.SIPI == nil {
@@ -417,10 +472,14 @@ func (c *PCCPU) waitForSIPI() (vmm.Action, error) {
 	defer t.Stop()
 	select {
 	case <-c.cfg.Wake:
+		return vmm.ActionResume, nil
 	case <-c.kickCh:
 	case <-t.C:
 	}
-	return vmm.ActionResume, nil
+	// Waiting for SIPI is parked too, as under VT-x: a machine whose
+	// other vCPUs all halted with interrupts off has nobody left to send
+	// one.
+	return vmm.ActionPark, nil
 }
 
 // Kick implements vmm.CPU.
@@ -461,10 +520,20 @@ func (c *PCCPU) Save() ([]byte, error) {
 		}
 	}
 	var frame [512]uint64
+	// A vCPU halted with interrupts off saves as VT-x's does: activity
+	// state HLT (the field has no VMCB home; the view keeps it).
+	act := uint64(vmm.ActivityActive)
+	if c.haltedOff {
+		act = vmm.ActivityHLT
+	}
+	if err := c.view.Write(vmm.GuestActivityState, act); err != nil {
+		return nil, err
+	}
 	return vmm.SaveVCPUState(c.view, &vmm.VCPUState{
 		Regs: c.V.Regs, FX: c.fx.Guest, XCR0: c.V.XCR0,
 		MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, vals), MSRs: c.msr,
 		WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
+		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6),
 	})
 }
 
@@ -478,9 +547,14 @@ func (c *PCCPU) Restore(b []byte) error {
 	var page [512]uint64
 	scratch := NewVMCB(&page)
 	copy(scratch.b[:], c.HW.VMCB.b[:])
-	if err := vmm.RestoreVCPUState(&vmcsView{v: scratch, proc: c.view.proc}, b, s); err != nil {
+	sv := &vmcsView{v: scratch, proc: c.view.proc}
+	if err := vmm.RestoreVCPUState(sv, b, s); err != nil {
 		return fmt.Errorf("svm: %w", err)
 	}
+	act, _ := sv.Read(vmm.GuestActivityState)
+	c.view.other = sv.other
+	c.haltedOff = act == vmm.ActivityHLT
+	c.parkReported = false
 	vm := c.HW.VMCB
 	copy(vm.b[:], scratch.b[:])
 	// The fields VT-x derives and SVM stores: CPL is SS.DPL (15.5.1,
@@ -497,6 +571,14 @@ func (c *PCCPU) Restore(b []byte) error {
 		}
 	}
 	c.V.Regs, c.fx.Guest, c.V.XCR0, c.waitSIPI = s.Regs, s.FX, s.XCR0, s.WaitSIPI
+	// CR2 is what a page-fault handler reads: a guest paused between a
+	// #PF and its read of CR2 must find the address again. A blob from
+	// VT-x has DR6 0, which no CPU reads (its reserved bits are 1, AMD
+	// APM Vol. 2 13.1.1.3): the vCPU keeps its own then.
+	vm.Set64(SaveCR2, s.CR2)
+	if s.DR6 != 0 {
+		vm.Set64(SaveDR6, s.DR6)
+	}
 	// The guest's TSC continues from the saved value.
 	c.cfg.Clock.Base = c.cfg.Clock.Read() - s.GuestTSC
 	vm.Set64(TSCOffset, c.cfg.Clock.Offset())

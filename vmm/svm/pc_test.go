@@ -52,6 +52,8 @@ func userState(c *PCCPU) {
 	vm.Set64(SaveSFMASK, 0x47700)
 	vm.Set64(EventInj, uint64(vmm.VectorGP)|vmm.IntTypeHWException|vmm.IntInfoErrorCode|vmm.IntInfoValid|0x18<<32)
 	vm.Set64(InterruptShadow, InterruptShadow0)
+	vm.Set64(SaveCR2, 0x7F12_3456_7008) // paused between a #PF and its read of CR2
+	vm.Set64(SaveDR6, 0xFFFF_4FF0)      // BS: a single step was reported
 	c.V.Regs.RAX, c.V.Regs.R15 = 0xAAAA, 0xF15
 	c.fx.Guest[100] = 0x5A
 	c.V.XCR0 = vmm.XCR0_X87
@@ -94,7 +96,7 @@ func TestPCCPUSaveFormat(t *testing.T) {
 	}
 	a, b := src.HW.VMCB, dst.HW.VMCB
 	for _, off := range []int{SaveCR0, SaveCR3, SaveCR4, SaveEFER, SaveRIP, SaveRSP, SaveRFLAGS,
-		SaveLSTAR, SaveSTAR, SaveKernelGSBase, SaveSFMASK, EventInj, InterruptShadow} {
+		SaveLSTAR, SaveSTAR, SaveKernelGSBase, SaveSFMASK, EventInj, InterruptShadow, SaveCR2, SaveDR6} {
 		if a.Get64(off) != b.Get64(off) {
 			t.Errorf("VMCB %#x: %#x restored as %#x", off, a.Get64(off), b.Get64(off))
 		}
@@ -139,6 +141,8 @@ func TestPCCPURestoreFromVMX(t *testing.T) {
 	}
 	tsc := uint64(1 << 40)
 	c := hostPCCPU(&tsc)
+	dr6 := c.HW.VMCB.Get64(SaveDR6)
+	c.HW.VMCB.Set64(SaveCR2, 0xBAD0_0000)
 	if err := c.Restore(blob); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +163,8 @@ func TestPCCPURestoreFromVMX(t *testing.T) {
 		{"KernelGSBase", vm.Get64(SaveKernelGSBase), 0x50},
 		{"RBX", c.V.Regs.RBX, 0xBB},
 		{"guest TSC", c.cfg.Clock.GuestTSC(), 777},
+		{"CR2", vm.Get64(SaveCR2), 0},
+		{"DR6 (VT-x saves none: the vCPU's own)", vm.Get64(SaveDR6), dr6},
 	} {
 		if f.got != f.want {
 			t.Errorf("%s = %#x, want %#x", f.name, f.got, f.want)
@@ -185,5 +191,83 @@ func TestPCCPURestoreBad(t *testing.T) {
 		if *c.HW.VMCB.b != before || c.V.Regs != regs {
 			t.Fatalf("a refused restore changed the vCPU")
 		}
+	}
+}
+
+// haltSource is a LAPIC's NMI, INIT and SIPI as a parked vCPU sees them.
+type haltSource struct{ nmi, init bool }
+
+func (h *haltSource) TakeINIT() bool {
+	x := h.init
+	h.init = false
+	return x
+}
+func (h *haltSource) TakeSIPI() (uint8, bool) { return 0, false }
+func (h *haltSource) TakeNMI() bool {
+	x := h.nmi
+	h.nmi = false
+	return x
+}
+func (h *haltSource) WakePending() bool { return h.nmi || h.init }
+
+// TestPCCPUHaltWithInterruptsOff: HLT with IF clear parks the vCPU (as
+// under VT-x, so that Linux's stop_this_cpu on one vCPU does not stop the
+// machine while another powers off); the park survives a save and
+// restore; an NMI wakes it with the NMI injected, an INIT makes it wait
+// for SIPI.
+func TestPCCPUHaltWithInterruptsOff(t *testing.T) {
+	for _, wake := range []string{"NMI", "INIT"} {
+		t.Run(wake, func(t *testing.T) {
+			tsc := uint64(1000)
+			c := hostPCCPU(&tsc)
+			hs := &haltSource{}
+			c.cfg.SIPI = hs
+			c.kickCh = make(chan struct{}, 1)
+			c.HW.VMCB.Set64(SaveRFLAGS, 0x2) // IF clear
+			if act, err := c.halt(c.V); act != vmm.ActionPark || err != nil {
+				t.Fatalf("halt with IF clear: %v, %v; want park", act, err)
+			}
+			blob, err := c.Save()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = hostPCCPU(&tsc)
+			c.cfg.SIPI = hs
+			c.kickCh = make(chan struct{}, 1)
+			if err := c.Restore(blob); err != nil {
+				t.Fatal(err)
+			}
+			// Restored parked: the first Step reports the park, the next
+			// ones wait for a wake-up.
+			for i := range 2 {
+				if act, err := c.Step(); act != vmm.ActionPark || err != nil {
+					t.Fatalf("step %d of a restored parked vCPU: %v, %v", i, act, err)
+				}
+			}
+			if c.WakePending() {
+				t.Fatal("wake-up pending before any")
+			}
+			if wake == "NMI" {
+				hs.nmi = true
+			} else {
+				hs.init = true
+			}
+			if !c.WakePending() {
+				t.Fatal("no wake-up pending")
+			}
+			if act, err := c.Step(); act != vmm.ActionResume || err != nil {
+				t.Fatalf("step after %s: %v, %v", wake, act, err)
+			}
+			inj := c.HW.VMCB.Get64(EventInj)
+			if wake == "NMI" && inj != uint64(vmm.VectorNMI)|vmm.IntTypeNMI|EventInjValid {
+				t.Errorf("EVENTINJ %#x after NMI, want the NMI", inj)
+			}
+			if wake == "INIT" && !c.waitSIPI {
+				t.Error("INIT did not make the vCPU wait for SIPI")
+			}
+			if c.haltedOff {
+				t.Error("still halted")
+			}
+		})
 	}
 }

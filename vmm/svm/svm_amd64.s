@@ -16,18 +16,31 @@
 //
 // Runs the guest of the VMCB at physical address vmcb until its next
 // #VMEXIT, with the general registers in regs (RAX, RIP, RSP, RFLAGS are
-// in the VMCB). GIF is clear from before the host state is saved until it
-// is restored: no interrupt, NMI or SMI may run with guest registers
-// loaded or the host's FS base (Go's TLS) swapped out. VMRUN saves and
-// #VMEXIT restores only part of the host state (15.5.1: CS, SS, DS, ES,
-// GDTR, IDTR, EFER, CR0, CR3, CR4, RFLAGS, RIP, RSP, RAX); the rest (FS,
-// GS, TR, LDTR, KernelGSBase, STAR/LSTAR/CSTAR/SFMASK, SYSENTER) moves
-// with VMSAVE/VMLOAD: the host's to hostSave, the guest's to its VMCB.
-// Stack at VMRUN: [vmcb][hostSave][regs][saved BP]; VMRUN saves RSP and
-// #VMEXIT restores it, so the exit path finds the same stack.
-// With fx non-nil the guest's x87/SSE state is switched too (FXSAVE and
-// FXRSTOR, AMD APM Vol. 2 11.4.4): the host's goes to fx.Host and the
-// guest's comes from fx.Guest before the entry, the reverse after it.
+// in the VMCB). VMRUN saves and #VMEXIT restores only part of the host
+// state (15.5.1: CS, SS, DS, ES, GDTR, IDTR, EFER, CR0, CR3, CR4, RFLAGS,
+// RIP, RSP, RAX); the rest (FS, GS, TR, LDTR, KernelGSBase, STAR/LSTAR/
+// CSTAR/SFMASK, SYSENTER) moves with VMSAVE/VMLOAD: the host's to
+// hostSave, the guest's to its VMCB.
+//
+// From the guest's VMLOAD to the host's VMLOAD the CPU runs doppel's code
+// with the guest's TR and GS: any interrupt or exception taken there
+// would read its IST stack pointer from the guest's TSS and the boot
+// layer's per-CPU data through the guest's GS base, both guest-virtual
+// addresses taken as host ones, and push its frame wherever they point
+// (or fault again, #DF, triple fault). GIF, clear from CLGI to STGI,
+// holds off interrupts and NMIs (15.17); exceptions it does not hold off,
+// so that window touches no memory that can fault: the stack slots and
+// regs are written once before CLGI (the boot layer backs Go's memory on
+// first touch, with a #PF), the window itself is only VMLOAD, the
+// register loads, VMRUN, VMSAVE, one stack read and the host's VMLOAD,
+// and the guest's registers are stored only after the host's state is
+// back.
+//
+// Stack from CLGI on: [guest RCX slot][vmcb][hostSave][regs][saved BP];
+// VMRUN saves RSP and #VMEXIT restores it. With fx non-nil the guest's
+// x87/SSE state is switched too (FXSAVE and FXRSTOR, AMD APM Vol. 2
+// 11.4.4): the host's goes to fx.Host and the guest's comes from fx.Guest
+// before the entry, the reverse after it.
 TEXT ·svmrun(SB), NOSPLIT, $0-32
 	MOVQ fx+24(FP), DX
 	TESTQ DX, DX
@@ -38,14 +51,21 @@ nofx:
 	MOVQ vmcb+0(FP), AX
 	MOVQ hostSave+8(FP), BX
 	MOVQ regs+16(FP), CX
-	CLGI
 	PUSHQ BP
 	PUSHQ CX
 	PUSHQ BX
 	PUSHQ AX
+	PUSHQ $0 // the guest's RCX goes here after the exit
+	// regs may straddle a page: write its first and last word.
+	MOVQ 0(CX), DX
+	MOVQ DX, 0(CX)
+	MOVQ 112(CX), DX
+	MOVQ DX, 112(CX)
+	MOVQ AX, R8
+	CLGI
 	MOVQ BX, AX
 	VMSAVE // host FS, GS, TR, LDTR, syscall MSRs -> hostSave
-	MOVQ 0(SP), AX
+	MOVQ R8, AX
 	VMLOAD // the guest's from its VMCB
 	MOVQ 8(CX), BX
 	MOVQ 24(CX), DX
@@ -65,10 +85,13 @@ nofx:
 	// #VMEXIT: RAX = vmcb again, RSP restored, GIF still clear, the other
 	// general registers are the guest's.
 	VMSAVE // the guest's FS, GS, TR, ... -> its VMCB
-	PUSHQ CX
-	// Through CX, not SP: vet's asmdecl takes n(SP) for an argument.
-	MOVQ SP, CX
-	MOVQ 24(CX), CX // regs
+	// Through AX, not SP: vet's asmdecl takes n(SP) for an argument.
+	MOVQ SP, AX
+	MOVQ 16(AX), AX // hostSave
+	VMLOAD          // the host's FS (Go's TLS), GS, TR, ... back
+	MOVQ SP, AX
+	MOVQ CX, 0(AX)
+	MOVQ 24(AX), CX // regs
 	MOVQ BX, 8(CX)
 	MOVQ DX, 24(CX)
 	MOVQ SI, 32(CX)
@@ -82,11 +105,8 @@ nofx:
 	MOVQ R13, 96(CX)
 	MOVQ R14, 104(CX)
 	MOVQ R15, 112(CX)
-	POPQ BX
+	POPQ BX // the guest's RCX
 	MOVQ BX, 16(CX)
-	MOVQ SP, AX
-	MOVQ 8(AX), AX // hostSave
-	VMLOAD         // the host's FS (Go's TLS), GS, TR, ... back
 	POPQ AX // vmcb
 	POPQ BX // hostSave
 	POPQ CX // regs
