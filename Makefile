@@ -45,6 +45,9 @@ RACE_PKGS += ./ftmirror ./ftmirror/wire ./ftmirror/simguest
 # The NIC drivers (interrupt goroutine, watchdog, callers) and the network
 # stack's link endpoint are concurrent too (about 45 s under -race).
 RACE_PKGS += ./nic/... ./net/...
+# The guest NIC's bridge (transmit goroutine, receive from the NIC's
+# interrupt goroutine, VM exits).
+RACE_PKGS += ./vmm/netbridge
 
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
