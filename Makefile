@@ -70,9 +70,12 @@ REPORT_TESTS = ^TestQEMUFTGoodput$$
 # them. TestQEMUSVMLinuxRestore: the Linux guest under AMD-V through 5
 # save/destroy/restore cycles; passed 2 of 3 runs: in the other all 5
 # cycles completed and the workload went on for 100 s, then the guest
-# triple-faulted (rip in its kernel), not yet understood. Top-level
-# alternatives may name subtests (Test/Sub).
-OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$
+# triple-faulted (rip in its kernel), not yet understood.
+# TestQEMUSVMGuestNet: passed 4 of 4 on its branch; in the final CI run of
+# stop 9 the streams all checked out, then QEMU logged "Triple fault" (a
+# host one: doppel's own, as TestQEMUSVMLinux showed last stop), cause not
+# found. Top-level alternatives may name subtests (Test/Sub).
+OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$|^TestQEMUSVMGuestNet$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \
