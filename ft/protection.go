@@ -101,7 +101,18 @@ type Kill struct {
 	k         killPoint
 	protected atomic.Bool
 	fired     atomic.Bool
+	held      atomic.Bool
 }
+
+// Hold keeps the kill point from firing until Arm: a test that must do
+// something first (connect to the guest, read its output) arms it then.
+func (k *Kill) Hold() { k.held.Store(true) }
+
+// Arm lets a held kill point fire at its next occurrence.
+func (k *Kill) Arm() { k.held.Store(false) }
+
+// Point is the point the kill fires at.
+func (k *Kill) Point() ftmirror.Point { return k.k.point }
 
 // ParseKill parses a kill point; "" is no kill point (nil).
 func ParseKill(s string) (*Kill, error) {
@@ -124,7 +135,7 @@ func (k *Kill) Hit(pt ftmirror.Point, e uint64) bool {
 	if pt == ftmirror.PointAcked {
 		k.protected.Store(true)
 	}
-	if pt != k.k.point || e < k.k.at || !(k.protected.Load() || k.k.inSync()) {
+	if k.held.Load() || pt != k.k.point || e < k.k.at || !(k.protected.Load() || k.k.inSync()) {
 		return false
 	}
 	return k.fired.CompareAndSwap(false, true)

@@ -57,6 +57,8 @@ func TestKill(t *testing.T) {
 		{"mid-epoch:2", []hit{{ftmirror.PointMidEpoch, 2}, {ftmirror.PointAcked, 2}, {ftmirror.PointMidEpoch, 3}}, 2},
 		{"sync-round:1", []hit{{ftmirror.PointSyncRound, 1}}, 0},
 		{"begin:9", []hit{{ftmirror.PointAcked, 1}, {ftmirror.PointBegin, 8}}, -1},
+		// A resync (a promoted primary's new secondary) fires at once.
+		{"resync", []hit{{ftmirror.PointResync, 40}}, 0},
 	}
 	for _, c := range cases {
 		k, err := ParseKill(c.spec)
@@ -75,6 +77,21 @@ func TestKill(t *testing.T) {
 		if got != c.fires {
 			t.Errorf("%q fired at step %d, want %d", c.spec, got, c.fires)
 		}
+	}
+	// Held, a kill point lets its occurrences pass until armed.
+	k, err := ParseKill("paused:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Hold()
+	for e := uint64(1); e <= 3; e++ {
+		if k.Hit(ftmirror.PointAcked, e) || k.Hit(ftmirror.PointPaused, e) {
+			t.Fatalf("held kill point fired at epoch %d", e)
+		}
+	}
+	k.Arm()
+	if !k.Hit(ftmirror.PointPaused, 4) {
+		t.Error("armed kill point did not fire")
 	}
 	if _, err := ParseKill("nowhere:3"); err == nil {
 		t.Error("an unknown point was accepted")

@@ -91,9 +91,11 @@ type killPoint struct {
 	set   bool
 }
 
-// inSync reports whether the point belongs to the initial sync.
+// inSync reports whether the point belongs to bringing a secondary up to
+// date (the initial sync or a resync): it fires without waiting for an
+// acknowledged epoch, which a resyncing node may not have seen yet.
 func (k killPoint) inSync() bool {
-	return k.point == ftmirror.PointSyncRound || k.point == ftmirror.PointBlackout
+	return k.point == ftmirror.PointSyncRound || k.point == ftmirror.PointBlackout || k.point == ftmirror.PointResync
 }
 
 // parseKill reads "point[:N]" as ftsim does: sync points default to

@@ -18,6 +18,7 @@ import (
 	"github.com/doppel-ft/doppel/net/mgmt"
 	"github.com/doppel-ft/doppel/net/netstack"
 	"github.com/doppel-ft/doppel/vmm/dirtytest"
+	"github.com/doppel-ft/doppel/vmm/pc"
 )
 
 // The protected guest (issue 12): doppel.ft.role=primary runs the guest
@@ -34,6 +35,7 @@ const (
 	flagFTHB     = "doppel.ft.hb"
 	flagFTHBMiss = "doppel.ft.hbmiss"
 	flagFTKill   = "doppel.ft.kill"
+	flagFTHold   = "doppel.ft.kill.hold"
 	flagFTZip    = "doppel.ft.compress"
 )
 
@@ -45,6 +47,7 @@ func init() {
 		{Name: flagFTHB, Kind: board.KindDuration, Default: "20ms", Help: "FT-link heartbeat interval"},
 		{Name: flagFTHBMiss, Kind: board.KindInt, Default: "25", Min: 2, Max: 10000, Help: "missed heartbeats before the peer is lost"},
 		{Name: flagFTKill, Kind: board.KindString, Help: "primary: stop dead at point[:epoch] (test fault injection, as doppel.ft.sim.kill)"},
+		{Name: flagFTHold, Kind: board.KindBool, Default: "0", Help: "doppel.ft.kill waits for the shell's ftkill command (a test arms it when ready)"},
 		{Name: flagFTZip, Kind: board.KindEnum, Enum: []string{"zstd", "s2", "off"}, Default: "zstd",
 			Help: "compression of checkpoint groups on the FT link, kept per group only where it pays (ftmirror/doc.go)"},
 	} {
@@ -80,6 +83,17 @@ func startFTGuest(k *kernel) error {
 			_, err = fmt.Fprintf(w, "%s\n", b)
 			return err
 		}})
+	k.commands = append(k.commands, console.Command{Name: "ftkill",
+		Help: "arm the kill point doppel.ft.kill held by doppel.ft.kill.hold (test fault injection)",
+		Run: func(w io.Writer, _ []string) error {
+			n := ftGuestNode.Load()
+			if n == nil || n.kill == nil {
+				return errors.New("ftkill: no kill point (doppel.ft.kill)")
+			}
+			n.kill.Arm()
+			_, err := fmt.Fprintf(w, "ftkill: armed at %s\n", n.kill.Point())
+			return err
+		}})
 	go func() {
 		if err := runFTGuest(k, ft.Role(role)); err != nil {
 			k.log.Printf("ft", "protected guest (%s): %v", role, err)
@@ -98,6 +112,10 @@ type ftNode struct {
 	prot  *ft.ProtectionState
 	cfg   ftmirror.Config
 	guest *lineWriter // the console's guest lines
+	kill  *ft.Kill    // nil without doppel.ft.kill
+	// input is the console's way to the guest's COM1, attached on the
+	// node that runs the guest (the shell's Ctrl-A c switches to it).
+	input pc.Input
 
 	primary   atomic.Pointer[ftmirror.Primary]
 	sink      atomic.Pointer[consoleSink]
@@ -173,6 +191,10 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	if err != nil {
 		return err
 	}
+	if kill != nil && k.flags.Bool(flagFTHold) {
+		kill.Hold()
+	}
+	n.kill = kill
 	// The hooks run on whichever node is primary: a secondary's kill point
 	// applies once it has taken over.
 	n.cfg.ExactHooks, n.cfg.SplitGroups = kill != nil, kill.Split()
@@ -249,6 +271,7 @@ func (n *ftNode) runPrimary() error {
 	if err := n.g.VM.M.Start(); err != nil {
 		return fmt.Errorf("start the guest: %w", err)
 	}
+	n.offerConsole()
 	go n.watchGuest()
 	go n.report(p)
 	k.log.Printf("ft", "primary: guest running, %s RAM, epoch %v; listening on %v", board.FormatBytes(uint64(len(n.g.VM.M.Mem))), cfg.Epoch, n.addr(ft.DefaultPort))
@@ -273,6 +296,24 @@ func (n *ftNode) serve(p *ftmirror.Primary, l net.Listener) error {
 			return err
 		}
 	}
+}
+
+// offerConsole lets the console reach the running guest's COM1 (Ctrl-A
+// c from doppel's shell): on the primary, and on a secondary once it has
+// taken over. Typed bytes are guest input like a received frame: a
+// failover may lose what the last checkpoint did not hold.
+func (n *ftNode) offerConsole() {
+	n.input.Attach(n.g.Board)
+	guestConsole.offerGuest(&n.input)
+}
+
+// offerGuest gives the console a guest to switch to without switching:
+// the console stays with doppel's shell until Ctrl-A c.
+func (c *consoleMux) offerGuest(in *pc.Input) {
+	c.mu.Lock()
+	c.guest = in
+	c.mu.Unlock()
+	c.start()
 }
 
 // die makes this primary stop dead at a kill point: nothing more reaches

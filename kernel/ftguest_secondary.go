@@ -175,6 +175,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	if err := n.g.VM.M.Start(); err != nil {
 		return fmt.Errorf("takeover: start the guest: %w", err)
 	}
+	n.offerConsole()
 	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(time.Since(heard))/1e6))
 	go n.watchGuest()
 	go n.report(p)

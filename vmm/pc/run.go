@@ -79,6 +79,10 @@ func (in *Input) Send(b []byte) bool {
 // guest's UART; tests may stand in for it.
 func (in *Input) SetReceiver(f func([]byte)) { in.set(f) }
 
+// Attach delivers to b's UART with the back-pressure Run gives its own
+// guests (a guest board built without Run, such as the protected guest).
+func (in *Input) Attach(b *Board) { in.set((&inputQueue{b: b}).add) }
+
 func (in *Input) set(f func([]byte)) {
 	if in == nil {
 		return

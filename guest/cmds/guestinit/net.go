@@ -16,6 +16,11 @@ import (
 //	                          brought up with lo
 //	doppel.serve=<port>       run "workload -serve <port> -quiet" in the
 //	                          background: the numbered TCP stream
+//	doppel.lines=<interval>   with doppel.serve: the workload also prints
+//	                          its numbered lines on the console, one per
+//	                          interval, rewriting 1 MiB between lines (the
+//	                          FT tests' serial output, whose numbers must
+//	                          continue across a failover)
 //
 // Both print a "doppel-guest: net:" line the tests wait for.
 
@@ -45,7 +50,11 @@ func setupNet(cmdline string) {
 		}
 	}
 	if port, ok := cmdlineValue(cmdline, "doppel.serve"); ok {
-		cmd := exec.Command("workload", "-serve", port, "-quiet")
+		args := []string{"-serve", port, "-quiet"}
+		if iv, ok := cmdlineValue(cmdline, "doppel.lines"); ok {
+			args = []string{"-serve", port, "-mib", "1", "-interval", iv}
+		}
+		cmd := exec.Command("workload", args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
 			fmt.Printf("doppel-guest: net: workload -serve %s: %v\n", port, err)
