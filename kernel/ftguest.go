@@ -47,6 +47,7 @@ func init() {
 		{Name: flagFTHB, Kind: board.KindDuration, Default: "20ms", Help: "FT-link heartbeat interval"},
 		{Name: flagFTHBMiss, Kind: board.KindInt, Default: "25", Min: 2, Max: 10000, Help: "missed heartbeats before the peer is lost"},
 		{Name: flagFTKill, Kind: board.KindString, Help: "primary: stop dead at point[:epoch] (test fault injection, as doppel.ft.sim.kill)"},
+		{Name: flagFTCarrier, Kind: board.KindBool, Default: "1", Help: "secondary: the FT NIC's loss of carrier is the primary's death (promote at once; 0 where a switch sits between the pair)"},
 		{Name: flagFTHold, Kind: board.KindBool, Default: "0", Help: "doppel.ft.kill waits for the shell's ftkill command (a test arms it when ready)"},
 		{Name: flagFTZip, Kind: board.KindEnum, Enum: []string{"zstd", "s2", "off"}, Default: "zstd",
 			Help: "compression of checkpoint groups on the FT link, kept per group only where it pays (ftmirror/doc.go)"},

@@ -100,7 +100,11 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 		n.prot.Set(ft.Mirroring, "syncing from "+conn.RemoteAddr().String())
 		done := make(chan struct{})
 		go n.watchCopy(sec, done)
-		err = sec.Serve(n.link.Wrap(conn))
+		cc := &carrierConn{ReadWriteCloser: n.link.Wrap(conn)}
+		if k.flags.Bool(flagFTCarrier) {
+			go n.watchCarrier(cc, done)
+		}
+		err = sec.Serve(cc)
 		close(done)
 		n.link.Set(ft.LinkLost, "", err)
 		e, complete := sec.Committed()

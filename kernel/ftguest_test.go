@@ -1,11 +1,18 @@
 package main
 
 import (
+	"errors"
+	"io"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
+	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/ft"
 	"github.com/doppel-ft/doppel/ft/vmguest"
+	"github.com/doppel-ft/doppel/net/netstack"
+	"github.com/doppel-ft/doppel/nic/nictest"
 )
 
 func TestAutoRole(t *testing.T) {
@@ -43,5 +50,41 @@ func TestConsoleSinkDead(t *testing.T) {
 	}
 	if string(out.b) != "tick 1\n" {
 		t.Fatalf("console got %q", out.b)
+	}
+}
+
+// TestCarrierLost: when the FT NIC loses its link, the secondary's
+// blocked read of the link ends with an error the engine takes for a peer
+// that closed the link (io.EOF: promote at once), and a link that stays up
+// is left alone.
+func TestCarrierLost(t *testing.T) {
+	nicA, _ := nictest.Pair(nictest.Config{})
+	var out lines
+	n := &ftNode{k: &kernel{log: console.NewLog(&out, 10, func() time.Duration { return 0 })},
+		ifc: &netstack.Interface{NIC: nicA}}
+	mine, peer := net.Pipe()
+	defer peer.Close()
+	c := &carrierConn{ReadWriteCloser: mine}
+	done := make(chan struct{})
+	defer close(done)
+	go n.watchCarrier(c, done)
+	read := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		t.Fatalf("read ended with the link up: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	nicA.SetLink(false)
+	select {
+	case err := <-read:
+		if !errors.Is(err, errCarrierLost) || !errors.Is(err, io.EOF) {
+			t.Fatalf("read ended with %v, want errCarrierLost (io.EOF)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read still blocked 5 s after the carrier was lost")
 	}
 }

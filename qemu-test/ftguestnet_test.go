@@ -2,11 +2,14 @@ package qemutest
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +45,7 @@ func startFTNetNode(t *testing.T, name string, h *hub, l *lan, side int, flags s
 	}
 	m, err := runQEMU(name, []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", "1024", "-cpu", "max",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-qmp", "unix:" + qmpPath(name) + ",server=on,wait=off",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", h.Port(side)),
 		"-device", fmt.Sprintf("virtio-net-pci,disable-legacy=on,netdev=ft,mac=52:54:00:0f:00:%02d", side+1),
@@ -52,6 +56,48 @@ func startFTNetNode(t *testing.T, name string, h *hub, l *lan, side int, flags s
 	}
 	t.Cleanup(m.Close)
 	return m
+}
+
+func qmpPath(name string) string {
+	return filepath.Join(repoRoot(), "build", "qemu-test", strings.ReplaceAll(name, "/", "_"), "qmp.sock")
+}
+
+// setLink sets the link of m's network back end id up or down through
+// QEMU's QMP socket (set_link): the NIC on it reports the change to
+// doppel as a PHY reports its cable's far end going away or coming back.
+func setLink(m *Machine, id string, up bool) error {
+	c, err := net.DialTimeout("unix", qmpPath(m.name), 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	dec := json.NewDecoder(c)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		return fmt.Errorf("qmp greeting: %w", err)
+	}
+	for _, cmd := range []map[string]any{
+		{"execute": "qmp_capabilities"},
+		{"execute": "set_link", "arguments": map[string]any{"name": id, "up": up}},
+	} {
+		if err := json.NewEncoder(c).Encode(cmd); err != nil {
+			return err
+		}
+		for { // events may come before the answer
+			var ans map[string]any
+			if err := dec.Decode(&ans); err != nil {
+				return fmt.Errorf("qmp %v: %w", cmd["execute"], err)
+			}
+			if e, ok := ans["error"]; ok {
+				return fmt.Errorf("qmp %v: %v", cmd["execute"], e)
+			}
+			if _, ok := ans["return"]; ok {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 // streamLog follows the guest's numbered stream in the background: the
@@ -294,6 +340,11 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 			}
 			tKill := time.Now()
 			p.Close()
+			// The cable from the dead machine: s's FT NIC loses its
+			// carrier (kernel/ftguest_link.go).
+			if err := setLink(s, "ft", false); err != nil {
+				t.Fatalf("%s: link down: %v", s.name, err)
+			}
 			before := stream.last()
 			fo, err := s.Expect(ftFailedOver, 3*time.Minute)
 			if err != nil {
@@ -344,7 +395,11 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 				t.Fatalf("%v\n%s", err, s.Tail(20))
 			}
 		}
-		// The killed machine comes back as the new secondary.
+		// The killed machine comes back as the new secondary, and s's
+		// cable with it.
+		if err := setLink(s, "ft", true); err != nil {
+			t.Fatalf("%s: link up: %v", s.name, err)
+		}
 		side := i % 2
 		p, s = s, startFTNetNode(t, fmt.Sprintf("n%d", i+2), h, l, side,
 			fmt.Sprintf("doppel.ft.role=secondary doppel.ft.peer=10.9.0.%d %s", 2-side, killFlags(i+2)))
@@ -355,6 +410,9 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 			t.Fatalf("%s never reached the resync: %v\n%s\n%s:\n%s", p.name, err, p.Tail(40), s.name, s.Tail(20))
 		}
 		p.Close()
+		if err := setLink(s, "ft", false); err != nil {
+			t.Fatalf("%s: link down: %v", s.name, err)
+		}
 		before := stream.last()
 		if _, err := s.Expect(regexp.MustCompile(`ft: protection: mirroring \(no complete copy; connecting to the primary again\)`), 3*time.Minute); err != nil {
 			t.Fatalf("%v\n%s", err, s.Tail(40))
