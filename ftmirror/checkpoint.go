@@ -47,6 +47,10 @@ func (ps *pSession) checkpoint() error {
 	p := ps.p
 	e := ps.open
 	clock := p.cfg.Clock
+	// The pause counts from the request to stop: the time a VM takes to
+	// bring its vCPUs to an exit (and what it does there) is host time
+	// the checkpoint costs, even if the guest ran for part of it.
+	tStop := clock.Now()
 	p.guest.Pause()
 	t0 := clock.Now() // the guest is stopped from here
 	var err error
@@ -72,7 +76,7 @@ func (ps *pSession) checkpoint() error {
 	p.mu.Unlock()
 	p.cfg.hook(PointPaused, e)
 	p.guest.Resume()
-	pause := clock.Now().Sub(t0)
+	pause := clock.Now().Sub(tStop)
 
 	ps.epochDirty += len(ps.dirty)
 	for i, pfn := range ps.dirty {
@@ -89,7 +93,7 @@ func (ps *pSession) checkpoint() error {
 	// takes (676 ms once for 90 MB on a loaded host).
 	p.snap.grow(2 * len(ps.dirty))
 	p.Stats.checkpoint(clock.Now(), pause, ps.wireOut.Load()-ps.epochWire0, int64(ps.epochDirty)*PageSize)
-	p.Stats.pauseParts(t1.Sub(t0), t2.Sub(t1), pause-t2.Sub(t0))
+	p.Stats.pauseParts(t0.Sub(tStop), t1.Sub(t0), t2.Sub(t1), pause-t2.Sub(tStop))
 	return ps.begin()
 }
 

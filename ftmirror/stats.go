@@ -27,7 +27,7 @@ type Stats struct {
 	sinkErrs    int
 	lastSinkErr error
 	protected   time.Time // when the first complete epoch was acknowledged
-	parts       [3]histogram
+	parts       [4]histogram
 	lastCkpt    time.Time
 	gaps        histogram // between checkpoints
 	late        int       // checkpoints that began over half an epoch late
@@ -90,13 +90,15 @@ func (s *Stats) checkpoint(now time.Time, pause time.Duration, wire, dirty int64
 	s.mu.Unlock()
 }
 
-// pauseParts records where a pause went: harvest, copying the dirty pages,
-// and the rest (state, output seal, resume).
-func (s *Stats) pauseParts(harvest, copying, rest time.Duration) {
+// pauseParts records where a pause went: stopping the guest (Guest.Pause:
+// for a VM, the vCPUs' exits and whatever it captures there), harvest,
+// copying the dirty pages, and the rest (state, output seal, resume).
+func (s *Stats) pauseParts(stop, harvest, copying, rest time.Duration) {
 	s.mu.Lock()
-	s.parts[0].add(harvest)
-	s.parts[1].add(copying)
-	s.parts[2].add(rest)
+	s.parts[0].add(stop)
+	s.parts[1].add(harvest)
+	s.parts[2].add(copying)
+	s.parts[3].add(rest)
 	s.mu.Unlock()
 }
 
@@ -181,7 +183,7 @@ type Summary struct {
 	AckP99ms         float64       `json:"ack_p99_ms"`
 	Released         int           `json:"released_outputs"`
 	HeldInSync       int           `json:"outputs_held_for_sync"`
-	PauseParts       [3][2]float64 `json:"pause_parts_p99_max_ms"` // harvest, copy, rest
+	PauseParts       [4][2]float64 `json:"pause_parts_p99_max_ms"` // stop, harvest, copy, rest
 	GapP99ms         float64       `json:"ckpt_gap_p99_ms"`
 	GapMaxms         float64       `json:"ckpt_gap_max_ms"`
 	SlowAcks         [][2]float64  `json:"slow_acks,omitempty"` // [ack index, ms] over 10 ms

@@ -17,7 +17,7 @@ func TestStatsBounded(t *testing.T) {
 		for i := 0; i < n; i++ {
 			d := time.Duration(i%5000) * time.Microsecond
 			s.checkpoint(time.Unix(0, int64(i)*int64(time.Millisecond)), d, 1000, 2000)
-			s.pauseParts(d, d, d)
+			s.pauseParts(d, d, d, d)
 			s.ack(d)
 			s.released(time.Unix(1, 0), []emitMark{{at: time.Unix(0, 0)}})
 		}
