@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,12 +34,18 @@ const ftNetLines = "250ms"
 // the guest's NIC bridged to its second one on the outside LAN.
 func startFTNetNode(t *testing.T, name string, h *hub, l *lan, side int, flags string) *Machine {
 	t.Helper()
+	return startFTNetGuest(t, name, h, l, side, flags, "doppel.lines="+ftNetLines)
+}
+
+// startFTNetGuest is startFTNetNode with the guest's own arguments.
+func startFTNetGuest(t *testing.T, name string, h *hub, l *lan, side int, flags, guestArgs string) *Machine {
+	t.Helper()
 	name = t.Name() + "-" + name
 	cmd := "doppel.reserve=320M doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M " +
 		"doppel.ft.hb=50ms doppel.ft.hbmiss=40 doppel.guest.net=virtio-net-1 doppel.guest.ip=" + guestIP + " " +
 		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
 	mods := guestNetModules(t)
-	mods[0].Name += " doppel.lines=" + ftNetLines
+	mods[0].Name += " " + guestArgs
 	_, iso, err := buildISO(name, cmd, mods)
 	if err != nil {
 		t.Fatal(err)
@@ -179,6 +186,48 @@ func (s *streamLog) gap(t0 time.Time, upTo int) (time.Duration, int) {
 	return g, at
 }
 
+// lineTimes records when each workload line number first appeared on
+// any node's console: the gap at a failover is what a reader of the
+// guest's serial lines waits.
+type lineTimes struct {
+	mu sync.Mutex
+	at map[int]time.Time
+}
+
+func (lt *lineTimes) get(n int) (time.Time, bool) {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	at, ok := lt.at[n]
+	return at, ok
+}
+
+// watch follows m's console until it ends.
+func (lt *lineTimes) watch(m *Machine) {
+	off := 0
+	for {
+		m.mu.Lock()
+		chunk := string(m.out.Bytes()[off:])
+		grew, ended := m.grew, m.ended
+		m.mu.Unlock()
+		if end := strings.LastIndexByte(chunk, '\n'); end >= 0 {
+			now := time.Now()
+			lt.mu.Lock()
+			for _, w := range workLine.FindAllStringSubmatch(chunk[:end+1], -1) {
+				n, _ := strconv.Atoi(w[1])
+				if _, ok := lt.at[n]; !ok {
+					lt.at[n] = now
+				}
+			}
+			lt.mu.Unlock()
+			off += end + 1
+		}
+		if ended {
+			return
+		}
+		<-grew
+	}
+}
+
 // workSums gives the checksum the workload prints with line n
 // (guest/cmds/workload with -mib 1 -seed 1), computed as far as asked.
 type workSums struct {
@@ -303,6 +352,9 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 	}
 	p := startFTNetNode(t, "n0", h, l, 0, "doppel.ft.role=primary "+killFlags(0))
 	s := startFTNetNode(t, "n1", h, l, 1, "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1 "+killFlags(1))
+	lt := &lineTimes{at: map[int]time.Time{}}
+	go lt.watch(p)
+	go lt.watch(s)
 	start := time.Now()
 	if _, err := p.Expect(ftProtected, 20*time.Minute); err != nil {
 		t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
@@ -372,6 +424,12 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 				time.Sleep(time.Second)
 			}
 			repeats := lineSeam(t, pl, sl)
+			lastAt, ok1 := lt.get(pl[len(pl)-1])
+			nextAt, ok2 := lt.get(pl[len(pl)-1] + 1)
+			serialGap := nextAt.Sub(lastAt)
+			if !ok1 || !ok2 {
+				serialGap = -1
+			}
 			checkReplay(t, s, repeats, i+2)
 			ftGuestShell(t, s)
 			if f := lastMatch(ftFigures, p.Output()); f != nil {
@@ -380,6 +438,8 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 			t.Logf("kill %s (%s epoch %s): stream read to %d, went on in order on the same connection to %d, longest wait %v before number %d; %s ran the guest from epoch %s, %s ms after %s was last heard; workload lines to %d on %s, on from %d on %s (%d repeated)",
 				kill, p.name, kl[2], before, stream.last(), gap.Round(time.Millisecond), gapAt, s.name, fo[1], fo[2], p.name,
 				pl[len(pl)-1], p.name, sl[0], s.name, repeats)
+			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard",
+				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2])
 		})
 		if !ok {
 			return
@@ -404,6 +464,7 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 		p, s = s, startFTNetNode(t, fmt.Sprintf("n%d", i+2), h, l, side,
 			fmt.Sprintf("doppel.ft.role=secondary doppel.ft.peer=10.9.0.%d %s", 2-side, killFlags(i+2)))
 		promoted = true
+		go lt.watch(s)
 	}
 	t.Run("resync", func(t *testing.T) {
 		if _, err := p.Expect(ftKillLine, 10*time.Minute); err != nil {
@@ -424,4 +485,82 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 		}
 		t.Logf("killed %s during the resync of %s: no takeover; the stream stopped at %d (read %d before the kill)", p.name, s.name, stream.last(), before)
 	})
+}
+
+// spinLine is the rate the guest's checksum loop prints (workload -spin).
+var spinLine = regexp.MustCompile(`workload: spin ([\d.]+) MiB/s`)
+
+// spinRates reads n rates from m's console after skipping skip of them,
+// and returns their median.
+func spinRates(t *testing.T, m *Machine, skip, n int) float64 {
+	t.Helper()
+	var rs []float64
+	for i := 0; i < skip+n; i++ {
+		sub, err := m.Expect(spinLine, 10*time.Minute)
+		if err != nil {
+			t.Fatalf("%s: no rate: %v", m.name, err)
+		}
+		if i >= skip {
+			r, _ := strconv.ParseFloat(sub[1], 64)
+			rs = append(rs, r)
+		}
+	}
+	sort.Float64s(rs)
+	return rs[len(rs)/2]
+}
+
+// TestQEMUSVMFTGuestSlowdown is a report (REPORT_TESTS, make
+// ftguest-report): the Linux guest's checksum loop (workload -spin, its
+// rate by its own clock) unprotected under one doppel, then protected by
+// a pair at two epoch lengths, one after the other on the same host; with
+// each pair's checkpoint figures (pause, bytes on the wire against dirty
+// bytes, release latency). The host's load enters every figure: read
+// them as ratios measured close together.
+func TestQEMUSVMFTGuestSlowdown(t *testing.T) {
+	const samples = "doppel.spin=2s"
+	var rates []string
+	off := func() float64 {
+		l, _ := newLAN(t, 1)
+		mods := guestNetModules(t)
+		mods[0].Name += " " + samples
+		_, iso, err := buildISO(t.Name()+"-off", "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M doppel.reserve=320M doppel.guest.cpus=1 doppel.guest.net=virtio-net-0", mods)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := runQEMU(t.Name()+"-off", []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", "1024", "-cpu", "max",
+			"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+			"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+			"-netdev", fmt.Sprintf("socket,id=out,connect=127.0.0.1:%d", l.Port(0)),
+			"-device", "virtio-net-pci,disable-legacy=on,netdev=out,mac=52:54:00:0e:00:01"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return spinRates(t, m, 2, 7)
+	}
+	on := func(epoch string) (float64, string) {
+		h := newHub(t)
+		l, _ := newLAN(t, 2)
+		p := startFTNetGuest(t, "on-"+epoch+"-p", h, l, 0, "doppel.ft.role=primary doppel.ft.epoch="+epoch, samples)
+		s := startFTNetGuest(t, "on-"+epoch+"-s", h, l, 1, "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1 doppel.ft.epoch="+epoch, samples)
+		defer p.Close()
+		defer s.Close()
+		if _, err := p.Expect(ftProtected, 30*time.Minute); err != nil {
+			t.Fatalf("never protected: %v\n%s", err, p.Tail(40))
+		}
+		r := spinRates(t, p, 2, 7)
+		f := lastMatch(ftFigures, p.Output())
+		if f == nil {
+			t.Fatalf("no checkpoint figures\n%s", p.Tail(20))
+		}
+		return r, f[0]
+	}
+	r0 := off()
+	rates = append(rates, fmt.Sprintf("off %.1f MiB/s", r0))
+	for _, epoch := range []string{"50ms", "200ms"} {
+		r, f := on(epoch)
+		rates = append(rates, fmt.Sprintf("on at epoch %s %.1f MiB/s (%.2f of off)", epoch, r, r/r0))
+		t.Logf("figures: epoch %s: %s", epoch, f)
+	}
+	t.Logf("figures: guest checksum loop, medians of 7 rates over 2 s of guest time: %s", strings.Join(rates, "; "))
 }

@@ -21,6 +21,9 @@ import (
 //	                          interval, rewriting 1 MiB between lines (the
 //	                          FT tests' serial output, whose numbers must
 //	                          continue across a failover)
+//	doppel.spin=<interval>    with doppel.serve: instead of the lines, the
+//	                          workload checksums 1 MiB in a loop and prints
+//	                          its rate every interval (the FT slowdown)
 //
 // Both print a "doppel-guest: net:" line the tests wait for.
 
@@ -53,6 +56,9 @@ func setupNet(cmdline string) {
 		args := []string{"-serve", port, "-quiet"}
 		if iv, ok := cmdlineValue(cmdline, "doppel.lines"); ok {
 			args = []string{"-serve", port, "-mib", "1", "-interval", iv}
+		}
+		if iv, ok := cmdlineValue(cmdline, "doppel.spin"); ok {
+			args = []string{"-serve", port, "-mib", "1", "-spin", "-interval", iv}
 		}
 		cmd := exec.Command("workload", args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

@@ -18,6 +18,10 @@
 // missing or repeated (across a failover, say); port+1 serves the same
 // stream as fast as TCP takes it (rate measurements). -quiet leaves out the
 // memory work and the console lines, keeping only the server.
+//
+// With -spin it does nothing but checksum -mib MiB again and again and
+// prints "workload: spin <n> MiB/s" every -interval by the guest's clock:
+// the guest's own measure of the CPU it gets (protection on against off).
 package main
 
 import (
@@ -39,6 +43,7 @@ func main() {
 	serve := flag.Int("serve", 0, "TCP port of the numbered stream (port+1: unpaced), 0 for none")
 	streamInterval := flag.Duration("stream-interval", 10*time.Millisecond, "time between stream lines, 0 for none")
 	quiet := flag.Bool("quiet", false, "only the server: no memory work, no console lines")
+	spin := flag.Bool("spin", false, "checksum -mib MiB in a loop, print the rate every -interval")
 	flag.Parse()
 	if *serve != 0 {
 		paced, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve))
@@ -65,6 +70,9 @@ func main() {
 	}
 	mem := make([]byte, *mib<<20)
 	fill(mem, *seed)
+	if *spin {
+		spinRate(mem, *interval)
+	}
 	fmt.Printf("workload: filled %d MiB sum=%08x\n", *mib, crc32.ChecksumIEEE(mem))
 	for n := 1; *lines == 0 || n <= *lines; n++ {
 		step(mem, n)
@@ -72,6 +80,21 @@ func main() {
 		time.Sleep(*interval)
 	}
 	fmt.Printf("workload: done n=%d\n", *lines)
+}
+
+// spinRate checksums mem for ever, printing MiB per second of the guest's
+// clock every interval.
+func spinRate(mem []byte, interval time.Duration) {
+	start, bytes := time.Now(), 0
+	var sum uint32
+	for {
+		sum = crc32.Update(sum, crc32.IEEETable, mem)
+		bytes += len(mem)
+		if d := time.Since(start); d >= interval {
+			fmt.Printf("workload: spin %.1f MiB/s (sum %08x)\n", float64(bytes)/(1<<20)/d.Seconds(), sum)
+			start, bytes = time.Now(), 0
+		}
+	}
 }
 
 // fill writes a xorshift64 stream from seed.
