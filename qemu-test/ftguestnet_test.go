@@ -37,6 +37,18 @@ func startFTNetNode(t *testing.T, name string, h *hub, l *lan, side int, flags s
 	return startFTNetGuest(t, name, h, l, side, flags, "doppel.lines="+ftNetLines)
 }
 
+// ftNetModules are the Linux guest with its network and numbered stream
+// and args. The command line is short: doppel's boot layer keeps 127
+// bytes of a module's name and command line (boot/layer/layer.h), so
+// guestNetModules' earlyprintk would push the last arguments out.
+func ftNetModules(t *testing.T, args string) []Module {
+	cmd := fmt.Sprintf("vmlinuz console=ttyS0,115200 reboot=t panic=-1 doppel.ip=%s/24 doppel.serve=%d %s", guestIP, streamPort, args)
+	if len(cmd) > 127 {
+		t.Fatalf("guest command line %q: %d bytes, the boot layer keeps 127", cmd, len(cmd))
+	}
+	return []Module{{Path: linuxGuestFile(t, "vmlinuz"), Name: cmd}, {Path: linuxGuestFile(t, "initramfs.cpio"), Name: "initramfs"}}
+}
+
 // startFTNetGuest is startFTNetNode with the guest's own arguments.
 func startFTNetGuest(t *testing.T, name string, h *hub, l *lan, side int, flags, guestArgs string) *Machine {
 	t.Helper()
@@ -44,9 +56,7 @@ func startFTNetGuest(t *testing.T, name string, h *hub, l *lan, side int, flags,
 	cmd := "doppel.reserve=320M doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M " +
 		"doppel.ft.hb=50ms doppel.ft.hbmiss=40 doppel.guest.net=virtio-net-1 doppel.guest.ip=" + guestIP + " " +
 		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
-	mods := guestNetModules(t)
-	mods[0].Name += " " + guestArgs
-	_, iso, err := buildISO(name, cmd, mods)
+	_, iso, err := buildISO(name, cmd, ftNetModules(t, guestArgs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,8 +531,7 @@ func TestQEMUSVMFTGuestSlowdown(t *testing.T) {
 	var rates []string
 	off := func() float64 {
 		l, _ := newLAN(t, 1)
-		mods := guestNetModules(t)
-		mods[0].Name += " " + samples
+		mods := ftNetModules(t, samples)
 		_, iso, err := buildISO(t.Name()+"-off", "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M doppel.reserve=320M doppel.guest.cpus=1 doppel.guest.net=virtio-net-0", mods)
 		if err != nil {
 			t.Fatal(err)
