@@ -355,11 +355,13 @@ func (n *ftNode) report(p *ftmirror.Primary) {
 		if sum.Checkpoints == 0 {
 			continue
 		}
-		n.k.log.Printf("ft", "checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d; %.0f wire bytes, %.0f dirty bytes per checkpoint; release latency p50 %.2f ms, p99 %.2f ms; groups %d, %d sent %s-compressed, %d bytes as %d; pause p99 by part: stop %.3f, harvest %.3f, copy %.3f, rest %.3f ms",
+		arrive, park, capture := n.g.VM.PauseParts()
+		n.k.log.Printf("ft", "checkpoints: %d, pause p50 %.3f ms, p99 %.3f ms, max %.3f ms; epoch %d; %.0f wire bytes, %.0f dirty bytes per checkpoint; release latency p50 %.2f ms, p99 %.2f ms; groups %d, %d sent %s-compressed, %d bytes as %d; pause p99 by part: stop %.3f, harvest %.3f, copy %.3f, rest %.3f ms; the stop's longest parts in the last second: vCPUs at an exit %.3f, parked %.3f, state captured %.3f ms",
 			sum.Checkpoints, sum.PauseP50ms, sum.PauseP99ms, sum.PauseMaxms, p.Epoch(),
 			sum.WireBytesPerCkpt, sum.DirtyBytesPerCk, sum.ReleaseP50ms, sum.ReleaseP99ms,
 			sum.Groups, sum.GroupsCompressed, sum.Compression, sum.GroupRawBytes, sum.GroupWireBytes,
-			sum.PauseParts[0][0], sum.PauseParts[1][0], sum.PauseParts[2][0], sum.PauseParts[3][0])
+			sum.PauseParts[0][0], sum.PauseParts[1][0], sum.PauseParts[2][0], sum.PauseParts[3][0],
+			ms(arrive), ms(park), ms(capture))
 	}
 }
 

@@ -145,6 +145,8 @@ func (n *ftNode) watchCopy(sec *ftmirror.Secondary, done <-chan struct{}) {
 	}
 }
 
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
 // takeover restores the committed epoch into the secondary's VM, replays
 // the committed output the world may not have seen, and runs the guest
 // as the new primary (its old primary's generation plus one), releasing
@@ -152,6 +154,7 @@ func (n *ftNode) watchCopy(sec *ftmirror.Secondary, done <-chan struct{}) {
 func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	k := n.k
 	heard := sec.LastHeard()
+	tRestore := time.Now()
 	if err := n.g.restore(tk.Blobs); err != nil {
 		return fmt.Errorf("takeover at epoch %d: %w", tk.Epoch, err)
 	}
@@ -169,6 +172,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	// outside network learns where the guest's MAC is now.
 	n.g.attachNet()
 	n.announce()
+	tPrimary := time.Now()
 	cfg := n.cfg
 	cfg.Generation = tk.Generation
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
@@ -176,11 +180,15 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	n.g.VM.Out.SetEmit(p.Output)
 	n.primary.Store(p)
 	n.promoted.Store(true)
+	tStart := time.Now()
 	if err := n.g.VM.M.Start(); err != nil {
 		return fmt.Errorf("takeover: start the guest: %w", err)
 	}
+	tRun := time.Now()
 	n.offerConsole()
-	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(time.Since(heard))/1e6))
+	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(tRun.Sub(heard))/1e6))
+	k.log.Printf("ft", "takeover: %.1f ms to the session's end, restore and replay %.1f ms, the new primary %.1f ms, the guest's start %.1f ms",
+		ms(tRestore.Sub(heard)), ms(tPrimary.Sub(tRestore)), ms(tStart.Sub(tPrimary)), ms(tRun.Sub(tStart)))
 	go n.watchGuest()
 	go n.report(p)
 	// Checkpoints without a secondary (output released directly) until a

@@ -40,8 +40,10 @@ func (v *VM) Pause() {
 	v.paused = true
 	v.pauseErr = nil
 	v.snap = nil
+	t0 := time.Now()
 	r := &round{bm: ept.NewBitmap(uint64(v.NumPages()))}
 	perr := v.post(r)
+	t1 := time.Now()
 	// Pause the Machine while the vCPUs are held at their exit: once
 	// its state leaves Running they are released and park at the gate
 	// without entering the guest again, so what they drained is complete.
@@ -51,7 +53,10 @@ func (v *VM) Pause() {
 		time.Sleep(10 * time.Microsecond)
 	}
 	v.finish(r)
-	if err := <-done; err != nil {
+	err := <-done
+	t2 := time.Now()
+	defer func() { v.stopParts.add(t1.Sub(t0), t2.Sub(t1), time.Since(t2)) }()
+	if err != nil {
 		v.pauseErr = fmt.Errorf("vmguest: pause: %w", err)
 		return
 	}

@@ -86,6 +86,35 @@ type VM struct {
 	tscOff   atomic.Int64  // current guest TSC offset
 	tscGen   atomic.Uint64 // bumped when tscOff changes
 	scratch  *ept.Bitmap
+
+	stopParts stopParts
+}
+
+// stopParts keeps the longest of each part of Pause since it was last
+// read: the vCPUs' arrival at an exit (kick, exit, drain), the Machine's
+// pause (their release and parking), and the state's capture.
+type stopParts struct {
+	mu  sync.Mutex
+	max [3]time.Duration
+}
+
+func (s *stopParts) add(parts ...time.Duration) {
+	s.mu.Lock()
+	for i, d := range parts {
+		s.max[i] = max(s.max[i], d)
+	}
+	s.mu.Unlock()
+}
+
+// PauseParts returns the longest arrival, parking and capture of the
+// pauses since the last call, and starts afresh.
+func (v *VM) PauseParts() (arrive, park, capture time.Duration) {
+	s := &v.stopParts
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	arrive, park, capture = s.max[0], s.max[1], s.max[2]
+	s.max = [3]time.Duration{}
+	return
 }
 
 // ErrUnanswered is wrapped when a vCPU does not answer a harvest request
