@@ -205,6 +205,16 @@ func (p *Primary) Continue(epoch, outOffset uint64, direct bool) {
 	p.out.start(outOffset)
 }
 
+// SetGeneration sets the generation this primary presents (Config.Generation)
+// when it was built before it knew it: a secondary builds the primary it
+// would become ahead of its takeover, since NewPrimary for a large guest
+// takes long (the shadow of guest memory). Call it before the first Serve.
+func (p *Primary) SetGeneration(g uint64) {
+	p.mu.Lock()
+	p.cfg.Generation = g
+	p.mu.Unlock()
+}
+
 // Output records guest output; it is released once safe.
 func (p *Primary) Output(b []byte) { p.out.emit(b, p.cfg.Clock.Now()) }
 
@@ -250,13 +260,16 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 // checkpoints (F7). It returns why the session ended.
 func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	defer rw.Close()
-	me := wire.Hello{Role: wire.RolePrimary, Generation: p.cfg.Generation, Pages: uint64(p.mem.NumPages())}
+	p.mu.Lock()
+	gen := p.cfg.Generation
+	p.mu.Unlock()
+	me := wire.Hello{Role: wire.RolePrimary, Generation: gen, Pages: uint64(p.mem.NumPages())}
 	s, peer, err := handshake(rw, p.cfg.PSK, me, p.cfg.Clock, p.cfg.Heartbeat)
 	if err != nil {
 		return err
 	}
-	if peer.Generation > p.cfg.Generation {
-		return fmt.Errorf("%w: peer knows generation %d, we are %d", ErrFenced, peer.Generation, p.cfg.Generation)
+	if peer.Generation > gen {
+		return fmt.Errorf("%w: peer knows generation %d, we are %d", ErrFenced, peer.Generation, gen)
 	}
 	p.mu.Lock()
 	first := !p.served && p.epoch == 0

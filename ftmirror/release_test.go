@@ -25,6 +25,24 @@ func TestTakeoverGeneration(t *testing.T) {
 	}
 }
 
+// A primary built before it knew its generation (a secondary's, ahead of
+// its takeover) presents the one set later, and its secondary takes over
+// as that plus one.
+func TestSetGeneration(t *testing.T) {
+	r := newRig(t, 64, nil)
+	r.p.SetGeneration(5)
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	r.waitEpoch(3)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	if tk := r.takeover(); tk.Generation != 6 {
+		t.Errorf("primary set to generation 5: takeover as generation %d, want 6", tk.Generation)
+	}
+}
+
 // The secondary learns how far the primary released output when the
 // primary releases it (a RELEASE frame), not at the next BEGIN, which went
 // out before the ACK that released it. The primary is held at its

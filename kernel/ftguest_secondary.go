@@ -89,6 +89,11 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 	n.prot.Set(ft.Mirroring, "connecting to the primary at "+ap.String())
 	sec := ftmirror.NewSecondary(n.cfg, n.g.VM)
 	n.secondary.Store(sec)
+	// The primary this node becomes at a takeover, built now: under an
+	// emulator NewPrimary for a 192 MiB guest took over a second (its
+	// shadow of guest memory, cleared when the heap reuses memory), all
+	// of it added to the failover.
+	next := ftmirror.NewPrimary(n.cfg, n.g.VM, n.g.VM, n.g.VM, nodeSink{n})
 	for {
 		n.link.Set(ft.LinkConnecting, ap.String(), nil)
 		conn := first
@@ -123,8 +128,14 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 		n.prot.Set(ft.Unprotected, fmt.Sprintf("no takeover: %v", err))
 		return nil
 	}
-	return n.takeover(sec, tk)
+	return n.takeover(sec, tk, next)
 }
+
+// nodeSink releases to the node's current console sink (set at the
+// takeover, before the promoted primary releases anything).
+type nodeSink struct{ n *ftNode }
+
+func (s nodeSink) Release(off uint64, b []byte) error { return s.n.sink.Load().Release(off, b) }
 
 // watchCopy reports when the secondary first holds a complete copy in
 // this session.
@@ -151,7 +162,7 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 // the committed output the world may not have seen, and runs the guest
 // as the new primary (its old primary's generation plus one), releasing
 // its output directly.
-func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
+func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmirror.Primary) error {
 	k := n.k
 	heard := sec.LastHeard()
 	tRestore := time.Now()
@@ -173,9 +184,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover) error {
 	n.g.attachNet()
 	n.announce()
 	tPrimary := time.Now()
-	cfg := n.cfg
-	cfg.Generation = tk.Generation
-	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
+	p.SetGeneration(tk.Generation)
 	p.Continue(tk.Epoch, tk.OutEnd, true)
 	n.g.VM.Out.SetEmit(p.Output)
 	n.primary.Store(p)
