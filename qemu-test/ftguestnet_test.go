@@ -523,7 +523,7 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 }
 
 // spinLine is the rate the guest's checksum loop prints (workload -spin).
-var spinLine = regexp.MustCompile(`workload: spin ([\d.]+) MiB/s`)
+var spinLine = regexp.MustCompile(`workload: spin ([\d.]+) MiB/s|guest stopped[^\r\n]*`)
 
 // spinRates reads n rates from m's console after skipping skip of them,
 // and returns their median.
@@ -534,6 +534,9 @@ func spinRates(t *testing.T, m *Machine, skip, n int) float64 {
 		sub, err := m.Expect(spinLine, 10*time.Minute)
 		if err != nil {
 			t.Fatalf("%s: no rate: %v", m.name, err)
+		}
+		if sub[1] == "" {
+			t.Fatalf("%s: %s", m.name, sub[0])
 		}
 		if i >= skip {
 			r, _ := strconv.ParseFloat(sub[1], 64)
