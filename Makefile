@@ -65,7 +65,7 @@ emu: deps
 # for each NIC and MTU (make ftlink-report, about 15 minutes).
 # TestQEMUSVMFTGuestSlowdown, the protected Linux guest's checksum loop
 # against the unprotected one at two epoch lengths, with the pairs'
-# checkpoint figures (make ftguest-report, about 20 minutes).
+# checkpoint figures (make ftguest-report, about 6-8 minutes).
 REPORT_TESTS = ^TestQEMUFTGoodput$$|^TestQEMUSVMFTGuestSlowdown$$
 
 # Tests of open work that fail today, kept so the failure stays visible, as
