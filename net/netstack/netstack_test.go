@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,20 +212,36 @@ func BenchmarkGoodput(b *testing.B) {
 			const n = 32 << 20
 			cfg := linktest.Config{BytesPerSec: bench.rate, MTU: bench.mtu}
 			var good, raw float64
+			var cpu time.Duration
 			for i := 0; i < b.N; i++ {
 				x, y, _, _ := pair(b, cfg)
 				for _, st := range []*Stack{x, y} {
 					st.Interfaces()[0].Link.SetGRO(bench.gro)
 				}
 				raw += rawWire(b, x, y, n)
+				c0 := cpuTime(b)
 				good += float64(n) / transfer(b, x, y, n).Seconds()
+				cpu += cpuTime(b) - c0
 			}
 			b.SetBytes(n)
 			b.ReportMetric(raw/float64(b.N)/1e6, "raw-MB/s")
 			b.ReportMetric(good/float64(b.N)/1e6, "tcp-MB/s")
 			b.ReportMetric(good/raw, "ratio")
+			// CPU time per MB of TCP: the cost, which load does not change
+			// as much as it changes the rates (both stacks, the wire and
+			// the test's data generation and hashing included).
+			b.ReportMetric(cpu.Seconds()*1e3/float64(b.N)/(n/1e6), "tcp-cpu-ms/MB")
 		})
 	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestAnnounceOnAddress: giving an interface its address broadcasts an

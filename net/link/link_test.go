@@ -1,0 +1,154 @@
+package link
+
+import (
+	"bytes"
+	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+)
+
+// received records what the stack would be handed.
+type received struct{ pkts [][]byte }
+
+func (r *received) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	r.pkts = append(r.pkts, pkt.Data().AsRange().ToSlice())
+}
+func (*received) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+var (
+	srcIP = tcpip.AddrFrom4([4]byte{10, 9, 0, 2})
+	dstIP = tcpip.AddrFrom4([4]byte{10, 9, 0, 1})
+)
+
+// segment returns an Ethernet frame carrying a TCP segment (with a
+// timestamp option, as gVisor sends) of payload at seq.
+func segment(seq uint32, payload []byte) []byte {
+	const tcpLen = header.TCPMinimumSize + 12
+	f := make([]byte, header.EthernetMinimumSize+header.IPv4MinimumSize+tcpLen+len(payload))
+	header.Ethernet(f).Encode(&header.EthernetFields{Type: header.IPv4ProtocolNumber,
+		SrcAddr: "\x02\x00\x00\x00\x00\x02", DstAddr: "\x02\x00\x00\x00\x00\x01"})
+	ip := header.IPv4(f[header.EthernetMinimumSize:])
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(ip)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: srcIP, DstAddr: dstIP})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(ip.Payload())
+	tcp.Encode(&header.TCPFields{SrcPort: 40000, DstPort: 7000, SeqNum: seq, AckNum: 1, DataOffset: tcpLen,
+		Flags: header.TCPFlagAck, WindowSize: 4096})
+	copy(tcp[header.TCPMinimumSize:], []byte{1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9}) // NOP NOP TS
+	copy(tcp[tcpLen:], payload)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, srcIP, dstIP, uint16(len(tcp)))
+	tcp.SetChecksum(^tcp.CalculateChecksum(checksum.Checksum(payload, xsum)))
+	return f
+}
+
+// checksumsHold reports whether an IPv4 packet's header and TCP checksums
+// are right, as the stack checks them.
+func checksumsHold(p []byte) bool {
+	ip := header.IPv4(p)
+	if !ip.IsChecksumValid() {
+		return false
+	}
+	seg := p[ip.HeaderLength():ip.TotalLength()]
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(seg)))
+	return checksum.Checksum(seg, xsum) == 0xffff
+}
+
+// TestCoalesce: a run of consecutive segments reaches the stack as one
+// segment with the payloads in order and checksums the stack accepts; a
+// corrupted segment is not merged (the stack counts and drops it) and
+// does not take good ones with it.
+func TestCoalesce(t *testing.T) {
+	payload := func(i, n int) []byte { return bytes.Repeat([]byte{byte(i)}, n) }
+	for _, tc := range []struct {
+		name    string
+		n, size int
+		corrupt int // index of a segment with a flipped payload bit, or -1
+		want    int // packets handed up
+	}{
+		{"run of 10", 10, 1000, -1, 1},
+		{"odd sizes", 5, 999, -1, 1},
+		{"one segment", 1, 1448, -1, 1},
+		{"corrupt middle", 9, 1000, 4, 3},
+		{"corrupt first", 4, 1000, 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var g gro.GRO
+			g.Init(true)
+			r := &received{}
+			g.Dispatcher = coalesced{r}
+			e := &Endpoint{}
+			var want []byte
+			for i := 0; i < tc.n; i++ {
+				p := payload(i, tc.size)
+				f := segment(uint32(1000+i*tc.size), p)
+				if i == tc.corrupt {
+					f[len(f)-1] ^= 0x40
+				} else {
+					want = append(want, p...)
+				}
+				e.deliver(&g, f)
+			}
+			for range groFlushes {
+				g.Flush()
+			}
+			if len(r.pkts) != tc.want {
+				t.Fatalf("%d packets handed up, want %d", len(r.pkts), tc.want)
+			}
+			var got []byte
+			bad := 0
+			for _, p := range r.pkts {
+				if !checksumsHold(p) {
+					bad++
+					continue
+				}
+				ip := header.IPv4(p)
+				tcp := header.TCP(p[ip.HeaderLength():ip.TotalLength()])
+				got = append(got, tcp.Payload()...)
+			}
+			if wantBad := min(1, tc.corrupt+1); bad != wantBad {
+				t.Errorf("%d packets with bad checksums, want %d", bad, wantBad)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("payload of the good packets: %d bytes, want %d (or out of order)", len(got), len(want))
+			}
+		})
+	}
+}
+
+// TestValidTCPv4 rejects what the endpoint must not vouch for.
+func TestValidTCPv4(t *testing.T) {
+	good := segment(1, []byte("payload"))[header.EthernetMinimumSize:]
+	mutate := func(f func(b []byte)) []byte {
+		b := append([]byte(nil), good...)
+		f(b)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"good", good, true},
+		{"ip checksum", mutate(func(b []byte) { b[8]-- }), false}, // TTL changed, checksum not
+		{"tcp checksum", mutate(func(b []byte) { b[len(b)-1] ^= 1 }), false},
+		{"fragment", mutate(func(b []byte) {
+			header.IPv4(b).SetFlagsFragmentOffset(header.IPv4FlagMoreFragments, 0)
+			header.IPv4(b).SetChecksum(0)
+			header.IPv4(b).SetChecksum(^header.IPv4(b).CalculateChecksum())
+		}), false},
+		{"truncated", good[:30], false},
+		{"runt", good[:10], false},
+		{"udp", mutate(func(b []byte) {
+			b[9] = uint8(header.UDPProtocolNumber)
+			header.IPv4(b).SetChecksum(0)
+			header.IPv4(b).SetChecksum(^header.IPv4(b).CalculateChecksum())
+		}), false},
+	} {
+		if got := validTCPv4(tc.b); got != tc.want {
+			t.Errorf("%s: validTCPv4 = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
