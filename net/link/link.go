@@ -78,6 +78,7 @@ type Endpoint struct {
 	probe   Probe
 
 	noGRO atomic.Bool // SetGRO(false): every frame goes up on its own
+	noGSO atomic.Bool // SetGSO(false): TCP handles every segment itself
 
 	txMu      sync.Mutex // one writer at a time keeps frames in order
 	txFrame   []byte     // reused to gather a packet's pieces (under txMu; the NIC copies it)
@@ -86,7 +87,10 @@ type Endpoint struct {
 	rxRunts   atomic.Uint64
 }
 
-var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ stack.GSOEndpoint  = (*Endpoint)(nil)
+)
 
 // New returns an endpoint over n. Frames are received once the stack
 // attaches it (stack.CreateNIC).
@@ -258,6 +262,26 @@ func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 		}
 	}
 }
+
+// SupportedGSO offers gVisor's own segmentation offload (stack.GSOGvisor):
+// TCP keeps segments of up to GSOMaxSize in its send queue and handles
+// each as one (sequence space, retransmission list, timers, SACK), and
+// cuts it into frames of the MSS only when it writes it. The work per
+// frame that remains is the headers' and the checksum's. The NIC sees
+// ordinary frames, so nothing is asked of the hardware.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.noGSO.Load() {
+		return stack.GSONotSupported
+	}
+	return stack.GVisorGSOSupported
+}
+
+// GSOMaxSize is the largest segment TCP hands to GSO.
+func (*Endpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
+
+// SetGSO turns segmentation offload on (the default) or off, for
+// comparisons; it applies to connections made afterwards.
+func (e *Endpoint) SetGSO(on bool) { e.noGSO.Store(!on) }
 
 // SetGRO turns receive coalescing on (the default) or off, for
 // comparisons.

@@ -195,18 +195,20 @@ func TestProbe(t *testing.T) {
 // BenchmarkGoodput compares TCP goodput over the stack with the raw frame
 // throughput of the same wire (probe frames of the same MTU) in the same
 // run (the goal is a ratio ≥ 0.8), for an unlimited in-memory wire and one
-// paced at 100 MB/s, with receive coalescing (link.Endpoint's GRO) on and
-// off, and with standard and long frames (the stack's cost is per segment).
+// paced at 100 MB/s, with receive coalescing (link.Endpoint's GRO) and
+// segmentation offload (GSO) on and off, and with standard and long frames
+// (the stack's cost is per segment).
 func BenchmarkGoodput(b *testing.B) {
 	for _, bench := range []struct {
-		name string
-		rate float64
-		gro  bool
-		mtu  int
+		name     string
+		rate     float64
+		gro, gso bool
+		mtu      int
 	}{
-		{"unlimited/gro", 0, true, 1500}, {"unlimited/nogro", 0, false, 1500},
-		{"100MBps/gro", 100e6, true, 1500}, {"100MBps/nogro", 100e6, false, 1500},
-		{"unlimited/gro/mtu9000", 0, true, 9000}, {"100MBps/gro/mtu9000", 100e6, true, 9000},
+		{"unlimited/gro", 0, true, true, 1500}, {"unlimited/nogro", 0, false, true, 1500},
+		{"100MBps/gro", 100e6, true, true, 1500}, {"100MBps/nogro", 100e6, false, true, 1500},
+		{"100MBps/nogro/nogso", 100e6, false, false, 1500},
+		{"unlimited/gro/mtu9000", 0, true, true, 9000}, {"100MBps/gro/mtu9000", 100e6, true, true, 9000},
 	} {
 		b.Run(bench.name, func(b *testing.B) {
 			const n = 32 << 20
@@ -217,6 +219,7 @@ func BenchmarkGoodput(b *testing.B) {
 				x, y, _, _ := pair(b, cfg)
 				for _, st := range []*Stack{x, y} {
 					st.Interfaces()[0].Link.SetGRO(bench.gro)
+					st.Interfaces()[0].Link.SetGSO(bench.gso)
 				}
 				raw += rawWire(b, x, y, n)
 				c0 := cpuTime(b)
