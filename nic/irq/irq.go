@@ -9,8 +9,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -30,56 +30,27 @@ type Line interface {
 
 // File is /dev/irq/<n>: ISA IRQ n (through the MADT overrides) or, for
 // n >= 16, GSI n, level-triggered, active low.
-//
-// Wait reads the descriptor in blocking mode, outside Go's netpoller: the
-// layer wakes the reading thread the moment the line fires, and the Go
-// scheduler hands the waiting goroutine its P back at once or queues it to
-// run. Through the netpoller (os.File) the wake-up waited for a P to look
-// for work: with every P busy that is sysmon's poll, every 10 ms, and the
-// FT link's driver goroutine was measured running more than 20 ms late.
-// The price is a thread blocked in read per line, whose P the runtime
-// hands to other goroutines meanwhile.
 type File struct {
 	n      int
-	fd     int
+	f      *os.File
 	mu     sync.Mutex
 	closed bool
 }
 
 // Open opens /dev/irq/<n>.
 func Open(n int) (*File, error) {
-	fd, err := openBlocking(fmt.Sprintf("/dev/irq/%d", n))
+	f, err := os.Open(fmt.Sprintf("/dev/irq/%d", n))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("irq: %w", err)
 	}
-	return &File{n: n, fd: fd}, nil
-}
-
-// openBlocking opens path for blocking reads (no O_NONBLOCK, not
-// registered with the netpoller).
-func openBlocking(path string) (int, error) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("irq: open %s: %w", path, err)
-	}
-	return fd, nil
+	return &File{n: n, f: f}, nil
 }
 
 // Wait implements Line.
 func (l *File) Wait() (uint64, error) {
 	var b [8]byte
-	for {
-		k, err := syscall.Read(l.fd, b[:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("irq %d: read: %w", l.n, err)
-		}
-		if k != len(b) {
-			return 0, fmt.Errorf("irq %d: read %d bytes, want %d", l.n, k, len(b))
-		}
-		break
+	if _, err := l.f.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("irq %d: %w", l.n, err)
 	}
 	l.mu.Lock()
 	closed := l.closed
@@ -320,11 +291,11 @@ func AllocMSI() (*MSI, error) {
 	if msiNext.k >= NumMSI {
 		return nil, fmt.Errorf("irq: all %d MSI lines in use", NumMSI)
 	}
-	fd, err := openBlocking(fmt.Sprintf("/dev/msi/%d", msiNext.k))
+	f, err := os.Open(fmt.Sprintf("/dev/msi/%d", msiNext.k))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("irq: %w", err)
 	}
-	m := &MSI{File: &File{n: MSIVector0 + msiNext.k, fd: fd}, Vector: uint8(MSIVector0 + msiNext.k)}
+	m := &MSI{File: &File{n: MSIVector0 + msiNext.k, f: f}, Vector: uint8(MSIVector0 + msiNext.k)}
 	msiNext.k++
 	return m, nil
 }

@@ -1,9 +1,7 @@
 package irq
 
 import (
-	"encoding/binary"
 	"errors"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -81,46 +79,5 @@ func TestFanWaitsForEveryDriver(t *testing.T) {
 	case <-fanned:
 	case <-time.After(5 * time.Second):
 		t.Fatal("fan still waiting after every driver acknowledged or closed")
-	}
-}
-
-// TestFileWait: File reads the layer's 8-byte count with a blocking read
-// (a pipe stands in for /dev/irq on the host), blocks until it comes, and
-// reports a short read and Close.
-func TestFileWait(t *testing.T) {
-	var p [2]int
-	if err := syscall.Pipe(p[:]); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(p[0])
-	defer syscall.Close(p[1])
-	f := &File{n: 42, fd: p[0]}
-	got := make(chan uint64, 1)
-	go func() {
-		n, err := f.Wait()
-		if err != nil {
-			t.Error(err)
-		}
-		got <- n
-	}()
-	select {
-	case n := <-got:
-		t.Fatalf("Wait returned %d before the line fired", n)
-	case <-time.After(20 * time.Millisecond):
-	}
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], 5)
-	syscall.Write(p[1], b[:])
-	if n := <-got; n != 5 {
-		t.Fatalf("Wait = %d, want 5", n)
-	}
-	syscall.Write(p[1], b[:3])
-	if _, err := f.Wait(); err == nil {
-		t.Error("a 3-byte read was accepted")
-	}
-	f.Close()
-	syscall.Write(p[1], b[:])
-	if _, err := f.Wait(); !errors.Is(err, ErrClosed) {
-		t.Errorf("Wait after Close = %v, want ErrClosed", err)
 	}
 }
