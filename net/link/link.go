@@ -3,8 +3,18 @@
 // through nic.NIC.Transmit and come in from nic.NIC.Receive on one
 // goroutine. It speaks Ethernet II (IEEE 802.3 clause 3.2.6 type field):
 // the stack resolves addresses with ARP, the endpoint adds and strips the
-// 14-byte header. Checksums are computed by the stack (no offload is
-// claimed), since the drivers do not program the NICs' checksum engines.
+// 14-byte header. Checksums are computed and verified by the stack (no
+// offload is claimed), since the drivers do not program the NICs'
+// checksum engines.
+//
+// The stack's work per TCP segment, not per byte, limits the FT link on a
+// slow (above all an emulated) CPU, so the endpoint offers it the two
+// software offloads gVisor has: on receive, frames already queued are
+// coalesced into one segment per run (stack/gro; the endpoint checks each
+// part's checksums and gives the merged segment its own), and on send TCP
+// handles up to 64 KiB as one segment and cuts it into frames as it writes
+// them (stack.GSOGvisor). Both can be turned off for comparisons (SetGRO,
+// SetGSO; doppel.net.gro, doppel.net.gso).
 package link
 
 import (
