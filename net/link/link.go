@@ -304,6 +304,21 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 		e.rxRunts.Add(1)
 		return
 	}
+	// GRO merges only segments whose checksums were checked. Its own check
+	// fails every segment at this gVisor version (PacketData.ChecksumAtOffset
+	// ignores the consumed Ethernet header), so nothing was ever merged: the
+	// endpoint checks the contiguous frame instead. A segment that fails
+	// goes up unmerged, and the stack counts and drops it as before. A
+	// checked segment loses the Ethernet padding after its IP total length
+	// (a short frame is padded to 60 bytes): GRO would take the padding for
+	// payload.
+	checked := false
+	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber && !e.noGRO.Load() {
+		if ip := frame[header.EthernetMinimumSize:]; validTCPv4(ip) {
+			checked = true
+			frame = frame[:header.EthernetMinimumSize+int(header.IPv4(ip).TotalLength())]
+		}
+	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 	defer pkt.DecRef()
 	if !e.ParseHeader(pkt) {
@@ -326,14 +341,7 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 		pkt.PktType = tcpip.PacketOtherHost
 	}
 	pkt.NetworkProtocolNumber = eth.Type()
-	// GRO merges only segments whose checksums were checked. Its own check
-	// fails every segment at this gVisor version (PacketData.ChecksumAtOffset
-	// ignores the consumed Ethernet header), so nothing was ever merged: the
-	// endpoint checks the contiguous frame instead. A segment that fails
-	// goes up unmerged, and the stack counts and drops it as before.
-	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber && !e.noGRO.Load() {
-		pkt.RXChecksumValidated = validTCPv4(frame[header.EthernetMinimumSize:])
-	}
+	pkt.RXChecksumValidated = checked
 	g.Enqueue(pkt)
 }
 
