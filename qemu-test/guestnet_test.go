@@ -239,6 +239,7 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	m.FailOn(guestEnded)
 	if err := m.ExpectString("guest NIC "+guestMACFlag+" bridged to virtio-net-0", 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +285,7 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 	}
 	sh := &linuxShell{t: t, m: m}
 	sh.run("cat /sys/class/net/eth0/operstate", `(?m)^up\r*$`, 5*time.Minute)
+	m.FailOn(nil) // the guest stops now
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
