@@ -189,6 +189,28 @@ func (m *Machine) Wait(timeout time.Duration) error {
 	}
 }
 
+// Died says that and how the emulator ended ("" while it runs), for
+// tests waiting on something other than its console (a TCP stream into
+// the guest): QEMU's exit status, whether it logged a triple fault, the
+// console's tail.
+func (m *Machine) Died() string {
+	select {
+	case <-m.exited:
+		return fmt.Sprintf("%s: the emulator exited (%v)%s; tail:\n%s", m.name, m.err, m.resetNote(), m.Tail(1500))
+	default:
+		return ""
+	}
+}
+
+// CloseOnExit closes c when the emulator exits, so that reads from a
+// dead machine's guest fail at once instead of at their deadlines.
+func (m *Machine) CloseOnExit(c io.Closer) {
+	go func() {
+		<-m.exited
+		c.Close()
+	}()
+}
+
 // Close stops the emulator if it still runs and closes the log.
 func (m *Machine) Close() {
 	select {
