@@ -81,6 +81,10 @@ func runQEMU(name string, args []string) (*Machine, error) {
 		items += "," + d
 	}
 	args = append(args, "-d", items, "-D", strings.TrimSuffix(m.log.Name(), ".log")+".qemu-reset.log")
+	// DOPPEL_QEMU_EXTRA adds QEMU options, for diagnosis by hand (e.g.
+	// "-action shutdown=pause -monitor unix:/tmp/mon,server,nowait" keeps
+	// a machine that triple-faulted for the monitor's xp).
+	args = append(args, strings.Fields(os.Getenv("DOPPEL_QEMU_EXTRA"))...)
 	m.cmd = exec.Command("qemu-system-x86_64", args...)
 	fmt.Fprintf(m.log, "# qemu-system-x86_64 %q\n", args)
 	if m.in, err = m.cmd.StdinPipe(); err != nil {

@@ -139,6 +139,10 @@ u64 frame_alloc(void) {
 			}
 		if (!pa)
 			return 0;
+		if (!frame_ok(pa)) {
+			kprintf("boot: frame allocator: range hands out %lx, not a free frame\n", pa);
+			fatal("frame ranges corrupted", 0);
+		}
 	}
 	used_frames++;
 	memset(P2V(pa), 0, PAGE);
