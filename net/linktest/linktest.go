@@ -33,6 +33,12 @@ type Faults struct {
 // overtake it.
 const reorderHold = 2 * time.Millisecond
 
+// maxBurst is how far ahead of its pace an idle paced wire may run: the
+// credit an idle wire earns is capped at this much time, so a wire idle
+// for seconds does not then deliver megabytes at the CPU's speed (as a
+// real link cannot).
+const maxBurst = time.Millisecond
+
 // Config describes the wire.
 type Config struct {
 	MTU int // default 1500
@@ -203,6 +209,9 @@ func (e *End) wire() {
 		default:
 		}
 		if e.cfg.BytesPerSec > 0 {
+			if idle := time.Since(start) - time.Duration(sent/e.cfg.BytesPerSec*1e9); idle > maxBurst {
+				start = start.Add(idle - maxBurst)
+			}
 			sent += float64(len(frame))
 			if d := time.Duration(sent/e.cfg.BytesPerSec*1e9) - time.Since(start); d > 0 {
 				time.Sleep(d)

@@ -46,12 +46,9 @@ func (c *cpuSampler) run(stop <-chan struct{}) {
 	}
 }
 
-// others returns the average number of cores used by other processes
-// between from and to (-1 if unknown).
-func (c *cpuSampler) others(from, to time.Time) float64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var a, b *cpuSample
+// span returns the first and last samples within [from, to] (false if
+// there are not two distinct ones). c.mu must be held.
+func (c *cpuSampler) span(from, to time.Time) (a, b *cpuSample, ok bool) {
 	for i := range c.samples {
 		s := &c.samples[i]
 		if a == nil && !s.at.Before(from) {
@@ -61,7 +58,16 @@ func (c *cpuSampler) others(from, to time.Time) float64 {
 			b = s
 		}
 	}
-	if a == nil || b == nil || !b.at.After(a.at) {
+	return a, b, a != nil && b != nil && b.at.After(a.at)
+}
+
+// others returns the average number of cores used by other processes
+// between from and to (-1 if unknown).
+func (c *cpuSampler) others(from, to time.Time) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, b, ok := c.span(from, to)
+	if !ok {
 		return -1
 	}
 	const hz = 100 // USER_HZ
@@ -74,17 +80,8 @@ func (c *cpuSampler) others(from, to time.Time) float64 {
 func (c *cpuSampler) waiting(from, to time.Time) float64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var a, b *cpuSample
-	for i := range c.samples {
-		s := &c.samples[i]
-		if a == nil && !s.at.Before(from) {
-			a = s
-		}
-		if !s.at.After(to) {
-			b = s
-		}
-	}
-	if a == nil || b == nil || !b.at.After(a.at) {
+	a, b, ok := c.span(from, to)
+	if !ok {
 		return -1
 	}
 	return (b.wait - a.wait) / float64(b.at.Sub(a.at).Nanoseconds())

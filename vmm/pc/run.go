@@ -88,6 +88,13 @@ func (in *Input) set(f func([]byte)) {
 	in.mu.Unlock()
 }
 
+// restoreGap is the random wait before a restore-test cycle: 0.5-2 s, so
+// that cycles land at different points of the guest's work and five of
+// them fit in a short workload under an emulator.
+func restoreGap(rng *rand.Rand) time.Duration {
+	return time.Duration(500+rng.IntN(1500)) * time.Millisecond
+}
+
 // RestoreRequest asks for N save/destroy/restore cycles; the cycles done
 // (and an error if they stopped early) come back on Done.
 type RestoreRequest struct {
@@ -409,14 +416,14 @@ func Run(o Options) (*Report, error) {
 		o.Status.set(cur, rep)
 		return c, nil
 	}
-	// runCycles runs n cycles, each after a random 1-4 s.
+	// runCycles runs n cycles, each after a random restoreGap.
 	runCycles := func(n int) ([]RestoreCycle, error) {
 		var done []RestoreCycle
 		for i := 0; i < n; i++ {
 			select {
 			case <-cur.m.Done():
 				return done, fmt.Errorf("the guest stopped")
-			case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
+			case <-time.After(restoreGap(rng)):
 			}
 			c, err := cycle()
 			if err != nil {
