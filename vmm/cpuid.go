@@ -64,6 +64,7 @@ const (
 	CPUID07_EDX_ARCHCAPS           = 29
 	CPUID07_EDX_CORECAPS           = 30
 	CPUID07_EDX_SSBD               = 31
+	CPUID06_EAX_ARAT               = 2 // APIC timer always running
 	CPUID0D1_EAX_XSAVES            = 3
 	CPUID0D1_EAX_XFD               = 4
 	CPUID80000001_ECX_SVM          = 2
@@ -201,6 +202,11 @@ func (v *CPUIDView) Query(apicID uint32, cr4, xcr0 uint64, leaf, sub uint32) (a,
 		if a&0x1F != 0 {
 			a = a&0x3FFF | (n-1)<<26
 		}
+	case leaf == 6:
+		// Thermal and power management: none of the host's controls,
+		// but ARAT, because doppel's virtual LAPIC timer runs whatever
+		// the guest's idle state (Linux then needs no broadcast timer).
+		a = bit(CPUID06_EAX_ARAT)
 	case leaf == 7:
 		if sub != 0 {
 			break // subleaf 1 and up: nothing (EAX of subleaf 0 says so)

@@ -110,8 +110,9 @@ func TestCPUIDViewFromHostDump(t *testing.T) {
 	}
 
 	// Power management and performance monitoring leaves are empty
-	// (Linux loops on APERF/MPERF if leaf 6 offers them).
-	for _, leaf := range []uint32{5, 6, 0xA, 0x14, 0x17, 0x1F, 0x4000_0001, 0x8000_000A, 0x8000_001F} {
+	// (Linux loops on APERF/MPERF if leaf 6 offers them; leaf 6 has ARAT
+	// alone, checked below).
+	for _, leaf := range []uint32{5, 0xA, 0x14, 0x17, 0x1F, 0x4000_0001, 0x8000_000A, 0x8000_001F} {
 		if r := q(v, 0, 0, 3, leaf, 0); r != [4]uint32{} {
 			t.Errorf("leaf %#x = %x, want zeros", leaf, r)
 		}
@@ -133,6 +134,9 @@ func TestCPUIDViewFromHostDump(t *testing.T) {
 	v2 := NewCPUIDView(withRDTSCP)
 	if !has(q(v2, 0, 0, 3, 0x8000_0001, 0)[3], CPUID80000001_EDX_RDTSCP) {
 		t.Error("RDTSCP hidden with the control")
+	}
+	if l6 := q(v, 0, 0, 3, 6, 0); l6 != [4]uint32{bit(CPUID06_EAX_ARAT), 0, 0, 0} {
+		t.Errorf("leaf 6 = %#x, want ARAT alone", l6)
 	}
 	if !has(q(v, 0, 0, 3, 0x8000_0007, 0)[3], CPUID80000007_EDX_InvariantTSC) {
 		t.Error("invariant TSC not shown")
