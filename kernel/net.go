@@ -38,6 +38,7 @@ const (
 	flagMgmtPort  = "doppel.net.mgmt.port"
 	flagTCPBuf    = "doppel.net.tcp.buf"
 	flagGRO       = "doppel.net.gro"
+	flagGSO       = "doppel.net.gso"
 )
 
 func init() {
@@ -49,6 +50,8 @@ func init() {
 		Help: "cap of each TCP socket's buffers and window (0: 8M); a small one suits a slow, bursty-lossy wire such as Bochs's"})
 	mustRegister(board.Flag{Name: flagGRO, Kind: board.KindBool, Default: "1",
 		Help: "coalesce received TCP segments before the stack handles them (generic receive offload)"})
+	mustRegister(board.Flag{Name: flagGSO, Kind: board.KindBool, Default: "1",
+		Help: "let TCP handle up to 64 KiB as one segment, cut into frames only when sent (gVisor's software segmentation offload)"})
 	mustRegister(board.Flag{Name: flagMgmtPort, Kind: board.KindInt, Default: "0", Min: 0, Max: 65535,
 		Help: "TCP port of the management HTTP server (/status, /metrics, plot page); 0: off"})
 }
@@ -135,6 +138,7 @@ func startNet(k *kernel) error {
 			continue
 		}
 		ifc.Link.SetGRO(k.flags.Bool(flagGRO))
+		ifc.Link.SetGSO(k.flags.Bool(flagGSO))
 		m := n.MAC()
 		k.log.Printf("net", "%s %02x:%02x:%02x:%02x:%02x:%02x mtu %d link %v: %s", n.Name(), m[0], m[1], m[2], m[3], m[4], m[5],
 			n.MTU(), linkWord(n.LinkUp()), c)

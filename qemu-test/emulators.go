@@ -74,7 +74,17 @@ func runQEMU(name string, args []string) (*Machine, error) {
 	// A CPU reset (a triple fault under -no-reboot) ends QEMU without a
 	// word on the console: QEMU's own log of the CPU state at each reset
 	// says what happened.
-	args = append(args, "-d", "cpu_reset", "-D", strings.TrimSuffix(m.log.Name(), ".log")+".qemu-reset.log")
+	// DOPPEL_QEMU_D adds QEMU log items (e.g. "int,guest_errors") to that
+	// log, for diagnosis by hand.
+	items := "cpu_reset"
+	if d := strings.TrimSpace(os.Getenv("DOPPEL_QEMU_D")); d != "" {
+		items += "," + d
+	}
+	args = append(args, "-d", items, "-D", strings.TrimSuffix(m.log.Name(), ".log")+".qemu-reset.log")
+	// DOPPEL_QEMU_EXTRA adds QEMU options, for diagnosis by hand (e.g.
+	// "-action shutdown=pause -monitor unix:/tmp/mon,server,nowait" keeps
+	// a machine that triple-faulted for the monitor's xp).
+	args = append(args, strings.Fields(os.Getenv("DOPPEL_QEMU_EXTRA"))...)
 	m.cmd = exec.Command("qemu-system-x86_64", args...)
 	fmt.Fprintf(m.log, "# qemu-system-x86_64 %q\n", args)
 	if m.in, err = m.cmd.StdinPipe(); err != nil {

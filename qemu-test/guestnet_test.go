@@ -152,14 +152,38 @@ func outsideHost(t *testing.T, port *nictest.Fake) *netstack.Stack {
 // not answering yet.
 func dialGuest(t *testing.T, st *netstack.Stack, port int, within time.Duration) net.Conn {
 	t.Helper()
+	return dialGuestOn(t, nil, st, port, within)
+}
+
+// dialGuestOn is dialGuest for the guest in m: a machine that died fails
+// the test at once, and the connection closes when it dies.
+func dialGuestOn(t *testing.T, m *Machine, st *netstack.Stack, port int, within time.Duration) net.Conn {
+	t.Helper()
 	ap := netip.AddrPortFrom(netip.MustParseAddr(guestIP), uint16(port))
 	deadline := time.Now().Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if m != nil {
+			go func() {
+				select {
+				case <-m.exited:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+		}
 		c, err := st.Dial(ctx, ap)
 		cancel()
 		if err == nil {
+			if m != nil {
+				m.CloseOnExit(c)
+			}
 			return c
+		}
+		if m != nil {
+			if died := m.Died(); died != "" {
+				t.Fatalf("dial %v: %s", ap, died)
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("dial %v: %v", ap, err)
@@ -239,6 +263,7 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	m.FailOn(guestEnded)
 	if err := m.ExpectString("guest NIC "+guestMACFlag+" bridged to virtio-net-0", 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -249,22 +274,22 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("guest network up %v after QEMU start", time.Since(start).Round(time.Second))
-	c := dialGuest(t, host, streamPort, 5*time.Minute)
+	c := dialGuestOn(t, m, host, streamPort, 5*time.Minute)
 	defer c.Close()
 	s := newStreamReader(c)
 	t0 := time.Now()
 	if _, err := s.read(c, 200, 5*time.Minute); err != nil {
-		t.Fatalf("paced stream: %v", err)
+		t.Fatalf("paced stream: %v%s", err, m.Died())
 	}
 	t.Logf("paced stream: 200 numbers in order in %v (10 ms apart in the guest)", time.Since(t0).Round(time.Millisecond))
 
-	fast := dialGuest(t, host, streamPort+1, time.Minute)
+	fast := dialGuestOn(t, m, host, streamPort+1, time.Minute)
 	defer fast.Close()
 	fs := newStreamReader(fast)
 	t1 := time.Now()
 	n, err := fs.read(fast, 1<<62, 10*time.Second)
 	if err != nil && !isDeadline(err) {
-		t.Fatalf("unpaced stream: %v", err)
+		t.Fatalf("unpaced stream: %v%s", err, m.Died())
 	}
 	el := time.Since(t1)
 	if fs.next < 1000 {
@@ -273,7 +298,7 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 	t.Logf("unpaced stream: %d numbers in order, %d bytes in %v: %.0f KB/s", fs.next-1, n, el.Round(time.Millisecond), float64(n)/el.Seconds()/1000)
 	// The paced stream kept going meanwhile.
 	if _, err := s.read(c, 50, time.Minute); err != nil {
-		t.Fatalf("paced stream after the unpaced one: %v", err)
+		t.Fatalf("paced stream after the unpaced one: %v%s", err, m.Died())
 	}
 	c.Close()
 	fast.Close()
@@ -284,6 +309,7 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 	}
 	sh := &linuxShell{t: t, m: m}
 	sh.run("cat /sys/class/net/eth0/operstate", `(?m)^up\r*$`, 5*time.Minute)
+	m.FailOn(nil) // the guest stops now
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}

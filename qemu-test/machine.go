@@ -6,6 +6,7 @@
 package qemutest
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -32,6 +33,19 @@ type Machine struct {
 	exited chan struct{} // closed when the emulator process has exited
 	err    error         // the process's exit error, valid after exited
 	ended  bool          // serial stream closed
+	// failOn, when set, ends Expect early: see FailOn.
+	failOn *regexp.Regexp
+}
+
+// FailOn makes every later Expect fail at once when the output it looks
+// at matches re before (or without) what it waits for; nil turns that
+// off. The Linux tests set doppel's line that the guest stopped: a guest
+// that died then fails the test with doppel's reason and the tail, not
+// after the test's timeouts for lines that cannot come any more.
+func (m *Machine) FailOn(re *regexp.Regexp) {
+	m.mu.Lock()
+	m.failOn = re
+	m.mu.Unlock()
 }
 
 func newMachine(name string) (*Machine, error) {
@@ -79,7 +93,15 @@ func (m *Machine) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, er
 	for {
 		m.mu.Lock()
 		rest := m.out.Bytes()[m.seen:]
-		if loc := re.FindSubmatchIndex(rest); loc != nil {
+		loc := re.FindSubmatchIndex(rest)
+		if m.failOn != nil {
+			if bad := m.failOn.FindIndex(rest); bad != nil && (loc == nil || bad[0] < loc[0]) {
+				line := string(rest[bad[0]:bad[1]])
+				m.mu.Unlock()
+				return nil, fmt.Errorf("%s: %q before %q; tail:\n%s", m.name, line, re, m.Tail(1500))
+			}
+		}
+		if loc != nil {
 			subs := make([]string, len(loc)/2)
 			for i := range subs {
 				if loc[2*i] >= 0 {
@@ -93,7 +115,7 @@ func (m *Machine) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, er
 		grew, ended := m.grew, m.ended
 		m.mu.Unlock()
 		if ended {
-			return nil, fmt.Errorf("%s: console closed before %q; tail:\n%s", m.name, re, m.Tail(1500))
+			return nil, fmt.Errorf("%s: console closed before %q%s; tail:\n%s", m.name, re, m.resetNote(), m.Tail(1500))
 		}
 		select {
 		case <-grew:
@@ -101,6 +123,26 @@ func (m *Machine) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, er
 			return nil, fmt.Errorf("%s: no %q within %v; tail:\n%s", m.name, re, timeout, m.Tail(1500))
 		}
 	}
+}
+
+// resetNote says whether QEMU logged a triple fault (runQEMU's -d
+// cpu_reset log beside the serial log): an emulator that ended by itself
+// under -no-reboot usually did so for one.
+func (m *Machine) resetNote() string {
+	path := strings.TrimSuffix(m.log.Name(), ".log") + ".qemu-reset.log"
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "Triple fault") {
+			return " (QEMU logged a triple fault: " + path + ")"
+		}
+	}
+	return ""
 }
 
 // ExpectString is Expect for a literal string.
@@ -145,6 +187,28 @@ func (m *Machine) Wait(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("%s: still running after %v; tail:\n%s", m.name, timeout, m.Tail(1500))
 	}
+}
+
+// Died says that and how the emulator ended ("" while it runs), for
+// tests waiting on something other than its console (a TCP stream into
+// the guest): QEMU's exit status, whether it logged a triple fault, the
+// console's tail.
+func (m *Machine) Died() string {
+	select {
+	case <-m.exited:
+		return fmt.Sprintf("%s: the emulator exited (%v)%s; tail:\n%s", m.name, m.err, m.resetNote(), m.Tail(1500))
+	default:
+		return ""
+	}
+}
+
+// CloseOnExit closes c when the emulator exits, so that reads from a
+// dead machine's guest fail at once instead of at their deadlines.
+func (m *Machine) CloseOnExit(c io.Closer) {
+	go func() {
+		<-m.exited
+		c.Close()
+	}()
 }
 
 // Close stops the emulator if it still runs and closes the log.

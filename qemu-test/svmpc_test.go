@@ -110,6 +110,7 @@ func svmLinux(t *testing.T, cpus int) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	m.FailOn(guestEnded)
 	// Linux on AMD ignores CPUID 0x15: doppel passes the TSC rate.
 	if _, err := m.Expect(regexp.MustCompile(`AMD-V: the guest kernel's command line gets tsc_early_khz=\d+`), 5*time.Minute); err != nil {
 		t.Fatal(err)
@@ -136,6 +137,7 @@ func svmLinux(t *testing.T, cpus int) {
 		t.Errorf("guest date %v is %v off the host's", d, off)
 	}
 	sh.run("mkdir -p /tmp/t && echo written-in-the-guest-4711 > /tmp/t/f && cat /tmp/t/f", `(?m)^written-in-the-guest-4711\r*$`, 5*time.Minute)
+	m.FailOn(nil) // the guest stops now
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +162,10 @@ func svmLinux(t *testing.T, cpus int) {
 		t.Error("doppel reported a guest failure")
 	}
 }
+
+// guestEnded is doppel's line that the guest stopped or failed: the Linux
+// tests fail at once on it (Machine.FailOn) until they power the guest off.
+var guestEnded = regexp.MustCompile(`guest (stopped after|failed:) [^\r\n]*`)
 
 // TestQEMUSVMLinux: the Linux guest with 1 vCPU under AMD-V.
 func TestQEMUSVMLinux(t *testing.T) { svmLinux(t, 1) }
@@ -191,6 +197,7 @@ func TestQEMUSVMLinuxRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	m.FailOn(guestEnded)
 	if _, err := m.Expect(regexp.MustCompile(`AMD-V: [^\r\n]*NRIP save false`), 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}

@@ -97,11 +97,40 @@ void mem_init(void) {
 			add_free(ALIGN_UP(memmap[i].start, PAGE), ALIGN_DOWN(memmap[i].end, PAGE), 0);
 }
 
+/* Freed frames carry FRAME_POISON after their link word until they are
+ * handed out again: a frame found changed was written after it was freed
+ * (a stale mapping, a device, a guest), the kind of corruption that
+ * otherwise surfaces much later as a page table or Go memory overwritten
+ * by whoever gets the frame next. frame_ok keeps the allocator from
+ * handing out what was never free memory (a corrupted link). */
+#define FRAME_POISON 0x5046524545444652ULL
+
+static int frame_ok(u64 pa) {
+	if (pa & (PAGE - 1) || pa < (1 << 20) || !phys_is_ram(pa))
+		return 0;
+	if ((pa >= kernel_start && pa < kernel_end) || (pa >= reserve_start && pa < reserve_end))
+		return 0;
+	for (int i = 0; i < nmodules; i++)
+		if (pa + PAGE > modules[i].start && pa < modules[i].end)
+			return 0;
+	return 1;
+}
+
 u64 frame_alloc(void) {
 	u64 pa = 0;
 	if (free_head) {
 		pa = free_head;
-		free_head = *(u64 *)P2V(pa);
+		if (!frame_ok(pa)) {
+			kprintf("boot: frame allocator: free list holds %lx, not a free frame\n", pa);
+			fatal("frame free list corrupted", 0);
+		}
+		u64 *w = (u64 *)P2V(pa);
+		for (int i = 1; i < (int)(PAGE / 8); i++)
+			if (w[i] != FRAME_POISON) {
+				kprintf("boot: frame %lx written after it was freed: word %d is %lx\n", pa, i, w[i]);
+				break;
+			}
+		free_head = w[0];
 	} else {
 		for (int i = 0; i < nranges && !pa; i++)
 			if (ranges[i].cur < ranges[i].end) {
@@ -110,6 +139,10 @@ u64 frame_alloc(void) {
 			}
 		if (!pa)
 			return 0;
+		if (!frame_ok(pa)) {
+			kprintf("boot: frame allocator: range hands out %lx, not a free frame\n", pa);
+			fatal("frame ranges corrupted", 0);
+		}
 	}
 	used_frames++;
 	memset(P2V(pa), 0, PAGE);
@@ -117,7 +150,14 @@ u64 frame_alloc(void) {
 }
 
 void frame_free(u64 pa) {
-	*(u64 *)P2V(pa) = free_head;
+	if (!frame_ok(pa)) {
+		kprintf("boot: frame_free(%lx): not an allocator frame\n", pa);
+		fatal("bad frame_free", 0);
+	}
+	u64 *w = (u64 *)P2V(pa);
+	for (int i = 1; i < (int)(PAGE / 8); i++)
+		w[i] = FRAME_POISON;
+	w[0] = free_head;
 	free_head = pa;
 	used_frames--;
 }

@@ -3,8 +3,18 @@
 // through nic.NIC.Transmit and come in from nic.NIC.Receive on one
 // goroutine. It speaks Ethernet II (IEEE 802.3 clause 3.2.6 type field):
 // the stack resolves addresses with ARP, the endpoint adds and strips the
-// 14-byte header. Checksums are computed by the stack (no offload is
-// claimed), since the drivers do not program the NICs' checksum engines.
+// 14-byte header. Checksums are computed and verified by the stack (no
+// offload is claimed), since the drivers do not program the NICs'
+// checksum engines.
+//
+// The stack's work per TCP segment, not per byte, limits the FT link on a
+// slow (above all an emulated) CPU, so the endpoint offers it the two
+// software offloads gVisor has: on receive, frames already queued are
+// coalesced into one segment per run (stack/gro; the endpoint checks each
+// part's checksums and gives the merged segment its own), and on send TCP
+// handles up to 64 KiB as one segment and cuts it into frames as it writes
+// them (stack.GSOGvisor). Both can be turned off for comparisons (SetGRO,
+// SetGSO; doppel.net.gro, doppel.net.gso).
 package link
 
 import (
@@ -18,6 +28,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
@@ -77,14 +88,19 @@ type Endpoint struct {
 	probe   Probe
 
 	noGRO atomic.Bool // SetGRO(false): every frame goes up on its own
+	noGSO atomic.Bool // SetGSO(false): TCP handles every segment itself
 
 	txMu      sync.Mutex // one writer at a time keeps frames in order
+	txFrame   []byte     // reused to gather a packet's pieces (under txMu; the NIC copies it)
 	txDropped atomic.Uint64
 	txWaits   atomic.Uint64
 	rxRunts   atomic.Uint64
 }
 
-var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ stack.GSOEndpoint  = (*Endpoint)(nil)
+)
 
 // New returns an endpoint over n. Frames are received once the stack
 // attaches it (stack.CreateNIC).
@@ -216,16 +232,25 @@ func (e *Endpoint) SetOnCloseAction(f func()) {
 // takes before it flushes coalesced segments up the stack.
 const groBatch = 64
 
+// groFlushes is how often a batch's end calls gro.GRO.Flush: at this
+// gVisor version Flush hands up only the first packet of each bucket (it
+// steps to the next list entry after resetting the one it removed), and a
+// bucket holds up to 8 (groBucketSize), one per flow; a packet left behind
+// would wait for the next frame, which may never come.
+const groFlushes = 8
+
 // receive delivers frames until ctx is done or the NIC fails. Frames that
 // are already queued when one arrives are taken with it and passed through
 // gVisor's generic receive offload (stack/gro), which merges consecutive
 // segments of a TCP stream into one before the stack sees them: the stack's
 // work per segment, not the bytes, is what limits TCP on a slow CPU (an
-// emulated one above all), and a bulk transfer arrives in runs.
+// emulated one above all), and a bulk transfer arrives in runs. The
+// endpoint checks each TCP segment's checksums itself before GRO sees it
+// and gives merged segments correct checksums (see coalesced).
 func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 	var g gro.GRO
 	g.Init(true)
-	g.Dispatcher = d
+	g.Dispatcher = coalesced{d}
 	// A done context makes Receive return at once when nothing is queued.
 	now, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -242,9 +267,31 @@ func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 			}
 			e.deliver(&g, frame)
 		}
-		g.Flush()
+		for range groFlushes {
+			g.Flush()
+		}
 	}
 }
+
+// SupportedGSO offers gVisor's own segmentation offload (stack.GSOGvisor):
+// TCP keeps segments of up to GSOMaxSize in its send queue and handles
+// each as one (sequence space, retransmission list, timers, SACK), and
+// cuts it into frames of the MSS only when it writes it. The work per
+// frame that remains is the headers' and the checksum's. The NIC sees
+// ordinary frames, so nothing is asked of the hardware.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.noGSO.Load() {
+		return stack.GSONotSupported
+	}
+	return stack.GVisorGSOSupported
+}
+
+// GSOMaxSize is the largest segment TCP hands to GSO.
+func (*Endpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
+
+// SetGSO turns segmentation offload on (the default) or off, for
+// comparisons; it applies to connections made afterwards.
+func (e *Endpoint) SetGSO(on bool) { e.noGSO.Store(!on) }
 
 // SetGRO turns receive coalescing on (the default) or off, for
 // comparisons.
@@ -256,6 +303,21 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 	if len(frame) < header.EthernetMinimumSize {
 		e.rxRunts.Add(1)
 		return
+	}
+	// GRO merges only segments whose checksums were checked. Its own check
+	// fails every segment at this gVisor version (PacketData.ChecksumAtOffset
+	// ignores the consumed Ethernet header), so nothing was ever merged: the
+	// endpoint checks the contiguous frame instead. A segment that fails
+	// goes up unmerged, and the stack counts and drops it as before. A
+	// checked segment loses the Ethernet padding after its IP total length
+	// (a short frame is padded to 60 bytes): GRO would take the padding for
+	// payload.
+	checked := false
+	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber && !e.noGRO.Load() {
+		if ip := frame[header.EthernetMinimumSize:]; validTCPv4(ip) {
+			checked = true
+			frame = frame[:header.EthernetMinimumSize+int(header.IPv4(ip).TotalLength())]
+		}
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 	defer pkt.DecRef()
@@ -279,7 +341,72 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 		pkt.PktType = tcpip.PacketOtherHost
 	}
 	pkt.NetworkProtocolNumber = eth.Type()
+	pkt.RXChecksumValidated = checked
 	g.Enqueue(pkt)
+}
+
+// validTCPv4 reports whether b is an unfragmented IPv4 packet carrying a
+// TCP segment whose IP header and TCP checksums (RFC 791, RFC 9293 section
+// 3.1: the ones' complement sum over the pseudo-header and the segment)
+// are both right.
+func validTCPv4(b []byte) bool {
+	if len(b) < header.IPv4MinimumSize {
+		return false
+	}
+	ip := header.IPv4(b)
+	if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.TCPProtocolNumber ||
+		ip.More() || ip.FragmentOffset() != 0 || !ip.IsChecksumValid() {
+		return false
+	}
+	seg := b[ip.HeaderLength():ip.TotalLength()]
+	if len(seg) < header.TCPMinimumSize {
+		return false
+	}
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(seg)))
+	return checksum.Checksum(seg, xsum) == 0xffff
+}
+
+// coalesced passes GRO's output to the stack, first giving a merged TCP
+// segment the checksums of its new contents. GRO grows the IP total length
+// of the first segment and appends the others' payloads, leaving both
+// checksums those of the first segment; the stack (which verifies every
+// checksum, as the endpoint claims no receive offload) would drop it. The
+// parts were checked one by one before they were merged (validTCPv4).
+type coalesced struct{ stack.NetworkDispatcher }
+
+func (c coalesced) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if p == header.IPv4ProtocolNumber && pkt.RXChecksumValidated {
+		fixMerged(pkt)
+	}
+	c.NetworkDispatcher.DeliverNetworkPacket(p, pkt)
+}
+
+// fixMerged recomputes the IP header and TCP checksums of a checked IPv4
+// TCP packet whose header checksum no longer holds, i.e. one GRO merged.
+func fixMerged(pkt *stack.PacketBuffer) {
+	h, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
+	if !ok || header.IPv4(h).IsChecksumValid() {
+		return // unchanged by GRO
+	}
+	ihl := int(header.IPv4(h).HeaderLength())
+	if h, ok = pkt.Data().PullUp(ihl + header.TCPMinimumSize); !ok {
+		return
+	}
+	ip := header.IPv4(h)
+	total := int(ip.TotalLength())
+	if total != pkt.Data().Size() {
+		return // not what GRO makes: the stack judges it
+	}
+	ip.SetChecksum(0)
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(h[ihl:])
+	// The sum over the whole packet less the IP header's (which now sums
+	// to ones' complement zero) and the old TCP checksum field is the
+	// segment's sum without its checksum; no pass over the header only.
+	sum := checksum.Combine(pkt.Data().Checksum(), ^checksum.Checksum(h[:ihl], 0))
+	sum = checksum.Combine(sum, ^tcp.Checksum())
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(total-ihl))
+	tcp.SetChecksum(^checksum.Combine(xsum, sum))
 }
 
 // WritePackets transmits each packet as one frame. A full ring is waited
@@ -290,12 +417,12 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
 	sent := 0
-	var frame []byte
 	for _, pkt := range pkts.AsSlice() {
-		frame = frame[:0]
+		frame := e.txFrame[:0]
 		for _, s := range pkt.AsSlices() {
 			frame = append(frame, s...)
 		}
+		e.txFrame = frame
 		if err := e.transmit(frame); err != nil {
 			e.txDropped.Add(1)
 			if errors.Is(err, nic.ErrClosed) {

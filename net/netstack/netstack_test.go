@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,37 +195,56 @@ func TestProbe(t *testing.T) {
 // BenchmarkGoodput compares TCP goodput over the stack with the raw frame
 // throughput of the same wire (probe frames of the same MTU) in the same
 // run (the goal is a ratio ≥ 0.8), for an unlimited in-memory wire and one
-// paced at 100 MB/s, with receive coalescing (link.Endpoint's GRO) on and
-// off, and with standard and long frames (the stack's cost is per segment).
+// paced at 100 MB/s, with receive coalescing (link.Endpoint's GRO) and
+// segmentation offload (GSO) on and off, and with standard and long frames
+// (the stack's cost is per segment).
 func BenchmarkGoodput(b *testing.B) {
 	for _, bench := range []struct {
-		name string
-		rate float64
-		gro  bool
-		mtu  int
+		name     string
+		rate     float64
+		gro, gso bool
+		mtu      int
 	}{
-		{"unlimited/gro", 0, true, 1500}, {"unlimited/nogro", 0, false, 1500},
-		{"100MBps/gro", 100e6, true, 1500}, {"100MBps/nogro", 100e6, false, 1500},
-		{"unlimited/gro/mtu9000", 0, true, 9000}, {"100MBps/gro/mtu9000", 100e6, true, 9000},
+		{"unlimited/gro", 0, true, true, 1500}, {"unlimited/nogro", 0, false, true, 1500},
+		{"100MBps/gro", 100e6, true, true, 1500}, {"100MBps/nogro", 100e6, false, true, 1500},
+		{"100MBps/nogro/nogso", 100e6, false, false, 1500},
+		{"unlimited/gro/mtu9000", 0, true, true, 9000}, {"100MBps/gro/mtu9000", 100e6, true, true, 9000},
 	} {
 		b.Run(bench.name, func(b *testing.B) {
 			const n = 32 << 20
 			cfg := linktest.Config{BytesPerSec: bench.rate, MTU: bench.mtu}
 			var good, raw float64
+			var cpu time.Duration
 			for i := 0; i < b.N; i++ {
 				x, y, _, _ := pair(b, cfg)
 				for _, st := range []*Stack{x, y} {
 					st.Interfaces()[0].Link.SetGRO(bench.gro)
+					st.Interfaces()[0].Link.SetGSO(bench.gso)
 				}
 				raw += rawWire(b, x, y, n)
+				c0 := cpuTime(b)
 				good += float64(n) / transfer(b, x, y, n).Seconds()
+				cpu += cpuTime(b) - c0
 			}
 			b.SetBytes(n)
 			b.ReportMetric(raw/float64(b.N)/1e6, "raw-MB/s")
 			b.ReportMetric(good/float64(b.N)/1e6, "tcp-MB/s")
 			b.ReportMetric(good/raw, "ratio")
+			// CPU time per MB of TCP: the cost, which load does not change
+			// as much as it changes the rates (both stacks, the wire and
+			// the test's data generation and hashing included).
+			b.ReportMetric(cpu.Seconds()*1e3/float64(b.N)/(n/1e6), "tcp-cpu-ms/MB")
 		})
 	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestAnnounceOnAddress: giving an interface its address broadcasts an

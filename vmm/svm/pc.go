@@ -2,6 +2,7 @@ package svm
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,6 +69,63 @@ type PCCPU struct {
 	// Progress: exits so far and the last exit's code and RIP, readable
 	// from other goroutines while the vCPU runs.
 	progExits, progCode, progRIP atomic.Uint64
+	// history holds the last exits (next is where the next one goes),
+	// for the report of a guest that shut down.
+	history [historyLen]exitRecord
+	next    int
+}
+
+// historyLen is how many exits a shutdown report lists.
+const historyLen = 16
+
+// exitRecord is one #VMEXIT as the shutdown report shows it: the event
+// doppel injected at the entry before it (EVENTINJ), the exit code, RIP,
+// EXITINFO1/2 and EXITINTINFO (an event whose delivery the exit
+// interrupted, 15.7.2).
+type exitRecord struct {
+	injected             uint64
+	code                 ExitCode
+	rip, info1, info2    uint64
+	intInfo, rsp, rflags uint64
+}
+
+func (r exitRecord) String() string {
+	s := fmt.Sprintf("%v rip %#x rsp %#x rflags %#x info %#x/%#x", r.code, r.rip, r.rsp, r.rflags, r.info1, r.info2)
+	if r.injected&EventInjValid != 0 {
+		s = fmt.Sprintf("[inj %#x] ", r.injected) + s
+	}
+	if r.intInfo&EventInjValid != 0 {
+		s += fmt.Sprintf(" exitintinfo %#x", r.intInfo)
+	}
+	return s
+}
+
+// shutdownReport describes the guest state at a shutdown #VMEXIT (a
+// triple fault, APM Vol. 2 8.2.9) and the exits before it: which event
+// doppel injected last, and what the guest ran.
+func (c *PCCPU) shutdownReport() string {
+	vm := c.HW.VMCB
+	var b strings.Builder
+	seg := func(name string, off int) {
+		g := vm.Segment(off)
+		fmt.Fprintf(&b, " %s %#x/%#x/%#x/%#x", name, g.Selector, g.Attrib, g.Base, g.Limit)
+	}
+	fmt.Fprintf(&b, "guest state: cpl %d cr0 %#x cr2 %#x cr3 %#x cr4 %#x efer %#x rsp %#x rflags %#x shadow %#x",
+		vm.Get8(SaveCPL), vm.Get64(SaveCR0), vm.Get64(SaveCR2), vm.Get64(SaveCR3), vm.Get64(SaveCR4), vm.Get64(SaveEFER),
+		vm.Get64(SaveRSP), vm.Get64(SaveRFLAGS), vm.Get64(InterruptShadow))
+	seg("cs", SaveCS)
+	seg("ss", SaveSS)
+	seg("tr", SaveTR)
+	seg("gdtr", SaveGDTR)
+	seg("idtr", SaveIDTR)
+	fmt.Fprintf(&b, "; last %d exits, oldest first:", historyLen)
+	for i := range historyLen {
+		r := c.history[(c.next+i)%historyLen]
+		if r.code != 0 || r.rip != 0 {
+			fmt.Fprintf(&b, " {%v}", r)
+		}
+	}
+	return b.String()
 }
 
 // Progress returns the exits so far, the last exit code and its RIP.
@@ -223,6 +281,7 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	c.kicked.Store(false)
 	c.inGuest.Store(true)
 	c.S.Regs = c.V.Regs
+	injected := c.HW.VMCB.Get64(EventInj)
 	e := c.HW.enterFX(c.S, c.fx)
 	c.V.Regs = c.S.Regs
 	c.inGuest.Store(false)
@@ -241,6 +300,9 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	c.progExits.Add(1)
 	c.progCode.Store(uint64(e.Code))
 	c.progRIP.Store(e.RIP)
+	c.history[c.next] = exitRecord{injected: injected, code: e.Code, rip: e.RIP, info1: e.Info1, info2: e.Info2,
+		intInfo: e.IntInfo, rsp: vm.Get64(SaveRSP), rflags: vm.Get64(SaveRFLAGS)}
+	c.next = (c.next + 1) % historyLen
 	return c.dispatch(&e)
 }
 
@@ -284,7 +346,12 @@ func (c *PCCPU) dispatch(e *Exit) (vmm.Action, error) {
 		x.Reason = vmm.ExitReasonField(vmm.ExitEPTViolation)
 		x.GuestPhysical = e.Info2
 	case ExitShutdown:
-		x.Reason = vmm.ExitReasonField(vmm.ExitTripleFault)
+		// vmm's handler makes the TripleFaultError; this says why.
+		act, err := vmm.Dispatch(c.V, &vmm.Exit{RIP: e.RIP, Reason: vmm.ExitReasonField(vmm.ExitTripleFault)})
+		if err != nil {
+			err = fmt.Errorf("%w; %s", err, c.shutdownReport())
+		}
+		return act, err
 	case ExitMONITOR, ExitMWAIT:
 		x.Reason = vmm.ExitReasonField(vmm.ExitMWAIT)
 	case ExitVMRUN, ExitVMMCALL, ExitVMLOAD, ExitVMSAVE, ExitSTGI, ExitCLGI, ExitSKINIT:

@@ -3,6 +3,7 @@ package svm
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/doppel-ft/doppel/vmm"
@@ -269,5 +270,44 @@ func TestPCCPUHaltWithInterruptsOff(t *testing.T) {
 				t.Error("still halted")
 			}
 		})
+	}
+}
+
+// TestPCCPUShutdownReport: a shutdown #VMEXIT (the guest triple-faulted)
+// stops the guest with vmm's TripleFaultError, and the error carries the
+// guest state and the exits before it, the event doppel injected last
+// among them.
+func TestPCCPUShutdownReport(t *testing.T) {
+	tsc := uint64(1000)
+	c := hostPCCPU(&tsc)
+	userState(c)
+	inj := uint64(0xEC) | EventInjValid
+	for i := range historyLen + 3 {
+		c.history[c.next] = exitRecord{code: ExitIntr, rip: 0x1000 + uint64(i), rsp: 0x8000, rflags: 0x246}
+		if i == historyLen+1 {
+			c.history[c.next] = exitRecord{injected: inj, code: ExitIOIO, rip: 0xFFFF_FFFF_8100_1EF0, intInfo: 0x80000B0E | 2<<32}
+		}
+		c.next = (c.next + 1) % historyLen
+	}
+	act, err := c.dispatch(&Exit{Code: ExitShutdown, RIP: 0xFFFF_FFFF_8180_1EF0})
+	if act != vmm.ActionStop || !errors.Is(err, vmm.ErrTripleFault) {
+		t.Fatalf("shutdown exit: %v, %v; want stop with a triple fault", act, err)
+	}
+	var tf *vmm.TripleFaultError
+	if !errors.As(err, &tf) || tf.RIP != 0xFFFF_FFFF_8180_1EF0 {
+		t.Errorf("error %v: want the TripleFaultError at the exit's RIP", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"cpl 3 ", "cr3 0x12345000", "tr 0x40/0x8b/0xfffffe0000003000/0x67",
+		"[inj 0x800000ec] IOIO rip 0xffffffff81001ef0", "exitintinfo 0x280000b0e",
+		"INTR rip 0x1003 ", // the oldest kept: 19 exits went into 16 slots
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("report lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "INTR rip 0x1002 ") {
+		t.Errorf("report keeps more than %d exits:\n%s", historyLen, msg)
 	}
 }
