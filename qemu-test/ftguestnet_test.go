@@ -117,6 +117,19 @@ func setLink(m *Machine, id string, up bool) error {
 	return nil
 }
 
+// guestStopped is a node's report that the guest it runs stopped by
+// itself (a triple fault, say): nothing the test waits for comes then.
+var guestStopped = regexp.MustCompile(`ft: guest stopped: [^\r\n]*`)
+
+// expectFT is m.Expect(re) that fails at once when the guest stops.
+func expectFT(m *Machine, re *regexp.Regexp, d time.Duration) ([]string, error) {
+	sub, err := m.Expect(regexp.MustCompile(re.String()+`|`+guestStopped.String()), d)
+	if err == nil && guestStopped.MatchString(sub[0]) {
+		return nil, fmt.Errorf("%s: %s", m.name, sub[0])
+	}
+	return sub, err
+}
+
 // streamLog follows the guest's numbered stream in the background: the
 // arrival time of every number, and the first error (a number out of
 // order, the connection's end).
@@ -388,7 +401,7 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 	go lt.watch(p)
 	go lt.watch(s)
 	start := time.Now()
-	if _, err := p.Expect(ftProtected, 20*time.Minute); err != nil {
+	if _, err := expectFT(p, ftProtected, 20*time.Minute); err != nil {
 		t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
 	}
 	t.Logf("protected %v after boot", time.Since(start).Round(time.Second))
@@ -404,7 +417,7 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 		ok := t.Run(kill, func(t *testing.T) {
 			if i > 0 { // p was resynced: protected again
 				t0 := time.Now()
-				if _, err := p.Expect(ftProtected, 20*time.Minute); err != nil {
+				if _, err := expectFT(p, ftProtected, 20*time.Minute); err != nil {
 					t.Fatalf("%s never protected again: %v\n%s\n%s:\n%s", p.name, err, p.Tail(40), s.name, s.Tail(20))
 				}
 				t.Logf("%s resynced %s in %v", p.name, s.name, time.Since(t0).Round(time.Second))
