@@ -230,14 +230,14 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		sp, other, cur = other, sp, next
 		return c, nil
 	}
-	// runCycles runs n cycles, each after a random 1-4 s.
+	// runCycles runs n cycles, each after a random restoreGap.
 	runCycles := func(n int) ([]RestoreCycle, error) {
 		var done []RestoreCycle
 		for i := 0; i < n; i++ {
 			select {
 			case <-cur.m.Done():
 				return done, fmt.Errorf("the guest stopped")
-			case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
+			case <-time.After(restoreGap(rng)):
 			}
 			c, err := cycle()
 			if err != nil {
