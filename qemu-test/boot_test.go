@@ -141,3 +141,43 @@ func TestBochsShell(t *testing.T) {
 	defer m.Close()
 	shellSession(t, m, 5*time.Minute)
 }
+
+// TestQEMUModuleCommandLines boots with a module whose command line is
+// long but fits (it must arrive whole: a Linux guest's arguments ride on
+// it) and one too long for the boot layer (it is cut with a warning on
+// the console, never silently).
+func TestQEMUModuleCommandLines(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(file, []byte("module payload\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	words := func(prefix string, n int) string {
+		s := prefix
+		for i := 0; len(s) < n; i++ {
+			s += fmt.Sprintf(" arg%03d=x", i)
+		}
+		return s
+	}
+	fits, tooLong := words("fits", 300), words("toolong", 600)
+	m, err := StartQEMU(t.Name(), QEMUConfig{SMP: 1, MemMiB: 512, Modules: []Module{{Path: file, Name: fits}, {Path: file, Name: tooLong}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.ExpectString("boot: warning: a module's command line (modules lists it) is longer than 447 bytes", time.Minute); err != nil {
+		t.Error(err)
+	}
+	if err := m.ExpectString(prompt, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Type("modules\r"); err != nil {
+		t.Fatal(err)
+	}
+	// The listing names the file by its path, then the command line.
+	if _, err := m.Expect(regexp.MustCompile(regexp.QuoteMeta(file+" "+fits)+`\r?\n`), 30*time.Second); err != nil {
+		t.Errorf("the %d-byte command line did not arrive whole: %v", len(fits), err)
+	}
+	if _, err := m.Expect(regexp.MustCompile(regexp.QuoteMeta(file+" toolong arg000=x")), 30*time.Second); err != nil {
+		t.Errorf("the cut command line is not listed: %v", err)
+	}
+}

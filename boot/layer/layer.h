@@ -233,7 +233,9 @@ int user_ok(u64 p, u64 n);
 #define MAX_MODULES 16
 struct module {
 	u64 start, end;
-	char name[128];
+	/* 448: sixteen modules' lines still fit /proc/doppel/modules (one
+	 * 8 KiB procfs buffer); a longer one is cut with a warning. */
+	char name[448];
 };
 extern struct module modules[MAX_MODULES];
 extern int nmodules;

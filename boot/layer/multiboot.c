@@ -15,11 +15,16 @@ u64 rsdp_phys;
 u64 mbinfo_end;
 static u8 rsdp_copy[36];
 
-static void copy_str(char *dst, size_t n, const char *src) {
+/* copy_str copies src into dst (n bytes with its NUL) and says, on the
+ * console, when it had to cut it: a guest's command line cut silently
+ * boots a guest with other arguments than the user wrote. */
+static void copy_str(char *dst, size_t n, const char *src, const char *what) {
 	size_t i = 0;
 	for (; src && src[i] && i + 1 < n; i++)
 		dst[i] = src[i];
 	dst[i] = 0;
+	if (src && src[i])
+		kprintf("boot: warning: %s is longer than %lu bytes: cut (the rest is lost)\n", what, (u64)(n - 1));
 }
 
 static void add_region(u64 base, u64 len, u32 type) {
@@ -35,7 +40,7 @@ static void add_module(u64 s, u64 e, const char *name) {
 		return;
 	modules[nmodules].start = s;
 	modules[nmodules].end = e;
-	copy_str(modules[nmodules].name, sizeof modules[0].name, name);
+	copy_str(modules[nmodules].name, sizeof modules[0].name, name, "a module's command line (modules lists it)");
 	mbinfo_end = MAX(mbinfo_end, e);
 	nmodules++;
 }
@@ -48,7 +53,7 @@ struct mb1_info {
 static void parse_mb1(struct mb1_info *mi) {
 	mbinfo_end = (u64)(uintptr_t)mi + sizeof *mi;
 	if (mi->flags & (1 << 2))
-		copy_str(cmdline, sizeof cmdline, (const char *)(uintptr_t)mi->cmdline);
+		copy_str(cmdline, sizeof cmdline, (const char *)(uintptr_t)mi->cmdline, "the command line");
 	if (mi->flags & (1 << 3)) {
 		u32 *m = (u32 *)(uintptr_t)mi->mods_addr;
 		for (u32 i = 0; i < mi->mods_count; i++, m += 4)
@@ -76,7 +81,7 @@ static void parse_mb2(u8 *info) {
 		if (type == 0)
 			break;
 		if (type == 1)
-			copy_str(cmdline, sizeof cmdline, (const char *)(t + 8));
+			copy_str(cmdline, sizeof cmdline, (const char *)(t + 8), "the command line");
 		if (type == 3)
 			add_module(*(u32 *)(t + 8), *(u32 *)(t + 12), (const char *)(t + 16));
 		if (type == 6) {
