@@ -371,25 +371,42 @@ func ftGuestShell(t *testing.T, m *Machine) {
 	}
 }
 
-// TestQEMUSVMFTGuestNet is issue 12's end-to-end check with the Linux
-// guest: two doppel under QEMU TCG with AMD-V protect it, the test holds
-// one TCP connection to its numbered stream throughout, and the machine
-// running the guest is killed at each named point in turn. After each
-// kill the other takes over; the killed machine boots again as the new
-// secondary, is resynced while the guest runs (F7), and takes the guest
-// back at the next kill. Each failover must keep the TCP stream in order
-// with no number missing or repeated on the same connection, continue
-// the serial lines with none missing (repeats only from the last epochs,
-// counted), with every checksum right, and leave the guest's shell
-// answering. The last kill comes during a resync: the new secondary
-// holds no complete copy and must not take over.
-func TestQEMUSVMFTGuestNet(t *testing.T) {
+// TestQEMUSVMFTGuestNetChain is issue 12's end-to-end check with the
+// Linux guest: two doppel under QEMU TCG with AMD-V protect it, the test
+// holds one TCP connection to its numbered stream throughout, and the
+// machine running the guest is killed at each named point in turn. After
+// each kill the other takes over; the killed machine boots again as the
+// new secondary, is resynced while the guest runs (F7), and takes the
+// guest back at the next kill. Each failover must keep the TCP stream in
+// order with no number missing or repeated on the same connection,
+// continue the serial lines with none missing (repeats only from the last
+// epochs, counted), with every checksum right, and leave the guest's
+// shell answering. The last kill comes during a resync: the new secondary
+// holds no complete copy and must not take over. It is in make test-open:
+// its four resyncs and failovers give issue 11's AMD-V triple fault under
+// QEMU 7.2 the most chances of any test (it ended one CI run).
+func TestQEMUSVMFTGuestNetChain(t *testing.T) {
+	ftGuestNet(t, []string{"paused", "mid-epoch", "mid-group", "acked", "resync"})
+}
+
+// TestQEMUSVMFTGuestNet is TestQEMUSVMFTGuestNetChain's first failover
+// alone (the primary killed during a checkpoint pause), the Linux FT check
+// make test runs.
+func TestQEMUSVMFTGuestNet(t *testing.T) { ftGuestNet(t, []string{"paused"}) }
+
+// ftGuestNet runs the protected Linux guest through a failover at each of
+// kills in turn; a last kill "resync" kills the primary during the resync
+// of a new secondary instead.
+func ftGuestNet(t *testing.T, kills []string) {
 	h := newHub(t)
 	l, port := newLAN(t, 2)
 	host := outsideHost(t, port)
 	// Each node's own kill point (held until the test arms it with the
 	// shell's ftkill); the sides alternate.
-	kills := []string{"paused", "mid-epoch", "mid-group", "acked", "resync"}
+	failovers, resyncKill := kills, kills[len(kills)-1] == "resync"
+	if resyncKill {
+		failovers = kills[:len(kills)-1]
+	}
 	killFlags := func(i int) string {
 		if i >= len(kills) {
 			return ""
@@ -414,7 +431,7 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 	stream := followStream(c)
 	w := &workSums{}
 	promoted := false // p runs the guest after a takeover
-	for i, kill := range kills[:len(kills)-1] {
+	for i, kill := range failovers {
 		ok := t.Run(kill, func(t *testing.T) {
 			if i > 0 { // p was resynced: protected again
 				t0 := time.Now()
@@ -490,7 +507,7 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard",
 				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2])
 		})
-		if !ok {
+		if !ok || i+1 == len(failovers) && !resyncKill {
 			return
 		}
 		if i+2 == len(kills) {
@@ -514,6 +531,9 @@ func TestQEMUSVMFTGuestNet(t *testing.T) {
 			fmt.Sprintf("doppel.ft.role=secondary doppel.ft.peer=10.9.0.%d %s", 2-side, killFlags(i+2)))
 		promoted = true
 		go lt.watch(s)
+	}
+	if !resyncKill {
+		return
 	}
 	t.Run("resync", func(t *testing.T) {
 		if _, err := p.Expect(ftKillLine, 10*time.Minute); err != nil {
