@@ -184,6 +184,19 @@ func (r *rig) stopGuest() {
 	r.guestWG.Wait()
 }
 
+// takeoverAfterEpochs runs r's pair over a pipe for n epochs, cuts the
+// link, stops the guest, and takes over on the secondary.
+func takeoverAfterEpochs(r *rig, n uint64) Takeover {
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	r.waitEpoch(n)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	return r.takeover()
+}
+
 // takeover promotes the secondary and checks it against the primary's
 // capture of the committed epoch, then releases its output into the world
 // and checks the world saw the exact output stream once.

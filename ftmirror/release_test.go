@@ -12,14 +12,7 @@ import (
 func TestTakeoverGeneration(t *testing.T) {
 	for _, gen := range []uint64{1, 2, 7} {
 		r := newRig(t, 64, func(c *Config) { c.Generation = gen })
-		pc, sc := net.Pipe()
-		perr, serr := r.serve(pc, sc)
-		r.waitEpoch(3)
-		pc.Close()
-		r.stopGuest()
-		<-perr
-		<-serr
-		if tk := r.takeover(); tk.Generation != gen+1 {
+		if tk := takeoverAfterEpochs(r, 3); tk.Generation != gen+1 {
 			t.Errorf("primary of generation %d: takeover as generation %d, want %d", gen, tk.Generation, gen+1)
 		}
 	}
@@ -31,14 +24,7 @@ func TestTakeoverGeneration(t *testing.T) {
 func TestSetGeneration(t *testing.T) {
 	r := newRig(t, 64, nil)
 	r.p.SetGeneration(5)
-	pc, sc := net.Pipe()
-	perr, serr := r.serve(pc, sc)
-	r.waitEpoch(3)
-	pc.Close()
-	r.stopGuest()
-	<-perr
-	<-serr
-	if tk := r.takeover(); tk.Generation != 6 {
+	if tk := takeoverAfterEpochs(r, 3); tk.Generation != 6 {
 		t.Errorf("primary set to generation 5: takeover as generation %d, want 6", tk.Generation)
 	}
 }

@@ -52,19 +52,26 @@ func (c *carrierConn) Write(p []byte) (int, error) {
 
 // watchCarrier closes c when the FT NIC's link goes down, until done.
 func (n *ftNode) watchCarrier(c *carrierConn, done <-chan struct{}) {
-	t := time.NewTicker(carrierPoll)
+	if pollUntil(carrierPoll, done, func() bool { return !n.ifc.NIC.LinkUp() }) {
+		c.lost.Store(true)
+		n.k.log.Printf("ft", "%s lost its carrier: the primary is gone", n.ifc.NIC.Name())
+		c.Close()
+	}
+}
+
+// pollUntil checks cond every period until it holds (true) or done is
+// closed (false).
+func pollUntil(period time.Duration, done <-chan struct{}, cond func() bool) bool {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-done:
-			return
+			return false
 		case <-t.C:
 		}
-		if !n.ifc.NIC.LinkUp() {
-			c.lost.Store(true)
-			n.k.log.Printf("ft", "%s lost its carrier: the primary is gone", n.ifc.NIC.Name())
-			c.Close()
-			return
+		if cond() {
+			return true
 		}
 	}
 }

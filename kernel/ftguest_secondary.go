@@ -140,19 +140,11 @@ func (s nodeSink) Release(off uint64, b []byte) error { return s.n.sink.Load().R
 // watchCopy reports when the secondary first holds a complete copy in
 // this session.
 func (n *ftNode) watchCopy(sec *ftmirror.Secondary, done <-chan struct{}) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		if e, ok := sec.Committed(); ok {
-			n.prot.Set(ft.Mirroring, "holds a complete copy")
-			n.k.log.Printf("ft", "secondary: first complete epoch %d", e)
-			return
-		}
+	var e uint64
+	committed := func() (ok bool) { e, ok = sec.Committed(); return ok }
+	if pollUntil(100*time.Millisecond, done, committed) {
+		n.prot.Set(ft.Mirroring, "holds a complete copy")
+		n.k.log.Printf("ft", "secondary: first complete epoch %d", e)
 	}
 }
 

@@ -598,11 +598,7 @@ func TestQEMUSVMFTGuestSlowdown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := runQEMU(t.Name()+"-off", []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", "1024", "-cpu", "max",
-			"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-			"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-			"-netdev", fmt.Sprintf("socket,id=out,connect=127.0.0.1:%d", l.Port(0)),
-			"-device", "virtio-net-pci,disable-legacy=on,netdev=out,mac=52:54:00:0e:00:01"})
+		m, err := runGuestNetQEMU(t.Name()+"-off", iso, 1024, l.Port(0))
 		if err != nil {
 			t.Fatal(err)
 		}

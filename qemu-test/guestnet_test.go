@@ -254,11 +254,7 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	m, err := runQEMU(t.Name(), []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", "768", "-cpu", "max",
-		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-		"-netdev", fmt.Sprintf("socket,id=out,connect=127.0.0.1:%d", l.Port(0)),
-		"-device", "virtio-net-pci,disable-legacy=on,netdev=out,mac=52:54:00:0e:00:01"})
+	m, err := runGuestNetQEMU(t.Name(), iso, 768, l.Port(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,4 +330,14 @@ func TestQEMUSVMGuestNet(t *testing.T) {
 func isDeadline(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// runGuestNetQEMU boots iso under QEMU TCG with AMD-V (2 CPUs, memMiB),
+// its virtio-net NIC on the outside LAN's port.
+func runGuestNetQEMU(name, iso string, memMiB, port int) (*Machine, error) {
+	return runQEMU(name, []string{"-cdrom", iso, "-boot", "d", "-smp", "2", "-m", strconv.Itoa(memMiB), "-cpu", "max",
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+		"-netdev", fmt.Sprintf("socket,id=out,connect=127.0.0.1:%d", port),
+		"-device", "virtio-net-pci,disable-legacy=on,netdev=out,mac=52:54:00:0e:00:01"})
 }

@@ -80,11 +80,7 @@ func TestCoalesce(t *testing.T) {
 		{"corrupt first", 4, 1000, 0, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var g gro.GRO
-			g.Init(true)
-			r := &received{}
-			g.Dispatcher = coalesced{r}
-			e := &Endpoint{}
+			g, r, e := newCoalescer()
 			var want []byte
 			for i := 0; i < tc.n; i++ {
 				p := payload(i, tc.size)
@@ -94,7 +90,7 @@ func TestCoalesce(t *testing.T) {
 				} else {
 					want = append(want, p...)
 				}
-				e.deliver(&g, f)
+				e.deliver(g, f)
 			}
 			for range groFlushes {
 				g.Flush()
@@ -123,19 +119,24 @@ func TestCoalesce(t *testing.T) {
 	}
 }
 
-// TestCoalescePadded: a short segment padded to the 60-byte Ethernet
-// minimum ends a run; the padding must not become payload.
-func TestCoalescePadded(t *testing.T) {
-	var g gro.GRO
+// newCoalescer returns an endpoint and GRO whose merged packets r keeps.
+func newCoalescer() (*gro.GRO, *received, *Endpoint) {
+	g := &gro.GRO{}
 	g.Init(true)
 	r := &received{}
 	g.Dispatcher = coalesced{r}
-	e := &Endpoint{}
+	return g, r, &Endpoint{}
+}
+
+// TestCoalescePadded: a short segment padded to the 60-byte Ethernet
+// minimum ends a run; the padding must not become payload.
+func TestCoalescePadded(t *testing.T) {
+	g, r, e := newCoalescer()
 	var want []byte
 	for i := 0; i < 4; i++ {
 		p := bytes.Repeat([]byte{byte('a' + i)}, 100)
 		want = append(want, p...)
-		e.deliver(&g, segment(uint32(1+i*100), p))
+		e.deliver(g, segment(uint32(1+i*100), p))
 	}
 	// A short segment ends the run; NICs pad frames below 60 bytes (a
 	// segment without options, say), and QEMU's e1000 hands up the
@@ -144,7 +145,7 @@ func TestCoalescePadded(t *testing.T) {
 	short := segment(401, []byte{'z'})
 	want = append(want, 'z')
 	short = append(short, bytes.Repeat([]byte{0xee}, 7)...) // padding beyond the IP total length
-	e.deliver(&g, short)
+	e.deliver(g, short)
 	for range groFlushes {
 		g.Flush()
 	}
