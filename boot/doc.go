@@ -135,7 +135,7 @@
 //	108  getegid             0
 //	110  getppid             0
 //	131  sigaltstack         per-thread alternate stack
-//	157  prctl               0
+//	157  prctl               0; PR_DOPPEL_KICK (0x4B49434B), tid: an NMI to the CPU the thread runs on (vmm Kick)
 //	158  arch_prctl          ARCH_SET_FS: FS_BASE MSR, saved per thread; ARCH_GET_FS
 //	169  reboot              POWER_OFF, RESTART, HALT (LINUX_REBOOT_MAGIC1 required)
 //	186  gettid              thread id (lock-free)

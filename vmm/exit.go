@@ -124,6 +124,7 @@ var exitHandlers [NumExitReasons]ExitHandler
 
 func init() {
 	exitHandlers = [NumExitReasons]ExitHandler{
+		ExitExceptionOrNMI:    handleExceptionOrNMI,
 		ExitExternalInterrupt: handleExternalInterrupt,
 		ExitTripleFault:       handleTripleFault,
 		ExitCPUID:             handleCPUID,
@@ -173,6 +174,21 @@ func skip(v *VCPU, e *Exit) error {
 // the interrupt stays pending and the host takes it when the vCPU loop
 // enables interrupts again.
 func handleExternalInterrupt(*VCPU, *Exit) (Action, error) { return ActionResume, nil }
+
+// handleExceptionOrNMI resumes after a host NMI (a Kick, NMI exiting):
+// the exit was all it was for. The exception bitmap is 0, so no guest
+// exception exits; one would stop the guest as unhandled.
+func handleExceptionOrNMI(v *VCPU, e *Exit) (Action, error) {
+	info, err := v.VMCS.Read(VMExitInterruptionInfo)
+	if err != nil {
+		return ActionStop, fmt.Errorf("vmm: read exit interruption information: %w", err)
+	}
+	if info&IntInfoValid != 0 && info&intTypeMask == IntTypeNMI {
+		return ActionResume, nil
+	}
+	return ActionStop, fmt.Errorf("%w: exception or NMI, interruption information %#x (rip %#x)",
+		ErrUnhandledExit, info, e.RIP)
+}
 
 // TripleFaultError is the error of a guest that shut down: an exception
 // while delivering a double fault (SDM Vol. 3A 7.15) is a triple-fault VM

@@ -49,6 +49,23 @@ func PinThread(n int) error {
 	return nil
 }
 
+// prDoppelKick is the boot layer's own prctl option: an NMI to the CPU a
+// thread runs on (boot/doc.go, sys_kick in boot/layer/signal.c).
+const prDoppelKick = 0x4B49434B
+
+// KickThread makes thread tid leave the guest it runs on another CPU at
+// once: the boot layer sends that CPU an NMI, which exits the guest
+// whatever the guest's RFLAGS.IF (NMI exiting, SDM Vol. 3C 25.2). It
+// reports whether an NMI went out (none when the thread is not running on
+// another CPU, so not in a guest). Only under the boot layer.
+func KickThread(tid int) (bool, error) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prDoppelKick, uintptr(tid), 0)
+	if e != 0 {
+		return false, fmt.Errorf("vmm: kick thread %d: %w", tid, e)
+	}
+	return r == 1, nil
+}
+
 // UnpinThread undoes PinThread: the thread may run on every online CPU
 // again (boot/CONTRACT.md: sched_getaffinity reports all of them) and the
 // goroutine is unlocked from it.

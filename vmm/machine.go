@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/doppel-ft/doppel/vmm/devices"
 )
@@ -367,10 +368,34 @@ func (m *Machine) exited(i int) {
 // setState stores s; m.mu is held.
 func (m *Machine) setState(s RunState) { m.state.Store(int32(s)) }
 
+// kickAll kicks every vCPU that is not parked yet; m.mu is held.
 func (m *Machine) kickAll() {
 	for _, s := range m.slots {
-		if s.cpu != nil {
+		if s.cpu != nil && !s.parked {
 			s.cpu.Kick()
+		}
+	}
+}
+
+// kickRetry is how often Pause kicks again the vCPUs that have not parked.
+// A kick can miss: a vendor CPU signals a vCPU that is in the guest, and
+// one that enters right after the kick looked (an NMI that lands in the
+// host just before the entry) runs on until its next exit of its own,
+// which under Bochs with a guest at IF=0 is the 84 ms preemption timer.
+const kickRetry = time.Millisecond
+
+// rekick wakes Pause's wait every kickRetry until stop is closed.
+func (m *Machine) rekick(stop <-chan struct{}) {
+	t := time.NewTicker(kickRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			m.mu.Lock()
+			m.cond.Broadcast()
+			m.mu.Unlock()
 		}
 	}
 }
@@ -388,6 +413,11 @@ func (m *Machine) Pause() error {
 		return ErrStopped
 	case StateRunning:
 		m.setState(StatePausing)
+	}
+	if m.parked < m.live {
+		stop := make(chan struct{})
+		defer close(stop) // before the deferred Unlock: rekick may wait for mu
+		go m.rekick(stop)
 	}
 	for m.State() == StatePausing && m.parked < m.live {
 		m.kickAll()

@@ -341,11 +341,20 @@ func (c *VMXCPU) Step() (Action, error) {
 	if c.haltedOff {
 		return c.parked()
 	}
+	// inGuest goes up before kicked is looked at, and Kick sets kicked
+	// before it looks at inGuest: a Kick either stops this entry or sees
+	// inGuest and sends its NMI. One that lands before VMRESUME is lost to
+	// this entry; the Machine kicks again until the vCPU parks.
+	c.inGuest.Store(true)
+	if c.kicked.Swap(false) {
+		c.inGuest.Store(false)
+		return ActionResume, nil
+	}
 	c.pollTimers()
 	if err := c.inj.PrepareEntry(c.HW.VMCS); err != nil {
+		c.inGuest.Store(false)
 		return ActionStop, err
 	}
-	c.inGuest.Store(true)
 	tg := c.cfg.Clock.Read()
 	res := vmentry(&c.V.Regs, c.HW.launched, c.fx)
 	c.tGuest.Add(c.cfg.Clock.Read() - tg)
@@ -362,6 +371,12 @@ func (c *VMXCPU) Step() (Action, error) {
 	}
 	c.lastRIP.Store(e.RIP)
 	c.lastReason.Store(uint64(e.Reason.Basic()))
+	if e.Reason.Basic() == ExitExceptionOrNMI {
+		// After an NMI's exit the host blocks NMIs until its next IRET
+		// (SDM Vol. 3C 27.1); every system call returns by IRETQ, so
+		// the next kick's NMI is not held back.
+		syscall.Gettid()
+	}
 	if _, err := RequeueIDTVectoring(c.HW.VMCS); err != nil {
 		return ActionStop, err
 	}
@@ -523,10 +538,11 @@ func (c *VMXCPU) waitForSIPI() (Action, error) {
 	return ActionPark, nil
 }
 
-// Kick implements CPU: a halted vCPU wakes, a running one gets an IPI
-// (tgkill's SIGURG: the boot layer sends a reschedule IPI to the thread's
-// CPU, which makes an external-interrupt exit; Go's handler ignores a
-// SIGURG it did not ask for). The preemption timer bounds the rest.
+// Kick implements CPU: a halted vCPU wakes, one about to enter does not
+// (Step looks at kicked last), a running one gets an NMI (KickThread),
+// which exits the guest whatever its RFLAGS.IF: Bochs gives no
+// external-interrupt exit to a guest running with IF=0, so an IPI there
+// waited for the preemption timer (84 ms at Bochs's TSC).
 func (c *VMXCPU) Kick() {
 	c.kicked.Store(true)
 	select {
@@ -534,7 +550,7 @@ func (c *VMXCPU) Kick() {
 	default:
 	}
 	if c.inGuest.Load() {
-		syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG)
+		KickThread(c.tid) // an error (no such thread) leaves nothing to kick
 	}
 }
 

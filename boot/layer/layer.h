@@ -278,6 +278,7 @@ void lapic_set_rate(u32 hz);
 void lapic_eoi(void);
 u32 lapic_id(void);
 void lapic_ipi(u32 apic, u32 icr_low);
+#define ICR_NMI 0x4400 /* ICR delivery mode 100b (NMI), level assert; vector ignored */
 void ioapic_route(int gsi, int vector, int level, int low, int masked);
 void ioapic_mask(int gsi, int masked);
 void pic_disable(void);
@@ -329,6 +330,9 @@ i64 sys_sigaltstack(u64 ss, u64 old);
 i64 sys_rt_sigreturn(struct trapframe *tf);
 i64 sys_tgkill(int tgid, int tid, int sig);
 i64 sys_kill(int pid, int sig);
+/* prctl(PR_DOPPEL_KICK, tid): doppel's own option ("KICK"), see sys_kick. */
+#define PR_DOPPEL_KICK 0x4B49434B
+i64 sys_kick(int tid);
 void signal_deliver(struct trapframe *tf);
 void signal_fault(struct trapframe *tf, int sig, int code, u64 addr);
 

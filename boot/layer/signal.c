@@ -206,6 +206,24 @@ i64 sys_tgkill(int tgid, int tid, int sig) {
 	return sig ? post(t, sig, SI_TKILL) : 0;
 }
 
+/* sys_kick makes thread tid leave VMX non-root or SVM guest mode at once:
+ * an NMI to the CPU it runs on, which exits the guest whatever the
+ * guest's RFLAGS.IF (NMI exiting, SDM 3C 25.2; AMD-V's NMI intercept).
+ * Bochs gives no external-interrupt exit to a guest running
+ * with IF=0, so a reschedule IPI would wait for the guest's next exit of
+ * its own. A thread that is not running on another CPU is not in a guest:
+ * nothing is sent. Returns 1 if an NMI went out, 0 if not. */
+i64 sys_kick(int tid) {
+	struct thread *t = thread_by_tid(tid);
+	if (!t)
+		return -ESRCH;
+	struct cpu *c = &cpus[t->cpu];
+	if (t->state != T_RUNNING || c == mycpu())
+		return 0;
+	lapic_ipi(c->apic_id, ICR_NMI);
+	return 1;
+}
+
 i64 sys_kill(int pid, int sig) {
 	if (pid != 100 && pid != 0 && pid != -1)
 		return -ESRCH;

@@ -134,7 +134,7 @@ static i64 dispatch(struct trapframe *tf) {
 	case SYS_tgkill: return sys_tgkill((int)a0, (int)a1, (int)a2);
 	case SYS_uname: return sys_uname(a0);
 	case SYS_fcntl: return sys_fcntl((int)a0, (int)a1, a2);
-	case SYS_prctl: return 0;
+	case SYS_prctl: return a0 == PR_DOPPEL_KICK ? sys_kick((int)a1) : 0;
 	case SYS_arch_prctl: return sys_arch_prctl((int)a0, a1);
 	case SYS_reboot: return sys_reboot((u32)a0, (u32)a1, (u32)a2);
 	case SYS_futex: return sys_futex(a0, (int)a1, (u32)a2, a3);

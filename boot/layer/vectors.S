@@ -52,19 +52,29 @@
 
 	/* 256 stubs of 16 bytes each: vector n starts at vectors + 16*n.
 	 * Vectors 8, 10-14, 17, 21, 29, 30 push an error code (SDM 3A
-	 * Table 6-1); the others push a zero so the frame is uniform. */
+	 * Table 6-1); the others push a zero so the frame is uniform.
+	 * The NMI (vector 2) only returns: doppel sends NMIs only to kick a
+	 * vCPU out of the guest (sys_kick), and one that lands in the host
+	 * has nothing left to do. It may arrive anywhere, even with IF=0
+	 * inside intr_common or between a lock's exchange and its owner
+	 * mark, so it touches no stack but its own IST and takes no lock.
+	 * The IRETQ also ends the NMI blocking (SDM 3A 6.7.1). */
 	.align 16
 	.globl vectors
 vectors:
 	.set vec, 0
 	.rept 256
 	.align 16
+	.if vec == 2
+	iretq
+	.else
 	.if vec == 8 || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21 || vec == 29 || vec == 30
 	.else
 	pushq $0
 	.endif
 	pushq $vec
 	jmp intr_common
+	.endif
 	.set vec, vec + 1
 	.endr
 

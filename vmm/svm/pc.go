@@ -275,11 +275,20 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	}
 	c.slice.Reset(d)
 	defer c.slice.Stop()
+	// inGuest goes up before kicked is looked at, and Kick sets kicked
+	// before it looks at inGuest: a Kick either stops this entry or sees
+	// inGuest and sends its IPI, which waits with GIF=0 and exits the
+	// guest at once. (Clearing kicked here lost every Kick that came
+	// between the Machine's gate and this point.)
+	c.inGuest.Store(true)
+	if c.kicked.Swap(false) {
+		c.inGuest.Store(false)
+		return vmm.ActionResume, nil
+	}
 	if err := c.inj.PrepareEntry(c.view); err != nil {
+		c.inGuest.Store(false)
 		return vmm.ActionStop, err
 	}
-	c.kicked.Store(false)
-	c.inGuest.Store(true)
 	c.S.Regs = c.V.Regs
 	injected := c.HW.VMCB.Get64(EventInj)
 	e := c.HW.enterFX(c.S, c.fx)
