@@ -95,6 +95,11 @@ func (n *fakeNIC) Restore(b []byte) error {
 type fakeOpts struct {
 	pml   bool
 	stuck chan struct{} // Step blocks until closed, ignoring kicks
+	// deaf: Step leaves the guest only when kicked (a guest that makes
+	// no exit of its own); the first lose kicks are lost, as a real one
+	// is when the vCPU enters the guest just after it.
+	deaf bool
+	lose int32
 }
 
 type fakeCPU struct {
@@ -106,6 +111,7 @@ type fakeCPU struct {
 	b     *board
 	host  *fakeHost
 	kick  chan struct{}
+	kicks atomic.Int32
 
 	tlb map[uint32]bool
 	log []uint32
@@ -188,6 +194,10 @@ func (c *fakeCPU) Step() (vmm.Action, error) {
 		default:
 		}
 	}
+	if c.o.deaf {
+		<-c.kick
+		return vmm.ActionResume, nil
+	}
 	select {
 	case <-c.kick:
 	case <-time.After(50 * time.Microsecond):
@@ -196,6 +206,9 @@ func (c *fakeCPU) Step() (vmm.Action, error) {
 }
 
 func (c *fakeCPU) Kick() {
+	if c.kicks.Add(1) <= c.o.lose {
+		return
+	}
 	select {
 	case c.kick <- struct{}{}:
 	default:

@@ -129,6 +129,10 @@ func (c *cpuWrap) Save() ([]byte, error)  { return c.inner.Save() }
 func (c *cpuWrap) Restore(b []byte) error { return c.inner.Restore(b) }
 func (c *cpuWrap) Close() error           { c.v.cpus[c.i].CompareAndSwap(c, nil); return c.inner.Close() }
 
+// kickRetry is how often post kicks again the vCPUs that have not taken
+// its round.
+const kickRetry = time.Millisecond
+
 // post asks every vCPU for a round and waits until all are held at an
 // exit. On error (a vCPU missing or late) the round is abandoned: the
 // caller must still call finish.
@@ -147,9 +151,20 @@ func (v *VM) post(r *round) error {
 		c.inner.Kick()
 	}
 	deadline := time.After(v.cfg.HarvestTimeout)
-	for got := 0; got < n; got++ {
+	again := time.NewTicker(kickRetry)
+	defer again.Stop()
+	for got := 0; got < n; {
 		select {
 		case <-r.arrive:
+			got++
+		case <-again.C:
+			// A kick can miss a vCPU that enters the guest just after
+			// it (vmm.Machine.Pause kicks again for the same reason).
+			for i := range v.cpus {
+				if c := v.cpus[i].Load(); c != nil && c.req.Load() == r {
+					c.inner.Kick()
+				}
+			}
 		case <-v.M.Done():
 			v.abandon(r)
 			return fmt.Errorf("%w: the machine stopped", ErrUnanswered)

@@ -120,6 +120,44 @@ func TestHarvestUnanswered(t *testing.T) {
 	}
 }
 
+// TestHarvestKicksAgain: vCPUs that leave the guest only when kicked, and
+// lose their first kicks, still answer a harvest and park for the pause
+// well within the timeout: post and the Machine's Pause kick again.
+func TestHarvestKicksAgain(t *testing.T) {
+	s, err := newSide(2, 16, fakeOpts{pml: true, deaf: true, lose: 3}, &fakeHost{t0: time.Now()}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.v.Out.SetEmit(func([]byte) {})
+	if err := s.v.M.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.v.M.Stop(nil)
+		for {
+			for _, c := range s.cpus {
+				c.Kick() // until one gets through
+			}
+			select {
+			case <-s.v.M.Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // let the vCPUs enter the guest
+	for round := 0; round < 3; round++ {
+		if _, err := s.v.Harvest(nil); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	for i, c := range s.cpus {
+		if n := c.kicks.Load(); n <= 3 {
+			t.Errorf("vcpu %d kicked %d times, want more than the 3 it lost", i, n)
+		}
+	}
+}
+
 // TestPauseFailureFailsHarvest: a pause that cannot capture state makes
 // the next harvest fail, so the engine never sends a checkpoint without
 // state.
