@@ -136,8 +136,11 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	g.VM, err = vmguest.New(vmguest.Config{
 		CPUs:   1,
 		Memory: mem,
-		Pin:    func(i int) error { return vmm.PinThread(i % ncpu) },
-		Unpin:  vmm.UnpinThread,
+		// Off CPU 0, which takes every device interrupt (the I/O APIC
+		// routes them there) and the threads they wake: a vCPU that
+		// shared it could wait for them before it answered a kick.
+		Pin:   func(i int) error { return vmm.PinThread((i + 1) % ncpu) },
+		Unpin: vmm.UnpinThread,
 		NewCPU: func(i int) (vmguest.CPU, error) {
 			regionMu.Lock()
 			defer regionMu.Unlock()

@@ -86,9 +86,11 @@
 // ActionPark until an NMI or INIT wakes it, the others run on, and the
 // machine stops with ErrAllHalted once every live vCPU is parked with no
 // wake-up on its way (HaltWaker); an application processor still waiting
-// for its SIPI counts as parked. The vendor side is the CPU interface, so
+// for its SIPI counts as parked. Pause kicks again every kickRetry (1 ms)
+// the vCPUs that have not parked: a vendor's kick can miss one that
+// enters the guest just after it. The vendor side is the CPU interface, so
 // the run-state logic is tested on the host with fake vCPUs
-// (machine_test.go, machine_park_test.go, -race).
+// (machine_test.go, machine_park_test.go, machine_kick_test.go, -race).
 //
 // # Full guests on VT-x
 //
@@ -104,7 +106,12 @@
 // due, MMIO by decoding the faulting instruction with x86asm (mmio.go),
 // string I/O (stringio.go), an application processor that waits for
 // INIT/SIPI, and Save/Restore of the whole vCPU state (gueststate.go).
-// Kick interrupts a running vCPU with tgkill's IPI; the preemption timer
+// Kick sends a running vCPU's CPU an NMI (KickThread, the boot layer's
+// PR_DOPPEL_KICK): NMI exiting leaves the guest whatever its RFLAGS.IF,
+// where an IPI does not under Bochs with a guest at IF=0 (above); Step
+// looks at the kick once more just before the entry, and Machine.Pause
+// kicks again every millisecond until every vCPU parked, since an NMI that
+// lands in the host just before the entry is lost. The preemption timer
 // bounds the rest. The guest sees CPUIDView's CPUID: its own topology, the
 // hypervisor and timing leaves, and a TSC rate in leaf 0x15 that Linux's
 // 32-bit arithmetic reads right (CrystalFor). vmm/pc wires a PC around it.

@@ -27,8 +27,9 @@
 // shared D-bit scan (ept.ScanSource over the EPT, its NPT equivalent).
 //
 // A harvest while the guest runs is a round: every vCPU is asked and
-// kicked; at its next exit it drains its log into the round and waits
-// there, out of the guest. When all have arrived, the tables are scanned
+// kicked (again every millisecond until it takes the round); at its next
+// exit it drains its log into the round and waits there, out of the
+// guest. When all have arrived, the tables are scanned
 // (no guest code runs anywhere, so no write races the scan), the vCPUs are
 // released, and each flushes its own translations before it enters the
 // guest again and acknowledges; Harvest returns after every

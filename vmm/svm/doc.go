@@ -125,7 +125,10 @@
 // and the Injector are VT-x's code. Instruction lengths come from NextRIP
 // or decoding; IOIO's from EXITINFO2. A Go timer kicks the vCPU at the
 // next device-timer deadline (at most 10 ms) in place of VT-x's
-// preemption timer. Status (QEMU 7.2 TCG, -cpu max): the multiboot test
+// preemption timer, by tgkill's reschedule IPI (an INTR #VMEXIT that also
+// lets the host run its other threads); Kick sends an NMI instead
+// (vmm.KickThread), whose intercept exits at once and whose host side
+// yields nothing. Status (QEMU 7.2 TCG, -cpu max): the multiboot test
 // kernel passes (TestQEMUSVMTestKernel); the Debian guest reaches its
 // shell and answers with 1 vCPU without ACPI tables (TestQEMUSVMLinux) and
 // with 2 vCPUs and ACPI tables (TestQEMUSVMLinuxSMP, IOAPIC, LAPIC timer,

@@ -277,7 +277,7 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	defer c.slice.Stop()
 	// inGuest goes up before kicked is looked at, and Kick sets kicked
 	// before it looks at inGuest: a Kick either stops this entry or sees
-	// inGuest and sends its IPI, which waits with GIF=0 and exits the
+	// inGuest and sends its NMI, which waits with GIF=0 and exits the
 	// guest at once. (Clearing kicked here lost every Kick that came
 	// between the Machine's gate and this point.)
 	c.inGuest.Store(true)
@@ -558,7 +558,13 @@ func (c *PCCPU) waitForSIPI() (vmm.Action, error) {
 	return vmm.ActionPark, nil
 }
 
-// Kick implements vmm.CPU.
+// Kick implements vmm.CPU: a halted vCPU wakes, one about to enter does
+// not (Step looks at kicked last), a running one gets an NMI
+// (vmm.KickThread): the NMI intercept exits the guest, the NMI waits with
+// GIF=0 and the host's stub only returns from it. A reschedule IPI (the
+// slice's SIGURG) would also exit, but its handler yields the CPU to any
+// other runnable thread first, so the vCPU reached its gate only after
+// their time slices.
 func (c *PCCPU) Kick() {
 	c.kicked.Store(true)
 	select {
@@ -566,7 +572,7 @@ func (c *PCCPU) Kick() {
 	default:
 	}
 	if c.inGuest.Load() {
-		syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG)
+		vmm.KickThread(c.tid) // an error (no such thread) leaves nothing to kick
 	}
 }
 
