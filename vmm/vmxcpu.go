@@ -130,6 +130,8 @@ type VMXCPU struct {
 	kicked   atomic.Bool
 	kickCh   chan struct{}
 	waitSIPI bool
+	// nmiBlocked: the guest was blocked by NMI at the latest entry.
+	nmiBlocked bool
 	// haltedOff: the guest halted with interrupts disabled; the vCPU
 	// parks (Step returns ActionPark) until an NMI or INIT. The VMCS
 	// keeps the HLT activity state meanwhile, so a snapshot carries it.
@@ -355,6 +357,12 @@ func (c *VMXCPU) Step() (Action, error) {
 		c.inGuest.Store(false)
 		return ActionStop, err
 	}
+	st, err := c.HW.VMCS.Read(GuestInterruptibilityState)
+	if err != nil {
+		c.inGuest.Store(false)
+		return ActionStop, err
+	}
+	c.nmiBlocked = st&BlockingByNMI != 0
 	tg := c.cfg.Clock.Read()
 	res := vmentry(&c.V.Regs, c.HW.launched, c.fx)
 	c.tGuest.Add(c.cfg.Clock.Read() - tg)
@@ -372,15 +380,30 @@ func (c *VMXCPU) Step() (Action, error) {
 	c.lastRIP.Store(e.RIP)
 	c.lastReason.Store(uint64(e.Reason.Basic()))
 	if e.Reason.Basic() == ExitExceptionOrNMI {
-		// After an NMI's exit the host blocks NMIs until its next IRET
-		// (SDM Vol. 3C 27.1); every system call returns by IRETQ, so
-		// the next kick's NMI is not held back.
-		syscall.Gettid()
+		if err := c.hostNMIExit(); err != nil {
+			return ActionStop, err
+		}
 	}
 	if _, err := RequeueIDTVectoring(c.HW.VMCS); err != nil {
 		return ActionStop, err
 	}
 	return Dispatch(c.V, &e)
+}
+
+// hostNMIExit undoes what a kick's NMI leaves behind. The host blocks
+// NMIs until its next IRET after an NMI's exit (SDM Vol. 3C, "Architectural
+// State Before a VM Exit"); every system call returns by IRETQ. Bochs 2.7
+// also saves the guest as blocked by NMI after such an exit, and with NMI
+// exiting that blocking lasts through the next VM entry, so every later
+// kick's NMI waited for the preemption timer: the guest's own blocking as
+// of the entry is put back.
+func (c *VMXCPU) hostNMIExit() error {
+	syscall.Gettid()
+	st, err := c.HW.VMCS.Read(GuestInterruptibilityState)
+	if err != nil || st&BlockingByNMI == 0 || c.nmiBlocked {
+		return err
+	}
+	return c.HW.VMCS.Write(GuestInterruptibilityState, st&^BlockingByNMI)
 }
 
 // pollTimers brings the devices' timers up to the guest's now.
