@@ -55,6 +55,13 @@
 // changes. The test guest therefore makes its asserted spin with IF=1;
 // doppel injects nothing, so the guest never takes an interrupt.
 //
+// The same guest does exit on an NMI (NMI exiting), which is how Kick
+// reaches it. Observed under Bochs 2.7 too: after an NMI's exit the saved
+// guest interruptibility state has "blocking by NMI" set although the
+// guest was not blocked at the entry, and with NMI exiting that blocking
+// holds in VMX non-root, so every later NMI waited for the preemption
+// timer; VMXCPU puts back the blocking the guest had at the entry.
+//
 // Where the CPU has it, the VMX-preemption timer (PinActivatePreemption-
 // Timer, reloaded at every entry) bounds the time in non-root to
 // PreemptionSliceTSC whatever the guest does. Under Bochs the IF=0 spin
