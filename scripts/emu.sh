@@ -51,7 +51,7 @@ for t in "${failed[@]}"; do
 done
 mkdir -p build/emu-first-run
 cp "$logs"/*.log build/emu-first-run/ 2>/dev/null
-rm -f "$logs"/*.log # this run's logs only: the reruns are decided from them
+rm -f "$logs"/*.log # the first run's are kept in build/emu-first-run
 go test -count=1 -timeout 30m -v -run "$pattern" ./qemu-test/ 2>&1 | tee -a build/emu.log
 rc=${PIPESTATUS[0]}
 echo "emu: the rerun of ${failed[*]} $([ "$rc" = 0 ] && echo passed || echo failed) (first run's logs in build/emu-first-run)"
