@@ -43,7 +43,7 @@ static void exception(struct trapframe *tf, int in_layer) {
 		return;
 	}
 	if (v == 2)
-		return; /* NMI: nothing in doppel sends one */
+		return; /* NMI: not reached, vectors.S returns from it at once */
 	if (in_layer || v == 8 || v == 18)
 		fatal("exception in the layer", tf);
 	switch (v) {
