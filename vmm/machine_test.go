@@ -368,16 +368,31 @@ func TestMachineSaveRestore(t *testing.T) {
 		if err := m.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
-		if err := m.Pause(); err != nil {
-			t.Fatal(err)
-		}
-		for i, c := range counters(m, n) {
-			// The restored vCPU counts on from its saved counter: it
-			// would restart at 1 had its state not been restored.
-			if c <= saved[i] {
-				t.Fatalf("cycle %d: vcpu %d at %d after restore, saved %d", cycle, i, c, saved[i])
+		// The restored vCPU counts on from its saved counter: it would
+		// restart at 1 had its state not been restored. A loaded host may
+		// not run a vCPU within a millisecond, so give it a few tries
+		// (each read is made paused) before calling it stuck.
+		for try := 0; ; try++ {
+			time.Sleep(time.Millisecond)
+			if err := m.Pause(); err != nil {
+				t.Fatal(err)
 			}
+			got, behind := counters(m, n), -1
+			for i, c := range got {
+				if c < saved[i] {
+					t.Fatalf("cycle %d: vcpu %d at %d after restore, saved %d", cycle, i, c, saved[i])
+				}
+				if c == saved[i] {
+					behind = i
+				}
+			}
+			if behind < 0 {
+				break
+			}
+			if try == 1000 {
+				t.Fatalf("cycle %d: vcpu %d did not run after restore (at its saved %d)", cycle, behind, saved[behind])
+			}
+			m.Resume()
 		}
 		m.Resume()
 	}
