@@ -323,16 +323,12 @@ func (v *CPUIDView) xsaveLeaf(xcr0 uint64, sub uint32) (a, b, c, d uint32) {
 // set: the legacy area and header (576 bytes) or the end of the highest
 // component.
 func (v *CPUIDView) xsaveSize(set uint64) uint32 {
-	size := uint32(576)
-	for i := uint32(2); i < 64; i++ {
-		if set&(1<<i) == 0 {
-			continue
-		}
-		sz, off, _, _ := v.cfg.Host(0xD, i)
-		size = max(size, off+sz)
-	}
-	return size
+	return uint32(XSaveSize(v.cfg.Host, set))
 }
+
+// XCR0 returns the XSAVE components the view offers (CPUIDConfig.XCR0):
+// the ones the vCPU must switch.
+func (v *CPUIDView) XCR0() uint64 { return v.cfg.XCR0 }
 
 // CrystalFor picks the core crystal clock for a guest whose TSC runs at
 // tscHz: tscHz/k for the smallest integer k that keeps it at or below
