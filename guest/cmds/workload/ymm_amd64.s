@@ -1,0 +1,56 @@
+#include "textflag.h"
+
+// func ymmSpin(pattern *[16 * 32]byte, iters uint64) (lost uint32)
+TEXT ·ymmSpin(SB), NOSPLIT, $0-20
+	MOVQ pattern+0(FP), SI
+	MOVQ iters+8(FP), CX
+	VMOVDQU 0(SI), Y0
+	VMOVDQU 32(SI), Y1
+	VMOVDQU 64(SI), Y2
+	VMOVDQU 96(SI), Y3
+	VMOVDQU 128(SI), Y4
+	VMOVDQU 160(SI), Y5
+	VMOVDQU 192(SI), Y6
+	VMOVDQU 224(SI), Y7
+	VMOVDQU 256(SI), Y8
+	VMOVDQU 288(SI), Y9
+	VMOVDQU 320(SI), Y10
+	VMOVDQU 352(SI), Y11
+	VMOVDQU 384(SI), Y12
+	VMOVDQU 416(SI), Y13
+	VMOVDQU 448(SI), Y14
+	VMOVDQU 480(SI), Y15
+spin:
+	DECQ CX
+	JNZ  spin
+	XORL DX, DX
+
+// CHECK sets bit n of DX unless Yn still equals its pattern.
+#define CHECK(n, off, reg) \
+	VPCMPEQQ off(SI), reg, reg; \
+	VPMOVMSKB reg, AX; \
+	CMPL AX, $0xFFFFFFFF; \
+	SETNE BX; \
+	MOVBLZX BX, BX; \
+	SHLL $n, BX; \
+	ORL BX, DX
+
+	CHECK(0, 0, Y0)
+	CHECK(1, 32, Y1)
+	CHECK(2, 64, Y2)
+	CHECK(3, 96, Y3)
+	CHECK(4, 128, Y4)
+	CHECK(5, 160, Y5)
+	CHECK(6, 192, Y6)
+	CHECK(7, 224, Y7)
+	CHECK(8, 256, Y8)
+	CHECK(9, 288, Y9)
+	CHECK(10, 320, Y10)
+	CHECK(11, 352, Y11)
+	CHECK(12, 384, Y12)
+	CHECK(13, 416, Y13)
+	CHECK(14, 448, Y14)
+	CHECK(15, 480, Y15)
+	VZEROUPPER
+	MOVL DX, lost+16(FP)
+	RET
