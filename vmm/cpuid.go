@@ -308,9 +308,11 @@ func (v *CPUIDView) xsaveLeaf(xcr0 uint64, sub uint32) (a, b, c, d uint32) {
 		if !v.cfg.XSAVES {
 			a &^= bit(CPUID0D1_EAX_XSAVES)
 		}
-		// XSAVES may only be offered for user components here: IA32_XSS
-		// is 0, so EBX (size for XCR0|XSS) is the XCR0 size.
-		b = v.xsaveSize(xcr0 & mask)
+		// EBX is the size XSAVEC (and XSAVES) write for XCR0|IA32_XSS:
+		// the compacted format's (13.4.3), which Linux checks against its
+		// own sum when it uses XSAVEC. IA32_XSS is 0 here (no supervisor
+		// components).
+		b = uint32(XSaveCompactedSize(v.cfg.Host, xcr0&mask))
 	default:
 		if sub < 64 && mask&(1<<sub) != 0 {
 			a, b, c, d = v.cfg.Host(0xD, sub)

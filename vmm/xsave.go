@@ -85,6 +85,26 @@ func XSaveSize(host func(leaf, sub uint32) (a, b, c, d uint32), set uint64) int 
 	return int(size)
 }
 
+// XSaveCompactedSize is the size of a compacted-format XSAVE area (what
+// XSAVEC and XSAVES write) for the components in set (SDM Vol. 1
+// 13.4.3): after the legacy region and header the components follow in
+// order, each at the end of the one before, rounded up to 64 bytes where
+// CPUID 0xD subleaf i ECX bit 1 asks for it.
+func XSaveCompactedSize(host func(leaf, sub uint32) (a, b, c, d uint32), set uint64) int {
+	size := uint32(XSaveMinSize)
+	for i := uint32(2); i < 64; i++ {
+		if set&(1<<i) == 0 {
+			continue
+		}
+		sz, _, ecx, _ := host(0xD, i)
+		if ecx&2 != 0 {
+			size = (size + 63) &^ 63
+		}
+		size += sz
+	}
+	return int(size)
+}
+
 // NewXSaveArea returns a 64-byte aligned (SDM Vol. 1 13.4: XSAVE and
 // XRSTOR #GP otherwise) area of size bytes in the reset state: FCW and
 // MXCSR at their reset values, XSTATE_BV 0 (every component in its

@@ -75,6 +75,45 @@ func TestXSaveSize(t *testing.T) {
 	}
 }
 
+// TestXSaveCompactedSize: the compacted sizes, which Linux checks against
+// CPUID 0xD.1 EBX when it uses XSAVEC (seen under Bochs's Skylake-X:
+// "XSAVE consistency problem: size 2432 != kernel_size 2688" while EBX
+// held the standard size, and Linux fell back to FXSAVE).
+func TestXSaveCompactedSize(t *testing.T) {
+	host := fakeXSAVEHost(0, 0x2FF)
+	for _, tc := range []struct {
+		set  uint64
+		want int
+	}{{3, 576}, {7, 832}, {0xE7, 2432}, {0x2E7, 2440}} {
+		if got := XSaveCompactedSize(host, tc.set); got != tc.want {
+			t.Errorf("XSaveCompactedSize(%#x) = %d, want %d", tc.set, got, tc.want)
+		}
+	}
+	// A component that asks for 64-byte alignment (ECX bit 1) starts on
+	// one: with an 8-byte component 3 ending at 840, component 4 moves
+	// to 896.
+	aligned := func(leaf, sub uint32) (a, b, c, d uint32) {
+		a, b, c, d = host(leaf, sub)
+		switch {
+		case leaf == 0xD && sub == 3:
+			a = 8
+		case leaf == 0xD && sub == 4:
+			c = 2
+		}
+		return a, b, c, d
+	}
+	if got := XSaveCompactedSize(aligned, 0x1F); got != 896+64 {
+		t.Errorf("aligned component: %d, want %d", got, 896+64)
+	}
+	v := NewCPUIDView(CPUIDConfig{Host: host, CPUs: 1, XCR0: 0xE7})
+	if _, b, _, _ := v.Query(0, CR4_OSXSAVE, 0xE7, 0xD, 1); b != 2432 {
+		t.Errorf("leaf 0xD.1 EBX = %d, want the compacted 2432", b)
+	}
+	if _, b, c, _ := v.Query(0, CR4_OSXSAVE, 0xE7, 0xD, 0); b != 2688 || c != 2688 {
+		t.Errorf("leaf 0xD.0 EBX, ECX = %d, %d, want the standard 2688", b, c)
+	}
+}
+
 func TestNewXSaveArea(t *testing.T) {
 	for _, size := range []int{0, 576, 832, 2688} {
 		a := NewXSaveArea(size)
