@@ -220,7 +220,7 @@ func checkGuestXSAVE(t *testing.T, sh *linuxShell, m *Machine, model string) {
 	if !ok {
 		t.Fatalf("no XSAVE expectations for model %s", model)
 	}
-	fl := sh.run("grep -m 1 flags /proc/cpuinfo", `(?m)^flags\s*:([^\r\n]*)`, 5*time.Minute)
+	fl := sh.run("grep flags /proc/cpuinfo", `(?m)^flags\s*:([^\r\n]*)`, 5*time.Minute)
 	have := map[string]bool{}
 	for _, f := range strings.Fields(fl[1]) {
 		have[f] = true
