@@ -250,10 +250,14 @@ func checkGuestXSAVE(t *testing.T, sh *linuxShell, m *Machine, model string) {
 	if !strings.Contains(out, "Go sees: AVX false, AVX2 false, AVX-512F false") {
 		t.Error("doppel's Go runtime does not report \"AVX false\": the host's XCR0 must keep AVX off")
 	}
-	r := sh.run("workload -mib 1 -lines 10 -interval 200ms -ymm", `workload: ymm rounds=(\d+) bad=(\d+)`, 10*time.Minute)
+	r := sh.run("workload -mib 1 -lines 10 -interval 200ms -ymm", `workload: ymm rounds=(\d+) bad=(\d+) avx512=(\w+)`, 10*time.Minute)
 	t.Logf("guest: %s", r[0])
 	if r[1] == "0" || r[2] != "0" {
 		t.Errorf("%s: want some rounds and none bad", r[0])
+	}
+	// With AVX-512 the rounds also hold ZMM16-31 and K1-7.
+	if zmm := fmt.Sprint(have["avx512f"]); r[3] != zmm {
+		t.Errorf("%s: want avx512=%s", r[0], zmm)
 	}
 }
 
