@@ -65,6 +65,7 @@ const (
 	CPUID07_EDX_CORECAPS           = 30
 	CPUID07_EDX_SSBD               = 31
 	CPUID06_EAX_ARAT               = 2 // APIC timer always running
+	CPUID0D1_EAX_XSAVEC            = 1
 	CPUID0D1_EAX_XSAVES            = 3
 	CPUID0D1_EAX_XFD               = 4
 	CPUID80000001_ECX_SVM          = 2
@@ -115,6 +116,14 @@ type CPUIDConfig struct {
 	// XCR0 is the set of XSAVE state components the vCPU switches
 	// (XCR0Switchable & the host's); 0 hides XSAVE and AVX altogether.
 	XCR0 uint64
+	// XSAVEC offers the compacted-format XSAVEC (leaf 0xD.1 EAX bit 1).
+	// Off, Linux saves its tasks' state with XSAVEOPT in the standard
+	// format. doppel keeps it off: under Bochs's corei7_skylake_x with
+	// XSAVEC shown, Linux's own XRSTOR of the compacted state it had
+	// saved took #GP now and then ("Bad FPU state detected at
+	// restore_fpregs_from_fpstate", YMM registers reset), a path doppel
+	// does not touch; with XSAVEOPT the same checks pass (docs/design.md).
+	XSAVEC bool
 }
 
 // CPUIDView is one guest CPU's view: the answer for any leaf and
@@ -305,6 +314,9 @@ func (v *CPUIDView) xsaveLeaf(xcr0 uint64, sub uint32) (a, b, c, d uint32) {
 	case 1:
 		a, _, _, _ = v.cfg.Host(0xD, 1)
 		a &^= bit(CPUID0D1_EAX_XFD)
+		if !v.cfg.XSAVEC {
+			a &^= bit(CPUID0D1_EAX_XSAVEC)
+		}
 		if !v.cfg.XSAVES {
 			a &^= bit(CPUID0D1_EAX_XSAVES)
 		}
