@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,6 +22,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "qemu-test: building the image failed: %v\n", err)
 		os.Exit(1)
 	}
+	// Which QEMU runs matters (issue 11): say it once.
+	v, err := exec.Command(qemuBinary(), "--version").Output()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "qemu-test: %s --version: %v\n", qemuBinary(), err)
+		os.Exit(1)
+	}
+	fmt.Printf("qemu-test: %s (%s)\n", strings.SplitN(string(v), "\n", 2)[0], qemuBinary())
 	os.Exit(m.Run())
 }
 

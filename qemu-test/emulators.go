@@ -64,6 +64,16 @@ func startQEMU(name, image string, c QEMUConfig) (*Machine, error) {
 	return runQEMU(name, args)
 }
 
+// qemuBinary is the QEMU the tests run: $DOPPEL_QEMU (scripts/qemu.sh
+// installs Debian 13's QEMU 10 beside the system's, for comparison runs),
+// else qemu-system-x86_64 from PATH.
+func qemuBinary() string {
+	if q := os.Getenv("DOPPEL_QEMU"); q != "" {
+		return q
+	}
+	return "qemu-system-x86_64"
+}
+
 // runQEMU starts qemu-system-x86_64 with args, its serial console on the
 // process's stdio.
 func runQEMU(name string, args []string) (*Machine, error) {
@@ -85,8 +95,8 @@ func runQEMU(name string, args []string) (*Machine, error) {
 	// "-action shutdown=pause -monitor unix:/tmp/mon,server,nowait" keeps
 	// a machine that triple-faulted for the monitor's xp).
 	args = append(args, strings.Fields(os.Getenv("DOPPEL_QEMU_EXTRA"))...)
-	m.cmd = exec.Command("qemu-system-x86_64", args...)
-	fmt.Fprintf(m.log, "# qemu-system-x86_64 %q\n", args)
+	m.cmd = exec.Command(qemuBinary(), args...)
+	fmt.Fprintf(m.log, "# %s %q\n", qemuBinary(), args)
 	if m.in, err = m.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}

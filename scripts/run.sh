@@ -26,6 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build/doppel.iso ] || { echo "run: build/doppel.iso missing: make image" >&2; exit 1; }
 
+# DOPPEL_QEMU names another QEMU binary (scripts/qemu.sh installs Debian
+# 13's beside the system's).
+qemu_bin=${DOPPEL_QEMU:-qemu-system-x86_64}
+
 emu=${EMU:-${DOPPEL_EMU:-}}
 case "$emu" in
   "" | bochs | qemu) ;;
@@ -64,14 +68,15 @@ kvm_reason() {
 # qemu boots the ISO with the given accelerator and CPU flags and ends the
 # script with QEMU (the debug-exit device ends it with the guest's status).
 qemu() {
+  echo "run: $("$qemu_bin" --version | head -1)"
   echo "run: the serial console follows; Ctrl-A X leaves"
   local rc=0
-  qemu-system-x86_64 "$@" -smp 2 -m 4G -cdrom "$iso" -boot d -nographic -no-reboot \
+  "$qemu_bin" "$@" -smp 2 -m 4G -cdrom "$iso" -boot d -nographic -no-reboot \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 || rc=$?
   exit $rc
 }
 
-if [ "$emu" != bochs ] && command -v qemu-system-x86_64 >/dev/null; then
+if [ "$emu" != bochs ] && command -v "$qemu_bin" >/dev/null; then
   why=$(kvm_reason)
   if [ -z "$why" ] && grep -qw vmx /proc/cpuinfo; then
     echo "run: QEMU/KVM with nested VMX (doppel runs its guest under VT-x)"

@@ -53,13 +53,23 @@ type placement struct {
 	cpu    int
 	apicID uint32
 	tscAux uint32 // IA32_TSC_AUX by RDTSCP, when the CPU has it
+	cr0    uint64 // on bare metal only (ring 0)
 	err    error
 }
+
+// CR0's cache-disable and not-write-through bits (SDM Vol. 3A 2.5). An
+// application processor leaves INIT with both set (Table 10-1); one that
+// keeps them runs with its caches off, many times slower on real hardware
+// and invisible in an emulator.
+const (
+	cr0NW = 1 << 29
+	cr0CD = 1 << 30
+)
 
 // runPinned locks a goroutine to its thread, pins the thread to cpu, and
 // reads the APIC ID twice with a yield between (the thread must stay put).
 // It restores the thread's affinity before unlocking it.
-func runPinned(cpuIndex int, all cpuMask) (p placement) {
+func runPinned(cpuIndex int, all cpuMask, bareMetal bool) (p placement) {
 	p.cpu = cpuIndex
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -74,6 +84,9 @@ func runPinned(cpuIndex int, all cpuMask) (p placement) {
 		}
 	}()
 	p.apicID = cpu.APICID()
+	if bareMetal {
+		p.cr0 = cpu.ReadCR0()
+	}
 	if hasRDTSCP {
 		_, p.tscAux = cpu.RDTSCP()
 	}
@@ -105,7 +118,7 @@ func cpuSpread(ctx context.Context, cfg *Config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = runPinned(c, all)
+			results[i] = runPinned(c, all, cfg.BareMetal)
 		}()
 	}
 	wg.Wait()
@@ -118,6 +131,9 @@ func cpuSpread(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("cpus %d and %d both ran on APIC ID %d: pinning did not move the thread", prev, p.cpu, p.apicID)
 		}
 		byAPIC[p.apicID] = p.cpu
+		if p.cr0&(cr0CD|cr0NW) != 0 {
+			return fmt.Errorf("cpu %d runs with its caches disabled: CR0 %#x has CD or NW set", p.cpu, p.cr0)
+		}
 		// Linux loads TSC_AUX with (node << 12) | cpu; the boot layer need not.
 		if hasRDTSCP && !cfg.BareMetal && int(p.tscAux&0xfff) != p.cpu {
 			return fmt.Errorf("pinned to cpu %d, RDTSCP reports TSC_AUX %#x", p.cpu, p.tscAux)

@@ -37,7 +37,9 @@ ap32:
 	orl $((1 << 0) | (1 << 8) | (1 << 11)), %eax
 	wrmsr
 	movl %cr0, %eax
-	andl $~(1 << 2), %eax
+	/* EM off; CD and NW off: INIT leaves them set (SDM 3A Table 10-1),
+	 * and an AP that kept them would run with its caches disabled. */
+	andl $~((1 << 30) | (1 << 29) | (1 << 2)), %eax
 	orl $((1 << 31) | (1 << 16) | (1 << 5) | (1 << 1) | 1), %eax
 	movl %eax, %cr0
 	ljmpl $SEL_CODE64, $T(ap64)

@@ -107,7 +107,9 @@ _start32:
 	orl $(EFER_SCE | EFER_LME | EFER_NXE), %eax
 	wrmsr
 	movl %cr0, %eax
-	andl $~(1 << 2), %eax    /* EM=0: FPU/SSE instructions execute */
+	/* EM=0: FPU/SSE instructions execute; CD=NW=0: caches on, whatever
+	 * the loader left (multiboot promises only PE and PG). */
+	andl $~((1 << 30) | (1 << 29) | (1 << 2)), %eax
 	orl $(CR0_PG | CR0_PE | CR0_MP | CR0_NE | CR0_WP), %eax
 	movl %eax, %cr0
 	lgdt gdt_ptr
