@@ -122,7 +122,8 @@
 // CPUID view shows XSAVE, AVX/AVX2/FMA/F16C and the AVX-512 family only
 // with their state switched, OSXSAVE as the guest's CR4 has it, leaf 0xD
 // with the standard sizes (subleaf 0) and the compacted size (subleaf 1
-// EBX, which Linux checks when it uses XSAVEC). With no XSAVE on the host,
+// EBX, which Linux checks when it uses XSAVEC). XSAVEC is hidden unless
+// CPUIDConfig.XSAVEC (see there for why). With no XSAVE on the host,
 // or for a CPUID view whose XCR0 is 0 (the FT guest's), the stub switches
 // the area's legacy region with FXSAVE/FXRSTOR and XSAVE and AVX stay
 // hidden. The saved vCPU state (version 3) carries the area, checked
