@@ -69,7 +69,9 @@
 // stack, takes one big kernel lock (clock_gettime, gettimeofday and gettid
 // do not) and returns with IRETQ. Threads are switched on their kernel
 // stacks; the switch also swaps the FS base and the FXSAVE image. CR4.OSXSAVE
-// stays clear, so the runtime uses SSE only and no XSAVE state exists. Each
+// is set with XCR0 = x87|SSE, so XGETBV tells the runtime no AVX state is
+// saved: it uses SSE only, the FXSAVE image is all of a thread's state, and
+// the VMM can XSETBV a guest's XCR0 around VM entries (vmm/xsave.go). Each
 // CPU's LAPIC timer runs one-shot: armed for the end of the 4 ms time slice
 // or the earliest sleeper's deadline, whichever is first (so sleeps and
 // futex/epoll timeouts are exact, not tick-rounded); an idle CPU arms it

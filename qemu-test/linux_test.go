@@ -149,6 +149,7 @@ func bochsLinux(t *testing.T, cpus int, model, dirty string) {
 		t.Errorf("guest date %v is %v off the host's", d, off)
 	}
 	sh.run("mkdir -p /tmp/t && echo written-in-the-guest-4711 > /tmp/t/f && cat /tmp/t/f", `(?m)^written-in-the-guest-4711\r*$`, 5*time.Minute)
+	checkGuestXSAVE(t, sh, m, model)
 	if err := m.Type("poweroff\r"); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +196,71 @@ func bochsLinux(t *testing.T, cpus int, model, dirty string) {
 	}
 }
 
+// guestXSAVE is what the Linux guest must see of XSAVE on each Bochs
+// model (Bochs 2.7 cpu/cpudb/intel): the flags in /proc/cpuinfo and the
+// state components its x86/fpu code enables (XCR0). broadwell_ult has
+// AVX2; corei7_skylake_x adds AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM). XSAVES
+// stays hidden: doppel does not enable it.
+var guestXSAVE = map[string]struct {
+	flags, absent []string
+	xcr0          string
+}{
+	modelScan: {[]string{"xsave", "avx", "avx2"}, []string{"xsaves", "avx512f"}, "0x7"},
+	modelPML:  {[]string{"xsave", "avx", "avx2", "avx512f"}, []string{"xsaves"}, "0xe7"},
+}
+
+// checkGuestXSAVE checks that the guest sees the XSAVE features doppel
+// switches, that its crypto self-tests passed, and that YMM registers
+// keep their values while the guest runs (workload -ymm: a busy loop
+// holding values in YMM0-15 across VM exits). doppel's own Go runtime
+// must still see no AVX (the host's XCR0 is x87|SSE).
+func checkGuestXSAVE(t *testing.T, sh *linuxShell, m *Machine, model string) {
+	t.Helper()
+	want, ok := guestXSAVE[model]
+	if !ok {
+		t.Fatalf("no XSAVE expectations for model %s", model)
+	}
+	fl := sh.run("grep flags /proc/cpuinfo", `(?m)^flags\s*:([^\r\n]*)`, 5*time.Minute)
+	have := map[string]bool{}
+	for _, f := range strings.Fields(fl[1]) {
+		have[f] = true
+	}
+	for _, f := range want.flags {
+		if !have[f] {
+			t.Errorf("guest CPU flags lack %s: %s", f, fl[1])
+		}
+	}
+	for _, f := range want.absent {
+		if have[f] {
+			t.Errorf("guest CPU flags show %s", f)
+		}
+	}
+	out := m.Output()
+	if x := regexp.MustCompile(`x86/fpu: Enabled xstate features (0x[0-9a-f]+), context size is (\d+) bytes`).FindStringSubmatch(out); x == nil {
+		t.Error("the guest kernel reported no enabled xstate features")
+	} else {
+		t.Logf("guest: xstate features %s, context %s bytes", x[1], x[2])
+		if x[1] != want.xcr0 {
+			t.Errorf("guest xstate features %s, want %s", x[1], want.xcr0)
+		}
+	}
+	if bad := regexp.MustCompile(`alg: [^\r\n]*(fail|error)[^\r\n]*`).FindAllString(out, -1); len(bad) != 0 {
+		t.Errorf("guest crypto self-tests failed: %q", bad)
+	}
+	if !strings.Contains(out, "Go sees: AVX false, AVX2 false, AVX-512F false") {
+		t.Error("doppel's Go runtime does not report \"AVX false\": the host's XCR0 must keep AVX off")
+	}
+	r := sh.run("workload -mib 1 -lines 10 -interval 200ms -ymm", `workload: ymm rounds=(\d+) bad=(\d+) avx512=(\w+)`, 10*time.Minute)
+	t.Logf("guest: %s", r[0])
+	if r[1] == "0" || r[2] != "0" {
+		t.Errorf("%s: want some rounds and none bad", r[0])
+	}
+	// With AVX-512 the rounds also hold ZMM16-31 and K1-7.
+	if zmm := fmt.Sprint(have["avx512f"]); r[3] != zmm {
+		t.Errorf("%s: want avx512=%s", r[0], zmm)
+	}
+}
+
 // doppelLogLine matches one of doppel's own log lines about the guest
 // ("[  33.131661] guest: ..."), wherever it starts on the shared console.
 var doppelLogLine = regexp.MustCompile(`\[ *\d+\.\d{6}\] guest: [^\n]*\n`)
@@ -219,7 +285,7 @@ func TestBochsLinuxRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	const mib, lines = 8, 60
-	if err := m.Type(fmt.Sprintf("workload -mib %d -lines %d -interval 250ms\r", mib, lines)); err != nil {
+	if err := m.Type(fmt.Sprintf("workload -mib %d -lines %d -interval 250ms -ymm\r", mib, lines)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Expect(regexp.MustCompile(`workload: n=3 `), 10*time.Minute); err != nil {
@@ -257,4 +323,11 @@ func TestBochsLinuxRestore(t *testing.T) {
 	out := regexp.MustCompile(`(?m)^\$ `).ReplaceAllString(m.Output(), "")
 	out = doppelLogLine.ReplaceAllString(out, "")
 	checkWorkload(t, out, mib, lines)
+	// The YMM registers held their values across the save/restore
+	// cycles (the XSAVE area in the saved vCPU state).
+	if y := regexp.MustCompile(`workload: ymm rounds=(\d+) bad=(\d+)`).FindStringSubmatch(out); y == nil || y[1] == "0" || y[2] != "0" {
+		t.Errorf("workload's YMM check: %q, want some rounds and none bad", y)
+	} else {
+		t.Log(y[0])
+	}
 }

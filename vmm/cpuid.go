@@ -65,6 +65,7 @@ const (
 	CPUID07_EDX_CORECAPS           = 30
 	CPUID07_EDX_SSBD               = 31
 	CPUID06_EAX_ARAT               = 2 // APIC timer always running
+	CPUID0D1_EAX_XSAVEC            = 1
 	CPUID0D1_EAX_XSAVES            = 3
 	CPUID0D1_EAX_XFD               = 4
 	CPUID80000001_ECX_SVM          = 2
@@ -115,6 +116,14 @@ type CPUIDConfig struct {
 	// XCR0 is the set of XSAVE state components the vCPU switches
 	// (XCR0Switchable & the host's); 0 hides XSAVE and AVX altogether.
 	XCR0 uint64
+	// XSAVEC offers the compacted-format XSAVEC (leaf 0xD.1 EAX bit 1).
+	// Off, Linux saves its tasks' state with XSAVEOPT in the standard
+	// format. doppel keeps it off: under Bochs's corei7_skylake_x with
+	// XSAVEC shown, Linux's own XRSTOR of the compacted state it had
+	// saved took #GP now and then ("Bad FPU state detected at
+	// restore_fpregs_from_fpstate", YMM registers reset), a path doppel
+	// does not touch; with XSAVEOPT the same checks pass (docs/design.md).
+	XSAVEC bool
 }
 
 // CPUIDView is one guest CPU's view: the answer for any leaf and
@@ -305,12 +314,17 @@ func (v *CPUIDView) xsaveLeaf(xcr0 uint64, sub uint32) (a, b, c, d uint32) {
 	case 1:
 		a, _, _, _ = v.cfg.Host(0xD, 1)
 		a &^= bit(CPUID0D1_EAX_XFD)
+		if !v.cfg.XSAVEC {
+			a &^= bit(CPUID0D1_EAX_XSAVEC)
+		}
 		if !v.cfg.XSAVES {
 			a &^= bit(CPUID0D1_EAX_XSAVES)
 		}
-		// XSAVES may only be offered for user components here: IA32_XSS
-		// is 0, so EBX (size for XCR0|XSS) is the XCR0 size.
-		b = v.xsaveSize(xcr0 & mask)
+		// EBX is the size XSAVEC (and XSAVES) write for XCR0|IA32_XSS:
+		// the compacted format's (13.4.3), which Linux checks against its
+		// own sum when it uses XSAVEC. IA32_XSS is 0 here (no supervisor
+		// components).
+		b = uint32(XSaveCompactedSize(v.cfg.Host, xcr0&mask))
 	default:
 		if sub < 64 && mask&(1<<sub) != 0 {
 			a, b, c, d = v.cfg.Host(0xD, sub)
@@ -323,16 +337,12 @@ func (v *CPUIDView) xsaveLeaf(xcr0 uint64, sub uint32) (a, b, c, d uint32) {
 // set: the legacy area and header (576 bytes) or the end of the highest
 // component.
 func (v *CPUIDView) xsaveSize(set uint64) uint32 {
-	size := uint32(576)
-	for i := uint32(2); i < 64; i++ {
-		if set&(1<<i) == 0 {
-			continue
-		}
-		sz, off, _, _ := v.cfg.Host(0xD, i)
-		size = max(size, off+sz)
-	}
-	return size
+	return uint32(XSaveSize(v.cfg.Host, set))
 }
+
+// XCR0 returns the XSAVE components the view offers (CPUIDConfig.XCR0):
+// the ones the vCPU must switch.
+func (v *CPUIDView) XCR0() uint64 { return v.cfg.XCR0 }
 
 // CrystalFor picks the core crystal clock for a guest whose TSC runs at
 // tscHz: tscHz/k for the smallest integer k that keeps it at or below

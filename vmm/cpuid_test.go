@@ -235,6 +235,15 @@ func TestCPUIDViewXSAVE(t *testing.T) {
 			if a1&(1<<CPUID0D1_EAX_XSAVES) != 0 {
 				t.Error("XSAVES shown without the control")
 			}
+			if a1&(1<<CPUID0D1_EAX_XSAVEC) != 0 {
+				t.Error("XSAVEC shown though not asked for")
+			}
+			if tc.mask != 0 {
+				cfg := CPUIDConfig{Host: host, CPUs: 1, XCR0: tc.mask, XSAVEC: true}
+				if a1, _, _, _ := NewCPUIDView(cfg).Query(0, CR4_OSXSAVE, tc.xcr0, 0xD, 1); a1&(1<<CPUID0D1_EAX_XSAVEC) == 0 {
+					t.Error("XSAVEC hidden though asked for (the host has it)")
+				}
+			}
 			// Components beyond the mask (PKRU is 9 here) are empty.
 			if a, b, _, _ := v.Query(0, CR4_OSXSAVE, tc.xcr0, 0xD, 9); a != 0 || b != 0 {
 				t.Errorf("leaf 0xD.9 = %#x %#x", a, b)

@@ -107,8 +107,10 @@
 // exit through one MSR area with the host's restored at exit, TSC
 // offsetting (the guest clock is the TSC: TSCClock), VPID, RDTSCP and
 // INVPCID when the CPU has the controls (CPUIDView hides them otherwise),
-// CR8 and MWAIT/MONITOR exiting, x87/SSE switched by FXSAVE/FXRSTOR inside
-// the entry stub, interrupt injection before every entry with interrupt-
+// CR8 and MWAIT/MONITOR exiting, the guest's x87/SSE/AVX state switched
+// inside the entry stub (xsave.go: XRSTOR/XSAVE of a standard-format area
+// under an XCR0 of every component offered, the guest's XCR0 loaded for
+// the guest, XSETBV always exiting and checked by ValidXCR0), interrupt injection before every entry with interrupt-
 // window exiting (Injector), HLT that sleeps until a timer or interrupt is
 // due, MMIO by decoding the faulting instruction with x86asm (mmio.go),
 // string I/O (stringio.go), an application processor that waits for
@@ -123,11 +125,28 @@
 // hypervisor and timing leaves, and a TSC rate in leaf 0x15 that Linux's
 // 32-bit arithmetic reads right (CrystalFor). vmm/pc wires a PC around it.
 //
-// Not yet done: guest XSAVE state beyond x87/SSE (CPUIDView hides XSAVE
-// and AVX from guests; the host kernel runs without OSXSAVE: the boot
-// layer's XSAVE thread switching was withdrawn after Go runtimes under it
-// died with heap corruption in 2 of 4 QEMU self-test boots), so XCR0
-// switching and XSAVE around entry are the next step; posted interrupts
-// and APIC
-// virtualisation (every APIC access exits); NMI injection.
+// # Extended state (XSAVE)
+//
+// The host kernel runs with CR4.OSXSAVE and XCR0 = x87|SSE (boot/layer/
+// cpu.c), so the Go runtime sees no AVX (XGETBV says the OS saves no YMM
+// state) and the boot layer's thread switch keeps FXSAVE. A vCPU offers
+// its guest the components SwitchableXCR0 finds on the host: x87, SSE,
+// AVX and AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM together), never MPX, PKRU,
+// AMX or supervisor state; XSAVES stays hidden (its control is off). The
+// CPUID view shows XSAVE, AVX/AVX2/FMA/F16C and the AVX-512 family only
+// with their state switched, OSXSAVE as the guest's CR4 has it, leaf 0xD
+// with the standard sizes (subleaf 0) and the compacted size (subleaf 1
+// EBX, which Linux checks when it uses XSAVEC). XSAVEC is hidden unless
+// CPUIDConfig.XSAVEC (see there for why). With no XSAVE on the host,
+// or for a CPUID view whose XCR0 is 0 (the FT guest's), the stub switches
+// the area's legacy region with FXSAVE/FXRSTOR and XSAVE and AVX stay
+// hidden. The saved vCPU state (version 3) carries the area, checked
+// before it is loaded: an XRSTOR fault would be the host's.
+//
+// Not yet done: AVX for doppel's own Go code (a per-thread XSAVE switch
+// in the boot layer was tried once and withdrawn after Go runtimes under
+// it died with heap corruption in 2 of 4 QEMU self-test boots); guest
+// XSAVE under AMD-V (vmm/svm still switches FXSAVE and hides XSAVE);
+// posted interrupts and APIC virtualisation (every APIC access exits);
+// NMI injection.
 package vmm

@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/doppel-ft/doppel/vmm/devices"
@@ -115,8 +116,11 @@ var savedFields = []Field{
 
 // VCPUState is what SaveVCPUState saves besides the VMCS fields.
 type VCPUState struct {
-	Regs     Regs
-	FX       [512]byte
+	Regs Regs
+	// XSave is the guest's x87/SSE/AVX state: a standard-format XSAVE
+	// area (xsave.go) of at least XSaveMinSize bytes; its legacy region
+	// is the FXSAVE image.
+	XSave    []byte
 	XCR0     uint64
 	MSRArea  *MSRArea
 	MSRs     *GuestMSRs
@@ -125,15 +129,25 @@ type VCPUState struct {
 	// CR2 and DR6 are kept by AMD-V's VMCB (version 2); VT-x leaves them
 	// 0 (its VMCS has no CR2 or DR6 field).
 	CR2, DR6 uint64
+
+	// What RestoreVCPUState checks XSave and XCR0 against: the size of
+	// the restoring vCPU's area (0: XSaveMinSize, x87/SSE only) and the
+	// XCR0 values its guest may hold (0: x87 only).
+	XSaveSize   int
+	XCR0Allowed uint64
 }
 
+// Versions: 2 carried a 512-byte FXSAVE image where 3 carries the XSAVE
+// area; a version-2 state still restores (its image becomes an area
+// holding x87 and SSE).
 const (
-	vcpuStateMagic   = "VCPU"
-	vcpuStateVersion = 2
+	vcpuStateMagic     = "VCPU"
+	vcpuStateVersion   = 3
+	vcpuStateVersionFX = 2
 )
 
 // SaveVCPUState encodes a vCPU: the VMCS fields in savedFields order,
-// the general registers, the FXSAVE image, XCR0, the switched MSRs, the
+// the general registers, the XSAVE area, XCR0, the switched MSRs, the
 // software MSRs, whether it waits for SIPI, its TSC, CR2 and DR6.
 func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 	e := devices.NewEncoder(vcpuStateMagic, vcpuStateVersion)
@@ -149,7 +163,10 @@ func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 	for _, v := range []uint64{r.RAX, r.RBX, r.RCX, r.RDX, r.RSI, r.RDI, r.RBP, r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15} {
 		e.U64(v)
 	}
-	e.Bytes(s.FX[:])
+	if len(s.XSave) < XSaveMinSize {
+		return nil, fmt.Errorf("vmm: save vcpu: XSAVE area of %d bytes", len(s.XSave))
+	}
+	e.Bytes(s.XSave)
 	e.U64(s.XCR0)
 	e.U32(uint32(len(SwitchedMSRs)))
 	for _, m := range SwitchedMSRs {
@@ -174,9 +191,14 @@ func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 }
 
 // RestoreVCPUState decodes b into vmcs and s (whose MSRArea and MSRs must
-// be set). On a bad blob nothing is changed.
+// be set, and XSaveSize and XCR0Allowed if the vCPU switches more than
+// x87 and SSE). On a bad blob nothing is changed.
 func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
-	d := devices.NewDecoder(b, vcpuStateMagic, vcpuStateVersion)
+	version := uint16(vcpuStateVersion)
+	if len(b) >= 6 && binary.LittleEndian.Uint16(b[4:6]) == vcpuStateVersionFX {
+		version = vcpuStateVersionFX
+	}
+	d := devices.NewDecoder(b, vcpuStateMagic, version)
 	n := d.U32()
 	d.Check(n == uint32(len(savedFields)), "%d VMCS fields, want %d", n, len(savedFields))
 	vals := make([]uint64, 0, len(savedFields))
@@ -187,9 +209,23 @@ func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 	for _, p := range []*uint64{&r.RAX, &r.RBX, &r.RCX, &r.RDX, &r.RSI, &r.RDI, &r.RBP, &r.R8, &r.R9, &r.R10, &r.R11, &r.R12, &r.R13, &r.R14, &r.R15} {
 		*p = d.U64()
 	}
-	fx := d.Bytes(512)
-	d.Check(d.Err() != nil || len(fx) == 512, "FXSAVE image of %d bytes", len(fx))
+	var area []byte
+	if version == vcpuStateVersionFX {
+		fx := d.Bytes(512)
+		d.Check(d.Err() != nil || len(fx) == 512, "FXSAVE image of %d bytes", len(fx))
+		if d.Err() == nil {
+			area = FXArea((*[512]byte)(fx))
+		}
+	} else {
+		area = d.Bytes(xsaveMaxSize)
+	}
+	size, allowed := max(s.XSaveSize, XSaveMinSize), s.XCR0Allowed|XCR0_X87
+	if d.Err() == nil {
+		err := CheckXSaveArea(area, size, allowed)
+		d.Check(err == nil, "%v", err)
+	}
 	xcr0 := d.U64()
+	d.Check(d.Err() != nil || ValidXCR0(xcr0, allowed), "XCR0 %#x, this vCPU offers %#x", xcr0, allowed)
 	n = d.U32()
 	d.Check(n == uint32(len(SwitchedMSRs)), "%d switched MSRs, want %d", n, len(SwitchedMSRs))
 	msrs := make([]uint64, len(SwitchedMSRs))
@@ -218,7 +254,7 @@ func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 		}
 	}
 	s.Regs = r
-	copy(s.FX[:], fx)
+	s.XSave = area
 	s.XCR0 = xcr0
 	for i, m := range SwitchedMSRs {
 		s.MSRArea.Set(m, msrs[i])

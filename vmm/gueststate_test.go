@@ -1,6 +1,8 @@
 package vmm
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -56,8 +58,9 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	a1 := NewMSRArea(&f1, SwitchedMSRs, []uint64{1, 2, 3, 4, 5, 6})
 	g1 := NewGuestMSRs(src, a1, true)
 	g1.MTRRVar[3], g1.MTRRFixed[10], g1.MTRRDef = 0x55, 0x0606, 0xC06
-	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 3, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456, CR2: 0x7F00_1008, DR6: 0xFFFF_4FF0}
-	s.FX[0], s.FX[511] = 0x7F, 0xEE
+	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 7, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456, CR2: 0x7F00_1008, DR6: 0xFFFF_4FF0}
+	s.XSave = NewXSaveArea(832) // x87, SSE, AVX (at 576, 256 bytes)
+	s.XSave[0], s.XSave[511], s.XSave[xsaveXStateBV], s.XSave[831] = 0x7F, 0xEE, 7, 0xAB
 	blob, err := SaveVCPUState(src, s)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +68,7 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	dst := fakeVMCS{}
 	a2 := NewMSRArea(&f2, SwitchedMSRs, make([]uint64, 6))
 	g2 := NewGuestMSRs(dst, a2, false)
-	got := &VCPUState{MSRArea: a2, MSRs: g2}
+	got := &VCPUState{MSRArea: a2, MSRs: g2, XSaveSize: 832, XCR0Allowed: 7}
 	if err := RestoreVCPUState(dst, blob, got); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +77,7 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 			t.Errorf("field %#x = %#x, want %#x", uint32(f), dst[f], src[f])
 		}
 	}
-	if got.Regs != s.Regs || got.FX != s.FX || got.XCR0 != 3 || !got.WaitSIPI || got.GuestTSC != 123456 || got.CR2 != s.CR2 || got.DR6 != s.DR6 {
+	if got.Regs != s.Regs || !bytes.Equal(got.XSave, s.XSave) || got.XCR0 != 7 || !got.WaitSIPI || got.GuestTSC != 123456 || got.CR2 != s.CR2 || got.DR6 != s.DR6 {
 		t.Errorf("state %+v", got)
 	}
 	if v, _ := a2.Get(IA32_TSC_AUX); v != 6 {
@@ -83,13 +86,55 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	if g2.MTRRVar[3] != 0x55 || g2.MTRRFixed[10] != 0x0606 || g2.MTRRDef != 0xC06 || g2.APICBase != g1.APICBase {
 		t.Errorf("MSRs %+v", g2)
 	}
-	// Truncated or foreign blobs are refused and change nothing.
-	for _, bad := range [][]byte{blob[:len(blob)-1], blob[:10], append(append([]byte{}, blob...), 0)} {
+	// Truncated or foreign blobs, and AVX state for a vCPU without it,
+	// are refused and change nothing.
+	for _, bad := range [][]byte{blob[:len(blob)-1], blob[:10], append(append([]byte{}, blob...), 0), blob} {
 		before := fakeVMCS{}
 		err := RestoreVCPUState(before, bad, &VCPUState{MSRArea: a2, MSRs: g2})
 		if !errors.Is(err, devices.ErrBadState) || len(before) != 0 {
 			t.Errorf("bad blob of %d bytes: %v, %d fields written", len(bad), err, len(before))
 		}
+	}
+}
+
+// TestVCPUStateVersion2 restores a version-2 state (a 512-byte FXSAVE
+// image where version 3 has the XSAVE area): the image becomes the
+// area's legacy region with x87 and SSE marked saved.
+func TestVCPUStateVersion2(t *testing.T) {
+	src := fakeVMCS{}
+	var f1, f2 [512]uint64
+	a1 := NewMSRArea(&f1, SwitchedMSRs, make([]uint64, len(SwitchedMSRs)))
+	s := &VCPUState{XSave: NewXSaveArea(XSaveMinSize), XCR0: XCR0_X87, MSRArea: a1, MSRs: NewGuestMSRs(src, a1, true)}
+	s.XSave[100], s.XSave[511] = 0x42, 0x99
+	v3, err := SaveVCPUState(src, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The area follows the header, the VMCS fields and 15 registers as
+	// a length-prefixed string: cut its XSAVE header off and relabel.
+	at := 10 + 4 + 8*len(savedFields) + 15*8
+	if n := binary.LittleEndian.Uint32(v3[at:]); n != XSaveMinSize {
+		t.Fatalf("area of %d bytes at %d", n, at)
+	}
+	v2 := append(append([]byte{}, v3[:at]...), 0, 2, 0, 0)
+	v2 = append(v2, v3[at+4:at+4+512]...)
+	v2 = append(v2, v3[at+4+XSaveMinSize:]...)
+	binary.LittleEndian.PutUint16(v2[4:], 2)
+	binary.LittleEndian.PutUint32(v2[6:], uint32(len(v2)-10))
+	got := &VCPUState{MSRArea: NewMSRArea(&f2, SwitchedMSRs, make([]uint64, len(SwitchedMSRs))), MSRs: NewGuestMSRs(fakeVMCS{}, a1, false)}
+	if err := RestoreVCPUState(fakeVMCS{}, v2, got); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte{}, s.XSave...)
+	want[xsaveXStateBV] = XCR0_X87 | XCR0_SSE
+	if !bytes.Equal(got.XSave, want) || got.XCR0 != XCR0_X87 {
+		t.Errorf("area % x, XCR0 %#x", got.XSave[:32], got.XCR0)
+	}
+	// An unknown version is refused by name.
+	v4 := append([]byte{}, v3...)
+	v4[4] = 4
+	if err := RestoreVCPUState(fakeVMCS{}, v4, got); !errors.Is(err, devices.ErrBadState) {
+		t.Errorf("version 4: %v", err)
 	}
 }
 

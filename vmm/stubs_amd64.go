@@ -19,7 +19,7 @@ func vmwrite(field, value uint64) uint8
 func invept(typ uint64, desc *[2]uint64) uint8
 
 //go:noescape
-func vmentry(regs *Regs, launched bool, fx *FXState) uint8
+func vmentry(regs *Regs, launched bool, fpu *fpuSwitch) uint8
 
 // vmexitEntry is HOST_RIP; never called from Go.
 func vmexitEntry()
@@ -33,3 +33,6 @@ func sidt(p *[10]byte)
 func segments() (cs, ss, ds, es, fs, gs, tr uint16)
 
 func peek64(addr uintptr) uint64
+
+// xgetbv reads an extended control register (XCR0: ECX 0).
+func xgetbv(xcr uint32) uint64

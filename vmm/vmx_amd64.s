@@ -80,34 +80,59 @@ TEXT ·invept(SB), NOSPLIT, $0-17
 	FLAGS_TO_RESULT(ret+16(FP))
 	RET
 
-// func vmentry(regs *Regs, launched bool, fx *FXState) uint8
+// func vmentry(regs *Regs, launched bool, fpu *fpuSwitch) uint8
 //
 // Enters the guest with the registers in regs and returns at its next VM
 // exit (0) or when the entry fails (1 VMfailInvalid, 2 VMfailValid).
 // Interrupts are off from before HOST_RSP is written until after the exit:
 // with guest registers loaded no host interrupt may run, and Go stacks move,
 // so HOST_RSP and HOST_RIP are written here, immediately before each entry.
-// At HOST_RSP the stack holds [regs][fx][saved BP][return address][args],
+// At HOST_RSP the stack holds [regs][fpu][saved BP][return address][args],
 // which vmexitEntry unwinds.
 //
-// With fx non-nil the guest's x87/SSE state is switched here too (FXSAVE
-// and FXRSTOR, SDM Vol. 1 10.5): the host's goes to fx.Host and the
-// guest's comes from fx.Guest before the entry, and the reverse after the
-// exit, all with interrupts off. It cannot be done from Go: Go code
-// between the restore and the entry would clobber X15 and MXCSR.
+// With fpu non-nil the guest's x87/SSE/AVX state is switched here too
+// (xsave.go): the host's x87/SSE goes to fpu.host (FXSAVE); then either
+// FXRSTOR of the guest area's legacy region (switchXCR0 0) or XSETBV
+// switchXCR0, XRSTOR of the whole guest area and XSETBV guestXCR0. After
+// the exit the reverse (XSAVE under switchXCR0, VZEROUPPER, XSETBV
+// hostXCR0, FXRSTOR), all with interrupts off. It cannot be done from Go:
+// Go code between the restore and the entry would clobber X15 and MXCSR.
 TEXT ·vmentry(SB), NOSPLIT, $0-25
 	MOVQ regs+0(FP), AX
 	MOVBQZX launched+8(FP), BX
-	MOVQ fx+16(FP), DX
+	MOVQ fpu+16(FP), DX
 	CLI
 	PUSHQ BP
 	PUSHQ DX
 	PUSHQ AX
 	TESTQ DX, DX
-	JZ   nofx
-	FXSAVE64 512(DX)
-	FXRSTOR64 0(DX)
-nofx:
+	JZ   nofpu
+	MOVQ DX, DI
+	FXSAVE64 0(DI)
+	MOVQ 512(DI), SI
+	MOVQ 528(DI), AX
+	TESTQ AX, AX
+	JNZ  xrstorguest
+	FXRSTOR64 0(SI)
+	JMP  fpudone
+xrstorguest:
+	// XSETBV: XCR[ECX] = EDX:EAX (SDM Vol. 2D).
+	MOVQ AX, DX
+	SHRQ $32, DX
+	XORL CX, CX
+	XSETBV
+	// XRSTOR64 with EDX:EAX all ones: every component of XCR0.
+	MOVL $-1, AX
+	MOVL $-1, DX
+	XRSTOR64 0(SI)
+	MOVQ 520(DI), AX
+	MOVQ AX, DX
+	SHRQ $32, DX
+	XORL CX, CX
+	XSETBV
+fpudone:
+	MOVQ 0(SP), AX
+nofpu:
 	// VMWRITE HOST_RSP (0x6C14), RSP: 0F 79 /r, ModRM 0xCC = RCX, RSP.
 	MOVQ $0x6C14, CX
 	BYTE $0x0F; BYTE $0x79; BYTE $0xCC
@@ -142,21 +167,40 @@ resume:
 	// VMRESUME: 0F 01 C3.
 	BYTE $0x0F; BYTE $0x01; BYTE $0xC3
 entryfail:
+	// The result in BX first: the state switch below clobbers flags.
 	SETCS BX
 	SETEQ CX
-	POPQ AX
-	POPQ DX
-	POPQ BP
-	TESTQ DX, DX
-	JZ   failnofx
-	// The guest did not run: its state is still in fx.Guest.
-	FXRSTOR64 512(DX)
-failnofx:
-	STI
 	MOVBQZX BX, BX
 	MOVBQZX CX, CX
 	SHLQ $1, CX
 	ORQ  CX, BX
+	POPQ AX
+	POPQ DI
+	POPQ BP
+	TESTQ DI, DI
+	JZ   failnofpu
+	// The guest did not run: its state is still in its area; only the
+	// host's comes back.
+	MOVQ 528(DI), AX
+	TESTQ AX, AX
+	JZ   failhost
+	MOVQ AX, DX
+	SHRQ $32, DX
+	XORL CX, CX
+	XSETBV
+	TESTQ $4, AX
+	JZ   failxcr0
+	VZEROUPPER
+failxcr0:
+	MOVQ 536(DI), AX
+	MOVQ AX, DX
+	SHRQ $32, DX
+	XORL CX, CX
+	XSETBV
+failhost:
+	FXRSTOR64 0(DI)
+failnofpu:
+	STI
 	MOVB BX, ret+24(FP)
 	RET
 
@@ -164,8 +208,8 @@ failnofx:
 //
 // HOST_RIP: the CPU comes here at every VM exit with RSP = HOST_RSP, the
 // guest's general registers still loaded, and IF clear (27.5.3). It saves
-// them into the Regs that vmentry pushed, switches x87/SSE state back if
-// vmentry switched it, restores BP, writes vmentry's result (0) and
+// them into the Regs that vmentry pushed, switches x87/SSE/AVX state back
+// if vmentry switched it, restores BP, writes vmentry's result (0) and
 // returns to vmentry's caller. Never called from Go.
 TEXT ·vmexitEntry(SB), NOSPLIT|NOFRAME, $0-0
 	PUSHQ AX
@@ -186,12 +230,37 @@ TEXT ·vmexitEntry(SB), NOSPLIT|NOFRAME, $0-0
 	MOVQ R15, 112(AX)
 	POPQ BX
 	MOVQ BX, 0(AX)
-	MOVQ 8(SP), DX
-	TESTQ DX, DX
-	JZ   exitnofx
-	FXSAVE64 0(DX)
-	FXRSTOR64 512(DX)
-exitnofx:
+	MOVQ 8(SP), DI
+	TESTQ DI, DI
+	JZ   exitnofpu
+	MOVQ 512(DI), SI
+	MOVQ 528(DI), AX
+	TESTQ AX, AX
+	JNZ  xsaveguest
+	FXSAVE64 0(SI)
+	JMP  exithost
+xsaveguest:
+	MOVQ AX, DX
+	SHRQ $32, DX
+	XORL CX, CX
+	XSETBV
+	MOVL $-1, AX
+	MOVL $-1, DX
+	XSAVE64 0(SI)
+	// Clean upper AVX state: SSE code after it runs without the
+	// dependency on it (and no guest bits linger in the host's view).
+	TESTQ $4, 528(DI)
+	JZ   exitxcr0
+	VZEROUPPER
+exitxcr0:
+	MOVQ 536(DI), AX
+	MOVQ AX, DX
+	SHRQ $32, DX
+	XORL CX, CX
+	XSETBV
+exithost:
+	FXRSTOR64 0(DI)
+exitnofpu:
 	MOVQ 16(SP), BP
 	ADDQ $24, SP
 	// SP is at vmentry's return address: args at 8(SP), 16(SP) and
@@ -239,5 +308,16 @@ TEXT ·segments(SB), NOSPLIT, $0-14
 TEXT ·peek64(SB), NOSPLIT, $0-16
 	MOVQ addr+0(FP), AX
 	MOVQ 0(AX), AX
+	MOVQ AX, ret+8(FP)
+	RET
+
+// func xgetbv(xcr uint32) uint64
+// XGETBV: EDX:EAX = XCR[ECX] (SDM Vol. 2D); needs CR4.OSXSAVE.
+TEXT ·xgetbv(SB), NOSPLIT, $0-16
+	MOVL xcr+0(FP), CX
+	XGETBV
+	SHLQ $32, DX
+	MOVL AX, AX
+	ORQ  DX, AX
 	MOVQ AX, ret+8(FP)
 	RET

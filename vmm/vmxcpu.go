@@ -16,7 +16,8 @@ import (
 )
 
 // FXState holds the guest's and the host's FXSAVE images (SDM Vol. 1
-// 10.5.1, 512 bytes each, 16-byte aligned) that vmentry switches.
+// 10.5.1, 512 bytes each, 16-byte aligned) that AMD-V's entry stub
+// switches (VT-x's switches an XSAVE area: xsave.go).
 type FXState struct {
 	Guest [512]byte
 	Host  [512]byte
@@ -122,8 +123,12 @@ type VMXCPU struct {
 	V   *VCPU
 	cfg VMXCPUConfig
 	inj Injector
-	fx  *FXState
-	msr *GuestMSRs
+	fpu *fpuSwitch
+	// xsave is the guest's XSAVE area (xsave.go), which fpu.guest
+	// addresses: a standard-format area for the components the view
+	// offers, or the legacy region and header when it offers none.
+	xsave []byte
+	msr   *GuestMSRs
 
 	tid      int
 	inGuest  atomic.Bool
@@ -195,7 +200,8 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 		return nil, err
 	}
 	h := &HWVCPU{vmcsPA: pa}
-	c := &VMXCPU{HW: h, cfg: cfg, fx: NewFXState(), kickCh: make(chan struct{}, 1), tid: syscall.Gettid()}
+	c := &VMXCPU{HW: h, cfg: cfg, kickCh: make(chan struct{}, 1), tid: syscall.Gettid()}
+	c.initFPU()
 	if err := c.setControls(); err != nil {
 		return nil, err
 	}
@@ -250,7 +256,7 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 		View:        cfg.View,
 		APICID:      uint32(cfg.Index),
 		XCR0:        XCR0_X87,
-		XCR0Allowed: XCR0_X87, // no host XSAVE yet: x87/SSE switch with FXSAVE
+		XCR0Allowed: c.fpu.switchXCR0 | XCR0_X87,
 		OnHalt:      c.halt,
 		Mem:         cfg.Mem,
 		MMIO:        cfg.MMIO,
@@ -267,6 +273,30 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 	c.V.Regs.RAX, c.V.Regs.RBX, c.V.Regs.RSI = cfg.Start.RAX, cfg.Start.RBX, cfg.Start.RSI
 	return c, h.writeAll("guest start state", BootStateFields(cfg.Start))
 }
+
+// initFPU sets up the guest's x87/SSE/AVX state switch: XSAVE of the
+// components the CPUID view offers (CPUIDConfig.XCR0), or FXSAVE of x87
+// and SSE when it offers none (XSAVE and AVX are then hidden). The host's
+// XCR0 is read here: x87|SSE where the boot layer set CR4.OSXSAVE.
+func (c *VMXCPU) initFPU() {
+	c.fpu = newFPUSwitch()
+	var mask uint64
+	if c.cfg.View != nil {
+		mask = c.cfg.View.XCR0()
+	}
+	size := XSaveMinSize
+	if mask != 0 {
+		size = XSaveSize(cpu.CPUID, mask)
+		c.fpu.hostXCR0 = xgetbv(0)
+	}
+	c.xsave = NewXSaveArea(size)
+	c.fpu.guest = uintptr(unsafe.Pointer(&c.xsave[0]))
+	c.fpu.switchXCR0 = mask
+}
+
+// XSaveSize returns the size of the vCPU's XSAVE area: what a saved
+// state carries of its x87/SSE/AVX state.
+func (c *VMXCPU) XSaveSize() int { return len(c.xsave) }
 
 func (c *VMXCPU) setControls() error {
 	h, caps := c.HW, c.cfg.VMX.Caps
@@ -363,8 +393,9 @@ func (c *VMXCPU) Step() (Action, error) {
 		return ActionStop, err
 	}
 	c.nmiBlocked = st&BlockingByNMI != 0
+	c.fpu.guestXCR0 = c.V.XCR0
 	tg := c.cfg.Clock.Read()
-	res := vmentry(&c.V.Regs, c.HW.launched, c.fx)
+	res := vmentry(&c.V.Regs, c.HW.launched, c.fpu)
 	c.tGuest.Add(c.cfg.Clock.Read() - tg)
 	c.inGuest.Store(false)
 	if res != 0 {
@@ -584,18 +615,22 @@ func (c *VMXCPU) Close() error { return vmxError("vmclear", vmclear(c.HW.vmcsPA)
 // Save implements CPU.
 func (c *VMXCPU) Save() ([]byte, error) {
 	return SaveVCPUState(c.HW.VMCS, &VCPUState{
-		Regs: c.V.Regs, FX: c.fx.Guest, XCR0: c.V.XCR0, MSRArea: c.msr.Area,
+		Regs: c.V.Regs, XSave: c.xsave, XCR0: c.V.XCR0, MSRArea: c.msr.Area,
 		MSRs: c.msr, WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
 	})
 }
 
 // Restore implements CPU.
 func (c *VMXCPU) Restore(b []byte) error {
-	s := &VCPUState{MSRArea: c.msr.Area, MSRs: c.msr}
+	s := &VCPUState{MSRArea: c.msr.Area, MSRs: c.msr, XSaveSize: len(c.xsave), XCR0Allowed: c.V.XCR0Allowed}
 	if err := RestoreVCPUState(c.HW.VMCS, b, s); err != nil {
 		return err
 	}
-	c.V.Regs, c.fx.Guest, c.V.XCR0, c.waitSIPI = s.Regs, s.FX, s.XCR0, s.WaitSIPI
+	c.V.Regs, c.V.XCR0, c.waitSIPI = s.Regs, s.XCR0, s.WaitSIPI
+	// The saved area may be shorter (x87/SSE only): the rest stays
+	// zero, which XSTATE_BV (checked) does not refer to.
+	clear(c.xsave)
+	copy(c.xsave, s.XSave)
 	// A vCPU saved while halted with interrupts disabled stays parked.
 	act, err := c.HW.VMCS.Read(GuestActivityState)
 	if err != nil {

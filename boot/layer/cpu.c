@@ -1,8 +1,10 @@
 /* cpu.c: per-CPU setup: GDT with a TSS whose IST stacks every IDT gate
  * uses (SDM 3A 7.7 "Task Management in 64-bit Mode", 6.14.5 "Interrupt
  * Stack Table"), the IDT (6.14.1), the SYSCALL MSRs (SDM 2B "SYSCALL",
- * 3A 5.8.8) and SSE state (3A 13.1: CR4.OSFXSR; CR4.OSXSAVE stays clear so
- * the Go runtime sees no AVX and never needs XSAVE state). */
+ * 3A 5.8.8) and SSE state (3A 13.1: CR4.OSFXSR). CR4.OSXSAVE is set with
+ * XCR0 = x87|SSE only (xsave_init), so the VMM can switch a guest's AVX
+ * state with XSETBV/XSAVE while the Go runtime still sees no AVX and the
+ * thread switch's FXSAVE image stays the whole host state. */
 #include "layer.h"
 
 _Static_assert(offsetof(struct cpu, self) == CPU_SELF, "CPU_SELF");
@@ -69,6 +71,26 @@ void fpu_init(void) {
 	__asm__ volatile("fninit; ldmxcsr %0" ::"m"(mxcsr));
 }
 
+#define CPUID1_ECX_XSAVE (1u << 26)
+#define CR4_OSXSAVE (1ull << 18)
+#define XCR0_X87 1
+#define XCR0_SSE 2
+
+/* xsave_init sets CR4.OSXSAVE (SDM 3A 2.5) and XCR0 = x87|SSE (1 13.3):
+ * XGETBV then tells the Go runtime the OS saves no AVX state, so it uses
+ * none, and XSETBV works for the VMM's guest-state switch. Without XSAVE
+ * in CPUID nothing changes. */
+static void xsave_init(void) {
+	u32 r[4];
+	cpuid(1, 0, r);
+	if (!(r[2] & CPUID1_ECX_XSAVE))
+		return;
+	u64 cr4;
+	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+	__asm__ volatile("mov %0, %%cr4" ::"r"(cr4 | CR4_OSXSAVE));
+	__asm__ volatile("xsetbv" ::"a"(XCR0_X87 | XCR0_SSE), "d"(0), "c"(0));
+}
+
 void cpu_init(struct cpu *c, int id) {
 	c->self = c;
 	c->id = id;
@@ -81,6 +103,7 @@ void cpu_init(struct cpu *c, int id) {
 	wrmsr(MSR_STAR, ((u64)SEL_CODE64 << 32));
 	wrmsr(MSR_LSTAR, (u64)syscall_entry);
 	wrmsr(MSR_FMASK, 0x200 | 0x100 | 0x400 | 0x40000); /* IF TF DF AC */
+	xsave_init();
 	fpu_init();
 	u32 r[4];
 	cpuid(0x80000001, 0, r);

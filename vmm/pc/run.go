@@ -526,6 +526,9 @@ func (h *host) build(o Options, sp *space, state *loader.BootState, clock *vmm.T
 		RDTSCP:      proc2&vmm.Proc2EnableRDTSCP != 0,
 		INVPCID:     proc2&vmm.Proc2EnableINVPCID != 0,
 		TSCDeadline: true,
+		// x87 to AVX-512, as far as this CPU has them: the vCPUs switch
+		// them with XSAVE (vmm/xsave.go).
+		XCR0: vmm.SwitchableXCR0(cpu.CPUID),
 	})
 	v.m, err = vmm.NewMachine(vmm.MachineConfig{
 		CPUs:   o.CPUs,

@@ -143,10 +143,12 @@
 //
 // PCCPU saves VT-x's blob (vmm.SaveVCPUState through vmcsView) and
 // restores it or one from VT-x's VMXCPU; the dirty-test CPU (cpu.go) keeps
-// its own "SVMC" blob of the VMCB. The blob (version 2) carries CR2 and
-// DR6, which the VMCB holds and the VMCS does not (VT-x saves them as 0;
-// a VT-x blob restores here with CR2 0 and the vCPU's own DR6), the x87/
-// SSE image (the CPUID view offers no XSAVE under AMD-V), XCR0, the
+// its own "SVMC" blob of the VMCB. The blob (version 3; version 2 still
+// restores) carries CR2 and DR6, which the VMCB holds and the VMCS does
+// not (VT-x saves them as 0; a VT-x blob restores here with CR2 0 and the
+// vCPU's own DR6), the x87/SSE image as an XSAVE area holding x87 and SSE
+// only (the CPUID view offers no XSAVE under AMD-V, so a VT-x blob whose
+// area holds AVX state or whose XCR0 enables it is refused), XCR0, the
 // syscall MSRs, PAT, EFER, DEBUGCTL, SYSENTER, the MSR file (APIC base,
 // MTRRs, MISC_ENABLE), a halt with interrupts off (activity state HLT) and
 // the guest's TSC; the LAPIC's TSC deadline is the LAPIC's own state.

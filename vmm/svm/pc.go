@@ -612,7 +612,7 @@ func (c *PCCPU) Save() ([]byte, error) {
 		return nil, err
 	}
 	return vmm.SaveVCPUState(c.view, &vmm.VCPUState{
-		Regs: c.V.Regs, FX: c.fx.Guest, XCR0: c.V.XCR0,
+		Regs: c.V.Regs, XSave: vmm.FXArea(&c.fx.Guest), XCR0: c.V.XCR0,
 		MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, vals), MSRs: c.msr,
 		WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
 		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6),
@@ -652,7 +652,10 @@ func (c *PCCPU) Restore(b []byte) error {
 			vm.Set64(off, v)
 		}
 	}
-	c.V.Regs, c.fx.Guest, c.V.XCR0, c.waitSIPI = s.Regs, s.FX, s.XCR0, s.WaitSIPI
+	// The area holds x87 and SSE only (RestoreVCPUState checked it
+	// against the zero XSaveSize): its legacy region is all of it.
+	c.V.Regs, c.V.XCR0, c.waitSIPI = s.Regs, s.XCR0, s.WaitSIPI
+	copy(c.fx.Guest[:], s.XSave[:512])
 	// CR2 is what a page-fault handler reads: a guest paused between a
 	// #PF and its read of CR2 must find the address again. A blob from
 	// VT-x has DR6 0, which no CPU reads (its reserved bits are 1, AMD

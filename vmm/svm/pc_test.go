@@ -18,7 +18,7 @@ func hostPCCPU(tsc *uint64) *PCCPU {
 	clock := &vmm.TSCClock{Hz: 1_000_000_000, Read: func() uint64 { return *tsc }}
 	c := &PCCPU{HW: &HWVCPU{VMCB: vm}, view: view, fx: vmm.NewFXState(), cfg: PCConfig{Clock: clock}}
 	c.msr = vmm.NewGuestMSRs(view, nil, true)
-	c.V = &vmm.VCPU{VMCS: view, MSRs: c.msr}
+	c.V = &vmm.VCPU{VMCS: view, MSRs: c.msr, XCR0: vmm.XCR0_X87}
 	return c
 }
 
@@ -134,7 +134,8 @@ func TestPCCPURestoreFromVMX(t *testing.T) {
 	}
 	var frame [512]uint64
 	lstar := []uint64{0x10, 0xFFFF_FFFF_8100_0000, 0x30, 0x40, 0x50, 0x60}
-	st := &vmm.VCPUState{MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, lstar), MSRs: vmm.NewGuestMSRs(vmx, nil, true), GuestTSC: 777}
+	st := &vmm.VCPUState{MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, lstar), MSRs: vmm.NewGuestMSRs(vmx, nil, true), GuestTSC: 777,
+		XSave: vmm.NewXSaveArea(vmm.XSaveMinSize), XCR0: vmm.XCR0_X87}
 	st.Regs.RBX = 0xBB
 	blob, err := vmm.SaveVCPUState(vmx, st)
 	if err != nil {

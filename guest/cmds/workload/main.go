@@ -19,6 +19,12 @@
 // stream as fast as TCP takes it (rate measurements). -quiet leaves out the
 // memory work and the console lines, keeping only the server.
 //
+// With -ymm a goroutine holds values in YMM0-YMM15 across a busy loop,
+// round after round while the lines are printed, and checks them after
+// each round: the guest's AVX state must survive interrupts, context
+// switches, VM exits and save/restore. Before the last line it prints
+// "workload: ymm rounds=<r> bad=<b>" (and a line for every bad round).
+//
 // With -spin it does nothing but checksum -mib MiB again and again and
 // prints "workload: spin <n> MiB/s" every -interval by the guest's clock:
 // the guest's own measure of the CPU it gets (protection on against off).
@@ -44,6 +50,7 @@ func main() {
 	streamInterval := flag.Duration("stream-interval", 10*time.Millisecond, "time between stream lines, 0 for none")
 	quiet := flag.Bool("quiet", false, "only the server: no memory work, no console lines")
 	spin := flag.Bool("spin", false, "checksum -mib MiB in a loop, print the rate every -interval")
+	ymm := flag.Bool("ymm", false, "check that YMM registers keep their values while the lines run")
 	flag.Parse()
 	if *serve != 0 {
 		paced, err := net.Listen("tcp", fmt.Sprintf(":%d", *serve))
@@ -74,10 +81,20 @@ func main() {
 		spinRate(mem, *interval)
 	}
 	fmt.Printf("workload: filled %d MiB sum=%08x\n", *mib, crc32.ChecksumIEEE(mem))
+	var ymmStop chan struct{}
+	var ymmDone chan string
+	if *ymm {
+		ymmStop, ymmDone = make(chan struct{}), make(chan string, 1)
+		go ymmCheck(ymmStop, ymmDone)
+	}
 	for n := 1; *lines == 0 || n <= *lines; n++ {
 		step(mem, n)
 		fmt.Printf("workload: n=%d sum=%08x\n", n, crc32.ChecksumIEEE(mem))
 		time.Sleep(*interval)
+	}
+	if *ymm {
+		close(ymmStop)
+		fmt.Println(<-ymmDone)
 	}
 	fmt.Printf("workload: done n=%d\n", *lines)
 }
