@@ -68,10 +68,14 @@
 // enter the layer, which switches to the current thread's 16 KiB kernel
 // stack, takes one big kernel lock (clock_gettime, gettimeofday and gettid
 // do not) and returns with IRETQ. Threads are switched on their kernel
-// stacks; the switch also swaps the FS base and the FXSAVE image. CR4.OSXSAVE
-// is set with XCR0 = x87|SSE, so XGETBV tells the runtime no AVX state is
-// saved: it uses SSE only, the FXSAVE image is all of a thread's state, and
-// the VMM can XSETBV a guest's XCR0 around VM entries (vmm/xsave.go). Each
+// stacks; the switch also swaps the FS base and the thread's vector state.
+// CR4.OSXSAVE is set and XCR0 enables x87, SSE, AVX and, where the CPU has
+// them, the three AVX-512 components (doppel.xsave=sse keeps x87|SSE), so
+// the runtime's own detection (CPUID.OSXSAVE, XGETBV) finds AVX2 and
+// AVX-512 and uses them. Thread switches and signal frames save that state
+// with XSAVE in standard format (signal frames marked as Linux marks them);
+// without XSAVE, FXSAVE. The VMM XSETBVs a guest's XCR0 around VM entries
+// (vmm/xsave.go). Each
 // CPU's LAPIC timer runs one-shot: armed for the end of the 4 ms time slice
 // or the earliest sleeper's deadline, whichever is first (so sleeps and
 // futex/epoll timeouts are exact, not tick-rounded); an idle CPU arms it

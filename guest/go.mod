@@ -1,10 +1,11 @@
 module github.com/doppel-ft/doppel/guest
 
-go 1.26.0
+go 1.26.3
 
 require (
+	github.com/doppel-ft/doppel v0.0.0-00010101000000-000000000000
 	github.com/u-root/u-root v0.16.0
-	golang.org/x/sys v0.41.0
+	golang.org/x/sys v0.50.0
 )
 
 require (
@@ -15,7 +16,7 @@ require (
 	github.com/charmbracelet/lipgloss v0.7.1 // indirect
 	github.com/containerd/console v1.0.4-0.20230706203907-8f6c4e4faef5 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
-	github.com/klauspost/compress v1.18.0 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/klauspost/pgzip v1.2.6 // indirect
 	github.com/knz/bubbline v0.0.0-20230717192058-486954f9953f // indirect
 	github.com/lucasb-eyer/go-colorful v1.2.0 // indirect
@@ -74,3 +75,7 @@ tool (
 	github.com/u-root/u-root/cmds/core/uptime
 	github.com/u-root/u-root/cmds/core/wc
 )
+
+// The workload's register check (cpu/xstate) is the main module's, from
+// this checkout.
+replace github.com/doppel-ft/doppel => ../

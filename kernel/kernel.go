@@ -83,8 +83,8 @@ func (k *kernel) reportCPU() {
 		k.log.Printf("cpu", "report: %v", err)
 	}
 	// What Go's own feature detection (CPUID.OSXSAVE and XGETBV, as the
-	// runtime's internal/cpu does) finds. The boot layer leaves XSAVE off
-	// for now (see boot/doc.go), so this shows no AVX.
+	// runtime's internal/cpu does) finds: AVX and AVX-512 where the CPU
+	// has them and the boot layer enabled their state (boot/doc.go).
 	k.log.Printf("cpu", "Go sees: AVX %v, AVX2 %v, AVX-512F %v", xcpu.X86.HasAVX, xcpu.X86.HasAVX2, xcpu.X86.HasAVX512F)
 }
 

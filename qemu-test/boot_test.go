@@ -60,13 +60,36 @@ func checkSelftest(t *testing.T, m *Machine, timeout time.Duration) {
 	}
 }
 
+// checkVectorState: doppel's Go found the AVX state the boot layer turned
+// on (XCR0), and the selftest held it (regs) on more threads than CPUs
+// across the layer's thread switches.
+func checkVectorState(t *testing.T, m *Machine, regs string, avx512 bool) {
+	t.Helper()
+	out := m.Output()
+	if want := fmt.Sprintf("Go sees: AVX true, AVX2 true, AVX-512F %v", avx512); !strings.Contains(out, want) {
+		t.Errorf("doppel's Go runtime does not report %q", want)
+	}
+	re := regexp.MustCompile(`vector-state: (\d+) threads, (\d+) rounds held ([^;\r\n]+); the layer switched threads (\d+) times and sent (\d+) signals`)
+	s := re.FindStringSubmatch(out)
+	if s == nil {
+		t.Error("no vector-state report from the selftest")
+		return
+	}
+	t.Logf("%s", s[0])
+	if s[3] != regs {
+		t.Errorf("the selftest held %s, want %s", s[3], regs)
+	}
+}
+
 func TestQEMUSelftest(t *testing.T) {
-	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: "doppel.selftest=1", SMP: 2, MemMiB: 4608})
+	// -cpu max: AVX2 (QEMU's TCG has it since 7.2) for vector-state.
+	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: "doppel.selftest=1", SMP: 2, MemMiB: 4608, CPU: "max"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	checkSelftest(t, m, 6*time.Minute)
+	checkVectorState(t, m, "YMM0-15", false)
 	// All RAM seen: QEMU puts 3 GiB below 4 GiB and the rest above it, so
 	// the memory report must count RAM above 4 GiB too.
 	re := regexp.MustCompile(`board: usable RAM (\d+) MiB`)
@@ -139,6 +162,7 @@ func TestBochsSelftest(t *testing.T) {
 	}
 	defer m.Close()
 	checkSelftest(t, m, 10*time.Minute)
+	checkVectorState(t, m, "YMM0-15, ZMM16-31, K1-7", true)
 }
 
 func TestBochsShell(t *testing.T) {

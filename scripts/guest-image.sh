@@ -58,8 +58,9 @@ if [ ! -x "$uroot" ]; then
 fi
 
 # Rebuild the initramfs only when its inputs changed (image.sh runs this
-# script on every image build).
-inputs=$( (find guest -type f -print0 | sort -z | xargs -0 sha256sum; \
+# script on every image build). The workload imports cpu/xstate from the
+# main module (guest/go.mod replaces it with this checkout).
+inputs=$( (find guest cpu/xstate -type f -print0 | sort -z | xargs -0 sha256sum; \
   sha256sum scripts/guest-image.sh scripts/guest.env; echo "$uver") | sha256sum)
 if [ -f "$out/initramfs.cpio" ] && [ "$(cat "$out/initramfs.stamp" 2>/dev/null)" = "$inputs" ]; then
   echo "guest-image: $out up to date"

@@ -88,19 +88,11 @@ func checkCPUFile(board.Meminfo) error {
 
 // checkStats: the counters are "key value" lines and include syscalls.
 func checkStats(board.Meminfo) error {
-	data, err := board.ReadFile(board.StatsPath)
+	m, err := layerCounters(&Config{BareMetal: true})
 	if err != nil {
 		return err
 	}
-	seen := false
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			return fmt.Errorf("%s: line %q is not \"key value\"", board.StatsPath, line)
-		}
-		seen = seen || f[0] == "syscalls"
-	}
-	if !seen {
+	if _, ok := m["syscalls"]; !ok {
 		return fmt.Errorf("%s has no syscalls counter", board.StatsPath)
 	}
 	return nil

@@ -1,7 +1,8 @@
 // Package selftest checks, at boot, that the Go runtime really works on the
 // machine under it: scheduling, memory returned to the boot layer, timers
 // against the TSC, randomness and hashing, asynchronous preemption, faults
-// turned into panics, and threads spread over every CPU. These are the
+// turned into panics, threads spread over every CPU, and vector registers
+// (AVX, AVX-512) kept across thread switches and signals. These are the
 // promises boot/CONTRACT.md makes to the runtime; the same tests run on a
 // Linux host, where they must pass too.
 //
@@ -64,6 +65,7 @@ var All = []Test{
 	{"sleep-tsc", sleepTSC},
 	{"cpu-spread", cpuSpread},
 	{"preempt-spin", preemptSpin},
+	{"vector-state", vectorState},
 	{"alloc-churn", allocChurn},
 }
 

@@ -127,9 +127,12 @@
 //
 // # Extended state (XSAVE)
 //
-// The host kernel runs with CR4.OSXSAVE and XCR0 = x87|SSE (boot/layer/
-// cpu.c), so the Go runtime sees no AVX (XGETBV says the OS saves no YMM
-// state) and the boot layer's thread switch keeps FXSAVE. A vCPU offers
+// The host kernel runs with CR4.OSXSAVE and XCR0 = x87|SSE|AVX, plus the
+// AVX-512 components where present (boot/layer/cpu.c), so the Go runtime
+// uses AVX2 and AVX-512 itself. Go's ABI treats every vector register as
+// clobbered by a call to assembly, so the entry stub keeps only what the
+// runtime relies on across it: the x87 control word and MXCSR (the host's
+// FXSAVE image) and clean upper state (VZEROUPPER) after the exit. A vCPU offers
 // its guest the components SwitchableXCR0 finds on the host: x87, SSE,
 // AVX and AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM together), never MPX, PKRU,
 // AMX or supervisor state; XSAVES stays hidden (its control is off). The

@@ -277,7 +277,7 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 // initFPU sets up the guest's x87/SSE/AVX state switch: XSAVE of the
 // components the CPUID view offers (CPUIDConfig.XCR0), or FXSAVE of x87
 // and SSE when it offers none (XSAVE and AVX are then hidden). The host's
-// XCR0 is read here: x87|SSE where the boot layer set CR4.OSXSAVE.
+// XCR0 is read here: the one the boot layer set with CR4.OSXSAVE.
 func (c *VMXCPU) initFPU() {
 	c.fpu = newFPUSwitch()
 	var mask uint64

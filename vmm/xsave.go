@@ -7,10 +7,12 @@ import (
 )
 
 // Guest x87/SSE/AVX state (SDM Vol. 1 ch. 13 "Managing State Using the
-// XSAVE Feature Set"). The host kernel runs with CR4.OSXSAVE and XCR0 =
-// x87|SSE (boot/layer/cpu.c), so Go never has AVX state of its own. A
-// vCPU keeps its guest's state in a standard-format XSAVE area; the entry
-// stub, with interrupts off, FXSAVEs the host's x87/SSE state, loads the
+// XSAVE Feature Set"). The host kernel runs with CR4.OSXSAVE and an XCR0
+// with AVX (boot/layer/cpu.c), but Go's ABI treats every vector register
+// as clobbered by a call to assembly, so the host state the stub must keep
+// is the x87 control word and MXCSR, in an FXSAVE image. A vCPU keeps
+// its guest's state in a standard-format XSAVE area; the entry stub, with
+// interrupts off, FXSAVEs the host's x87/SSE state, loads the
 // switch XCR0 (every component the vCPU offers), XRSTORs the guest's area,
 // loads the guest's XCR0 and enters; after the exit it loads the switch
 // XCR0 again, XSAVEs the guest's area, clears the upper AVX state
@@ -179,7 +181,7 @@ type fpuSwitch struct {
 	// switchXCR0 is the XCR0 XRSTOR and XSAVE run under; 0 switches
 	// only the legacy region with FXRSTOR/FXSAVE.
 	switchXCR0 uint64
-	// hostXCR0 is loaded after the exit (x87|SSE).
+	// hostXCR0 is loaded after the exit (the boot layer's XCR0).
 	hostXCR0 uint64
 }
 

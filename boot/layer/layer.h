@@ -33,6 +33,10 @@ typedef int64_t i64;
 
 #define MAX_CPUS 16
 #define MAX_THREADS 128
+/* XSAVE_AREA_MAX bounds a thread's extended-state image: the standard-
+ * format area for x87, SSE, AVX and AVX-512 is 2688 bytes (SDM Vol. 1
+ * 13.4; CPUID 0xD.0 EBX gives the size for the XCR0 set). */
+#define XSAVE_AREA_MAX 3072
 #define HZ 250 /* time slice 4 ms; timeouts are exact (one-shot LAPIC) */
 #define SLICE_NS (1000000000ULL / HZ)
 
@@ -77,7 +81,7 @@ enum tstate { T_FREE, T_RUNNABLE, T_RUNNING, T_BLOCKED, T_ZOMBIE };
 enum wkind { W_NONE, W_FUTEX, W_SLEEP, W_EPOLL, W_CONSOLE, W_IRQ, W_EVENTFD };
 
 struct thread {
-	u8 fx[512] __attribute__((aligned(64))); /* FXSAVE area, SDM 1 10.5.1 */
+	u8 fx[XSAVE_AREA_MAX] __attribute__((aligned(64))); /* fpu_save image */
 	struct context *ctx;
 	u64 kstack_top;
 	int state, tid, cpu, idle;
@@ -190,6 +194,10 @@ extern struct cpu cpus[MAX_CPUS];
 extern int ncpus;
 void cpu_init(struct cpu *c, int id);
 void fpu_init(void);
+void fpu_save(u8 *area);
+void fpu_restore(const u8 *area);
+extern u64 xsave_mask; /* XCR0 on every CPU; 0: no XSAVE, FXSAVE images */
+extern u32 xsave_size; /* bytes of one image under xsave_mask */
 extern u32 cpu_features_ecx, cpu_features_edx;
 
 /* ---- mem.c / paging.c ---- */
@@ -246,7 +254,7 @@ void multiboot_parse(u32 magic, u32 info);
 
 /* ---- flags (main.c) ---- */
 extern u64 flag_reserve;
-extern int flag_fatal_reboot, flag_smp;
+extern int flag_fatal_reboot, flag_smp, flag_xsave_sse;
 
 /* ---- elf.c ---- */
 extern u64 go_entry, go_image_start, go_image_end, go_phys, go_file_end;

@@ -2,7 +2,7 @@
 #include "layer.h"
 
 u64 flag_reserve = 64ULL << 20;
-int flag_fatal_reboot, flag_smp = MAX_CPUS;
+int flag_fatal_reboot, flag_smp = MAX_CPUS, flag_xsave_sse;
 extern char boot_stack[];
 extern u64 serial_wait_tsc;
 static u64 phase[8];
@@ -18,6 +18,13 @@ static void parse_flag(const char *w) {
 			flag_fatal_reboot = 0;
 		else if (!strncmp(w + 13, "reboot", 6) && (w[19] == ' ' || !w[19]))
 			flag_fatal_reboot = 1;
+		else
+			ok = 0;
+	} else if (!strncmp(w, "doppel.xsave=", 13)) {
+		if (!strncmp(w + 13, "sse", 3) && (w[16] == ' ' || !w[16]))
+			flag_xsave_sse = 1;
+		else if (!strncmp(w + 13, "all", 3) && (w[16] == ' ' || !w[16]))
+			flag_xsave_sse = 0;
 		else
 			ok = 0;
 	} else if (!strncmp(w, "doppel.smp=", 11)) {
@@ -58,7 +65,7 @@ static void start_go(void) {
 	tf.ss = SEL_DATA;
 	t->affinity = ~0ULL;
 	fpu_init();
-	__asm__ volatile("fxsave64 %0" : "=m"(t->fx));
+	fpu_save(t->fx);
 	thread_init_frame(t, &tf);
 	unlock();
 }

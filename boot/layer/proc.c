@@ -32,7 +32,7 @@ i64 sys_clone(struct trapframe *tf, u64 flags, u64 stack, u64 tls) {
 	t->fsbase = (flags & CLONE_SETTLS) ? tls : p->fsbase;
 	t->affinity = p->affinity;
 	t->sigmask = p->sigmask;
-	__asm__ volatile("fxsave64 %0" : "=m"(t->fx));
+	fpu_save(t->fx);
 	thread_init_frame(t, &ctf);
 	return t->tid;
 }

@@ -2,8 +2,8 @@
  * layer's state; it is taken on entry from Go and released on the way back,
  * and held across a switch (the next thread releases it), as in xv6. Every
  * thread has a kernel stack holding its trap frame; switching is swtch()
- * between kernel stacks plus the per-thread FS base and FXSAVE image. One
- * FIFO run queue serves all CPUs, honouring each thread's affinity mask.
+ * between kernel stacks plus the per-thread FS base and extended-state
+ * image (fpu_save). One FIFO run queue serves all CPUs, honouring each thread's affinity mask.
  * Each CPU has an idle thread (its boot stack) that halts with interrupts
  * on. The LAPIC tick (apic.c) time-slices: without it the Go GC's
  * stop-the-world waits forever on a spinning thread. */
@@ -76,11 +76,11 @@ static void switch_to(struct thread *next) {
 	next->state = T_RUNNING;
 	if (prev == next)
 		return;
-	__asm__ volatile("fxsave64 %0" : "=m"(prev->fx));
+	fpu_save(prev->fx);
 	next->cpu = c->id;
 	c->cur = next;
 	c->kstack_top = next->kstack_top;
-	__asm__ volatile("fxrstor64 %0" ::"m"(next->fx));
+	fpu_restore(next->fx);
 	wrmsr(MSR_FS_BASE, next->fsbase);
 	if (prev->idle) { /* an idle CPU's timer may be far away: arm the slice */
 		u64 now = nanotime();
@@ -252,7 +252,7 @@ void sched_start_on(u64 stack_top) {
 	idle->state = T_RUNNING;
 	idle->kstack_top = stack_top;
 	idle->affinity = 1ULL << c->id;
-	__asm__ volatile("fxsave64 %0" : "=m"(idle->fx));
+	fpu_save(idle->fx);
 	c->idle = c->cur = idle;
 	c->kstack_top = stack_top;
 	c->online = 1;

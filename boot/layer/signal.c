@@ -1,7 +1,9 @@
 /* signal.c: Linux signals for one process (asm-generic/signal.h numbers,
  * x86-64 frame layout of arch/x86/kernel/signal.c: struct rt_sigframe =
  * pretcode, ucontext (uc_flags, uc_link, uc_stack, sigcontext, sigmask),
- * siginfo, then the FXSAVE image the sigcontext's fpstate points at).
+ * siginfo, then the FPU image the sigcontext's fpstate points at: with
+ * XSAVE an XSAVE image marked as Linux marks it, struct _fpx_sw_bytes in
+ * the legacy region's software bytes and FP_XSTATE_MAGIC2 after it).
  * Go's handler uses the frame to turn a fault into a panic and to inject
  * asyncPreempt calls on SIGURG; rt_sigreturn resumes whatever it left. */
 #include "layer.h"
@@ -49,6 +51,58 @@ struct rt_sigframe {
 _Static_assert(sizeof(struct sigcontext) == 256, "sigcontext");
 _Static_assert(sizeof(struct ucontext) == 304, "ucontext");
 _Static_assert(sizeof(struct siginfo) == 128, "siginfo");
+
+/* Linux's marks on an XSAVE image in a signal frame
+ * (arch/x86/include/uapi/asm/sigcontext.h): uc_flags UC_FP_XSTATE, and
+ * struct _fpx_sw_bytes at byte 464 of the legacy region, which XSAVE and
+ * FXSAVE leave to software (SDM Vol. 1 10.5.1). */
+#define UC_FP_XSTATE 1
+#define FP_XSTATE_MAGIC1 0x46505853u
+#define FP_XSTATE_MAGIC2 0x46505845u
+#define FX_SW_BYTES 464
+#define XSAVE_HDR 512 /* XSTATE_BV, XCOMP_BV, 48 reserved bytes */
+
+/* fpstate_bytes is the room a frame's FPU image takes. */
+static u64 fpstate_bytes(void) { return xsave_mask ? xsave_size + 4 : 512; }
+
+/* save_fpstate writes the current FPU state at fp (64-byte aligned). */
+static void save_fpstate(u8 *fp) {
+	if (!xsave_mask) {
+		fpu_save(fp);
+		return;
+	}
+	memset(fp + XSAVE_HDR, 0, 64); /* XSAVE writes XSTATE_BV only */
+	fpu_save(fp);
+	u32 *sw = (u32 *)(fp + FX_SW_BYTES);
+	memset(sw, 0, 48);
+	sw[0] = FP_XSTATE_MAGIC1;
+	sw[1] = xsave_size + 4; /* extended_size */
+	*(u64 *)&sw[2] = xsave_mask; /* xfeatures */
+	sw[4] = xsave_size; /* xstate_size */
+	*(u32 *)(fp + xsave_size) = FP_XSTATE_MAGIC2;
+}
+
+/* restore_fpstate loads what save_fpstate wrote, if it still looks so:
+ * XRSTOR raises #GP on a header with bits outside XCR0, a nonzero
+ * XCOMP_BV or reserved bytes (Vol. 1 13.8), and both XRSTOR and FXRSTOR on
+ * MXCSR reserved bits, which in the layer would be a fatal fault. An
+ * image that fails the checks is ignored and the state is reset, so a
+ * handler that scribbled on its frame gets fresh registers, not a crash
+ * of the machine. */
+static void restore_fpstate(u64 fp) {
+	u8 *p = (u8 *)fp;
+	int ok = !(fp & 15) && user_ok(fp, 512) && !(*(u32 *)(p + 24) & ~0xFFFFu); /* MXCSR */
+	if (ok && xsave_mask) {
+		u64 *hdr = (u64 *)(p + XSAVE_HDR);
+		ok = !(fp & 63) && user_ok(fp, xsave_size) && !(hdr[0] & ~xsave_mask);
+		for (int i = 1; ok && i < 8; i++)
+			ok = !hdr[i];
+	}
+	if (ok)
+		fpu_restore(p);
+	else
+		fpu_init();
+}
 
 i64 sys_rt_sigaction(int sig, u64 act, u64 old, u64 size) {
 	if (sig < 1 || sig > 64 || size != 8)
@@ -131,12 +185,13 @@ static void setup_frame(struct trapframe *tf, int sig, int code, u64 addr, int p
 		sp = t->ss_sp + t->ss_size;
 	else
 		sp -= 128; /* red zone */
-	u64 fp = ALIGN_DOWN(sp - 512, 64);
+	u64 fp = ALIGN_DOWN(sp - fpstate_bytes(), 64);
 	struct rt_sigframe *f = (struct rt_sigframe *)(ALIGN_DOWN(fp - sizeof *f, 16) - 8);
-	if (!user_ok((u64)f, fp + 512 - (u64)f))
+	if (!user_ok((u64)f, fp + fpstate_bytes() - (u64)f))
 		fatal("bad stack for a signal frame", tf);
-	__asm__ volatile("fxsave64 (%0)" ::"r"(fp) : "memory");
+	save_fpstate((u8 *)fp);
 	memset(f, 0, sizeof *f);
+	f->uc.uc_flags = xsave_mask ? UC_FP_XSTATE : 0;
 	f->pretcode = a->restorer;
 	f->uc.ss_sp = t->ss_sp, f->uc.ss_size = t->ss_size;
 	f->uc.ss_flags = t->ss_size ? (on ? SS_ONSTACK : 0) : SS_DISABLE;
@@ -245,7 +300,7 @@ i64 sys_rt_sigreturn(struct trapframe *tf) {
 	tf->rflags = (m->eflags & 0x40CD5) | 0x202; /* keep IF on, no TF */
 	tf->cs = SEL_CODE64, tf->ss = SEL_DATA;
 	cur()->sigmask = f->uc.sigmask & ~UNBLOCKABLE;
-	if (m->fpstate && !(m->fpstate & 15) && user_ok(m->fpstate, 512))
-		__asm__ volatile("fxrstor64 (%0)" ::"r"(m->fpstate));
+	if (m->fpstate)
+		restore_fpstate(m->fpstate);
 	return (i64)tf->rax;
 }
