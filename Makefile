@@ -84,8 +84,11 @@ REPORT_TESTS = ^TestQEMUFTGoodput$$|^TestQEMUSVMFTGuestSlowdown$$
 # failovers and resyncs) gives that fault the most chances: in CI its
 # second resync's primary died of it; its first failover alone
 # (TestQEMUSVMFTGuestNet) stays in make test. Top-level alternatives may
-# name subtests (Test/Sub).
-OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$|^TestQEMUSVMGuestNet$$|^TestQEMUSVMFTGuestNetChain$$
+# name subtests (Test/Sub). TestQEMUSVMLinuxHostAVX: the same fault came in
+# 5 of 11 boots with doppel's own Go on AVX (1 of 11 on SSE), so the AMD-V
+# tests run doppel with doppel.xsave=sse (qemu-test/svmpc_test.go, svmXSave)
+# and this one keeps the AVX case visible.
+OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$|^TestQEMUSVMGuestNet$$|^TestQEMUSVMFTGuestNetChain$$|^TestQEMUSVMLinuxHostAVX$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \

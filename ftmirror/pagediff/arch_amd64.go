@@ -47,8 +47,8 @@ var avx512 = arch{name: "avx512", isZero: isZeroAVX2, diffMask: diffMaskAVX512, 
 
 // hasAVX2 is true when CPUID reports AVX2 and the OS has enabled YMM state.
 // x/sys/cpu derives HasAVX/HasAVX2 from CPUID.1:ECX.OSXSAVE and XGETBV(0)
-// bits 1-2, so it is false on the bare-metal kernel, which runs without
-// CR4.OSXSAVE.
+// bits 1-2; on the bare-metal kernel the boot layer enables that state
+// (boot/doc.go) unless doppel.xsave=sse.
 var hasAVX2 = cpu.X86.HasAVX && cpu.X86.HasAVX2
 
 // hasAVX512 is true when CPUID reports AVX512F and XCR0 enables the opmask
