@@ -12,6 +12,7 @@ import (
 	"github.com/doppel-ft/doppel/board"
 	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/cpu"
+	"github.com/doppel-ft/doppel/ftmirror/pagediff"
 	"github.com/doppel-ft/doppel/selftest"
 	xcpu "golang.org/x/sys/cpu"
 )
@@ -85,7 +86,8 @@ func (k *kernel) reportCPU() {
 	// What Go's own feature detection (CPUID.OSXSAVE and XGETBV, as the
 	// runtime's internal/cpu does) finds: AVX and AVX-512 where the CPU
 	// has them and the boot layer enabled their state (boot/doc.go).
-	k.log.Printf("cpu", "Go sees: AVX %v, AVX2 %v, AVX-512F %v", xcpu.X86.HasAVX, xcpu.X86.HasAVX2, xcpu.X86.HasAVX512F)
+	k.log.Printf("cpu", "Go sees: AVX %v, AVX2 %v, AVX-512F %v; page-diff loops: %s",
+		xcpu.X86.HasAVX, xcpu.X86.HasAVX2, xcpu.X86.HasAVX512F, pagediff.Impl())
 }
 
 func (k *kernel) reportMemory() {

@@ -60,13 +60,24 @@ func checkSelftest(t *testing.T, m *Machine, timeout time.Duration) {
 	}
 }
 
+// goSees is doppel's report of the vector state its Go runtime found and
+// the page-diff loops it picked (kernel.reportCPU) when the CPU has AVX2
+// and, if avx512, AVX-512F.
+func goSees(avx512 bool) string {
+	loops := "avx2"
+	if avx512 {
+		loops = "avx512"
+	}
+	return fmt.Sprintf("Go sees: AVX true, AVX2 true, AVX-512F %v; page-diff loops: %s", avx512, loops)
+}
+
 // checkVectorState: doppel's Go found the AVX state the boot layer turned
 // on (XCR0), and the selftest held it (regs) on more threads than CPUs
 // across the layer's thread switches.
 func checkVectorState(t *testing.T, m *Machine, regs string, avx512 bool) {
 	t.Helper()
 	out := m.Output()
-	if want := fmt.Sprintf("Go sees: AVX true, AVX2 true, AVX-512F %v", avx512); !strings.Contains(out, want) {
+	if want := goSees(avx512); !strings.Contains(out, want) {
 		t.Errorf("doppel's Go runtime does not report %q", want)
 	}
 	re := regexp.MustCompile(`vector-state: (\d+) threads, (\d+) rounds held ([^;\r\n]+); the layer switched threads (\d+) times and sent (\d+) signals`)

@@ -249,7 +249,7 @@ func checkGuestXSAVE(t *testing.T, sh *linuxShell, m *Machine, model string) {
 	}
 	// doppel's own Go uses the same vector state its guest is offered
 	// (the boot layer's XCR0), while the workload below checks the guest's.
-	if want := fmt.Sprintf("Go sees: AVX true, AVX2 true, AVX-512F %v", have["avx512f"]); !strings.Contains(out, want) {
+	if want := goSees(have["avx512f"]); !strings.Contains(out, want) {
 		t.Errorf("doppel's Go runtime does not report %q", want)
 	}
 	r := sh.run("workload -mib 1 -lines 10 -interval 200ms -ymm", `workload: ymm rounds=(\d+) bad=(\d+) avx512=(\w+)`, 10*time.Minute)

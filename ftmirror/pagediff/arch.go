@@ -27,3 +27,8 @@ var portable = arch{
 
 // impl is the implementation in use, chosen at init by the arch file.
 var impl = bestArch()
+
+// Impl names the implementation in use: "avx512", "avx2", "sse2" or
+// "generic". The vector ones need the OS to enable their register state
+// (XCR0), which is why doppel reports it at boot.
+func Impl() string { return impl.name }

@@ -178,3 +178,12 @@ func TestArchPublic(t *testing.T) {
 		}
 	})
 }
+
+// TestImpl: the loops in use are the best this machine can run, and Impl
+// names them.
+func TestImpl(t *testing.T) {
+	a := archs()
+	if got, want := Impl(), a[len(a)-1].name; got != want {
+		t.Errorf("Impl() = %q, want %q (the best of %d)", got, want, len(a))
+	}
+}
