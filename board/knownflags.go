@@ -15,6 +15,7 @@ const (
 	FlagReserve = "doppel.reserve"
 	FlagFatal   = "doppel.fatal"
 	FlagSMP     = "doppel.smp"
+	FlagXSave   = "doppel.xsave"
 )
 
 // Known is the registry of doppel's boot flags.
@@ -37,6 +38,8 @@ var Known = mustRegistry(
 		Help: "what the boot layer does when the kernel fails"},
 	Flag{Name: FlagSMP, Kind: KindInt, Default: "4096", Min: 1, Max: 4096, Layer: true,
 		Help: "bring up at most this many CPUs (default: every CPU the layer supports)"},
+	Flag{Name: FlagXSave, Kind: KindEnum, Default: "all", Enum: []string{"all", "sse"}, Layer: true,
+		Help: "vector state for doppel's own code: all (AVX, AVX-512 where present) or sse"},
 )
 
 func mustRegistry(flags ...Flag) *Registry {

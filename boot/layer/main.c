@@ -7,24 +7,32 @@ extern char boot_stack[];
 extern u64 serial_wait_tsc;
 static u64 phase[8];
 
+/* choice returns 0 if the flag value v is the word a, 1 if it is b, else
+ * -1 (a value ends at a space or the end of the command line). */
+static int choice(const char *v, const char *a, const char *b) {
+	for (int i = 0; i < 2; i++) {
+		const char *s = i ? b : a;
+		size_t n = strlen(s);
+		if (!strncmp(v, s, n) && (v[n] == ' ' || !v[n]))
+			return i;
+	}
+	return -1;
+}
+
 static void parse_flag(const char *w) {
-	int ok = 1;
+	int ok = 1, c;
 	if (!strncmp(w, "doppel.reserve=", 15)) {
 		u64 v = parse_size(w + 15, &ok);
 		if (ok)
 			flag_reserve = v;
 	} else if (!strncmp(w, "doppel.fatal=", 13)) {
-		if (!strncmp(w + 13, "halt", 4) && (w[17] == ' ' || !w[17]))
-			flag_fatal_reboot = 0;
-		else if (!strncmp(w + 13, "reboot", 6) && (w[19] == ' ' || !w[19]))
-			flag_fatal_reboot = 1;
+		if ((c = choice(w + 13, "halt", "reboot")) >= 0)
+			flag_fatal_reboot = c;
 		else
 			ok = 0;
 	} else if (!strncmp(w, "doppel.xsave=", 13)) {
-		if (!strncmp(w + 13, "sse", 3) && (w[16] == ' ' || !w[16]))
-			flag_xsave_sse = 1;
-		else if (!strncmp(w + 13, "all", 3) && (w[16] == ' ' || !w[16]))
-			flag_xsave_sse = 0;
+		if ((c = choice(w + 13, "all", "sse")) >= 0)
+			flag_xsave_sse = c;
 		else
 			ok = 0;
 	} else if (!strncmp(w, "doppel.smp=", 11)) {
