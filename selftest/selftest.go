@@ -56,7 +56,7 @@ type Test struct {
 }
 
 // All is every self-test, in the order they run: the cheap ones first, the
-// one that changes GOMAXPROCS and the memory-hungry one last.
+// two that change GOMAXPROCS and the memory-hungry one last.
 var All = []Test{
 	{"layer-files", layerFiles},
 	{"ping-pong", pingPong},
