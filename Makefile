@@ -72,23 +72,16 @@ REPORT_TESTS = ^TestQEMUFTGoodput$$|^TestQEMUSVMFTGuestSlowdown$$
 
 # Tests of open work that fail today, kept so the failure stays visible, as
 # a regexp (e.g. ^(TestA|TestB)$$): make test skips them, make test-open runs
-# them. TestQEMUSVMLinuxRestore and TestQEMUSVMGuestNet (Linux under
-# doppel/AMD-V in QEMU 7.2 TCG): a rare host triple fault whose evidence
-# points at QEMU's page walk right after a #VMEXIT, not at doppel's memory:
-# the first fetch after VMRUN (svmrun's VMSAVE) faults "not present" under
-# the host's CR3, then the IDT read for #DF does too (triple fault), while
-# the host page tables, read from the paused machine (QEMU -action
-# shutdown=pause, the monitor's xp), map both pages. With -d int: 1 of 14
-# TestQEMUSVMGuestNet runs, 2 of 2 TestQEMUSVMLinuxRestore runs (issue 11's
-# note). TestQEMUSVMFTGuestNetChain (the protected Linux guest through four
-# failovers and resyncs) gives that fault the most chances: in CI its
-# second resync's primary died of it; its first failover alone
-# (TestQEMUSVMFTGuestNet) stays in make test. Top-level alternatives may
-# name subtests (Test/Sub). TestQEMUSVMLinuxHostAVX: the same fault came in
-# 5 of 11 boots with doppel's own Go on AVX (1 of 11 on SSE), so the AMD-V
-# tests run doppel with doppel.xsave=sse (qemu-test/svmpc_test.go, svmXSave)
-# and this one keeps the AVX case visible.
-OPEN_TESTS = ^TestQEMUSVMLinuxRestore$$|^TestQEMUSVMGuestNet$$|^TestQEMUSVMFTGuestNetChain$$|^TestQEMUSVMLinuxHostAVX$$
+# them. Top-level alternatives may name subtests (Test/Sub).
+# TestQEMUSVMFTGuestNetChain (the protected Linux guest through four
+# failovers and resyncs; its first failover alone, TestQEMUSVMFTGuestNet,
+# is in make test): one CI run ended when its second resync's primary
+# triple-faulted under AMD-V. Issue 11's known cause, a QEMU race on CPU
+# 0's SVM state (docs/design.md), does not reach the protected guest,
+# whose vCPU always ran on CPU 1, so that fault is not explained yet.
+# TestQEMUSVMLinuxRestore, TestQEMUSVMGuestNet and TestQEMUSVMLinuxHostAVX
+# left this list when doppel began keeping vCPUs off CPU 0 under QEMU TCG.
+OPEN_TESTS = ^TestQEMUSVMFTGuestNetChain$$
 
 test-open: deps
 	@if [ -z '$(OPEN_TESTS)' ]; then echo "test-open: OPEN_TESTS is empty: no open tests"; \

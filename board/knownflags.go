@@ -9,6 +9,7 @@ const (
 	FlagSelftestTimeout = "doppel.selftest.timeout"
 	FlagGuest           = "doppel.guest"
 	FlagLogLines        = "doppel.loglines"
+	FlagSVMCPU0         = "doppel.svm.cpu0"
 
 	// Read by the boot layer (boot/CONTRACT.md, "Boot flags the layer
 	// itself reads"); Go parses them to report and use the same values.
@@ -32,6 +33,8 @@ var Known = mustRegistry(
 		Help: "multiboot module to start as the guest (needs the vmm)"},
 	Flag{Name: FlagLogLines, Kind: KindInt, Default: "1024", Min: 16, Max: 1 << 20,
 		Help: "log lines kept in memory for the shell's log command"},
+	Flag{Name: FlagSVMCPU0, Kind: KindEnum, Default: "auto", Enum: []string{"auto", "avoid", "use"},
+		Help: "under AMD-V, whether vCPUs may run on CPU 0: auto keeps them off it under QEMU TCG (a QEMU race, vmm/svm/hostcpu.go)"},
 	Flag{Name: FlagReserve, Kind: KindSize, Default: "64M", Layer: true,
 		Help: "size of the reserved region for EPT and guest memory"},
 	Flag{Name: FlagFatal, Kind: KindEnum, Default: "halt", Enum: []string{"halt", "reboot"}, Layer: true,

@@ -192,6 +192,7 @@ func (k *kernel) startPCGuest(m board.Module) bool {
 		Input:       &pc.Input{},
 		NoACPI:      !k.flags.Bool(FlagGuestACPI),
 		DMA:         k.flags.Size(board.FlagDMA),
+		SVMCPU0:     k.flags.String(board.FlagSVMCPU0),
 	}
 	if name := k.flags.String(FlagGuestInitrd); name != "" {
 		mods, _ := board.ReadModules()

@@ -68,7 +68,7 @@ func ftGuestPair(t *testing.T, kill string) (p, s *Machine) {
 		// A 2 s heartbeat deadline: TCP over the emulated NICs on a loaded
 		// host can be silent for half a second (a retransmission timeout).
 		cmd := "doppel.reserve=128M doppel.guest=ftticks doppel.guest.mem=32M doppel.ft.hb=50ms doppel.ft.hbmiss=40 " +
-			fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + svmXSave + " " + flags
+			fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
 		m, err := StartQEMU(fmt.Sprintf("%s-%d", t.Name(), side), QEMUConfig{MemMiB: 1024, SMP: 2, CPU: "max", Cmdline: cmd,
 			Modules: []Module{{Path: imagePath("ftticks.bin"), Name: "ftticks"}},
 			Extra: []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(side)),
@@ -267,7 +267,7 @@ func (h *hub) forward(i int, c net.Conn) {
 func startFTNode(t *testing.T, name string, h *hub, side int, flags string) *Machine {
 	t.Helper()
 	cmd := "doppel.reserve=128M doppel.guest=ftticks doppel.guest.mem=32M doppel.ft.hb=50ms doppel.ft.hbmiss=40 " +
-		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + svmXSave + " " + flags
+		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
 	m, err := StartQEMU(t.Name()+"-"+name, QEMUConfig{MemMiB: 1024, SMP: 2, CPU: "max", Cmdline: cmd,
 		Modules: []Module{{Path: imagePath("ftticks.bin"), Name: "ftticks"}},
 		Extra: []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", h.Port(side)),

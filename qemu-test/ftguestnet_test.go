@@ -56,7 +56,7 @@ func startFTNetGuest(t *testing.T, name string, h *hub, l *lan, side int, flags,
 	name = t.Name() + "-" + name
 	cmd := "doppel.reserve=320M doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M " +
 		"doppel.ft.hb=50ms doppel.ft.hbmiss=40 doppel.guest.net=virtio-net-1 doppel.guest.ip=" + guestIP + " " +
-		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + svmXSave + " " + flags
+		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
 	_, iso, err := buildISO(name, cmd, ftNetModules(t, guestArgs))
 	if err != nil {
 		t.Fatal(err)
@@ -594,7 +594,7 @@ func TestQEMUSVMFTGuestSlowdown(t *testing.T) {
 	off := func() float64 {
 		l, _ := newLAN(t, 1)
 		mods := ftNetModules(t, samples)
-		_, iso, err := buildISO(t.Name()+"-off", "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M doppel.reserve=320M doppel.guest.cpus=1 doppel.guest.net=virtio-net-0 "+svmXSave, mods)
+		_, iso, err := buildISO(t.Name()+"-off", "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M doppel.reserve=320M doppel.guest.cpus=1 doppel.guest.net=virtio-net-0", mods)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -248,7 +248,7 @@ func guestNetModules(t *testing.T) []Module {
 func TestQEMUSVMGuestNet(t *testing.T) {
 	l, port := newLAN(t, 1)
 	host := outsideHost(t, port)
-	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=1 doppel.guest.net=virtio-net-0 " + svmXSave
+	cmdline := "doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=256M doppel.reserve=320M doppel.guest.cpus=1 doppel.guest.net=virtio-net-0"
 	_, iso, err := buildISO(t.Name(), cmdline, guestNetModules(t))
 	if err != nil {
 		t.Fatal(err)

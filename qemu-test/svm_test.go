@@ -45,7 +45,7 @@ func checkSVMRun(t *testing.T, m *Machine, decodes bool) {
 
 // TestQEMUDirtySVM: QEMU TCG with SVM and NPT (-cpu max).
 func TestQEMUDirtySVM(t *testing.T) {
-	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: svmDirtyCmdline(t) + " " + svmXSave, SMP: 2, MemMiB: 512, CPU: "max", Modules: []Module{testguest()}})
+	m, err := StartQEMU(t.Name(), QEMUConfig{Cmdline: svmDirtyCmdline(t), SMP: 2, MemMiB: 512, CPU: "max", Modules: []Module{testguest()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,7 @@ type Options struct {
 	ForceScan   bool
 	GuestMem    uint64
 	CPU         int    // CPU to run the vCPU on
+	SVMCPU0     string // under AMD-V, may the vCPU run on CPU 0 (svm.CPU0Auto, ...)
 	Counts      string // draws per round, comma-separated (ParseCounts)
 	VMExit      bool
 	SpinIters   uint32
@@ -85,6 +86,7 @@ func OptionsFromFlags(v *board.Values) Options {
 		VMExit:      v.Bool(FlagVMExit),
 		SpinIters:   uint32(v.Int(FlagSpin)),
 		DMA:         v.Size(board.FlagDMA),
+		SVMCPU0:     v.String(board.FlagSVMCPU0),
 	}
 }
 

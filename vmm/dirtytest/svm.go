@@ -54,6 +54,17 @@ func RunAny(out io.Writer, o Options) error {
 // RunSVM runs the dirty-page rounds and the isolation probe under AMD-V
 // with caps (svm.ProbeCaps) on a pinned thread.
 func RunSVM(out io.Writer, o Options, caps svm.Caps) error {
+	if o.SVMCPU0 == "" {
+		o.SVMCPU0 = svm.CPU0Auto
+	}
+	place, ncpu, err := svm.HostPlacement(o.SVMCPU0, cpu.CPUID)
+	if err != nil {
+		return err
+	}
+	if place.AvoidCPU0 && o.CPU%ncpu == 0 {
+		o.CPU = place.CPU(0, ncpu)
+		fmt.Fprintf(out, "svm: %s: the vCPU runs on CPU %d\n", place.Reason, o.CPU)
+	}
 	if err := vmm.PinThread(o.CPU); err != nil {
 		return err
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	// doppel NIC, with the bridge's MAC. The caller starts and closes
 	// the bridge; Run points its received frames at the running VM.
 	Net *netbridge.Bridge
+	// SVMCPU0 is the doppel.svm.cpu0 policy under AMD-V (svm.CPU0Auto
+	// when empty): whether vCPUs may run on CPU 0.
+	SVMCPU0 string
 }
 
 // Input forwards console bytes to the running guest's UART.

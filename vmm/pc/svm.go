@@ -64,6 +64,7 @@ type svmHost struct {
 	mu     sync.Mutex // region allocations from vCPU threads
 	tscHz  uint64
 	ncpu   int
+	place  svm.Placement // which CPUs run the vCPUs
 }
 
 // svmSpace is one guest RAM block with the nested tables mapping it, and
@@ -122,9 +123,21 @@ func runSVM(o Options, caps svm.Caps) (*Report, error) {
 		o.CPUs = 1
 	}
 	h := &svmHost{caps: caps, ncpu: runtime.NumCPU()}
-	if o.CPUs > h.ncpu {
-		return nil, fmt.Errorf("pc: %d vCPUs need as many host CPUs, there are %d", o.CPUs, h.ncpu)
+	policy := o.SVMCPU0
+	if policy == "" {
+		policy = svm.CPU0Auto
 	}
+	var err error
+	if h.place, err = svm.PlaceVCPUs(policy, h.ncpu, cpu.CPUID); err != nil {
+		return nil, fmt.Errorf("pc: %w", err)
+	}
+	if n := h.place.HostCPUs(h.ncpu); o.CPUs > n {
+		if h.place.AvoidCPU0 {
+			return nil, fmt.Errorf("pc: %d vCPUs need as many host CPUs besides CPU 0, there are %d (%s)", o.CPUs, n, h.place.Reason)
+		}
+		return nil, fmt.Errorf("pc: %d vCPUs need as many host CPUs, there are %d", o.CPUs, n)
+	}
+	fmt.Fprintf(o.Log, "AMD-V: vCPU placement: %s\n", h.place.Reason)
 	mm, err := board.ReadMemmap()
 	if err != nil {
 		return nil, err
@@ -320,7 +333,7 @@ func (h *svmHost) build(o Options, sp *svmSpace, state *loader.BootState, clock 
 	v.m, err = vmm.NewMachine(vmm.MachineConfig{
 		CPUs:   o.CPUs,
 		Memory: sp.mem,
-		Pin:    func(i int) error { return vmm.PinThread(i % h.ncpu) },
+		Pin:    func(i int) error { return vmm.PinThread(h.place.CPU(i, h.ncpu)) },
 		Unpin:  vmm.UnpinThread,
 		NewCPU: func(i int) (vmm.CPU, error) {
 			var st *loader.BootState
