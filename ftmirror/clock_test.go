@@ -2,6 +2,7 @@ package ftmirror
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -357,4 +358,55 @@ func TestPrimaryPatience(t *testing.T) {
 		clock.Advance(half)
 	}
 	t.Fatalf("silent secondary not dropped after %d half intervals", 2*patient)
+}
+
+// TestRunAloneReleaseDirect: a promoted primary with no secondary yet
+// releases the guest's output as it is emitted, with the engine's clock
+// standing still (no epoch ends); a primary that has never had a
+// secondary holds it, epochs or not.
+func TestRunAloneReleaseDirect(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			clock := newFakeClock()
+			r := newRig(t, 64, func(c *Config) { c.Clock = clock })
+			defer r.stopGuest()
+			r.p.Continue(0, 0, direct)
+			stop, done := make(chan struct{}), make(chan struct{})
+			go func() { r.p.RunAlone(stop); close(done) }()
+			released := func() int {
+				r.w.mu.Lock()
+				defer r.w.mu.Unlock()
+				return len(r.w.data)
+			}
+			// The simulated guest emits output as it runs.
+			deadline := time.Now().Add(5 * time.Second)
+			if !direct {
+				deadline = time.Now().Add(50 * time.Millisecond)
+			}
+			for released() < 100 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if direct && released() < 100 {
+				t.Fatalf("%d bytes released in 5 s with the clock standing still, want output released as emitted", released())
+			}
+			if !direct {
+				clock.Advance(3 * r.cfg.Epoch)
+				time.Sleep(20 * time.Millisecond)
+				if n := released(); n != 0 {
+					t.Fatalf("a primary that never had a secondary released %d bytes", n)
+				}
+			}
+			if e := r.p.Epoch(); direct && e != 0 {
+				t.Errorf("epoch %d with the clock standing still", e)
+			}
+			close(stop)
+			<-done
+			r.w.mu.Lock()
+			errs := r.w.errs
+			r.w.mu.Unlock()
+			if len(errs) > 0 {
+				t.Errorf("releases out of order: %v", errs)
+			}
+		})
+	}
 }

@@ -208,7 +208,9 @@
 //  3. A primary that loses its secondary keeps running the guest but holds
 //     all output until a new secondary has a complete copy. A promoted
 //     secondary releases directly until a secondary joins it: the old
-//     primary can no longer release, since that needs acks from us.
+//     primary can no longer release, since that needs acks from us. It
+//     releases each output as it is emitted (Primary.RunAlone), not at
+//     the end of the epoch: no copy waits for an acknowledgement.
 //  4. A primary that meets a peer knowing a newer generation is fenced.
 //     A secondary learns its primary's generation at the HELLO, and a
 //     promoted secondary takes that generation plus one

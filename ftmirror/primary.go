@@ -167,6 +167,10 @@ type Primary struct {
 	epoch  uint64 // last epoch captured
 	direct bool   // release output without acks (promoted, no secondary yet)
 	served bool   // a session has started since creation
+
+	// outKick (1-buffered) tells RunAlone that output was emitted: a
+	// direct primary releases it at once.
+	outKick chan struct{}
 }
 
 // NewPrimary returns a primary over the given guest.
@@ -183,7 +187,7 @@ func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink Out
 	}
 	p := &Primary{cfg: cfg, mem: mem, dirty: dirty, guest: guest, sink: sink,
 		shadow: shadowAlloc(slots * PageSize), tags: make([]uint32, slots), state: make([]uint8, n),
-		snap: snapshot{alloc: alloc}}
+		snap: snapshot{alloc: alloc}, outKick: make(chan struct{}, 1)}
 	p.snap.grow(snapPages)
 	if codec := cfg.Compression.codec(); codec != 0 {
 		// Only an unknown codec fails, and codec() knows none: without a
@@ -216,7 +220,13 @@ func (p *Primary) SetGeneration(g uint64) {
 }
 
 // Output records guest output; it is released once safe.
-func (p *Primary) Output(b []byte) { p.out.emit(b, p.cfg.Clock.Now()) }
+func (p *Primary) Output(b []byte) {
+	p.out.emit(b, p.cfg.Clock.Now())
+	select {
+	case p.outKick <- struct{}{}:
+	default: // a kick is pending; RunAlone takes this output with it
+	}
+}
 
 // Epoch returns the last captured epoch.
 func (p *Primary) Epoch() uint64 {
@@ -226,17 +236,26 @@ func (p *Primary) Epoch() uint64 {
 }
 
 // RunAlone runs checkpoints with no secondary until stop is closed: output
-// is sealed every epoch and released directly if this primary was promoted
-// and has not yet had a secondary, and held otherwise. On stop it seals and
+// is sealed every epoch and held, unless this primary was promoted and has
+// not yet had a secondary: then no copy anywhere waits for an
+// acknowledgement, and output is released as soon as it is emitted
+// rather than at the epoch's end (after a failover, the wait for the next
+// epoch was part of the gap the outside world saw). On stop it seals and
 // releases once more, so everything emitted before stop is out.
 func (p *Primary) RunAlone(stop <-chan struct{}) {
 	next := p.cfg.Clock.Now().Add(p.cfg.Epoch)
 	for {
 		stopped := false
-		select {
-		case <-stop:
-			stopped = true
-		case <-p.cfg.Clock.After(next.Sub(p.cfg.Clock.Now())):
+		tick := p.cfg.Clock.After(next.Sub(p.cfg.Clock.Now()))
+		for waiting := true; waiting; {
+			select {
+			case <-stop:
+				stopped, waiting = true, false
+			case <-p.outKick:
+				p.releaseDirect()
+			case <-tick:
+				waiting = false
+			}
 		}
 		next = maxTime(next.Add(p.cfg.Epoch), p.cfg.Clock.Now())
 		p.mu.Lock()
@@ -252,6 +271,18 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		if stopped {
 			return
 		}
+	}
+}
+
+// releaseDirect releases the output emitted so far if this primary
+// releases without acknowledgements (promoted, no secondary yet).
+func (p *Primary) releaseDirect() {
+	p.mu.Lock()
+	e, direct := p.epoch, p.direct && !p.served
+	p.mu.Unlock()
+	if direct {
+		p.out.seal(e) // sealed after epoch e's own output, released with it
+		p.release(e, time.Time{}, nil, nil)
 	}
 }
 
