@@ -111,6 +111,12 @@ type Machine struct {
 	// saveGen numbers Save's requests: each parked vCPU saves itself on
 	// its own thread (VMREAD works only where its VMCS is current).
 	saveGen uint64
+	// saveOnPark (PauseAndSave): the vCPU that parks last starts a save
+	// request at once, so every vCPU saves itself without waiting for
+	// Pause's caller to wake and ask. parkSaveGen is that request's
+	// number, valid until the machine runs again.
+	saveOnPark  bool
+	parkSaveGen uint64
 }
 
 type cpuSlot struct {
@@ -330,6 +336,15 @@ func (m *Machine) gate(i int) bool {
 			s.parked = true
 			m.parked++
 			m.cond.Broadcast()
+			if m.saveOnPark && m.parked == m.live {
+				// Every vCPU is parked: the state is a consistent cut
+				// (no vCPU can change another's any more), so saving
+				// may start now, beginning with this one, already
+				// awake on its own thread.
+				m.saveOnPark = false
+				m.saveGen++
+				m.parkSaveGen = m.saveGen
+			}
 		}
 		if s.savedGen != m.saveGen && s.cpu != nil {
 			s.savedGen = m.saveGen
@@ -444,6 +459,7 @@ func (m *Machine) Resume() error {
 		return fmt.Errorf("vmm: resume before start: %w", ErrNotPaused)
 	}
 	m.setState(StateRunning)
+	m.saveOnPark, m.parkSaveGen = false, 0 // the state moves on
 	m.cond.Broadcast()
 	return nil
 }
@@ -535,7 +551,36 @@ func (m *Machine) SaveState() (*Snapshot, error) {
 	return m.saveState()
 }
 
-// saveState saves the vCPUs and devices; m.mu is held.
+// BeginPause moves a running machine to pausing without waiting: vCPUs
+// that reach the gate from now on park there, and Pause waits for them.
+// (A caller that holds its vCPUs at an exit, as the FT engine's harvest
+// round does, releases them after BeginPause, so they park instead of
+// entering the guest.) With saveOnPark the vCPU that parks last starts a
+// save request at once, which the next SaveState collects: each vCPU
+// saves itself while still awake at its exit, instead of being woken
+// again after Pause's caller has been, one cross-CPU round trip less in
+// a checkpoint's pause.
+func (m *Machine) BeginPause(saveOnPark bool) {
+	m.mu.Lock()
+	if m.State() == StateRunning {
+		m.setState(StatePausing)
+		m.saveOnPark = saveOnPark
+	}
+	m.mu.Unlock()
+}
+
+// PauseAndSave is Pause followed by SaveState, the vCPUs saving
+// themselves as they park (BeginPause).
+func (m *Machine) PauseAndSave() (*Snapshot, error) {
+	m.BeginPause(true)
+	if err := m.Pause(); err != nil {
+		return nil, err
+	}
+	return m.SaveState()
+}
+
+// saveState saves the vCPUs and devices, under the save request the last
+// parked vCPU started if there is one, else a new one; m.mu is held.
 func (m *Machine) saveState() (*Snapshot, error) {
 	if !m.started {
 		return nil, fmt.Errorf("vmm: save before start: %w", ErrNotPaused)
@@ -550,9 +595,13 @@ func (m *Machine) saveState() (*Snapshot, error) {
 		}
 	}
 	// Every vCPU saves itself on its own thread, parked in gate.
-	m.saveGen++
+	m.saveOnPark = false
+	if m.parkSaveGen == 0 || m.parkSaveGen != m.saveGen {
+		m.saveGen++
+		m.cond.Broadcast()
+	}
+	m.parkSaveGen = 0 // one snapshot per request
 	gen := m.saveGen
-	m.cond.Broadcast()
 	for {
 		done := true
 		for _, sl := range m.slots {

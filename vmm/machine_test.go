@@ -26,6 +26,7 @@ type fakeCPU struct {
 	counter uint64
 	halt    bool // sleep until kicked, like a guest halted with no timer armed
 	tid     int  // the thread it was built on: Save must run there too
+	onSave  func(i int)
 }
 
 func (c *fakeCPU) Step() (Action, error) {
@@ -67,6 +68,9 @@ func (c *fakeCPU) Kick() {
 }
 
 func (c *fakeCPU) Save() ([]byte, error) {
+	if c.onSave != nil {
+		c.onSave(c.i)
+	}
 	if c.tid != 0 && syscall.Gettid() != c.tid {
 		return nil, fmt.Errorf("vcpu %d saved on thread %d, not its own %d", c.i, syscall.Gettid(), c.tid)
 	}
@@ -109,6 +113,7 @@ func (d *fakeDevice) Restore(b []byte) error {
 type fakeOpts struct {
 	stopAt, failAt uint64
 	halt           bool
+	onSave         func(vcpu int) // called at each vCPU's Save
 }
 
 func newFakeMachine(t *testing.T, n int, o fakeOpts) (*Machine, *atomic.Int32) {
@@ -129,7 +134,7 @@ func newFakeMachine(t *testing.T, n int, o fakeOpts) (*Machine, *atomic.Int32) {
 			if !pinned[i].Load() {
 				return nil, fmt.Errorf("vcpu %d built before its thread was pinned", i)
 			}
-			c := &fakeCPU{i: i, mem: mem, kick: make(chan struct{}, 1), closed: closed, halt: o.halt, tid: syscall.Gettid()}
+			c := &fakeCPU{i: i, mem: mem, kick: make(chan struct{}, 1), closed: closed, halt: o.halt, tid: syscall.Gettid(), onSave: o.onSave}
 			if i == 0 {
 				c.stopAt, c.failAt = o.stopAt, o.failAt
 			}
@@ -398,6 +403,67 @@ func TestMachineSaveRestore(t *testing.T) {
 	}
 	m.Stop(nil)
 	m.Wait()
+}
+
+// TestMachinePauseAndSave: the vCPUs save themselves as the last of them
+// parks (BeginPause's saveOnPark), never before every vCPU is parked (the
+// snapshot must be a consistent cut), once per pause (SaveState collects
+// that request instead of making another), and each saves the state it
+// stopped in.
+func TestMachinePauseAndSave(t *testing.T) {
+	const n = 3
+	var m *Machine
+	var saves atomic.Int32
+	var early atomic.Int32
+	m, _ = newFakeMachine(t, n, fakeOpts{onSave: func(int) {
+		saves.Add(1)
+		m.mu.Lock()
+		if m.parked != m.live {
+			early.Add(1)
+		}
+		m.mu.Unlock()
+	}})
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { m.Stop(nil); m.Wait() }()
+	for cycle := 1; cycle <= 20; cycle++ {
+		time.Sleep(500 * time.Microsecond)
+		snap, err := m.PauseAndSave()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := saves.Load(); got != int32(n*cycle) {
+			t.Fatalf("cycle %d: %d vCPU saves so far, want %d (one per vCPU per pause)", cycle, got, n*cycle)
+		}
+		want := counters(m, n)
+		for i, b := range snap.CPUs {
+			c := &fakeCPU{}
+			if err := c.Restore(b); err != nil {
+				t.Fatal(err)
+			}
+			if c.counter != want[i] {
+				t.Fatalf("cycle %d: vcpu %d saved at count %d, stopped at %d", cycle, i, c.counter, want[i])
+			}
+		}
+		// A second save of the same pause is a new request, not the
+		// pause's again.
+		if cycle%5 == 0 {
+			if _, err := m.SaveState(); err != nil {
+				t.Fatal(err)
+			}
+			if got := saves.Load(); got != int32(n*cycle+n) {
+				t.Fatalf("cycle %d: a second SaveState made %d saves, want %d", cycle, got-int32(n*cycle), n)
+			}
+			saves.Add(-n)
+		}
+		if err := m.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e := early.Load(); e > 0 {
+		t.Errorf("%d vCPU saves began before every vCPU was parked", e)
+	}
 }
 
 // TestMachineSaveTo saves memory into a given buffer and restores from it

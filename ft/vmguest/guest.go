@@ -44,16 +44,13 @@ func (v *VM) Pause() {
 	r := &round{bm: ept.NewBitmap(uint64(v.NumPages()))}
 	perr := v.post(r)
 	t1 := time.Now()
-	// Pause the Machine while the vCPUs are held at their exit: once
-	// its state leaves Running they are released and park at the gate
-	// without entering the guest again, so what they drained is complete.
-	done := make(chan error, 1)
-	go func() { done <- v.M.Pause() }()
-	for v.M.State() == vmm.StateRunning {
-		time.Sleep(10 * time.Microsecond)
-	}
+	// The Machine leaves Running while the vCPUs are held at their exit,
+	// so once released they park at the gate without entering the guest
+	// again: what they drained is complete. The last to park starts the
+	// state's save, which SaveState below collects.
+	v.M.BeginPause(true)
 	v.finish(r)
-	err := <-done
+	err := v.M.Pause()
 	t2 := time.Now()
 	defer func() { v.stopParts.add(t1.Sub(t0), t2.Sub(t1), time.Since(t2)) }()
 	if err != nil {
