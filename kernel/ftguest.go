@@ -139,7 +139,8 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	if !ifc.Config.Addr.IsValid() {
 		return fmt.Errorf("FT NIC %s has no address (doppel.net.%s=<cidr>)", ifc.NIC.Name(), ifc.NIC.Name())
 	}
-	gc := ftGuestConfig{MemSize: k.flags.Size(dirtytest.FlagGuestMem), DMA: k.flags.Size(board.FlagDMA), Log: k.log.Writer("guest")}
+	gc := ftGuestConfig{MemSize: k.flags.Size(dirtytest.FlagGuestMem), DMA: k.flags.Size(board.FlagDMA), Log: k.log.Writer("guest"),
+		ForceScan: k.flags.Bool(dirtytest.FlagScan)}
 	// A harvest that times out ends the session, and the secondary then
 	// takes over at once (the link closed): on a stall shorter than the
 	// heartbeat deadline that is a false failover. Under QEMU TCG at load

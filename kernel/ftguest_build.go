@@ -42,6 +42,9 @@ type ftGuestConfig struct {
 	Net *netbridge.Bridge
 	// HarvestTimeout bounds a vCPU's answer to a harvest request.
 	HarvestTimeout time.Duration
+	// ForceScan harvests by scanning the tables' dirty flags even where
+	// the CPU has PML (doppel.ept.scan, for comparisons).
+	ForceScan bool
 }
 
 // ftGuest is the built guest.
@@ -86,7 +89,7 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ft guest: RAM of %s: %w", board.FormatBytes(o.MemSize), err)
 	}
-	tables, err := v.tables(region)
+	tables, err := v.tables(region, o.ForceScan)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +149,7 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 			defer regionMu.Unlock()
 			return v.newCPU(i, vc)
 		},
-		Tables:    ept.ScanSource{T: tables},
+		Tables:    v.scan(tables),
 		HostTSC:   cpu.RDTSC,
 		TSCOffset: int64(clock.Offset()),
 		// A vCPU in the guest answers at its next exit, forced by a kick;
@@ -183,7 +186,11 @@ type vcpuConfig struct {
 // ftVendor is VT-x or AMD-V: the guest-physical tables and the vCPUs.
 type ftVendor interface {
 	name() string
-	tables(*ept.Region) (*ept.Tables, error)
+	// tables builds the guest-physical tables; forceScan keeps PML off.
+	tables(r *ept.Region, forceScan bool) (*ept.Tables, error)
+	// scan is the dirty-flag scan vmguest runs at a paused harvest, nil
+	// where the vCPUs' own logs see every write (PML).
+	scan(*ept.Tables) ept.DirtySource
 	newCPU(i int, c vcpuConfig) (vmguest.CPU, error)
 }
 

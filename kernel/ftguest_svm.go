@@ -21,7 +21,11 @@ type svmVendor struct {
 
 func (v *svmVendor) name() string { return "AMD-V" }
 
-func (v *svmVendor) tables(r *ept.Region) (*ept.Tables, error) {
+// scan implements ftVendor: NPT has no PML, so every paused harvest
+// scans the nested tables' dirty flags.
+func (v *svmVendor) scan(t *ept.Tables) ept.DirtySource { return ept.ScanSource{T: t} }
+
+func (v *svmVendor) tables(r *ept.Region, _ bool) (*ept.Tables, error) {
 	t, err := ept.New(r, &v.inv, ept.Options{Nested: true})
 	if err != nil {
 		return nil, fmt.Errorf("ft guest: nested tables: %w", err)

@@ -56,10 +56,12 @@
 // What the vendor side must do:
 //
 //   - VT-x with PML: HarvestOnCPU reads GUEST_PML_INDEX, adds the logged
-//     GPAs above it and resets it to 511; the D bits of logged pages are
-//     cleared by the table scan (PML logs only 0-to-1 transitions), so
-//     Tables is still the EPT scan. FlushOnCPU: single-context INVEPT of
-//     the guest's EPTP.
+//     GPAs above it, clears the D bits of the logged pages (PML logs only
+//     0-to-1 transitions, so a page whose bit stayed set would never be
+//     logged again), flushes its own CPU with INVEPT and resets the index
+//     to 511; the PML-full exit drains the same way. Tables is nil: no
+//     write escapes the logs, so the paused harvest scans nothing
+//     (kernel/ftguest_vmx.go).
 //   - VT-x without PML: HarvestOnCPU does nothing; Tables = ept.ScanSource
 //     (clears D bits, ends with INVEPT on the scanning CPU, which is not
 //     enough by itself: hence FlushOnCPU on every vCPU, as above).
