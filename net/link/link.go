@@ -311,7 +311,9 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 	// goes up unmerged, and the stack counts and drops it as before. A
 	// checked segment loses the Ethernet padding after its IP total length
 	// (a short frame is padded to 60 bytes): GRO would take the padding for
-	// payload.
+	// payload. A segment the endpoint did not check bypasses GRO: GRO's
+	// own check, summing from the wrong offset, can pass a corrupt segment
+	// by chance and mark it validated, and the stack would then trust it.
 	checked := false
 	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber && !e.noGRO.Load() {
 		if ip := frame[header.EthernetMinimumSize:]; validTCPv4(ip) {
@@ -342,6 +344,10 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 	}
 	pkt.NetworkProtocolNumber = eth.Type()
 	pkt.RXChecksumValidated = checked
+	if !checked {
+		g.Dispatcher.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
+		return
+	}
 	g.Enqueue(pkt)
 }
 
