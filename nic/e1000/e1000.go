@@ -89,6 +89,11 @@ type Device struct {
 	hw     HWCounters
 	hwMu   sync.Mutex // the statistics registers' readers
 	hwRegs [5]hwStat  // CRCERRS, RXERRC, MPC, RUC, ROC
+	// linkUp is STATUS.LU as last read: at open, at each link status
+	// change interrupt (LSC) and at each watchdog tick. Transmit checks it
+	// for every frame, and a register read is an uncached bus round trip
+	// (an exit to the device model in an emulator).
+	linkUp atomic.Bool
 	closed atomic.Bool
 	done   chan struct{}
 	stop   chan struct{}
@@ -146,6 +151,7 @@ func Open(cfg Config) (*Device, error) {
 	d.setupRx()
 	d.setupTx()
 	d.regs.Read32(ICR)
+	d.readLink()
 	d.regs.Write32(IMS, IntLSC|IntRXT0|IntRXDMT0|IntRXO|IntRXSEQ|IntTXDW)
 	go d.interrupts()
 	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
@@ -154,8 +160,11 @@ func Open(cfg Config) (*Device, error) {
 
 // pending reports whether the device has written back a receive or
 // transmit descriptor the driver has not taken; the marker is the
-// driver's position in both rings.
+// driver's position in both rings. The watchdog calls it every period,
+// which also reads the link state again, in case an LSC interrupt was
+// lost.
 func (d *Device) pending() (uint64, bool) {
+	d.readLink()
 	d.rxMu.Lock()
 	rx := d.rxNext
 	rxWork := atomicLoad8(&d.rxDesc.Mem[rx*descSize+rxStatus])&RxStatusDD != 0
@@ -299,6 +308,9 @@ func (d *Device) Service() { d.service() }
 // service returns the interrupt causes it found (and cleared).
 func (d *Device) service() uint32 {
 	icr := d.regs.Read32(ICR)
+	if icr&IntLSC != 0 {
+		d.readLink()
+	}
 	d.receive()
 	d.reclaim()
 	d.readHWCounters()
@@ -501,8 +513,11 @@ func (d *Device) MAC() nic.MAC { return d.mac }
 // MTU implements nic.NIC.
 func (d *Device) MTU() int { return d.mtu }
 
-// LinkUp implements nic.NIC (STATUS.LU, 13.4.2).
-func (d *Device) LinkUp() bool { return d.regs.Read32(STATUS)&StatusLU != 0 }
+// LinkUp implements nic.NIC: STATUS.LU (13.4.2) as last read.
+func (d *Device) LinkUp() bool { return d.linkUp.Load() }
+
+// readLink reads STATUS.LU into linkUp.
+func (d *Device) readLink() { d.linkUp.Store(d.regs.Read32(STATUS)&StatusLU != 0) }
 
 // TxReady implements nic.NIC.
 func (d *Device) TxReady() <-chan struct{} { return d.ready }

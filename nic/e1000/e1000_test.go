@@ -268,8 +268,14 @@ func TestLinkAndSizes(t *testing.T) {
 		}
 	}
 	m.setLink(false)
+	waitLink(t, d, false)
 	if err := d.Transmit(frame(64, 0)); !errors.Is(err, nic.ErrLinkDown) {
 		t.Errorf("Transmit with link down: %v", err)
+	}
+	m.setLink(true)
+	waitLink(t, d, true)
+	if err := d.Transmit(frame(64, 0)); err != nil {
+		t.Errorf("Transmit with link up again: %v", err)
 	}
 	d.Close()
 	if err := d.Transmit(frame(64, 0)); !errors.Is(err, nic.ErrClosed) {
@@ -277,6 +283,57 @@ func TestLinkAndSizes(t *testing.T) {
 	}
 	if _, err := d.Receive(context.Background()); !errors.Is(err, nic.ErrClosed) {
 		t.Errorf("Receive after Close: %v", err)
+	}
+}
+
+// waitLink waits up to 5 s for the driver to report the link up or down.
+func waitLink(t *testing.T, d *Device, up bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); d.LinkUp() != up; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("LinkUp() still %v 5 s after the link changed", !up)
+		}
+	}
+}
+
+// TestLinkState: the driver learns of link changes from the LSC
+// interrupt, or from the watchdog's tick when the interrupt is lost, and
+// transmitting reads no register for it.
+func TestLinkState(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		watchdog time.Duration
+		lostLSC  bool
+	}{
+		{"interrupt", -1, false},
+		{"watchdog", 5 * time.Millisecond, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, m := openWatchdog(t, true, 0, c.watchdog)
+			if c.lostLSC {
+				m.mu.Lock()
+				m.regs[IMS] &^= IntLSC
+				m.mu.Unlock()
+			}
+			m.setLink(false)
+			waitLink(t, d, false)
+			m.setLink(true)
+			waitLink(t, d, true)
+			m.mu.Lock()
+			before := m.statusReads
+			m.mu.Unlock()
+			for i := 0; i < 32; i++ {
+				if err := d.Transmit(frame(64, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m.mu.Lock()
+			reads := m.statusReads - before
+			m.mu.Unlock()
+			if c.watchdog < 0 && reads != 0 {
+				t.Errorf("32 frames transmitted with %d STATUS reads", reads)
+			}
+		})
 	}
 }
 

@@ -28,6 +28,7 @@ type model struct {
 	sent         [][]byte // frames the driver transmitted
 	writes       []uint32 // register offsets written, in order
 	resets       int
+	statusReads  int
 }
 
 func newModel(mem *dma.Region, mac [6]byte, preload bool) *model {
@@ -66,6 +67,7 @@ func (m *model) Read32(off uint32) uint32 {
 		}
 		return v
 	case STATUS:
+		m.statusReads++
 		if m.link {
 			return StatusLU | CtrlFD
 		}
