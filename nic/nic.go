@@ -68,6 +68,17 @@ type NIC interface {
 	Close() error
 }
 
+// Batcher is a NIC that can take a burst of frames with one doorbell
+// (Linux's xmit_more). TransmitMore queues frame as Transmit does; while
+// more is true it may leave telling the device (a register write: an
+// uncached bus round trip, in an emulator an exit to the device model)
+// to a later call. A call with more false, and any call that fails, tells
+// the device of every frame queued, so a caller that waits for TxReady
+// after ErrQueueFull, or stops at an error, leaves nothing unsent.
+type Batcher interface {
+	TransmitMore(frame []byte, more bool) error
+}
+
 // Describer is a NIC that can describe its rings' state (indices,
 // interrupt mask, queued frames) in one line, for diagnosing a stalled
 // link. Describe must not change the device's state.

@@ -423,13 +423,14 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
 	sent := 0
-	for _, pkt := range pkts.AsSlice() {
+	list := pkts.AsSlice()
+	for i, pkt := range list {
 		frame := e.txFrame[:0]
 		for _, s := range pkt.AsSlices() {
 			frame = append(frame, s...)
 		}
 		e.txFrame = frame
-		if err := e.transmit(frame); err != nil {
+		if err := e.transmit(frame, i < len(list)-1); err != nil {
 			e.txDropped.Add(1)
 			if errors.Is(err, nic.ErrClosed) {
 				return sent, &tcpip.ErrClosedForSend{}
@@ -441,10 +442,20 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return sent, nil
 }
 
-func (e *Endpoint) transmit(frame []byte) error {
+// transmit hands one frame to the NIC, waiting out a full ring for up to
+// txWait. With more, further frames follow at once: a nic.Batcher may
+// then leave the doorbell to the burst's last frame (a GSO segment is cut
+// into up to 44 frames of a standard MTU).
+func (e *Endpoint) transmit(frame []byte, more bool) error {
+	b, batch := e.nic.(nic.Batcher)
 	var timer *time.Timer
 	for {
-		err := e.nic.Transmit(frame)
+		var err error
+		if batch {
+			err = b.TransmitMore(frame, more)
+		} else {
+			err = e.nic.Transmit(frame)
+		}
 		if !errors.Is(err, nic.ErrQueueFull) {
 			return err
 		}
@@ -493,7 +504,7 @@ func (e *Endpoint) SendProbe(dst tcpip.LinkAddress, frames int) (int64, error) {
 	var sent int64
 	for i := 0; i < frames; i++ {
 		binary.BigEndian.PutUint32(f[header.EthernetMinimumSize:], uint32(i))
-		if err := e.transmit(f); err != nil {
+		if err := e.transmit(f, i < frames-1); err != nil {
 			if errors.Is(err, nic.ErrQueueFull) {
 				continue
 			}
@@ -521,7 +532,7 @@ func (e *Endpoint) Announce(ip [4]byte) error {
 	copy(a.ProtocolAddressTarget(), ip[:])
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
-	if err := e.transmit(f); err != nil {
+	if err := e.transmit(f, false); err != nil {
 		return fmt.Errorf("link: ARP announcement of %d.%d.%d.%d: %w", ip[0], ip[1], ip[2], ip[3], err)
 	}
 	return nil

@@ -52,3 +52,37 @@ func TestPaceAfterIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestTransmitMore: frames sent with more reach the wire together with
+// the burst's last frame, or with the first one refused, in order.
+func TestTransmitMore(t *testing.T) {
+	a, b := Pair(Config{Ring: 4})
+	defer a.Close()
+	frame := func(i int) []byte { f := make([]byte, 60); f[14] = byte(i); return f }
+	for i := 0; i < 3; i++ {
+		if err := a.TransmitMore(frame(i), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	if f, err := b.Receive(ctx); err == nil {
+		t.Fatalf("frame %d arrived before the burst's last frame", f[14])
+	}
+	cancel()
+	if err := a.TransmitMore(frame(3), true); err != nil {
+		t.Fatal(err)
+	}
+	// The ring's 4 slots are taken: the fifth is refused, and that sends
+	// the four.
+	if err := a.TransmitMore(frame(4), true); !errors.Is(err, nic.ErrQueueFull) {
+		t.Fatalf("fifth frame on a 4-slot ring: %v", err)
+	}
+	for i := 0; i < 4; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		f, err := b.Receive(ctx)
+		cancel()
+		if err != nil || f[14] != byte(i) {
+			t.Fatalf("frame %d: %v %v", i, f, err)
+		}
+	}
+}

@@ -82,7 +82,8 @@ type Device struct {
 	rxNext int // next receive descriptor the device fills
 
 	txMu    sync.Mutex
-	txTail  int // next free transmit descriptor (TDT)
+	txTail  int // next free transmit descriptor
+	txRung  int // the last TDT written: frames before txTail not yet told
 	txClean int // oldest descriptor not yet reclaimed
 	txFull  bool
 
@@ -448,18 +449,31 @@ func (d *Device) reclaimLocked() int {
 // Transmit implements nic.NIC: the frame is copied into the next
 // descriptor's buffer and TDT moves past it (3.3.6). One slot always
 // stays empty, so TDT == TDH means empty.
-func (d *Device) Transmit(frame []byte) error {
+func (d *Device) Transmit(frame []byte) error { return d.TransmitMore(frame, false) }
+
+var _ nic.Batcher = (*Device)(nil)
+
+// TransmitMore implements nic.Batcher: while more is true the frame's
+// descriptor is filled but TDT is not written, so a burst costs one
+// register write and the device takes its descriptors in one pass.
+func (d *Device) TransmitMore(frame []byte, more bool) (err error) {
 	if d.closed.Load() {
 		return nic.ErrClosed
 	}
+	d.txMu.Lock()
+	defer d.txMu.Unlock()
+	defer func() {
+		if (!more || err != nil) && d.txRung != d.txTail {
+			d.regs.Write32(TDT, uint32(d.txTail))
+			d.txRung = d.txTail
+		}
+	}()
 	if err := nic.CheckFrame(frame, d.mtu); err != nil {
 		return err
 	}
 	if !d.LinkUp() {
 		return nic.ErrLinkDown
 	}
-	d.txMu.Lock()
-	defer d.txMu.Unlock()
 	next := (d.txTail + 1) % d.cfg.TxRing
 	if next == d.txClean {
 		d.reclaimLocked()
@@ -477,7 +491,6 @@ func (d *Device) Transmit(frame []byte) error {
 	desc[txCmd] = TxCmdEOP | TxCmdIFCS | TxCmdRS
 	desc[txStatus] = 0
 	d.txTail = next
-	d.regs.Write32(TDT, uint32(next))
 	d.stats.CountTx(len(frame))
 	return nil
 }

@@ -286,6 +286,85 @@ func TestLinkAndSizes(t *testing.T) {
 	}
 }
 
+// TestTransmitMore: a burst sent with more costs one TDT write, at its
+// last frame or at the first frame that fails (a bad size, a full ring),
+// and the device sends every frame queued, in order.
+func TestTransmitMore(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		frames int // sent with more, but for the last
+		bad    int // index of a frame of a bad size (-1: none)
+		full   bool
+		tdt    int // TDT writes expected
+	}{
+		{"burst", 5, -1, false, 1},
+		{"one", 1, -1, false, 1},
+		{"bad size mid-burst", 4, 2, false, 2},
+		// The device takes nothing, so the 64-slot ring (one slot stays
+		// empty) refuses the 64th frame; the caller stops there.
+		{"ring full mid-burst", 70, -1, true, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, m := openWatchdog(t, true, 0, -1)
+			m.mu.Lock()
+			m.txHold = c.full
+			start := len(m.writes)
+			m.mu.Unlock()
+			var sent [][]byte
+			for i := 0; i < c.frames; i++ {
+				n := 64 + 100*(i%10)
+				if i == c.bad {
+					n = 3000
+				}
+				f := frame(n, i)
+				err := d.TransmitMore(f, i < c.frames-1)
+				if i == c.bad {
+					if !errors.Is(err, nic.ErrFrameSize) {
+						t.Fatalf("frame %d of %d bytes: %v", i, n, err)
+					}
+				} else if errors.Is(err, nic.ErrQueueFull) && c.full {
+					if len(sent) != 63 {
+						t.Fatalf("ring full after %d frames, want 63", len(sent))
+					}
+					break
+				} else if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				} else {
+					sent = append(sent, f)
+				}
+				if err != nil {
+					if got := d.regs.Read32(TDT); got != uint32(len(sent)) {
+						t.Errorf("TDT %d after the failure, want %d: queued frames left untold", got, len(sent))
+					}
+				}
+			}
+			m.mu.Lock()
+			tdt := 0
+			for _, off := range m.writes[start:] {
+				if off == TDT {
+					tdt++
+				}
+			}
+			m.mu.Unlock()
+			if tdt != c.tdt {
+				t.Errorf("%d TDT writes, want %d", tdt, c.tdt)
+			}
+			if c.full {
+				m.complete()
+			}
+			got := m.frames()
+			if len(got) != len(sent) {
+				t.Fatalf("device sent %d frames, want %d", len(got), len(sent))
+			}
+			for i := range got {
+				if !bytes.Equal(got[i], sent[i]) {
+					t.Fatalf("frame %d differs", i)
+				}
+			}
+		})
+	}
+}
+
 // waitLink waits up to 5 s for the driver to report the link up or down.
 func waitLink(t *testing.T, d *Device, up bool) {
 	t.Helper()
