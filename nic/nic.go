@@ -79,6 +79,21 @@ type Batcher interface {
 	TransmitMore(frame []byte, more bool) error
 }
 
+// Segmenter is a NIC that cuts a large TCP segment into frames itself
+// (TCP segmentation offload): one descriptor chain and one copy for up to
+// 64 KiB, the headers and checksums of each frame made by the device.
+type Segmenter interface {
+	// MaxSegment is the longest packet TransmitSegment takes, its
+	// Ethernet header included.
+	MaxSegment() int
+	// TransmitSegment queues packet, an Ethernet frame holding one TCP
+	// segment over IPv4 (its headers complete; the checksum fields may
+	// hold anything), to go out as frames carrying mss bytes of its
+	// payload each. It fails as Transmit does, and with ErrFrameSize for
+	// a packet that is not TCP over IPv4 or is too long.
+	TransmitSegment(packet []byte, mss int) error
+}
+
 // Describer is a NIC that can describe its rings' state (indices,
 // interrupt mask, queued frames) in one line, for diagnosing a stalled
 // link. Describe must not change the device's state.

@@ -495,6 +495,142 @@ func (d *Device) TransmitMore(frame []byte, more bool) (err error) {
 	return nil
 }
 
+var _ nic.Segmenter = (*Device)(nil)
+
+// maxIPv4Packet is the longest IPv4 packet (its total length field).
+const maxIPv4Packet = 65535
+
+// MaxSegment implements nic.Segmenter: an IPv4 packet of at most 64 KiB,
+// no more than the ring can hold beside a context descriptor and one
+// free slot.
+func (d *Device) MaxSegment() int {
+	return min(nic.HeaderLen+maxIPv4Packet, (d.cfg.TxRing-2)*d.bufSize)
+}
+
+// TransmitSegment implements nic.Segmenter with the 8254x's TCP
+// segmentation (3.5): a TCP/IP context descriptor gives the headers'
+// length, the MSS and where each checksum goes, and the packet follows in
+// data descriptors of one buffer each. For every frame the device copies
+// the headers, sets the IP total length, adds the frame's index to the IP
+// ID and its offset to the TCP sequence number, leaves FIN and PSH to the
+// last frame, and inserts both checksums: the IP one over a header whose
+// checksum field is zero, the TCP one starting from the pseudo-header's
+// sum without the length (3.5.1.3), which the driver writes into the
+// field.
+func (d *Device) TransmitSegment(packet []byte, mss int) error {
+	if d.closed.Load() {
+		return nic.ErrClosed
+	}
+	ihl, thl, err := tcpv4Headers(packet)
+	if err != nil {
+		return err
+	}
+	hdr := nic.HeaderLen + ihl + thl
+	if len(packet) > d.MaxSegment() || mss < 1 || mss > d.mtu-ihl-thl {
+		return fmt.Errorf("%w: segment of %d bytes, MSS %d (at most %d bytes, MSS %d)", nic.ErrFrameSize, len(packet), mss, d.MaxSegment(), d.mtu-ihl-thl)
+	}
+	if !d.LinkUp() {
+		return nic.ErrLinkDown
+	}
+	d.txMu.Lock()
+	defer d.txMu.Unlock()
+	defer func() {
+		if d.txRung != d.txTail {
+			d.regs.Write32(TDT, uint32(d.txTail))
+			d.txRung = d.txTail
+		}
+	}()
+	chunks := (len(packet) + d.bufSize - 1) / d.bufSize
+	if d.freeSlots() < 1+chunks {
+		d.reclaimLocked()
+		if d.freeSlots() < 1+chunks {
+			d.txFull = true
+			d.stats.TxQueueFull.Add(1)
+			return nic.ErrQueueFull
+		}
+	}
+	ctx := d.txDesc.Mem[d.txTail*descSize : (d.txTail+1)*descSize]
+	clear(ctx)
+	ip := nic.HeaderLen
+	ctx[ctxIPCSS], ctx[ctxIPCSO] = byte(ip), byte(ip+10)
+	binary.LittleEndian.PutUint16(ctx[ctxIPCSE:], uint16(ip+ihl-1))
+	ctx[ctxTUCSS], ctx[ctxTUCSO] = byte(ip+ihl), byte(ip+ihl+16)
+	binary.LittleEndian.PutUint32(ctx[ctxPayLen:], uint32(len(packet)-hdr)) // DTYP 0: context
+	ctx[txCmd] = TxCmdDEXT | TxCmdRS | TxCmdTSE | TxCtxIP | TxCtxTCP
+	ctx[ctxHdrLen] = byte(hdr)
+	binary.LittleEndian.PutUint16(ctx[ctxMSS:], uint16(mss))
+	d.txTail = (d.txTail + 1) % d.cfg.TxRing
+
+	first := d.txTail
+	for off := 0; off < len(packet); off += d.bufSize {
+		chunk := packet[off:min(off+d.bufSize, len(packet))]
+		i := d.txTail
+		buf := d.txBufs.Mem[i*d.bufSize:]
+		copy(buf, chunk)
+		if i == first {
+			// The checksum fields the device fills: the IP one over a
+			// zero field, the TCP one from the pseudo-header's sum.
+			buf[ip+10], buf[ip+11] = 0, 0
+			binary.BigEndian.PutUint16(buf[ip+ihl+16:], pseudoHeaderSum(packet[ip:]))
+		}
+		desc := d.txDesc.Mem[i*descSize : (i+1)*descSize]
+		clear(desc)
+		binary.LittleEndian.PutUint64(desc[descAddr:], d.txBufs.PA+uint64(i*d.bufSize))
+		binary.LittleEndian.PutUint16(desc[descLength:], uint16(len(chunk)))
+		desc[txDType] = txDTypData
+		desc[txCmd] = TxCmdDEXT | TxCmdTSE | TxCmdIFCS | TxCmdRS
+		if off+len(chunk) == len(packet) {
+			desc[txCmd] |= TxCmdEOP
+		}
+		desc[txPopts] = TxPoptsIXSM | TxPoptsTXSM
+		d.txTail = (d.txTail + 1) % d.cfg.TxRing
+	}
+	for payload := len(packet) - hdr; payload > 0; payload -= mss {
+		d.stats.CountTx(hdr + min(payload, mss))
+	}
+	return nil
+}
+
+// freeSlots is how many descriptors can be filled before the ring is
+// full (one slot always stays empty).
+func (d *Device) freeSlots() int {
+	return (d.txClean - d.txTail - 1 + d.cfg.TxRing) % d.cfg.TxRing
+}
+
+// tcpv4Headers returns the IPv4 and TCP header lengths of an Ethernet
+// frame holding a TCP segment over IPv4 with some payload, or an error
+// wrapping nic.ErrFrameSize.
+func tcpv4Headers(p []byte) (ihl, thl int, err error) {
+	const ipMin, tcpMin = 20, 20
+	if len(p) < nic.HeaderLen+ipMin+tcpMin || binary.BigEndian.Uint16(p[12:]) != 0x0800 {
+		return 0, 0, fmt.Errorf("%w: not an IPv4 packet", nic.ErrFrameSize)
+	}
+	ip := p[nic.HeaderLen:]
+	ihl = int(ip[0]&0xf) * 4
+	if ip[0]>>4 != 4 || ihl < ipMin || ip[9] != 6 || len(ip) < ihl+tcpMin {
+		return 0, 0, fmt.Errorf("%w: not TCP over IPv4", nic.ErrFrameSize)
+	}
+	thl = int(ip[ihl+12]>>4) * 4
+	if thl < tcpMin || len(ip) <= ihl+thl {
+		return 0, 0, fmt.Errorf("%w: TCP header of %d bytes in a %d-byte IP packet", nic.ErrFrameSize, thl, len(ip))
+	}
+	return ihl, thl, nil
+}
+
+// pseudoHeaderSum is the ones' complement sum of an IPv4 packet's TCP
+// pseudo-header without its length (RFC 9293 section 3.1): source,
+// destination and protocol, folded, not complemented.
+func pseudoHeaderSum(ip []byte) uint16 {
+	sum := uint32(6) // the protocol
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return uint16(sum)
+}
+
 // Describe implements nic.Describer: the receive ring's head and tail
 // (RDH, RDT) beside the driver's next descriptor and whether the device
 // has written it back, the transmit ring's (TDH, TDT) beside the driver's

@@ -10,6 +10,9 @@ import (
 
 	"github.com/doppel-ft/doppel/nic"
 	"github.com/doppel-ft/doppel/nic/dma"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 var testMAC = [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
@@ -542,5 +545,145 @@ func TestStatisticsRegisters(t *testing.T) {
 				t.Errorf("RxErrors %d, want 3", got)
 			}
 		})
+	}
+}
+
+// tcpPacket returns an Ethernet frame holding a TCP segment over IPv4
+// with a timestamp option, payload at seq, flags as given, and correct
+// checksums (which TransmitSegment must not rely on).
+func tcpPacket(payload []byte, seq uint32, flags header.TCPFlags) []byte {
+	const tcpLen = header.TCPMinimumSize + 12
+	src, dst := tcpip.AddrFrom4([4]byte{10, 0, 0, 1}), tcpip.AddrFrom4([4]byte{10, 0, 0, 2})
+	f := make([]byte, nic.HeaderLen+header.IPv4MinimumSize+tcpLen+len(payload))
+	copy(f, []byte{2, 0, 0, 0, 0, 2})
+	copy(f[6:], testMAC[:])
+	f[12], f[13] = 0x08, 0x00
+	ip := header.IPv4(f[nic.HeaderLen:])
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(ip)), ID: 0xfffe, TTL: 64,
+		Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(ip.Payload())
+	tcp.Encode(&header.TCPFields{SrcPort: 7800, DstPort: 40000, SeqNum: seq, AckNum: 1,
+		DataOffset: tcpLen, Flags: flags, WindowSize: 4096})
+	copy(tcp[header.TCPMinimumSize:], []byte{1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9})
+	copy(tcp[tcpLen:], payload)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(len(tcp)))
+	tcp.SetChecksum(^tcp.CalculateChecksum(checksum.Checksum(payload, xsum)))
+	return f
+}
+
+// TestTransmitSegment: a large TCP segment goes to the device as one
+// context and a chain of data descriptors with one TDT write, and the
+// device's segmentation (the model's, after the manual) yields frames of
+// the MSS with valid IP and TCP checksums, IP IDs and sequence numbers in
+// step, FIN and PSH on the last frame only, and the payload whole.
+func TestTransmitSegment(t *testing.T) {
+	const mss = 1448 // MTU 1500 less the IP, TCP and timestamp headers
+	for _, n := range []int{1, mss, 3*mss + 7, 44*mss + 100} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			d, m := openWatchdog(t, true, 0, -1)
+			payload := make([]byte, n)
+			for i := range payload {
+				payload[i] = byte(i * 7)
+			}
+			const seq = 0xffffff00 // wraps
+			pkt := tcpPacket(payload, seq, header.TCPFlagAck|header.TCPFlagPsh|header.TCPFlagFin)
+			m.mu.Lock()
+			start := len(m.writes)
+			m.mu.Unlock()
+			if err := d.TransmitSegment(pkt, mss); err != nil {
+				t.Fatal(err)
+			}
+			m.mu.Lock()
+			tdt := 0
+			for _, off := range m.writes[start:] {
+				if off == TDT {
+					tdt++
+				}
+			}
+			errs := m.tsoErrors
+			m.mu.Unlock()
+			if tdt != 1 || len(errs) > 0 {
+				t.Fatalf("%d TDT writes (want 1), device: %v", tdt, errs)
+			}
+			frames := m.frames()
+			if want := (n + mss - 1) / mss; len(frames) != want {
+				t.Fatalf("%d frames, want %d", len(frames), want)
+			}
+			var got []byte
+			for i, f := range frames {
+				ip := header.IPv4(f[nic.HeaderLen:])
+				tcp := header.TCP(ip.Payload())
+				last := i == len(frames)-1
+				xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))
+				switch {
+				case len(f) > nic.HeaderLen+1500 || int(ip.TotalLength()) != len(f)-nic.HeaderLen:
+					t.Fatalf("frame %d: %d bytes, IP total length %d", i, len(f), ip.TotalLength())
+				case !ip.IsChecksumValid():
+					t.Fatalf("frame %d: bad IP header checksum", i)
+				case ip.ID() != 0xfffe+uint16(i):
+					t.Fatalf("frame %d: IP ID %#x", i, ip.ID())
+				case checksum.Checksum(tcp, xsum) != 0xffff:
+					t.Fatalf("frame %d: bad TCP checksum", i)
+				case tcp.SequenceNumber() != uint32(seq+len(got)):
+					t.Fatalf("frame %d: seq %#x, want %#x", i, tcp.SequenceNumber(), uint32(seq+len(got)))
+				case (tcp.Flags()&(header.TCPFlagFin|header.TCPFlagPsh) != 0) != last:
+					t.Fatalf("frame %d of %d: flags %v", i, len(frames), tcp.Flags())
+				}
+				got = append(got, tcp.Payload()...)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatal("payload differs")
+			}
+			if !bytes.Equal(pkt, tcpPacket(payload, seq, header.TCPFlagAck|header.TCPFlagPsh|header.TCPFlagFin)) {
+				t.Error("the caller's packet was changed")
+			}
+			d.reclaim()
+			if free := d.freeSlots(); free != 63 {
+				t.Errorf("%d free descriptors after the device finished, want 63", free)
+			}
+		})
+	}
+}
+
+// TestTransmitSegmentRefuses: what is not a TCP segment over IPv4, too
+// long, or cut by a wrong MSS is refused with ErrFrameSize; a ring
+// without room for the whole chain gives ErrQueueFull and sends nothing
+// of it.
+func TestTransmitSegmentRefuses(t *testing.T) {
+	d, m := openWatchdog(t, true, 0, -1)
+	good := tcpPacket(make([]byte, 4000), 1, header.TCPFlagAck)
+	udp := append([]byte(nil), good...)
+	udp[nic.HeaderLen+9] = 17
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		mss  int
+	}{
+		{"udp", udp, 1448},
+		{"arp", append([]byte{}, frame(60, 1)...), 1448},
+		{"headers only", good[:nic.HeaderLen+20+32], 1448},
+		{"truncated", good[:nic.HeaderLen+30], 1448},
+		{"mss above the MTU", good, 1500},
+		{"mss 0", good, 0},
+		{"too long", tcpPacket(make([]byte, 70000), 1, header.TCPFlagAck), 1448},
+	} {
+		if err := d.TransmitSegment(c.pkt, c.mss); !errors.Is(err, nic.ErrFrameSize) {
+			t.Errorf("%s: %v, want ErrFrameSize", c.name, err)
+		}
+	}
+	m.mu.Lock()
+	m.txHold = true
+	m.mu.Unlock()
+	big := tcpPacket(make([]byte, 64000), 1, header.TCPFlagAck) // 1 + 32 descriptors
+	if err := d.TransmitSegment(big, 1448); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.TransmitSegment(big, 1448); !errors.Is(err, nic.ErrQueueFull) {
+		t.Fatalf("second 33-descriptor chain on a 64-slot ring: %v", err)
+	}
+	m.complete()
+	if n := len(m.frames()); n != (64000+1447)/1448 {
+		t.Errorf("device sent %d frames, want those of one segment", n)
 	}
 }

@@ -2,6 +2,7 @@ package e1000
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -29,6 +30,14 @@ type model struct {
 	writes       []uint32 // register offsets written, in order
 	resets       int
 	statusReads  int
+	// Extended transmit descriptors: the last TCP/IP context, the data of
+	// the packet being gathered with its first descriptor's command and
+	// POPTS, and what the segmentation found wrong.
+	ctx          []byte
+	pending      []byte
+	pendingCmd   uint8
+	pendingPopts uint8
+	tsoErrors    []string
 }
 
 func newModel(mem *dma.Region, mac [6]byte, preload bool) *model {
@@ -140,15 +149,96 @@ func (m *model) transmitLocked() {
 	n := m.regs[TDLEN] / descSize
 	for m.regs[TDH] != m.regs[TDT] {
 		d := m.desc(TDBAL, m.regs[TDH])
-		buf, err := m.mem.Slice(binary.LittleEndian.Uint64(d), uint64(binary.LittleEndian.Uint16(d[descLength:])))
-		if err != nil {
-			panic(err)
+		switch {
+		case d[txCmd]&TxCmdDEXT == 0: // legacy: the driver sends one buffer per frame
+			m.sent = append(m.sent, append([]byte(nil), m.buffer(d, uint32(binary.LittleEndian.Uint16(d[descLength:])))...))
+		case d[txDType]>>4 == 0: // TCP/IP context
+			m.ctx = append(m.ctx[:0], d...)
+		default: // data
+			m.pending = append(m.pending, m.buffer(d, binary.LittleEndian.Uint32(d[descLength:])&0xfffff)...)
+			if m.pendingCmd == 0 {
+				m.pendingCmd, m.pendingPopts = d[txCmd], d[txPopts]
+			}
+			if d[txCmd]&TxCmdEOP != 0 {
+				if m.pendingCmd&TxCmdTSE != 0 {
+					m.segmentLocked(m.pending)
+				} else {
+					m.sent = append(m.sent, append([]byte(nil), m.pending...))
+				}
+				m.pending, m.pendingCmd = nil, 0
+			}
 		}
-		m.sent = append(m.sent, append([]byte(nil), buf...))
-		writeBack(d, TxStatusDD, 0)
+		if d[txCmd]&TxCmdRS != 0 {
+			writeBack(d, TxStatusDD, 0)
+		}
 		m.regs[TDH] = (m.regs[TDH] + 1) % n
 	}
 	m.raise(IntTXDW)
+}
+
+func (m *model) buffer(d []byte, n uint32) []byte {
+	buf, err := m.mem.Slice(binary.LittleEndian.Uint64(d), uint64(n))
+	if err != nil {
+		panic(err)
+	}
+	return buf
+}
+
+// segmentLocked does the 8254x's TCP segmentation (3.5) of a packet with
+// the last context descriptor: each frame gets the packet's headers with
+// the IP total length and ID and the TCP sequence number advanced, FIN
+// and PSH only on the last, and the checksums the data descriptor's
+// POPTS asks for: the IP one summed over IPCSS-IPCSE as it stands (so a
+// field the driver did not zero spoils it), the TCP one over the segment
+// with the frame's TCP length added to the field's pseudo-header sum.
+func (m *model) segmentLocked(pkt []byte) {
+	c := m.ctx
+	if len(c) == 0 || c[txCmd]&TxCmdTSE == 0 {
+		m.tsoErrors = append(m.tsoErrors, "TSE data without a TSE context")
+		return
+	}
+	ipcss, ipcso, ipcse := int(c[ctxIPCSS]), int(c[ctxIPCSO]), int(binary.LittleEndian.Uint16(c[ctxIPCSE:]))
+	tucss, tucso := int(c[ctxTUCSS]), int(c[ctxTUCSO])
+	hdr, mss := int(c[ctxHdrLen]), int(binary.LittleEndian.Uint16(c[ctxMSS:]))
+	if payLen := int(binary.LittleEndian.Uint32(c[ctxPayLen:]) & 0xfffff); payLen != len(pkt)-hdr {
+		m.tsoErrors = append(m.tsoErrors, fmt.Sprintf("PAYLEN %d for a %d-byte payload", payLen, len(pkt)-hdr))
+	}
+	id := binary.BigEndian.Uint16(pkt[ipcss+4:])
+	seq := binary.BigEndian.Uint32(pkt[tucss+4:])
+	for i, off := 0, hdr; off < len(pkt); i, off = i+1, off+mss {
+		end := min(off+mss, len(pkt))
+		f := append(append([]byte(nil), pkt[:hdr]...), pkt[off:end]...)
+		binary.BigEndian.PutUint16(f[ipcss+2:], uint16(len(f)-ipcss))
+		binary.BigEndian.PutUint16(f[ipcss+4:], id+uint16(i))
+		binary.BigEndian.PutUint32(f[tucss+4:], seq+uint32(off-hdr))
+		if end < len(pkt) {
+			f[tucss+13] &^= 0x01 | 0x08 // FIN, PSH
+		}
+		if m.pendingPopts&TxPoptsTXSM != 0 {
+			ph := uint32(binary.BigEndian.Uint16(f[tucso:])) + uint32(len(f)-tucss)
+			binary.BigEndian.PutUint16(f[tucso:], uint16(ph>>16+ph&0xffff))
+			binary.BigEndian.PutUint16(f[tucso:], ^onesSum(f[tucss:]))
+		}
+		if m.pendingPopts&TxPoptsIXSM != 0 {
+			binary.BigEndian.PutUint16(f[ipcso:], ^onesSum(f[ipcss:ipcse+1]))
+		}
+		m.sent = append(m.sent, f)
+	}
+}
+
+// onesSum is the folded ones' complement sum of b (RFC 1071).
+func onesSum(b []byte) uint16 {
+	var s uint32
+	for ; len(b) > 1; b = b[2:] {
+		s += uint32(b[0])<<8 | uint32(b[1])
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return uint16(s)
 }
 
 // complete finishes the held transmit descriptors.

@@ -145,6 +145,39 @@ const (
 	TxStatusDD = 1 << 0
 )
 
+// Extended transmit descriptors (3.3.5-3.3.7, DEXT set): a TCP/IP
+// context descriptor sets up checksum insertion and TCP segmentation for
+// the data descriptors that follow it.
+const (
+	TxCmdTSE  = 1 << 2 // TCP segmentation (data and context)
+	TxCmdDEXT = 1 << 5 // extended descriptor
+	TxCtxTCP  = 1 << 0 // context TUCMD: the packet is TCP
+	TxCtxIP   = 1 << 1 // context TUCMD: IPv4
+	// txDTypData is DTYP (bits 23:20 of the command dword, the high
+	// nibble of byte 10) of a data descriptor; a context one has 0.
+	txDTypData  = 1 << 4
+	TxPoptsIXSM = 1 << 0 // insert the IP header checksum
+	TxPoptsTXSM = 1 << 1 // insert the TCP checksum
+)
+
+// TCP/IP context descriptor offsets (3.3.6): where the IP header
+// checksum's sum starts, goes and ends, the same for TCP (TUCSE 0: to the
+// packet's end), the payload length (20 bits, with the descriptor type in
+// byte 10's high nibble), the header length and the MSS.
+const (
+	ctxIPCSS  = 0
+	ctxIPCSO  = 1
+	ctxIPCSE  = 2
+	ctxTUCSS  = 4
+	ctxTUCSO  = 5
+	ctxTUCSE  = 6
+	ctxPayLen = 8
+	ctxHdrLen = 13
+	ctxMSS    = 14
+	txPopts   = 13 // data descriptor: checksum options
+	txDType   = 10
+)
+
 // Descriptor field offsets (both kinds are 16 bytes: buffer address, then
 // length, then kind-specific bytes).
 const (
