@@ -39,6 +39,7 @@ const (
 	flagTCPBuf    = "doppel.net.tcp.buf"
 	flagGRO       = "doppel.net.gro"
 	flagGSO       = "doppel.net.gso"
+	flagTSO       = "doppel.net.tso"
 )
 
 func init() {
@@ -52,6 +53,8 @@ func init() {
 		Help: "coalesce received TCP segments before the stack handles them (generic receive offload)"})
 	mustRegister(board.Flag{Name: flagGSO, Kind: board.KindBool, Default: "1",
 		Help: "let TCP handle up to 64 KiB as one segment, cut into frames only when sent (gVisor's software segmentation offload)"})
+	mustRegister(board.Flag{Name: flagTSO, Kind: board.KindBool, Default: "1",
+		Help: "with doppel.net.gso, let a NIC that segments TCP itself (e1000) cut the segments into frames (TCP segmentation offload)"})
 	mustRegister(board.Flag{Name: flagMgmtPort, Kind: board.KindInt, Default: "0", Min: 0, Max: 65535,
 		Help: "TCP port of the management HTTP server (/status, /metrics, plot page); 0: off"})
 }
@@ -139,6 +142,7 @@ func startNet(k *kernel) error {
 		}
 		ifc.Link.SetGRO(k.flags.Bool(flagGRO))
 		ifc.Link.SetGSO(k.flags.Bool(flagGSO))
+		ifc.Link.SetTSO(k.flags.Bool(flagTSO))
 		m := n.MAC()
 		k.log.Printf("net", "%s %02x:%02x:%02x:%02x:%02x:%02x mtu %d link %v: %s", n.Name(), m[0], m[1], m[2], m[3], m[4], m[5],
 			n.MTU(), linkWord(n.LinkUp()), c)

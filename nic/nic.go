@@ -84,7 +84,8 @@ type Batcher interface {
 // 64 KiB, the headers and checksums of each frame made by the device.
 type Segmenter interface {
 	// MaxSegment is the longest packet TransmitSegment takes, its
-	// Ethernet header included.
+	// Ethernet header included; 0 if the NIC does not segment (a feature
+	// not offered or not negotiated).
 	MaxSegment() int
 	// TransmitSegment queues packet, an Ethernet frame holding one TCP
 	// segment over IPv4 (its headers complete; the checksum fields may

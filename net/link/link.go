@@ -3,18 +3,19 @@
 // through nic.NIC.Transmit and come in from nic.NIC.Receive on one
 // goroutine. It speaks Ethernet II (IEEE 802.3 clause 3.2.6 type field):
 // the stack resolves addresses with ARP, the endpoint adds and strips the
-// 14-byte header. Checksums are computed and verified by the stack (no
-// offload is claimed), since the drivers do not program the NICs'
-// checksum engines.
+// 14-byte header. Checksums are computed and verified by the stack, but
+// for the segments a NIC cuts itself (below).
 //
 // The stack's work per TCP segment, not per byte, limits the FT link on a
-// slow (above all an emulated) CPU, so the endpoint offers it the two
-// software offloads gVisor has: on receive, frames already queued are
-// coalesced into one segment per run (stack/gro; the endpoint checks each
-// part's checksums and gives the merged segment its own), and on send TCP
-// handles up to 64 KiB as one segment and cuts it into frames as it writes
-// them (stack.GSOGvisor). Both can be turned off for comparisons (SetGRO,
-// SetGSO; doppel.net.gro, doppel.net.gso).
+// slow (above all an emulated) CPU, so the endpoint offers it offloads:
+// on receive, frames already queued are coalesced into one segment per
+// run (stack/gro; the endpoint checks each part's checksums and gives the
+// merged segment its own); on send TCP handles up to 64 KiB as one
+// segment, which a NIC with TCP segmentation (nic.Segmenter: e1000) cuts
+// into frames itself, making each frame's headers and checksums, and
+// which otherwise gVisor cuts as it writes them (stack.GSOGvisor). Each
+// can be turned off for comparisons (SetGRO, SetGSO, SetTSO;
+// doppel.net.gro, doppel.net.gso, doppel.net.tso).
 package link
 
 import (
@@ -89,6 +90,7 @@ type Endpoint struct {
 
 	noGRO atomic.Bool // SetGRO(false): every frame goes up on its own
 	noGSO atomic.Bool // SetGSO(false): TCP handles every segment itself
+	noTSO atomic.Bool // SetTSO(false): gVisor segments, not the NIC
 
 	txMu      sync.Mutex // one writer at a time keeps frames in order
 	txFrame   []byte     // reused to gather a packet's pieces (under txMu; the NIC copies it)
@@ -273,25 +275,50 @@ func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 	}
 }
 
-// SupportedGSO offers gVisor's own segmentation offload (stack.GSOGvisor):
-// TCP keeps segments of up to GSOMaxSize in its send queue and handles
-// each as one (sequence space, retransmission list, timers, SACK), and
-// cuts it into frames of the MSS only when it writes it. The work per
-// frame that remains is the headers' and the checksum's. The NIC sees
-// ordinary frames, so nothing is asked of the hardware.
+// SupportedGSO offers segmentation offload: TCP keeps segments of up to
+// GSOMaxSize in its send queue and handles each as one (sequence space,
+// retransmission list, timers, SACK). Where the NIC segments TCP itself
+// (nic.Segmenter: e1000) the segment goes to it whole (stack.HostGSO-
+// Supported), and the device makes each frame's headers and checksums;
+// otherwise TCP cuts it into frames of the MSS as it writes them
+// (stack.GSOGvisor), and the work per frame that remains is the headers'
+// and the checksum's.
 func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
-	if e.noGSO.Load() {
+	switch {
+	case e.noGSO.Load():
 		return stack.GSONotSupported
+	case e.segmenter() != nil:
+		return stack.HostGSOSupported
 	}
 	return stack.GVisorGSOSupported
 }
 
-// GSOMaxSize is the largest segment TCP hands to GSO.
-func (*Endpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
+// GSOMaxSize is the largest segment TCP hands to GSO, its IP header
+// included.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if s := e.segmenter(); s != nil {
+		return uint32(s.MaxSegment() - header.EthernetMinimumSize)
+	}
+	return stack.GVisorGSOMaxSize
+}
+
+// segmenter returns the NIC as a nic.Segmenter if it is one and the
+// offload is on.
+func (e *Endpoint) segmenter() nic.Segmenter {
+	if s, ok := e.nic.(nic.Segmenter); ok && s.MaxSegment() > 0 && !e.noTSO.Load() {
+		return s
+	}
+	return nil
+}
 
 // SetGSO turns segmentation offload on (the default) or off, for
 // comparisons; it applies to connections made afterwards.
 func (e *Endpoint) SetGSO(on bool) { e.noGSO.Store(!on) }
+
+// SetTSO turns the NIC's own TCP segmentation on (the default, where the
+// NIC has it) or off, leaving gVisor's; it applies to connections made
+// afterwards.
+func (e *Endpoint) SetTSO(on bool) { e.noTSO.Store(!on) }
 
 // SetGRO turns receive coalescing on (the default) or off, for
 // comparisons.
@@ -430,7 +457,13 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			frame = append(frame, s...)
 		}
 		e.txFrame = frame
-		if err := e.transmit(frame, i < len(list)-1); err != nil {
+		var err error
+		if g := pkt.GSOOptions; g.Type != stack.GSONone && g.Type != stack.GSOGvisor {
+			err = e.transmitHostGSO(frame, g, i < len(list)-1)
+		} else {
+			err = e.transmit(frame, i < len(list)-1)
+		}
+		if err != nil {
 			e.txDropped.Add(1)
 			if errors.Is(err, nic.ErrClosed) {
 				return sent, &tcpip.ErrClosedForSend{}
@@ -442,20 +475,49 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	return sent, nil
 }
 
+// transmitHostGSO sends a packet TCP made for the NIC's segmentation
+// (stack.HostGSOSupported). Its TCP checksum field holds only the
+// pseudo-header's sum (Linux's CHECKSUM_PARTIAL); the NIC cuts a packet
+// longer than a frame into frames and makes each one's checksums, and a
+// packet that fits in one frame gets its checksum here.
+func (e *Endpoint) transmitHostGSO(frame []byte, g stack.GSO, more bool) error {
+	if len(frame) > e.nic.MTU()+header.EthernetMinimumSize {
+		s, ok := e.nic.(nic.Segmenter)
+		if !ok || s.MaxSegment() == 0 {
+			return fmt.Errorf("link: %d-byte segment for a NIC that does not segment: %w", len(frame), nic.ErrFrameSize)
+		}
+		return e.retryFull(func() error { return s.TransmitSegment(frame, int(g.MSS)) })
+	}
+	if g.NeedsCsum {
+		start := header.EthernetMinimumSize + int(g.L3HdrLen)
+		field := start + int(g.CsumOffset)
+		if field+2 > len(frame) {
+			return fmt.Errorf("link: checksum at %d in a %d-byte frame: %w", field, len(frame), nic.ErrFrameSize)
+		}
+		// The field holds the pseudo-header's sum, so the sum over the
+		// segment with it is the whole sum.
+		binary.BigEndian.PutUint16(frame[field:], ^checksum.Checksum(frame[start:], 0))
+	}
+	return e.transmit(frame, more)
+}
+
 // transmit hands one frame to the NIC, waiting out a full ring for up to
 // txWait. With more, further frames follow at once: a nic.Batcher may
 // then leave the doorbell to the burst's last frame (a GSO segment is cut
 // into up to 44 frames of a standard MTU).
 func (e *Endpoint) transmit(frame []byte, more bool) error {
-	b, batch := e.nic.(nic.Batcher)
+	if b, ok := e.nic.(nic.Batcher); ok {
+		return e.retryFull(func() error { return b.TransmitMore(frame, more) })
+	}
+	return e.retryFull(func() error { return e.nic.Transmit(frame) })
+}
+
+// retryFull calls send until it does not fail with nic.ErrQueueFull,
+// waiting for TxReady between calls, for up to txWait in all.
+func (e *Endpoint) retryFull(send func() error) error {
 	var timer *time.Timer
 	for {
-		var err error
-		if batch {
-			err = b.TransmitMore(frame, more)
-		} else {
-			err = e.nic.Transmit(frame)
-		}
+		err := send()
 		if !errors.Is(err, nic.ErrQueueFull) {
 			return err
 		}

@@ -8,10 +8,14 @@ package linktest
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/doppel-ft/doppel/nic"
 )
@@ -52,6 +56,9 @@ type Config struct {
 	Faults      Faults
 	// Names are the ends' interface names (default mem-0, mem-1).
 	Names [2]string
+	// Segment makes the ends nic.Segmenters: they cut TCP segments of up
+	// to 64 KiB into frames as a NIC with TCP segmentation offload does.
+	Segment bool
 }
 
 // Pair returns the two ends of a new wire. Closing either end closes it.
@@ -98,6 +105,7 @@ type End struct {
 	txFrames, txBytes, rxFrames, rxBytes atomic.Uint64
 	txFull, rxDropped                    atomic.Uint64
 	lost, reordered, duplicated          atomic.Uint64
+	segments                             atomic.Uint64
 }
 
 var _ nic.NIC = (*End)(nil)
@@ -164,6 +172,90 @@ func (e *End) TransmitMore(frame []byte, more bool) (err error) {
 	e.txBytes.Add(uint64(len(frame)))
 	return nil
 }
+
+// maxSegment is the longest packet TransmitSegment takes.
+const maxSegment = 14 + 65535
+
+// MaxSegment implements nic.Segmenter when Config.Segment is set.
+func (e *End) MaxSegment() int {
+	if !e.cfg.Segment {
+		return 0
+	}
+	return maxSegment
+}
+
+// TransmitSegment implements nic.Segmenter when Config.Segment is set:
+// the packet's TCP payload is cut into frames of mss bytes, each with the
+// packet's headers, its IP total length, ID (advanced by one per frame)
+// and TCP sequence number adjusted, FIN and PSH on the last frame only,
+// and both checksums computed, as a NIC does it; the frames take their
+// slots on the ring together, or none does.
+func (e *End) TransmitSegment(packet []byte, mss int) error {
+	if !e.cfg.Segment {
+		return fmt.Errorf("linktest: %s does not segment: %w", e.name, nic.ErrFrameSize)
+	}
+	if len(packet) < 14+header.IPv4MinimumSize || header.Ethernet(packet).Type() != header.IPv4ProtocolNumber {
+		return fmt.Errorf("linktest: not an IPv4 packet: %w", nic.ErrFrameSize)
+	}
+	ip := header.IPv4(packet[14:])
+	if !ip.IsValid(len(ip)) || ip.TransportProtocol() != header.TCPProtocolNumber || len(packet) > maxSegment {
+		return fmt.Errorf("linktest: not a TCP segment over IPv4 of at most 64 KiB: %w", nic.ErrFrameSize)
+	}
+	ihl := int(ip.HeaderLength())
+	tcp := header.TCP(ip[ihl:])
+	if len(tcp) < header.TCPMinimumSize || int(tcp.DataOffset()) < header.TCPMinimumSize || len(tcp) < int(tcp.DataOffset()) {
+		return fmt.Errorf("linktest: bad TCP header: %w", nic.ErrFrameSize)
+	}
+	hdr := 14 + ihl + int(tcp.DataOffset())
+	if mss < 1 || hdr-14+mss > e.cfg.MTU {
+		return fmt.Errorf("linktest: MSS %d with %d bytes of headers over MTU %d: %w", mss, hdr-14, e.cfg.MTU, nic.ErrFrameSize)
+	}
+	var frames [][]byte
+	for off := hdr; off < len(packet); off += mss {
+		end := min(off+mss, len(packet))
+		f := append(append(make([]byte, 0, hdr+end-off), packet[:hdr]...), packet[off:end]...)
+		fip := header.IPv4(f[14:])
+		fip.SetTotalLength(uint16(len(f) - 14))
+		fip.SetID(ip.ID() + uint16(len(frames)))
+		fip.SetChecksum(0)
+		fip.SetChecksum(^fip.CalculateChecksum())
+		ft := header.TCP(f[14+ihl:])
+		ft.SetSequenceNumber(tcp.SequenceNumber() + uint32(off-hdr))
+		if end < len(packet) {
+			ft.SetFlags(uint8(tcp.Flags() &^ (header.TCPFlagFin | header.TCPFlagPsh)))
+		}
+		ft.SetChecksum(0)
+		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, fip.SourceAddress(), fip.DestinationAddress(), uint16(len(ft)))
+		ft.SetChecksum(^checksum.Checksum(ft, xsum))
+		frames = append(frames, f)
+	}
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	if e.isClosed() {
+		return nic.ErrClosed
+	}
+	if e.down.Load() {
+		return nic.ErrLinkDown
+	}
+	for _, f := range e.held { // frames sent with more go first
+		e.tx <- f
+	}
+	e.held = e.held[:0]
+	if len(e.tx)+len(frames) > cap(e.tx) {
+		e.txFull.Add(1)
+		return nic.ErrQueueFull
+	}
+	for _, f := range frames {
+		e.tx <- f
+		e.txFrames.Add(1)
+		e.txBytes.Add(uint64(len(f)))
+	}
+	e.segments.Add(1)
+	return nil
+}
+
+// Segments reports how many packets TransmitSegment took.
+func (e *End) Segments() uint64 { return e.segments.Load() }
 
 // Receive returns the next frame.
 func (e *End) Receive(ctx context.Context) ([]byte, error) {

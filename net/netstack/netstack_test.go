@@ -102,17 +102,26 @@ func transfer(t testing.TB, a, b *Stack, n int) time.Duration {
 
 func TestTCPOverWire(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		f    linktest.Faults
+		name    string
+		f       linktest.Faults
+		segment bool // the NIC segments TCP (host GSO)
 	}{
-		{"clean", linktest.Faults{}},
-		{"loss-2%", linktest.Faults{Loss: 0.02, Seed: 1}},
-		{"reorder-5%", linktest.Faults{Reorder: 0.05, Seed: 2}},
-		{"loss+reorder+dup", linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Seed: 3}},
+		{"clean", linktest.Faults{}, false},
+		{"loss-2%", linktest.Faults{Loss: 0.02, Seed: 1}, false},
+		{"reorder-5%", linktest.Faults{Reorder: 0.05, Seed: 2}, false},
+		{"loss+reorder+dup", linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Seed: 3}, false},
+		{"tso", linktest.Faults{}, true},
+		{"tso/loss+reorder+dup", linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Seed: 4}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b, ea, eb := pair(t, linktest.Config{Faults: tc.f})
+			a, b, ea, eb := pair(t, linktest.Config{Faults: tc.f, Segment: tc.segment})
 			transfer(t, a, b, 4<<20)
+			if got := eb.Segments(); tc.segment != (got > 0) {
+				t.Fatalf("%d segments handed to the NIC to cut (NIC segments: %v)", got, tc.segment)
+			}
+			if ck := a.TCP().ChecksumErrors + b.TCP().ChecksumErrors; ck != 0 {
+				t.Fatalf("%d TCP checksum errors", ck)
+			}
 			lost, reord, dup := eb.Faulted()
 			la, ra, da := ea.Faulted()
 			lost, reord, dup = lost+la, reord+ra, dup+da
@@ -208,15 +217,17 @@ func BenchmarkGoodput(b *testing.B) {
 		rate     float64
 		gro, gso bool
 		mtu      int
+		tso      bool
 	}{
-		{"unlimited/gro", 0, true, true, 1500}, {"unlimited/nogro", 0, false, true, 1500},
-		{"100MBps/gro", 100e6, true, true, 1500}, {"100MBps/nogro", 100e6, false, true, 1500},
-		{"100MBps/nogro/nogso", 100e6, false, false, 1500},
-		{"unlimited/gro/mtu9000", 0, true, true, 9000}, {"100MBps/gro/mtu9000", 100e6, true, true, 9000},
+		{"unlimited/gro", 0, true, true, 1500, false}, {"unlimited/nogro", 0, false, true, 1500, false},
+		{"unlimited/gro/tso", 0, true, true, 1500, true}, {"100MBps/gro/tso", 100e6, true, true, 1500, true},
+		{"100MBps/gro", 100e6, true, true, 1500, false}, {"100MBps/nogro", 100e6, false, true, 1500, false},
+		{"100MBps/nogro/nogso", 100e6, false, false, 1500, false},
+		{"unlimited/gro/mtu9000", 0, true, true, 9000, false}, {"100MBps/gro/mtu9000", 100e6, true, true, 9000, false},
 	} {
 		b.Run(bench.name, func(b *testing.B) {
 			const n = 32 << 20
-			cfg := linktest.Config{BytesPerSec: bench.rate, MTU: bench.mtu}
+			cfg := linktest.Config{BytesPerSec: bench.rate, MTU: bench.mtu, Segment: bench.tso}
 			var good, raw float64
 			var cpu time.Duration
 			for i := 0; i < b.N; i++ {
