@@ -112,23 +112,16 @@ type pmlLog struct {
 // INVEPT and resets the index (SDM Vol. 3C 29.3.6). It is the PML-full
 // exit's handler too.
 func (l *pmlLog) drain() error {
-	idx, err := l.vmcs.PMLIndex()
-	if err != nil {
-		return fmt.Errorf("ft guest: PML index: %w", err)
-	}
-	if int(idx) == ept.PMLIndexStart {
-		return nil
-	}
-	l.v.drainMu.Lock()
-	_, err = l.v.tbl.DrainPML(l.log, idx, l.acc)
-	l.v.drainMu.Unlock()
-	if err != nil {
+	err := l.vmcs.DrainPMLLog(l.v.tbl.EPTP(), func(idx uint16) error {
+		l.v.drainMu.Lock()
+		defer l.v.drainMu.Unlock()
+		_, err := l.v.tbl.DrainPML(l.log, idx, l.acc)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ft guest: %w", err)
 	}
-	if err := (vmm.Invept{}).InvalidateSingleContext(l.v.tbl.EPTP()); err != nil {
-		return err
-	}
-	return l.vmcs.SetPMLIndex(ept.PMLIndexStart)
+	return nil
 }
 
 // vmxFTCPU is a VMXCPU with the per-vCPU hooks vmguest needs; each runs

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/doppel-ft/doppel/cpu"
+	"github.com/doppel-ft/doppel/ept"
 )
 
 // This file and vmcs_setup.go, run.go drive the hardware. They build
@@ -142,6 +143,29 @@ func (h HWVMCS) PMLIndex() (uint16, error) {
 
 // SetPMLIndex implements ept.PMLIndex.
 func (h HWVMCS) SetPMLIndex(i uint16) error { return h.Write(PMLIndex, uint64(i)) }
+
+// DrainPMLLog empties the page-modification log of the vCPU whose VMCS is
+// current, on its own CPU (SDM Vol. 3C 29.3.6): drain takes the entries
+// logged above index (clearing their pages' D bits, ept.Tables.DrainPML),
+// INVEPT drops this CPU's cached translations of eptp, so that a drained
+// page's next write is logged again, and the index goes back to the
+// start. An empty log costs one VMREAD.
+func (h HWVMCS) DrainPMLLog(eptp uint64, drain func(index uint16) error) error {
+	idx, err := h.PMLIndex()
+	if err != nil {
+		return fmt.Errorf("PML index: %w", err)
+	}
+	if int(idx) == ept.PMLIndexStart {
+		return nil
+	}
+	if err := drain(idx); err != nil {
+		return err
+	}
+	if err := (Invept{}).InvalidateSingleContext(eptp); err != nil {
+		return err
+	}
+	return h.SetPMLIndex(ept.PMLIndexStart)
+}
 
 // Invept is the ept.Invalidator of this CPU.
 type Invept struct{}

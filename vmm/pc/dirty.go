@@ -115,26 +115,19 @@ func (d *dirtyTracker) newLog(frames vmm.Frames) (*pmlLog, error) {
 // cached translations of the guest dropped with INVEPT; the other vCPUs
 // drop theirs at their own drains.
 func (l *pmlLog) drain(full bool) error {
-	idx, err := l.vmcs.PMLIndex()
-	if err != nil {
-		return fmt.Errorf("pc: PML index: %w", err)
-	}
-	if int(idx) == ept.PMLIndexStart {
-		return nil
-	}
-	l.d.mu.Lock()
-	_, err = l.d.tables.DrainPML(l.log, idx, l.d.logged)
-	if full {
-		l.d.full++
-	}
-	l.d.mu.Unlock()
-	if err != nil {
+	err := l.vmcs.DrainPMLLog(l.d.tables.EPTP(), func(idx uint16) error {
+		l.d.mu.Lock()
+		defer l.d.mu.Unlock()
+		_, err := l.d.tables.DrainPML(l.log, idx, l.d.logged)
+		if full {
+			l.d.full++
+		}
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pc: %w", err)
 	}
-	if err := (vmm.Invept{}).InvalidateSingleContext(l.d.tables.EPTP()); err != nil {
-		return err
-	}
-	return l.vmcs.SetPMLIndex(ept.PMLIndexStart)
+	return nil
 }
 
 // finish runs after every vCPU of the VM ended (and drained its log):
