@@ -134,3 +134,34 @@ func TestLiveFiles(t *testing.T) {
 		t.Errorf("Power(Restart) on a host = %v, want ErrNotBareMetal", err)
 	}
 }
+
+func TestParseLockStats(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		want     []LockHolder
+		err      string
+	}{
+		{name: "empty", in: ""},
+		{name: "two", in: "sys202 3456 76100000 73 80500000\nvec32 5596 296100000 167 263900000\n",
+			want: []LockHolder{{"sys202", 3456, 76100000, 73, 80500000}, {"vec32", 5596, 296100000, 167, 263900000}}},
+		{name: "short line", in: "sys202 3456 76100000 73\n", err: "is not"},
+		{name: "bad holder", in: "cpu1 1 2 3 4\n", err: "is not"},
+		{name: "bad number", in: "vec14 1 2 x 4\n", err: "invalid syntax"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseLockStats([]byte(tt.in))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -4,18 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 )
 
 // Files the boot layer serves (boot/CONTRACT.md, "Files the layer serves").
 const (
-	MemmapPath  = "/proc/doppel/memmap"
-	ModulesPath = "/proc/doppel/modules"
-	CPUsPath    = "/proc/doppel/cpus"
-	StatsPath   = "/proc/doppel/stats"
-	MeminfoPath = "/proc/meminfo"
-	CmdlinePath = "/proc/cmdline"
+	MemmapPath   = "/proc/doppel/memmap"
+	ModulesPath  = "/proc/doppel/modules"
+	CPUsPath     = "/proc/doppel/cpus"
+	StatsPath    = "/proc/doppel/stats"
+	LockStatPath = "/proc/doppel/lockstat"
+	MeminfoPath  = "/proc/meminfo"
+	CmdlinePath  = "/proc/cmdline"
 )
 
 // OnBareMetal reports whether the kernel runs on the doppel boot layer (in
@@ -37,6 +40,72 @@ var (
 	bareMetalOnce sync.Once
 	onBareMetal   bool
 )
+
+// LayerStats reads the boot layer's counters (StatsPath: "key value"
+// lines of unsigned numbers: syscalls, context_switches, timer_ticks, ipis,
+// irqs and more).
+func LayerStats() (map[string]uint64, error) {
+	data, err := ReadFile(StatsPath)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]uint64)
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("%s: line %q is not \"key value\"", StatsPath, line)
+		}
+		v, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", StatsPath, err)
+		}
+		m[f[0]] = v
+	}
+	return m, nil
+}
+
+// LockHolder is one line of LockStatPath: the big lock's use by one kind
+// of holder.
+type LockHolder struct {
+	Holder string // "sys<n>" (system call n) or "vec<v>" (vector v)
+	Count  uint64 // acquisitions
+	Held   uint64 // TSC ticks held
+	Waits  uint64 // times another CPU found it held
+	Waited uint64 // TSC ticks other CPUs spun while it held the lock
+}
+
+// LockStats reads the boot layer's lock statistics.
+func LockStats() ([]LockHolder, error) {
+	data, err := ReadFile(LockStatPath)
+	if err != nil {
+		return nil, err
+	}
+	return ParseLockStats(data)
+}
+
+// ParseLockStats parses the text of LockStatPath.
+func ParseLockStats(data []byte) ([]LockHolder, error) {
+	var out []LockHolder
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 5 || !strings.HasPrefix(f[0], "sys") && !strings.HasPrefix(f[0], "vec") {
+			return nil, fmt.Errorf("%s: line %q is not \"holder count held waits waited\"", LockStatPath, line)
+		}
+		h := LockHolder{Holder: f[0]}
+		for i, p := range []*uint64{&h.Count, &h.Held, &h.Waits, &h.Waited} {
+			v, err := strconv.ParseUint(f[i+1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%s: line %q: %w", LockStatPath, line, err)
+			}
+			*p = v
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
 
 // ReadFile returns the contents of a file the boot layer serves (or the
 // host's file of that name). It uses only openat, read and close, which is

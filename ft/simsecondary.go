@@ -9,8 +9,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/doppel-ft/doppel/board"
 	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
 )
@@ -60,6 +64,9 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 	buf := make([]byte, 64<<10)
 	var got int64
 	var start time.Time
+	layer0, layerErr := board.LayerStats() // absent on a host
+	sys0, _ := board.ReadFile("/proc/doppel/syscalls")
+	lock0, _ := board.LockStats()
 	for got < s.cfg.ProbeBytes {
 		k, err := conn.Read(buf)
 		if got == 0 && k > 0 {
@@ -71,8 +78,22 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 		}
 	}
 	tcp = float64(got) / time.Since(start).Seconds() / 1e6
+	layer1, _ := board.LayerStats()
 	conn.Write([]byte{1})
 	s.printf("baseline: TCP %.1f MB/s over %s", tcp, s.cfg.Iface.NIC.Name())
+	if layerErr == nil && layer1 != nil {
+		// The boot layer's events per MB received say what the stack's
+		// bytes cost below Go (each takes the layer's lock).
+		mb := float64(got) / 1e6
+		per := func(k string) float64 { return float64(layer1[k]-layer0[k]) / mb }
+		s.printf("baseline layer: per MB %.0f syscalls, %.0f context switches, %.0f irqs, %.0f ipis, %.0f timer ticks, %.0f lock-free polls, %.0f lock-free sleeps",
+			per("syscalls"), per("context_switches"), per("irqs"), per("ipis"), per("timer_ticks"), per("lockfree_polls"), per("lockfree_sleeps"))
+		sys1, _ := board.ReadFile("/proc/doppel/syscalls")
+		s.printf("baseline syscalls per MB (number: count): %s", syscallDelta(sys0, sys1, mb))
+		if lock1, err := board.LockStats(); err == nil {
+			s.printf("baseline lock: %s", lockDelta(lock0, lock1, mb))
+		}
+	}
 	s.printCounters("baseline")
 	return pr.MBps(), tcp, nil
 }
@@ -219,4 +240,54 @@ func (s *Sim) finish(res *Result) {
 	for _, d := range res.Details {
 		fmt.Fprintf(s.cfg.Out, "  %s\n", d)
 	}
+}
+
+// syscallDelta gives the counts of /proc/doppel/syscalls ("nr count"
+// lines) that grew between a and b, per mb.
+func syscallDelta(a, b []byte, mb float64) string {
+	parse := func(d []byte) map[string]uint64 {
+		m := map[string]uint64{}
+		for _, l := range strings.Split(string(d), "\n") {
+			if f := strings.Fields(l); len(f) == 2 {
+				v, _ := strconv.ParseUint(f[1], 10, 64)
+				m[f[0]] = v
+			}
+		}
+		return m
+	}
+	pa, pb := parse(a), parse(b)
+	var out []string
+	for k, v := range pb {
+		if d := v - pa[k]; d > 0 {
+			out = append(out, fmt.Sprintf("%s: %.0f", k, float64(d)/mb))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// lockDelta sums the big lock's hold and wait times between two readings
+// (TSC ticks per MB) and names the holders that made others wait most.
+func lockDelta(a, b []board.LockHolder, mb float64) string {
+	before := map[string]board.LockHolder{}
+	for _, h := range a {
+		before[h.Holder] = h
+	}
+	var held, waited uint64
+	var ds []board.LockHolder
+	for _, h := range b {
+		o := before[h.Holder]
+		d := board.LockHolder{Holder: h.Holder, Count: h.Count - o.Count, Held: h.Held - o.Held, Waits: h.Waits - o.Waits, Waited: h.Waited - o.Waited}
+		held, waited = held+d.Held, waited+d.Waited
+		ds = append(ds, d)
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].Waited > ds[j].Waited })
+	out := fmt.Sprintf("per MB held %.1f M TSC ticks, others spun %.1f M; most waited on:", float64(held)/mb/1e6, float64(waited)/mb/1e6)
+	for i, d := range ds {
+		if i == 4 || d.Waited == 0 {
+			break
+		}
+		out += fmt.Sprintf(" %s (%.0f per MB, held %.1f M, spun %.1f M)", d.Holder, float64(d.Count)/mb, float64(d.Held)/mb/1e6, float64(d.Waited)/mb/1e6)
+	}
+	return out
 }

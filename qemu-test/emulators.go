@@ -95,6 +95,12 @@ func runQEMU(name string, args []string) (*Machine, error) {
 	// "-action shutdown=pause -monitor unix:/tmp/mon,server,nowait" keeps
 	// a machine that triple-faulted for the monitor's xp).
 	args = append(args, strings.Fields(os.Getenv("DOPPEL_QEMU_EXTRA"))...)
+	// DOPPEL_QEMU_MONITOR names a directory where each machine gets a
+	// human-monitor socket, <name>.sock with / as _, for tools/qprof.
+	if dir := os.Getenv("DOPPEL_QEMU_MONITOR"); dir != "" {
+		sock := filepath.Join(dir, strings.ReplaceAll(name, "/", "_")+".sock")
+		args = append(args, "-monitor", "unix:"+sock+",server=on,wait=off")
+	}
 	m.cmd = exec.Command(qemuBinary(), args...)
 	fmt.Fprintf(m.log, "# %s %q\n", qemuBinary(), args)
 	if m.in, err = m.cmd.StdinPipe(); err != nil {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -91,27 +89,11 @@ func vectorState(ctx context.Context, cfg *Config) error {
 	return nil
 }
 
-// layerCounters reads the boot layer's counters, "key value" lines of
-// unsigned numbers (bare metal only; nil on a host).
+// layerCounters reads the boot layer's counters (bare metal only; nil on
+// a host).
 func layerCounters(cfg *Config) (map[string]uint64, error) {
 	if !cfg.BareMetal {
 		return nil, nil
 	}
-	data, err := board.ReadFile(board.StatsPath)
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string]uint64)
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			return nil, fmt.Errorf("%s: line %q is not \"key value\"", board.StatsPath, line)
-		}
-		v, err := strconv.ParseUint(f[1], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", board.StatsPath, err)
-		}
-		m[f[0]] = v
-	}
-	return m, nil
+	return board.LayerStats()
 }

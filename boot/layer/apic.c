@@ -89,33 +89,52 @@ void lapic_ipi(u32 apic, u32 icr_low) {
 		cpu_relax();
 	lw(LAPIC_ICR_HI, apic << 24);
 	lw(LAPIC_ICR_LO, icr_low);
-	stats.ipis++;
+	__atomic_fetch_add(&stats.ipis, 1, __ATOMIC_RELAXED); /* also sent outside the lock */
 }
 
 static volatile u32 *ioapic(void) { return P2V(ioapic_phys); }
+
+/* The I/O APIC's index/data pair is used from interrupt handlers before
+ * they take the big lock (trap.c), so it has a lock of its own; the low
+ * words of the redirection entries are kept here, so masking is two
+ * writes and no read. */
+static volatile int ioapic_lk;
+static u32 redir_lo[NGSI];
+
+static void ioapic_lock(void) {
+	while (__atomic_exchange_n(&ioapic_lk, 1, __ATOMIC_ACQUIRE))
+		while (ioapic_lk)
+			cpu_relax();
+}
+
+static void ioapic_unlock(void) { __atomic_store_n(&ioapic_lk, 0, __ATOMIC_RELEASE); }
 
 static void io_w(u32 reg, u32 v) {
 	ioapic()[0] = reg;
 	ioapic()[4] = v;
 }
 
-static u32 io_r(u32 reg) {
-	ioapic()[0] = reg;
-	return ioapic()[4];
-}
-
 /* ioapic_route sends GSI gsi to the BSP as fixed vector. */
 void ioapic_route(int gsi, int vector, int level, int low, int masked) {
 	int pin = gsi - (int)ioapic_gsi_base;
 	u32 lo = (u32)vector | (level ? IOAPIC_LEVEL : 0) | (low ? IOAPIC_LOW : 0) | (masked ? IOAPIC_MASKED : 0);
+	ioapic_lock();
 	io_w(IOREDTBL(pin) + 1, cpus[0].apic_id << 24);
 	io_w(IOREDTBL(pin), lo);
+	if (pin >= 0 && pin < NGSI)
+		redir_lo[pin] = lo;
+	ioapic_unlock();
 }
 
 void ioapic_mask(int gsi, int masked) {
 	int pin = gsi - (int)ioapic_gsi_base;
-	u32 lo = io_r(IOREDTBL(pin));
-	io_w(IOREDTBL(pin), masked ? lo | IOAPIC_MASKED : lo & ~IOAPIC_MASKED);
+	if (pin < 0 || pin >= NGSI)
+		return;
+	ioapic_lock();
+	u32 lo = masked ? redir_lo[pin] | IOAPIC_MASKED : redir_lo[pin] & ~IOAPIC_MASKED;
+	redir_lo[pin] = lo;
+	io_w(IOREDTBL(pin), lo);
+	ioapic_unlock();
 }
 
 /* pic_disable: ICW1-4 (8259A datasheet) move IRQs 0-15 to VEC_PIC.., then

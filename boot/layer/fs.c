@@ -26,6 +26,7 @@ struct file {
 	u64 count, len, off;
 	struct epitem ep[8];
 	int nep;
+	u32 seq; /* epoll: odd while epoll_ctl edits ep (epoll_poll_lockfree) */
 };
 static struct file files[MAX_FILES];
 static char procbuf[NPROCBUF][PROCBUF];
@@ -161,7 +162,7 @@ static i64 read_irq(struct file *f, u64 buf) {
 			irqs[f->gsi].count = 0;
 			*(u64 *)buf = c;
 			if (f->gsi < NGSI)
-				ioapic_mask(f->gsi, 0);
+				defer_unmask(f->gsi);
 			return 8;
 		}
 		if (f->flags & O_NONBLOCK)
@@ -295,6 +296,16 @@ i64 sys_epoll_create1(int flags) {
 	return newfd(F_EPOLL);
 }
 
+/* epoll_edit brackets an edit of e's items for lock-free readers. */
+static void epoll_edit(struct file *e, int begin) {
+	if (begin) {
+		__atomic_store_n(&e->seq, e->seq + 1, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+	} else {
+		__atomic_store_n(&e->seq, e->seq + 1, __ATOMIC_RELEASE);
+	}
+}
+
 i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 	struct file *e = getf(epfd, F_EPOLL);
 	if (!e)
@@ -309,7 +320,9 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 	if (op == 2) { /* EPOLL_CTL_DEL */
 		if (i == e->nep)
 			return -ENOENT;
+		epoll_edit(e, 1);
 		e->ep[i] = e->ep[--e->nep];
+		epoll_edit(e, 0);
 		return 0;
 	}
 	if (!user_ok(ev, 12))
@@ -318,12 +331,14 @@ i64 sys_epoll_ctl(int epfd, int op, int fd, u64 ev) {
 		return -17; /* EEXIST */
 	if (op == 3 && i == e->nep)
 		return -ENOENT;
-	if (i == e->nep) {
-		if (e->nep == 8)
-			return -ENOMEM;
+	if (i == e->nep && e->nep == 8)
+		return -ENOMEM;
+	struct epitem it = {fd, *(u32 *)ev, *(u64 *)(ev + 4)};
+	epoll_edit(e, 1);
+	if (i == e->nep)
 		e->nep++;
-	}
-	e->ep[i] = (struct epitem){fd, *(u32 *)ev, *(u64 *)(ev + 4)};
+	e->ep[i] = it;
+	epoll_edit(e, 0);
 	return 0;
 }
 
@@ -362,6 +377,33 @@ i64 sys_epoll_pwait(int epfd, u64 events, int max, int timeout) {
 	}
 }
 
+/* epoll_poll_lockfree serves the commonest system call of a busy Go
+ * kernel, the scheduler's netpoll, without the big lock unless it has to
+ * block: a poll with timeout 0, or one that finds an event ready (Go's
+ * wake-up eventfd stays readable until a blocking poll reads it). It
+ * stores the events in *ret and returns 1, or returns 0 when the caller
+ * must take the locked path. collect only
+ * reads the files: a count that changes while it looks is the same race
+ * as a poll a moment earlier. The set's items are read under its sequence
+ * count, which epoll_ctl makes odd while it edits them, so a torn item is
+ * never used. */
+int epoll_poll_lockfree(int epfd, u64 events, int max, int timeout, i64 *ret) {
+	if (max <= 0 || !user_ok(events, (u64)max * 12))
+		return 0;
+	struct file *e = getf(epfd, F_EPOLL);
+	if (!e)
+		return 0;
+	u32 seq = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+	if (seq & 1)
+		return 0;
+	int n = collect(e, events, max);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != seq || (n == 0 && timeout != 0))
+		return 0; /* torn, or it has to block */
+	*ret = n;
+	return 1;
+}
+
 i64 fs_mmap_devmem(int fd, u64 addr, u64 len, int prot, int flags, u64 off) {
 	if (!getf(fd, F_DEVMEM))
 		return -EBADF;
@@ -370,16 +412,22 @@ i64 fs_mmap_devmem(int fd, u64 addr, u64 len, int prot, int flags, u64 off) {
 	return vm_mmap(addr, len, prot, flags, V_DEVMEM, off);
 }
 
+/* irq_mask_line masks a /dev/irq line at the I/O APIC until its file is
+ * read (lock not needed: trap.c calls it before taking it). */
+void irq_mask_line(int gsi) {
+	if (gsi != com1_gsi && gsi < NGSI)
+		ioapic_mask(gsi, 1);
+}
+
 /* irq_fire: IRQ handler (lock held). /dev/irq lines are masked until the
- * next read, so a level-triggered device cannot storm. */
+ * next read, so a level-triggered device cannot storm; the handler masked
+ * this one before it took the lock (trap.c, interrupt_ack). */
 void irq_fire(int gsi) {
 	if (gsi == com1_gsi) {
 		serial_irq();
 		return;
 	}
 	irqs[gsi].count++;
-	if (gsi < NGSI)
-		ioapic_mask(gsi, 1);
 	wake_all(W_EPOLL); /* an irq fd in an epoll set became readable */
 	for (int i = 0; i < MAX_THREADS; i++)
 		if (threads[i].state == T_BLOCKED && threads[i].wkind == W_IRQ && threads[i].waddr == (u64)gsi)

@@ -107,6 +107,13 @@ struct cpu {
 	int id, apic_id, online, holding;
 	volatile u64 tlb_seen;
 	u64 next_event; /* ns when this CPU's one-shot timer fires */
+	/* APIC writes asked for under the lock, done just after it is
+	 * released (unlock): under an emulator an APIC access can wait on the
+	 * emulator's own lock, and the other CPUs would spin meanwhile. */
+	u32 ipi_pending; /* CPUs (by index) owed a reschedule IPI */
+	int arm_pending;
+	u64 unmask_pending; /* I/O APIC GSIs to unmask */
+	u64 arm_at; /* ns the one-shot timer is to fire at */
 	struct context *boot_ctx;
 	u64 tss[13];           /* 104-byte TSS, SDM 3A Figure 7-11 */
 	u8 ist[4][4096] __attribute__((aligned(16)));
@@ -116,8 +123,25 @@ struct cpu {
 /* stats for /proc/doppel/stats */
 struct stats {
 	u64 syscalls, switches, pagefaults, ticks, ipis, irqs, signals;
+	u64 lockfree_polls, lockfree_sleeps; /* atomic: counted outside the lock */
 };
 extern struct stats stats;
+#define SHORT_SLEEP_NS 10000 /* nanosleeps below this wait on the clock (nanosleep_short) */
+int nanosleep_short(u64 req);
+int epoll_poll_lockfree(int epfd, u64 events, int max, int timeout, i64 *ret);
+struct lockstat {
+	u64 used, what, count, held, waits, waited; /* held and waited in TSC ticks */
+};
+#define NLOCKSTAT 128
+#define LOCK_SYSCALL 0x1000 /* lock_what(LOCK_SYSCALL + n): system call n; else a vector */
+void lock_what(u64 what);
+void defer_ipi(struct cpu *c);
+void irq_mask_line(int gsi);
+void defer_timer(u64 at);
+void defer_unmask(int gsi);
+int lockstat_gen(char *b, int m);
+#define NSYSCALLS 336 /* syscall numbers counted per number (amd64 Linux's up to rseq's 334) */
+extern u64 syscall_counts[NSYSCALLS];
 
 /* ---- lib.c ---- */
 void *memset(void *d, int c, size_t n);

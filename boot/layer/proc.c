@@ -74,6 +74,26 @@ static i64 sleep_until(u64 dl) {
 	return 0;
 }
 
+/* nanosleep_short serves a sleep shorter than SHORT_SLEEP_NS without the
+ * big lock by waiting on the clock, and returns 1; else 0. Go's scheduler
+ * sleeps 3 us before it steals a P's next goroutine (runqgrab's usleep):
+ * blocking for that would cost the lock, a one-shot timer, its interrupt
+ * and two context switches, each far longer than the sleep under an
+ * emulator. */
+int nanosleep_short(u64 req) {
+	if (!user_ok(req, 16))
+		return 0;
+	u64 sec = ((volatile u64 *)req)[0], ns = ((volatile u64 *)req)[1];
+	if (sec || ns >= SHORT_SLEEP_NS)
+		return 0;
+	u64 dl = nanotime() + ns;
+	while (nanotime() < dl) {
+		cpu_relax();
+		tlb_check(mycpu()); /* a shootdown may wait on this CPU */
+	}
+	return 1;
+}
+
 i64 sys_nanosleep(u64 req, u64 rem) {
 	(void)rem;
 	if (!user_ok(req, 16))

@@ -42,12 +42,20 @@ int procfs_gen(const char *p, char *b, int m) {
 			n += snprintf(b + n, m - n, "%d apic=%d online=%d\n", i, cpus[i].apic_id, cpus[i].online);
 		return MIN(n, m - 1);
 	}
+	if (!strcmp(p, "/proc/doppel/lockstat"))
+		return lockstat_gen(b, m);
+	if (!strcmp(p, "/proc/doppel/syscalls")) {
+		for (int i = 0; i < NSYSCALLS; i++)
+			if (syscall_counts[i])
+				n += snprintf(b + n, m - n, "%d %lu\n", i, syscall_counts[i]);
+		return MIN(n, m - 1);
+	}
 	if (!strcmp(p, "/proc/doppel/stats"))
 		return snprintf(b, m,
 				"syscalls %lu\ncontext_switches %lu\npage_faults %lu\ntimer_ticks %lu\nipis %lu\n"
-				"irqs %lu\nsignals %lu\nframes_used %lu\nframes_free %lu\nkernel_bytes %lu\n",
+				"irqs %lu\nsignals %lu\nlockfree_polls %lu\nlockfree_sleeps %lu\nframes_used %lu\nframes_free %lu\nkernel_bytes %lu\n",
 				stats.syscalls, stats.switches, stats.pagefaults, stats.ticks, stats.ipis, stats.irqs,
-				stats.signals, frames_used(), frames_free(), kernel_end - kernel_start);
+				stats.signals, stats.lockfree_polls, stats.lockfree_sleeps, frames_used(), frames_free(), kernel_end - kernel_start);
 	return -1;
 }
 

@@ -17,19 +17,102 @@ static struct thread *runq_head, *runq_tail;
 static int next_tid = 100;
 void tlb_check(struct cpu *c);
 
+/* Lock statistics (/proc/doppel/lockstat): per holder (what the CPU that
+ * took the lock was doing: a system call, a vector, or 0 for the
+ * scheduler's own acquisitions), how often and how long it held the lock
+ * and how long other CPUs spun waiting for it. Only the holder writes
+ * them. */
+static struct lockstat lockstats[NLOCKSTAT];
+static u64 holder_what, holder_tsc;
+
+static struct lockstat *lockstat_slot(u64 what) {
+	for (int i = 0; i < NLOCKSTAT; i++) {
+		struct lockstat *l = &lockstats[(what + i) % NLOCKSTAT];
+		if (l->used && l->what == what)
+			return l;
+		if (!l->used) {
+			l->used = 1, l->what = what;
+			return l;
+		}
+	}
+	return 0;
+}
+
 void lock(void) {
 	struct cpu *c = mycpu();
-	while (__atomic_exchange_n(&bkl, 1, __ATOMIC_ACQUIRE))
+	u64 waited = 0, wwhat = 0;
+	while (__atomic_exchange_n(&bkl, 1, __ATOMIC_ACQUIRE)) {
+		u64 t0 = rdtsc();
+		wwhat = __atomic_load_n(&holder_what, __ATOMIC_RELAXED);
 		while (bkl) {
 			cpu_relax();
 			tlb_check(c);
 		}
+		waited += rdtsc() - t0;
+	}
 	c->holding = 1;
+	if (waited) {
+		struct lockstat *l = lockstat_slot(wwhat);
+		if (l)
+			l->waited += waited, l->waits++;
+	}
+	holder_what = 0;
+	holder_tsc = rdtsc();
 }
 
+/* lock_what records what the holder is doing, for the statistics. */
+void lock_what(u64 what) { holder_what = what; }
+
+/* unlock releases the lock, then does the APIC writes deferred while it
+ * was held (struct cpu): the I/O APIC lines to unmask, the last re-arm of
+ * this CPU's timer and the reschedule IPIs. Interrupts are still off, so
+ * nothing runs between. */
 void unlock(void) {
-	mycpu()->holding = 0;
+	struct cpu *c = mycpu();
+	struct lockstat *l = lockstat_slot(holder_what);
+	if (l)
+		l->held += rdtsc() - holder_tsc, l->count++;
+	u32 ipis = c->ipi_pending;
+	int arm = c->arm_pending;
+	u64 at = c->arm_at, unmask = c->unmask_pending;
+	c->ipi_pending = 0, c->arm_pending = 0, c->unmask_pending = 0;
+	c->holding = 0;
 	__atomic_store_n(&bkl, 0, __ATOMIC_RELEASE);
+	for (int g = 0; unmask; g++, unmask >>= 1)
+		if (unmask & 1)
+			ioapic_mask(g, 0);
+	if (arm) {
+		u64 now = nanotime();
+		lapic_timer_arm(at > now ? at - now : 0);
+	}
+	for (int i = 0; ipis; i++, ipis >>= 1)
+		if (ipis & 1)
+			lapic_ipi(cpus[i].apic_id, VEC_RESCHED);
+}
+
+/* defer_ipi sends c a reschedule IPI once the lock is released. */
+void defer_ipi(struct cpu *c) { mycpu()->ipi_pending |= 1u << c->id; }
+
+/* defer_unmask unmasks I/O APIC line gsi once the lock is released. */
+void defer_unmask(int gsi) { mycpu()->unmask_pending |= 1ULL << gsi; }
+
+/* defer_timer re-arms this CPU's one-shot timer for at (ns) once the lock
+ * is released; the last request wins. */
+void defer_timer(u64 at) {
+	struct cpu *c = mycpu();
+	c->arm_pending = 1, c->arm_at = at;
+}
+
+int lockstat_gen(char *b, int m) {
+	int n = 0;
+	for (int i = 0; i < NLOCKSTAT && n < m; i++) {
+		struct lockstat *l = &lockstats[i];
+		if (l->used)
+			n += snprintf(b + n, m - n, "%s%lu %lu %lu %lu %lu\n", l->what >= LOCK_SYSCALL ? "sys" : "vec",
+				      l->what >= LOCK_SYSCALL ? l->what - LOCK_SYSCALL : l->what, l->count, l->held,
+				      l->waits, l->waited);
+	}
+	return MIN(n, m - 1);
 }
 
 struct thread *cur(void) { return mycpu()->cur; }
@@ -86,7 +169,7 @@ static void switch_to(struct thread *next) {
 		u64 now = nanotime();
 		if (c->next_event > now + SLICE_NS) {
 			c->next_event = now + SLICE_NS;
-			lapic_timer_arm(SLICE_NS);
+			defer_timer(c->next_event);
 		}
 	}
 	stats.switches++;
@@ -110,14 +193,14 @@ void kick_cpu(struct thread *t) {
 		if (!c->online || c == me || !(t->affinity & (1ULL << i)))
 			continue;
 		if (c->cur == c->idle) {
-			lapic_ipi(c->apic_id, VEC_RESCHED);
+			defer_ipi(c);
 			return;
 		}
 		if (!busy)
 			busy = c;
 	}
 	if (busy && !(t->affinity & (1ULL << me->id)))
-		lapic_ipi(busy->apic_id, VEC_RESCHED);
+		defer_ipi(busy);
 }
 
 void wake(struct thread *t, i64 result) {
@@ -139,9 +222,8 @@ i64 block(int kind, u64 addr, u64 deadline) {
 	t->wresult = 0;
 	struct cpu *c = mycpu();
 	if (deadline && deadline < c->next_event) { /* sooner than this CPU's timer */
-		u64 now = nanotime();
 		c->next_event = deadline;
-		lapic_timer_arm(deadline > now ? deadline - now : 0);
+		defer_timer(deadline);
 	}
 	reschedule();
 	t->deadline = 0;
@@ -186,7 +268,7 @@ void sched_timer(void) {
 			next = t->deadline;
 	}
 	mycpu()->next_event = next;
-	lapic_timer_arm(next - now);
+	defer_timer(next);
 }
 
 struct thread *thread_alloc(void) {

@@ -248,7 +248,7 @@ static i64 post(struct thread *t, int sig, int code) {
 	t->sipid[sig] = 100;
 	struct cpu *c = &cpus[t->cpu];
 	if (t->state == T_RUNNING && c != mycpu())
-		lapic_ipi(c->apic_id, VEC_RESCHED);
+		defer_ipi(c);
 	return 0;
 }
 

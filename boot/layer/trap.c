@@ -73,23 +73,30 @@ static void exception(struct trapframe *tf, int in_layer) {
 	}
 }
 
+/* interrupt_ack masks a device's I/O APIC line and acknowledges the
+ * interrupt at the LAPIC, before the big lock is taken: neither touches
+ * the layer's state, and under an emulator each access can wait on the
+ * emulator's lock while other CPUs spin on ours. The line is masked
+ * before the EOI, so a level-triggered device does not raise it again;
+ * interrupts stay off until IRETQ, so none nests. */
+static void interrupt_ack(u64 v) {
+	if (v >= VEC_IRQ0 && v < VEC_IRQ0 + NGSI)
+		irq_mask_line((int)(v - VEC_IRQ0));
+	lapic_eoi();
+}
+
 static void interrupt(struct trapframe *tf, int in_layer) {
 	u64 v = tf->vector;
 	if (v == VEC_TIMER) {
-		lapic_eoi();
 		sched_timer();
 		if (!in_layer)
 			yield();
 	} else if (v == VEC_RESCHED) {
-		lapic_eoi();
 		if (!in_layer)
 			yield();
 	} else if (v >= VEC_IRQ0 && v < VEC_IRQ0 + NGSI + NMSI) {
 		stats.irqs++;
 		irq_fire((int)(v - VEC_IRQ0));
-		lapic_eoi();
-	} else {
-		lapic_eoi();
 	}
 }
 
@@ -107,8 +114,11 @@ void trap_handler(struct trapframe *tf) {
 	if (v == VEC_SPURIOUS || (v >= VEC_PIC && v < VEC_PIC + 16))
 		return;
 	int in_layer = nested(tf), took = 0;
+	if (v >= 32)
+		interrupt_ack(v);
 	if (!c->holding) {
 		lock();
+		lock_what(v);
 		took = 1;
 	}
 	if (v < 32)
