@@ -16,24 +16,26 @@ import (
 // virtqueues it consumes from the driver ring and completes in the used
 // ring (elements first, index last), raising its line.
 type vmodel struct {
-	mu       sync.Mutex
-	mem      *dma.Region
-	line     *irq.Chan
-	offered  uint64
-	refuse   bool // clear FEATURES_OK: the device rejects the driver's set
-	devSel   uint32
-	drvSel   uint32
-	accepted uint64
-	status   uint8
-	qsel     uint16
-	q        [2]mqueue
-	isr      uint8
-	mac      [6]byte
-	mtu      uint16 // non-zero: VIRTIO_NET_F_MTU offered with this mtu
-	link     bool
-	sent     [][]byte
-	txHold   bool
-	notifies [2]int
+	mu        sync.Mutex
+	mem       *dma.Region
+	line      *irq.Chan
+	offered   uint64
+	refuse    bool // clear FEATURES_OK: the device rejects the driver's set
+	devSel    uint32
+	drvSel    uint32
+	accepted  uint64
+	status    uint8
+	qsel      uint16
+	q         [2]mqueue
+	isr       uint8
+	mac       [6]byte
+	mtu       uint16 // non-zero: VIRTIO_NET_F_MTU offered with this mtu
+	link      bool
+	linkReads int    // reads of the config's status field
+	cfgVector uint16 // MSI-X vector for configuration changes
+	sent      [][]byte
+	txHold    bool
+	notifies  [2]int
 }
 
 type mqueue struct {
@@ -91,6 +93,20 @@ func (m *vmodel) complete(qi int, id uint16, n uint32) {
 	m.completeQuiet(qi, id, n)
 	m.isr |= ISRQueue
 	m.line.Fire()
+}
+
+// setLink changes the link state; with notify, it raises a
+// configuration-change interrupt (ISR bit 1) as the device does.
+func (m *vmodel) setLink(up, notify bool) {
+	m.mu.Lock()
+	m.link = up
+	if notify {
+		m.isr |= ISRConfig
+	}
+	m.mu.Unlock()
+	if notify {
+		m.line.Fire()
+	}
 }
 
 // completeQuiet puts {id, n} in q's used ring without an interrupt.
@@ -187,6 +203,8 @@ func (w commonWin) Read16(off uint32) uint16 {
 		return w.m.qsel
 	case QueueMSIXVector:
 		return w.m.q[w.m.qsel%2].vector
+	case MSIXConfig:
+		return w.m.cfgVector
 	}
 	return 0
 }
@@ -234,6 +252,8 @@ func (w commonWin) Write16(off uint32, v uint16) {
 			v = noVector // mapping failed (4.1.4.3.1)
 		}
 		w.m.q[w.m.qsel%2].vector = v
+	case MSIXConfig:
+		w.m.cfgVector = v
 	}
 }
 
@@ -318,8 +338,11 @@ func (w devWin) Read16(off uint32) uint16 {
 	w.m.mu.Lock()
 	defer w.m.mu.Unlock()
 	switch {
-	case off == NetConfigStatus && w.m.link:
-		return NetStatusLinkUp
+	case off == NetConfigStatus:
+		w.m.linkReads++
+		if w.m.link {
+			return NetStatusLinkUp
+		}
 	case off == NetConfigMTU:
 		return w.m.mtu
 	}

@@ -221,12 +221,8 @@ func TestTransmitRingFull(t *testing.T) {
 
 func TestLinkAndClose(t *testing.T) {
 	d, m := open(t, 0, 0)
-	m.mu.Lock()
-	m.link = false
-	m.mu.Unlock()
-	if d.LinkUp() {
-		t.Error("link up")
-	}
+	m.setLink(false, true)
+	waitLink(t, d, false)
 	if err := d.Transmit(frame(64, 0)); !errors.Is(err, nic.ErrLinkDown) {
 		t.Errorf("Transmit with link down: %v", err)
 	}
@@ -271,8 +267,8 @@ func TestMSIXVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.q[0].vector != 0 || m.q[1].vector != 0 {
-		t.Errorf("queue vectors %#x %#x, want table entry 0", m.q[0].vector, m.q[1].vector)
+	if m.q[0].vector != 0 || m.q[1].vector != 0 || m.cfgVector != 0 {
+		t.Errorf("queue vectors %#x %#x, configuration %#x, want table entry 0", m.q[0].vector, m.q[1].vector, m.cfgVector)
 	}
 	if !m.inject(frame(80, 1)) {
 		t.Fatal("no receive buffer")
@@ -288,6 +284,9 @@ func TestMSIXVectors(t *testing.T) {
 	}
 	if m.q[0].vector != noVector {
 		t.Errorf("INTx: queue vector %#x, want NO_VECTOR", m.q[0].vector)
+	}
+	if m.cfgVector != noVector {
+		t.Errorf("INTx: configuration vector %#x, want NO_VECTOR", m.cfgVector)
 	}
 	d.Close()
 }
@@ -350,5 +349,53 @@ func TestMTU(t *testing.T) {
 	}
 	if _, err := Open(Config{MTU: MaxMTU + 1}); err == nil {
 		t.Error("MTU above MaxMTU accepted")
+	}
+}
+
+func waitLink(t *testing.T, d *Device, up bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); d.LinkUp() != up; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("link never became %v", up)
+		}
+	}
+}
+
+// TestLinkState: the link state follows the device's configuration
+// interrupt, or the watchdog's tick when that interrupt is lost, and
+// transmitting reads no configuration.
+func TestLinkState(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		watchdog time.Duration
+		notify   bool
+	}{
+		{"interrupt", -1, true},
+		{"watchdog", 5 * time.Millisecond, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, m := openWatchdog(t, 0, 0, c.watchdog)
+			m.setLink(false, c.notify)
+			waitLink(t, d, false)
+			if err := d.Transmit(frame(64, 0)); !errors.Is(err, nic.ErrLinkDown) {
+				t.Fatalf("Transmit with link down: %v", err)
+			}
+			m.setLink(true, c.notify)
+			waitLink(t, d, true)
+			m.mu.Lock()
+			before := m.linkReads
+			m.mu.Unlock()
+			for i := 0; i < 32; i++ {
+				if err := d.Transmit(frame(64, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m.mu.Lock()
+			reads := m.linkReads - before
+			m.mu.Unlock()
+			if c.watchdog < 0 && reads != 0 {
+				t.Errorf("32 frames transmitted with %d link status reads", reads)
+			}
+		})
 	}
 }
