@@ -77,6 +77,7 @@ func (ps *pSession) checkpoint() error {
 	p.cfg.hook(PointPaused, e)
 	p.guest.Resume()
 	pause := clock.Now().Sub(tStop)
+	ps.releaseUnprotected(e)
 
 	ps.epochDirty += len(ps.dirty)
 	for i, pfn := range ps.dirty {
@@ -333,6 +334,7 @@ func (ps *pSession) end(e uint64) error {
 	end := wire.End{Groups: ps.groups, Pages: ps.records, OutOffset: off, OutEnd: outEnd, Out: out, Blobs: ps.blobs}
 	if !ps.resyncing {
 		end.Flags |= wire.EndComplete
+		ps.completeSent = true
 	}
 	ps.mu.Lock()
 	ps.endSent[e] = p.cfg.Clock.Now()

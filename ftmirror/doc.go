@@ -207,10 +207,20 @@
 //     refused frame.
 //  3. A primary that loses its secondary keeps running the guest but holds
 //     all output until a new secondary has a complete copy. A promoted
-//     secondary releases directly until a secondary joins it: the old
-//     primary can no longer release, since that needs acks from us. It
-//     releases each output as it is emitted (Primary.RunAlone), not at
-//     the end of the epoch: no copy waits for an acknowledgement.
+//     secondary releases directly until a secondary of its holds a
+//     complete copy: the old primary can no longer release, since that
+//     needs acks from us, and a secondary without a complete copy cannot
+//     promote. Alone it releases each output as it is emitted
+//     (Primary.RunAlone), not at the end of the epoch: no copy waits for
+//     an acknowledgement. While it resyncs a new secondary it releases
+//     each epoch's output at the epoch's pause, up to and including the
+//     first epoch whose END says complete: that secondary can take over
+//     only from that epoch or a later one, which holds everything the
+//     released output came from. (It used to hold the output for the
+//     whole resync, 17 s of the Linux guest's network in the chain test,
+//     and release it in one burst whose RELEASE frame a primary killed
+//     right after could lose: the promoted secondary then repeated
+//     every line of the resync.)
 //  4. A primary that meets a peer knowing a newer generation is fenced.
 //     A secondary learns its primary's generation at the HELLO, and a
 //     promoted secondary takes that generation plus one

@@ -562,3 +562,46 @@ func TestHarvestErrorEndsSession(t *testing.T) {
 		})
 	}
 }
+
+// TestPromotedResyncReleasesDirect: a promoted primary resyncing its first
+// secondary releases the guest's output while that secondary holds no
+// complete copy (it could not take over, and no other copy can), and from
+// the first complete epoch on holds it for acknowledgements: a takeover
+// after the resync replays only what the world may not have seen, and
+// the world sees the stream once, in order (rig.takeover).
+func TestPromotedResyncReleasesDirect(t *testing.T) {
+	r := newRig(t, 256, func(c *Config) { c.ResyncPagesPerEpoch = 24 })
+	r.p.Continue(3, 0, true) // promoted: the resync path, direct release
+	pc, sc := net.Pipe()
+	perr, serr := r.serve(pc, sc)
+	released := func() int {
+		r.w.mu.Lock()
+		defer r.w.mu.Unlock()
+		return len(r.w.data)
+	}
+	whileIncomplete := 0
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		n := released() // before the check: released while still incomplete
+		if _, ok := r.s.Committed(); ok {
+			break
+		}
+		whileIncomplete = n
+		if time.Now().After(deadline) {
+			t.Fatal("resync never completed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if whileIncomplete == 0 {
+		t.Fatal("no output released during the resync of a promoted primary's first secondary")
+	}
+	c, _ := r.s.Committed()
+	r.waitEpoch(c + 5)
+	pc.Close()
+	r.stopGuest()
+	<-perr
+	<-serr
+	tk := r.takeover()
+	if tk.Epoch < c {
+		t.Fatalf("took over at epoch %d, before the first complete one %d", tk.Epoch, c)
+	}
+}

@@ -165,8 +165,11 @@ type Primary struct {
 
 	mu     sync.Mutex
 	epoch  uint64 // last epoch captured
-	direct bool   // release output without acks (promoted, no secondary yet)
+	direct bool   // release output without acks (promoted; see directNow)
 	served bool   // a session has started since creation
+	// protected: a secondary of this primary acknowledged a complete copy
+	// (it may have promoted itself since, so direct release ends).
+	protected bool
 
 	// outKick (1-buffered) tells RunAlone that output was emitted: a
 	// direct primary releases it at once.
@@ -200,8 +203,9 @@ func NewPrimary(cfg Config, mem Memory, dirty DirtySource, guest Guest, sink Out
 
 // Continue sets the epoch and output stream position of a primary made
 // from a secondary by takeover. With direct set it releases output without
-// acknowledgement until a secondary joins: the old primary can no longer
-// release, since it needs our acks (doc.go, "Split brain").
+// acknowledgement until a secondary of its holds a complete copy: the old
+// primary can no longer release, since it needs our acks, and a secondary
+// without a complete copy cannot take over (doc.go, "Split brain").
 func (p *Primary) Continue(epoch, outOffset uint64, direct bool) {
 	p.mu.Lock()
 	p.epoch, p.direct = epoch, direct
@@ -236,9 +240,9 @@ func (p *Primary) Epoch() uint64 {
 }
 
 // RunAlone runs checkpoints with no secondary until stop is closed: output
-// is sealed every epoch and held, unless this primary was promoted and has
-// not yet had a secondary: then no copy anywhere waits for an
-// acknowledgement, and output is released as soon as it is emitted
+// is sealed every epoch and held, unless this primary was promoted and no
+// secondary of its has yet held a complete copy: then no copy anywhere
+// waits for an acknowledgement, and output is released as soon as it is emitted
 // rather than at the epoch's end (after a failover, the wait for the next
 // epoch was part of the gap the outside world saw). On stop it seals and
 // releases once more, so everything emitted before stop is out.
@@ -260,7 +264,7 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		next = maxTime(next.Add(p.cfg.Epoch), p.cfg.Clock.Now())
 		p.mu.Lock()
 		p.epoch++
-		e, direct := p.epoch, p.direct && !p.served
+		e, direct := p.epoch, p.direct && !p.protected
 		p.mu.Unlock()
 		p.guest.Pause()
 		p.out.seal(e)
@@ -278,7 +282,7 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 // releases without acknowledgements (promoted, no secondary yet).
 func (p *Primary) releaseDirect() {
 	p.mu.Lock()
-	e, direct := p.epoch, p.direct && !p.served
+	e, direct := p.epoch, p.direct && !p.protected
 	p.mu.Unlock()
 	if direct {
 		p.out.seal(e) // sealed after epoch e's own output, released with it
@@ -363,10 +367,12 @@ type pSession struct {
 	zskip      int    // groups still to send without trying compression
 	zbackoff   int    // groups skipped after the last that did not pay
 
-	mu        sync.Mutex
-	endSent   map[uint64]time.Time
-	complete  bool
-	syncStart time.Time
+	mu       sync.Mutex
+	endSent  map[uint64]time.Time
+	complete bool
+	// completeSent: an END saying complete went out (run loop only).
+	completeSent bool
+	syncStart    time.Time
 	// The newest acknowledged epoch whose output may be released, and its
 	// lease, handed from the reader to the releaser (see releaser).
 	relEpoch uint64
@@ -506,6 +512,9 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 	}
 	if first {
 		p.Stats.syncDone(now, now.Sub(ps.syncStart), p.mem.NumPages())
+		p.mu.Lock()
+		p.protected = true
+		p.mu.Unlock()
 	}
 	if payload[0]&1 == 0 {
 		return nil // still syncing: nothing is protected yet
@@ -526,6 +535,33 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 	default: // a release is already pending; it will take the newest epoch
 	}
 	return nil
+}
+
+// releaseUnprotected releases epoch e's output without an acknowledgement
+// when no node can take over from an earlier epoch: this primary was
+// promoted, no secondary of its has held a complete copy, and this
+// session has not yet sent a complete END (a secondary can take over only
+// from a complete epoch, the first of which is e or later and holds
+// everything e emitted). A promoted primary resyncing its first secondary
+// thus keeps the guest's output flowing, as it did alone (RunAlone),
+// instead of holding it for the whole resync and releasing it in a burst.
+func (ps *pSession) releaseUnprotected(e uint64) {
+	p := ps.p
+	p.mu.Lock()
+	direct := p.direct && !p.protected
+	p.mu.Unlock()
+	if !direct || ps.completeSent {
+		return
+	}
+	ps.mu.Lock()
+	if e > ps.relEpoch {
+		ps.relEpoch, ps.relLease = e, time.Time{} // no lease: no acknowledgement involved
+	}
+	ps.mu.Unlock()
+	select {
+	case ps.relKick <- struct{}{}:
+	default:
+	}
 }
 
 // releaser writes acknowledged output to the sink. It runs apart from the
@@ -557,7 +593,14 @@ func (ps *pSession) releaser() {
 		// what may not have been released. After a resync the first
 		// complete ACK releases every epoch held meanwhile, and without
 		// this a takeover in the next epoch repeated all of them.
-		if rel := p.out.releasedThrough(); rel > before && !ps.revoked.Load() {
+		// A release made before the secondary acknowledged a complete
+		// copy (releaseUnprotected) can run ahead of the END that carries
+		// its output; BEGIN tells such a secondary, which cannot take over
+		// yet anyway.
+		ps.mu.Lock()
+		complete := ps.complete
+		ps.mu.Unlock()
+		if rel := p.out.releasedThrough(); rel > before && complete && !ps.revoked.Load() {
 			if err := ps.send(wire.TRelease, e, wire.AppendU64(nil, rel)); err != nil {
 				return
 			}

@@ -279,9 +279,15 @@ func (s *Secondary) commit(p []byte) error {
 	if e.Groups != s.groups || e.Pages != s.records {
 		return fmt.Errorf("%w: END says %d groups/%d pages, got %d/%d", ErrProtocol, e.Groups, e.Pages, s.groups, s.records)
 	}
-	if len(s.outLog.data) == 0 {
+	switch {
+	case len(s.outLog.data) == 0:
 		s.outLog.start = e.OutOffset
-	} else if e.OutOffset != s.outLog.end() {
+	case e.OutOffset > s.outLog.end() && !s.complete:
+		// A promoted primary releases output while this copy is not
+		// complete (doc.go, rule 3) and sends only what it has not
+		// released: everything logged so far was released too.
+		s.outLog.start, s.outLog.data = e.OutOffset, s.outLog.data[:0]
+	case e.OutOffset != s.outLog.end():
 		return fmt.Errorf("%w: output at offset %d, log ends at %d", ErrProtocol, e.OutOffset, s.outLog.end())
 	}
 	s.prevOut, s.lastOut = s.lastOut, s.outLog.end()
