@@ -16,27 +16,26 @@ type Secondary struct {
 	cfg Config
 	mem Memory
 
-	mu          sync.Mutex
-	committed   uint64    // last committed epoch (0: none)
-	primaryGen  uint64    // the generation the primary announced
-	lastOut     uint64    // output offset where the last committed epoch's output starts
-	prevOut     uint64    // and where the one before's does
-	complete    bool      // memory holds every page as of committed
-	blobs       []Blob    // state at committed
-	committedAt time.Time // when committed was (this node's clock)
-	outLog      outputLog
-	outEnd      uint64 // the committed guest's output stream end
-	touched     bool   // memory may be non-zero
-	undo        *undoLog
-	open        uint64 // epoch being applied (0: none)
-	groups      uint32
-	records     uint32
-	recs        []wire.Record
-	scratch     [PageSize]byte
-	lastHeard   time.Time
-	endedAt     time.Time // when the last session ended
-	lastErr     error
-	Applied     int64 // words written by apply, for tests and stats
+	mu         sync.Mutex
+	committed  uint64 // last committed epoch (0: none)
+	primaryGen uint64 // the generation the primary announced
+	lastOut    uint64 // output offset where the last committed epoch's output starts
+	prevOut    uint64 // and where the one before's does
+	complete   bool   // memory holds every page as of committed
+	blobs      []Blob // state at committed
+	outLog     outputLog
+	outEnd     uint64 // the committed guest's output stream end
+	touched    bool   // memory may be non-zero
+	undo       *undoLog
+	open       uint64 // epoch being applied (0: none)
+	groups     uint32
+	records    uint32
+	recs       []wire.Record
+	scratch    [PageSize]byte
+	lastHeard  time.Time
+	endedAt    time.Time // when the last session ended
+	lastErr    error
+	Applied    int64 // words written by apply, for tests and stats
 }
 
 // NewSecondary returns a secondary over zeroed memory.
@@ -299,7 +298,6 @@ func (s *Secondary) commit(p []byte) error {
 	}
 	s.undo.commit()
 	s.committed, s.open = s.open, 0
-	s.committedAt = s.cfg.Clock.Now()
 	if e.Flags&wire.EndComplete != 0 {
 		s.complete = true
 	}
@@ -342,10 +340,6 @@ type Takeover struct {
 	// next END before it handled the ACK (the two overlap), so a repeat
 	// starts at or after PrevEpochOut.
 	LastEpochOut, PrevEpochOut uint64
-	// CommittedAt is when this node committed Epoch, by its Config.Clock:
-	// a restored guest's clock can add the time since (the checkpoint was
-	// taken at most a transfer earlier), so it continues in real time.
-	CommittedAt time.Time
 }
 
 // PromoteAt is the earliest time the secondary may promote itself after
@@ -385,5 +379,5 @@ func (s *Secondary) Takeover() (Takeover, error) {
 	}
 	return Takeover{Epoch: s.committed, Blobs: s.blobs, OutOffset: s.outLog.start,
 		Out: s.outLog.data, OutEnd: s.outLog.end(), Generation: s.primaryGen + 1,
-		LastEpochOut: s.lastOut, PrevEpochOut: s.prevOut, CommittedAt: s.committedAt}, nil
+		LastEpochOut: s.lastOut, PrevEpochOut: s.prevOut}, nil
 }

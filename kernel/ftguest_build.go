@@ -210,21 +210,16 @@ func pickFTVendor() (ftVendor, error) {
 }
 
 // restore loads a committed checkpoint into the (not started) guest: the
-// devices' clock continues from the checkpoint's guest TSC plus gap (the
-// time since this node committed it), as the vCPU's TSC offset does
-// (vmguest.VM.RestoreAfter), so the guest's time goes on in real time and
-// never backwards across the failover.
-func (g *ftGuest) restore(blobs []ftmirror.Blob, gap time.Duration) error {
+// devices' clock continues from the checkpoint's guest TSC, as the vCPU's
+// TSC offset does (vmguest.VM.Restore), so the guest's time never goes
+// backwards across the failover.
+func (g *ftGuest) restore(blobs []ftmirror.Blob) error {
 	s, err := vmguest.DecodeState(blobs)
 	if err != nil {
 		return err
 	}
-	ticks := uint64(0)
-	if gap > 0 {
-		ticks = uint64(gap.Seconds() * float64(g.Clock.Hz))
-	}
-	g.Clock.Base = cpu.RDTSC() - (s.GuestTSC + ticks)
-	return g.VM.RestoreAfter(blobs, ticks)
+	g.Clock.Base = cpu.RDTSC() - s.GuestTSC
+	return g.VM.Restore(blobs)
 }
 
 // stopReason is why the guest stopped itself (debug exit, reset), if it did.

@@ -158,15 +158,11 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	k := n.k
 	heard := sec.LastHeard()
 	tRestore := time.Now()
-	gap := time.Since(tk.CommittedAt)
-	if tk.CommittedAt.IsZero() {
-		gap = 0
-	}
-	if err := n.g.restore(tk.Blobs, gap); err != nil {
+	if err := n.g.restore(tk.Blobs); err != nil {
 		return fmt.Errorf("takeover at epoch %d: %w", tk.Epoch, err)
 	}
-	k.log.Printf("ft", "takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d; guest clock %.1f ms past the checkpoint",
-		tk.Epoch, tk.Generation, tk.OutOffset, tk.OutEnd, tk.LastEpochOut, tk.PrevEpochOut, ms(gap))
+	k.log.Printf("ft", "takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d",
+		tk.Epoch, tk.Generation, tk.OutOffset, tk.OutEnd, tk.LastEpochOut, tk.PrevEpochOut)
 	// The console's stream continues at the offset the old primary had
 	// released when it opened the last epoch (doc.go, "Output commit"):
 	// lines of that last epoch may appear twice, none is lost.

@@ -89,14 +89,12 @@
 //
 // At failover the promoted secondary builds a VM over its mirrored RAM
 // with the same devices in the same order and calls Restore with the
-// committed blobs (RestoreAfter, with the time since it committed them).
-// The guest TSC continues in real time: the offset becomes the
-// checkpoint's guest TSC plus that time minus this host's TSC, applied by
-// each vCPU (SetTSCOffset) before its first entry, so the guest reads more
-// than it read at the checkpoint, never less, whatever the two hosts' TSCs
-// are, and its clock has moved on by the outage (less the checkpoint's
-// transfer), as a machine's clock would. Nothing the world saw depends on
-// a later reading: output after the checkpoint was never released.
+// committed blobs. The guest TSC continues: the offset becomes the
+// checkpoint's guest TSC minus this host's TSC, applied by each vCPU
+// (SetTSCOffset) before its first entry, so the guest reads at least what
+// it read at the checkpoint, never less, whatever the two hosts' TSCs are.
+// It lags real time by the failover; that is the price of no jump
+// backwards.
 //
 // # Output commit
 //

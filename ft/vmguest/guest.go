@@ -180,21 +180,14 @@ func DecodeState(blobs []ftmirror.Blob) (*State, error) {
 // whose Memory already holds the checkpoint's memory (the secondary's
 // mirrored RAM, on which the new VM is built). Devices must have been
 // added in the primary's order. The guest TSC continues from the
-// checkpoint's (RestoreAfter with no gap).
-func (v *VM) Restore(blobs []ftmirror.Blob) error { return v.RestoreAfter(blobs, 0) }
-
-// RestoreAfter is Restore with the guest's clock moved on by gap TSC ticks
-// past the checkpoint's: the time since this node committed it, so the
-// guest continues in real time, as a machine's clock would across an
-// outage. Its offset becomes checkpoint TSC plus gap minus this host's TSC
-// now, whatever this host's TSC is. It never goes backwards: every value
-// the primary's guest read that reached the world (through released
-// output) was read before the checkpoint. Moving on rather than resuming
-// at the checkpoint's reading keeps the guest's time of day right and
-// lets the timers the outage made due fire at once (a TCP retransmission
-// the lost epoch's acknowledgements would have spared, a line due on the
-// console) instead of the gap later.
-func (v *VM) RestoreAfter(blobs []ftmirror.Blob, gap uint64) error {
+// checkpoint: the offset becomes saved guest TSC minus this host's TSC
+// now, so the restored guest reads at least the value it had at the
+// checkpoint and it never goes backwards, whatever this host's TSC is.
+// (The guest then lags real time by the failover time; its NTP catches up.
+// Continuing from the primary's last reading, not from real time, is
+// what "no jump backwards" needs: any later value the primary's guest read
+// was never committed, since output that depended on it was not released.)
+func (v *VM) Restore(blobs []ftmirror.Blob) error {
 	s, err := DecodeState(blobs)
 	if err != nil {
 		return err
@@ -206,6 +199,6 @@ func (v *VM) RestoreAfter(blobs []ftmirror.Blob, gap uint64) error {
 	if err := v.M.Restore(snap); err != nil {
 		return fmt.Errorf("vmguest: restore: %w", err)
 	}
-	v.setTSCOffset(int64(s.GuestTSC + gap - v.cfg.HostTSC()))
+	v.setTSCOffset(int64(s.GuestTSC - v.cfg.HostTSC()))
 	return nil
 }

@@ -222,9 +222,7 @@ func runFailover(t *testing.T, kill ftmirror.Point, pml, fwd bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The guest's clock moves on by the outage (here a fixed gap).
-	const gap = 5_000_000
-	if err := ss.v.RestoreAfter(tk.Blobs, gap); err != nil {
+	if err := ss.v.Restore(tk.Blobs); err != nil {
 		t.Fatal(err)
 	}
 	for name, dev := range map[string]interface{ Save() ([]byte, error) }{"uart0": ss.b.uart, "net0": ss.b.nic} {
@@ -233,8 +231,8 @@ func runFailover(t *testing.T, kill ftmirror.Point, pml, fwd bool) {
 			t.Fatalf("restored %s differs from the committed state (%v)", name, err)
 		}
 	}
-	if g := ss.v.GuestTSC(); g < st.GuestTSC+gap {
-		t.Fatalf("restored guest TSC %d is behind the checkpoint's %d plus the gap %d", g, st.GuestTSC, gap)
+	if g := ss.v.GuestTSC(); g < st.GuestTSC {
+		t.Fatalf("restored guest TSC %d is behind the checkpoint's %d", g, st.GuestTSC)
 	}
 	if st.GuestTSC < phost.base {
 		t.Fatalf("checkpoint guest TSC %d below the primary host's base: not the primary's clock", st.GuestTSC)
@@ -260,7 +258,7 @@ func runFailover(t *testing.T, kill ftmirror.Point, pml, fwd bool) {
 		t.Fatalf("promoted guest: %v", gerr)
 	}
 	for i, cpu := range ss.cpus {
-		if !cpu.restored || cpu.first < st.GuestTSC+gap {
+		if !cpu.restored || cpu.first < st.GuestTSC {
 			t.Fatalf("vcpu %d: restored %v, first TSC read %d, checkpoint %d", i, cpu.restored, cpu.first, st.GuestTSC)
 		}
 	}
