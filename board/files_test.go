@@ -165,3 +165,33 @@ func TestParseLockStats(t *testing.T) {
 		})
 	}
 }
+
+func TestReadCounters(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		want     map[string]uint64
+		err      string
+	}{
+		{name: "stats", in: "syscalls 12\nirqs 3\n", want: map[string]uint64{"syscalls": 12, "irqs": 3}},
+		{name: "empty", in: "", want: map[string]uint64{}},
+		{name: "three fields", in: "202 5 6\n", err: "is not"},
+		{name: "not a number", in: "202 many\n", err: "invalid syntax"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := t.TempDir() + "/counters"
+			if err := os.WriteFile(path, []byte(tt.in), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readCounters(path)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@ const (
 	CPUsPath     = "/proc/doppel/cpus"
 	StatsPath    = "/proc/doppel/stats"
 	LockStatPath = "/proc/doppel/lockstat"
+	SyscallsPath = "/proc/doppel/syscalls"
 	MeminfoPath  = "/proc/meminfo"
 	CmdlinePath  = "/proc/cmdline"
 )
@@ -44,20 +45,30 @@ var (
 // LayerStats reads the boot layer's counters (StatsPath: "key value"
 // lines of unsigned numbers: syscalls, context_switches, timer_ticks, ipis,
 // irqs and more).
-func LayerStats() (map[string]uint64, error) {
-	data, err := ReadFile(StatsPath)
+func LayerStats() (map[string]uint64, error) { return readCounters(StatsPath) }
+
+// SyscallCounts reads how often each system call took the layer's lock
+// since boot (SyscallsPath), keyed by the call's number in decimal.
+func SyscallCounts() (map[string]uint64, error) { return readCounters(SyscallsPath) }
+
+// readCounters reads a file of "key value" lines of unsigned numbers.
+func readCounters(path string) (map[string]uint64, error) {
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	m := make(map[string]uint64)
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
 		f := strings.Fields(line)
 		if len(f) != 2 {
-			return nil, fmt.Errorf("%s: line %q is not \"key value\"", StatsPath, line)
+			return nil, fmt.Errorf("%s: line %q is not \"key value\"", path, line)
 		}
 		v, err := strconv.ParseUint(f[1], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", StatsPath, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		m[f[0]] = v
 	}

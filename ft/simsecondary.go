@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -65,7 +64,7 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 	var got int64
 	var start time.Time
 	layer0, layerErr := board.LayerStats() // absent on a host
-	sys0, _ := board.ReadFile("/proc/doppel/syscalls")
+	sys0, _ := board.SyscallCounts()
 	lock0, _ := board.LockStats()
 	for got < s.cfg.ProbeBytes {
 		k, err := conn.Read(buf)
@@ -88,7 +87,7 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 		per := func(k string) float64 { return float64(layer1[k]-layer0[k]) / mb }
 		s.printf("baseline layer: per MB %.0f syscalls, %.0f context switches, %.0f irqs, %.0f ipis, %.0f timer ticks, %.0f lock-free polls, %.0f lock-free sleeps",
 			per("syscalls"), per("context_switches"), per("irqs"), per("ipis"), per("timer_ticks"), per("lockfree_polls"), per("lockfree_sleeps"))
-		sys1, _ := board.ReadFile("/proc/doppel/syscalls")
+		sys1, _ := board.SyscallCounts()
 		s.printf("baseline syscalls per MB (number: count): %s", syscallDelta(sys0, sys1, mb))
 		if lock1, err := board.LockStats(); err == nil {
 			s.printf("baseline lock: %s", lockDelta(lock0, lock1, mb))
@@ -242,23 +241,12 @@ func (s *Sim) finish(res *Result) {
 	}
 }
 
-// syscallDelta gives the counts of /proc/doppel/syscalls ("nr count"
-// lines) that grew between a and b, per mb.
-func syscallDelta(a, b []byte, mb float64) string {
-	parse := func(d []byte) map[string]uint64 {
-		m := map[string]uint64{}
-		for _, l := range strings.Split(string(d), "\n") {
-			if f := strings.Fields(l); len(f) == 2 {
-				v, _ := strconv.ParseUint(f[1], 10, 64)
-				m[f[0]] = v
-			}
-		}
-		return m
-	}
-	pa, pb := parse(a), parse(b)
+// syscallDelta gives the system-call counts (board.SyscallCounts) that
+// grew between a and b, per mb.
+func syscallDelta(a, b map[string]uint64, mb float64) string {
 	var out []string
-	for k, v := range pb {
-		if d := v - pa[k]; d > 0 {
+	for k, v := range b {
+		if d := v - a[k]; d > 0 {
 			out = append(out, fmt.Sprintf("%s: %.0f", k, float64(d)/mb))
 		}
 	}
