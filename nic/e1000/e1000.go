@@ -80,6 +80,10 @@ type Device struct {
 
 	rxMu   sync.Mutex
 	rxNext int // next receive descriptor the device fills
+	// rxDropping: inside a frame that spans descriptors, dropped whole.
+	// It outlives one receive pass because the device may write the
+	// frame's last piece after the pass that saw its first.
+	rxDropping bool
 
 	txMu    sync.Mutex
 	txTail  int // next free transmit descriptor
@@ -381,7 +385,6 @@ func (d *Device) receive() {
 	d.rxMu.Lock()
 	defer d.rxMu.Unlock()
 	last := -1
-	dropping := false // inside a frame that spans descriptors: dropped whole
 	for n := 0; n < d.cfg.RxRing; n++ {
 		i := d.rxNext
 		desc := d.rxDesc.Mem[i*descSize : (i+1)*descSize]
@@ -395,12 +398,12 @@ func (d *Device) receive() {
 		case status&RxStatusEOP == 0:
 			// A frame longer than one buffer, which holds the longest
 			// frame of the MTU: a giant; drop every piece of it.
-			if !dropping {
+			if !d.rxDropping {
 				d.stats.RxErrors.Add(1)
 			}
-			dropping = true
-		case dropping:
-			dropping = false
+			d.rxDropping = true
+		case d.rxDropping:
+			d.rxDropping = false
 		case errs&rxFatal != 0, length < nic.HeaderLen, length > d.mtu+nic.HeaderLen:
 			d.stats.RxErrors.Add(1)
 		default:
