@@ -26,6 +26,9 @@ import (
 // workLine is a workload line on a node's console.
 var workLine = regexp.MustCompile(`workload: n=(\d+) sum=([0-9a-f]{8})`)
 
+// ftTakeoverTimes is a promoted node's breakdown of its takeover.
+var ftTakeoverTimes = regexp.MustCompile(`takeover: [\d.]+ ms to the session's end[^\r\n]*`)
+
 // ftNetLines is the workload's line interval in the guest.
 const ftNetLines = "250ms"
 
@@ -494,6 +497,7 @@ func ftGuestNet(t *testing.T, kills []string) {
 			if err != nil {
 				t.Fatalf("%s did not take over: %v\n%s", s.name, err, s.Tail(40))
 			}
+			tSeen := time.Since(tKill)
 			if !regexp.MustCompile(`takeover: gratuitous ARP: ` + regexp.QuoteMeta(guestIP)).MatchString(s.Output()) {
 				t.Errorf("%s: no gratuitous ARP at the takeover", s.name)
 			}
@@ -502,6 +506,10 @@ func ftGuestNet(t *testing.T, kills []string) {
 				t.Fatalf("stream after the kill: %v\n%s", err, s.Tail(40))
 			}
 			gap, gapAt := stream.gap(tKill, before+50)
+			if tb := lastMatch(ftTakeoverTimes, s.Output()); tb != nil {
+				t.Logf("%s %s; the test saw its failed-over line %v after the kill", s.name, tb[0], tSeen.Round(time.Millisecond))
+			}
+			t.Logf("the stream's segments on the outside LAN around the kill (times from it):%s", l.trace.around(tKill, 6))
 			// The serial lines continue on s.
 			pl := nodeLines(t, w, p, promoted)
 			var sl []int

@@ -45,13 +45,14 @@ type lan struct {
 	conns  []net.Conn
 	host   *nictest.Fake // the hub's end of the host's cable
 	frames atomic.Uint64
+	trace  lanTrace // the numbered stream's segments
 }
 
 // newLAN listens for n QEMU ports and returns the hub and the NIC the
 // host's stack uses.
 func newLAN(t *testing.T, n int) (*lan, *nictest.Fake) {
 	stackEnd, hubEnd := nictest.Pair(nictest.Config{RxQueue: 1024})
-	l := &lan{conns: make([]net.Conn, n), host: hubEnd}
+	l := &lan{conns: make([]net.Conn, n), host: hubEnd, trace: lanTrace{port: streamPort}}
 	for i := 0; i < n; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -113,6 +114,7 @@ func (l *lan) forward(i int, c net.Conn) {
 // send delivers a frame from port from (-1: the host) to the others.
 func (l *lan) send(from int, hdr, f []byte) {
 	l.frames.Add(1)
+	l.trace.observe(from < 0, f)
 	if from >= 0 {
 		for l.host.Transmit(f) != nil { // the host's ring is full: wait
 			select {
