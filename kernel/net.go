@@ -190,8 +190,8 @@ func writeNet(w io.Writer, st *netstack.Stack) error {
 		c := ifc.NIC.Counters()
 		ls := ifc.Link.Stats()
 		fmt.Fprintf(w, "%s: %s, link %s, mtu %d\n", ifc.NIC.Name(), ifc.Config, linkWord(ifc.NIC.LinkUp()), ifc.NIC.MTU())
-		fmt.Fprintf(w, "  tx %d frames %d bytes (ring full %d, dropped %d); rx %d frames %d bytes (dropped %d, errors %d); interrupts %d\n",
-			c.TxFrames, c.TxBytes, c.TxQueueFull, ls.TxDropped, c.RxFrames, c.RxBytes, c.RxDropped, c.RxErrors, c.Interrupts)
+		fmt.Fprintf(w, "  tx %d frames %d bytes (ring full %d, dropped %d); rx %d frames %d bytes (dropped %d, errors %d); interrupts %d; TCP/UDP fragments dropped %d\n",
+			c.TxFrames, c.TxBytes, c.TxQueueFull, ls.TxDropped, c.RxFrames, c.RxBytes, c.RxDropped, c.RxErrors, c.Interrupts, ls.RxFragments)
 	}
 	t := st.TCP()
 	_, err := fmt.Fprintf(w, "tcp: %d segments sent, %d received, %d retransmitted (%d fast), %d timeouts, %d checksum errors; ip: %d malformed\n",

@@ -3,15 +3,19 @@
 // through nic.NIC.Transmit and come in from nic.NIC.Receive on one
 // goroutine. It speaks Ethernet II (IEEE 802.3 clause 3.2.6 type field):
 // the stack resolves addresses with ARP, the endpoint adds and strips the
-// 14-byte header. Checksums are computed and verified by the stack, but
-// for the segments a NIC cuts itself (below).
+// 14-byte header. The endpoint verifies received IPv4 packets itself (the
+// header, and the TCP and UDP checksums) and tells the stack so
+// (stack.CapabilityRXChecksumOffload): each received byte is summed once,
+// where the stack and a merged segment's new checksums (below) took two
+// passes more. Checksums of sent packets are the stack's, but for the
+// segments a NIC cuts itself.
 //
 // The stack's work per TCP segment, not per byte, limits the FT link on a
 // slow (above all an emulated) CPU, so the endpoint offers it offloads:
 // on receive, frames already queued are coalesced into one segment per
-// run (stack/gro; the endpoint checks each part's checksums and gives the
-// merged segment its own); on send TCP handles up to 64 KiB as one
-// segment, which a NIC with TCP segmentation (nic.Segmenter: e1000) cuts
+// run (stack/gro, after the endpoint's check; the merged segment keeps
+// its first part's checksums, which nothing reads again); on send TCP
+// handles up to 64 KiB as one segment, which a NIC with TCP segmentation (nic.Segmenter: e1000) cuts
 // into frames itself, making each frame's headers and checksums, and
 // which otherwise gVisor cuts as it writes them (stack.GSOGvisor). Each
 // can be turned off for comparisons (SetGRO, SetGSO, SetTSO;
@@ -72,6 +76,16 @@ type Stats struct {
 	TxWaits uint64
 	// RxRunts counts received frames shorter than an Ethernet header.
 	RxRunts uint64
+	// RxMalformed counts IPv4 packets dropped for a malformed IP, TCP or
+	// UDP header (lengths that do not fit), and RxBadChecksum those
+	// dropped for a wrong IP header, TCP or UDP checksum: the stack would
+	// have dropped them, and no longer checks.
+	RxMalformed, RxBadChecksum uint64
+	// RxFragments counts dropped IPv4 fragments of TCP or UDP: a fragment's
+	// transport checksum covers the whole datagram, so the endpoint cannot
+	// vouch for it. doppel's peers send whole segments (TCP stays below
+	// the MSS; DHCP messages fit a frame).
+	RxFragments uint64
 }
 
 // Endpoint is a stack.LinkEndpoint over one nic.NIC.
@@ -92,11 +106,14 @@ type Endpoint struct {
 	noGSO atomic.Bool // SetGSO(false): TCP handles every segment itself
 	noTSO atomic.Bool // SetTSO(false): gVisor segments, not the NIC
 
-	txMu      sync.Mutex // one writer at a time keeps frames in order
-	txFrame   []byte     // reused to gather a packet's pieces (under txMu; the NIC copies it)
-	txDropped atomic.Uint64
-	txWaits   atomic.Uint64
-	rxRunts   atomic.Uint64
+	txMu        sync.Mutex // one writer at a time keeps frames in order
+	txFrame     []byte     // reused to gather a packet's pieces (under txMu; the NIC copies it)
+	txDropped   atomic.Uint64
+	txWaits     atomic.Uint64
+	rxRunts     atomic.Uint64
+	rxMalformed atomic.Uint64
+	rxChecksum  atomic.Uint64
+	rxFrags     atomic.Uint64
 }
 
 var (
@@ -116,7 +133,8 @@ func (e *Endpoint) NIC() nic.NIC { return e.nic }
 
 // Stats returns the endpoint's counters.
 func (e *Endpoint) Stats() Stats {
-	return Stats{TxDropped: e.txDropped.Load(), TxWaits: e.txWaits.Load(), RxRunts: e.rxRunts.Load()}
+	return Stats{TxDropped: e.txDropped.Load(), TxWaits: e.txWaits.Load(), RxRunts: e.rxRunts.Load(),
+		RxMalformed: e.rxMalformed.Load(), RxBadChecksum: e.rxChecksum.Load(), RxFragments: e.rxFrags.Load()}
 }
 
 // MTU is the IP MTU: the NIC's payload size.
@@ -152,9 +170,12 @@ func (e *Endpoint) SetLinkAddress(a tcpip.LinkAddress) {
 	e.mu.Unlock()
 }
 
-// Capabilities: addresses are resolved with ARP; checksums are the stack's.
+// Capabilities: addresses are resolved with ARP; received IPv4 packets'
+// header, TCP and UDP checksums are checked here (deliver), so the stack
+// skips them. The capability is the endpoint's, not a packet's: every
+// IPv4 packet handed up must have been checked.
 func (*Endpoint) Capabilities() stack.LinkEndpointCapabilities {
-	return stack.CapabilityResolutionRequired
+	return stack.CapabilityResolutionRequired | stack.CapabilityRXChecksumOffload
 }
 
 // ARPHardwareType is Ethernet.
@@ -247,12 +268,11 @@ const groFlushes = 8
 // segments of a TCP stream into one before the stack sees them: the stack's
 // work per segment, not the bytes, is what limits TCP on a slow CPU (an
 // emulated one above all), and a bulk transfer arrives in runs. The
-// endpoint checks each TCP segment's checksums itself before GRO sees it
-// and gives merged segments correct checksums (see coalesced).
+// endpoint checks each TCP segment's checksums itself before GRO sees it.
 func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 	var g gro.GRO
 	g.Init(true)
-	g.Dispatcher = coalesced{d}
+	g.Dispatcher = d
 	// A done context makes Receive return at once when nothing is queued.
 	now, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -324,29 +344,37 @@ func (e *Endpoint) SetTSO(on bool) { e.noTSO.Store(!on) }
 // comparisons.
 func (e *Endpoint) SetGRO(on bool) { e.noGRO.Store(!on) }
 
-// deliver hands one frame to GRO (which passes anything but TCP over IPv4
-// or IPv6 straight on), or counts it as a probe or a runt.
+// deliver checks one frame and hands it to GRO (which passes anything but
+// TCP over IPv4 or IPv6 straight on), or counts it as a probe, a runt or
+// an invalid IPv4 packet.
 func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 	if len(frame) < header.EthernetMinimumSize {
 		e.rxRunts.Add(1)
 		return
 	}
-	// GRO merges only segments whose checksums were checked. Its own check
+	// GRO merges only segments whose checksums were checked; its own check
 	// fails every segment at this gVisor version (PacketData.ChecksumAtOffset
-	// ignores the consumed Ethernet header), so nothing was ever merged: the
-	// endpoint checks the contiguous frame instead. A segment that fails
-	// goes up unmerged, and the stack counts and drops it as before. A
-	// checked segment loses the Ethernet padding after its IP total length
-	// (a short frame is padded to 60 bytes): GRO would take the padding for
-	// payload. A segment the endpoint did not check bypasses GRO: GRO's
-	// own check, summing from the wrong offset, can pass a corrupt segment
-	// by chance and mark it validated, and the stack would then trust it.
-	checked := false
-	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber && !e.noGRO.Load() {
-		if ip := frame[header.EthernetMinimumSize:]; validTCPv4(ip) {
-			checked = true
-			frame = frame[:header.EthernetMinimumSize+int(header.IPv4(ip).TotalLength())]
+	// ignores the consumed Ethernet header), so the endpoint's check is the
+	// one that counts. A checked packet loses the Ethernet padding after
+	// its IP total length (a short frame is padded to 60 bytes): GRO would
+	// take the padding for payload.
+	tcp := false
+	if header.Ethernet(frame).Type() == header.IPv4ProtocolNumber {
+		n, proto, err := checkIPv4(frame[header.EthernetMinimumSize:])
+		switch err {
+		case nil:
+		case errFragment:
+			e.rxFrags.Add(1)
+			return
+		case errChecksum:
+			e.rxChecksum.Add(1)
+			return
+		default:
+			e.rxMalformed.Add(1)
+			return
 		}
+		frame = frame[:header.EthernetMinimumSize+n]
+		tcp = proto == header.TCPProtocolNumber
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 	defer pkt.DecRef()
@@ -370,76 +398,67 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 		pkt.PktType = tcpip.PacketOtherHost
 	}
 	pkt.NetworkProtocolNumber = eth.Type()
-	pkt.RXChecksumValidated = checked
-	if !checked {
+	pkt.RXChecksumValidated = tcp
+	if !tcp || e.noGRO.Load() {
 		g.Dispatcher.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
 		return
 	}
 	g.Enqueue(pkt)
 }
 
-// validTCPv4 reports whether b is an unfragmented IPv4 packet carrying a
-// TCP segment whose IP header and TCP checksums (RFC 791, RFC 9293 section
-// 3.1: the ones' complement sum over the pseudo-header and the segment)
-// are both right.
-func validTCPv4(b []byte) bool {
+var (
+	errMalformed = errors.New("link: malformed IPv4 packet")
+	errChecksum  = errors.New("link: wrong IPv4, TCP or UDP checksum")
+	errFragment  = errors.New("link: IPv4 fragment of TCP or UDP")
+)
+
+// checkIPv4 checks a received IPv4 packet as the stack would have before
+// it trusted the capability: a well-formed header (RFC 791) whose checksum
+// holds and, for TCP and UDP, the checksum over the pseudo-header and the
+// segment (RFC 9293 section 3.1, RFC 768; a UDP checksum of zero means
+// none was sent). It returns the IP total length and the protocol.
+func checkIPv4(b []byte) (int, tcpip.TransportProtocolNumber, error) {
 	if len(b) < header.IPv4MinimumSize {
-		return false
+		return 0, 0, errMalformed
 	}
 	ip := header.IPv4(b)
-	if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.TCPProtocolNumber ||
-		ip.More() || ip.FragmentOffset() != 0 || !ip.IsChecksumValid() {
-		return false
+	if !ip.IsValid(len(b)) {
+		return 0, 0, errMalformed
 	}
-	seg := b[ip.HeaderLength():ip.TotalLength()]
-	if len(seg) < header.TCPMinimumSize {
-		return false
+	if !ip.IsChecksumValid() {
+		return 0, 0, errChecksum
 	}
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(seg)))
-	return checksum.Checksum(seg, xsum) == 0xffff
-}
-
-// coalesced passes GRO's output to the stack, first giving a merged TCP
-// segment the checksums of its new contents. GRO grows the IP total length
-// of the first segment and appends the others' payloads, leaving both
-// checksums those of the first segment; the stack (which verifies every
-// checksum, as the endpoint claims no receive offload) would drop it. The
-// parts were checked one by one before they were merged (validTCPv4).
-type coalesced struct{ stack.NetworkDispatcher }
-
-func (c coalesced) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if p == header.IPv4ProtocolNumber && pkt.RXChecksumValidated {
-		fixMerged(pkt)
+	total, proto := int(ip.TotalLength()), ip.TransportProtocol()
+	if proto != header.TCPProtocolNumber && proto != header.UDPProtocolNumber {
+		return total, proto, nil // ICMP is checked by the stack in any case
 	}
-	c.NetworkDispatcher.DeliverNetworkPacket(p, pkt)
-}
-
-// fixMerged recomputes the IP header and TCP checksums of a checked IPv4
-// TCP packet whose header checksum no longer holds, i.e. one GRO merged.
-func fixMerged(pkt *stack.PacketBuffer) {
-	h, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
-	if !ok || header.IPv4(h).IsChecksumValid() {
-		return // unchanged by GRO
+	if ip.More() || ip.FragmentOffset() != 0 {
+		return 0, 0, errFragment
 	}
-	ihl := int(header.IPv4(h).HeaderLength())
-	if h, ok = pkt.Data().PullUp(ihl + header.TCPMinimumSize); !ok {
-		return
+	seg := b[ip.HeaderLength():total]
+	if proto == header.UDPProtocolNumber {
+		if len(seg) < header.UDPMinimumSize {
+			return 0, 0, errMalformed
+		}
+		udp := header.UDP(seg)
+		n := int(udp.Length())
+		if n < header.UDPMinimumSize || n > len(seg) {
+			return 0, 0, errMalformed
+		}
+		if udp.Checksum() == 0 {
+			return total, proto, nil
+		}
+		seg = seg[:n]
+	} else if len(seg) < header.TCPMinimumSize {
+		return 0, 0, errMalformed
+	} else if off := int(header.TCP(seg).DataOffset()); off < header.TCPMinimumSize || off > len(seg) {
+		return 0, 0, errMalformed
 	}
-	ip := header.IPv4(h)
-	total := int(ip.TotalLength())
-	if total != pkt.Data().Size() {
-		return // not what GRO makes: the stack judges it
+	xsum := header.PseudoHeaderChecksum(proto, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(seg)))
+	if checksum.Checksum(seg, xsum) != 0xffff {
+		return 0, 0, errChecksum
 	}
-	ip.SetChecksum(0)
-	ip.SetChecksum(^ip.CalculateChecksum())
-	tcp := header.TCP(h[ihl:])
-	// The sum over the whole packet less the IP header's (which now sums
-	// to ones' complement zero) and the old TCP checksum field is the
-	// segment's sum without its checksum; no pass over the header only.
-	sum := checksum.Combine(pkt.Data().Checksum(), ^checksum.Checksum(h[:ihl], 0))
-	sum = checksum.Combine(sum, ^tcp.Checksum())
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(total-ihl))
-	tcp.SetChecksum(^checksum.Combine(xsum, sum))
+	return total, proto, nil
 }
 
 // WritePackets transmits each packet as one frame. A full ring is waited

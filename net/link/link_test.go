@@ -2,6 +2,7 @@ package link
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -16,11 +17,13 @@ import (
 type received struct {
 	pkts    [][]byte
 	checked []bool
+	protos  []tcpip.NetworkProtocolNumber
 }
 
-func (r *received) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (r *received) DeliverNetworkPacket(p tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	r.pkts = append(r.pkts, pkt.Data().AsRange().ToSlice())
 	r.checked = append(r.checked, pkt.RXChecksumValidated)
+	r.protos = append(r.protos, p)
 }
 func (*received) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
@@ -49,21 +52,9 @@ func segment(seq uint32, payload []byte) []byte {
 	return f
 }
 
-// checksumsHold reports whether an IPv4 packet's header and TCP checksums
-// are right, as the stack checks them.
-func checksumsHold(p []byte) bool {
-	ip := header.IPv4(p)
-	if !ip.IsChecksumValid() {
-		return false
-	}
-	seg := p[ip.HeaderLength():ip.TotalLength()]
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(seg)))
-	return checksum.Checksum(seg, xsum) == 0xffff
-}
-
 // TestCoalesce: a run of consecutive segments reaches the stack as one
-// segment with the payloads in order and checksums the stack accepts; a
-// corrupted segment is not merged (the stack counts and drops it) and
+// checked segment with the payloads in order; a corrupted segment is
+// counted and dropped by the endpoint (the stack no longer checks) and
 // does not take good ones with it.
 func TestCoalesce(t *testing.T) {
 	payload := func(i, n int) []byte { return bytes.Repeat([]byte{byte(i)}, n) }
@@ -76,8 +67,8 @@ func TestCoalesce(t *testing.T) {
 		{"run of 10", 10, 1000, -1, 1},
 		{"odd sizes", 5, 999, -1, 1},
 		{"one segment", 1, 1448, -1, 1},
-		{"corrupt middle", 9, 1000, 4, 3},
-		{"corrupt first", 4, 1000, 0, 2},
+		{"corrupt middle", 9, 1000, 4, 2},
+		{"corrupt first", 4, 1000, 0, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, r, e := newCoalescer()
@@ -98,25 +89,30 @@ func TestCoalesce(t *testing.T) {
 			if len(r.pkts) != tc.want {
 				t.Fatalf("%d packets handed up, want %d", len(r.pkts), tc.want)
 			}
-			var got []byte
-			bad := 0
-			for _, p := range r.pkts {
-				if !checksumsHold(p) {
-					bad++
-					continue
-				}
-				ip := header.IPv4(p)
-				tcp := header.TCP(p[ip.HeaderLength():ip.TotalLength()])
-				got = append(got, tcp.Payload()...)
+			if got := tcpPayload(t, r); !bytes.Equal(got, want) {
+				t.Errorf("payload handed up: %d bytes, want %d (or out of order)", len(got), len(want))
 			}
-			if wantBad := min(1, tc.corrupt+1); bad != wantBad {
-				t.Errorf("%d packets with bad checksums, want %d", bad, wantBad)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("payload of the good packets: %d bytes, want %d (or out of order)", len(got), len(want))
+			if got, want := e.Stats().RxBadChecksum, uint64(min(1, tc.corrupt+1)); got != want {
+				t.Errorf("RxBadChecksum %d, want %d", got, want)
 			}
 		})
 	}
+}
+
+// tcpPayload is the TCP payload of the packets r was handed, in order,
+// failing if one was not marked checked or its IP total length is not its
+// size.
+func tcpPayload(t *testing.T, r *received) []byte {
+	t.Helper()
+	var got []byte
+	for i, p := range r.pkts {
+		ip := header.IPv4(p)
+		if !r.checked[i] || int(ip.TotalLength()) != len(p) {
+			t.Fatalf("packet %d: checked %v, %d bytes with IP length %d", i, r.checked[i], len(p), ip.TotalLength())
+		}
+		got = append(got, header.TCP(p[ip.HeaderLength():]).Payload()...)
+	}
+	return got
 }
 
 // newCoalescer returns an endpoint and GRO whose merged packets r keeps.
@@ -124,7 +120,7 @@ func newCoalescer() (*gro.GRO, *received, *Endpoint) {
 	g := &gro.GRO{}
 	g.Init(true)
 	r := &received{}
-	g.Dispatcher = coalesced{r}
+	g.Dispatcher = r
 	return g, r, &Endpoint{}
 }
 
@@ -149,62 +145,100 @@ func TestCoalescePadded(t *testing.T) {
 	for range groFlushes {
 		g.Flush()
 	}
-	var got []byte
-	for _, p := range r.pkts {
-		if !checksumsHold(p) {
-			t.Fatalf("a packet with bad checksums went up: %x", p)
-		}
-		ip := header.IPv4(p)
-		if int(ip.TotalLength()) != len(p) {
-			t.Errorf("packet of %d bytes says %d", len(p), ip.TotalLength())
-		}
-		got = append(got, header.TCP(p[ip.HeaderLength():ip.TotalLength()]).Payload()...)
-	}
+	got := tcpPayload(t, r)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("payload %q, want %q", got, want)
 	}
 }
 
-// TestValidTCPv4 rejects what the endpoint must not vouch for.
-func TestValidTCPv4(t *testing.T) {
-	good := segment(1, []byte("payload"))[header.EthernetMinimumSize:]
-	mutate := func(f func(b []byte)) []byte {
+// udpPacket returns an IPv4 packet carrying a UDP datagram of payload,
+// with its checksum (or none).
+func udpPacket(payload []byte, withChecksum bool) []byte {
+	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: srcIP, DstAddr: dstIP})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	udp := header.UDP(ip.Payload())
+	udp.Encode(&header.UDPFields{SrcPort: 68, DstPort: 67, Length: uint16(len(udp))})
+	copy(udp.Payload(), payload)
+	if withChecksum {
+		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcIP, dstIP, uint16(len(udp)))
+		udp.SetChecksum(^udp.CalculateChecksum(checksum.Checksum(payload, xsum)))
+	}
+	return b
+}
+
+// reheader gives b's IP header a fresh checksum after a change to it.
+func reheader(b []byte) {
+	header.IPv4(b).SetChecksum(0)
+	header.IPv4(b).SetChecksum(^header.IPv4(b).CalculateChecksum())
+}
+
+// tcpChecksum gives the TCP segment in IPv4 packet b a fresh checksum.
+func tcpChecksum(b []byte) {
+	ip := header.IPv4(b)
+	tcp := header.TCP(b[ip.HeaderLength():ip.TotalLength()])
+	tcp.SetChecksum(0)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))
+	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+}
+
+// TestCheckIPv4 rejects what the endpoint must not vouch for, now that
+// the stack trusts it.
+func TestCheckIPv4(t *testing.T) {
+	tcp := segment(1, []byte("payload"))[header.EthernetMinimumSize:]
+	udp := udpPacket([]byte("dhcp"), true)
+	mutate := func(good []byte, f func(b []byte)) []byte {
 		b := append([]byte(nil), good...)
 		f(b)
 		return b
 	}
 	for _, tc := range []struct {
-		name string
-		b    []byte
-		want bool
+		name  string
+		b     []byte
+		proto tcpip.TransportProtocolNumber
+		err   error
 	}{
-		{"good", good, true},
-		{"ip checksum", mutate(func(b []byte) { b[8]-- }), false}, // TTL changed, checksum not
-		{"tcp checksum", mutate(func(b []byte) { b[len(b)-1] ^= 1 }), false},
-		{"fragment", mutate(func(b []byte) {
+		{"tcp", tcp, header.TCPProtocolNumber, nil},
+		{"tcp padded", append(append([]byte(nil), tcp...), 0, 0, 0), header.TCPProtocolNumber, nil},
+		{"ip checksum", mutate(tcp, func(b []byte) { b[8]-- }), 0, errChecksum}, // TTL changed, checksum not
+		{"tcp checksum", mutate(tcp, func(b []byte) { b[len(b)-1] ^= 1 }), 0, errChecksum},
+		{"tcp fragment", mutate(tcp, func(b []byte) {
 			header.IPv4(b).SetFlagsFragmentOffset(header.IPv4FlagMoreFragments, 0)
-			header.IPv4(b).SetChecksum(0)
-			header.IPv4(b).SetChecksum(^header.IPv4(b).CalculateChecksum())
-		}), false},
-		{"truncated", good[:30], false},
-		{"runt", good[:10], false},
-		{"udp", mutate(func(b []byte) {
-			b[9] = uint8(header.UDPProtocolNumber)
-			header.IPv4(b).SetChecksum(0)
-			header.IPv4(b).SetChecksum(^header.IPv4(b).CalculateChecksum())
-		}), false},
+			reheader(b)
+		}), 0, errFragment},
+		{"truncated", tcp[:30], 0, errMalformed},
+		{"runt", tcp[:10], 0, errMalformed},
+		{"tcp header cut", mutate(tcp[:header.IPv4MinimumSize+10], func(b []byte) {
+			header.IPv4(b).SetTotalLength(uint16(len(b)))
+			reheader(b)
+		}), 0, errMalformed},
+		{"tcp data offset past the segment", mutate(tcp, func(b []byte) {
+			b[header.IPv4MinimumSize+12] = 15 << 4
+			tcpChecksum(b)
+		}), 0, errMalformed},
+		{"udp", udp, header.UDPProtocolNumber, nil},
+		{"udp without checksum", udpPacket([]byte("dhcp"), false), header.UDPProtocolNumber, nil},
+		{"udp checksum", mutate(udp, func(b []byte) { b[len(b)-1] ^= 1 }), 0, errChecksum},
+		{"udp length past the packet", mutate(udp, func(b []byte) { header.UDP(b[header.IPv4MinimumSize:]).SetLength(200) }), 0, errMalformed},
+		{"icmp (the stack checks it)", mutate(tcp, func(b []byte) {
+			b[9] = uint8(header.ICMPv4ProtocolNumber)
+			b[len(b)-1] ^= 1
+			reheader(b)
+		}), header.ICMPv4ProtocolNumber, nil},
 	} {
-		if got := validTCPv4(tc.b); got != tc.want {
-			t.Errorf("%s: validTCPv4 = %v, want %v", tc.name, got, tc.want)
+		n, proto, err := checkIPv4(tc.b)
+		if !errors.Is(err, tc.err) || err == nil && (proto != tc.proto || n != int(header.IPv4(tc.b).TotalLength())) {
+			t.Errorf("%s: checkIPv4 = %d, %d, %v; want protocol %d, %v", tc.name, n, proto, err, tc.proto, tc.err)
 		}
 	}
 }
 
 // FuzzReceive feeds a run of good segments and an arbitrary frame (cut
 // into pieces at arbitrary points, as frames) through the endpoint's
-// receive path: nothing panics, and every packet the endpoint checked (and
-// GRO may have merged) goes up with checksums that hold over exactly its
-// IP total length.
+// receive path: nothing panics, every IPv4 packet handed up is marked as
+// the endpoint checked it, and the TCP payload handed up is exactly that
+// of the frames checkIPv4 accepts (a bad one never adds to it).
 func FuzzReceive(f *testing.F) {
 	f.Add(segment(5001, []byte("tail")), 3)
 	f.Add(segment(9, nil)[:40], 0)
@@ -213,29 +247,44 @@ func FuzzReceive(f *testing.F) {
 		var g gro.GRO
 		g.Init(true)
 		r := &received{}
-		g.Dispatcher = coalesced{r}
+		g.Dispatcher = r
 		e := &Endpoint{}
-		for i := 0; i < 4; i++ {
-			e.deliver(&g, segment(uint32(1+i*1000), bytes.Repeat([]byte{byte(i)}, 1000)))
+		wantTCP := 0
+		feed := func(fr []byte) {
+			if len(fr) >= header.EthernetMinimumSize && header.Ethernet(fr).Type() == header.IPv4ProtocolNumber {
+				ip := fr[header.EthernetMinimumSize:]
+				if n, proto, err := checkIPv4(ip); err == nil && proto == header.TCPProtocolNumber {
+					wantTCP += len(header.TCP(ip[header.IPv4(ip).HeaderLength():n]).Payload())
+				}
+			}
+			e.deliver(&g, fr)
 		}
-		e.deliver(&g, append([]byte(nil), frame...))
+		for i := 0; i < 4; i++ {
+			feed(segment(uint32(1+i*1000), bytes.Repeat([]byte{byte(i)}, 1000)))
+		}
+		feed(append([]byte(nil), frame...))
 		if k = k % 8; k < 0 {
 			k = -k
 		}
 		if k > 0 && len(frame) > k {
-			e.deliver(&g, append([]byte(nil), frame[:k]...))
+			feed(append([]byte(nil), frame[:k]...))
 		}
 		for range groFlushes {
 			g.Flush()
 		}
+		gotTCP := 0
 		for i, p := range r.pkts {
-			if !r.checked[i] {
-				continue // the stack judges it
-			}
 			ip := header.IPv4(p)
-			if int(ip.TotalLength()) != len(p) || !checksumsHold(p) {
-				t.Fatalf("merged packet of %d bytes (IP length %d) with bad checksums", len(p), ip.TotalLength())
+			if r.protos[i] != header.IPv4ProtocolNumber || ip.TransportProtocol() != header.TCPProtocolNumber {
+				continue
 			}
+			if !r.checked[i] || int(ip.TotalLength()) != len(p) {
+				t.Fatalf("TCP packet %d: checked %v, %d bytes with IP length %d", i, r.checked[i], len(p), ip.TotalLength())
+			}
+			gotTCP += len(header.TCP(p[ip.HeaderLength():]).Payload())
+		}
+		if gotTCP != wantTCP {
+			t.Fatalf("%d bytes of TCP payload handed up, %d accepted", gotTCP, wantTCP)
 		}
 	})
 }

@@ -29,6 +29,10 @@ type Faults struct {
 	Reorder float64
 	// Duplicate is the probability a frame is delivered twice.
 	Duplicate float64
+	// Corrupt is the probability a frame longer than the Ethernet, IPv4
+	// and TCP headers has a bit of its last byte flipped (a payload or
+	// option byte: the transport checksum no longer holds).
+	Corrupt float64
 	// Seed makes the fault sequence reproducible.
 	Seed uint64
 }
@@ -105,6 +109,7 @@ type End struct {
 	txFrames, txBytes, rxFrames, rxBytes atomic.Uint64
 	txFull, rxDropped                    atomic.Uint64
 	lost, reordered, duplicated          atomic.Uint64
+	corrupted                            atomic.Uint64
 	segments                             atomic.Uint64
 }
 
@@ -284,6 +289,9 @@ func (e *End) Faulted() (lost, reordered, duplicated uint64) {
 	return e.lost.Load(), e.reordered.Load(), e.duplicated.Load()
 }
 
+// Corrupted is how many frames this end's wire corrupted (Faults.Corrupt).
+func (e *End) Corrupted() uint64 { return e.corrupted.Load() }
+
 // Close closes both ends.
 func (e *End) Close() error {
 	e.closeOne()
@@ -331,6 +339,11 @@ func (e *End) wire() {
 		case f.Loss > 0 && e.rng.Float64() < f.Loss:
 			e.lost.Add(1)
 			continue
+		case f.Corrupt > 0 && len(frame) > 14+20+20 && e.rng.Float64() < f.Corrupt:
+			e.corrupted.Add(1)
+			frame[len(frame)-1] ^= 1 << e.rng.IntN(8)
+		}
+		switch {
 		case held == nil && f.Reorder > 0 && e.rng.Float64() < f.Reorder:
 			e.reordered.Add(1)
 			held = frame

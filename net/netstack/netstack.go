@@ -232,9 +232,11 @@ func (s *Stack) Dial(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 // TCPStats are the stack's TCP counters the FT link reports.
 type TCPStats struct {
 	Retransmits, FastRetransmits, Timeouts, SegmentsSent, SegmentsReceived uint64
-	// ChecksumErrors counts segments dropped for a bad checksum;
-	// IPMalformed counts IP packets dropped as malformed (a truncated or
-	// inconsistent header), whatever their transport.
+	// ChecksumErrors counts packets dropped for a wrong IPv4 header, TCP
+	// or UDP checksum; IPMalformed counts IP packets dropped as malformed
+	// (a truncated or inconsistent header), whatever their transport. Both
+	// include the drops of the interfaces' link endpoints, which check
+	// received packets for the stack (link.Stats).
 	ChecksumErrors, IPMalformed uint64
 }
 
@@ -242,7 +244,13 @@ type TCPStats struct {
 func (s *Stack) TCP() TCPStats {
 	st := s.s.Stats()
 	t := st.TCP
-	return TCPStats{Retransmits: t.Retransmits.Value(), FastRetransmits: t.FastRetransmit.Value(),
+	ts := TCPStats{Retransmits: t.Retransmits.Value(), FastRetransmits: t.FastRetransmit.Value(),
 		Timeouts: t.Timeouts.Value(), SegmentsSent: t.SegmentsSent.Value(), SegmentsReceived: t.ValidSegmentsReceived.Value(),
 		ChecksumErrors: t.ChecksumErrors.Value(), IPMalformed: st.IP.MalformedPacketsReceived.Value()}
+	for _, ifc := range s.Interfaces() {
+		ls := ifc.Link.Stats()
+		ts.ChecksumErrors += ls.RxBadChecksum
+		ts.IPMalformed += ls.RxMalformed
+	}
+	return ts
 }
