@@ -57,18 +57,27 @@ func readCounters(path string) (map[string]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := parseCounters(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// parseCounters parses "key value" lines of unsigned numbers.
+func parseCounters(data string) (map[string]uint64, error) {
 	m := make(map[string]uint64)
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(data), "\n") {
 		if line == "" {
 			continue
 		}
 		f := strings.Fields(line)
 		if len(f) != 2 {
-			return nil, fmt.Errorf("%s: line %q is not \"key value\"", path, line)
+			return nil, fmt.Errorf("line %q is not \"key value\"", line)
 		}
 		v, err := strconv.ParseUint(f[1], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, err
 		}
 		m[f[0]] = v
 	}
