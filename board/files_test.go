@@ -166,6 +166,7 @@ func TestParseLockStats(t *testing.T) {
 	}
 }
 
+// TestParseCounters: the layer's "key value" counter files.
 func TestParseCounters(t *testing.T) {
 	for _, tt := range []struct {
 		name, in string
