@@ -224,3 +224,21 @@ func TestParseKill(t *testing.T) {
 		}
 	}
 }
+
+func TestSyscallDelta(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		a, b map[string]uint64
+		mb   float64
+		want string
+	}{
+		{"most frequent first", map[string]uint64{"0": 10, "202": 5}, map[string]uint64{"0": 30, "202": 45, "1": 20}, 10, "202: 4, 0: 2, 1: 2"},
+		{"rare ones summed", map[string]uint64{}, map[string]uint64{"35": 100, "9": 2, "56": 1}, 10, "35: 10, others: 0.3"},
+		{"none grew", map[string]uint64{"0": 7}, map[string]uint64{"0": 7}, 1, ""},
+		{"a counter that went back is skipped", map[string]uint64{"0": 9}, map[string]uint64{"0": 3, "1": 4}, 1, "1: 4"},
+	} {
+		if got := syscallDelta(tt.a, tt.b, tt.mb); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

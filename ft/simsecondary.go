@@ -242,15 +242,39 @@ func (s *Sim) finish(res *Result) {
 }
 
 // syscallDelta gives the system-call counts (board.SyscallCounts) that
-// grew between a and b, per mb.
+// grew between a and b, per mb, most frequent first; numbers under half a
+// call per MB are summed as "others".
 func syscallDelta(a, b map[string]uint64, mb float64) string {
-	var out []string
+	type count struct {
+		nr  string
+		per float64
+	}
+	var cs []count
+	rare := 0.0 // calls of numbers under one per MB each
 	for k, v := range b {
-		if d := v - a[k]; d > 0 {
-			out = append(out, fmt.Sprintf("%s: %.0f", k, float64(d)/mb))
+		d := v - a[k]
+		if d == 0 || v < a[k] {
+			continue
+		}
+		if per := float64(d) / mb; per >= 0.5 {
+			cs = append(cs, count{k, per})
+		} else {
+			rare += per
 		}
 	}
-	sort.Strings(out)
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].per != cs[j].per {
+			return cs[i].per > cs[j].per
+		}
+		return cs[i].nr < cs[j].nr
+	})
+	out := make([]string, 0, len(cs)+1)
+	for _, c := range cs {
+		out = append(out, fmt.Sprintf("%s: %.0f", c.nr, c.per))
+	}
+	if rare > 0 {
+		out = append(out, fmt.Sprintf("others: %.1f", rare))
+	}
 	return strings.Join(out, ", ")
 }
 
