@@ -165,7 +165,7 @@ type Primary struct {
 
 	mu     sync.Mutex
 	epoch  uint64 // last epoch captured
-	direct bool   // release output without acks (promoted; see directNow)
+	direct bool   // promoted: may release without acks (see directLocked)
 	served bool   // a session has started since creation
 	// protected: a secondary of this primary acknowledged a complete copy
 	// (it may have promoted itself since, so direct release ends).
@@ -264,7 +264,7 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 		next = maxTime(next.Add(p.cfg.Epoch), p.cfg.Clock.Now())
 		p.mu.Lock()
 		p.epoch++
-		e, direct := p.epoch, p.direct && !p.protected
+		e, direct := p.epoch, p.directLocked()
 		p.mu.Unlock()
 		p.guest.Pause()
 		p.out.seal(e)
@@ -278,11 +278,16 @@ func (p *Primary) RunAlone(stop <-chan struct{}) {
 	}
 }
 
+// directLocked reports whether output is released without
+// acknowledgements: this primary was promoted and no secondary of its has
+// yet held a complete copy. p.mu is held.
+func (p *Primary) directLocked() bool { return p.direct && !p.protected }
+
 // releaseDirect releases the output emitted so far if this primary
-// releases without acknowledgements (promoted, no secondary yet).
+// releases without acknowledgements (directLocked).
 func (p *Primary) releaseDirect() {
 	p.mu.Lock()
-	e, direct := p.epoch, p.direct && !p.protected
+	e, direct := p.epoch, p.directLocked()
 	p.mu.Unlock()
 	if direct {
 		p.out.seal(e) // sealed after epoch e's own output, released with it
@@ -548,7 +553,7 @@ func (ps *pSession) acked(e uint64, payload []byte) error {
 func (ps *pSession) releaseUnprotected(e uint64) {
 	p := ps.p
 	p.mu.Lock()
-	direct := p.direct && !p.protected
+	direct := p.directLocked()
 	p.mu.Unlock()
 	if !direct || ps.completeSent {
 		return
