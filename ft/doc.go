@@ -55,9 +55,15 @@
 // machine, restarted), brought up to date in groups while the guest runs
 // (F7).
 //
-// What this slice does not do yet: a guest NIC (the output stream carries
-// frames, but the board has no virtio-net wired), guests whose state
-// includes x87/SSE or the MSR file (svm.PCCPU's Save lacks them: Linux
-// guests need that first), and VT-x is wired (EPT D-bit scan) but its
-// Bochs test has not been seen to pass yet.
+// # Transports
+//
+// A session's byte stream is the secondary's choice (doppel.ft.transport):
+// TCP through the network stack, or net/ethstream's frames of their own
+// EtherType on the FT NIC, a reliable stream with its own loss recovery
+// that does less per frame than TCP. The primary serves both (Listen):
+// TCP sessions on the session port, and ether rendezvous on EtherPort, a
+// TCP exchange of the two MAC addresses, a session number and the MTUs,
+// after which the session runs on the stream and the TCP connection is
+// closed. The simulation's baseline measures the stream too when the
+// secondary chose it.
 package ft

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/doppel-ft/doppel/net/ethstream"
 )
 
 // LinkState is the FT link's state as the shell and /status show it.
@@ -18,9 +20,9 @@ const (
 	LinkLost       LinkState = "lost"       // the session ended (LastError says why)
 )
 
-// Link is the FT link's bookkeeping: the state of its one TCP session, the
-// peer, byte counters (rates over the last second) and, through TCP, the
-// transport's retransmissions. The engine's frames go through Wrap.
+// Link is the FT link's bookkeeping: the state of its one session, the
+// peer, byte counters (rates over the last second) and the transport's
+// retransmissions (an ether stream's own, or TCP's through Retransmits). The engine's frames go through Wrap.
 type Link struct {
 	// Retransmits, if set, reports the transport's retransmitted segments
 	// (netstack.Stack.TCP).
@@ -34,6 +36,14 @@ type Link struct {
 	samples [2]sample // the newest sample and one at least a second older
 
 	tx, rx atomic.Uint64
+	conn   atomic.Pointer[wrapped] // the session Wrap counts last
+}
+
+// wrapped is a session's connection and its transport's name, taken when
+// it began (a closed TCP connection has no remote address any more).
+type wrapped struct {
+	c         net.Conn
+	transport string
 }
 
 type sample struct {
@@ -50,6 +60,7 @@ type LinkStatus struct {
 	RxBytes     uint64    `json:"rx_bytes"`
 	TxMBps      float64   `json:"tx_mb_s"`
 	RxMBps      float64   `json:"rx_mb_s"`
+	Transport   string    `json:"transport,omitempty"` // tcp or ether
 	Retransmits uint64    `json:"retransmits"`
 	LastError   string    `json:"last_error,omitempty"`
 }
@@ -68,7 +79,14 @@ func (l *Link) Set(s LinkState, peer string, err error) {
 }
 
 // Wrap counts the bytes of c in the link's counters.
-func (l *Link) Wrap(c net.Conn) io.ReadWriteCloser { return &countingConn{Conn: c, l: l} }
+func (l *Link) Wrap(c net.Conn) io.ReadWriteCloser {
+	w := &wrapped{c: c, transport: string(TransportTCP)}
+	if a := c.RemoteAddr(); a != nil {
+		w.transport = a.Network()
+	}
+	l.conn.Store(w)
+	return &countingConn{Conn: c, l: l}
+}
 
 // TxBytes is the number of bytes written to the link so far.
 func (l *Link) TxBytes() uint64 { return l.tx.Load() }
@@ -96,7 +114,14 @@ func (l *Link) Status() LinkStatus {
 		st.TxMBps = float64(tx-old.tx) / d / 1e6
 		st.RxMBps = float64(rx-old.rx) / d / 1e6
 	}
-	if l.Retransmits != nil {
+	var c net.Conn
+	if w := l.conn.Load(); w != nil {
+		c, st.Transport = w.c, w.transport
+	}
+	if es, ok := c.(*ethstream.Conn); ok {
+		x := es.Stats()
+		st.Retransmits = x.FastRetransmits + x.TimeoutRetransmits
+	} else if l.Retransmits != nil {
 		st.Retransmits = l.Retransmits()
 	}
 	return st

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
+	"github.com/doppel-ft/doppel/net/ethstream"
 	"github.com/doppel-ft/doppel/net/mgmt"
 	"github.com/doppel-ft/doppel/net/netstack"
 	"github.com/doppel-ft/doppel/nic"
@@ -42,6 +44,9 @@ type SimConfig struct {
 	Iface  *netstack.Interface // the FT NIC
 	Peer   netip.Addr          // the primary's address (secondary only)
 	Port   uint16              // default DefaultPort
+	// Transport is the secondary's choice of byte stream (default TCP);
+	// the primary serves both.
+	Transport Transport
 	// Kill is a kill point of the primary, "point[:epoch]" (ftsim's
 	// -kill-primary-after points); at it OnKill is called from the engine.
 	Kill   string
@@ -77,6 +82,7 @@ type Sim struct {
 // Result is what a finished secondary found (also printed).
 type Result struct {
 	RawMBps, TCPMBps float64
+	EtherMBps        float64 // the ether stream's baseline (transport ether only)
 	Promoted         bool
 	Epoch            uint64
 	FailoverMs       float64
@@ -236,7 +242,7 @@ func (w *streamSink) released() uint64 {
 // Status implements mgmt.Source.
 func (s *Sim) Status() mgmt.Status {
 	ls := s.Link.Status()
-	st := mgmt.Status{Role: s.role, Peer: ls.Peer, LinkState: string(ls.State), LinkTxMBps: ls.TxMBps,
+	st := mgmt.Status{Role: s.role, Peer: ls.Peer, LinkState: string(ls.State), LinkTransport: ls.Transport, LinkTxMBps: ls.TxMBps,
 		LinkRxMBps: ls.RxMBps, LinkTxBytes: ls.TxBytes, LinkRxBytes: ls.RxBytes, Retransmits: ls.Retransmits,
 		Checkpoints: s.Rec.Total(), CheckpointRate: s.Rec.Rate(10 * time.Second),
 		UptimeSeconds: time.Since(s.start).Seconds()}
@@ -264,7 +270,7 @@ func (s *Sim) Checkpoints(since time.Time) []mgmt.Point { return s.Rec.Since(sin
 // printCounters prints the FT NIC's and TCP's counters after a phase, so a
 // slow or stalled transfer shows where frames went (ring full, dropped,
 // retransmitted).
-func (s *Sim) printCounters(phase string) {
+func (s *Sim) printCounters(phase string, conn net.Conn) {
 	n := s.cfg.Iface.NIC.Counters()
 	l := s.cfg.Iface.Link.Stats()
 	t := s.cfg.Stack.TCP()
@@ -274,6 +280,17 @@ func (s *Sim) printCounters(phase string) {
 	if d, ok := s.cfg.Iface.NIC.(nic.Describer); ok {
 		s.printf("%s rings: %s", phase, d.Describe())
 	}
+	if c, ok := conn.(*ethstream.Conn); ok {
+		s.printf("%s ether: %s", phase, etherCounters(c.Stats()))
+	}
+}
+
+// etherCounters is an ether stream's counters in one line.
+func etherCounters(x ethstream.Stats) string {
+	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; cwnd %d, peer window %d, srtt %v, rto %v",
+		x.DataFramesSent, x.DataFramesReceived, x.FastRetransmits+x.TimeoutRetransmits, x.FastRetransmits, x.Timeouts,
+		x.AcksSent, x.Probes, x.DuplicateFrames, x.OutOfOrder, x.BadFrames, x.SendErrors, x.Cwnd, x.PeerWindow,
+		x.SRTT.Round(time.Microsecond), x.RTO.Round(time.Microsecond))
 }
 
 // hash is the verifier's view of memory.

@@ -49,7 +49,7 @@ type simRun struct {
 // returns once the secondary has finished. The primary's kill cuts its
 // side of the wire and freezes the engine at the point (as a killed
 // machine would stop there).
-func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duration) *simRun {
+func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duration, transport Transport) *simRun {
 	t.Helper()
 	ea, eb := linktest.Pair(linktest.Config{Faults: faults, BytesPerSec: 200e6})
 	r := &simRun{pOut: &syncBuffer{}, sOut: &syncBuffer{}, killedAt: make(chan uint64, 1), primEnd: ea, secEnd: eb}
@@ -99,7 +99,7 @@ func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duratio
 		t.Fatal(err)
 	}
 	r.sec, err = NewSim(SimConfig{Role: RoleSecondary, Guest: params, Engine: engine, Stack: stacks[1], Iface: ifs[1],
-		Peer: ifs[0].Config.Addr.Addr(), ProbeBytes: probe, Out: r.sOut})
+		Peer: ifs[0].Config.Addr.Addr(), ProbeBytes: probe, Out: r.sOut, Transport: transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,18 +128,25 @@ func runPair(t *testing.T, kill string, faults linktest.Faults, run time.Duratio
 // least at the epoch the primary had acked, with verify: ok.
 func TestSimKillPoints(t *testing.T) {
 	for _, tc := range []struct {
-		kill     string
-		takeover bool
-		minEpoch uint64 // takeover epoch ≥ kill epoch + minEpoch offset (acked)
+		kill      string
+		takeover  bool
+		transport Transport
 	}{
 		{kill: "sync-round:1"},
 		{kill: "mid-epoch:6", takeover: true},
 		{kill: "mid-group:6", takeover: true},
 		{kill: "after-end:6", takeover: true},
 		{kill: "acked:6", takeover: true},
+		{kill: "sync-round:1", transport: TransportEther},
+		{kill: "mid-group:6", takeover: true, transport: TransportEther},
+		{kill: "acked:6", takeover: true, transport: TransportEther},
 	} {
-		t.Run(tc.kill, func(t *testing.T) {
-			r := runPair(t, tc.kill, linktest.Faults{}, 0)
+		name := tc.kill
+		if tc.transport != "" {
+			name = string(tc.transport) + "/" + tc.kill
+		}
+		t.Run(name, func(t *testing.T) {
+			r := runPair(t, tc.kill, linktest.Faults{}, 0, tc.transport)
 			res := r.sec.Result()
 			t.Logf("secondary:\n%s", r.sOut)
 			if res.Verify != "ok" {
@@ -168,11 +175,17 @@ func TestSimKillPoints(t *testing.T) {
 	}
 }
 
-// TestSimLossyWire runs the engine over a wire that loses, reorders and
-// duplicates frames: TCP recovers, checkpoints continue, and the takeover
-// verifies.
+// TestSimLossyWire runs the engine over a wire that loses, reorders,
+// duplicates and corrupts frames: the transport (TCP, or the ether
+// stream) recovers, checkpoints continue, and the takeover verifies.
 func TestSimLossyWire(t *testing.T) {
-	r := runPair(t, "", linktest.Faults{Loss: 0.01, Reorder: 0.02, Duplicate: 0.005, Seed: 9}, 4*time.Second)
+	for _, tr := range []Transport{TransportTCP, TransportEther} {
+		t.Run(string(tr), func(t *testing.T) { simLossyWire(t, tr) })
+	}
+}
+
+func simLossyWire(t *testing.T, transport Transport) {
+	r := runPair(t, "", linktest.Faults{Loss: 0.01, Reorder: 0.02, Duplicate: 0.005, Corrupt: 0.002, Seed: 9}, 4*time.Second, transport)
 	res := r.sec.Result()
 	t.Logf("primary:\n%s\nsecondary:\n%s", r.pOut, r.sOut)
 	if res.Verify != "ok" || !res.Promoted {
@@ -184,8 +197,11 @@ func TestSimLossyWire(t *testing.T) {
 	}
 	lost, reord, _ := r.primEnd.Faulted()
 	st := r.prim.Status()
-	if lost == 0 || reord == 0 || st.Retransmits == 0 {
-		t.Fatalf("lost %d reordered %d retransmits %d: the faults were not exercised", lost, reord, st.Retransmits)
+	if lost == 0 || reord == 0 || st.Retransmits == 0 || r.primEnd.Corrupted() == 0 {
+		t.Fatalf("lost %d reordered %d corrupted %d retransmits %d: the faults were not exercised", lost, reord, r.primEnd.Corrupted(), st.Retransmits)
+	}
+	if got := r.prim.Link.Status().Transport; got != string(transport) {
+		t.Errorf("the session ran on %q, want %q", got, transport)
 	}
 	if st.Checkpoints < 10 || res.Epoch < 10 {
 		t.Fatalf("%d checkpoints, takeover at epoch %d in 4 s of 25 ms epochs", st.Checkpoints, res.Epoch)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
+	"github.com/doppel-ft/doppel/net/ethstream"
 )
 
 // runPrimary serves the baseline once, then runs the guest and the engine,
@@ -25,7 +26,7 @@ func (s *Sim) runPrimary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := c.Stack.Listen(s.addr(c.Port))
+	l, err := Listen(c.Stack, c.Iface, s.addr(c.Port))
 	if err != nil {
 		bl.Close()
 		return err
@@ -89,7 +90,7 @@ func (s *Sim) runPrimary(ctx context.Context) error {
 		err = p.Serve(s.Link.Wrap(conn))
 		s.Link.Set(LinkLost, "", err)
 		s.printf("session ended: %v", err)
-		s.printCounters("session")
+		s.printCounters("session", conn)
 		if errors.Is(err, ftmirror.ErrFenced) {
 			return err
 		}
@@ -129,7 +130,40 @@ func (s *Sim) serveBaseline(l net.Listener) error {
 		}
 	}
 	_, err = io.ReadFull(conn, ok[:]) // the peer has read it all
-	s.printCounters("baseline")
+	s.printCounters("baseline", nil)
+	if err != nil {
+		return err
+	}
+	return s.serveEtherBaseline(conn, mac)
+}
+
+// serveEtherBaseline sends ProbeBytes over an ether stream if the peer
+// asks for one: a session number in (the peer closes the connection
+// instead if it runs TCP), this end's MAC out, the bytes, and the peer's
+// word that it read them all.
+func (s *Sim) serveEtherBaseline(conn net.Conn, peer [6]byte) error {
+	var sid [4]byte
+	if _, err := io.ReadFull(conn, sid[:]); err != nil {
+		return nil // no ether baseline asked for
+	}
+	mac := s.cfg.Iface.NIC.MAC()
+	st, err := s.cfg.Iface.Stream.Open(ethstream.Config{Local: mac, Peer: peer, Session: binary.BigEndian.Uint32(sid[:])})
+	if err != nil {
+		return fmt.Errorf("ether baseline: %w", err)
+	}
+	defer st.Close()
+	if _, err := conn.Write(mac[:]); err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	for sent := int64(0); sent < s.cfg.ProbeBytes; sent += int64(len(buf)) {
+		if _, err := st.Write(buf); err != nil {
+			return fmt.Errorf("ether baseline: %w", err)
+		}
+	}
+	var ok [1]byte
+	_, err = io.ReadFull(conn, ok[:])
+	s.printCounters("ether baseline", st)
 	return err
 }
 

@@ -3,6 +3,7 @@ package ft
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,17 +17,23 @@ import (
 	"github.com/doppel-ft/doppel/board"
 	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/ftmirror/simguest"
+	"github.com/doppel-ft/doppel/net/ethstream"
 )
 
 // dialWait dials ap until it answers or ctx is done (the primary may boot
 // later than the secondary).
-func (s *Sim) dialWait(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+func (s *Sim) dialWait(ctx context.Context, ap netip.AddrPort, t Transport) (net.Conn, error) {
+	last := ""
 	for {
 		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		c, err := s.cfg.Stack.Dial(dctx, ap)
+		c, err := Dial(dctx, s.cfg.Stack, s.cfg.Iface, ap, t)
 		cancel()
 		if err == nil {
 			return c, nil
+		}
+		if errors.Is(err, ErrRendezvous) && err.Error() != last {
+			last = err.Error() // a refusal says why; a primary not up yet is expected
+			s.printf("dial %v: %v; retrying", ap, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -37,28 +44,28 @@ func (s *Sim) dialWait(ctx context.Context, ap netip.AddrPort) (net.Conn, error)
 }
 
 // baseline measures the wire: raw probe frames, then TCP.
-func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
-	conn, err := s.dialWait(ctx, netip.AddrPortFrom(s.cfg.Peer, s.cfg.Port+1))
+func (s *Sim) baseline(ctx context.Context) (raw, tcp, ether float64, err error) {
+	conn, err := s.dialWait(ctx, netip.AddrPortFrom(s.cfg.Peer, s.cfg.Port+1), TransportTCP)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer conn.Close()
 	lk := s.cfg.Iface.Link
 	lk.TakeProbe()
 	mac := s.cfg.Iface.NIC.MAC()
 	if _, err := conn.Write(mac[:]); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	var n [8]byte
 	if _, err := io.ReadFull(conn, n[:]); err != nil {
-		return 0, 0, fmt.Errorf("probe count: %w", err)
+		return 0, 0, 0, fmt.Errorf("probe count: %w", err)
 	}
 	time.Sleep(50 * time.Millisecond) // frames still in the rings
 	pr := lk.TakeProbe()
 	frames := binary.LittleEndian.Uint64(n[:])
 	s.printf("baseline: raw Ethernet %.1f MB/s (%d of %d probe frames arrived)", pr.MBps(), pr.Frames, frames)
 	if _, err := conn.Write([]byte{1}); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	buf := make([]byte, 64<<10)
 	var got int64
@@ -73,7 +80,7 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 		}
 		got += int64(k)
 		if err != nil {
-			return pr.MBps(), 0, fmt.Errorf("TCP baseline after %d bytes: %w", got, err)
+			return pr.MBps(), 0, 0, fmt.Errorf("TCP baseline after %d bytes: %w", got, err)
 		}
 	}
 	tcp = float64(got) / time.Since(start).Seconds() / 1e6
@@ -93,8 +100,51 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp float64, err error) {
 			s.printf("baseline lock: %s", lockDelta(lock0, lock1, mb))
 		}
 	}
-	s.printCounters("baseline")
-	return pr.MBps(), tcp, nil
+	s.printCounters("baseline", nil)
+	if s.cfg.Transport == TransportEther {
+		if ether, err = s.etherBaseline(conn, buf); err != nil {
+			s.printf("baseline: %v", err)
+		}
+	}
+	return pr.MBps(), tcp, ether, nil
+}
+
+// etherBaseline receives ProbeBytes over an ether stream from the
+// primary: the third figure beside the raw wire and TCP.
+func (s *Sim) etherBaseline(conn net.Conn, buf []byte) (float64, error) {
+	var sid [4]byte
+	for binary.BigEndian.Uint32(sid[:]) == 0 {
+		rand.Read(sid[:])
+	}
+	if _, err := conn.Write(sid[:]); err != nil {
+		return 0, err
+	}
+	var peer [6]byte
+	if _, err := io.ReadFull(conn, peer[:]); err != nil {
+		return 0, fmt.Errorf("ether baseline: the primary's MAC: %w", err)
+	}
+	st, err := s.cfg.Iface.Stream.Open(ethstream.Config{Local: s.cfg.Iface.NIC.MAC(), Peer: peer, Session: binary.BigEndian.Uint32(sid[:])})
+	if err != nil {
+		return 0, fmt.Errorf("ether baseline: %w", err)
+	}
+	defer st.Close()
+	var got int64
+	var start time.Time
+	for got < s.cfg.ProbeBytes {
+		k, err := st.Read(buf)
+		if got == 0 && k > 0 {
+			start = time.Now()
+		}
+		got += int64(k)
+		if err != nil {
+			return 0, fmt.Errorf("ether baseline after %d bytes: %w", got, err)
+		}
+	}
+	mbps := float64(got) / time.Since(start).Seconds() / 1e6
+	conn.Write([]byte{1})
+	s.printf("baseline: ether stream %.1f MB/s over %s", mbps, s.cfg.Iface.NIC.Name())
+	s.printCounters("ether baseline", st)
+	return mbps, nil
 }
 
 // runSecondary mirrors the primary until it is lost, takes over, verifies
@@ -111,7 +161,7 @@ func (s *Sim) runSecondary(ctx context.Context) error {
 	s.Link.Set(LinkConnecting, netip.AddrPortFrom(c.Peer, c.Port).String(), nil)
 	if c.ProbeBytes > 0 {
 		var err error
-		if res.RawMBps, res.TCPMBps, err = s.baseline(ctx); err != nil {
+		if res.RawMBps, res.TCPMBps, res.EtherMBps, err = s.baseline(ctx); err != nil {
 			s.printf("baseline: %v", err)
 		}
 	}
@@ -122,7 +172,7 @@ func (s *Sim) runSecondary(ctx context.Context) error {
 	s.mu.Lock()
 	s.secondary, s.guest = sec, "mirroring"
 	s.mu.Unlock()
-	conn, err := s.dialWait(ctx, netip.AddrPortFrom(c.Peer, c.Port))
+	conn, err := s.dialWait(ctx, netip.AddrPortFrom(c.Peer, c.Port), c.Transport)
 	if err != nil {
 		return err
 	}
@@ -133,7 +183,7 @@ func (s *Sim) runSecondary(ctx context.Context) error {
 	s.Link.Set(LinkLost, "", err)
 	e, _ := sec.Committed()
 	s.printf("secondary's link session ended: %v (committed epoch %d)", err, e)
-	s.printCounters("session")
+	s.printCounters("session", conn)
 	time.Sleep(time.Until(sec.PromoteAt()))
 	tk, err := sec.Takeover()
 	if err != nil {

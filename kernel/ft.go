@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/doppel-ft/doppel/board"
@@ -17,18 +18,19 @@ import (
 )
 
 const (
-	flagFTSim      = "doppel.ft.sim"
-	flagFTNIC      = "doppel.ft.nic"
-	flagFTPeer     = "doppel.ft.peer"
-	flagFTSimMem   = "doppel.ft.sim.mem"
-	flagFTSimRate  = "doppel.ft.sim.rate"
-	flagFTSimEpoch = "doppel.ft.sim.epoch"
-	flagFTSimHB    = "doppel.ft.sim.hb"
-	flagFTSimMiss  = "doppel.ft.sim.hbmiss"
-	flagFTSimKill  = "doppel.ft.sim.kill"
-	flagFTSimProbe = "doppel.ft.sim.probe"
-	flagFTSimSeed  = "doppel.ft.sim.seed"
-	flagFTSimAfter = "doppel.ft.sim.after"
+	flagFTSim       = "doppel.ft.sim"
+	flagFTNIC       = "doppel.ft.nic"
+	flagFTPeer      = "doppel.ft.peer"
+	flagFTSimMem    = "doppel.ft.sim.mem"
+	flagFTSimRate   = "doppel.ft.sim.rate"
+	flagFTSimEpoch  = "doppel.ft.sim.epoch"
+	flagFTSimHB     = "doppel.ft.sim.hb"
+	flagFTSimMiss   = "doppel.ft.sim.hbmiss"
+	flagFTSimKill   = "doppel.ft.sim.kill"
+	flagFTSimProbe  = "doppel.ft.sim.probe"
+	flagFTSimSeed   = "doppel.ft.sim.seed"
+	flagFTSimAfter  = "doppel.ft.sim.after"
+	flagFTTransport = "doppel.ft.transport"
 )
 
 func init() {
@@ -37,6 +39,8 @@ func init() {
 			Help: "run the FT engine with its synthetic guest across the FT link in this role"},
 		{Name: flagFTNIC, Kind: board.KindString, Help: "NIC of the FT link (default: the first one)"},
 		{Name: flagFTPeer, Kind: board.KindString, Help: "the primary's FT-link address (secondary)"},
+		{Name: flagFTTransport, Kind: board.KindEnum, Enum: ft.Transports, Default: "tcp",
+			Help: "the FT session's byte stream, chosen by the secondary (a primary serves both): TCP, or ether (net/ethstream frames on the FT NIC)"},
 		{Name: flagFTSimMem, Kind: board.KindSize, Default: "16M", Help: "synthetic guest memory"},
 		{Name: flagFTSimRate, Kind: board.KindInt, Default: "2000", Min: 0, Max: 1 << 30, Help: "guest page writes per second"},
 		{Name: flagFTSimEpoch, Kind: board.KindDuration, Default: "25ms", Help: "checkpoint interval"},
@@ -80,7 +84,7 @@ func startFT(k *kernel) error {
 		Guest: simguest.Params{Pages: int(k.flags.Size(flagFTSimMem) / simguest.PageSize), Seed: uint64(k.flags.Int(flagFTSimSeed)), Rate: float64(k.flags.Int(flagFTSimRate))},
 		Engine: ftmirror.Config{Epoch: k.flags.Duration(flagFTSimEpoch), Forward: true, GroupBytes: 256 << 10,
 			Heartbeat: ftmirror.Heartbeat{Interval: k.flags.Duration(flagFTSimHB), Misses: int(k.flags.Int(flagFTSimMiss))}},
-		Stack: k.net.stack, Iface: ifc, Kill: k.flags.String(flagFTSimKill),
+		Stack: k.net.stack, Iface: ifc, Kill: k.flags.String(flagFTSimKill), Transport: ft.Transport(k.flags.String(flagFTTransport)),
 		ProbeBytes: int64(k.flags.Size(flagFTSimProbe)), After: k.flags.Duration(flagFTSimAfter), Out: k.out,
 	}
 	if role == "secondary" {
@@ -125,8 +129,12 @@ func ftCommand(w io.Writer, sim *ft.Sim, args []string) error {
 	switch what {
 	case "link":
 		ls := sim.Link.Status()
-		_, err := fmt.Fprintf(w, "ft link: %s, peer %s, since %s\n  tx %d bytes (%.2f MB/s), rx %d bytes (%.2f MB/s), %d TCP retransmits\n",
-			ls.State, orDash(ls.Peer), ls.Since.Format(time.TimeOnly), ls.TxBytes, ls.TxMBps, ls.RxBytes, ls.RxMBps, ls.Retransmits)
+		tr := strings.ToUpper(ls.Transport)
+		if tr == "" {
+			tr = "TCP"
+		}
+		_, err := fmt.Fprintf(w, "ft link: %s, peer %s, since %s\n  tx %d bytes (%.2f MB/s), rx %d bytes (%.2f MB/s), %d %s retransmits\n",
+			ls.State, orDash(ls.Peer), ls.Since.Format(time.TimeOnly), ls.TxBytes, ls.TxMBps, ls.RxBytes, ls.RxMBps, ls.Retransmits, tr)
 		if err == nil && ls.LastError != "" {
 			_, err = fmt.Fprintf(w, "  last error: %s\n", ls.LastError)
 		}

@@ -44,11 +44,25 @@ func (l *lockedBuffer) String() string {
 // an in-memory wire standing in for the e1000 driver) as doppel.ft.sim=
 // primary with the management server on, and puts a secondary Sim on the
 // wire's other end: the kernel's wiring of flags, stack, FT link, shell
-// commands and HTTP endpoints, end to end.
+// commands and HTTP endpoints, end to end; over each transport the
+// secondary can choose (the primary serves both).
 func TestKernelFTPrimary(t *testing.T) {
 	if board.OnBareMetal() {
 		t.Skip("host-only: the NIC is an in-memory wire")
 	}
+	for _, tc := range []struct {
+		transport ft.Transport
+		peer      string // the peer as `ft link` shows it
+		retrans   string
+	}{
+		{ft.TransportTCP, `10\.8\.0\.2:\d+`, "TCP"},
+		{ft.TransportEther, `02:00:00:00:00:02`, "ETHER"},
+	} {
+		t.Run(string(tc.transport), func(t *testing.T) { kernelFTPrimary(t, tc.transport, tc.peer, tc.retrans) })
+	}
+}
+
+func kernelFTPrimary(t *testing.T, transport ft.Transport, peer, retrans string) {
 	ea, eb := linktest.Pair(linktest.Config{Names: [2]string{"e1000-0", "peer"}})
 	saved := nicDrivers
 	nicDrivers = []nicDriver{{name: "wire", probe: func() ([]nic.NIC, error) { return []nic.NIC{ea}, nil }}}
@@ -81,7 +95,8 @@ func TestKernelFTPrimary(t *testing.T) {
 	}
 	sec, err := ft.NewSim(ft.SimConfig{Role: ft.RoleSecondary, Guest: guest,
 		Engine: ftmirror.Config{Epoch: 25 * time.Millisecond, Heartbeat: ftmirror.Heartbeat{Interval: 20 * time.Millisecond, Misses: misses}},
-		Stack:  st, Iface: ifc, Peer: netip.MustParseAddr("10.8.0.1"), ProbeBytes: 1 << 20, After: 200 * time.Millisecond, Out: secOut})
+		Stack:  st, Iface: ifc, Peer: netip.MustParseAddr("10.8.0.1"), ProbeBytes: 1 << 20, After: 200 * time.Millisecond, Out: secOut,
+		Transport: transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +161,8 @@ func TestKernelFTPrimary(t *testing.T) {
 		`ft: primary: guest [48] MiB`,
 		`ft: initial sync: [\d.]+ s, [\d.]+ MB/s`,
 		`ft: checkpoints: \d+, pause p50 [\d.]+ ms, p99 [\d.]+ ms`,
-		`ft link: up, peer 10\.8\.0\.2:\d+, since`,
-		`tx \d+ bytes \([\d.]+ MB/s\), rx \d+ bytes \([\d.]+ MB/s\), \d+ TCP retransmits`,
+		`ft link: up, peer ` + peer + `, since`,
+		`tx \d+ bytes \([\d.]+ MB/s\), rx \d+ bytes \([\d.]+ MB/s\), \d+ ` + retrans + ` retransmits`,
 		`e1000-0: 10\.8\.0\.1/24, link up, mtu 1500`,
 		`tcp: \d+ segments sent, \d+ received, \d+ retransmitted`,
 		`"role": "primary"`,
@@ -156,7 +171,16 @@ func TestKernelFTPrimary(t *testing.T) {
 			t.Errorf("kernel console lacks %q", re)
 		}
 	}
+	if transport == ft.TransportEther {
+		// The baseline's third figure, and the session's stream counters on
+		// the secondary's side (the primary printed its own at the end).
+		for _, re := range []string{`baseline: ether stream [\d.]+ MB/s`, `session ether: .*data frames`} {
+			if !regexp.MustCompile(re).MatchString(secOut.String()) {
+				t.Errorf("secondary lacks %q", re)
+			}
+		}
+	}
 	if t.Failed() {
-		t.Logf("kernel console:\n%s", o)
+		t.Logf("kernel console:\n%s\nsecondary:\n%s", o, secOut)
 	}
 }

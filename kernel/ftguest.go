@@ -222,6 +222,16 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	return n.runSecondary(first)
 }
 
+// peerName names a session's peer: its address, and the transport when
+// it is not TCP.
+func peerName(c net.Conn) string {
+	a := c.RemoteAddr()
+	if a.Network() == "tcp" {
+		return a.String()
+	}
+	return a.String() + " (" + a.Network() + ")"
+}
+
 func (n *ftNode) addr(port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(n.ifc.Config.Addr.Addr(), port)
 }
@@ -266,7 +276,7 @@ func (n *ftNode) runPrimary() error {
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
 	n.g.VM.Out.SetEmit(p.Output)
 	n.primary.Store(p)
-	l, err := k.net.stack.Listen(n.addr(ft.DefaultPort))
+	l, err := ft.Listen(k.net.stack, n.ifc, n.addr(ft.DefaultPort))
 	if err != nil {
 		return err
 	}
@@ -289,8 +299,8 @@ func (n *ftNode) serve(p *ftmirror.Primary, l net.Listener) error {
 		if err != nil {
 			return fmt.Errorf("accept: %w", err)
 		}
-		n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
-		n.prot.Set(ft.Syncing, "secondary "+conn.RemoteAddr().String()+" connected")
+		n.link.Set(ft.LinkUp, peerName(conn), nil)
+		n.prot.Set(ft.Syncing, "secondary "+peerName(conn)+" connected")
 		err = p.Serve(n.link.Wrap(conn))
 		n.link.Set(ft.LinkLost, "", err)
 		n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
@@ -369,7 +379,7 @@ func (n *ftNode) report(p *ftmirror.Primary) {
 // Status implements mgmt.Source.
 func (n *ftNode) Status() mgmt.Status {
 	ls := n.link.Status()
-	st := mgmt.Status{Role: string(n.role.Load().(ft.Role)), Peer: ls.Peer, LinkState: string(ls.State), LinkTxMBps: ls.TxMBps,
+	st := mgmt.Status{Role: string(n.role.Load().(ft.Role)), Peer: ls.Peer, LinkState: string(ls.State), LinkTransport: ls.Transport, LinkTxMBps: ls.TxMBps,
 		LinkRxMBps: ls.RxMBps, LinkTxBytes: ls.TxBytes, LinkRxBytes: ls.RxBytes, Retransmits: ls.Retransmits,
 		UptimeSeconds: time.Since(n.start).Seconds()}
 	if sink := n.sink.Load(); sink != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -39,7 +40,7 @@ func (n *ftNode) elect() (ft.Role, net.Conn, error) {
 	ap := netip.AddrPortFrom(peer, ft.DefaultPort)
 	for end := time.Now().Add(electWait); time.Now().Before(end); {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := n.k.net.stack.Dial(ctx, ap)
+		c, err := n.dialOnce(ctx, ap)
 		cancel()
 		if err == nil {
 			n.k.log.Printf("ft", "auto: %v serves as primary: this node is the secondary", peer)
@@ -65,14 +66,27 @@ func autoRole(me, peer netip.Addr) ft.Role {
 	return ft.RoleSecondary
 }
 
+// dialOnce opens a session to the primary at ap over the transport of
+// doppel.ft.transport.
+func (n *ftNode) dialOnce(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+	return ft.Dial(ctx, n.k.net.stack, n.ifc, ap, ft.Transport(n.k.flags.String(flagFTTransport)))
+}
+
 // dial dials the primary until it answers (it may boot later).
+// A refused rendezvous is logged once for each reason (e.g. MTUs that
+// differ).
 func (n *ftNode) dial(ap netip.AddrPort) net.Conn {
+	last := ""
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		c, err := n.k.net.stack.Dial(ctx, ap)
+		c, err := n.dialOnce(ctx, ap)
 		cancel()
 		if err == nil {
 			return c
+		}
+		if errors.Is(err, ft.ErrRendezvous) && err.Error() != last {
+			last = err.Error() // a primary not up yet is expected
+			n.k.log.Printf("ft", "dial %v: %v; retrying", ap, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -101,8 +115,8 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 			conn = n.dial(ap)
 		}
 		first = nil
-		n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
-		n.prot.Set(ft.Mirroring, "syncing from "+conn.RemoteAddr().String())
+		n.link.Set(ft.LinkUp, peerName(conn), nil)
+		n.prot.Set(ft.Mirroring, "syncing from "+peerName(conn))
 		done := make(chan struct{})
 		go n.watchCopy(sec, done)
 		cc := &carrierConn{ReadWriteCloser: n.link.Wrap(conn)}
@@ -195,7 +209,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	// Checkpoints without a secondary (output released directly) until a
 	// new one connects; then it is brought up to date in groups while the
 	// guest runs (F7) and protects the guest again.
-	l, err := k.net.stack.Listen(n.addr(ft.DefaultPort))
+	l, err := ft.Listen(k.net.stack, n.ifc, n.addr(ft.DefaultPort))
 	if err != nil {
 		p.RunAlone(make(chan struct{}))
 		return fmt.Errorf("promoted primary: %w", err)
@@ -210,8 +224,8 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	if err != nil {
 		return fmt.Errorf("accept: %w", err)
 	}
-	n.link.Set(ft.LinkUp, conn.RemoteAddr().String(), nil)
-	n.prot.Set(ft.Syncing, "new secondary "+conn.RemoteAddr().String()+" connected")
+	n.link.Set(ft.LinkUp, peerName(conn), nil)
+	n.prot.Set(ft.Syncing, "new secondary "+peerName(conn)+" connected")
 	err = p.Serve(n.link.Wrap(conn))
 	n.link.Set(ft.LinkLost, "", err)
 	n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))

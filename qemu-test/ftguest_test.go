@@ -60,8 +60,9 @@ func ticks(out string) []tick {
 	return ts
 }
 
-// ftGuestPair boots the primary (with a kill point) and the secondary.
-func ftGuestPair(t *testing.T, kill string) (p, s *Machine) {
+// ftGuestPair boots the primary (with a kill point) and the secondary,
+// which runs the session over the given transport ("" for the default).
+func ftGuestPair(t *testing.T, kill, transport string) (p, s *Machine) {
 	t.Helper()
 	r := newRelay(t, 0, 0, 1)
 	start := func(side int, flags string) *Machine {
@@ -80,7 +81,11 @@ func ftGuestPair(t *testing.T, kill string) (p, s *Machine) {
 		return m
 	}
 	p = start(0, "doppel.ft.role=primary doppel.ft.kill="+kill)
-	s = start(1, "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1")
+	sec := "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1"
+	if transport != "" {
+		sec += " doppel.ft.transport=" + transport
+	}
+	s = start(1, sec)
 	return p, s
 }
 
@@ -90,9 +95,13 @@ func ftGuestPair(t *testing.T, kill string) (p, s *Machine) {
 // counted), every line's checksum of guest memory is right, and its TSC
 // never goes backwards.
 func TestQEMUSVMFTGuest(t *testing.T) {
-	for _, kill := range []string{"paused:40", "mid-epoch:40", "mid-group:40", "acked:40", "released:40"} {
-		t.Run(kill, func(t *testing.T) {
-			p, s := ftGuestPair(t, kill)
+	for _, name := range []string{"paused:40", "mid-epoch:40", "mid-group:40", "acked:40", "released:40", "ether/mid-group:40"} {
+		t.Run(name, func(t *testing.T) {
+			transport, kill, ok := strings.Cut(name, "/")
+			if !ok {
+				transport, kill = "", name
+			}
+			p, s := ftGuestPair(t, kill, transport)
 			if _, err := p.Expect(ftProtected, 5*time.Minute); err != nil {
 				t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
 			}
@@ -160,6 +169,9 @@ func TestQEMUSVMFTGuest(t *testing.T) {
 				t.Error("the guest's TSC went backwards")
 			}
 			checkReplay(t, s, repeats, 2)
+			if transport == "ether" && !strings.Contains(pout, "(ether) connected") {
+				t.Errorf("the session did not run on the ether stream:\n%s", p.Tail(40))
+			}
 			if f := lastMatch(ftFigures, pout); f != nil {
 				t.Logf("primary: %s", f[0])
 			}
@@ -181,7 +193,7 @@ func lastMatch(re *regexp.Regexp, s string) []string {
 // the secondary holds no complete copy, so it must not take over (nor run
 // the guest), and offers itself again.
 func TestQEMUSVMFTGuestSyncKill(t *testing.T) {
-	p, s := ftGuestPair(t, "sync-round:1")
+	p, s := ftGuestPair(t, "sync-round:1", "")
 	if _, err := p.Expect(ftKillLine, 5*time.Minute); err != nil {
 		t.Fatalf("primary never reached the sync: %v\n%s", err, p.Tail(40))
 	}

@@ -26,6 +26,9 @@ var (
 	tcpLine      = regexp.MustCompile(`ft: baseline: TCP ([\d.]+) MB/s`)
 	pauseLine    = regexp.MustCompile(`ft: checkpoints: (\d+), pause p50 ([\d.]+) ms, p99 ([\d.]+) ms`)
 	releaseLine  = regexp.MustCompile(`ft: output release latency: p50 ([\d.]+) ms, p99 ([\d.]+) ms`)
+	etherLine    = regexp.MustCompile(`ft: baseline: ether stream ([\d.]+) MB/s`)
+	// etherStats is a session's stream counters (ft's etherCounters).
+	etherStats = regexp.MustCompile(`ft: session ether: [^\n]*`)
 )
 
 // ftHeartbeat is the two-kernel tests' failure detector: a 10 s deadline.
@@ -73,11 +76,21 @@ func ftPairFlags(t *testing.T, dev, ifname string, r *relay, primaryFlags, bothF
 // doppel kernels under QEMU TCG, for each NIC model, kills the primary's
 // QEMU at protocol points and checks the secondary's takeover verifies.
 func TestQEMUFTLink(t *testing.T) {
+	type killCase struct{ kill, transport string }
+	kills := []killCase{{"sync-round:1", "tcp"}, {"mid-epoch:10", "tcp"}, {"mid-group:10", "tcp"}, {"acked:10", "tcp"},
+		// The ether stream (the secondary's choice): a kill mid-sync and
+		// one after an acknowledgement on each NIC.
+		{"sync-round:1", "ether"}, {"acked:10", "ether"}}
 	for _, nm := range nicModels {
-		for _, kill := range []string{"sync-round:1", "mid-epoch:10", "mid-group:10", "acked:10"} {
-			t.Run(strings.SplitN(nm.device, ",", 2)[0]+"/"+kill, func(t *testing.T) {
+		for _, kc := range kills {
+			kill := kc.kill
+			name := strings.SplitN(nm.device, ",", 2)[0] + "/" + kill
+			if kc.transport != "tcp" {
+				name = strings.SplitN(nm.device, ",", 2)[0] + "/" + kc.transport + "/" + kill
+			}
+			t.Run(name, func(t *testing.T) {
 				r := newRelay(t, 0, 0, 1)
-				p, s := ftPair(t, nm.device, nm.ifname, r, "doppel.ft.sim.kill="+kill)
+				p, s := ftPairFlags(t, nm.device, nm.ifname, r, "doppel.ft.sim.kill="+kill, "doppel.ft.transport="+kc.transport)
 				subs, err := p.Expect(killOrEnd, 10*time.Minute)
 				if err != nil || subs[1] == "" {
 					t.Fatalf("primary never reached %s (%v):\n%s\nsecondary:\n%s", kill, err, p.Tail(1500), s.Tail(1500))
@@ -92,6 +105,13 @@ func TestQEMUFTLink(t *testing.T) {
 					t.Fatalf("verify: %s\n%s", v[1], s.Tail(30))
 				}
 				out := s.Output()
+				if kc.transport == "ether" {
+					line := etherStats.FindString(out)
+					if line == "" {
+						t.Fatalf("the session did not run on the ether stream:\n%s", s.Tail(30))
+					}
+					t.Logf("secondary's stream: %s", line)
+				}
 				tk := takeoverLine.FindStringSubmatch(out)
 				switch {
 				case kill == "sync-round:1":
@@ -113,23 +133,56 @@ func TestQEMUFTLink(t *testing.T) {
 }
 
 // TestQEMUFTLinkLossy puts loss and reordering on the wire between the two
-// machines and checks that checkpoints continue and the takeover verifies.
+// machines and checks that checkpoints continue and the takeover verifies,
+// over TCP and over the ether stream, whose own loss recovery must show
+// in its counters.
 func TestQEMUFTLinkLossy(t *testing.T) {
-	r := newRelay(t, 0.01, 0.02, 5)
-	p, s := ftPair(t, "e1000", "e1000-0", r, "")
-	if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: ([5-9]\d|\d{3,})`), 10*time.Minute); err != nil {
-		t.Fatalf("no 50 checkpoints over the lossy wire: %v\n%s", err, p.Tail(30))
+	for _, transport := range []string{"tcp", "ether"} {
+		t.Run(transport, func(t *testing.T) {
+			r := newRelay(t, 0.01, 0.02, 5)
+			p, s := ftPairFlags(t, "e1000", "e1000-0", r, "", "doppel.ft.transport="+transport)
+			if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: ([5-9]\d|\d{3,})`), 10*time.Minute); err != nil {
+				t.Fatalf("no 50 checkpoints over the lossy wire: %v\n%s", err, p.Tail(30))
+			}
+			p.Close()
+			v, err := s.Expect(verifyLine, 3*time.Minute)
+			if err != nil || v[1] != "ok" || takeoverLine.FindString(s.Output()) == "" {
+				t.Fatalf("verify %v %v\n%s", v, err, s.Tail(30))
+			}
+			t.Logf("relay: %d frames, %d lost, %d reordered", r.frames.Load(), r.lost.Load(), r.reordered.Load())
+			if r.lost.Load() == 0 || r.reordered.Load() == 0 {
+				t.Fatal("the relay injected no faults")
+			}
+			if transport == "ether" {
+				checkEtherRecovered(t, s.Output())
+			}
+			logFigures(t, p.Output(), s.Output())
+		})
 	}
-	p.Close()
-	v, err := s.Expect(verifyLine, 3*time.Minute)
-	if err != nil || v[1] != "ok" || takeoverLine.FindString(s.Output()) == "" {
-		t.Fatalf("verify %v %v\n%s", v, err, s.Tail(30))
+}
+
+// etherRetransmits reads a session's stream retransmissions (fast and on
+// timeout) from the secondary's counters.
+var etherRetransmits = regexp.MustCompile(`(\d+) retransmitted \((\d+) fast\)`)
+
+// checkEtherRecovered checks that the secondary's session ran on the
+// ether stream and that the stream had to recover frames: the relay
+// loses frames both ways, so the secondary's own frames (the engine's
+// acknowledgements) were retransmitted too.
+func checkEtherRecovered(t *testing.T, sec string) {
+	t.Helper()
+	line := etherStats.FindString(sec)
+	if line == "" {
+		t.Fatalf("no ether session counters on the secondary:\n%s", sec)
 	}
-	t.Logf("relay: %d frames, %d lost, %d reordered", r.frames.Load(), r.lost.Load(), r.reordered.Load())
-	if r.lost.Load() == 0 || r.reordered.Load() == 0 {
-		t.Fatal("the relay injected no faults")
+	t.Logf("secondary's stream: %s", line)
+	m := etherRetransmits.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no retransmission count in %q", line)
 	}
-	logFigures(t, p.Output(), s.Output())
+	if n, _ := strconv.Atoi(m[1]); n == 0 {
+		t.Errorf("the stream retransmitted nothing over a lossy wire: %s", line)
+	}
 }
 
 // logFigures logs the run's figures: FT-link goodput (the sync) against
@@ -144,6 +197,11 @@ func logFigures(t *testing.T, prim, sec string) {
 	}
 	sy, sw, raw, tcp := last(syncLine, prim), last(syncWireLine, prim), last(rawLine, sec), last(tcpLine, sec)
 	var w, tc float64
+	if eth := last(etherLine, sec); eth != nil && raw != nil {
+		w, _ := strconv.ParseFloat(raw[1], 64)
+		e, _ := strconv.ParseFloat(eth[1], 64)
+		t.Logf("figures: ether stream %.1f MB/s, ether/raw %.2f", e, e/max(w, 0.001))
+	}
 	if raw != nil {
 		w, _ = strconv.ParseFloat(raw[1], 64)
 	}
@@ -289,13 +347,18 @@ func secondaryCounters(t *testing.T, m *Machine) nicCounters {
 var goodputCases = []struct {
 	name, device, ifname string
 	mtu                  int
+	transport            string
 }{
-	{"e1000/1500", "e1000", "e1000-0", 1500},
-	{"e1000/9000", "e1000", "e1000-0", 9000},
-	{"e1000/16000", "e1000", "e1000-0", 16000},
-	{"virtio-net/1500", "virtio-net-pci,disable-legacy=on", "virtio-net-0", 1500},
-	{"virtio-net/9000", "virtio-net-pci,disable-legacy=on,host_mtu=9000", "virtio-net-0", 9000},
-	{"virtio-net/16000", "virtio-net-pci,disable-legacy=on,host_mtu=16000", "virtio-net-0", 16000},
+	{"e1000/1500", "e1000", "e1000-0", 1500, "tcp"},
+	{"e1000/9000", "e1000", "e1000-0", 9000, "tcp"},
+	{"e1000/16000", "e1000", "e1000-0", 16000, "tcp"},
+	{"virtio-net/1500", "virtio-net-pci,disable-legacy=on", "virtio-net-0", 1500, "tcp"},
+	{"virtio-net/9000", "virtio-net-pci,disable-legacy=on,host_mtu=9000", "virtio-net-0", 9000, "tcp"},
+	{"virtio-net/16000", "virtio-net-pci,disable-legacy=on,host_mtu=16000", "virtio-net-0", 16000, "tcp"},
+	{"e1000/1500/ether", "e1000", "e1000-0", 1500, "ether"},
+	{"e1000/9000/ether", "e1000", "e1000-0", 9000, "ether"},
+	{"virtio-net/1500/ether", "virtio-net-pci,disable-legacy=on", "virtio-net-0", 1500, "ether"},
+	{"virtio-net/9000/ether", "virtio-net-pci,disable-legacy=on,host_mtu=9000", "virtio-net-0", 9000, "ether"},
 }
 
 // TestQEMUFTGoodput measures, in one run per case, the FT link's goodput
@@ -310,7 +373,7 @@ func TestQEMUFTGoodput(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRelay(t, 0, 0, 1)
 			p, s := ftPairFlags(t, c.device, c.ifname, r, "",
-				fmt.Sprintf("doppel.nic.mtu=%d doppel.dma=16M doppel.ft.sim.mem=32M doppel.ft.sim.probe=16M", c.mtu))
+				fmt.Sprintf("doppel.nic.mtu=%d doppel.dma=16M doppel.ft.sim.mem=32M doppel.ft.sim.probe=16M doppel.ft.transport=%s", c.mtu, c.transport))
 			if _, err := p.Expect(syncLine, 10*time.Minute); err != nil {
 				t.Fatalf("no initial sync: %v\n%s\nsecondary:\n%s", err, p.Tail(1500), s.Tail(1500))
 			}
@@ -324,7 +387,8 @@ func TestQEMUFTGoodput(t *testing.T) {
 				}
 			}
 			out := s.Output()
-			if rawLine.FindString(out) == "" || tcpLine.FindString(out) == "" || syncWireLine.FindString(p.Output()) == "" {
+			if rawLine.FindString(out) == "" || tcpLine.FindString(out) == "" || syncWireLine.FindString(p.Output()) == "" ||
+				c.transport == "ether" && etherLine.FindString(out) == "" {
 				t.Fatalf("figures missing:\n%s\nsecondary:\n%s", p.Tail(1500), s.Tail(1500))
 			}
 			logFigures(t, p.Output(), out)

@@ -86,6 +86,9 @@ type Stats struct {
 	// vouch for it. doppel's peers send whole segments (TCP stays below
 	// the MSS; DHCP messages fit a frame).
 	RxFragments uint64
+	// RxHandled counts frames handed to an EtherType's handler
+	// (HandleEtherType) instead of the stack.
+	RxHandled uint64
 }
 
 // Endpoint is a stack.LinkEndpoint over one nic.NIC.
@@ -101,6 +104,10 @@ type Endpoint struct {
 
 	probeMu sync.Mutex
 	probe   Probe
+
+	// handlers are the EtherTypes taken before the stack (HandleEtherType).
+	handlers  atomic.Pointer[map[uint16]func([]byte)]
+	rxHandled atomic.Uint64
 
 	noGRO atomic.Bool // SetGRO(false): every frame goes up on its own
 	noGSO atomic.Bool // SetGSO(false): TCP handles every segment itself
@@ -134,7 +141,7 @@ func (e *Endpoint) NIC() nic.NIC { return e.nic }
 // Stats returns the endpoint's counters.
 func (e *Endpoint) Stats() Stats {
 	return Stats{TxDropped: e.txDropped.Load(), TxWaits: e.txWaits.Load(), RxRunts: e.rxRunts.Load(),
-		RxMalformed: e.rxMalformed.Load(), RxBadChecksum: e.rxChecksum.Load(), RxFragments: e.rxFrags.Load()}
+		RxMalformed: e.rxMalformed.Load(), RxBadChecksum: e.rxChecksum.Load(), RxFragments: e.rxFrags.Load(), RxHandled: e.rxHandled.Load()}
 }
 
 // MTU is the IP MTU: the NIC's payload size.
@@ -352,6 +359,13 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 		e.rxRunts.Add(1)
 		return
 	}
+	if hs := e.handlers.Load(); hs != nil {
+		if h, ok := (*hs)[uint16(header.Ethernet(frame).Type())]; ok {
+			e.rxHandled.Add(1)
+			h(frame)
+			return
+		}
+	}
 	// GRO merges only segments whose checksums were checked; its own check
 	// fails every segment at this gVisor version (PacketData.ChecksumAtOffset
 	// ignores the consumed Ethernet header), so the endpoint's check is the
@@ -551,6 +565,52 @@ func (e *Endpoint) retryFull(send func() error) error {
 			return err
 		}
 	}
+}
+
+// HandleEtherType hands every received frame of EtherType t (the
+// Ethernet header included; the frame becomes h's) to h on the receive
+// goroutine instead of the stack, or stops doing so if h is nil. It is
+// how a transport beside IP (net/ethstream) shares the NIC with the
+// stack. h must not block: frames behind it wait.
+func (e *Endpoint) HandleEtherType(t uint16, h func(frame []byte)) {
+	e.mu.Lock() // serializes the copy-on-write updates
+	defer e.mu.Unlock()
+	m := map[uint16]func([]byte){}
+	if old := e.handlers.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if h == nil {
+		delete(m, t)
+	} else {
+		m[t] = h
+	}
+	e.handlers.Store(&m)
+}
+
+// Raw sends frames built by a transport beside IP (net/ethstream's Wire).
+type Raw struct{ e *Endpoint }
+
+// Raw returns the endpoint's raw sender.
+func (e *Endpoint) Raw() Raw { return Raw{e} }
+
+// MTU is the largest payload after the Ethernet header.
+func (r Raw) MTU() int { return r.e.nic.MTU() }
+
+// SendFrame transmits one whole Ethernet frame, waiting out a full ring
+// for up to txWait as the stack's packets do; with more, the doorbell may
+// wait for the burst's last frame. The frames go out in turn with the
+// stack's (one writer at a time).
+func (r Raw) SendFrame(frame []byte, more bool) error {
+	e := r.e
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	if err := e.transmit(frame, more); err != nil {
+		e.txDropped.Add(1)
+		return err
+	}
+	return nil
 }
 
 func (e *Endpoint) countProbe(n int) {

@@ -288,3 +288,34 @@ func FuzzReceive(f *testing.F) {
 		}
 	})
 }
+
+// TestHandleEtherType: frames of a handled EtherType go to the handler,
+// whole and not to the stack; other frames still reach the stack; after
+// the handler is removed the stack sees that EtherType again. Raw frames
+// sent through the endpoint leave as given.
+func TestHandleEtherType(t *testing.T) {
+	g, r, e := newCoalescer()
+	var got [][]byte
+	e.HandleEtherType(0x88b6, func(f []byte) { got = append(got, f) })
+	raw := make([]byte, 64)
+	header.Ethernet(raw).Encode(&header.EthernetFields{Type: 0x88b6,
+		SrcAddr: "\x02\x00\x00\x00\x00\x02", DstAddr: "\x02\x00\x00\x00\x00\x01"})
+	raw[20] = 0xab
+	e.deliver(g, raw)
+	e.deliver(g, segment(1, []byte("tcp")))
+	g.Flush()
+	if len(got) != 1 || !bytes.Equal(got[0], raw) {
+		t.Fatalf("handler got %x, want the one raw frame", got)
+	}
+	if len(r.pkts) != 1 || r.protos[0] != header.IPv4ProtocolNumber {
+		t.Fatalf("stack got %d packets (%v), want the one TCP segment", len(r.pkts), r.protos)
+	}
+	if s := e.Stats(); s.RxHandled != 1 {
+		t.Errorf("RxHandled = %d, want 1", s.RxHandled)
+	}
+	e.HandleEtherType(0x88b6, nil)
+	e.deliver(g, raw)
+	if len(got) != 1 || len(r.pkts) != 2 {
+		t.Fatalf("after removing the handler: handler %d frames, stack %d packets; want 1 and 2", len(got), len(r.pkts))
+	}
+}

@@ -93,7 +93,7 @@ func WriteMetrics(w io.Writer, st Status) {
 		{"doppel_ft_link_tx_bytes_total", "counter", "Bytes sent on the FT link.", float64(st.LinkTxBytes)},
 		{"doppel_ft_link_rx_bytes_total", "counter", "Bytes received on the FT link.", float64(st.LinkRxBytes)},
 		{"doppel_ft_link_tx_megabytes_per_second", "gauge", "FT link send rate over the last second.", st.LinkTxMBps},
-		{"doppel_ft_link_retransmits_total", "counter", "TCP segments retransmitted by the stack.", float64(st.Retransmits)},
+		{"doppel_ft_link_retransmits_total", "counter", "Frames retransmitted by the FT link's transport (TCP segments, or ether stream frames).", float64(st.Retransmits)},
 		{"doppel_ft_released_bytes_total", "counter", "Guest output released to the outside world.", float64(st.ReleasedBytes)},
 		{"doppel_uptime_seconds", "gauge", "Seconds since the FT service started.", st.UptimeSeconds},
 	} {

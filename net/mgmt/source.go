@@ -13,6 +13,7 @@ type Status struct {
 	PauseP50ms     float64 `json:"pause_p50_ms"`
 	PauseP99ms     float64 `json:"pause_p99_ms"`
 	LinkState      string  `json:"link_state"`
+	LinkTransport  string  `json:"link_transport,omitempty"` // tcp or ether
 	LinkTxMBps     float64 `json:"link_tx_mb_s"`
 	LinkRxMBps     float64 `json:"link_rx_mb_s"`
 	LinkTxBytes    uint64  `json:"link_tx_bytes"`

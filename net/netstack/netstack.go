@@ -21,6 +21,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/doppel-ft/doppel/net/ethstream"
 	"github.com/doppel-ft/doppel/net/link"
 	"github.com/doppel-ft/doppel/nic"
 )
@@ -83,6 +84,9 @@ type Interface struct {
 	ID   tcpip.NICID
 	NIC  nic.NIC
 	Link *link.Endpoint
+	// Stream carries net/ethstream sessions on the NIC beside the stack
+	// (the FT link's ether transport).
+	Stream *ethstream.Demux
 	// Config is the address configuration applied (by flag or DHCP).
 	Config Config
 }
@@ -149,7 +153,8 @@ func (s *Stack) Add(n nic.NIC, cfg Config) (*Interface, error) {
 	if err := s.s.CreateNICWithOptions(id, ep, stack.NICOptions{Name: n.Name()}); err != nil {
 		return nil, fmt.Errorf("netstack: attach %s: %s", n.Name(), err)
 	}
-	ifc := &Interface{ID: id, NIC: n, Link: ep}
+	ifc := &Interface{ID: id, NIC: n, Link: ep, Stream: ethstream.NewDemux(ep.Raw())}
+	ep.HandleEtherType(ethstream.EtherType, ifc.Stream.Deliver)
 	s.ifs = append(s.ifs, ifc)
 	s.byID[id] = ifc
 	if cfg.Addr.IsValid() {

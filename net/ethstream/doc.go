@@ -1,0 +1,128 @@
+// Package ethstream is a reliable, ordered byte stream carried directly
+// in Ethernet frames, for a point-to-point dedicated link: the FT link
+// between two doppel machines. A Conn is a net.Conn; a Demux routes the
+// frames the link receives to Conns by session.
+//
+// # Why beside TCP
+//
+// Over gVisor's netstack, TCP's work per segment (the stack's layers,
+// checksums, timers, queues) caps the FT link at about a third of the
+// wire's raw frame rate on emulated CPUs. On a dedicated link most of
+// TCP is not needed: there is no routing, no path MTU to find, no
+// competing flows, no middleboxes, no handshake (the two ends agree on a
+// session out of band). What remains is a small sliding-window protocol
+// counted in frames: per frame it writes a 54-byte header in place, sums
+// a CRC (hardware CRC-32C), makes one call to the NIC, and on receipt
+// keeps the frame it was given until Read copies from it.
+//
+// # Frames
+//
+// A frame is the Ethernet II header (destination Config.Peer, source
+// Config.Local, EtherType 0x88B6, IEEE 802 Local Experimental EtherType
+// 2), a 40-byte stream header and the payload. Header fields, big-endian:
+//
+//	offset size field
+//	     0    1 version  1
+//	     1    1 kind     1 data, 2 ack, 3 close
+//	     2    1 flags    bit 0: ack now (the sender waits for this ack)
+//	     3    1 reserved sent 0, ignored
+//	     4    4 session  Config.Session
+//	     8    8 seq      frame number of a data frame; a close frame's is
+//	                     one past the last data frame
+//	    16    8 ack      every frame below it was received
+//	    24    8 sack     bit i set: frame ack+1+i was received
+//	    32    2 window   frames the receiver takes beyond ack
+//	    34    2 length   payload bytes
+//	    36    4 crc      CRC-32C (Castagnoli) of the payload followed by
+//	                     header bytes 0-35
+//
+// Every frame carries ack, window and sack, so data one way carries the
+// acknowledgements of the other. Frames, not bytes, are numbered, from 0
+// in each direction: a data frame carries up to MTU-40 bytes and is
+// resent as the same frame with fresh acknowledgement fields (so the CRC
+// sums the payload first: a resend sums only the 36 header bytes again).
+// Nothing is padded; a frame may be longer than its header and payload
+// (a NIC pads short frames), which is why the length is explicit. Frames
+// that are short, of another version or kind, with a length beyond the
+// frame, with a bad CRC, of an unknown session or from or to another MAC
+// are counted (DemuxStats) and dropped.
+//
+// # Loss recovery
+//
+// The receiver keeps frames that arrive beyond a gap (within its window)
+// and advertises them in the SACK bitmap. The sender resends a frame
+// that the SACK shows missing when at least three later frames arrived,
+// or when a frame sent after it arrived and it has not been acknowledged
+// for 1.25 smoothed RTTs (RACK, RFC 8985, which also finds losses at the
+// end of a burst where three later frames do not exist); each frame at
+// most once per smoothed RTT. With frames in flight and no
+// acknowledgement for two RTTs and the delayed-ack time, the last frame
+// sent is resent asking for an immediate ack (a tail-loss probe, RFC 8985
+// section 7), so that a lost tail is found by SACK rather than by the
+// timeout. The retransmission timeout follows RFC 6298 (SRTT and RTTVAR,
+// no samples from acks that covered a resent frame, Karn's rule), within
+// 10 to 200 ms, doubling on each timeout; on a timeout all unacknowledged
+// frames the SACK does not cover are resent in order as the congestion
+// window allows. A Conn whose peer acknowledges nothing for
+// Config.GiveUp while it has data or a close outstanding fails with
+// ErrTimeout (a peer that answers probes of a closed window counts as
+// alive).
+//
+// Acknowledgements are sent only when needed, since under an emulator
+// each frame costs the receiver an exit to the device model: after every
+// min(32, window/4) in-order frames; at once on a frame beyond a gap
+// (then every third one while gaps remain), on a duplicate (the
+// sender's ack was probably lost), on a frame flagged ack-now, and on
+// the close; when Read opens the window from below a quarter to above a
+// half of the buffer (a window update); and otherwise 1 ms after the
+// first unacknowledged frame (delayed ack). The sender flags ack-now on
+// the last frame of a burst that filled its window, so it waits neither
+// for the count nor for the timer.
+//
+// # Flow and congestion control
+//
+// The receive buffer holds Config.ReceiveBuffer bytes as whole frames;
+// the window is its frames not holding unread data, and its right edge
+// never moves back. The sender keeps at most min(peer window, congestion
+// window) frames in flight. Congestion control only keeps bursts from
+// overflowing the receiving NIC's ring (the link is dedicated): AIMD in
+// frames, slow start from 32, halved (to at least 4) on a loss event
+// (once per window of data), back to 32 after a timeout, never above the
+// peer's window. A sender facing a zero window with nothing in flight
+// probes it with an ack-now frame every RTO (backed off to 200 ms), so a
+// lost window update cannot deadlock the stream.
+//
+// # The goroutine
+//
+// Each Conn has one goroutine that sends everything: data,
+// retransmissions, acks, probes and the close, in bursts of up to 64
+// frames (Wire.SendFrame with more=true, the last with more=false),
+// woken by Write, by Read (window updates), by Deliver (acks to process
+// or to send) and by its timer. Deliver only updates the Conn's state
+// under its lock and wakes the goroutine: it never waits for the wire.
+// The send buffer holds frames, not bytes: Write copies into the payload
+// of frames about to be sent (appending to the last one while it is
+// unsent), so sending fills in the header in place; a small Write goes
+// out at once (nothing like Nagle's algorithm holds it).
+//
+// # Close
+//
+// Close stops the Conn at once for its user (blocked calls return
+// ErrClosed) but not for its peer: the goroutine goes on sending what
+// was written and not acknowledged, then the close frame (a few tries
+// once everything else is acknowledged), and the peer's Read returns
+// io.EOF after the last byte. Data arriving at a closed Conn is
+// acknowledged and dropped. The background work ends when the peer has
+// acknowledged the close, the peer closed too, or GiveUp passed; Open of
+// the same session ends it sooner.
+//
+// # What it does not do
+//
+// No handshake, no session reuse protection (a new session per
+// connection is the caller's business), no half close, no keepalives
+// (the FT engine's heartbeats are its own), no authentication or
+// encryption (the engine's), no path MTU discovery or fragmentation
+// (both ends must use the same MTU), no fairness among several streams
+// beyond each one's congestion window, and no routing: it is for one
+// Ethernet segment between two machines.
+package ethstream

@@ -1,0 +1,238 @@
+package ethstream
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/doppel-ft/doppel/net/linktest"
+)
+
+// TestTransfer sends a stream over a wire with each fault linktest can
+// inflict, checks the bytes arrive exactly, and checks the counters that
+// show the fault's recovery path ran.
+func TestTransfer(t *testing.T) {
+	const n = 2 << 20
+	for _, tc := range []struct {
+		name  string
+		lc    linktest.Config
+		cfg   Config
+		bidir bool // data both ways at once
+	}{
+		{name: "clean", lc: linktest.Config{}},
+		{name: "loss-1%", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.01, Seed: 1}}},
+		{name: "loss-5%", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.05, Seed: 2}}},
+		{name: "reorder-5%", lc: linktest.Config{Faults: linktest.Faults{Reorder: 0.05, Seed: 3}}},
+		{name: "duplicate-5%", lc: linktest.Config{Faults: linktest.Faults{Duplicate: 0.05, Seed: 4}}},
+		{name: "corrupt-2%", lc: linktest.Config{Faults: linktest.Faults{Corrupt: 0.02, Seed: 5}}},
+		{name: "all", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Corrupt: 0.01, Seed: 6}}},
+		{name: "mtu9000", lc: linktest.Config{MTU: 9000}},
+		{name: "mtu9000/all", lc: linktest.Config{MTU: 9000, Faults: linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Corrupt: 0.01, Seed: 7}}},
+		{name: "paced-50MBps", lc: linktest.Config{BytesPerSec: 50e6}},
+		{name: "paced-50MBps/loss-1%", lc: linktest.Config{BytesPerSec: 50e6, Faults: linktest.Faults{Loss: 0.01, Seed: 8}}},
+		{name: "bidir", lc: linktest.Config{}, bidir: true},
+		{name: "bidir/all", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Corrupt: 0.01, Seed: 9}}, bidir: true},
+		// A receive queue of 16 frames overflows under bursts: the
+		// congestion window must shrink to what it takes.
+		{name: "rxqueue-16", lc: linktest.Config{RxQueue: 16}},
+		// A ring of 8 frames makes SendFrame wait for room.
+		{name: "ring-8", lc: linktest.Config{Ring: 8}},
+		// Small buffers: the window, not the wire, limits the sender.
+		{name: "small-buffers/loss-1%", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.01, Seed: 10}},
+			cfg: Config{SendBuffer: 32 << 10, ReceiveBuffer: 32 << 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newPair(t, tc.lc, tc.cfg)
+			data := testData(n, 1)
+			var took time.Duration
+			if tc.bidir {
+				back := testData(n, 2)
+				done := make(chan time.Duration, 1)
+				go func() { done <- exchange(t, b.c, a.c, back, 40*time.Second) }()
+				took = exchange(t, a.c, b.c, data, 40*time.Second)
+				took = max(took, <-done)
+				a.c.Close()
+			} else {
+				took = transfer(t, a.c, b.c, data, 40*time.Second)
+			}
+			b.c.Close()
+			// Let both Conns finish (their close frames) so every counter
+			// is final.
+			waitDone(t, a.c, 5*time.Second)
+			waitDone(t, b.c, 5*time.Second)
+			sa, sb := a.c.Stats(), b.c.Stats()
+			lost, reord, dup := a.end.Faulted()
+			l2, r2, d2 := b.end.Faulted()
+			lost, reord, dup = lost+l2, reord+r2, dup+d2
+			corrupted := a.end.Corrupted() + b.end.Corrupted()
+			badCRC := a.d.Stats().BadCRC + b.d.Stats().BadCRC
+			rxDropped := a.end.Counters().RxDropped + b.end.Counters().RxDropped
+			t.Logf("%v, %.1f MB/s; wire lost %d reordered %d duplicated %d corrupted %d, rx dropped %d",
+				took.Round(time.Millisecond), float64(n)/took.Seconds()/1e6, lost, reord, dup, corrupted, rxDropped)
+			t.Logf("sender   %+v", sa)
+			t.Logf("receiver %+v", sb)
+			retx := sa.FastRetransmits + sa.TimeoutRetransmits + sb.FastRetransmits + sb.TimeoutRetransmits
+			if sa.BytesSent != n || sb.BytesReceived != n {
+				t.Errorf("sender counted %d bytes sent, receiver %d received, of %d", sa.BytesSent, sb.BytesReceived, n)
+			}
+			if f := tc.lc.Faults; f.Loss > 0 && (lost == 0 || retx == 0) {
+				t.Errorf("loss asked but lost=%d, retransmits=%d", lost, retx)
+			}
+			if tc.lc.Faults.Reorder > 0 && (reord == 0 || sb.OutOfOrder == 0) {
+				t.Errorf("reordering asked but reordered=%d, out-of-order frames received=%d", reord, sb.OutOfOrder)
+			}
+			if tc.lc.Faults.Duplicate > 0 && (dup == 0 || sa.DuplicateFrames+sb.DuplicateFrames == 0) {
+				t.Errorf("duplication asked but duplicated=%d, duplicates received=%d", dup, sa.DuplicateFrames+sb.DuplicateFrames)
+			}
+			// Every corrupted frame that reached a Demux failed its CRC
+			// (one dropped by a full receive queue never got there, one
+			// duplicated got there twice).
+			if badCRC > corrupted+dup || badCRC+rxDropped < corrupted || tc.lc.Faults.Corrupt > 0 && badCRC == 0 {
+				t.Errorf("%d frames corrupted, %d bad CRCs counted (%d dropped by a full receive queue)", corrupted, badCRC, rxDropped)
+			}
+			if tc.lc.RxQueue == 16 && (rxDropped == 0 || retx == 0) {
+				t.Errorf("receive queue of 16: %d frames dropped, %d retransmits", rxDropped, retx)
+			}
+			if tc.cfg.ReceiveBuffer != 0 && sa.WindowStalls == 0 {
+				t.Error("small receive buffer but the sender never waited for the window")
+			}
+			if sa.BadFrames+sb.BadFrames != 0 {
+				t.Errorf("%d bad frames counted on a wire that makes none", sa.BadFrames+sb.BadFrames)
+			}
+		})
+	}
+}
+
+// TestSlowReader: the receiver reads in small pieces with pauses, so the
+// window closes and reopens again and again; the sender must neither
+// lose data nor stall.
+func TestSlowReader(t *testing.T) {
+	const n = 512 << 10
+	a, b := newPair(t, linktest.Config{Faults: linktest.Faults{Loss: 0.01, Seed: 11}},
+		Config{ReceiveBuffer: 64 << 10, GiveUp: 5 * time.Second})
+	data := testData(n, 3)
+	errc := make(chan error, 1)
+	go func() { errc <- send(a.c, data, 1, true) }()
+	h := sha256.New()
+	buf := make([]byte, 3000)
+	total := 0
+	for i := 0; ; i++ {
+		k, err := b.c.Read(buf)
+		h.Write(buf[:k])
+		total += k
+		if err != nil {
+			if total != n {
+				t.Fatalf("read %d of %d bytes: %v", total, n, err)
+			}
+			break
+		}
+		if i%16 == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if [32]byte(h.Sum(nil)) != sha256.Sum256(data) {
+		t.Fatal("received bytes differ from those sent")
+	}
+	sa := a.c.Stats()
+	t.Logf("sender %+v", sa)
+	if sa.WindowStalls == 0 {
+		t.Fatal("the window never closed: the test did not exercise flow control")
+	}
+}
+
+// TestReaderPause: the receiver stops reading for longer than GiveUp.
+// The sender fills the window, probes it, and must not give up on a peer
+// that answers its probes; when reading resumes everything arrives.
+func TestReaderPause(t *testing.T) {
+	const n = 1 << 20
+	const pause = 1500 * time.Millisecond
+	a, b := newPair(t, linktest.Config{}, Config{ReceiveBuffer: 64 << 10, SendBuffer: 64 << 10, GiveUp: 400 * time.Millisecond})
+	data := testData(n, 4)
+	errc := make(chan error, 1)
+	go func() { errc <- send(a.c, data, 2, true) }()
+	buf := make([]byte, 1000)
+	if _, err := b.c.Read(buf[:1]); err != nil { // the stream started
+		t.Fatal(err)
+	}
+	time.Sleep(pause)
+	sa := a.c.Stats()
+	if sa.Probes == 0 || sa.WindowStalls == 0 {
+		t.Fatalf("no zero-window probe during a %v pause: %+v", pause, sa)
+	}
+	s, k, err := receiveAll(b.c)
+	if err != nil {
+		t.Fatalf("read after the pause: %v", err)
+	}
+	if want := sha256.Sum256(data[1:]); k != n-1 || s != want {
+		t.Fatalf("received %d bytes after the pause, not the %d sent", k, n-1)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sender %+v", a.c.Stats())
+}
+
+// TestManySmallWrites: writes of a few bytes each (heartbeats) go out
+// at once, not held for more, and arrive intact.
+func TestManySmallWrites(t *testing.T) {
+	a, b := newPair(t, linktest.Config{}, Config{})
+	msg := []byte("heartbeat")
+	buf := make([]byte, 64)
+	for i := 0; i < 200; i++ {
+		start := time.Now()
+		if _, err := a.c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for got < len(msg) {
+			k, err := b.c.Read(buf[got:len(msg)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += k
+		}
+		if string(buf[:got]) != string(msg) {
+			t.Fatalf("message %d: %q", i, buf[:got])
+		}
+		if d := time.Since(start); d > 100*time.Millisecond {
+			t.Fatalf("message %d took %v to cross an idle wire", i, d)
+		}
+	}
+	if st := a.c.Stats(); st.DataFramesSent < 200 || st.FastRetransmits+st.TimeoutRetransmits != 0 {
+		t.Fatalf("200 messages in %d frames: %+v", st.DataFramesSent, st)
+	}
+}
+
+func ExampleDemux_Open() {
+	ea, eb := linktest.Pair(linktest.Config{})
+	defer ea.Close()
+	da, db := NewDemux(endWire{ea}), NewDemux(endWire{eb})
+	for _, x := range []struct {
+		e *linktest.End
+		d *Demux
+	}{{ea, da}, {eb, db}} {
+		go func() {
+			for {
+				f, err := x.e.Receive(context.Background())
+				if err != nil {
+					return
+				}
+				x.d.Deliver(f)
+			}
+		}()
+	}
+	a, _ := da.Open(Config{Local: ea.MAC(), Peer: eb.MAC(), Session: 1})
+	b, _ := db.Open(Config{Local: eb.MAC(), Peer: ea.MAC(), Session: 1})
+	a.Write([]byte("hello"))
+	a.Close()
+	buf := make([]byte, 16)
+	n, _ := b.Read(buf)
+	fmt.Println(string(buf[:n]), b.RemoteAddr())
+	b.Close()
+	// Output: hello 02:00:00:00:00:01
+}
