@@ -4,9 +4,11 @@ go 1.26.3
 
 require golang.org/x/sys v0.50.0
 
-require golang.org/x/arch v0.32.0
-
-require github.com/klauspost/compress v1.20.4 // indirect
+require (
+	github.com/klauspost/compress v1.20.4
+	golang.org/x/arch v0.32.0
+	golang.org/x/crypto v0.49.0
+)
 
 require (
 	github.com/google/btree v1.1.2 // indirect

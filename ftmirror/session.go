@@ -105,6 +105,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	if err != nil {
 		return nil, wire.Hello{}, err
 	}
+	me.Flags |= wire.LocalHelloFlags()
 	if _, err := rand.Read(me.Nonce[:]); err != nil {
 		return nil, wire.Hello{}, err
 	}
@@ -149,7 +150,7 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	if me.Role == wire.RoleSecondary {
 		pn, sn = sn, pn
 	}
-	if err := c.SetSessionKey(wire.SessionKey(psk, pn, sn)); err != nil {
+	if err := c.SetSessionKey(wire.SessionKey(psk, pn, sn), wire.ChooseSuite(me, peer)); err != nil {
 		return nil, peer, err
 	}
 	s.live = newLiveness(clock)

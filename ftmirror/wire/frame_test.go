@@ -11,34 +11,66 @@ import (
 
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, KeySize) }
 
-// pair returns a sending and a receiving codec with a session key set.
-func pair(t testing.TB) (tx, rx *Codec) {
+// pair returns a sending and a receiving codec with a session key set
+// (GMAC).
+func pair(t testing.TB) (tx, rx *Codec) { return pairSuite(t, SuiteGMAC) }
+
+// suites are the MAC suites every codec test runs with.
+var suites = []Suite{SuiteGMAC, SuitePoly1305}
+
+func pairSuite(t testing.TB, s Suite) (tx, rx *Codec) {
 	tx, _ = NewCodec(key(1), PrimaryToSecondary)
 	rx, _ = NewCodec(key(1), SecondaryToPrimary)
 	sk := SessionKey(key(1), []byte("a"), []byte("b"))
-	if err := tx.SetSessionKey(sk); err != nil {
+	if err := tx.SetSessionKey(sk, s); err != nil {
 		t.Fatal(err)
 	}
-	if err := rx.SetSessionKey(sk); err != nil {
+	if err := rx.SetSessionKey(sk, s); err != nil {
 		t.Fatal(err)
 	}
 	return tx, rx
 }
 
 func TestRoundTrip(t *testing.T) {
-	tx, rx := pair(t)
-	for i, p := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte{7}, 70000)} {
-		f, err := tx.Append(nil, TGroup, uint64(i+5), p)
-		if err != nil {
-			t.Fatal(err)
+	for _, suite := range suites {
+		t.Run(suite.String(), func(t *testing.T) {
+			tx, rx := pairSuite(t, suite)
+			for i, p := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte{7}, 70000)} {
+				f, err := tx.Append(nil, TGroup, uint64(i+5), p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := rx.Open(f)
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if got.Type != TGroup || got.Epoch != uint64(i+5) || got.Seq != uint64(i) || !bytes.Equal(got.Payload, p) {
+					t.Fatalf("frame %d: got %+v", i, got)
+				}
+			}
+		})
+	}
+}
+
+// TestChooseSuite: GMAC only when both ends do it fast; both ends choose
+// alike whichever HELLO is "a".
+func TestChooseSuite(t *testing.T) {
+	for _, tc := range []struct {
+		a, b uint8
+		want Suite
+	}{
+		{HelloFastGMAC, HelloFastGMAC, SuiteGMAC},
+		{HelloFastGMAC, 0, SuitePoly1305},
+		{0, HelloFastGMAC, SuitePoly1305},
+		{0, 0, SuitePoly1305},
+	} {
+		a, b := Hello{Flags: tc.a}, Hello{Flags: tc.b}
+		if got, back := ChooseSuite(a, b), ChooseSuite(b, a); got != tc.want || back != got {
+			t.Errorf("flags %d, %d: %v and %v, want %v", tc.a, tc.b, got, back, tc.want)
 		}
-		got, err := rx.Open(f)
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
-		}
-		if got.Type != TGroup || got.Epoch != uint64(i+5) || got.Seq != uint64(i) || !bytes.Equal(got.Payload, p) {
-			t.Fatalf("frame %d: got %+v", i, got)
-		}
+	}
+	if err := new(Codec).SetSessionKey(key(1), 9); err == nil {
+		t.Error("an unknown suite was accepted")
 	}
 }
 
@@ -69,13 +101,19 @@ func TestRefusals(t *testing.T) {
 		{"huge length", func(f []byte, _ *Codec) []byte { binary.LittleEndian.PutUint32(f[4:], MaxPayload+1); return f }, ErrTooLarge},
 		{"wrong key", func(_ []byte, _ *Codec) []byte {
 			o, _ := NewCodec(key(2), PrimaryToSecondary)
-			o.SetSessionKey(SessionKey(key(2), []byte("a"), []byte("b")))
+			o.SetSessionKey(SessionKey(key(2), []byte("a"), []byte("b")), SuiteGMAC)
 			f, _ := o.Append(nil, TGroup, 1, payload)
 			return f
 		}, ErrForged},
 		{"reflected (other direction)", func(_ []byte, _ *Codec) []byte {
 			o, _ := NewCodec(key(1), SecondaryToPrimary)
-			o.SetSessionKey(SessionKey(key(1), []byte("a"), []byte("b")))
+			o.SetSessionKey(SessionKey(key(1), []byte("a"), []byte("b")), SuiteGMAC)
+			f, _ := o.Append(nil, TGroup, 1, payload)
+			return f
+		}, ErrForged},
+		{"other suite", func(_ []byte, _ *Codec) []byte {
+			o, _ := NewCodec(key(1), PrimaryToSecondary)
+			o.SetSessionKey(SessionKey(key(1), []byte("a"), []byte("b")), SuitePoly1305)
 			f, _ := o.Append(nil, TGroup, 1, payload)
 			return f
 		}, ErrForged},
@@ -118,7 +156,7 @@ func TestReplay(t *testing.T) {
 func TestHelloNeedsNoSession(t *testing.T) {
 	tx, _ := NewCodec(key(1), PrimaryToSecondary)
 	rx, _ := NewCodec(key(1), SecondaryToPrimary)
-	h := Hello{Role: RolePrimary, Generation: 3, Pages: 10}
+	h := Hello{Role: RolePrimary, Generation: 3, Pages: 10, Flags: HelloFastGMAC}
 	f, err := tx.Append(nil, THello, 0, h.Append(nil))
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,19 @@ type Hello struct {
 	Generation uint64
 	Pages      uint64
 	Nonce      [NonceSize]byte
+	Flags      uint8 // Hello* bits: what this end's CPU does fast
+}
+
+// HelloFastGMAC: this end's CPU has AES and carry-less multiply
+// instructions, so GMAC is its fastest MAC (ChooseSuite).
+const HelloFastGMAC = 1 << 0
+
+// LocalHelloFlags are the HELLO flags of the CPU this runs on.
+func LocalHelloFlags() uint8 {
+	if fastGMAC() {
+		return HelloFastGMAC
+	}
+	return 0
 }
 
 // Roles carried in Hello.
@@ -54,19 +67,21 @@ func (h Hello) Append(b []byte) []byte {
 	b = append(b, h.Role)
 	b = binary.LittleEndian.AppendUint64(b, h.Generation)
 	b = binary.LittleEndian.AppendUint64(b, h.Pages)
-	return append(b, h.Nonce[:]...)
+	b = append(b, h.Nonce[:]...)
+	return append(b, h.Flags)
 }
 
 // ParseHello decodes a HELLO payload.
 func ParseHello(p []byte) (Hello, error) {
 	var h Hello
-	if len(p) != 1+8+8+NonceSize {
+	if len(p) != 1+8+8+NonceSize+1 {
 		return h, fmt.Errorf("%w: HELLO is %d bytes", ErrBadPayload, len(p))
 	}
 	h.Role = p[0]
 	h.Generation = binary.LittleEndian.Uint64(p[1:])
 	h.Pages = binary.LittleEndian.Uint64(p[9:])
 	copy(h.Nonce[:], p[17:])
+	h.Flags = p[17+NonceSize]
 	if h.Role != RolePrimary && h.Role != RoleSecondary {
 		return h, fmt.Errorf("%w: HELLO role %d", ErrBadPayload, h.Role)
 	}
