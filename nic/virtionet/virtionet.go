@@ -79,6 +79,7 @@ type Device struct {
 	tx       *queue
 	txNotify uint32
 	txFull   bool
+	txQuiet  bool // frames posted with more and the device not yet told
 
 	closed atomic.Bool
 	stop   chan struct{}
@@ -360,7 +361,26 @@ func (d *Device) reclaimLocked() int {
 
 // Transmit implements nic.NIC: a zeroed header (no offloads) and the frame
 // in one device-readable descriptor.
-func (d *Device) Transmit(frame []byte) error {
+func (d *Device) Transmit(frame []byte) error { return d.TransmitMore(frame, false) }
+
+var _ nic.Batcher = (*Device)(nil)
+
+// TransmitMore implements nic.Batcher: with more, the frame is posted (the
+// ring index moves, so a device already draining the queue takes it) but
+// the notification, a write to the device's notify register and under an
+// emulator an exit, waits for the burst's last frame; a call that fails
+// notifies for the frames before it.
+func (d *Device) TransmitMore(frame []byte, more bool) (err error) {
+	d.txMu.Lock()
+	defer d.txMu.Unlock()
+	defer func() {
+		if (!more || err != nil) && d.txQuiet && !d.closed.Load() {
+			d.txQuiet = false
+			if d.tx.deviceWantsNotify() {
+				d.t.Notify.Write16(d.txNotify, txQueue)
+			}
+		}
+	}()
 	if d.closed.Load() {
 		return nic.ErrClosed
 	}
@@ -370,8 +390,6 @@ func (d *Device) Transmit(frame []byte) error {
 	if !d.LinkUp() {
 		return nic.ErrLinkDown
 	}
-	d.txMu.Lock()
-	defer d.txMu.Unlock()
 	i, ok := d.tx.take()
 	if !ok {
 		d.reclaimLocked()
@@ -385,9 +403,7 @@ func (d *Device) Transmit(frame []byte) error {
 	clear(b[:netHdrLen])
 	copy(b[netHdrLen:], frame)
 	d.tx.post(i, netHdrLen+len(frame), 0)
-	if d.tx.deviceWantsNotify() {
-		d.t.Notify.Write16(d.txNotify, txQueue)
-	}
+	d.txQuiet = true
 	d.stats.CountTx(len(frame))
 	return nil
 }

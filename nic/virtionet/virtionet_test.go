@@ -399,3 +399,36 @@ func TestLinkState(t *testing.T) {
 		})
 	}
 }
+
+// TestTransmitBurst: frames sent with more are posted without a
+// notification; the burst's last frame, or a call that fails, notifies
+// once for all of them.
+func TestTransmitBurst(t *testing.T) {
+	d, m := open(t, 16, 0)
+	notifies := func() int {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.notifies[txQueue]
+	}
+	for i := 0; i < 5; i++ {
+		if err := d.TransmitMore(frame(64, i), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := notifies(); n != 0 || len(m.frames()) != 0 {
+		t.Fatalf("after 5 frames with more: %d notifications, %d frames sent; want none", n, len(m.frames()))
+	}
+	if err := d.TransmitMore(frame(64, 5), false); err != nil {
+		t.Fatal(err)
+	}
+	if n := notifies(); n != 1 || len(m.frames()) != 6 {
+		t.Fatalf("after the burst's end: %d notifications, %d frames sent; want 1 and 6", n, len(m.frames()))
+	}
+	d.TransmitMore(frame(64, 6), true)
+	if err := d.TransmitMore(make([]byte, 3), true); !errors.Is(err, nic.ErrFrameSize) {
+		t.Fatalf("a 3-byte frame: %v", err)
+	}
+	if n := notifies(); n != 2 || len(m.frames()) != 7 {
+		t.Fatalf("after a failed call: %d notifications, %d frames sent; want 2 and 7", n, len(m.frames()))
+	}
+}
