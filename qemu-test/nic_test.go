@@ -232,7 +232,7 @@ func startBxhub(t *testing.T, n int) int {
 		t.Fatal(err)
 	}
 	hub := exec.Command("bxhub", fmt.Sprintf("-ports=%d", n), fmt.Sprintf("-base=%d", base))
-	hubLog, err := os.Create(filepath.Join(repoRoot(), "build", "qemu-test", t.Name()+"-bxhub.log"))
+	hubLog, err := os.Create(filepath.Join(repoRoot(), "build", "qemu-test", strings.ReplaceAll(t.Name(), "/", "_")+"-bxhub.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
