@@ -151,12 +151,11 @@ type Stats struct {
 // Conn is one end of a reliable, ordered byte stream over the Wire. It
 // implements net.Conn; its methods are safe for concurrent use.
 type Conn struct {
-	d          *Demux
-	w          Wire
-	cfg        Config
-	maxPayload int
-	giveUp     time.Duration
-	epoch      time.Time // sentAt times count from it
+	d      *Demux
+	w      Wire
+	cfg    Config
+	giveUp time.Duration
+	epoch  time.Time // sentAt times count from it
 
 	kick      chan struct{} // wakes the goroutine (buffered, 1)
 	closedCh  chan struct{} // closed by Close: unblocks Read and Write
@@ -201,7 +200,7 @@ func newConn(d *Demux, cfg Config, mtu int) *Conn {
 		cfg.GiveUp = defaultGiveUp
 	}
 	maxPayload := mtu - headerLen
-	c := &Conn{d: d, w: d.w, cfg: cfg, maxPayload: maxPayload, giveUp: cfg.GiveUp, epoch: time.Now(),
+	c := &Conn{d: d, w: d.w, cfg: cfg, giveUp: cfg.GiveUp, epoch: time.Now(),
 		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), evict: make(chan struct{}),
 		done: make(chan struct{}), readSem: make(chan struct{}, 1), writeSem: make(chan struct{}, 1),
 		ctl: make([]byte, frameOverhead)}
@@ -302,7 +301,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.snd.copyIn(res, p[n:n+res.bytes])
 		c.mu.Lock()
 		if c.closed || c.err != nil || c.rcv.peerClosed {
-			c.snd.fill = noSeq // dropped: the next turn returns the error
+			// Dropped: the next turn returns the error. The goroutine may
+			// have held the close frame back for this Write.
+			c.snd.fill = noSeq
+			c.poke()
 			continue
 		}
 		c.snd.publish(res, time.Now())
@@ -492,13 +494,13 @@ func fmtTimeout(c *Conn) error {
 
 // deliver takes a received frame of c's session from the Demux.
 func (c *Conn) deliver(h *header, payload []byte) {
-	now := time.Now()
+	var clk clock
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
 		return
 	}
-	ok, kick := c.onAck(h, now)
+	ok, kick := c.onAck(h, &clk)
 	if !ok {
 		c.st.BadFrames++
 		c.mu.Unlock()
@@ -506,7 +508,7 @@ func (c *Conn) deliver(h *header, payload []byte) {
 	}
 	switch h.kind {
 	case kindData:
-		kick = c.onData(h, payload, now) || kick
+		kick = c.onData(h, payload, &clk) || kick
 	case kindClose:
 		kick = c.onClose(h) || kick
 	}
@@ -518,4 +520,19 @@ func (c *Conn) deliver(h *header, payload []byte) {
 	if kick {
 		c.poke()
 	}
+}
+
+// clock reads the time once, when first asked: most received frames need
+// none (under the doppel kernel on an emulator a clock read costs a
+// system call's round trip).
+type clock struct {
+	t  time.Time
+	ok bool
+}
+
+func (c *clock) now() time.Time {
+	if !c.ok {
+		c.t, c.ok = time.Now(), true
+	}
+	return c.t
 }

@@ -351,6 +351,32 @@ func TestSimultaneousClose(t *testing.T) {
 	waitDone(t, b.c, 3*time.Second)
 }
 
+// TestCloseDoesNotWait: Close returns at once even with data
+// outstanding to a peer that stopped answering; the Conn goes on
+// retransmitting in the background only until GiveUp, then its goroutine
+// ends and the session is free.
+func TestCloseDoesNotWait(t *testing.T) {
+	const giveUp = 300 * time.Millisecond
+	a, b := newPair(t, linktest.Config{}, Config{GiveUp: giveUp})
+	b.end.SetLinkDown(true)
+	a.c.Write(make([]byte, 100<<10))
+	start := time.Now()
+	a.c.Close()
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Fatalf("Close took %v", d)
+	}
+	waitDone(t, a.c, giveUp+2*time.Second)
+	if d := time.Since(start); d < giveUp/2 {
+		t.Fatalf("the closed Conn stopped delivering after %v, before GiveUp %v", d, giveUp)
+	}
+	if st := a.c.Stats(); st.TimeoutRetransmits == 0 {
+		t.Fatalf("no retransmission after Close: %+v", st)
+	}
+	if (*a.d.conns.Load())[testSession] != nil {
+		t.Fatal("the session is still registered")
+	}
+}
+
 // TestPeerVanishes: the peer stops answering (its wire end refuses to
 // send); with data outstanding the Conn retransmits with backoff and
 // fails after GiveUp, Read and Write returning an error wrapping

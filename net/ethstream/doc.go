@@ -11,9 +11,9 @@
 // TCP is not needed: there is no routing, no path MTU to find, no
 // competing flows, no middleboxes, no handshake (the two ends agree on a
 // session out of band). What remains is a small sliding-window protocol
-// counted in frames: per frame it writes a 54-byte header in place, sums
-// a CRC (hardware CRC-32C), makes one call to the NIC, and on receipt
-// keeps the frame it was given until Read copies from it.
+// counted in frames: per frame it fills in a 40-byte header in place,
+// sums a CRC (hardware CRC-32C), makes one call to the NIC, and on
+// receipt keeps the frame it was given until Read copies from it.
 //
 // # Frames
 //
@@ -70,10 +70,10 @@
 //
 // Acknowledgements are sent only when needed, since under an emulator
 // each frame costs the receiver an exit to the device model: after every
-// min(32, window/4) in-order frames; at once on a frame beyond a gap
-// (then every third one while gaps remain), on a duplicate (the
-// sender's ack was probably lost), on a frame flagged ack-now, and on
-// the close; when Read opens the window from below a quarter to above a
+// min(32, a quarter of the receive buffer's frames) in-order frames; at once on a frame beyond a gap
+// (then every third one while gaps remain), on a frame that fills a
+// gap, on a duplicate (the sender's ack was probably lost), on a frame
+// flagged ack-now, and on the close; when Read opens the window from below a quarter to above a
 // half of the buffer (a window update); and otherwise 1 ms after the
 // first unacknowledged frame (delayed ack). The sender flags ack-now on
 // the last frame of a burst that filled its window, so it waits neither
@@ -113,8 +113,8 @@
 // once everything else is acknowledged), and the peer's Read returns
 // io.EOF after the last byte. Data arriving at a closed Conn is
 // acknowledged and dropped. The background work ends when the peer has
-// acknowledged the close, the peer closed too, or GiveUp passed; Open of
-// the same session ends it sooner.
+// acknowledged the close, the peer closed too, the close went unanswered
+// five times, or GiveUp passed; Open of the same session ends it sooner.
 //
 // # What it does not do
 //

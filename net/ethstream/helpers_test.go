@@ -58,6 +58,13 @@ const testSession = 0x5e55
 // test ends.
 func newPair(tb testing.TB, lc linktest.Config, cfg Config) (a, b *side) {
 	tb.Helper()
+	return newPairRx(tb, lc, cfg, 0)
+}
+
+// newPairRx is newPair whose receive loops pause for rxPause after
+// every 32 frames (a receiver that falls behind its NIC).
+func newPairRx(tb testing.TB, lc linktest.Config, cfg Config, rxPause time.Duration) (a, b *side) {
+	tb.Helper()
 	ea, eb := linktest.Pair(lc)
 	a, b = &side{end: ea, d: NewDemux(endWire{ea})}, &side{end: eb, d: NewDemux(endWire{eb})}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -66,7 +73,16 @@ func newPair(tb testing.TB, lc linktest.Config, cfg Config) (a, b *side) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			receiveLoop(ctx, s.end, s.d)
+			for i := 1; ; i++ {
+				f, err := s.end.Receive(ctx)
+				if err != nil {
+					return
+				}
+				s.d.Deliver(f)
+				if rxPause > 0 && i%32 == 0 {
+					time.Sleep(rxPause)
+				}
+			}
 		}()
 	}
 	tb.Cleanup(func() {

@@ -156,7 +156,7 @@ func (r *receiver) dropInOrder() {
 
 // onData takes a data frame (under c.mu) and reports whether the
 // goroutine must be woken (to send an ack).
-func (c *Conn) onData(h *header, payload []byte, now time.Time) (kick bool) {
+func (c *Conn) onData(h *header, payload []byte, clk *clock) (kick bool) {
 	r := &c.rcv
 	c.st.DataFramesReceived++
 	s := h.seq
@@ -214,10 +214,14 @@ func (c *Conn) onData(h *header, payload []byte, now time.Time) (kick bool) {
 	}
 	switch {
 	case r.ackNow:
+	case adv > 1:
+		// It filled a gap: the sender, which saw the gap, learns at once
+		// that what it might resend arrived (RFC 5681 section 4.2).
+		r.ackNow = true
 	case r.unacked >= r.every:
 		r.ackNow = true
 	case r.ackAt.IsZero():
-		r.ackAt = now.Add(delayedAck)
+		r.ackAt = clk.now().Add(delayedAck)
 	default:
 		return false // the delayed ack is already armed
 	}

@@ -9,10 +9,12 @@ import (
 // Retransmission and congestion control.
 const (
 	// minRTO and maxRTO bound the retransmission timeout; initRTO is it
-	// before the first round-trip sample.
+	// before the first round-trip sample (RFC 6298's 1 s is for unknown
+	// paths: this one is a cable, and frames sent before the peer opened
+	// its end are lost and wait for it).
 	minRTO  = 10 * time.Millisecond
 	maxRTO  = 200 * time.Millisecond
-	initRTO = 100 * time.Millisecond
+	initRTO = 50 * time.Millisecond
 	// granularity is the timer granularity G of RFC 6298's RTO formula
 	// (the delayed ack adds as much to a sample).
 	granularity = time.Millisecond
@@ -228,7 +230,7 @@ func (s *sender) abandon() {
 // onAck takes the acknowledgement fields every frame carries (under
 // c.mu). ok is false for a frame acknowledging frames never sent; kick
 // says the goroutine has something new to do.
-func (c *Conn) onAck(h *header, now time.Time) (ok, kick bool) {
+func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 	s := &c.snd
 	sent := s.nxt
 	if s.closeSent {
@@ -268,7 +270,7 @@ func (c *Conn) onAck(h *header, now time.Time) (ok, kick bool) {
 			}
 			last := (end - 1) % s.n
 			if clean {
-				c.sampleRTT(now.Sub(c.epoch) - s.sentAt[last])
+				c.sampleRTT(clk.now().Sub(c.epoch) - s.sentAt[last])
 			}
 			s.rackTime = max(s.rackTime, s.sentAt[last])
 			s.fastCheck = s.sacked > 0 // a partial ack: the next hole may be due
@@ -285,6 +287,7 @@ func (c *Conn) onAck(h *header, now time.Time) (ok, kick bool) {
 			s.closeAcked = true
 			kick = true
 		}
+		now := clk.now()
 		s.lastProgress = now
 		s.tlpOut = false
 		if s.una < s.nxt || s.closeSent && !s.closeAcked {
@@ -295,7 +298,7 @@ func (c *Conn) onAck(h *header, now time.Time) (ok, kick bool) {
 		}
 	} else if s.nxt < s.tail && right <= s.nxt {
 		// Alive, but its reader is not taking data: not a silent peer.
-		s.lastProgress = now
+		s.lastProgress = clk.now()
 	}
 	for m := h.sack; m != 0; m &= m - 1 {
 		q := h.ack + 1 + uint64(bits.TrailingZeros64(m))

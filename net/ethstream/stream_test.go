@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,12 +15,14 @@ import (
 // inflict, checks the bytes arrive exactly, and checks the counters that
 // show the fault's recovery path ran.
 func TestTransfer(t *testing.T) {
-	const n = 2 << 20
+	const n = 4 << 20
 	for _, tc := range []struct {
 		name  string
 		lc    linktest.Config
 		cfg   Config
 		bidir bool // data both ways at once
+		// rxPause makes the receive loops pause after every 32 frames.
+		rxPause time.Duration
 	}{
 		{name: "clean", lc: linktest.Config{}},
 		{name: "loss-1%", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.01, Seed: 1}}},
@@ -34,9 +37,10 @@ func TestTransfer(t *testing.T) {
 		{name: "paced-50MBps/loss-1%", lc: linktest.Config{BytesPerSec: 50e6, Faults: linktest.Faults{Loss: 0.01, Seed: 8}}},
 		{name: "bidir", lc: linktest.Config{}, bidir: true},
 		{name: "bidir/all", lc: linktest.Config{Faults: linktest.Faults{Loss: 0.01, Reorder: 0.03, Duplicate: 0.01, Corrupt: 0.01, Seed: 9}}, bidir: true},
-		// A receive queue of 16 frames overflows under bursts: the
-		// congestion window must shrink to what it takes.
-		{name: "rxqueue-16", lc: linktest.Config{RxQueue: 16}},
+		// A receive queue of 16 frames, and a receiver that falls behind,
+		// overflows under bursts: the congestion window must shrink to
+		// what it takes.
+		{name: "rxqueue-16", lc: linktest.Config{RxQueue: 16}, rxPause: 100 * time.Microsecond},
 		// A ring of 8 frames makes SendFrame wait for room.
 		{name: "ring-8", lc: linktest.Config{Ring: 8}},
 		// Small buffers: the window, not the wire, limits the sender.
@@ -44,7 +48,7 @@ func TestTransfer(t *testing.T) {
 			cfg: Config{SendBuffer: 32 << 10, ReceiveBuffer: 32 << 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := newPair(t, tc.lc, tc.cfg)
+			a, b := newPairRx(t, tc.lc, tc.cfg, tc.rxPause)
 			data := testData(n, 1)
 			var took time.Duration
 			if tc.bidir {
@@ -150,8 +154,8 @@ func TestSlowReader(t *testing.T) {
 // that answers its probes; when reading resumes everything arrives.
 func TestReaderPause(t *testing.T) {
 	const n = 1 << 20
-	const pause = 1500 * time.Millisecond
-	a, b := newPair(t, linktest.Config{}, Config{ReceiveBuffer: 64 << 10, SendBuffer: 64 << 10, GiveUp: 400 * time.Millisecond})
+	const pause = 2500 * time.Millisecond
+	a, b := newPair(t, linktest.Config{}, Config{ReceiveBuffer: 64 << 10, SendBuffer: 64 << 10, GiveUp: time.Second})
 	data := testData(n, 4)
 	errc := make(chan error, 1)
 	go func() { errc <- send(a.c, data, 2, true) }()
@@ -164,9 +168,10 @@ func TestReaderPause(t *testing.T) {
 	if sa.Probes == 0 || sa.WindowStalls == 0 {
 		t.Fatalf("no zero-window probe during a %v pause: %+v", pause, sa)
 	}
+	b.c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	s, k, err := receiveAll(b.c)
 	if err != nil {
-		t.Fatalf("read after the pause: %v", err)
+		t.Fatalf("read after the pause: %v (sender %+v, send: %v)", err, a.c.Stats(), <-errc)
 	}
 	if want := sha256.Sum256(data[1:]); k != n-1 || s != want {
 		t.Fatalf("received %d bytes after the pause, not the %d sent", k, n-1)
@@ -178,32 +183,40 @@ func TestReaderPause(t *testing.T) {
 }
 
 // TestManySmallWrites: writes of a few bytes each (heartbeats) go out
-// at once, not held for more, and arrive intact.
+// at once, not held for more data: each is read before the next is
+// written, with a latency of a wire's round trip, not a timer's.
 func TestManySmallWrites(t *testing.T) {
 	a, b := newPair(t, linktest.Config{}, Config{})
 	msg := []byte("heartbeat")
 	buf := make([]byte, 64)
+	var lat []time.Duration
 	for i := 0; i < 200; i++ {
 		start := time.Now()
 		if _, err := a.c.Write(msg); err != nil {
 			t.Fatal(err)
 		}
 		got := 0
+		b.c.SetReadDeadline(start.Add(5 * time.Second))
 		for got < len(msg) {
 			k, err := b.c.Read(buf[got:len(msg)])
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("message %d: %v", i, err)
 			}
 			got += k
 		}
+		lat = append(lat, time.Since(start))
 		if string(buf[:got]) != string(msg) {
 			t.Fatalf("message %d: %q", i, buf[:got])
 		}
-		if d := time.Since(start); d > 100*time.Millisecond {
-			t.Fatalf("message %d took %v to cross an idle wire", i, d)
-		}
 	}
-	if st := a.c.Stats(); st.DataFramesSent < 200 || st.FastRetransmits+st.TimeoutRetransmits != 0 {
+	slices.Sort(lat)
+	t.Logf("latency: median %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
+	// Generous for a loaded machine; holding writes back for more data or
+	// a timer (Nagle, delayed send) would show here.
+	if lat[len(lat)/2] > 20*time.Millisecond {
+		t.Fatalf("median latency %v across an idle in-memory wire", lat[len(lat)/2])
+	}
+	if st := a.c.Stats(); st.DataFramesSent < 200 {
 		t.Fatalf("200 messages in %d frames: %+v", st.DataFramesSent, st)
 	}
 }
