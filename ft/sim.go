@@ -280,17 +280,23 @@ func (s *Sim) printCounters(phase string, conn net.Conn) {
 	if d, ok := s.cfg.Iface.NIC.(nic.Describer); ok {
 		s.printf("%s rings: %s", phase, d.Describe())
 	}
-	if c, ok := conn.(*ethstream.Conn); ok {
-		s.printf("%s ether: %s", phase, etherCounters(c.Stats()))
+	if line, ok := StreamCounters(conn); ok {
+		s.printf("%s ether: %s", phase, line)
 	}
 }
 
-// etherCounters is an ether stream's counters in one line.
-func etherCounters(x ethstream.Stats) string {
-	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; cwnd %d, peer window %d, srtt %v, rto %v",
-		x.DataFramesSent, x.DataFramesReceived, x.FastRetransmits+x.TimeoutRetransmits, x.FastRetransmits, x.Timeouts,
-		x.AcksSent, x.Probes, x.DuplicateFrames, x.OutOfOrder, x.BadFrames, x.SendErrors, x.Cwnd, x.PeerWindow,
-		x.SRTT.Round(time.Microsecond), x.RTO.Round(time.Microsecond))
+// StreamCounters is a session's ether stream counters in one line, if
+// the session runs on one.
+func StreamCounters(c net.Conn) (string, bool) {
+	es, ok := c.(*ethstream.Conn)
+	if !ok {
+		return "", false
+	}
+	x := es.Stats()
+	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts, %d tail probes; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; %d window stalls, cwnd %d, peer window %d, srtt %v, rto %v",
+		x.DataFramesSent, x.DataFramesReceived, x.FastRetransmits+x.TimeoutRetransmits, x.FastRetransmits, x.Timeouts, x.TailProbes,
+		x.AcksSent, x.Probes, x.DuplicateFrames, x.OutOfOrder, x.BadFrames, x.SendErrors, x.WindowStalls, x.Cwnd, x.PeerWindow,
+		x.SRTT.Round(time.Microsecond), x.RTO.Round(time.Microsecond)), true
 }
 
 // hash is the verifier's view of memory.

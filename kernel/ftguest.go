@@ -302,6 +302,9 @@ func (n *ftNode) serve(p *ftmirror.Primary, l net.Listener) error {
 		n.link.Set(ft.LinkUp, peerName(conn), nil)
 		n.prot.Set(ft.Syncing, "secondary "+peerName(conn)+" connected")
 		err = p.Serve(n.link.Wrap(conn))
+		if line, ok := ft.StreamCounters(conn); ok {
+			n.k.log.Printf("ft", "session ether: %s", line)
+		}
 		n.link.Set(ft.LinkLost, "", err)
 		n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
 		if errors.Is(err, ftmirror.ErrFenced) {

@@ -125,6 +125,9 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 		}
 		err = sec.Serve(cc)
 		close(done)
+		if line, ok := ft.StreamCounters(conn); ok {
+			k.log.Printf("ft", "session ether: %s", line)
+		}
 		n.link.Set(ft.LinkLost, "", err)
 		e, complete := sec.Committed()
 		k.log.Printf("ft", "session with the primary ended: %v (committed epoch %d, complete %v)", err, e, complete)
@@ -227,6 +230,9 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	n.link.Set(ft.LinkUp, peerName(conn), nil)
 	n.prot.Set(ft.Syncing, "new secondary "+peerName(conn)+" connected")
 	err = p.Serve(n.link.Wrap(conn))
+	if line, ok := ft.StreamCounters(conn); ok {
+		k.log.Printf("ft", "session ether: %s", line)
+	}
 	n.link.Set(ft.LinkLost, "", err)
 	n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
 	return n.serve(p, l)
