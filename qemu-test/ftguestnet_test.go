@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -60,6 +61,11 @@ func startFTNetGuest(t *testing.T, name string, h *hub, l *lan, side int, flags,
 	cmd := "doppel.reserve=320M doppel.guest=vmlinuz doppel.guest.initrd=initramfs doppel.guest.mem=192M " +
 		"doppel.ft.hb=50ms doppel.ft.hbmiss=40 doppel.guest.net=virtio-net-1 doppel.guest.ip=" + guestIP + " " +
 		fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
+	// DOPPEL_FT_TRANSPORT runs the sessions on another transport (ether),
+	// for measurements by hand; a node uses it whenever it is secondary.
+	if tr := os.Getenv("DOPPEL_FT_TRANSPORT"); tr != "" {
+		cmd += " doppel.ft.transport=" + tr
+	}
 	_, iso, err := buildISO(name, cmd, ftNetModules(t, guestArgs))
 	if err != nil {
 		t.Fatal(err)
