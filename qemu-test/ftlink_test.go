@@ -161,14 +161,14 @@ func TestQEMUFTLinkLossy(t *testing.T) {
 	}
 }
 
-// etherRetransmits reads a session's stream retransmissions (fast and on
-// timeout) from the secondary's counters.
-var etherRetransmits = regexp.MustCompile(`(\d+) retransmitted \((\d+) fast\)`)
+// etherOutOfOrder reads how many data frames a session's stream received
+// beyond a gap from its counters.
+var etherOutOfOrder = regexp.MustCompile(`(\d+) out of order`)
 
 // checkEtherRecovered checks that the secondary's session ran on the
-// ether stream and that the stream had to recover frames: the relay
-// loses frames both ways, so the secondary's own frames (the engine's
-// acknowledgements) were retransmitted too.
+// ether stream and that the stream had gaps to repair: frames arrived
+// beyond a lost or reordered one, and the engine, which checks every
+// frame's sequence and MAC, still verified the takeover.
 func checkEtherRecovered(t *testing.T, sec string) {
 	t.Helper()
 	line := etherStats.FindString(sec)
@@ -176,12 +176,12 @@ func checkEtherRecovered(t *testing.T, sec string) {
 		t.Fatalf("no ether session counters on the secondary:\n%s", sec)
 	}
 	t.Logf("secondary's stream: %s", line)
-	m := etherRetransmits.FindStringSubmatch(line)
+	m := etherOutOfOrder.FindStringSubmatch(line)
 	if m == nil {
-		t.Fatalf("no retransmission count in %q", line)
+		t.Fatalf("no out-of-order count in %q", line)
 	}
 	if n, _ := strconv.Atoi(m[1]); n == 0 {
-		t.Errorf("the stream retransmitted nothing over a lossy wire: %s", line)
+		t.Errorf("the stream saw no gap on a lossy, reordering wire: %s", line)
 	}
 }
 
