@@ -245,7 +245,7 @@ func TestQEMUSVMLinuxRestore(t *testing.T) {
 	if err := m.ExpectString(fmt.Sprintf("workload: done n=%d", lines), 20*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	out := regexp.MustCompile(`(?m)^\$ `).ReplaceAllString(m.Output(), "")
+	out := shellPrompts.ReplaceAllString(m.Output(), "")
 	out = doppelLogLine.ReplaceAllString(out, "")
 	checkWorkload(t, out, mib, lines)
 	if strings.Contains(m.Output(), "guest failed") {
