@@ -24,7 +24,9 @@ import (
 // SimPSK is the simulation's pre-shared key (wire.KeySize bytes).
 var SimPSK = []byte("doppel-ft-sim-pre-shared-key-32b")
 
-// DefaultPort is the FT link's TCP port; the baseline uses the next one.
+// DefaultPort is the FT link's session port (TCP); the simulation's
+// baseline uses the next one and the ether transport's rendezvous the one
+// after (EtherPort).
 const DefaultPort = 7800
 
 // Role is a node's part in the pair.
