@@ -100,9 +100,10 @@ func Listen(st *netstack.Stack, ifc *netstack.Interface, ap netip.AddrPort) (*Li
 	return l, nil
 }
 
-// loop accepts on one listener and hands each session to Accept. A failed
-// rendezvous is logged by the caller's error channel only if the listener
-// itself fails; a bad request closes that connection and goes on.
+// loop accepts on one listener and hands each session to Accept. A bad or
+// refused rendezvous closes that connection and the loop goes on (the
+// dialler gets the reason); only the listener's own failure reaches
+// Accept as an error.
 func (l *Listener) loop(ln net.Listener, open func(net.Conn) (net.Conn, error)) {
 	for {
 		c, err := ln.Accept()
