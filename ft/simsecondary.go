@@ -3,7 +3,6 @@ package ft
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -112,18 +111,15 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp, ether float64, err error)
 // etherBaseline receives ProbeBytes over an ether stream from the
 // primary: the third figure beside the raw wire and TCP.
 func (s *Sim) etherBaseline(conn net.Conn, buf []byte) (float64, error) {
-	var sid [4]byte
-	for binary.BigEndian.Uint32(sid[:]) == 0 {
-		rand.Read(sid[:])
-	}
-	if _, err := conn.Write(sid[:]); err != nil {
+	sid := newSession()
+	if _, err := conn.Write(binary.BigEndian.AppendUint32(nil, sid)); err != nil {
 		return 0, err
 	}
 	var peer [6]byte
 	if _, err := io.ReadFull(conn, peer[:]); err != nil {
 		return 0, fmt.Errorf("ether baseline: the primary's MAC: %w", err)
 	}
-	st, err := s.cfg.Iface.Stream.Open(ethstream.Config{Local: s.cfg.Iface.NIC.MAC(), Peer: peer, Session: binary.BigEndian.Uint32(sid[:])})
+	st, err := s.cfg.Iface.Stream.Open(ethstream.Config{Local: s.cfg.Iface.NIC.MAC(), Peer: peer, Session: sid})
 	if err != nil {
 		return 0, fmt.Errorf("ether baseline: %w", err)
 	}

@@ -210,6 +210,17 @@ func Dial(ctx context.Context, st *netstack.Stack, ifc *netstack.Interface, ap n
 	}
 }
 
+// newSession is a random nonzero stream session number: a new one for
+// each connection, so frames of an old one still in flight are not taken
+// for the new one's.
+func newSession() uint32 {
+	var b [4]byte
+	for binary.BigEndian.Uint32(b[:]) == 0 {
+		rand.Read(b[:])
+	}
+	return binary.BigEndian.Uint32(b[:])
+}
+
 var errBusy = errors.New("ft: the primary has that stream session open")
 
 func dialEther(ctx context.Context, st *netstack.Stack, ifc *netstack.Interface, ap netip.AddrPort) (net.Conn, error) {
@@ -224,16 +235,13 @@ func dialEther(ctx context.Context, st *netstack.Stack, ifc *netstack.Interface,
 		deadline = d
 	}
 	c.SetDeadline(deadline)
-	var sid [4]byte
-	for binary.BigEndian.Uint32(sid[:]) == 0 {
-		rand.Read(sid[:])
-	}
+	sid := newSession()
 	mac := ifc.NIC.MAC()
 	raw := ifc.Link.Raw()
 	req := make([]byte, rdvRequestLen)
 	copy(req, rdvMagic)
 	copy(req[8:], mac[:])
-	copy(req[14:], sid[:])
+	binary.BigEndian.PutUint32(req[14:], sid)
 	binary.BigEndian.PutUint16(req[18:], uint16(raw.MTU()))
 	if _, err := c.Write(req); err != nil {
 		return nil, fmt.Errorf("%w with %v: %v", ErrRendezvous, rap, err)
@@ -257,5 +265,5 @@ func dialEther(ctx context.Context, st *netstack.Stack, ifc *netstack.Interface,
 	}
 	var peer [6]byte
 	copy(peer[:], ans[8:14])
-	return ifc.Stream.Open(ethstream.Config{Local: mac, Peer: peer, Session: binary.BigEndian.Uint32(sid[:])})
+	return ifc.Stream.Open(ethstream.Config{Local: mac, Peer: peer, Session: sid})
 }

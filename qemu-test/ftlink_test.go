@@ -27,7 +27,7 @@ var (
 	pauseLine    = regexp.MustCompile(`ft: checkpoints: (\d+), pause p50 ([\d.]+) ms, p99 ([\d.]+) ms`)
 	releaseLine  = regexp.MustCompile(`ft: output release latency: p50 ([\d.]+) ms, p99 ([\d.]+) ms`)
 	etherLine    = regexp.MustCompile(`ft: baseline: ether stream ([\d.]+) MB/s`)
-	// etherStats is a session's stream counters (ft's etherCounters).
+	// etherStats is a session's stream counters (ft.StreamCounters).
 	etherStats = regexp.MustCompile(`ft: session ether: [^\n]*`)
 )
 

@@ -20,6 +20,11 @@
 // which otherwise gVisor cuts as it writes them (stack.GSOGvisor). Each
 // can be turned off for comparisons (SetGRO, SetGSO, SetTSO;
 // doppel.net.gro, doppel.net.gso, doppel.net.tso).
+//
+// A transport beside IP shares the NIC through the endpoint: frames of an
+// EtherType it claims (HandleEtherType) go to it before the stack sees
+// them, and it sends its own frames through the same ring (Raw), as
+// net/ethstream does for the FT link.
 package link
 
 import (
