@@ -57,7 +57,12 @@ type Config struct {
 	// Compression is how GROUP frames are compressed (doc.go, "Bytes on
 	// the wire"); the zero value is zstd.
 	Compression Compression
-	Clock       Clock
+	// Input, if set, is called on a secondary with each INPUT record its
+	// primary forwarded (Primary.Input), in the order they were given,
+	// under the secondary's lock: it must not block, and must copy b to
+	// keep it.
+	Input func(b []byte)
+	Clock Clock
 }
 
 // Compression chooses the codec a primary tries on each GROUP frame. A
@@ -174,6 +179,11 @@ type Primary struct {
 	// outKick (1-buffered) tells RunAlone that output was emitted: a
 	// direct primary releases it at once.
 	outKick chan struct{}
+
+	// input is the session guest input is forwarded on (nil: none);
+	// inputsSent and inputsDropped count the records (input.go).
+	input                     atomic.Pointer[pSession]
+	inputsSent, inputsDropped atomic.Uint64
 }
 
 // NewPrimary returns a primary over the given guest.
@@ -320,6 +330,8 @@ func (p *Primary) Serve(rw io.ReadWriteCloser) error {
 	ps := &pSession{session: s, p: p, endSent: make(map[uint64]time.Time), syncStart: p.cfg.Clock.Now(),
 		outSent: p.out.releasedThrough(), relKick: make(chan struct{}, 1)}
 	s.revoke = ps.revoke
+	ps.startInput()
+	defer ps.stopInput()
 	// A primary drops a silent secondary only after twice the deadline.
 	// Dropping it closes the link, which a secondary that was merely not
 	// scheduled takes for the primary's death and promotes at once (a
@@ -366,11 +378,12 @@ type pSession struct {
 	dirty      []uint32
 	blobs      []Blob
 	resyncing  bool
-	cursor     int    // resync: pages below this have been sent
-	outSent    uint64 // output stream offset sent to this secondary so far
-	zbuf       []byte // a compressed group under construction
-	zskip      int    // groups still to send without trying compression
-	zbackoff   int    // groups skipped after the last that did not pay
+	cursor     int         // resync: pages below this have been sent
+	outSent    uint64      // output stream offset sent to this secondary so far
+	zbuf       []byte      // a compressed group under construction
+	zskip      int         // groups still to send without trying compression
+	zbackoff   int         // groups skipped after the last that did not pay
+	inputs     chan []byte // INPUT records waiting for the wire (input.go)
 
 	mu       sync.Mutex
 	endSent  map[uint64]time.Time

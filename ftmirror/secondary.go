@@ -223,6 +223,11 @@ func (s *Secondary) handle(f wire.Frame) (*ackOf, error) {
 		}
 		s.outLog.trim(rel)
 		return nil, nil
+	case wire.TInput:
+		if s.cfg.Input != nil {
+			s.cfg.Input(f.Payload)
+		}
+		return nil, nil
 	case wire.TBye:
 		return nil, fmt.Errorf("%w: primary said bye: %q", ErrPeerLost, f.Payload)
 	}

@@ -121,8 +121,10 @@ type ftNode struct {
 	primary   atomic.Pointer[ftmirror.Primary]
 	sink      atomic.Pointer[consoleSink]
 	secondary atomic.Pointer[ftmirror.Secondary]
-	promoted  atomic.Bool
-	start     time.Time
+	// inputs keeps the frames the primary forwarded (on a secondary).
+	inputs   *vmguest.InputLog
+	promoted atomic.Bool
+	start    time.Time
 }
 
 func runFTGuest(k *kernel, role ft.Role) error {
@@ -186,6 +188,8 @@ func runFTGuest(k *kernel, role ft.Role) error {
 	n.cfg = ftmirror.Config{PSK: ft.SimPSK, Generation: 1, Epoch: k.flags.Duration(flagFTEpoch), GroupBytes: 256 << 10,
 		Heartbeat: ftmirror.Heartbeat{Interval: k.flags.Duration(flagFTHB), Misses: int(k.flags.Int(flagFTHBMiss))},
 		Forward:   true, WholeReleases: true}
+	n.inputs = vmguest.NewInputLog(inputLogFrames, inputLogBytes)
+	n.cfg.Input = func(b []byte) { n.inputs.Add(b) } // a bad record is counted
 	if n.cfg.Compression, err = ftmirror.ParseCompression(k.flags.String(flagFTZip)); err != nil {
 		return err
 	}
@@ -271,7 +275,7 @@ func (n *ftNode) runPrimary() error {
 	n.prot.Set(ft.Unprotected, "no secondary yet; guest output is held")
 	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), 0, 0)}
 	n.sink.Store(sink)
-	n.g.attachNet()
+	n.g.attachNet(n.forwardInput)
 	cfg := n.cfg
 	p := ftmirror.NewPrimary(cfg, n.g.VM, n.g.VM, n.g.VM, sink)
 	n.g.VM.Out.SetEmit(p.Output)
@@ -302,15 +306,23 @@ func (n *ftNode) serve(p *ftmirror.Primary, l net.Listener) error {
 		n.link.Set(ft.LinkUp, peerName(conn), nil)
 		n.prot.Set(ft.Syncing, "secondary "+peerName(conn)+" connected")
 		err = p.Serve(n.link.Wrap(conn))
-		if line, ok := ft.StreamCounters(conn); ok {
-			n.k.log.Printf("ft", "session ether: %s", line)
-		}
+		n.logSessionEnd(conn, p)
 		n.link.Set(ft.LinkLost, "", err)
 		n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
 		if errors.Is(err, ftmirror.ErrFenced) {
 			return err
 		}
 	}
+}
+
+// logSessionEnd logs a primary's figures for the session on conn that
+// just ended: the Ethernet stream's counters and the input forwarded.
+func (n *ftNode) logSessionEnd(conn net.Conn, p *ftmirror.Primary) {
+	if line, ok := ft.StreamCounters(conn); ok {
+		n.k.log.Printf("ft", "session ether: %s", line)
+	}
+	sent, dropped := p.Inputs()
+	n.k.log.Printf("ft", "input forwarded to secondaries so far: %d frames, %d dropped (link behind)", sent, dropped)
 }
 
 // offerConsole lets the console reach the running guest's COM1 (Ctrl-A

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/doppel-ft/doppel/board"
+	"github.com/doppel-ft/doppel/ft/vmguest"
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/devices/virtionet"
 	"github.com/doppel-ft/doppel/vmm/loader"
@@ -18,9 +19,12 @@ import (
 // acknowledged; the Splitter then sends them, in order, through the
 // bridge (ftGuest.Net). Received frames go to the device only on the node
 // that runs the guest; during a checkpoint pause the device holds them
-// (vmguest.VM quiesces it). At takeover the promoted secondary replays the
-// committed output per the engine's rule, then announces the guest on the
-// outside network with a gratuitous ARP (doppel.guest.ip).
+// (vmguest.VM quiesces it). Each frame the primary's guest NIC accepts is
+// also forwarded to the secondary (ftmirror's INPUT frames). At takeover
+// the promoted secondary replays the committed output per the engine's
+// rule, gives the restored NIC the forwarded frames its checkpoint did not
+// hold, then announces the guest on the outside network with a gratuitous
+// ARP (doppel.guest.ip).
 
 // netConfig is the board's NIC: the VM's Output takes the frames and the
 // VM's DMA view (which marks written pages dirty) is the rings' memory.
@@ -43,11 +47,60 @@ type lazyDMA struct{ g *ftGuest }
 func (m lazyDMA) ReadAt(p []byte, gpa uint64) error  { return m.g.VM.DMA().ReadAt(p, gpa) }
 func (m lazyDMA) WriteAt(p []byte, gpa uint64) error { return m.g.VM.DMA().WriteAt(p, gpa) }
 
-// attachNet lets the running node's guest receive (nil-safe).
-func (g *ftGuest) attachNet() {
-	if g.Net != nil {
-		g.Net.SetDeliver(g.Board.NetReceive)
+// attachNet lets the running node's guest receive (nil-safe). Each frame
+// the guest's NIC accepts also goes, with its receive sequence number, to
+// forward (the primary's input forwarding: ftmirror/input.go).
+func (g *ftGuest) attachNet(forward func(seq uint64, frame []byte)) {
+	if g.Net == nil {
+		return
 	}
+	g.Net.SetDeliver(func(frame []byte) bool {
+		seq, ok := g.Board.NetReceiveSeq(frame)
+		if ok {
+			forward(seq, frame)
+		}
+		return ok
+	})
+}
+
+// forwardInput hands a frame the guest accepted to the primary, which
+// sends it to the secondary if one is connected.
+func (n *ftNode) forwardInput(seq uint64, frame []byte) {
+	if p := n.primary.Load(); p != nil {
+		p.Input(vmguest.AppendInput(nil, seq, frame))
+	}
+}
+
+// inputLogFrames and inputLogBytes bound the secondary's log of
+// forwarded input: the input of an epoch or two is all a takeover uses.
+const (
+	inputLogFrames = 2048
+	inputLogBytes  = 4 << 20
+)
+
+// replayInput gives the restored guest NIC, in order, the frames the old
+// primary accepted after the checkpoint the takeover restored (numbered
+// above the restored NIC's RxSeq), before any new frame reaches it.
+func (n *ftNode) replayInput(epoch uint64) {
+	if n.g.Net == nil {
+		return
+	}
+	rx := n.g.Board.NetRxSeq()
+	frames, first := n.inputs.After(rx)
+	refused := 0
+	for _, f := range frames {
+		if !n.g.Board.NetReceive(f) {
+			refused++
+		}
+	}
+	st := n.inputs.Stats()
+	if len(frames) == 0 {
+		n.k.log.Printf("ft", "takeover: no input after epoch %d's checkpoint to replay (NIC rx seq %d; input log: %d frames, %d evicted, %d bad)",
+			epoch, rx, st.Frames, st.Evicted, st.Bad)
+		return
+	}
+	n.k.log.Printf("ft", "takeover: replayed %d input frames received after epoch %d's checkpoint (rx seq %d, from %d), %d refused by the NIC; input log: %d evicted, %d bad",
+		len(frames), epoch, rx, first, refused, st.Evicted, st.Bad)
 }
 
 // loadFTKernel loads the primary's kernel into mem. A Linux kernel also

@@ -115,6 +115,7 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 			conn = n.dial(ap)
 		}
 		first = nil
+		n.inputs.Reset() // this session's primary numbers its own input
 		n.link.Set(ft.LinkUp, peerName(conn), nil)
 		n.prot.Set(ft.Mirroring, "syncing from "+peerName(conn))
 		done := make(chan struct{})
@@ -188,9 +189,11 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
 		k.log.Printf("ft", "replay: %v", err)
 	}
-	// Frames for the guest reach the restored NIC from now on; the
+	// The input the old primary received after the checkpoint, then the
+	// frames for the guest from now on reach the restored NIC; the
 	// outside network learns where the guest's MAC is now.
-	n.g.attachNet()
+	n.replayInput(tk.Epoch)
+	n.g.attachNet(n.forwardInput)
 	n.announce()
 	tPrimary := time.Now()
 	p.SetGeneration(tk.Generation)
@@ -230,9 +233,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	n.link.Set(ft.LinkUp, peerName(conn), nil)
 	n.prot.Set(ft.Syncing, "new secondary "+peerName(conn)+" connected")
 	err = p.Serve(n.link.Wrap(conn))
-	if line, ok := ft.StreamCounters(conn); ok {
-		k.log.Printf("ft", "session ether: %s", line)
-	}
+	n.logSessionEnd(conn, p)
 	n.link.Set(ft.LinkLost, "", err)
 	n.prot.Set(ft.Unprotected, fmt.Sprintf("session ended: %v; guest output is held", err))
 	return n.serve(p, l)

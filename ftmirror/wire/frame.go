@@ -7,7 +7,7 @@
 //
 //	offset size  field
 //	0      2     magic "dF"
-//	2      1     version (3; see Version)
+//	2      1     version (4; see Version)
 //	3      1     type (Type)
 //	4      4     payload length n (≤ MaxPayload)
 //	8      8     sequence number (per direction, from 0, +1 a frame)
@@ -45,7 +45,8 @@
 //
 // Version 2 added two frame types: RELEASE (the primary released output
 // through an offset) and GROUPZ (a GROUP payload compressed with s2 or
-// zstd, compress.go). Version 3 added the HELLO's flags and the MAC suites.
+// zstd, compress.go). Version 3 added the HELLO's flags and the MAC suites,
+// version 4 INPUT (a frame the guest received, forwarded as it arrives).
 // The version is checked in every frame header, so an older peer is
 // refused at its HELLO with ErrVersion.
 package wire
@@ -67,9 +68,9 @@ import (
 // Frame layout constants.
 const (
 	// Version 2 added GROUPZ (compressed groups) and RELEASE, version 3
-	// the HELLO's flags (the MAC suite); an older peer is refused at its
-	// HELLO (ErrVersion) rather than misreading them.
-	Version    = 3
+	// the HELLO's flags (the MAC suite), version 4 INPUT; an older peer is
+	// refused at its HELLO (ErrVersion) rather than misreading them.
+	Version    = 4
 	HeaderSize = 24
 	CRCSize    = 4
 	TagSize    = 16
@@ -88,16 +89,17 @@ type Type uint8
 
 // Frame types. See ftmirror/doc.go for the protocol that uses them.
 const (
-	THello     Type = 1 // handshake: role, generation, nonce
-	TBegin     Type = 2 // an epoch opens: staging starts on the secondary
-	TGroup     Type = 3 // page records of the open epoch
-	TEnd       Type = 4 // epoch closes: counts, state blobs, output; commit
-	TAck       Type = 5 // secondary committed an epoch
-	THeartbeat Type = 6 // liveness, both directions
-	TBye       Type = 7 // orderly end of a session
-	TRelease   Type = 8 // primary released output through an offset (v2)
-	TGroupZ    Type = 9 // a compressed GROUP payload (v2)
-	maxType         = TGroupZ
+	THello     Type = 1  // handshake: role, generation, nonce
+	TBegin     Type = 2  // an epoch opens: staging starts on the secondary
+	TGroup     Type = 3  // page records of the open epoch
+	TEnd       Type = 4  // epoch closes: counts, state blobs, output; commit
+	TAck       Type = 5  // secondary committed an epoch
+	THeartbeat Type = 6  // liveness, both directions
+	TBye       Type = 7  // orderly end of a session
+	TRelease   Type = 8  // primary released output through an offset (v2)
+	TGroupZ    Type = 9  // a compressed GROUP payload (v2)
+	TInput     Type = 10 // guest input received after the last checkpoint (v4)
+	maxType         = TInput
 )
 
 func (t Type) String() string {
@@ -120,6 +122,8 @@ func (t Type) String() string {
 		return "RELEASE"
 	case TGroupZ:
 		return "GROUPZ"
+	case TInput:
+		return "INPUT"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }

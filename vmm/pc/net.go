@@ -152,12 +152,34 @@ func (w *pciWindow) MMIOWrite(off uint64, data []byte) {
 // ready, held queue full). The device raises its interrupt, which wakes
 // the vCPUs.
 func (b *Board) NetReceive(frame []byte) bool {
+	_, ok := b.NetReceiveSeq(frame)
+	return ok
+}
+
+// NetReceiveSeq is NetReceive that also returns the receive sequence
+// number the device gave the frame (virtionet.Device.RxSeq), read under
+// the same lock as the checkpoint's Save, so it says exactly whether a
+// checkpoint holds the frame.
+func (b *Board) NetReceiveSeq(frame []byte) (uint64, bool) {
 	if b.Net == nil {
-		return false
+		return 0, false
 	}
 	b.Devices.Lock()
 	defer b.Devices.Unlock()
-	return b.Net.Receive(frame)
+	if !b.Net.Receive(frame) {
+		return 0, false
+	}
+	return b.Net.RxSeq(), true
+}
+
+// NetRxSeq is the guest NIC's receive sequence number (0 without a NIC).
+func (b *Board) NetRxSeq() uint64 {
+	if b.Net == nil {
+		return 0
+	}
+	b.Devices.Lock()
+	defer b.Devices.Unlock()
+	return b.Net.RxSeq()
 }
 
 // NetQuiescer holds the guest NIC's received frames during a checkpoint

@@ -81,6 +81,16 @@
 // (guest memory may not be in place yet): delivery resumes at the next
 // Quiesce(false), Receive or notification.
 //
+// Each accepted frame also takes a receive sequence number (RxSeq, from
+// 1, saved like txseq). A frame the primary accepts after a checkpoint's
+// Save is not in that checkpoint; the host may forward every accepted
+// frame with its number to the secondary, which after restoring the
+// checkpoint hands the device, in order, those numbered above the
+// restored RxSeq: input the old primary received after its last
+// checkpoint then still reaches the guest (an acknowledgement from the
+// outside that would otherwise be lost with the primary, costing the
+// guest a retransmission timeout).
+//
 // Nothing is ever in flight inside the device: a notification is handled
 // to the end before the MMIO write returns, so a paused guest leaves no
 // device I/O to drain (F3) beyond the held receive frames.
@@ -90,7 +100,7 @@
 //
 // # Saved state
 //
-// Save writes kind "VNET" version 1, fields in this order:
+// Save writes kind "VNET" version 2, fields in this order:
 //
 //	pci       bytes   the configuration space (pci.Config's "PCIF" blob)
 //	offered   u64     device features (must equal this device's)
@@ -109,6 +119,7 @@
 //	                  desc u64, driver u64, device u64, last_avail u16,
 //	                  used_idx u16
 //	txseq     u64     sequence number of the last transmitted frame
+//	rxseq     u64     sequence number of the last received frame accepted
 //	stats     8 x u64 the Stats counters in field order
 //	held      u32     number of held receive frames, then each as bytes
 //

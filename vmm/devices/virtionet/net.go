@@ -143,6 +143,7 @@ type Device struct {
 	linkUp     bool
 	pciCfg     [pciCfgLen]byte
 	txSeq      uint64
+	rxSeq      uint64
 	stats      Stats
 	held       [][]byte
 	heldBytes  int
@@ -252,6 +253,12 @@ func (d *Device) Status() uint8 { return d.status }
 // TxSeq returns the sequence number of the last frame given to the
 // backend, 0 before the first.
 func (d *Device) TxSeq() uint64 { return d.txSeq }
+
+// RxSeq returns the sequence number of the last frame Receive accepted:
+// it counts every accepted frame from 1, never resets and is part of the
+// saved state, so a checkpoint says exactly which received frames it
+// holds (delivered or held) and which came after it.
+func (d *Device) RxSeq() uint64 { return d.rxSeq }
 
 // Held returns how many received frames are held, not yet delivered.
 func (d *Device) Held() int { return len(d.held) }

@@ -97,7 +97,8 @@ func (d *Device) chain(i int) *virtio.Chain {
 // (copied) and delivered when the receive queue has buffers and the
 // device is not quiesced. It reports false when the frame was dropped:
 // over MaxFrameLen, no driver ready for it, or MaxHeld frames (or
-// MaxHeldBytes) already held.
+// MaxHeldBytes) already held. An accepted frame takes the next receive
+// sequence number (RxSeq).
 func (d *Device) Receive(frame []byte) bool {
 	switch {
 	case len(frame) > MaxFrameLen:
@@ -112,6 +113,7 @@ func (d *Device) Receive(frame []byte) bool {
 	}
 	d.held = append(d.held, append([]byte(nil), frame...))
 	d.heldBytes += len(frame)
+	d.rxSeq++
 	d.deliver()
 	return true
 }

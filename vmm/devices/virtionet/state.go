@@ -9,7 +9,8 @@ import (
 
 const (
 	stateMagic   = "VNET"
-	stateVersion = 1
+	// Version 2 added rxseq.
+	stateVersion = 2
 	maxPCIState  = 1 << 12
 )
 
@@ -39,6 +40,7 @@ func (d *Device) Save() ([]byte, error) {
 		d.queues[i].Save(e)
 	}
 	e.U64(d.txSeq)
+	e.U64(d.rxSeq)
 	for _, v := range d.stats.fields() {
 		e.U64(*v)
 	}
@@ -68,6 +70,7 @@ func (d *Device) Restore(state []byte) error {
 		r.queues[i] = d.queues[i].Load(dec)
 	}
 	r.txSeq = dec.U64()
+	r.rxSeq = dec.U64()
 	r.stats = Stats{}
 	for _, v := range r.stats.fields() {
 		*v = dec.U64()

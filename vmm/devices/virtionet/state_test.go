@@ -101,7 +101,7 @@ func (s subject) Observe() string {
 		tx = append(tx, f.seq, hash(f.frame))
 	}
 	g.sent = nil
-	o := fmt.Sprintf("line %v/%d status %#x held %d stats %+v tx %v", g.line.High, g.line.Rises, g.dev.Status(), g.dev.Held(), g.dev.Stats(), tx)
+	o := fmt.Sprintf("line %v/%d status %#x held %d rxseq %d stats %+v tx %v", g.line.High, g.line.Rises, g.dev.Status(), g.dev.Held(), g.dev.RxSeq(), g.dev.Stats(), tx)
 	g.line.Rises = 0
 	return o
 }
@@ -188,6 +188,71 @@ func TestSaveRestoreCarriesHeldFrames(t *testing.T) {
 	b.send(frame(10, 6))
 	if b.sent[0].seq != 2 {
 		t.Errorf("sequence after restore %d, want 2", b.sent[0].seq)
+	}
+}
+
+// TestReplayAfterRestore is input forwarding as the FT layer does it:
+// the primary forwards each accepted frame with its receive sequence
+// number; the secondary restores a checkpoint and hands the device, in
+// order, the forwarded frames numbered above the restored RxSeq. The
+// guest then sees every frame exactly once, in arrival order.
+func TestReplayAfterRestore(t *testing.T) {
+	type fwd struct {
+		seq   uint64
+		frame []byte
+	}
+	var forwarded []fwd
+	a := newGuest(t, Options{MaxHeld: 3})
+	a.init(baseFeatures | 1<<FMrgRxBuf)
+	a.postRx(2, 1526)
+	receive := func(f []byte) {
+		if a.dev.Receive(f) {
+			forwarded = append(forwarded, fwd{a.dev.RxSeq(), f})
+		}
+	}
+	receive(frame(60, 1)) // delivered before the checkpoint
+	a.dev.Quiesce(true)   // the checkpoint's pause
+	receive(frame(70, 2)) // held: in the checkpoint
+	blob, err := a.dev.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(frame(80, 3)) // after the save: not in the checkpoint
+	a.dev.Quiesce(false)
+	receive(frame(90, 4))
+	receive(frame(MaxFrameLen+1, 5)) // refused: not forwarded
+	if a.dev.RxSeq() != 4 || len(forwarded) != 4 {
+		t.Fatalf("primary: rxseq %d, %d frames forwarded; want 4 and 4", a.dev.RxSeq(), len(forwarded))
+	}
+
+	b := newGuest(t, Options{MaxHeld: 3})
+	copy(b.mem, a.mem) // the checkpoint's memory, taken with the blob
+	b.rxIdx, b.txIdx, b.rxOld = a.rxIdx, a.txIdx, a.rxOld
+	if err := b.dev.Restore(blob); err != nil {
+		t.Fatal(err)
+	}
+	if b.dev.RxSeq() != 2 {
+		t.Fatalf("restored rxseq %d, want 2", b.dev.RxSeq())
+	}
+	for _, f := range forwarded {
+		if f.seq > b.dev.RxSeq() && !b.dev.Receive(f.frame) {
+			t.Fatalf("replayed frame %d refused", f.seq)
+		}
+	}
+	b.rxOld = 0 // read the ring from the start: what the guest sees
+	b.postRx(3, 1526)
+	got, _ := b.received()
+	want := [][]byte{frame(60, 1), frame(70, 2), frame(80, 3), frame(90, 4)}
+	if len(got) != len(want) {
+		t.Fatalf("the guest saw %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if string(got[i]) != string(want[i]) {
+			t.Errorf("frame %d: %d bytes, want the %d-byte frame %d", i, len(got[i]), len(want[i]), i+1)
+		}
+	}
+	if b.dev.RxSeq() != a.dev.RxSeq() {
+		t.Errorf("rxseq %d after the replay, the primary had %d", b.dev.RxSeq(), a.dev.RxSeq())
 	}
 }
 
