@@ -169,6 +169,25 @@
 // acknowledgement number; ftsim's world tells it) and releases from there:
 // every byte once, in order, no gap, no duplicate.
 //
+// # Input forwarding
+//
+// Only output is held; input the primary's guest receives after a
+// checkpoint is not in it, and is lost if the primary dies before the
+// next one. A network guest recovers it (to the guest it is a dropped
+// frame), but slowly: an acknowledgement from the outside that only the
+// dead primary saw makes the restored guest wait for its TCP
+// retransmission timeout, 200 ms or more. So Primary.Input forwards
+// records of input as they arrive, in INPUT frames on the session (a
+// bounded queue and a goroutine of their own: forwarding never holds up
+// the guest or the checkpoint, and a record that finds the queue full is
+// dropped and counted), and the secondary hands each to Config.Input in
+// order. The engine does not look inside: doppel's records carry a
+// received frame and the guest NIC's receive sequence number, which the
+// checkpoint's device state also carries, so a promoted secondary gives
+// the restored NIC exactly the frames its checkpoint did not hold
+// (ft/vmguest/input.go). Replaying input the outside really sent is
+// always allowed; the guest sees it a little late, as after a queue.
+//
 // # Failure detection and split brain
 //
 // Each side sends a HEARTBEAT when it has sent nothing for half an Interval;

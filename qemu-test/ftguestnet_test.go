@@ -27,6 +27,11 @@ import (
 // workLine is a workload line on a node's console.
 var workLine = regexp.MustCompile(`workload: n=(\d+) sum=([0-9a-f]{8})`)
 
+// ftInputReplay is a promoted node's report of the input frames it gave
+// the restored NIC (kernel/ftguest_net.go, replayInput); group 1 is the
+// count ("no" for none).
+var ftInputReplay = regexp.MustCompile(`takeover: (?:replayed (\d+) input frames|(no) input after)`)
+
 // ftTakeoverTimes is a promoted node's breakdown of its takeover.
 var ftTakeoverTimes = regexp.MustCompile(`takeover: [\d.]+ ms to the session's end[^\r\n]*`)
 
@@ -507,6 +512,14 @@ func ftGuestNet(t *testing.T, kills []string) {
 			if !regexp.MustCompile(`takeover: gratuitous ARP: ` + regexp.QuoteMeta(guestIP)).MatchString(s.Output()) {
 				t.Errorf("%s: no gratuitous ARP at the takeover", s.name)
 			}
+			// The input the old primary received after its last
+			// checkpoint: replayed into the restored NIC, or none.
+			replayed := "no line"
+			if m := lastMatch(ftInputReplay, s.Output()); m != nil {
+				replayed = m[1] + m[2]
+			} else {
+				t.Errorf("%s: no input replay line at the takeover\n%s", s.name, s.Tail(40))
+			}
 			// The outside: the same connection goes on in order.
 			if err := stream.wait(before+50, 5*time.Minute); err != nil {
 				t.Fatalf("stream after the kill: %v\n%s", err, s.Tail(40))
@@ -544,8 +557,8 @@ func ftGuestNet(t *testing.T, kills []string) {
 			t.Logf("kill %s (%s epoch %s): stream read to %d, went on in order on the same connection to %d, longest wait %v before number %d; %s ran the guest from epoch %s, %s ms after %s was last heard; workload lines to %d on %s, on from %d on %s (%d repeated)",
 				kill, p.name, kl[2], before, stream.last(), gap.Round(time.Millisecond), gapAt, s.name, fo[1], fo[2], p.name,
 				pl[len(pl)-1], p.name, sl[0], s.name, repeats)
-			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard",
-				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2])
+			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard, %s input frames replayed",
+				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2], replayed)
 		})
 		if !ok || i+1 == len(failovers) && !resyncKill {
 			return
