@@ -352,6 +352,13 @@ func (n *ftNode) die(pt ftmirror.Point, e uint64) {
 	n.ifc.NIC.Close()
 	n.guest.flush()
 	n.k.log.Printf("ft", "kill point %s epoch %d: the primary stops here", pt, e)
+	if p := n.primary.Load(); p != nil && n.g.Net != nil {
+		// What the secondary's replay can be checked against: frames
+		// numbered up to here reached the guest; those its log lacks
+		// were lost with this node.
+		sent, dropped := p.Inputs()
+		n.k.log.Printf("ft", "kill point: guest NIC rx seq %d; %d input frames handed to the link, %d dropped", n.g.Board.NetRxSeq(), sent, dropped)
+	}
 	time.Sleep(2 * time.Second)
 	board.Power(board.PowerOff)
 	select {}

@@ -95,12 +95,12 @@ func (n *ftNode) replayInput(epoch uint64) {
 	}
 	st := n.inputs.Stats()
 	if len(frames) == 0 {
-		n.k.log.Printf("ft", "takeover: no input after epoch %d's checkpoint to replay (NIC rx seq %d; input log: %d frames, %d evicted, %d bad)",
-			epoch, rx, st.Frames, st.Evicted, st.Bad)
+		n.k.log.Printf("ft", "takeover: no input after epoch %d's checkpoint to replay (NIC rx seq %d; input log: %d frames to seq %d, %d evicted, %d bad)",
+			epoch, rx, st.Frames, st.Last, st.Evicted, st.Bad)
 		return
 	}
-	n.k.log.Printf("ft", "takeover: replayed %d input frames received after epoch %d's checkpoint (rx seq %d, from %d), %d refused by the NIC; input log: %d evicted, %d bad",
-		len(frames), epoch, rx, first, refused, st.Evicted, st.Bad)
+	n.k.log.Printf("ft", "takeover: replayed %d input frames received after epoch %d's checkpoint (rx seq %d, from %d to %d), %d refused by the NIC; input log: %d evicted, %d bad",
+		len(frames), epoch, rx, first, st.Last, refused, st.Evicted, st.Bad)
 }
 
 // loadFTKernel loads the primary's kernel into mem. A Linux kernel also

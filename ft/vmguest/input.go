@@ -128,6 +128,7 @@ func (l *InputLog) After(seq uint64) (frames [][]byte, first uint64) {
 // InputStats are an InputLog's counters.
 type InputStats struct {
 	Frames  int    // kept now
+	Last    uint64 // the newest frame's sequence number (0: none)
 	Evicted uint64 // pushed out by the bound
 	Bad     uint64 // malformed records refused
 	Resets  uint64 // times the numbering started again
@@ -137,5 +138,9 @@ type InputStats struct {
 func (l *InputLog) Stats() InputStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return InputStats{Frames: len(l.seqs), Evicted: l.evicted, Bad: l.bad, Resets: l.resets}
+	st := InputStats{Frames: len(l.seqs), Evicted: l.evicted, Bad: l.bad, Resets: l.resets}
+	if n := len(l.seqs); n > 0 {
+		st.Last = l.seqs[n-1]
+	}
+	return st
 }

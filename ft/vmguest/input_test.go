@@ -74,8 +74,8 @@ func TestInputLogAfter(t *testing.T) {
 			t.Errorf("After(%d) starts at %d, want %d", c.after, first, c.want[0])
 		}
 	}
-	if s := l.Stats(); s.Frames != 4 || s.Evicted != 2 {
-		t.Errorf("stats %+v, want 4 frames, 2 evicted", s)
+	if s := l.Stats(); s.Frames != 4 || s.Evicted != 2 || s.Last != 6 {
+		t.Errorf("stats %+v, want 4 frames to seq 6, 2 evicted", s)
 	}
 }
 
