@@ -32,6 +32,27 @@ var workLine = regexp.MustCompile(`workload: n=(\d+) sum=([0-9a-f]{8})`)
 // count ("no" for none).
 var ftInputReplay = regexp.MustCompile(`takeover: (?:replayed (\d+) input frames|(no) input after)`)
 
+// ftInputSeqs are the restored NIC's rx seq and the last forwarded frame's
+// in that line; ftDeathSeq is the killed primary's rx seq as it died.
+var (
+	ftInputSeqs = regexp.MustCompile(`takeover: (?:replayed|no input)[^\r\n]*?rx seq (\d+)[^\r\n]*?(?:to seq|to) (\d+)`)
+	ftDeathSeq  = regexp.MustCompile(`kill point: guest NIC rx seq (\d+)`)
+)
+
+// inputLost is how many frames the killed primary p's guest had accepted
+// after the checkpoint s restored that s never got; -1 if a line is
+// missing.
+func inputLost(p, s *Machine) int {
+	d, in := lastMatch(ftDeathSeq, p.Output()), lastMatch(ftInputSeqs, s.Output())
+	if d == nil || in == nil {
+		return -1
+	}
+	death, _ := strconv.Atoi(d[1])
+	rx, _ := strconv.Atoi(in[1])
+	last, _ := strconv.Atoi(in[2])
+	return max(0, death-max(rx, last))
+}
+
 // ftTakeoverTimes is a promoted node's breakdown of its takeover.
 var ftTakeoverTimes = regexp.MustCompile(`takeover: [\d.]+ ms to the session's end[^\r\n]*`)
 
@@ -557,8 +578,8 @@ func ftGuestNet(t *testing.T, kills []string) {
 			t.Logf("kill %s (%s epoch %s): stream read to %d, went on in order on the same connection to %d, longest wait %v before number %d; %s ran the guest from epoch %s, %s ms after %s was last heard; workload lines to %d on %s, on from %d on %s (%d repeated)",
 				kill, p.name, kl[2], before, stream.last(), gap.Round(time.Millisecond), gapAt, s.name, fo[1], fo[2], p.name,
 				pl[len(pl)-1], p.name, sl[0], s.name, repeats)
-			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard, %s input frames replayed",
-				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2], replayed)
+			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard, %s input frames replayed, %d lost with the primary",
+				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2], replayed, inputLost(p, s))
 		})
 		if !ok || i+1 == len(failovers) && !resyncKill {
 			return
