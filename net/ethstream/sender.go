@@ -18,10 +18,17 @@ const (
 	// granularity is the timer granularity G of RFC 6298's RTO formula
 	// (the delayed ack adds as much to a sample).
 	granularity = time.Millisecond
-	// initCwnd is the congestion window at the start and after a
-	// timeout; minCwnd the least a loss event halves it to.
+	// initCwnd is the congestion window at the start and the least a
+	// timeout leaves; minCwnd the least a loss event halves it to.
 	initCwnd = 32
 	minCwnd  = 4
+	// caStep is how many frames the congestion window grows per
+	// window of acknowledged frames once past ssthresh: TCP's one is
+	// fair to other flows on a shared path, which this link does not
+	// have; on it, one spurious timeout at a window of 300 frames took
+	// over a second to grow back from at one a round trip (section
+	// "Flow and congestion control" of the package doc).
+	caStep = 8
 	// dupThresh is how many later frames the peer must have received
 	// before a missing one is retransmitted.
 	dupThresh = 3
@@ -365,13 +372,29 @@ func (s *sender) grow(acked uint64) {
 	if s.cwnd < s.ssthresh {
 		s.cwnd += acked
 	} else {
-		s.caAcked += acked
+		s.caAcked += acked * caStep
 		for s.caAcked >= s.cwnd {
 			s.caAcked -= s.cwnd
 			s.cwnd++
 		}
 	}
 	s.cwnd = min(s.cwnd, max(s.peerMax, minWindow))
+}
+
+// timeout is the response to the retransmission timer with data in
+// flight: the window halved, not back to slow start (on this link a
+// timeout is mostly a receiver that was not scheduled, an emulator's
+// vCPU, not a path that lost its capacity), every unacknowledged frame
+// the SACK does not cover to be resent in order, the timer backed off.
+func (s *sender) timeout(now time.Time) {
+	s.ssthresh = max(s.cwnd/2, minCwnd)
+	s.cwnd = min(max(s.ssthresh, initCwnd), max(s.peerMax, minWindow))
+	s.caAcked = 0
+	s.recover = s.nxt
+	s.rtxNext, s.rtxEnd = s.una, s.nxt
+	s.tlpAt, s.tlpOut, s.rackAt = time.Time{}, false, time.Time{}
+	s.rto = min(2*s.rto, maxRTO)
+	s.rtoAt = now.Add(s.rto)
 }
 
 // lossEvent halves the congestion window, once per window of data.
@@ -494,14 +517,7 @@ func (c *Conn) plan(now time.Time, b *batch) (exit bool) {
 		switch {
 		case s.una < s.nxt:
 			c.st.Timeouts++
-			s.ssthresh = max(s.cwnd/2, minCwnd)
-			s.cwnd = min(initCwnd, max(s.peerMax, minWindow))
-			s.caAcked = 0
-			s.recover = s.nxt
-			s.rtxNext, s.rtxEnd = s.una, s.nxt // resend all unSACKed, in order, as cwnd allows
-			s.tlpAt, s.tlpOut, s.rackAt = time.Time{}, false, time.Time{}
-			s.rto = min(2*s.rto, maxRTO)
-			s.rtoAt = now.Add(s.rto)
+			s.timeout(now)
 		case s.closeSent && !s.closeAcked:
 			if s.closeSends >= closeTries {
 				return true // best effort: the peer is gone or closed too

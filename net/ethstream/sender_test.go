@@ -1,0 +1,55 @@
+package ethstream
+
+import (
+	"testing"
+	"time"
+)
+
+// The congestion window's growth and its responses to a loss and a
+// timeout.
+func TestCongestionWindow(t *testing.T) {
+	for _, c := range []struct {
+		name                   string
+		cwnd, ssthresh, peer   uint64
+		do                     func(s *sender)
+		wantCwnd, wantSSThresh uint64
+	}{
+		{"slow start", 40, 1000, 4096, func(s *sender) { s.grow(10) }, 50, 1000},
+		// caStep more frames per window, less the window's own growth.
+		{"avoidance: a window", 100, 50, 4096, func(s *sender) { s.grow(100) }, 107, 50},
+		{"avoidance: half a window", 100, 50, 4096, func(s *sender) { s.grow(50) }, 103, 50},
+		{"capped by the peer's window", 300, 1000, 310, func(s *sender) { s.grow(64) }, 310, 1000},
+		{"loss halves", 300, 1000, 4096, func(s *sender) { s.lossEvent() }, 150, 150},
+		{"timeout halves", 300, 1000, 4096, func(s *sender) { s.timeout(time.Now()) }, 150, 150},
+		{"timeout keeps initCwnd", 40, 1000, 4096, func(s *sender) { s.timeout(time.Now()) }, initCwnd, 20},
+		{"timeout, a small peer window", 40, 1000, 16, func(s *sender) { s.timeout(time.Now()) }, 16, 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &sender{cwnd: c.cwnd, ssthresh: c.ssthresh, peerMax: c.peer, una: 10, nxt: 400, rto: 20 * time.Millisecond}
+			c.do(s)
+			if s.cwnd != c.wantCwnd || s.ssthresh != c.wantSSThresh {
+				t.Errorf("cwnd %d, ssthresh %d; want %d, %d", s.cwnd, s.ssthresh, c.wantCwnd, c.wantSSThresh)
+			}
+		})
+	}
+}
+
+// A timeout resends everything from the first unacknowledged frame,
+// backs the timer off, and a second loss in the same window does not
+// halve again.
+func TestTimeoutRecovery(t *testing.T) {
+	now := time.Now()
+	s := &sender{cwnd: 200, ssthresh: 1000, peerMax: 4096, una: 10, nxt: 400, rto: 20 * time.Millisecond}
+	s.timeout(now)
+	if s.rtxNext != 10 || s.rtxEnd != 400 || s.rto != 40*time.Millisecond || !s.rtoAt.Equal(now.Add(40*time.Millisecond)) {
+		t.Fatalf("after a timeout: resend [%d,%d), rto %v at %v", s.rtxNext, s.rtxEnd, s.rto, s.rtoAt.Sub(now))
+	}
+	s.lossEvent()
+	if s.cwnd != 100 {
+		t.Errorf("a loss in the same window halved again: cwnd %d", s.cwnd)
+	}
+	s.grow(50)
+	if s.cwnd != 100 {
+		t.Errorf("the window grew during recovery: %d", s.cwnd)
+	}
+}
