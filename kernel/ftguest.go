@@ -351,14 +351,15 @@ func (n *ftNode) die(pt ftmirror.Point, e uint64) {
 	}
 	n.ifc.NIC.Close()
 	n.guest.flush()
-	n.k.log.Printf("ft", "kill point %s epoch %d: the primary stops here", pt, e)
+	// What the secondary's input replay can be checked against: frames
+	// numbered up to the rx seq reached the guest; those its log lacks
+	// were lost with this node. Before the kill point's line, which a
+	// test kills the emulator on.
 	if p := n.primary.Load(); p != nil && n.g.Net != nil {
-		// What the secondary's replay can be checked against: frames
-		// numbered up to here reached the guest; those its log lacks
-		// were lost with this node.
 		sent, dropped := p.Inputs()
-		n.k.log.Printf("ft", "kill point: guest NIC rx seq %d; %d input frames handed to the link, %d dropped", n.g.Board.NetRxSeq(), sent, dropped)
+		n.k.log.Printf("ft", "dying: guest NIC rx seq %d, %d input frames handed to the link, %d dropped", n.g.Board.NetRxSeq(), sent, dropped)
 	}
+	n.k.log.Printf("ft", "kill point %s epoch %d: the primary stops here", pt, e)
 	time.Sleep(2 * time.Second)
 	board.Power(board.PowerOff)
 	select {}

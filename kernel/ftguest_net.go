@@ -81,7 +81,7 @@ const (
 // replayInput gives the restored guest NIC, in order, the frames the old
 // primary accepted after the checkpoint the takeover restored (numbered
 // above the restored NIC's RxSeq), before any new frame reaches it.
-func (n *ftNode) replayInput(epoch uint64) {
+func (n *ftNode) replayInput(epoch uint64, logf func(format string, args ...any)) {
 	if n.g.Net == nil {
 		return
 	}
@@ -95,11 +95,11 @@ func (n *ftNode) replayInput(epoch uint64) {
 	}
 	st := n.inputs.Stats()
 	if len(frames) == 0 {
-		n.k.log.Printf("ft", "takeover: no input after epoch %d's checkpoint to replay (NIC rx seq %d; input log: %d frames to seq %d, %d evicted, %d bad)",
+		logf("takeover: no input after epoch %d's checkpoint to replay (NIC rx seq %d; input log: %d frames to seq %d, %d evicted, %d bad)",
 			epoch, rx, st.Frames, st.Last, st.Evicted, st.Bad)
 		return
 	}
-	n.k.log.Printf("ft", "takeover: replayed %d input frames received after epoch %d's checkpoint (rx seq %d, from %d to %d), %d refused by the NIC; input log: %d evicted, %d bad",
+	logf("takeover: replayed %d input frames received after epoch %d's checkpoint (rx seq %d, from %d to %d), %d refused by the NIC; input log: %d evicted, %d bad",
 		len(frames), epoch, rx, first, st.Last, refused, st.Evicted, st.Bad)
 }
 
@@ -115,7 +115,7 @@ func loadFTKernel(o ftGuestConfig, v ftVendor, mem vmm.GuestMemory, tscHz uint64
 		return nil, fmt.Errorf("ft guest: %w", err)
 	}
 	if kind == loader.KindBzImage {
-		t, err := pc.ACPITablesFor(1, o.Net != nil)
+		t, err := pc.ACPITablesFor(ftGuestCPUs, o.Net != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -147,14 +147,14 @@ func init() {
 }
 
 // announce sends the gratuitous ARP after a takeover, if the guest has a
-// NIC and an address to announce.
-func (n *ftNode) announce() {
+// NIC and an address to announce, and says what it did to logf.
+func (n *ftNode) announce(logf func(format string, args ...any)) {
 	if n.g.Net == nil {
 		return
 	}
 	s := n.k.flags.String(FlagGuestIP)
 	if s == "" {
-		n.k.log.Printf("ft", "takeover: no %s, no gratuitous ARP", FlagGuestIP)
+		logf("takeover: no %s, no gratuitous ARP", FlagGuestIP)
 		return
 	}
 	ip, err := netip.ParseAddr(s)
@@ -162,8 +162,8 @@ func (n *ftNode) announce() {
 		err = n.g.Net.Announce(ip)
 	}
 	if err != nil {
-		n.k.log.Printf("ft", "takeover: gratuitous ARP for %s=%s: %v", FlagGuestIP, s, err)
+		logf("takeover: gratuitous ARP for %s=%s: %v", FlagGuestIP, s, err)
 		return
 	}
-	n.k.log.Printf("ft", "takeover: gratuitous ARP: %s is at %s", ip, macString(n.g.Net.MAC()))
+	logf("takeover: gratuitous ARP: %s is at %s", ip, macString(n.g.Net.MAC()))
 }

@@ -108,6 +108,7 @@ func (n *ftNode) runSecondary(first net.Conn) error {
 	// shadow of guest memory, cleared when the heap reuses memory), all
 	// of it added to the failover.
 	next := ftmirror.NewPrimary(n.cfg, n.g.VM, n.g.VM, n.g.VM, nodeSink{n})
+	n.g.prebuild(ftGuestCPUs)
 	for {
 		n.link.Set(ft.LinkConnecting, ap.String(), nil)
 		conn := first
@@ -179,7 +180,11 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	if err := n.g.restore(tk.Blobs); err != nil {
 		return fmt.Errorf("takeover at epoch %d: %w", tk.Epoch, err)
 	}
-	k.log.Printf("ft", "takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d",
+	// What the takeover has to say waits until the guest runs: under an
+	// emulator each console line costs a millisecond or more.
+	var report []string
+	logf := func(format string, args ...any) { report = append(report, fmt.Sprintf(format, args...)) }
+	logf("takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d",
 		tk.Epoch, tk.Generation, tk.OutOffset, tk.OutEnd, tk.LastEpochOut, tk.PrevEpochOut)
 	// The console's stream continues at the offset the old primary had
 	// released when it opened the last epoch (doc.go, "Output commit"):
@@ -187,14 +192,14 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), tk.OutOffset, 0)}
 	n.sink.Store(sink)
 	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
-		k.log.Printf("ft", "replay: %v", err)
+		logf("replay: %v", err)
 	}
 	// The input the old primary received after the checkpoint, then the
 	// frames for the guest from now on reach the restored NIC; the
 	// outside network learns where the guest's MAC is now.
-	n.replayInput(tk.Epoch)
+	n.replayInput(tk.Epoch, logf)
 	n.g.attachNet(n.forwardInput)
-	n.announce()
+	n.announce(logf)
 	tPrimary := time.Now()
 	p.SetGeneration(tk.Generation)
 	p.Continue(tk.Epoch, tk.OutEnd, true)
@@ -206,6 +211,9 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 		return fmt.Errorf("takeover: start the guest: %w", err)
 	}
 	tRun := time.Now()
+	for _, line := range report {
+		k.log.Printf("ft", "%s", line)
+	}
 	n.offerConsole()
 	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(tRun.Sub(heard))/1e6))
 	k.log.Printf("ft", "takeover: %.1f ms to the session's end, restore and replay %.1f ms, the new primary %.1f ms, the guest's start %.1f ms",

@@ -39,7 +39,7 @@ func (v *svmVendor) newCPU(i int, vc vcpuConfig) (vmguest.CPU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ft guest: enable SVM: %w", err)
 	}
-	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: 1, TSCHz: vc.tscHz, CrystalHz: vc.crystal, TSCDeadline: true})
+	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: ftGuestCPUs, TSCHz: vc.tscHz, CrystalHz: vc.crystal, TSCDeadline: true})
 	b := vc.board
 	c, err := svm.NewPCCPU(svm.PCConfig{
 		SVM: s, Index: i, NCR3: v.tbl.NCR3(), Start: vc.state, Mem: vc.mem,

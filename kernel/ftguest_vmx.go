@@ -66,7 +66,7 @@ func (v *vmxVendor) newCPU(i int, vc vcpuConfig) (vmguest.CPU, error) {
 		return nil, fmt.Errorf("ft guest: enable VMX: %w", err)
 	}
 	proc2 := uint32(v.caps.Proc2 >> 32) // allowed-1 settings (SDM App. A.3.3)
-	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: 1, TSCHz: vc.tscHz, CrystalHz: vc.crystal,
+	view := vmm.NewCPUIDView(vmm.CPUIDConfig{Host: cpu.CPUID, CPUs: ftGuestCPUs, TSCHz: vc.tscHz, CrystalHz: vc.crystal,
 		RDTSCP: proc2&vmm.Proc2EnableRDTSCP != 0, INVPCID: proc2&vmm.Proc2EnableINVPCID != 0, TSCDeadline: true})
 	v.vpid++
 	b := vc.board

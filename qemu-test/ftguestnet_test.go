@@ -36,7 +36,7 @@ var ftInputReplay = regexp.MustCompile(`takeover: (?:replayed (\d+) input frames
 // in that line; ftDeathSeq is the killed primary's rx seq as it died.
 var (
 	ftInputSeqs = regexp.MustCompile(`takeover: (?:replayed|no input)[^\r\n]*?rx seq (\d+)[^\r\n]*?(?:to seq|to) (\d+)`)
-	ftDeathSeq  = regexp.MustCompile(`kill point: guest NIC rx seq (\d+)`)
+	ftDeathSeq  = regexp.MustCompile(`ft: dying: guest NIC rx seq (\d+)`)
 )
 
 // inputLost is how many frames the killed primary p's guest had accepted
