@@ -59,10 +59,12 @@ type ftGuest struct {
 		reason string
 	}
 	// pin and build make vCPU i on the CPU it runs on (the Machine's
-	// Pin and NewCPU); pre holds vCPUs built ahead by prebuild.
-	pin   func(i int) error
-	build func(i int) (vmguest.CPU, error)
-	pre   []*prebuilt
+	// Pin and NewCPU); pre holds vCPUs built ahead by prebuild, which
+	// the vendor allows where canPrebuild.
+	pin         func(i int) error
+	build       func(i int) (vmguest.CPU, error)
+	pre         []*prebuilt
+	canPrebuild bool
 }
 
 // prebuilt is a vCPU built ahead of a takeover: done is closed once cpu
@@ -79,7 +81,12 @@ type prebuilt struct {
 // and setting up the VMCB took 14-20 ms, a tenth of a failover). The
 // virtualisation state it enables is per CPU and stays on while the
 // thread is unpinned; nothing else uses it on the secondary meanwhile.
+// Only where the vendor's vCPU is not tied to the thread that built it
+// (ftVendor.threadFree).
 func (g *ftGuest) prebuild(cpus int) {
+	if !g.canPrebuild {
+		return
+	}
 	g.pre = make([]*prebuilt, cpus)
 	for i := range g.pre {
 		p := &prebuilt{done: make(chan struct{})}
@@ -192,6 +199,7 @@ func newFTGuest(o ftGuestConfig) (*ftGuest, error) {
 	// them there) and the threads they wake: a vCPU that shared it could
 	// wait for them before it answered a kick.
 	g.pin = func(i int) error { return vmm.PinThread((i + 1) % ncpu) }
+	g.canPrebuild = v.threadFree()
 	g.build = func(i int) (vmguest.CPU, error) {
 		regionMu.Lock()
 		defer regionMu.Unlock()
@@ -246,6 +254,9 @@ type ftVendor interface {
 	// where the vCPUs' own logs see every write (PML).
 	scan(*ept.Tables) ept.DirtySource
 	newCPU(i int, c vcpuConfig) (vmguest.CPU, error)
+	// threadFree reports whether a vCPU built on one thread may run on
+	// another on the same CPU (prebuild).
+	threadFree() bool
 }
 
 // pickFTVendor takes VT-x if usable, else AMD-V (as pc.Run does).

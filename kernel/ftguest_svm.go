@@ -21,6 +21,11 @@ type svmVendor struct {
 
 func (v *svmVendor) name() string { return "AMD-V" }
 
+// threadFree implements ftVendor: VMRUN saves the host's state in the
+// CPU's save area at each entry, so a vCPU runs on any thread of the CPU
+// whose SVM it enabled.
+func (v *svmVendor) threadFree() bool { return true }
+
 // scan implements ftVendor: NPT has no PML, so every paused harvest
 // scans the nested tables' dirty flags.
 func (v *svmVendor) scan(t *ept.Tables) ept.DirtySource { return ept.ScanSource{T: t} }

@@ -29,6 +29,11 @@ type vmxVendor struct {
 
 func (v *vmxVendor) name() string { return "VT-x" }
 
+// threadFree implements ftVendor: no, the VMCS's host-state fields hold
+// the building thread's FS and GS bases (its Go TLS), which every VM exit
+// loads (vmm/vmcs_setup.go); on another thread that crashed the runtime.
+func (v *vmxVendor) threadFree() bool { return false }
+
 // noInvept is the tables' invalidator: INVEPT flushes only the CPU that
 // runs it, and the scan runs on the engine's CPU, which need not be in
 // VMX operation at all (INVEPT would fault there). vmguest has every
