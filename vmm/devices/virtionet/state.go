@@ -8,7 +8,7 @@ import (
 )
 
 const (
-	stateMagic   = "VNET"
+	stateMagic = "VNET"
 	// Version 2 added rxseq.
 	stateVersion = 2
 	maxPCIState  = 1 << 12
