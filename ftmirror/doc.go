@@ -178,15 +178,17 @@
 // dead primary saw makes the restored guest wait for its TCP
 // retransmission timeout, 200 ms or more. So Primary.Input forwards
 // records of input as they arrive, in INPUT frames on the session (a
-// bounded queue and a goroutine of their own: forwarding never holds up
-// the guest or the checkpoint, and a record that finds the queue full is
-// dropped and counted), and the secondary hands each to Config.Input in
-// order. The engine does not look inside: doppel's records carry a
+// queue bounded in records and bytes and a goroutine of their own:
+// forwarding never blocks the guest, delays a checkpoint by at most the
+// queue's bytes, and a record that finds the queue full is dropped and
+// counted), and the secondary hands each to Config.Input in order. The engine does not look inside: doppel's records carry a
 // received frame and the guest NIC's receive sequence number, which the
 // checkpoint's device state also carries, so a promoted secondary gives
 // the restored NIC exactly the frames its checkpoint did not hold
 // (ft/vmguest/input.go). Replaying input the outside really sent is
-// always allowed; the guest sees it a little late, as after a queue.
+// always allowed; the guest sees it a little late, as after a queue. What
+// the restored NIC cannot take (its receive buffers and held queue full)
+// is dropped, as a NIC drops it.
 //
 // # Failure detection and split brain
 //

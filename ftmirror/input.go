@@ -15,13 +15,19 @@ import "github.com/doppel-ft/doppel/ftmirror/wire"
 // and a secondary that takes over gives the restored NIC the frames
 // numbered above the checkpoint's (ft/vmguest, virtionet's RxSeq).
 //
-// Forwarding never holds up the guest or the checkpoint: records queue
-// in a bounded queue that one goroutine per session writes to the link,
+// Forwarding never blocks the guest: records wait in a queue bounded in
+// records and bytes that one goroutine per session writes to the link,
 // and a record that finds the queue full is dropped and counted, as a
-// loaded switch drops a frame. Without a session nothing is forwarded.
+// loaded switch drops a frame. On the link INPUT frames take turns with
+// the checkpoint's, so a burst of input delays a checkpoint by at most
+// the queue's bytes. Without a session nothing is forwarded.
 
-// InputQueue bounds the INPUT records waiting for the link.
-const InputQueue = 512
+// InputQueue and InputQueueBytes bound the INPUT records waiting for the
+// link.
+const (
+	InputQueue      = 512
+	InputQueueBytes = 1 << 20
+)
 
 // Input forwards the input record b to the current secondary, if there
 // is one. It never blocks. Input keeps b: the caller must not change it.
@@ -30,9 +36,15 @@ func (p *Primary) Input(b []byte) {
 	if ps == nil {
 		return
 	}
+	if ps.inputBytes.Add(int64(len(b))) > InputQueueBytes {
+		ps.inputBytes.Add(-int64(len(b)))
+		p.inputsDropped.Add(1)
+		return
+	}
 	select {
 	case ps.inputs <- b:
 	default:
+		ps.inputBytes.Add(-int64(len(b)))
 		p.inputsDropped.Add(1)
 	}
 }
@@ -50,15 +62,28 @@ func (ps *pSession) startInput() {
 	go ps.inputSender()
 }
 
-// stopInput ends forwarding on ps (the sender stops with the session).
-func (ps *pSession) stopInput() { ps.p.input.CompareAndSwap(ps, nil) }
+// stopInput ends forwarding on ps (the sender stops with the session);
+// records still queued count as dropped.
+func (ps *pSession) stopInput() {
+	ps.p.input.CompareAndSwap(ps, nil)
+	for {
+		select {
+		case <-ps.inputs:
+			ps.p.inputsDropped.Add(1)
+		default:
+			return
+		}
+	}
+}
 
 // inputSender writes queued records to the link until the session ends.
 func (ps *pSession) inputSender() {
 	for {
 		select {
 		case b := <-ps.inputs:
+			ps.inputBytes.Add(-int64(len(b)))
 			if err := ps.send(wire.TInput, 0, b); err != nil {
+				ps.p.inputsDropped.Add(1)
 				return
 			}
 			ps.p.inputsSent.Add(1)

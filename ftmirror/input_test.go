@@ -87,3 +87,17 @@ func TestInputDropsWhenFull(t *testing.T) {
 		t.Errorf("Inputs() = %d sent, %d dropped; want 0, 3", sent, dropped)
 	}
 }
+
+// The queue is bounded in bytes too: input cannot hold up the
+// checkpoint's frames by more than InputQueueBytes.
+func TestInputQueueBytes(t *testing.T) {
+	r := newRig(t, 16, nil)
+	r.p.input.Store(&pSession{inputs: make(chan []byte, InputQueue)})
+	big := make([]byte, InputQueueBytes/2+1)
+	r.p.Input(big)
+	r.p.Input(big)
+	r.p.Input(make([]byte, 100))
+	if sent, dropped := r.p.Inputs(); sent != 0 || dropped != 1 {
+		t.Errorf("Inputs() = %d sent, %d dropped; want 0, 1 (the second large record)", sent, dropped)
+	}
+}

@@ -378,12 +378,13 @@ type pSession struct {
 	dirty      []uint32
 	blobs      []Blob
 	resyncing  bool
-	cursor     int         // resync: pages below this have been sent
-	outSent    uint64      // output stream offset sent to this secondary so far
-	zbuf       []byte      // a compressed group under construction
-	zskip      int         // groups still to send without trying compression
-	zbackoff   int         // groups skipped after the last that did not pay
-	inputs     chan []byte // INPUT records waiting for the wire (input.go)
+	cursor     int          // resync: pages below this have been sent
+	outSent    uint64       // output stream offset sent to this secondary so far
+	zbuf       []byte       // a compressed group under construction
+	zskip      int          // groups still to send without trying compression
+	zbackoff   int          // groups skipped after the last that did not pay
+	inputs     chan []byte  // INPUT records waiting for the wire (input.go)
+	inputBytes atomic.Int64 // their bytes
 
 	mu       sync.Mutex
 	endSent  map[uint64]time.Time

@@ -110,6 +110,9 @@ func (g *ftGuest) newCPU(i int) (vmguest.CPU, error) {
 		g.pre[i] = nil // a vCPU is handed out once
 		<-p.done
 		if p.err == nil {
+			if a, ok := p.cpu.(interface{ AdoptThread() }); ok {
+				a.AdoptThread() // kicks go to this thread, which runs it
+			}
 			return p.cpu, nil
 		}
 	}

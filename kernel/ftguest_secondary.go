@@ -207,12 +207,13 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	n.primary.Store(p)
 	n.promoted.Store(true)
 	tStart := time.Now()
-	if err := n.g.VM.M.Start(); err != nil {
-		return fmt.Errorf("takeover: start the guest: %w", err)
-	}
+	err := n.g.VM.M.Start()
 	tRun := time.Now()
 	for _, line := range report {
 		k.log.Printf("ft", "%s", line)
+	}
+	if err != nil {
+		return fmt.Errorf("takeover: start the guest: %w", err)
 	}
 	n.offerConsole()
 	n.prot.Set(ft.FailedOver, fmt.Sprintf("guest running from epoch %d, %.1f ms after the primary was last heard", tk.Epoch, float64(tRun.Sub(heard))/1e6))

@@ -23,7 +23,8 @@ func (v *svmVendor) name() string { return "AMD-V" }
 
 // threadFree implements ftVendor: VMRUN saves the host's state in the
 // CPU's save area at each entry, so a vCPU runs on any thread of the CPU
-// whose SVM it enabled.
+// whose SVM it enabled, once that thread adopts it (PCCPU.AdoptThread:
+// kicks and time-slice signals go to the thread recorded).
 func (v *svmVendor) threadFree() bool { return true }
 
 // scan implements ftVendor: NPT has no PML, so every paused harvest

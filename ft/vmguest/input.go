@@ -90,6 +90,7 @@ func (l *InputLog) Add(rec []byte) error {
 	}
 	for len(l.seqs) > 0 && (len(l.seqs) >= l.maxFrames || l.bytes+len(frame) > l.maxBytes) {
 		l.bytes -= len(l.frames[0])
+		l.frames[0] = nil // not kept alive by the slice's backing array
 		l.seqs, l.frames = l.seqs[1:], l.frames[1:]
 		l.evicted++
 	}

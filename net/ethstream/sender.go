@@ -99,6 +99,7 @@ type sender struct {
 	recover        uint64 // in loss recovery while una is below it: no second halving
 	rtxNext        uint64 // after a timeout, frames [rtxNext, rtxEnd) are to be resent in order
 	rtxEnd         uint64
+	rtoRecover     uint64 // the last timeout's flight ends here: one before una reaches it is a second in a row
 
 	srtt, rttvar, rto time.Duration
 	rtoAt             time.Time // retransmission timer (zero: stopped)
@@ -362,7 +363,7 @@ func (s *sender) armTLP(now time.Time) {
 }
 
 // grow opens the congestion window for acked frames: slow start below
-// ssthresh, one frame per window above, none during loss recovery, and
+// ssthresh, caStep frames per window above, none during loss recovery, and
 // never past the largest window the peer offered (or the smallest any
 // peer has, before it said).
 func (s *sender) grow(acked uint64) {
@@ -384,11 +385,19 @@ func (s *sender) grow(acked uint64) {
 // timeout is the response to the retransmission timer with data in
 // flight: the window halved, not back to slow start (on this link a
 // timeout is mostly a receiver that was not scheduled, an emulator's
-// vCPU, not a path that lost its capacity), every unacknowledged frame
-// the SACK does not cover to be resent in order, the timer backed off.
+// vCPU, not a path that lost its capacity), unless the flight of the
+// timeout before is still unacknowledged (then the path really is in
+// trouble, and the window goes back to initCwnd); every unacknowledged
+// frame the SACK does not cover to be resent in order; the timer backed
+// off.
 func (s *sender) timeout(now time.Time) {
+	again := s.una < s.rtoRecover
+	s.rtoRecover = s.nxt
 	s.ssthresh = max(s.cwnd/2, minCwnd)
 	s.cwnd = min(max(s.ssthresh, initCwnd), max(s.peerMax, minWindow))
+	if again {
+		s.cwnd = min(initCwnd, max(s.peerMax, minWindow))
+	}
 	s.caAcked = 0
 	s.recover = s.nxt
 	s.rtxNext, s.rtxEnd = s.una, s.nxt

@@ -52,4 +52,17 @@ func TestTimeoutRecovery(t *testing.T) {
 	if s.cwnd != 100 {
 		t.Errorf("the window grew during recovery: %d", s.cwnd)
 	}
+	// A second timeout before the first's flight is acknowledged: the
+	// path is in trouble, back to initCwnd.
+	s.una = 200
+	s.timeout(now)
+	if s.cwnd != initCwnd {
+		t.Errorf("a second timeout in a row: cwnd %d, want %d", s.cwnd, initCwnd)
+	}
+	// Once that flight is acknowledged, a timeout halves again.
+	s.una, s.nxt, s.cwnd = 400, 800, 300
+	s.timeout(now)
+	if s.cwnd != 150 {
+		t.Errorf("a timeout after recovery: cwnd %d, want 150", s.cwnd)
+	}
 }

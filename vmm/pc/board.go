@@ -272,10 +272,32 @@ func (b *Board) Snapshotters() []vmm.Device {
 		d = append(d, vmm.Device{Name: fmt.Sprintf("lapic%d", i), State: l})
 	}
 	if b.PCI != nil {
-		// The bus saves its functions, the NIC with its held frames.
-		d = append(d, vmm.Device{Name: "pci", State: b.PCI})
+		// The bus saves its functions, the NIC with its held frames,
+		// under the board's lock: the host's receive side (NetReceive)
+		// runs while the vCPUs are paused, and a frame taken in the
+		// middle of a save would be in its held frames but not in its
+		// receive sequence number (a takeover would replay it twice).
+		d = append(d, vmm.Device{Name: "pci", State: lockedState{&b.Devices, b.PCI}})
 	}
 	return d
+}
+
+// lockedState saves and restores s holding mu.
+type lockedState struct {
+	mu *sync.Mutex
+	s  devices.Snapshotter
+}
+
+func (l lockedState) Save() ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Save()
+}
+
+func (l lockedState) Restore(state []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s.Restore(state)
 }
 
 // Source is vCPU i's interrupt source for the injector: its LAPIC and,

@@ -157,9 +157,9 @@ func (b *Board) NetReceive(frame []byte) bool {
 }
 
 // NetReceiveSeq is NetReceive that also returns the receive sequence
-// number the device gave the frame (virtionet.Device.RxSeq), read under
-// the same lock as the checkpoint's Save, so it says exactly whether a
-// checkpoint holds the frame.
+// number the device gave the frame (virtionet.Device.RxSeq), under the
+// board's lock, which the bus's Save also holds (Snapshotters): the
+// number says exactly whether a checkpoint holds the frame.
 func (b *Board) NetReceiveSeq(frame []byte) (uint64, bool) {
 	if b.Net == nil {
 		return 0, false

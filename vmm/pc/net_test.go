@@ -5,7 +5,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/doppel-ft/doppel/vmm/devices"
 	"github.com/doppel-ft/doppel/vmm/devices/acpi"
 	"github.com/doppel-ft/doppel/vmm/devices/ioapic"
 	"github.com/doppel-ft/doppel/vmm/devices/lapic"
@@ -210,5 +212,37 @@ func TestNetBoardACPIAndState(t *testing.T) {
 	}
 	if got := c.Net.Stats().RxDroppedNotReady; got != 1 {
 		t.Errorf("restored counters: %d frames dropped before ready, want 1", got)
+	}
+}
+
+// The bus's saved state is taken under the board's lock, which the
+// host's receive side holds too (NetReceiveSeq), so no frame is taken in
+// the middle of a save.
+func TestNetSaveHoldsBoardLock(t *testing.T) {
+	b, _ := newNetBoard(t, 1)
+	var bus devices.Snapshotter
+	for _, d := range b.Snapshotters() {
+		if d.Name == "pci" {
+			bus = d.State
+		}
+	}
+	if bus == nil {
+		t.Fatal("no pci snapshotter")
+	}
+	b.Devices.Lock()
+	saved := make(chan error, 1)
+	go func() {
+		_, err := bus.Save()
+		saved <- err
+	}()
+	select {
+	case <-saved:
+		b.Devices.Unlock()
+		t.Fatal("the bus saved while another holder had the board's lock")
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Devices.Unlock()
+	if err := <-saved; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -52,7 +52,7 @@ type PCCPU struct {
 	fx   *vmm.FXState
 	msr  *vmm.GuestMSRs
 
-	tid      int
+	tid      atomic.Int64 // the thread that runs the vCPU (AdoptThread)
 	inGuest  atomic.Bool
 	kicked   atomic.Bool
 	kickCh   chan struct{}
@@ -188,10 +188,11 @@ func NewPCCPU(cfg PCConfig) (*PCCPU, error) {
 	}
 	vm.Set64(TSCOffset, cfg.Clock.Offset())
 	view := &vmcsView{v: vm}
-	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1), tid: syscall.Gettid()}
+	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1)}
+	c.tid.Store(int64(syscall.Gettid()))
 	c.slice = time.AfterFunc(time.Hour, func() {
 		if c.inGuest.Load() {
-			syscall.Tgkill(syscall.Getpid(), c.tid, syscall.SIGURG) // an INTR #VMEXIT
+			syscall.Tgkill(syscall.Getpid(), int(c.tid.Load()), syscall.SIGURG) // an INTR #VMEXIT
 		}
 	})
 	c.slice.Stop()
@@ -572,12 +573,19 @@ func (c *PCCPU) Kick() {
 	default:
 	}
 	if c.inGuest.Load() {
-		vmm.KickThread(c.tid) // an error (no such thread) leaves nothing to kick
+		vmm.KickThread(int(c.tid.Load())) // an error (no such thread) leaves nothing to kick
 	}
 }
 
 // Close implements vmm.CPU.
 func (c *PCCPU) Close() error { return nil }
+
+// AdoptThread makes the calling thread the one the vCPU's kicks and
+// time-slice signals go to. NewPCCPU records the thread that built the
+// vCPU; one built ahead on another thread of the same CPU (a secondary's
+// prebuilt vCPU) must be adopted by the thread that runs it, before its
+// first Step, or every kick would reach the wrong thread.
+func (c *PCCPU) AdoptThread() { c.tid.Store(int64(syscall.Gettid())) }
 
 // vmcbMSRs are vmm.SwitchedMSRs' homes in the VMCB (VMLOAD/VMSAVE state,
 // App. B table B-2). IA32_TSC_AUX has none (RDTSCP is hidden from the
