@@ -479,6 +479,7 @@ func bochsFTHub(t *testing.T) int {
 		t.Fatal(err)
 	}
 	hub := exec.Command("bxhub", "-ports=2", fmt.Sprintf("-base=%d", base))
+	dieWithTest(hub)
 	if err := hub.Start(); err != nil {
 		t.Fatal(err)
 	}

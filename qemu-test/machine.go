@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -225,7 +226,20 @@ func (m *Machine) Close() {
 	m.log.Close()
 }
 
+// dieWithTest makes cmd's process get SIGKILL when the test binary dies:
+// a test that hits go test's -timeout is killed without its cleanups,
+// and an emulator left running would take a core from every later test
+// (one Bochs did for half an hour). PR_SET_PDEATHSIG survives exec (the
+// bochs wrapper execs bochs-bin).
+func dieWithTest(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+}
+
 func (m *Machine) start() error {
+	dieWithTest(m.cmd)
 	if err := m.cmd.Start(); err != nil {
 		return fmt.Errorf("%s: start %s: %w", m.name, m.cmd.Path, err)
 	}
