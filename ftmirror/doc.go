@@ -288,6 +288,9 @@
 //     arriving ones) belongs to the device models behind Guest.Pause; the
 //     engine only requires that Pause quiesce devices.
 //   - No witness: with two nodes, output stalls when the secondary dies.
+//   - INPUT frames queue behind what the session already carries (the
+//     mid-epoch pages): input that reached a primary within that delay
+//     of its death is lost with it. A lane of its own would close this.
 //   - The pause is measured from when Guest.Pause returns (the guest is
 //     stopped) to Resume; the time to stop vCPUs is the Guest's.
 //
