@@ -180,12 +180,14 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	if err := n.g.restore(tk.Blobs); err != nil {
 		return fmt.Errorf("takeover at epoch %d: %w", tk.Epoch, err)
 	}
-	// What the takeover has to say waits until the guest runs: under an
+	// This line comes first: the guest's output on this console starts
+	// after it (a reader, and the tests, rely on that). The rest of what
+	// the takeover has to say waits until the guest runs: under an
 	// emulator each console line costs a millisecond or more.
+	k.log.Printf("ft", "takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d",
+		tk.Epoch, tk.Generation, tk.OutOffset, tk.OutEnd, tk.LastEpochOut, tk.PrevEpochOut)
 	var report []string
 	logf := func(format string, args ...any) { report = append(report, fmt.Sprintf(format, args...)) }
-	logf("takeover at epoch %d: generation %d, replaying output [%d,%d), the last epoch's from %d, the one before's from %d",
-		tk.Epoch, tk.Generation, tk.OutOffset, tk.OutEnd, tk.LastEpochOut, tk.PrevEpochOut)
 	// The console's stream continues at the offset the old primary had
 	// released when it opened the last epoch (doc.go, "Output commit"):
 	// lines of that last epoch may appear twice, none is lost.
