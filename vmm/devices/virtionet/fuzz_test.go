@@ -7,10 +7,15 @@ import (
 	"github.com/doppel-ft/doppel/vmm/devices/virtio"
 )
 
-// countingMemory counts guest memory accesses: the device's work.
+// countingMemory counts guest memory accesses: the device's work. It
+// also notes which rings' available or used index a write other than
+// the device's own index update overwrote: a random descriptor can point
+// a receive buffer at a ring, and the frame the device then writes there
+// is the guest's doing, not the device using more chains than offered.
 type countingMemory struct {
 	virtio.ByteMemory
-	n int
+	n         int
+	clobbered map[uint64]bool // by ring base
 }
 
 func (m *countingMemory) ReadAt(p []byte, a uint64) error {
@@ -20,6 +25,15 @@ func (m *countingMemory) ReadAt(p []byte, a uint64) error {
 
 func (m *countingMemory) WriteAt(p []byte, a uint64) error {
 	m.n++
+	for _, ring := range []uint64{rxRing, txRing} {
+		idx := a == ring+0x202 && len(p) == 2 // the device's Publish
+		if !idx && a < ring+0x204 && a+uint64(len(p)) > ring+0x100 {
+			if m.clobbered == nil {
+				m.clobbered = map[uint64]bool{}
+			}
+			m.clobbered[ring] = true
+		}
+	}
 	return m.ByteMemory.WriteAt(p, a)
 }
 
@@ -112,6 +126,9 @@ func FuzzDescriptors(f *testing.F) {
 			ring uint64
 			n    uint64
 		}{{txRing, dev.TxSeq()}, {rxRing, dev.Stats().RxFrames}} {
+			if cm.clobbered[q.ring] {
+				continue // a buffer on the ring: its indices are frame bytes
+			}
 			avail := g.get16(q.ring + 0x102)
 			used := g.get16(q.ring + 0x202)
 			if used > avail || q.n > uint64(used) {
