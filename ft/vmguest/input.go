@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/doppel-ft/doppel/vmm/devices/virtionet"
 )
 
 // Input forwarding (ftmirror/input.go): the primary sends each frame its
@@ -21,9 +23,9 @@ import (
 // inputHeader is the size of an input record's header.
 const inputHeader = 8
 
-// MaxInputFrame bounds the frame an input record carries (virtionet's
-// MaxFrameLen).
-const MaxInputFrame = 65535
+// MaxInputFrame bounds the frame an input record carries: the largest
+// the guest NIC accepts.
+const MaxInputFrame = virtionet.MaxFrameLen
 
 // ErrBadInput is a malformed input record.
 var ErrBadInput = errors.New("vmguest: bad input record")

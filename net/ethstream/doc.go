@@ -91,11 +91,11 @@
 // halved (to at least 4) on a loss event (once per window of data) and on
 // a timeout (to at least 32; back to 32 on a second timeout before the
 // first's flight is acknowledged), never above the peer's window. A
-// timeout does not restart slow start: under an emulator most timeouts are spurious, a
-// receiving vCPU not scheduled for longer than the RTO (their resent
-// frames arrive as duplicates), and with one-frame growth a window of 300
-// frames took over a second to recover from one. A sender facing a zero window with nothing in flight
-// probes it with an ack-now frame every RTO (backed off to 200 ms), so a
+// timeout does not restart slow start: under an emulator most timeouts
+// are spurious, a receiving vCPU not scheduled for longer than the RTO
+// (their resent frames arrive as duplicates), and with one-frame growth a
+// window of 300 frames took over a second to recover from one. A sender
+// facing a zero window with nothing in flight probes it with an ack-now frame every RTO (backed off to 200 ms), so a
 // lost window update cannot deadlock the stream.
 //
 // # The goroutine
