@@ -139,7 +139,7 @@
 // paid only on failure. While the secondary holds no complete epoch yet
 // (initial sync, resync) nothing is protected and no undo is kept.
 //
-// A frame is checked whole (CRC, MAC, sequence, then every record of a
+// A frame is checked whole (MAC, sequence, then every record of a
 // group including each delta's runs) before anything of it is applied, and
 // any refused frame ends the session: a stream that lost sync is never
 // trusted again. The wire format is in package wire.

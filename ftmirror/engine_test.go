@@ -84,9 +84,7 @@ func (c *faultConn) Write(b []byte) (int, error) {
 	case "corrupt":
 		f[wire.HeaderSize+9] ^= 0x40
 	case "forge":
-		f[wire.HeaderSize+9] ^= 0x40
-		n := len(f) - wire.Overhead
-		putU32(f[wire.HeaderSize+n:], crc32c(f[:wire.HeaderSize+n]))
+		putU64(f[16:], leU64(f[16:])+1) // the next epoch's
 	case "truncate":
 		c.Conn.Write(f[:len(f)/2])
 		c.Conn.Close()
@@ -107,7 +105,7 @@ func TestBadFramesApplyNothing(t *testing.T) {
 		fault string
 		want  error
 	}{
-		{"corrupt", wire.ErrCorrupt},
+		{"corrupt", wire.ErrForged},
 		{"forge", wire.ErrForged},
 		{"truncate", ErrPeerLost}, // the primary's end closed mid-frame
 		{"replay", wire.ErrReplay},

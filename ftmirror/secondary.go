@@ -89,7 +89,7 @@ func (s *Secondary) reset() {
 }
 
 // readLoop runs a three-stage pipeline: one goroutine reads frames off
-// the link, one checks them (CRC, MAC, sequence), and this one applies them,
+// the link, one checks them (MAC, sequence), and this one applies them,
 // so that later groups are received and checked while one is applied (F4).
 func (s *Secondary) readLoop(ss *session) error {
 	type item struct {

@@ -47,7 +47,7 @@ func NewCompressor(codec uint8) (*Compressor, error) {
 	case CodecS2:
 	case CodecZstd:
 		// One goroutine, a window no larger than a group needs, no CRC
-		// (the frame's CRC32C and MAC already cover the bytes).
+		// (the frame's MAC already covers the bytes).
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
 			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false),
 			zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"hash/crc32"
 	"io"
 	"net"
 	"sync"
@@ -12,9 +11,9 @@ import (
 )
 
 // proxy sits between the secondary and the primary to inject link faults:
-// "corrupt" flips a payload bit of the Nth GROUP frame, "forge" does the same
-// but recomputes the CRC as an attacker without the key would, "replay"
-// sends the previous frame again instead, "partition" stops all traffic in
+// "corrupt" flips a payload bit of the Nth GROUP frame, "forge" moves it to
+// the next epoch instead (a header field, as an attacker without the key
+// would rewrite it), "replay" sends the previous frame again instead, "partition" stops all traffic in
 // both directions (connections stay open) when cut() is called.
 type proxy struct {
 	target string
@@ -82,8 +81,7 @@ func (p *proxy) pipe(src, dst net.Conn, fromPrimary bool) {
 				case "corrupt":
 					out[wire.HeaderSize+9] ^= 0x40
 				case "forge":
-					out[wire.HeaderSize+9] ^= 0x40
-					binary.LittleEndian.PutUint32(out[wire.HeaderSize+n:], crc32.Checksum(out[:wire.HeaderSize+n], crc32.MakeTable(crc32.Castagnoli)))
+					binary.LittleEndian.PutUint64(out[16:], binary.LittleEndian.Uint64(out[16:])+1)
 				case "replay":
 					out = append([]byte(nil), prev...)
 				}
