@@ -198,6 +198,17 @@
 // apply is behind has its peer's data queued and does not drop it. Nor does
 // silence count for the time a side was itself not scheduled (its failure
 // detector woke late): it wakes with the peer's bytes unread in the socket.
+// The HELLO exchange that opens a session is bounded too, by
+// Heartbeat.Handshake (twice the deadline, at least a second): a peer
+// that connected and then said nothing (it died, or gave up on the
+// connection before its answer came, as a secondary redialling over a
+// lossy emulated wire does) is dropped with ErrHandshake, and the primary
+// accepts the next connection. Without the bound a primary waited on such
+// a connection as long as the transport let it: a minute on the ether
+// stream, forever on TCP without keepalives, its output held all along.
+// A handshake that timed out is not a lost peer: a secondary does not
+// promote on it.
+//
 // A secondary that waits Interval*Misses (the deadline) without a byte, so
 // counted, ends the session; a primary waits twice as long before it drops
 // its secondary, because dropping closes the link, which a secondary that

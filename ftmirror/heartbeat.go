@@ -16,6 +16,19 @@ type Heartbeat struct {
 // Deadline is the silence after which the peer is declared lost.
 func (h Heartbeat) Deadline() time.Duration { return h.Interval * time.Duration(h.Misses) }
 
+// minHandshake is the least time a handshake is given: a HELLO and its
+// answer are one round trip on a link that is otherwise idle, but a slow
+// emulated link or a loaded host can take a good part of a second.
+const minHandshake = time.Second
+
+// Handshake bounds the HELLO exchange that opens a session: twice the
+// deadline, at least minHandshake. A peer that connected and then said
+// nothing (it died, or gave up on the connection before its answer
+// arrived) is dropped then, so that the primary accepts the next
+// connection instead of waiting on a dead one for as long as the
+// transport would (forever on a TCP connection without keepalives).
+func (h Heartbeat) Handshake() time.Duration { return max(2*h.Deadline(), minHandshake) }
+
 // Lease is how long after sending an epoch's END the primary may still
 // release that epoch's output: a quarter of the deadline short of it, so
 // that clock rate differences and scheduling delays cannot stretch a release

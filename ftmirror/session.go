@@ -20,6 +20,9 @@ var (
 	ErrFenced     = errors.New("ftmirror: a newer generation exists; this primary is fenced")
 	ErrIncomplete = errors.New("ftmirror: secondary holds no complete committed epoch; cannot take over")
 	ErrMismatch   = errors.New("ftmirror: peers disagree on guest memory size")
+	// ErrHandshake: the peer did not complete the HELLO exchange within
+	// Heartbeat.Handshake; the link was closed.
+	ErrHandshake = errors.New("ftmirror: no HELLO from the peer in time")
 )
 
 // peerGone reports whether a link error means the peer's end is gone: the
@@ -95,8 +98,41 @@ type session struct {
 }
 
 // handshake exchanges HELLOs and derives the session key. The primary
-// speaks first. It returns the session and the peer's hello.
+// speaks first. It returns the session and the peer's hello. A peer that
+// has not sent its HELLO within hb.Handshake() ends it with ErrHandshake:
+// the link is closed, which ends the read waiting for it.
 func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb Heartbeat) (*session, wire.Hello, error) {
+	// pending, done or expired: whichever of the exchange and the timer
+	// moves it from pending first has the link.
+	const (
+		pending = iota
+		done
+		expired
+	)
+	var state atomic.Int32
+	// Wall time, not the session's Clock: it only guards against a dead
+	// peer, and tests that step a fake clock need not step it.
+	timer := time.AfterFunc(hb.Handshake(), func() {
+		if state.CompareAndSwap(pending, expired) {
+			rw.Close()
+		}
+	})
+	defer timer.Stop()
+	s, peer, err := exchangeHellos(rw, psk, me, clock, hb)
+	if !state.CompareAndSwap(pending, done) {
+		// The cause is only text: a link closed by the timer is not the
+		// peer closing it (ErrPeerLost), which lets a secondary promote.
+		return nil, peer, fmt.Errorf("%w: %v (%v)", ErrHandshake, hb.Handshake(), err)
+	}
+	if err != nil {
+		return nil, peer, err
+	}
+	go s.writer()
+	return s, peer, nil
+}
+
+// exchangeHellos is handshake's exchange, without its bound.
+func exchangeHellos(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb Heartbeat) (*session, wire.Hello, error) {
 	dir := wire.PrimaryToSecondary
 	if me.Role == wire.RoleSecondary {
 		dir = wire.SecondaryToPrimary
@@ -155,7 +191,6 @@ func handshake(rw io.ReadWriteCloser, psk []byte, me wire.Hello, clock Clock, hb
 	}
 	s.live = newLiveness(clock)
 	lr.live.Store(s.live)
-	go s.writer()
 	return s, peer, nil
 }
 
