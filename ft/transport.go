@@ -80,6 +80,14 @@ type Listener struct {
 	errs     chan error
 	done     chan struct{}
 	once     sync.Once
+
+	// latest is each peer's stream from its latest rendezvous. A peer
+	// that asks again has given up on the stream it was answered before
+	// (its answer came too late, or it restarted), so that stream is
+	// closed: the engine, waiting on it for a HELLO that will not come,
+	// or about to take it from conns, moves on to the new one.
+	mu     sync.Mutex
+	latest map[[6]byte]net.Conn
 }
 
 // Listen listens for FT sessions on ap (its port is the session port) of
@@ -94,7 +102,8 @@ func Listen(st *netstack.Stack, ifc *netstack.Interface, ap netip.AddrPort) (*Li
 		tl.Close()
 		return nil, err
 	}
-	l := &Listener{tcp: tl, rdv: rl, ifc: ifc, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{})}
+	l := &Listener{tcp: tl, rdv: rl, ifc: ifc, conns: make(chan net.Conn), errs: make(chan error, 2), done: make(chan struct{}),
+		latest: make(map[[6]byte]net.Conn)}
 	go l.loop(tl, func(c net.Conn) (net.Conn, error) { return c, nil })
 	go l.loop(rl, l.rendezvous)
 	return l, nil
@@ -163,11 +172,24 @@ func (l *Listener) rendezvous(c net.Conn) (net.Conn, error) {
 		c.Write(answer)
 		return nil, fmt.Errorf("%w: %v", ErrRendezvous, err)
 	}
+	l.supersede(peer, s) // before the answer: the peer may ask again at once
 	if _, err := c.Write(answer); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%w: answer: %v", ErrRendezvous, err)
 	}
 	return s, nil
+}
+
+// supersede records s as peer's latest stream and closes the one before
+// it, if any.
+func (l *Listener) supersede(peer [6]byte, s net.Conn) {
+	l.mu.Lock()
+	old := l.latest[peer]
+	l.latest[peer] = s
+	l.mu.Unlock()
+	if old != nil {
+		old.Close() // a closed stream's Close is harmless
+	}
 }
 
 // Accept returns the next session's connection.

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -201,5 +202,49 @@ func TestRendezvousRefusals(t *testing.T) {
 	_, err = Dial(ctx, st[1], ifs[1], netip.AddrPortFrom(ap.Addr(), 8000), TransportEther)
 	if !errors.Is(err, ErrRendezvous) || !strings.Contains(err.Error(), "1500 here, 9000 there") {
 		t.Fatalf("dial to a primary with another MTU: %v", err)
+	}
+}
+
+// TestRendezvousSupersedes: a peer that asks again has given up on the
+// stream it was answered before (under Bochs the answer can come after
+// the dialler's timeout), so the listener closes that stream: the engine
+// must not wait on it for a HELLO that will not come.
+func TestRendezvousSupersedes(t *testing.T) {
+	st, ifs := stackPair(t, linktest.Config{})
+	ap := netip.AddrPortFrom(ifs[0].Config.Addr.Addr(), 7900)
+	l, err := Listen(st[0], ifs[0], ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var dialled [2]net.Conn
+	for i := range dialled {
+		if dialled[i], err = Dial(ctx, st[1], ifs[1], ap, TransportEther); err != nil {
+			t.Fatal(err)
+		}
+		defer dialled[i].Close() // the first is abandoned, not closed
+	}
+	live := 0
+	for range dialled {
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("hi")); err == nil {
+			live++
+		} else if !errors.Is(err, ethstream.ErrClosed) {
+			t.Errorf("write on the superseded stream: %v, want ErrClosed", err)
+		}
+	}
+	if live != 1 {
+		t.Fatalf("%d of the two accepted streams are open, want the latest only", live)
+	}
+	got := make([]byte, 2)
+	dialled[1].SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.ReadFull(dialled[1], got); err != nil || string(got) != "hi" {
+		t.Fatalf("the latest stream read %q, %v", got, err)
 	}
 }
