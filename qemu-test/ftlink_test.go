@@ -361,6 +361,19 @@ var goodputCases = []struct {
 	{"virtio-net/9000/ether", "virtio-net-pci,disable-legacy=on,host_mtu=9000", "virtio-net-0", 9000, "ether"},
 }
 
+// hostCPU is the host CPU time the machines' emulators have used so far.
+func hostCPU(t *testing.T, ms ...*Machine) []time.Duration {
+	t.Helper()
+	d := make([]time.Duration, len(ms))
+	for i, m := range ms {
+		var err error
+		if d[i], err = m.CPUTime(); err != nil {
+			t.Fatalf("host CPU time: %v", err)
+		}
+	}
+	return d
+}
+
 // TestQEMUFTGoodput measures, in one run per case, the FT link's goodput
 // (the protocol's bytes on the wire over the initial sync's time) and the
 // raw throughput of the same wire (probe frames of the link's MTU, the
@@ -377,8 +390,21 @@ func TestQEMUFTGoodput(t *testing.T) {
 			r := newRelay(t, 0, 0, 1)
 			p, s := ftPairFlags(t, c.device, c.ifname, r, "",
 				fmt.Sprintf("doppel.nic.mtu=%d doppel.dma=16M doppel.ft.sim.mem=128M doppel.ft.sim.probe=64M doppel.ft.transport=%s", c.mtu, c.transport))
+			if err := p.ExpectString("ft: session with", 10*time.Minute); err != nil {
+				t.Fatalf("no session: %v\n%s\nsecondary:\n%s", err, p.Tail(1500), s.Tail(1500))
+			}
+			cpu0 := hostCPU(t, p, s)
 			if _, err := p.Expect(syncLine, 10*time.Minute); err != nil {
 				t.Fatalf("no initial sync: %v\n%s\nsecondary:\n%s", err, p.Tail(1500), s.Tail(1500))
+			}
+			cpu1 := hostCPU(t, p, s)
+			if sw := syncWireLine.FindStringSubmatch(p.Output()); sw != nil {
+				mb, _ := strconv.ParseFloat(sw[1], 64)
+				// Host CPU per MB is the sync's cost in work, which the
+				// load of the moment changes far less than its time.
+				t.Logf("figures: host CPU for the sync %.2f s (primary's QEMU %.2f, secondary's %.2f), %.1f ms per MB on the wire",
+					(cpu1[0]+cpu1[1]-cpu0[0]-cpu0[1]).Seconds(), (cpu1[0]-cpu0[0]).Seconds(), (cpu1[1]-cpu0[1]).Seconds(),
+					float64((cpu1[0]+cpu1[1]-cpu0[0]-cpu0[1]).Milliseconds())/max(mb, 0.001))
 			}
 			if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: ([5-9]|\d{2,}),`), 5*time.Minute); err != nil {
 				t.Fatalf("no checkpoints after the sync: %v\n%s", err, p.Tail(1500))

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,6 +61,33 @@ func newMachine(name string) (*Machine, error) {
 		return nil, fmt.Errorf("serial log: %w", err)
 	}
 	return &Machine{name: name, log: log, grew: make(chan struct{}), exited: make(chan struct{})}, nil
+}
+
+// CPUTime is the host CPU time (user and system) the emulator process has
+// used so far, from /proc (in clock ticks of 10 ms): what a run's work cost
+// the host, which unlike wall time does not count the time the process
+// waited for a core on a loaded machine.
+func (m *Machine) CPUTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command's name, which is in parentheses and
+	// may hold spaces: state is field 3, utime 14, stime 15.
+	_, rest, ok := bytes.Cut(b, []byte(") "))
+	f := strings.Fields(string(rest))
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("%s: /proc stat %q", m.name, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: /proc stat: %w", m.name, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil // USER_HZ is 100
 }
 
 // pump copies the serial stream into the buffer and the log until it ends.
