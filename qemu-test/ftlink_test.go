@@ -403,7 +403,7 @@ func TestQEMUFTGoodput(t *testing.T) {
 				// Host CPU per MB is the sync's cost in work, which the
 				// load of the moment changes far less than its time.
 				t.Logf("figures: host CPU for the sync %.2f s (primary's QEMU %.2f, secondary's %.2f), %.1f ms per MB on the wire",
-					(cpu1[0]+cpu1[1]-cpu0[0]-cpu0[1]).Seconds(), (cpu1[0]-cpu0[0]).Seconds(), (cpu1[1]-cpu0[1]).Seconds(),
+					(cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]).Seconds(), (cpu1[0] - cpu0[0]).Seconds(), (cpu1[1] - cpu0[1]).Seconds(),
 					float64((cpu1[0]+cpu1[1]-cpu0[0]-cpu0[1]).Milliseconds())/max(mb, 0.001))
 			}
 			if _, err := p.Expect(regexp.MustCompile(`ft: checkpoints: ([5-9]|\d{2,}),`), 5*time.Minute); err != nil {
