@@ -400,8 +400,9 @@ func TestQEMUFTGoodput(t *testing.T) {
 			cpu1 := hostCPU(t, p, s)
 			if sw := syncWireLine.FindStringSubmatch(p.Output()); sw != nil {
 				mb, _ := strconv.ParseFloat(sw[1], 64)
-				// Host CPU per MB is the sync's cost in work, which the
-				// load of the moment changes far less than its time.
+				// Host CPU per MB is the sync's cost in work rather than
+				// time. It too moves with the host's load (a vCPU that
+				// spins while it waits burns CPU), about as much.
 				t.Logf("figures: host CPU for the sync %.2f s (primary's QEMU %.2f, secondary's %.2f), %.1f ms per MB on the wire",
 					(cpu1[0] + cpu1[1] - cpu0[0] - cpu0[1]).Seconds(), (cpu1[0] - cpu0[0]).Seconds(), (cpu1[1] - cpu0[1]).Seconds(),
 					float64((cpu1[0]+cpu1[1]-cpu0[0]-cpu0[1]).Milliseconds())/max(mb, 0.001))
