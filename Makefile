@@ -48,6 +48,9 @@ RACE_PKGS += ./nic/... ./net/...
 # The guest NIC's bridge (transmit goroutine, receive from the NIC's
 # interrupt goroutine, VM exits).
 RACE_PKGS += ./vmm/netbridge
+# The FT node's pieces: the transport's listener (a goroutine per
+# rendezvous), the link and protection state, the input log (about 50 s).
+RACE_PKGS += ./ft/...
 
 unit:
 	go test -count=1 -timeout 15m $(HOST_PKGS)
