@@ -69,6 +69,20 @@ func (c *fakeClock) waiting() int {
 	return len(c.waiters)
 }
 
+// waitReading waits until s's reader is in a read of the link. Silence
+// counts only from then (liveness.silentFor): a test that moves the clock
+// before a loaded machine has run the reader would count less silence
+// than it stepped, and wait in vain for the peer to be declared lost.
+func waitReading(t *testing.T, s *session) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); s.live.readSince.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the reader never started a read")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
 // sessionPair runs the handshake over a pipe with both ends on clock.
 func sessionPair(t *testing.T, clock Clock, hb Heartbeat) (prim, sec *session) {
 	pc, sc := net.Pipe()
@@ -118,6 +132,7 @@ func TestHeartbeatTimingOnFakeClock(t *testing.T) {
 	got := map[wire.Type]int{}
 	go frames(sec, &mu, got) // the secondary reads, but sends nothing
 	go frames(prim, &mu, map[wire.Type]int{})
+	waitReading(t, prim)
 	go prim.heartbeats(clock)
 
 	step := func(d time.Duration) {
@@ -285,6 +300,7 @@ func TestOwnStallIsNotSilence(t *testing.T) {
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
+	waitReading(t, prim)
 	// From here the peer is silent and this side runs on time: lost after
 	// the deadline (8 half intervals), not before. After each step the
 	// heartbeat goroutine has either ended the session or waits again.
