@@ -221,6 +221,7 @@ func TestDeadlineWhileSendStuck(t *testing.T) {
 	prim, sec := sessionPair(t, clock, hb) // nobody reads sec's end
 	defer sec.fail(io.EOF)
 	go frames(prim, &sync.Mutex{}, map[wire.Type]int{})
+	waitReading(t, prim)
 	go prim.heartbeats(clock)
 	// Advance in half intervals until the session ends; it must end past
 	// the deadline, and the heartbeat goroutine must keep waiting on the
