@@ -21,7 +21,10 @@ import (
 // lost bursts are its loss recovery's to handle.
 func TestBochsFTSync(t *testing.T) {
 	for _, transport := range []string{"tcp", "ether"} {
-		t.Run(transport, func(t *testing.T) { bochsFTSync(t, 20*time.Minute, transport) })
+		// The sync takes 10-40 s of host time; a session that cannot
+		// start (a livelock of stale rendezvous once held one for good)
+		// must fail the test in minutes, not hold CI for twenty.
+		t.Run(transport, func(t *testing.T) { bochsFTSync(t, 6*time.Minute, transport) })
 	}
 }
 
