@@ -38,6 +38,20 @@ func stackPair(t *testing.T, cfg linktest.Config) (st [2]*netstack.Stack, ifs [2
 	return st, ifs
 }
 
+// listening is a stack pair on a clean wire with a Listener on the first
+// stack's port 7900, closed when the test ends.
+func listening(t *testing.T) ([2]*netstack.Stack, [2]*netstack.Interface, *Listener, netip.AddrPort) {
+	t.Helper()
+	st, ifs := stackPair(t, linktest.Config{})
+	ap := netip.AddrPortFrom(ifs[0].Config.Addr.Addr(), 7900)
+	l, err := Listen(st[0], ifs[0], ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return st, ifs, l, ap
+}
+
 func TestParseTransport(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -127,13 +141,7 @@ func TestListenBothTransports(t *testing.T) {
 // reason the dialler can print, a garbage request is dropped, and the
 // listener goes on serving.
 func TestRendezvousRefusals(t *testing.T) {
-	st, ifs := stackPair(t, linktest.Config{})
-	ap := netip.AddrPortFrom(ifs[0].Config.Addr.Addr(), 7900)
-	l, err := Listen(st[0], ifs[0], ap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	st, ifs, l, ap := listening(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rdv := netip.AddrPortFrom(ap.Addr(), EtherPort(ap.Port()))
@@ -210,17 +218,12 @@ func TestRendezvousRefusals(t *testing.T) {
 // the dialler's timeout), so the listener closes that stream: the engine
 // must not wait on it for a HELLO that will not come.
 func TestRendezvousSupersedes(t *testing.T) {
-	st, ifs := stackPair(t, linktest.Config{})
-	ap := netip.AddrPortFrom(ifs[0].Config.Addr.Addr(), 7900)
-	l, err := Listen(st[0], ifs[0], ap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	st, ifs, l, ap := listening(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var dialled [2]net.Conn
 	for i := range dialled {
+		var err error
 		if dialled[i], err = Dial(ctx, st[1], ifs[1], ap, TransportEther); err != nil {
 			t.Fatal(err)
 		}
