@@ -167,8 +167,8 @@ type Conn struct {
 
 	// The goroutine's own, used without mu.
 	ctl    []byte   // buffer for frames without payload
-	crcSeq []uint64 // per send slot: 1 + the frame whose payload CRC crcVal holds
-	crcVal []uint32
+	sumSeq []uint64 // per send slot: 1 + the frame whose payload sum sumVal holds
+	sumVal []uint64
 	batch  batch
 
 	readBufs [][]byte // Read's, under readSem
@@ -207,8 +207,8 @@ func newConn(d *Demux, cfg Config, mtu int) *Conn {
 	putEthernet(c.ctl, cfg.Peer, cfg.Local)
 	sendFrames := max(minWindow, cfg.SendBuffer/maxPayload)
 	c.snd.init(sendFrames, mtu, cfg)
-	c.crcSeq = make([]uint64, sendFrames)
-	c.crcVal = make([]uint32, sendFrames)
+	c.sumSeq = make([]uint64, sendFrames)
+	c.sumVal = make([]uint64, sendFrames)
 	c.rcv.init(min(maxWindow, max(minWindow, cfg.ReceiveBuffer/maxPayload)))
 	return c
 }

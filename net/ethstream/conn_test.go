@@ -51,13 +51,13 @@ var (
 )
 
 // mkFrame builds a frame from the peer to the local end: header h with
-// payload, its length and CRC filled in.
+// payload, its length and sum filled in.
 func mkFrame(h header, payload []byte) []byte {
 	f := make([]byte, frameOverhead+len(payload))
 	putEthernet(f, macL, macP)
 	copy(f[frameOverhead:], payload)
 	h.length = uint16(len(payload))
-	h.put(f[ethHeaderLen:], payloadCRC(payload))
+	h.put(f[ethHeaderLen:], payloadSum(payload))
 	return f
 }
 
@@ -92,7 +92,7 @@ func TestBadFrames(t *testing.T) {
 		fn(g)
 		return g
 	}
-	badVersion := mutate(good, func(f []byte) { f[ethHeaderLen+offVersion] = 2 })
+	badVersion := mutate(good, func(f []byte) { f[ethHeaderLen+offVersion] = version - 1 })
 	badKind := mkFrame(header{kind: 9, session: testSession}, nil)
 	otherType := mutate(good, func(f []byte) { f[12] = 0x08; f[13] = 0 })
 	tooLong := mutate(good, func(f []byte) { f[ethHeaderLen+offLength+1] = 200 })
@@ -112,7 +112,7 @@ func TestBadFrames(t *testing.T) {
 		payloadBit, headerBit, wrongDst, wrongSrc, otherSession, good, ackUnsent, empty, beyond, good, padded} {
 		d.Deliver(f)
 	}
-	want := DemuxStats{Frames: 6, UnknownSession: 1, Malformed: 6, BadCRC: 2, WrongDestination: 1, WrongSource: 1}
+	want := DemuxStats{Frames: 6, UnknownSession: 1, Malformed: 6, BadSum: 2, WrongDestination: 1, WrongSource: 1}
 	if got := d.Stats(); got != want {
 		t.Errorf("demux stats %+v, want %+v", got, want)
 	}

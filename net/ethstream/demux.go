@@ -28,7 +28,7 @@ type Demux struct {
 	mu    sync.Mutex                       // serializes changes to conns
 	conns atomic.Pointer[map[uint32]*Conn] // copied on change: Deliver reads it without a lock
 
-	frames, unknown, malformed, badCRC, wrongDst, wrongSrc atomic.Uint64
+	frames, unknown, malformed, badSum, wrongDst, wrongSrc atomic.Uint64
 }
 
 // DemuxStats are a Demux's counters of received frames.
@@ -43,8 +43,8 @@ type DemuxStats struct {
 	// EtherType, of an unknown version or kind, or whose payload length
 	// runs past the frame's end.
 	Malformed uint64
-	// BadCRC counts frames whose CRC-32C does not match: corrupted.
-	BadCRC uint64
+	// BadSum counts frames whose checksum does not match: corrupted.
+	BadSum uint64
 	// WrongDestination counts frames of an open session not addressed to
 	// its Conn's Local MAC, and WrongSource those not from its Peer.
 	WrongDestination, WrongSource uint64
@@ -69,8 +69,8 @@ func (d *Demux) Deliver(frame []byte) {
 	case parseMalformed:
 		d.malformed.Add(1)
 		return
-	case parseBadCRC:
-		d.badCRC.Add(1)
+	case parseBadSum:
+		d.badSum.Add(1)
 		return
 	}
 	c := (*d.conns.Load())[h.session]
@@ -143,5 +143,5 @@ func (d *Demux) unregister(c *Conn) {
 // Stats returns the Demux's counters.
 func (d *Demux) Stats() DemuxStats {
 	return DemuxStats{Frames: d.frames.Load(), UnknownSession: d.unknown.Load(), Malformed: d.malformed.Load(),
-		BadCRC: d.badCRC.Load(), WrongDestination: d.wrongDst.Load(), WrongSource: d.wrongSrc.Load()}
+		BadSum: d.badSum.Load(), WrongDestination: d.wrongDst.Load(), WrongSource: d.wrongSrc.Load()}
 }

@@ -12,7 +12,7 @@
 // competing flows, no middleboxes, no handshake (the two ends agree on a
 // session out of band). What remains is a small sliding-window protocol
 // counted in frames: per frame it fills in a 40-byte header in place,
-// sums a CRC (hardware CRC-32C), makes one call to the NIC, and on
+// sums a checksum (XXH64), makes one call to the NIC, and on
 // receipt keeps the frame it was given until Read copies from it.
 //
 // # Frames
@@ -22,7 +22,7 @@
 // 2), a 40-byte stream header and the payload. Header fields, big-endian:
 //
 //	offset size field
-//	     0    1 version  1
+//	     0    1 version  2
 //	     1    1 kind     1 data, 2 ack, 3 close
 //	     2    1 flags    bit 0: ack now (the sender waits for this ack)
 //	     3    1 reserved sent 0, ignored
@@ -33,18 +33,19 @@
 //	    24    8 sack     bit i set: frame ack+1+i was received
 //	    32    2 window   frames the receiver takes beyond ack
 //	    34    2 length   payload bytes
-//	    36    4 crc      CRC-32C (Castagnoli) of the payload followed by
-//	                     header bytes 0-35
+//	    36    4 sum      the low 32 bits of XXH64 of header bytes 0-35
+//	                     followed by the payload's XXH64 (little-endian)
 //
 // Every frame carries ack, window and sack, so data one way carries the
 // acknowledgements of the other. Frames, not bytes, are numbered, from 0
 // in each direction: a data frame carries up to MTU-40 bytes and is
-// resent as the same frame with fresh acknowledgement fields (so the CRC
-// sums the payload first: a resend sums only the 36 header bytes again).
+// resent as the same frame with fresh acknowledgement fields (so the sum
+// keeps the payload's part apart: a resend hashes only 44 bytes again).
+// Version 1 carried a CRC-32C there; frame.go says why it changed.
 // Nothing is padded; a frame may be longer than its header and payload
 // (a NIC pads short frames), which is why the length is explicit. Frames
 // that are short, of another version or kind, with a length beyond the
-// frame, with a bad CRC, of an unknown session or from or to another MAC
+// frame, with a bad sum, of an unknown session or from or to another MAC
 // are counted (DemuxStats) and dropped.
 //
 // # Loss recovery

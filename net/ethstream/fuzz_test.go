@@ -78,7 +78,7 @@ func accepted(f []byte) bool {
 
 // FuzzDeliver feeds arbitrary frames to a Demux with an open Conn: it
 // must never panic or corrupt the Conn's state, whether the frame fails
-// the early checks or (with its addresses, session and CRC made valid)
+// the early checks or (with its addresses, session and sum made valid)
 // reaches the protocol with arbitrary sequence, ack, window and SACK
 // fields. Then, as a property, a valid stream delivered out of order,
 // with duplicates, interleaved with garbage made from the input (the
@@ -110,9 +110,9 @@ func FuzzDeliver(f *testing.F) {
 			g := append([]byte(nil), in...)
 			putEthernet(g, macL, macP)
 			h, _, why := parse(append([]byte(nil), g...))
-			if why == parseBadCRC || why == parseOK {
+			if why == parseBadSum || why == parseOK {
 				h.session = testSession
-				h.put(g[ethHeaderLen:], payloadCRC(g[frameOverhead:frameOverhead+int(h.length)]))
+				h.put(g[ethHeaderLen:], payloadSum(g[frameOverhead:frameOverhead+int(h.length)]))
 				d.Deliver(g)
 			}
 		}

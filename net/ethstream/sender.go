@@ -741,19 +741,19 @@ func (c *Conn) transmit(b *batch) {
 	for k, f := range b.frames {
 		h.kind, h.flags, h.seq, h.length = f.kind, f.flags, f.seq, f.length
 		var buf []byte
-		var pcrc uint32
+		psum := emptySum
 		if f.kind == kindData {
 			i := f.seq % s.n
 			base := int(i) * s.frameCap
 			buf = s.slab[base : base+frameOverhead+int(f.length)]
-			if c.crcSeq[i] != f.seq+1 {
-				c.crcVal[i], c.crcSeq[i] = payloadCRC(buf[frameOverhead:]), f.seq+1
+			if c.sumSeq[i] != f.seq+1 {
+				c.sumVal[i], c.sumSeq[i] = payloadSum(buf[frameOverhead:]), f.seq+1
 			}
-			pcrc = c.crcVal[i]
+			psum = c.sumVal[i]
 		} else {
 			buf = c.ctl
 		}
-		h.put(buf[ethHeaderLen:], pcrc)
+		h.put(buf[ethHeaderLen:], psum)
 		if err := c.w.SendFrame(buf, k < len(b.frames)-1); err != nil {
 			b.sendErrors++
 		}

@@ -71,7 +71,7 @@ func TestTransfer(t *testing.T) {
 			l2, r2, d2 := b.end.Faulted()
 			lost, reord, dup = lost+l2, reord+r2, dup+d2
 			corrupted := a.end.Corrupted() + b.end.Corrupted()
-			badCRC := a.d.Stats().BadCRC + b.d.Stats().BadCRC
+			badSum := a.d.Stats().BadSum + b.d.Stats().BadSum
 			rxDropped := a.end.Counters().RxDropped + b.end.Counters().RxDropped
 			t.Logf("%v, %.1f MB/s; wire lost %d reordered %d duplicated %d corrupted %d, rx dropped %d",
 				took.Round(time.Millisecond), float64(n)/took.Seconds()/1e6, lost, reord, dup, corrupted, rxDropped)
@@ -90,11 +90,11 @@ func TestTransfer(t *testing.T) {
 			if tc.lc.Faults.Duplicate > 0 && (dup == 0 || sa.DuplicateFrames+sb.DuplicateFrames == 0) {
 				t.Errorf("duplication asked but duplicated=%d, duplicates received=%d", dup, sa.DuplicateFrames+sb.DuplicateFrames)
 			}
-			// Every corrupted frame that reached a Demux failed its CRC
+			// Every corrupted frame that reached a Demux failed its sum
 			// (one dropped by a full receive queue never got there, one
 			// duplicated got there twice).
-			if badCRC > corrupted+dup || badCRC+rxDropped < corrupted || tc.lc.Faults.Corrupt > 0 && badCRC == 0 {
-				t.Errorf("%d frames corrupted, %d bad CRCs counted (%d dropped by a full receive queue)", corrupted, badCRC, rxDropped)
+			if badSum > corrupted+dup || badSum+rxDropped < corrupted || tc.lc.Faults.Corrupt > 0 && badSum == 0 {
+				t.Errorf("%d frames corrupted, %d bad sums counted (%d dropped by a full receive queue)", corrupted, badSum, rxDropped)
 			}
 			if tc.lc.RxQueue == 16 && (rxDropped == 0 || retx == 0) {
 				t.Errorf("receive queue of 16: %d frames dropped, %d retransmits", rxDropped, retx)
