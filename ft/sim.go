@@ -53,7 +53,8 @@ type SimConfig struct {
 	// -kill-primary-after points); at it OnKill is called from the engine.
 	Kill   string
 	OnKill func(p ftmirror.Point, epoch uint64)
-	// ProbeBytes is the size of each baseline transfer (0: skip it).
+	// ProbeBytes is the size of each baseline transfer (0: skip it). The
+	// raw wire is probed rawProbes times and its median kept.
 	ProbeBytes int64
 	// After is how long a promoted secondary runs the guest before it
 	// checks the output stream (default 300 ms).
