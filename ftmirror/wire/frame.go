@@ -17,7 +17,7 @@
 //
 // The MAC is the only integrity check. Every transport under the codec
 // already checks for line corruption (TCP's checksum, the ether stream's
-// CRC-32C, the NIC's frame check sequence), so what reaches the codec
+// XXH64 sum, the NIC's frame check sequence), so what reaches the codec
 // corrupt was corrupted in a host or forged, and the MAC, which a random
 // change passes with probability 2^-128, refuses both alike (ErrForged).
 // Versions up to 4 also carried a CRC-32C of the frame before the tag: a
