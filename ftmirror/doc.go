@@ -112,8 +112,9 @@
 // is first tried in its first 4 KiB, compressed whole only if that part
 // saves an eighth, so incompressible memory costs little CPU (under QEMU
 // TCG zstd's tries were 5 % of the primary's CPU in a sync of random
-// memory with the backoff alone). Compression comes after the deltas and composes with them:
-// a delta's record headers and runs compress too. The secondary inflates
+// memory with the backoff alone). Compression comes after the deltas and
+// composes with them: a delta's record headers and runs compress too. The
+// secondary inflates
 // a GROUPZ in its checking stage, so that overlaps the apply of the group
 // before, and checks the inflated group like any other. A GROUPZ says its
 // inflated size, which must equal the codec's own (s2's block header,
