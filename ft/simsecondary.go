@@ -77,11 +77,13 @@ func (s *Sim) baseline(ctx context.Context) (raw, tcp, ether float64, err error)
 	slices.SortFunc(probes[:], func(a, b link.Probe) int { return cmp.Compare(a.MBps(), b.MBps()) })
 	pr := probes[rawProbes/2]
 	var arrived uint64
-	for _, p := range probes {
+	rates := make([]string, len(probes))
+	for i, p := range probes {
 		arrived += p.Frames
+		rates[i] = fmt.Sprintf("%.1f", p.MBps())
 	}
-	s.printf("baseline: raw Ethernet %.1f MB/s (the median of %d probes of %.1f, %.1f and %.1f MB/s; %d of %d probe frames arrived)",
-		pr.MBps(), rawProbes, probes[0].MBps(), probes[1].MBps(), probes[2].MBps(), arrived, frames)
+	s.printf("baseline: raw Ethernet %.1f MB/s (the median of %d probes of %s MB/s; %d of %d probe frames arrived)",
+		pr.MBps(), rawProbes, strings.Join(rates, ", "), arrived, frames)
 	buf := make([]byte, 64<<10)
 	var got int64
 	var start time.Time
