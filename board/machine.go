@@ -201,3 +201,21 @@ func Power(a PowerAction) error {
 	}
 	return fmt.Errorf("board: %s: reboot(2) returned", a)
 }
+
+// DrainConsole waits until everything written to the console (fd 1) has
+// gone to the UART: tcdrain(3), ioctl TCSBRK with a nonzero argument. The
+// boot layer queues console output and sends it by interrupt, so a write
+// returns before the bytes have left the machine; output that the world
+// must have seen before the machine may die (a protected guest's released
+// lines) is drained. On a Linux host it does nothing: a host's stdout is
+// no console of doppel's.
+func DrainConsole() error {
+	if !OnBareMetal() {
+		return nil
+	}
+	const tcsbrk = 0x5409 // TCSBRK, asm-generic/ioctls.h
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, 1, tcsbrk, 1); e != 0 {
+		return fmt.Errorf("board: drain the console: %w", e)
+	}
+	return nil
+}

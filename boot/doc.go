@@ -110,7 +110,8 @@
 //	                         until the line fired, returns the 8-byte count and unmasks
 //	                         (/dev/msi/<k>: the same for MSI vector 0x60+k, no mask);
 //	                         eventfd: counter (EAGAIN if 0 and O_NONBLOCK); /dev/urandom
-//	1    write               fd 1, 2: COM1, synchronous (\n -> \r\n); eventfd: add, wake
+//	1    write               fd 1, 2: queued for COM1, sent by interrupt (\n -> \r\n);
+//	                         eventfd: add, wake
 //	3    close               frees the descriptor (0-2 stay open)
 //	5    fstat               st_mode (regular for /proc, char device otherwise), st_size
 //	9    mmap                anonymous: VMA, demand-paged, hint honoured if free,
@@ -122,7 +123,7 @@
 //	13   rt_sigaction        remembers handler, flags, restorer, mask
 //	14   rt_sigprocmask      per-thread mask (BLOCK, UNBLOCK, SETMASK)
 //	15   rt_sigreturn        restores registers, mask and FPU state from the frame
-//	16   ioctl               ENOTTY
+//	16   ioctl               console TCSBRK (tcdrain): waits until the queue is sent; else ENOTTY
 //	24   sched_yield         requeues the caller if another thread can run here
 //	28   madvise             DONTNEED/FREE free the frames (reads back zero); others 0
 //	35   nanosleep           sleeps (one-shot timer: exact to the LAPIC tick); under

@@ -249,11 +249,18 @@ type consoleSink struct {
 
 var errDead = errors.New("ft: this node was killed")
 
+// Release returns once the released lines have left the machine: the
+// console queues output (board.DrainConsole), and output the primary calls
+// released must not die with it in the queue, where neither the world nor
+// the secondary's replay would see it.
 func (s *consoleSink) Release(off uint64, b []byte) error {
 	if s.dead.Load() {
 		return errDead
 	}
-	return s.split.Release(off, b)
+	if err := s.split.Release(off, b); err != nil {
+		return err
+	}
+	return board.DrainConsole()
 }
 
 // noNIC is the physical port of a guest without a NIC.

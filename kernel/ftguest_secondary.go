@@ -193,7 +193,10 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	// lines of that last epoch may appear twice, none is lost.
 	sink := &consoleSink{split: vmguest.NewSplitter(n.guest, n.g.outsideNIC(), tk.OutOffset, 0)}
 	n.sink.Store(sink)
-	if err := sink.Release(tk.OutOffset, tk.Out); err != nil {
+	// Not drained (consoleSink.Release): nothing can lose this output
+	// any more than the console can, and the guest need not wait for
+	// the log lines queued before it.
+	if err := sink.split.Release(tk.OutOffset, tk.Out); err != nil {
 		logf("replay: %v", err)
 	}
 	// The input the old primary received after the checkpoint, then the

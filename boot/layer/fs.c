@@ -219,6 +219,32 @@ void wake_all(int kind) {
 }
 
 void wake_console(void) { wake_all(W_CONSOLE); }
+void wake_console_tx(void) { wake_all(W_CONSOLE_TX); }
+
+#define TCSBRK 0x5409 /* tcdrain(3) is ioctl(fd, TCSBRK, 1) */
+
+/* sys_ioctl: on the console, TCSBRK waits until what was written has gone
+ * to the UART (a break is not sent); everything else is ENOTTY. A UART
+ * that takes nothing for a second fails the wait with EIO. */
+i64 sys_ioctl(int fd, u64 cmd, u64 arg) {
+	(void)arg;
+	struct file *f = getf(fd, F_NONE);
+	if (!f)
+		return -EBADF;
+	if (f->type != F_CONSOLE || cmd != TCSBRK)
+		return -ENOTTY;
+	u32 left = serial_queued();
+	u64 stuck = nanotime() + 1000000000ULL;
+	while (!serial_drained()) {
+		u32 now = serial_queued();
+		if (now < left)
+			left = now, stuck = nanotime() + 1000000000ULL;
+		else if (nanotime() >= stuck)
+			return -EIO;
+		block(W_CONSOLE_TX, 0, nanotime() + 10000000ULL);
+	}
+	return 0;
+}
 
 i64 sys_write(int fd, u64 buf, u64 n) {
 	struct file *f = getf(fd, F_NONE);

@@ -55,6 +55,7 @@ typedef int64_t i64;
 #define ENOENT 2
 #define ESRCH 3
 #define EINTR 4
+#define EIO 5
 #define EBADF 9
 #define EAGAIN 11
 #define ENOMEM 12
@@ -78,7 +79,7 @@ struct context {
 };
 
 enum tstate { T_FREE, T_RUNNABLE, T_RUNNING, T_BLOCKED, T_ZOMBIE };
-enum wkind { W_NONE, W_FUTEX, W_SLEEP, W_EPOLL, W_CONSOLE, W_IRQ, W_EVENTFD };
+enum wkind { W_NONE, W_FUTEX, W_SLEEP, W_EPOLL, W_CONSOLE, W_IRQ, W_EVENTFD, W_CONSOLE_TX };
 
 struct thread {
 	u8 fx[XSAVE_AREA_MAX] __attribute__((aligned(64))); /* fpu_save image */
@@ -157,8 +158,9 @@ u64 parse_size(const char *s, int *ok);
 
 /* ---- serial.c ---- */
 void serial_init(void);
-void serial_putc(char c);
 void serial_write(const char *s, size_t n);
+int serial_drained(void);
+u32 serial_queued(void);
 void kprintf(const char *fmt, ...);
 void serial_irq(void);
 int console_read(char *buf, size_t n);
@@ -389,6 +391,8 @@ void irq_fire(int gsi);
 i64 sys_getrandom(u64 buf, u64 n, int flags);
 void random_bytes(u8 *p, u64 n);
 void wake_console(void);
+void wake_console_tx(void);
+i64 sys_ioctl(int fd, u64 cmd, u64 arg);
 
 /* ---- power.c ---- */
 void power_off(void) __attribute__((noreturn));

@@ -120,7 +120,7 @@ static i64 dispatch(struct trapframe *tf) {
 	case SYS_rt_sigprocmask: return sys_rt_sigprocmask((int)a0, a1, a2, a3);
 	case SYS_rt_sigreturn: return sys_rt_sigreturn(tf);
 	case SYS_sigaltstack: return sys_sigaltstack(a0, a1);
-	case SYS_ioctl: return -ENOTTY;
+	case SYS_ioctl: return sys_ioctl((int)a0, a1, a2);
 	case SYS_sched_yield: yield(); return 0;
 	case SYS_nanosleep: return sys_nanosleep(a0, a1);
 	case SYS_clock_nanosleep: return sys_clock_nanosleep((int)a0, (int)a1, a2);
