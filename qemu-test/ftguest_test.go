@@ -64,13 +64,24 @@ func ticks(out string) []tick {
 // which runs the session over the given transport ("" for the default).
 func ftGuestPair(t *testing.T, kill, transport string) (p, s *Machine) {
 	t.Helper()
+	return ftGuestPairCPUs(t, kill, transport, 2)
+}
+
+// ftGuestPairCPUs is ftGuestPair with secondaryCPUs CPUs on the secondary
+// (the primary has two: its vCPU runs off CPU 0 under QEMU TCG).
+func ftGuestPairCPUs(t *testing.T, kill, transport string, secondaryCPUs int) (p, s *Machine) {
+	t.Helper()
 	r := newRelay(t, 0, 0, 1)
 	start := func(side int, flags string) *Machine {
+		smp := 2
+		if side == 1 {
+			smp = secondaryCPUs
+		}
 		// A 2 s heartbeat deadline: TCP over the emulated NICs on a loaded
 		// host can be silent for half a second (a retransmission timeout).
 		cmd := "doppel.reserve=128M doppel.guest=ftticks doppel.guest.mem=32M doppel.ft.hb=50ms doppel.ft.hbmiss=40 " +
 			fmt.Sprintf("doppel.net.virtio-net-0=10.9.0.%d/24 ", side+1) + flags
-		m, err := StartQEMU(fmt.Sprintf("%s-%d", t.Name(), side), QEMUConfig{MemMiB: 1024, SMP: 2, CPU: "max", Cmdline: cmd,
+		m, err := StartQEMU(fmt.Sprintf("%s-%d", t.Name(), side), QEMUConfig{MemMiB: 1024, SMP: smp, CPU: "max", Cmdline: cmd,
 			Modules: []Module{{Path: imagePath("ftticks.bin"), Name: "ftticks"}},
 			Extra: []string{"-netdev", fmt.Sprintf("socket,id=ft,connect=127.0.0.1:%d", r.Port(side)),
 				"-device", fmt.Sprintf("virtio-net-pci,disable-legacy=on,netdev=ft,mac=52:54:00:0f:00:%02d", side+1)}})
@@ -80,7 +91,11 @@ func ftGuestPair(t *testing.T, kill, transport string) (p, s *Machine) {
 		t.Cleanup(m.Close)
 		return m
 	}
-	p = start(0, "doppel.ft.role=primary doppel.ft.kill="+kill)
+	pflags := "doppel.ft.role=primary"
+	if kill != "" {
+		pflags += " doppel.ft.kill=" + kill
+	}
+	p = start(0, pflags)
 	sec := "doppel.ft.role=secondary doppel.ft.peer=10.9.0.1"
 	if transport != "" {
 		sec += " doppel.ft.transport=" + transport
@@ -540,6 +555,37 @@ func TestBochsFTGuestPause(t *testing.T) {
 			t.Logf("figures: Bochs pair, ftticks, 100 ms epochs, %v of host time: %s", time.Since(start).Round(time.Second), strings.TrimSpace(sub[0]))
 			return
 		}
+	}
+}
+
+// TestQEMUSVMFTGuestPause is a report (REPORT_TESTS, make ftguest-report):
+// the QEMU TCG pair (AMD-V) protects ftticks, which writes a few pages an
+// epoch, for qemuPauseCheckpoints checkpoints and logs the pause figures,
+// first as TestQEMUSVMFTGuest's pairs run (two CPUs a machine: four vCPU
+// threads on the host's two cores), then with a one-CPU secondary, which
+// runs no guest here (three threads). The pause is host time, so a vCPU
+// thread that waits for a core is part of it; the two lines show how much.
+func TestQEMUSVMFTGuestPause(t *testing.T) {
+	const qemuPauseCheckpoints = 300
+	count := regexp.MustCompile(`ft: checkpoints: (\d+),[^\r\n]*\r?\n`) // a whole line
+	for _, cpus := range []int{2, 1} {
+		t.Run(fmt.Sprintf("secondary-%dcpu", cpus), func(t *testing.T) {
+			p, s := ftGuestPairCPUs(t, "", "", cpus)
+			if _, err := p.Expect(ftProtected, 5*time.Minute); err != nil {
+				t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
+			}
+			start := time.Now()
+			for {
+				sub, err := p.Expect(count, 5*time.Minute)
+				if err != nil {
+					t.Fatalf("checkpoints stopped: %v\n%s", err, p.Tail(40))
+				}
+				if n, _ := strconv.Atoi(sub[1]); n >= qemuPauseCheckpoints {
+					t.Logf("figures: QEMU pair, secondary with %d CPUs, ftticks, %v of host time: %s", cpus, time.Since(start).Round(time.Second), strings.TrimSpace(sub[0]))
+					return
+				}
+			}
+		})
 	}
 }
 
