@@ -8,7 +8,8 @@ import (
 
 // Retransmission and congestion control.
 const (
-	// minRTO and maxRTO bound the retransmission timeout; initRTO is it
+	// minRTO and maxRTO bound the retransmission timeout (maxRTO gives
+	// way to twice the round trip where that is longer: rtoCap); initRTO is it
 	// before the first round-trip sample (RFC 6298's 1 s is for unknown
 	// paths: this one is a cable, and frames sent before the peer opened
 	// its end are lost and wait for it).
@@ -345,8 +346,17 @@ func (c *Conn) sampleRTT(r time.Duration) {
 		s.rttvar = (3*s.rttvar + d) / 4
 		s.srtt = (7*s.srtt + r) / 8
 	}
-	s.rto = min(maxRTO, max(minRTO, s.srtt+max(granularity, 4*s.rttvar)))
+	s.rto = min(s.rtoCap(), max(minRTO, s.srtt+max(granularity, 4*s.rttvar)))
 }
+
+// rtoCap is the most the timeout may be: maxRTO, or twice the smoothed
+// round trip where that is longer. A timeout shorter than the round trip
+// fires on every flight, resends frames that are only queued and takes
+// away the clean samples that would correct it: between two Bochs
+// processes, whose sockets queue frames that each Bochs reads one an
+// emulated millisecond, the round trip reached 140-540 ms, and a stream
+// under the flat 200 ms cap resent most of its frames.
+func (s *sender) rtoCap() time.Duration { return max(maxRTO, 2*s.srtt) }
 
 // armTLP sets the tail-loss probe's timer for frames just sent or
 // acknowledged: two smoothed RTTs and the peer's delayed ack from now,
@@ -402,7 +412,7 @@ func (s *sender) timeout(now time.Time) {
 	s.recover = s.nxt
 	s.rtxNext, s.rtxEnd = s.una, s.nxt
 	s.tlpAt, s.tlpOut, s.rackAt = time.Time{}, false, time.Time{}
-	s.rto = min(2*s.rto, maxRTO)
+	s.rto = min(2*s.rto, s.rtoCap())
 	s.rtoAt = now.Add(s.rto)
 }
 
@@ -533,7 +543,7 @@ func (c *Conn) plan(now time.Time, b *batch) (exit bool) {
 			}
 			c.st.Timeouts++
 			resendClose = true
-			s.rto = min(2*s.rto, maxRTO)
+			s.rto = min(2*s.rto, s.rtoCap())
 			s.rtoAt = now.Add(s.rto)
 		default:
 			s.rtoAt = time.Time{}

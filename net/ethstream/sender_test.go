@@ -34,6 +34,40 @@ func TestCongestionWindow(t *testing.T) {
 	}
 }
 
+// The timeout follows the round trip above maxRTO: a path whose frames
+// queue for longer than maxRTO must not time out every flight.
+func TestRTOAboveMaxRTO(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		samples  []time.Duration
+		timeouts int
+		want     time.Duration
+	}{
+		{"short round trips", []time.Duration{time.Millisecond, time.Millisecond}, 0, minRTO},
+		{"backoff capped at maxRTO", []time.Duration{time.Millisecond}, 8, maxRTO},
+		// srtt 400 ms, rttvar 150 ms: RFC 6298's 1 s, capped at 800 ms.
+		{"long round trips", []time.Duration{400 * time.Millisecond, 400 * time.Millisecond}, 0, 800 * time.Millisecond},
+		{"backoff capped at twice the round trip", []time.Duration{400 * time.Millisecond}, 8, 800 * time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := &Conn{}
+			conn.snd.rto = initRTO
+			for _, r := range c.samples {
+				conn.sampleRTT(r)
+			}
+			for i := 0; i < c.timeouts; i++ {
+				conn.snd.timeout(time.Now())
+			}
+			if got := conn.snd.rto; got != c.want {
+				t.Errorf("rto %v (srtt %v, rttvar %v), want %v", got, conn.snd.srtt, conn.snd.rttvar, c.want)
+			}
+			if conn.snd.rto < conn.snd.srtt {
+				t.Errorf("rto %v below the smoothed round trip %v", conn.snd.rto, conn.snd.srtt)
+			}
+		})
+	}
+}
+
 // A timeout resends everything from the first unacknowledged frame,
 // backs the timer off, and a second loss in the same window does not
 // halve again.
