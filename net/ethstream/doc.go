@@ -62,7 +62,9 @@
 // section 7), so that a lost tail is found by SACK rather than by the
 // timeout. The retransmission timeout follows RFC 6298 (SRTT and RTTVAR,
 // no samples from acks that covered a resent frame, Karn's rule), within
-// 10 to 200 ms, doubling on each timeout; on a timeout all unacknowledged
+// 10 to 200 ms or twice the smoothed round trip where that is longer (a
+// timeout shorter than the round trip fires on every flight), doubling on
+// each timeout; on a timeout all unacknowledged
 // frames the SACK does not cover are resent in order as the congestion
 // window allows. A Conn whose peer acknowledges nothing for
 // Config.GiveUp while it has data or a close outstanding fails with
