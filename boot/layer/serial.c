@@ -77,14 +77,20 @@ static int tx_lock(u64 patience) {
 
 static void tx_unlock(void) { __atomic_store_n(&txlock, 0, __ATOMIC_RELEASE); }
 
+/* tx_load moves up to one FIFO's worth of ring bytes into the UART, whose
+ * THR must be empty (txlock held). */
+static void tx_load(void) {
+	for (u32 i = 0; i < tx_depth && tx_head != tx_tail; i++)
+		outb(COM1 + UART_THR, (u8)txring[tx_tail++ % TXRING]);
+}
+
 /* tx_pump moves ring bytes into the UART while THR is empty (txlock
  * held) and asks for the THR-empty interrupt while bytes remain. Under
  * QEMU, whose UART sends at once, it empties the ring; on a real line
  * it loads one FIFO's worth. Returns whether the ring is empty. */
 static int tx_pump(void) {
 	while (tx_head != tx_tail && (inb(COM1 + UART_LSR) & UART_LSR_THRE))
-		for (u32 i = 0; i < tx_depth && tx_head != tx_tail; i++)
-			outb(COM1 + UART_THR, (u8)txring[tx_tail++ % TXRING]);
+		tx_load();
 	u8 want = UART_IER_RDA | (tx_head != tx_tail ? UART_IER_THRI : 0);
 	if (want != ier) {
 		ier = want;
@@ -110,8 +116,7 @@ static void tx_wait_thre(void) {
 static void tx_put(char c) {
 	while (tx_head - tx_tail >= TXRING) {
 		tx_wait_thre();
-		for (u32 i = 0; i < tx_depth && tx_head != tx_tail; i++)
-			outb(COM1 + UART_THR, (u8)txring[tx_tail++ % TXRING]);
+		tx_load();
 	}
 	txring[tx_head++ % TXRING] = c;
 }
@@ -133,8 +138,7 @@ void serial_write(const char *s, size_t n) {
 static void serial_flush(void) {
 	while (tx_head != tx_tail) {
 		tx_wait_thre();
-		for (u32 i = 0; i < tx_depth && tx_head != tx_tail; i++)
-			outb(COM1 + UART_THR, (u8)txring[tx_tail++ % TXRING]);
+		tx_load();
 	}
 	tx_pump(); /* nothing left: the THR-empty interrupt off */
 }

@@ -354,7 +354,7 @@ func (c *Conn) sampleRTT(r time.Duration) {
 // fires on every flight, resends frames that are only queued and takes
 // away the clean samples that would correct it: between two Bochs
 // processes, whose sockets queue frames that each Bochs reads one an
-// emulated millisecond, the round trip reached 140-540 ms, and a stream
+// emulated millisecond, the round trip reached 140-740 ms, and a stream
 // under the flat 200 ms cap resent most of its frames.
 func (s *sender) rtoCap() time.Duration { return max(maxRTO, 2*s.srtt) }
 
