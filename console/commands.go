@@ -1,10 +1,12 @@
 package console
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -20,6 +22,7 @@ type System struct {
 	MemoryReport func(w io.Writer) error
 	Modules      func(w io.Writer) error
 	Stats        func() ([]byte, error)
+	LockStats    func() ([]board.LockHolder, error)
 	Flags        func(w io.Writer) error
 	Power        func(board.PowerAction) error
 }
@@ -40,7 +43,13 @@ func Builtins(sys System) []Command {
 		}},
 		{Name: "halt", Help: "stop all CPUs", Run: power(sys.Power, board.Halt)},
 		{Name: "reboot", Help: "restart the machine", Run: power(sys.Power, board.Restart)},
-		{Name: "stats", Help: "boot layer counters (" + board.StatsPath + ")", Run: func(w io.Writer, _ []string) error {
+		{Name: "stats", Args: "[lock]", Help: "boot layer counters (" + board.StatsPath + "); lock: who held the layer's lock, longest first (" + board.LockStatPath + ")", Run: func(w io.Writer, args []string) error {
+			if len(args) > 0 {
+				if args[0] != "lock" || len(args) > 1 {
+					return fmt.Errorf("want no argument or \"lock\"")
+				}
+				return lockReport(w, sys.LockStats)
+			}
 			data, err := sys.Stats()
 			if err != nil {
 				return err
@@ -102,6 +111,7 @@ func Machine(log *Log, cpuReport func(io.Writer) error, flags func(io.Writer) er
 		MemoryReport: MemoryReport,
 		Modules:      ModulesReport,
 		Stats:        func() ([]byte, error) { return board.ReadFile(board.StatsPath) },
+		LockStats:    board.LockStats,
 		Flags:        flags,
 		Power:        board.Power,
 	}
@@ -151,6 +161,25 @@ func ModulesReport(w io.Writer) error {
 		if _, err := fmt.Fprintf(w, "%#x-%#x %8s %s\n", m.Start, m.End, board.FormatBytes(m.Size()), m.Name); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// lockReport prints the boot layer's lock statistics, the longest holders
+// first: holder (system call or vector), acquisitions, TSC ticks held and
+// per hold, and how often and how long other CPUs waited for it.
+func lockReport(w io.Writer, stats func() ([]board.LockHolder, error)) error {
+	if stats == nil {
+		return errors.New("not available")
+	}
+	hs, err := stats()
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(hs, func(a, b board.LockHolder) int { return cmp.Compare(b.Held, a.Held) })
+	fmt.Fprintf(w, "%-8s %10s %14s %10s %10s %14s\n", "holder", "count", "held ticks", "per hold", "waits", "waited ticks")
+	for _, h := range hs {
+		fmt.Fprintf(w, "%-8s %10d %14d %10d %10d %14d\n", h.Holder, h.Count, h.Held, h.Held/max(h.Count, 1), h.Waits, h.Waited)
 	}
 	return nil
 }

@@ -28,6 +28,9 @@ func fakeSystem(powered *[]board.PowerAction) System {
 		MemoryReport: text("MemTotal: 4G\n"),
 		Modules:      text("0x4000000-0x4a00000      10M testguest\n"),
 		Stats:        func() ([]byte, error) { return nil, errors.New("open /proc/doppel/stats: no such file or directory") },
+		LockStats: func() ([]board.LockHolder, error) {
+			return []board.LockHolder{{Holder: "vec48", Count: 10, Held: 500, Waits: 1, Waited: 20}, {Holder: "sys1", Count: 4, Held: 4000, Waits: 3, Waited: 900}}, nil
+		},
 		Power: func(a board.PowerAction) error {
 			*powered = append(*powered, a)
 			return board.ErrNotBareMetal
@@ -100,6 +103,14 @@ func TestShell(t *testing.T) {
 			input: "stats\nflags\n",
 			want: prompt + "stats: open /proc/doppel/stats: no such file or directory\n" + prompt +
 				"flags: not available\n" + prompt,
+		},
+		{
+			name:  "stats lock, longest holder first",
+			input: "stats lock\nstats locks\n",
+			want: prompt + "holder        count     held ticks   per hold      waits   waited ticks\n" +
+				"sys1              4           4000       1000          3            900\n" +
+				"vec48            10            500         50          1             20\n" + prompt +
+				"stats: want no argument or \"lock\"\n" + prompt,
 		},
 		{
 			name:    "halt and reboot refused off bare metal",
