@@ -122,7 +122,8 @@ func TestQEMUShell(t *testing.T) {
 	shellSession(t, m, 2*time.Minute)
 }
 
-// shellSession types help and mem at the prompt and checks the answers.
+// shellSession types help, mem, uptime, stats lock and a wrong command at
+// the prompt and checks the answers.
 func shellSession(t *testing.T, m *Machine, bootTimeout time.Duration) {
 	t.Helper()
 	if err := m.ExpectString(prompt, bootTimeout); err != nil {
@@ -135,6 +136,9 @@ func shellSession(t *testing.T, m *Machine, bootTimeout time.Duration) {
 		{"help\r", regexp.MustCompile(`(?s)help.*mem.*cpu.*uptime.*log.*halt.*reboot.*` + prompt)},
 		{"mem\r", regexp.MustCompile(`(?s)MemTotal.*` + prompt)},
 		{"uptime\r", regexp.MustCompile(`(?s)up.*\d.*` + prompt)},
+		// The layer's lock counts its holders; the shell's own reads and
+		// writes are among them.
+		{"stats lock\r", regexp.MustCompile(`(?s)holder +count +held ticks.*\n(sys|vec)\d+ +[1-9]\d* +\d+.*` + prompt)},
 		{"nonsense\r", regexp.MustCompile(`(?s)nonsense.*(unknown|not found).*` + prompt)},
 	} {
 		if err := m.Type(step.typed); err != nil {

@@ -16,6 +16,10 @@ const (
 	minRTO  = 10 * time.Millisecond
 	maxRTO  = 200 * time.Millisecond
 	initRTO = 50 * time.Millisecond
+	// unsampledMaxRTO caps the backoff of a stream whose peer answers
+	// but has given no round-trip sample yet (rtoCap): RFC 6298's initial
+	// timeout.
+	unsampledMaxRTO = time.Second
 	// granularity is the timer granularity G of RFC 6298's RTO formula
 	// (the delayed ack adds as much to a sample).
 	granularity = time.Millisecond
@@ -355,8 +359,18 @@ func (c *Conn) sampleRTT(r time.Duration) {
 // away the clean samples that would correct it: between two Bochs
 // processes, whose sockets queue frames that each Bochs reads one an
 // emulated millisecond, the round trip reached 140-740 ms, and a stream
-// under the flat 200 ms cap resent most of its frames.
-func (s *sender) rtoCap() time.Duration { return max(maxRTO, 2*s.srtt) }
+// under the flat 200 ms cap resent most of its frames. Before the first
+// sample, a peer that acknowledges frames (so it is there) but only
+// resent ones (Karn's rule leaves no sample) may be that slow path: the
+// timeout then backs off up to unsampledMaxRTO until a flight comes back
+// without a resend. A peer that has acknowledged nothing yet keeps the
+// 200 ms cap, so frames sent before it opened its end are resent soon.
+func (s *sender) rtoCap() time.Duration {
+	if s.srtt == 0 && s.una > 0 {
+		return unsampledMaxRTO
+	}
+	return max(maxRTO, 2*s.srtt)
+}
 
 // armTLP sets the tail-loss probe's timer for frames just sent or
 // acknowledged: two smoothed RTTs and the peer's delayed ack from now,

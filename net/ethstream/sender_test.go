@@ -40,18 +40,24 @@ func TestRTOAboveMaxRTO(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		samples  []time.Duration
+		answered bool // the peer has acknowledged frames, all of them resent
 		timeouts int
 		want     time.Duration
 	}{
-		{"short round trips", []time.Duration{time.Millisecond, time.Millisecond}, 0, minRTO},
-		{"backoff capped at maxRTO", []time.Duration{time.Millisecond}, 8, maxRTO},
+		{"short round trips", []time.Duration{time.Millisecond, time.Millisecond}, false, 0, minRTO},
+		{"backoff capped at maxRTO", []time.Duration{time.Millisecond}, false, 8, maxRTO},
 		// srtt 400 ms, rttvar 150 ms: RFC 6298's 1 s, capped at 800 ms.
-		{"long round trips", []time.Duration{400 * time.Millisecond, 400 * time.Millisecond}, 0, 800 * time.Millisecond},
-		{"backoff capped at twice the round trip", []time.Duration{400 * time.Millisecond}, 8, 800 * time.Millisecond},
+		{"long round trips", []time.Duration{400 * time.Millisecond, 400 * time.Millisecond}, false, 0, 800 * time.Millisecond},
+		{"backoff capped at twice the round trip", []time.Duration{400 * time.Millisecond}, false, 8, 800 * time.Millisecond},
+		{"no sample, nothing acknowledged: maxRTO", nil, false, 8, maxRTO},
+		{"no sample, the peer acknowledges resent frames", nil, true, 8, unsampledMaxRTO},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := &Conn{}
 			conn.snd.rto = initRTO
+			if c.answered {
+				conn.snd.una, conn.snd.nxt = 40, 80
+			}
 			for _, r := range c.samples {
 				conn.sampleRTT(r)
 			}
