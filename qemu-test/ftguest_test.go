@@ -544,16 +544,26 @@ func TestBochsFTGuestPause(t *testing.T) {
 	if _, err := p.Expect(ftProtected, 10*time.Minute); err != nil {
 		t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
 	}
+	line, took := awaitCheckpoints(t, p, bochsPauseCheckpoints, 10*time.Minute)
+	t.Logf("figures: Bochs pair, ftticks, 100 ms epochs, %v of host time: %s", took.Round(time.Second), line)
+}
+
+// ftCheckpointsLine is a whole line of a primary's checkpoint figures.
+var ftCheckpointsLine = regexp.MustCompile(`ft: checkpoints: (\d+),[^\r\n]*\r?\n`)
+
+// awaitCheckpoints waits until primary p reports at least n checkpoints,
+// each figures line within wait of the one before, and returns that line
+// and the host time it took.
+func awaitCheckpoints(t *testing.T, p *Machine, n int, wait time.Duration) (string, time.Duration) {
+	t.Helper()
 	start := time.Now()
-	count := regexp.MustCompile(`ft: checkpoints: (\d+),[^\r\n]*\r?\n`) // a whole line
 	for {
-		sub, err := p.Expect(count, 10*time.Minute)
+		sub, err := p.Expect(ftCheckpointsLine, wait)
 		if err != nil {
 			t.Fatalf("checkpoints stopped: %v\n%s", err, p.Tail(40))
 		}
-		if n, _ := strconv.Atoi(sub[1]); n >= bochsPauseCheckpoints {
-			t.Logf("figures: Bochs pair, ftticks, 100 ms epochs, %v of host time: %s", time.Since(start).Round(time.Second), strings.TrimSpace(sub[0]))
-			return
+		if k, _ := strconv.Atoi(sub[1]); k >= n {
+			return strings.TrimSpace(sub[0]), time.Since(start)
 		}
 	}
 }
@@ -567,24 +577,14 @@ func TestBochsFTGuestPause(t *testing.T) {
 // thread that waits for a core is part of it; the two lines show how much.
 func TestQEMUSVMFTGuestPause(t *testing.T) {
 	const qemuPauseCheckpoints = 300
-	count := regexp.MustCompile(`ft: checkpoints: (\d+),[^\r\n]*\r?\n`) // a whole line
 	for _, cpus := range []int{2, 1} {
 		t.Run(fmt.Sprintf("secondary-%dcpu", cpus), func(t *testing.T) {
 			p, s := ftGuestPairCPUs(t, "", "", cpus)
 			if _, err := p.Expect(ftProtected, 5*time.Minute); err != nil {
 				t.Fatalf("primary never protected: %v\n%s\nsecondary:\n%s", err, p.Tail(40), s.Tail(20))
 			}
-			start := time.Now()
-			for {
-				sub, err := p.Expect(count, 5*time.Minute)
-				if err != nil {
-					t.Fatalf("checkpoints stopped: %v\n%s", err, p.Tail(40))
-				}
-				if n, _ := strconv.Atoi(sub[1]); n >= qemuPauseCheckpoints {
-					t.Logf("figures: QEMU pair, secondary with %d CPUs, ftticks, %v of host time: %s", cpus, time.Since(start).Round(time.Second), strings.TrimSpace(sub[0]))
-					return
-				}
-			}
+			line, took := awaitCheckpoints(t, p, qemuPauseCheckpoints, 5*time.Minute)
+			t.Logf("figures: QEMU pair, secondary with %d CPUs, ftticks, %v of host time: %s", cpus, took.Round(time.Second), line)
 		})
 	}
 }

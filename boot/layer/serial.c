@@ -121,15 +121,20 @@ static void tx_put(char c) {
 	txring[tx_head++ % TXRING] = c;
 }
 
-/* serial_write queues s for COM1 (\n -> \r\n) and returns; the IRQ 4
- * handler sends it. */
-void serial_write(const char *s, size_t n) {
-	tx_lock(0);
+/* tx_queue appends s to the ring, each \n as \r\n (txlock held). */
+static void tx_queue(const char *s, size_t n) {
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '\n')
 			tx_put('\r');
 		tx_put(s[i]);
 	}
+}
+
+/* serial_write queues s for COM1 and returns; the IRQ 4 handler sends
+ * it. */
+void serial_write(const char *s, size_t n) {
+	tx_lock(0);
+	tx_queue(s, n);
 	tx_pump();
 	tx_unlock();
 }
@@ -164,11 +169,7 @@ void kprintf(const char *fmt, ...) {
 	int n = vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 	int locked = tx_lock(100000000);
-	for (int i = 0; i < MIN(n, (int)sizeof buf - 1); i++) {
-		if (buf[i] == '\n')
-			tx_put('\r');
-		tx_put(buf[i]);
-	}
+	tx_queue(buf, MIN((size_t)n, sizeof buf - 1));
 	serial_flush();
 	if (locked)
 		tx_unlock();
