@@ -83,6 +83,11 @@ type Device struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
+	// serviceMu is held by each service pass. Close takes it once it has
+	// marked the device closed, so no pass still reads the rings when the
+	// DMA memory is freed (and reused by the next Open on it). The
+	// interrupt goroutine itself may stay blocked in its Wait.
+	serviceMu sync.Mutex
 }
 
 // Open initializes the device (3.1.1) and starts its interrupt goroutine.
@@ -289,6 +294,11 @@ func (d *Device) Service() { d.service() }
 // reads no ISR (4.1.4.5.2: the driver should not) and the link status
 // instead.
 func (d *Device) service() uint8 {
+	d.serviceMu.Lock()
+	defer d.serviceMu.Unlock()
+	if d.closed.Load() {
+		return 0
+	}
 	var isr uint8
 	if d.cfg.MSIX {
 		d.readLink()
@@ -462,6 +472,8 @@ func (d *Device) Close() error {
 	err := d.reset()
 	d.cfg.IRQ.Close()
 	d.rxq.Close()
+	d.serviceMu.Lock() // the last service pass has ended; none starts now
+	d.serviceMu.Unlock()
 	if err == nil {
 		d.free()
 	}
