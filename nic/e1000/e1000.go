@@ -102,6 +102,12 @@ type Device struct {
 	closed atomic.Bool
 	done   chan struct{}
 	stop   chan struct{}
+	// serviceMu is held by each service pass. Close takes it, and txMu,
+	// once it has marked the device closed, so no pass and no transmit
+	// still uses the rings when the DMA memory is freed (and reused by the
+	// next Open on it). The interrupt goroutine itself may stay blocked in
+	// its Wait: closing a line does not wake its reader on bare metal.
+	serviceMu sync.Mutex
 }
 
 // HWCounters are the device's own error statistics (13.7), accumulated.
@@ -313,6 +319,11 @@ func (d *Device) Service() { d.service() }
 
 // service returns the interrupt causes it found (and cleared).
 func (d *Device) service() uint32 {
+	d.serviceMu.Lock()
+	defer d.serviceMu.Unlock()
+	if d.closed.Load() {
+		return 0
+	}
 	icr := d.regs.Read32(ICR)
 	if icr&IntLSC != 0 {
 		d.readLink()
@@ -462,11 +473,11 @@ var _ nic.Batcher = (*Device)(nil)
 // descriptor is filled but TDT is not written, so a burst costs one
 // register write and the device takes its descriptors in one pass.
 func (d *Device) TransmitMore(frame []byte, more bool) (err error) {
-	if d.closed.Load() {
-		return nic.ErrClosed
-	}
 	d.txMu.Lock()
 	defer d.txMu.Unlock()
+	if d.closed.Load() { // under txMu: Close frees the ring after taking it
+		return nic.ErrClosed
+	}
 	defer func() {
 		if (!more || err != nil) && d.txRung != d.txTail {
 			d.regs.Write32(TDT, uint32(d.txTail))
@@ -539,6 +550,9 @@ func (d *Device) TransmitSegment(packet []byte, mss int) error {
 	}
 	d.txMu.Lock()
 	defer d.txMu.Unlock()
+	if d.closed.Load() {
+		return nic.ErrClosed
+	}
 	defer func() {
 		if d.txRung != d.txTail {
 			d.regs.Write32(TDT, uint32(d.txTail))
@@ -702,6 +716,10 @@ func (d *Device) Close() error {
 	d.regs.Write32(CTRL, d.regs.Read32(CTRL)|CtrlRST)
 	d.cfg.IRQ.Close()
 	d.rxq.Close()
+	d.serviceMu.Lock() // the last service pass has ended; none starts now
+	d.serviceMu.Unlock()
+	d.txMu.Lock() // likewise the last transmit
+	d.txMu.Unlock()
 	d.free()
 	return nil
 }

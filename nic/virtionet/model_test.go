@@ -73,9 +73,12 @@ func (m *vmodel) slice(pa uint64, n int) []byte {
 // availEntry returns the next descriptor the driver made available on q.
 func (m *vmodel) availEntry(qi int) (uint16, bool) {
 	q := &m.q[qi]
+	if !q.enabled { // a reset device reads no ring
+		return 0, false
+	}
 	ring := m.slice(q.avail, ringHeaderLen+2*int(q.size))
 	idx := uint16(atomic.LoadUint32((*uint32)(unsafe.Pointer(&ring[0]))) >> 16)
-	if !q.enabled || q.lastAvail == idx {
+	if q.lastAvail == idx {
 		return 0, false
 	}
 	id := binary.LittleEndian.Uint16(ring[ringHeaderLen+2*int(q.lastAvail%q.size):])

@@ -83,8 +83,9 @@ type Device struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
-	// serviceMu is held by each service pass. Close takes it once it has
-	// marked the device closed, so no pass still reads the rings when the
+	// serviceMu is held by each service pass. Close takes it, and txMu,
+	// once it has marked the device closed, so no pass and no transmit
+	// still uses the rings when the
 	// DMA memory is freed (and reused by the next Open on it). The
 	// interrupt goroutine itself may stay blocked in its Wait.
 	serviceMu sync.Mutex
@@ -474,6 +475,8 @@ func (d *Device) Close() error {
 	d.rxq.Close()
 	d.serviceMu.Lock() // the last service pass has ended; none starts now
 	d.serviceMu.Unlock()
+	d.txMu.Lock() // likewise the last transmit, which checks closed under it
+	d.txMu.Unlock()
 	if err == nil {
 		d.free()
 	}
