@@ -296,8 +296,8 @@ func StreamCounters(c net.Conn) (string, bool) {
 		return "", false
 	}
 	x := es.Stats()
-	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts, %d tail probes; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; %d window stalls, cwnd %d, peer window %d, srtt %v, rto %v",
-		x.DataFramesSent, x.DataFramesReceived, x.FastRetransmits+x.TimeoutRetransmits, x.FastRetransmits, x.Timeouts, x.TailProbes,
+	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts (%d spurious), %d tail probes; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; %d window stalls, cwnd %d, peer window %d, srtt %v, rto %v",
+		x.DataFramesSent, x.DataFramesReceived, x.FastRetransmits+x.TimeoutRetransmits, x.FastRetransmits, x.Timeouts, x.SpuriousTimeouts, x.TailProbes,
 		x.AcksSent, x.Probes, x.DuplicateFrames, x.OutOfOrder, x.BadFrames, x.SendErrors, x.WindowStalls, x.Cwnd, x.PeerWindow,
 		x.SRTT.Round(time.Microsecond), x.RTO.Round(time.Microsecond)), true
 }

@@ -121,6 +121,10 @@ type Stats struct {
 	// later arrived an RTT ago); TimeoutRetransmits those sent again after a
 	// retransmission timeout; Timeouts the timeouts themselves.
 	FastRetransmits, TimeoutRetransmits, Timeouts uint64
+	// SpuriousTimeouts counts timeouts the next acknowledgement showed
+	// spurious (a frame of the flight arrived without being resent), so
+	// that the rest of the flight was not resent (F-RTO, RFC 5682).
+	SpuriousTimeouts uint64
 	// TailProbes counts tail-loss probes: the last frame sent again
 	// after two RTTs without an acknowledgement, so that a lost tail is
 	// found by SACK before the retransmission timeout.

@@ -169,6 +169,12 @@ func TestAcksSent(t *testing.T) {
 	if want := c.rcv.n - 3; uint64(h.window) != want {
 		t.Fatalf("window %d with 3 frames unread of %d, want %d", h.window, c.rcv.n, want)
 	}
+	// A hole wider than the bitmap: it starts at the block of the first
+	// frame held, 64 frames on.
+	d.Deliver(frame(103))
+	if h := ack("a wide gap"); h.ack != 3 || h.shift != 1 || h.sack != 1<<35 || h.sackBase() != 68 {
+		t.Fatalf("ack %d shift %d sack %#x after frame 103", h.ack, h.shift, h.sack)
+	}
 	// A probe (an ack asking for one) is answered.
 	d.Deliver(mkFrame(header{kind: kindAck, flags: flagAckNow, session: testSession}, nil))
 	ack("a probe")

@@ -22,15 +22,15 @@
 // 2), a 40-byte stream header and the payload. Header fields, big-endian:
 //
 //	offset size field
-//	     0    1 version  2
+//	     0    1 version  3
 //	     1    1 kind     1 data, 2 ack, 3 close
 //	     2    1 flags    bit 0: ack now (the sender waits for this ack)
-//	     3    1 reserved sent 0, ignored
+//	     3    1 shift    the SACK bitmap starts at frame ack+1+64*shift
 //	     4    4 session  Config.Session
 //	     8    8 seq      frame number of a data frame; a close frame's is
 //	                     one past the last data frame
 //	    16    8 ack      every frame below it was received
-//	    24    8 sack     bit i set: frame ack+1+i was received
+//	    24    8 sack     bit i set: frame ack+1+64*shift+i was received
 //	    32    2 window   frames the receiver takes beyond ack
 //	    34    2 length   payload bytes
 //	    36    4 sum      the low 32 bits of XXH64 of header bytes 0-35
@@ -42,6 +42,8 @@
 // resent as the same frame with fresh acknowledgement fields (so the sum
 // keeps the payload's part apart: a resend hashes only 44 bytes again).
 // Version 1 carried a CRC-32C there; frame.go says why it changed.
+// Version 2 had no shift (byte 3 was reserved): its bitmap always began
+// at ack+1.
 // Nothing is padded; a frame may be longer than its header and payload
 // (a NIC pads short frames), which is why the length is explicit. Frames
 // that are short, of another version or kind, with a length beyond the
@@ -51,7 +53,11 @@
 // # Loss recovery
 //
 // The receiver keeps frames that arrive beyond a gap (within its window)
-// and advertises them in the SACK bitmap. The sender resends a frame
+// and advertises them in the SACK bitmap, which starts at the 64-frame
+// block of the first frame held beyond the gap: a hole wider than the
+// bitmap (a burst the receiving NIC or its queue dropped) still shows
+// frames received beyond it, so it is found lost by the rule below
+// instead of by the timeout. The sender resends a frame
 // that the SACK shows missing when at least three later frames arrived,
 // or when a frame sent after it arrived and it has not been acknowledged
 // for 1.25 smoothed RTTs (RACK, RFC 8985, which also finds losses at the
@@ -64,9 +70,17 @@
 // no samples from acks that covered a resent frame, Karn's rule), within
 // 10 to 200 ms or twice the smoothed round trip where that is longer (a
 // timeout shorter than the round trip fires on every flight), doubling on
-// each timeout; on a timeout all unacknowledged
-// frames the SACK does not cover are resent in order as the congestion
-// window allows. A Conn whose peer acknowledges nothing for
+// each timeout. A timeout resends the first unacknowledged frame only,
+// and the next acknowledgement decides the rest (F-RTO, RFC 5682): if it
+// covers a frame of the flight that was never resent, the flight was
+// only late (an emulator's receiving vCPU not scheduled, a queue in
+// front of it), the timeout is counted spurious, nothing more is resent
+// and the window goes back to what it was (RFC 4015); otherwise every
+// unacknowledged frame the SACK does not cover is resent in order as the
+// congestion window allows, as after a second timeout in a row. A
+// resent frame is found lost again only by the time rule (frames sent
+// after its resend arrived): the count of later frames received says
+// nothing about a frame sent after them. A Conn whose peer acknowledges nothing for
 // Config.GiveUp while it has data or a close outstanding fails with
 // ErrTimeout (a peer that answers probes of a closed window counts as
 // alive).

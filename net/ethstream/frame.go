@@ -20,8 +20,10 @@ const (
 )
 
 // version is the only header version this package speaks. Version 2
-// replaced version 1's CRC-32C with the XXH64-based sum (see put).
-const version = 2
+// replaced version 1's CRC-32C with the XXH64-based sum (see put);
+// version 3 gave the reserved byte to the SACK bitmap's shift, whose
+// bits version 2 counted from ack+1 only.
+const version = 3
 
 // kind is what a frame is.
 type kind uint8
@@ -48,10 +50,11 @@ const (
 	offVersion = 0  // uint8
 	offKind    = 1  // uint8
 	offFlags   = 2  // uint8
-	offSession = 4  // uint32 (byte 3 is reserved: sent 0, ignored)
+	offShift   = 3  // uint8: the SACK bitmap starts at frame ack+1+64*shift
+	offSession = 4  // uint32
 	offSeq     = 8  // uint64: frame number of a data or close frame
 	offAck     = 16 // uint64: every frame below it was received
-	offSACK    = 24 // uint64: bit i set = frame ack+1+i received
+	offSACK    = 24 // uint64: bit i set = frame sackBase+i received
 	offWindow  = 32 // uint16: frames the receiver takes beyond ack
 	offLength  = 34 // uint16: payload bytes
 	offSum     = 36 // uint32: checksum of bytes 0-35 and the payload
@@ -68,9 +71,17 @@ type header struct {
 	seq     uint64
 	ack     uint64
 	sack    uint64
+	shift   uint8 // the SACK bitmap starts at frame sackBase
 	window  uint16
 	length  uint16
 }
+
+// sackBase is the frame of the SACK bitmap's bit 0.
+func (h *header) sackBase() uint64 { return h.ack + 1 + sackBlock*uint64(h.shift) }
+
+// sackBlock is the unit of the SACK bitmap's shift: its width, so that
+// shifted bitmaps tile the frames beyond ack.
+const sackBlock = 64
 
 // put writes h to b (at least headerLen bytes) with its checksum, given
 // the payload's sum (payloadSum(nil) for none). The checksum is the low 32
@@ -90,7 +101,7 @@ func (h *header) put(b []byte, psum uint64) {
 	b[offVersion] = version
 	b[offKind] = byte(h.kind)
 	b[offFlags] = h.flags
-	b[3] = 0
+	b[offShift] = h.shift
 	binary.BigEndian.PutUint32(b[offSession:], h.session)
 	binary.BigEndian.PutUint64(b[offSeq:], h.seq)
 	binary.BigEndian.PutUint64(b[offAck:], h.ack)
@@ -143,6 +154,7 @@ func parse(frame []byte) (h header, payload []byte, why parseError) {
 		return h, nil, parseMalformed
 	}
 	h.flags = b[offFlags]
+	h.shift = b[offShift]
 	h.session = binary.BigEndian.Uint32(b[offSession:])
 	h.seq = binary.BigEndian.Uint64(b[offSeq:])
 	h.ack = binary.BigEndian.Uint64(b[offAck:])

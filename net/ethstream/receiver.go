@@ -70,33 +70,44 @@ func (r *receiver) window() uint64 {
 	return min(r.n-used, maxWindow)
 }
 
-// sack is the SACK bitmap: bit i set when frame next+1+i is held.
-func (r *receiver) sack() uint64 {
+// sack is the SACK bitmap and its shift: bit i set when frame
+// next+1+sackBlock*shift+i is held. The bitmap starts at the block of the
+// first frame held beyond next, so that a hole wider than the bitmap
+// (a burst the receiving NIC or its queue dropped) still shows the sender
+// frames received beyond it, and with them that the hole is lost, rather
+// than leaving it to the retransmission timeout.
+func (r *receiver) sack() (sack uint64, shift uint8) {
 	if r.ooo == 0 {
-		return 0
+		return 0, 0
 	}
-	var m uint64
 	lim := r.readSeq + r.n
-	for i := uint64(0); i < 64; i++ {
-		s := r.next + 1 + i
+	base := r.next + 1
+	for base < lim && r.slots[base%r.n] == nil {
+		base++
+	}
+	k := min((base-r.next-1)/sackBlock, 255)
+	base = r.next + 1 + sackBlock*k
+	for i := uint64(0); i < sackBlock; i++ {
+		s := base + i
 		if s >= lim {
 			break
 		}
 		if r.slots[s%r.n] != nil {
-			m |= 1 << i
+			sack |= 1 << i
 		}
 	}
-	return m
+	return sack, uint8(k)
 }
 
 // snapshot returns the acknowledgement fields of a frame about to be
 // sent and notes that they were: no ack is owed any more.
-func (r *receiver) snapshot() (ack, window, sack uint64) {
-	ack, window, sack = r.next, r.window(), r.sack()
+func (r *receiver) snapshot() (ack, window, sack uint64, shift uint8) {
+	ack, window = r.next, r.window()
+	sack, shift = r.sack()
 	r.ackNow, r.ackAt = false, time.Time{}
 	r.unacked, r.oooUnacked = 0, 0
 	r.lastWnd = window
-	return ack, window, sack
+	return ack, window, sack, shift
 }
 
 // ackDue reports whether a pure ack should go out now.

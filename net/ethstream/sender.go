@@ -105,6 +105,16 @@ type sender struct {
 	rtxNext        uint64 // after a timeout, frames [rtxNext, rtxEnd) are to be resent in order
 	rtxEnd         uint64
 	rtoRecover     uint64 // the last timeout's flight ends here: one before una reaches it is a second in a row
+	// frtoEnd is nxt at a timeout whose flight may still be on its way
+	// (F-RTO, RFC 5682), zero when none is: until an acknowledgement
+	// comes, only the first unacknowledged frame is resent. One that
+	// covers a frame below frtoEnd never resent shows the flight was
+	// only late: the timeout was spurious, nothing more is resent, and
+	// the window it halved is restored (frtoCwnd, frtoSsthresh; the
+	// Eifel response, RFC 4015). One that covers only resent frames
+	// shows the flight lost: the rest of it is resent in order.
+	frtoEnd                uint64
+	frtoCwnd, frtoSsthresh uint64
 
 	srtt, rttvar, rto time.Duration
 	rtoAt             time.Time // retransmission timer (zero: stopped)
@@ -234,6 +244,7 @@ func (s *sender) abandon() {
 	s.una, s.nxt = s.tail, s.tail
 	s.sacked, s.highSACK, s.fastCheck = 0, s.tail, false
 	s.rtxNext, s.rtxEnd = s.tail, s.tail
+	s.frtoEnd = 0
 	s.probeAt = time.Time{}
 	if !s.closeSent || s.closeAcked {
 		s.rtoAt = time.Time{}
@@ -245,6 +256,9 @@ func (s *sender) abandon() {
 // says the goroutine has something new to do.
 func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 	s := &c.snd
+	// original: this acknowledgement covers a frame of a timed-out
+	// flight that was never resent (frtoEnd).
+	original, progress := false, false
 	sent := s.nxt
 	if s.closeSent {
 		sent = s.closeSeq + 1
@@ -279,6 +293,8 @@ func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 				}
 				if f&slotRetransmitted != 0 {
 					clean = false
+				} else if q < s.frtoEnd {
+					original = true
 				}
 			}
 			last := (end - 1) % s.n
@@ -289,6 +305,7 @@ func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 			s.fastCheck = s.sacked > 0 // a partial ack: the next hole may be due
 			acked := end - s.una
 			s.una = end
+			progress = true
 			s.grow(acked)
 			s.rtxNext = max(s.rtxNext, s.una)
 			s.rtxEnd = max(s.rtxEnd, s.una)
@@ -313,8 +330,9 @@ func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 		// Alive, but its reader is not taking data: not a silent peer.
 		s.lastProgress = clk.now()
 	}
+	base := h.sackBase()
 	for m := h.sack; m != 0; m &= m - 1 {
-		q := h.ack + 1 + uint64(bits.TrailingZeros64(m))
+		q := base + uint64(bits.TrailingZeros64(m))
 		if q < s.una {
 			continue
 		}
@@ -322,6 +340,10 @@ func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 			break
 		}
 		if i := q % s.n; s.flags[i]&slotSACKed == 0 {
+			if s.flags[i]&slotRetransmitted == 0 && q < s.frtoEnd {
+				original = true
+			}
+			progress = true
 			s.flags[i] |= slotSACKed
 			s.sacked++
 			s.rackTime = max(s.rackTime, s.sentAt[i])
@@ -330,7 +352,29 @@ func (c *Conn) onAck(h *header, clk *clock) (ok, kick bool) {
 			kick = true
 		}
 	}
+	if s.frtoEnd != 0 && progress {
+		c.frtoVerdict(original)
+		kick = true
+	}
 	return true, kick
+}
+
+// frtoVerdict ends the wait after a timeout (sender.frtoEnd) on the
+// first acknowledgement to make progress: original says it covered a
+// frame of the flight that was never resent.
+func (c *Conn) frtoVerdict(original bool) {
+	s := &c.snd
+	if original {
+		c.st.SpuriousTimeouts++
+		s.rtxNext = s.rtxEnd
+		s.cwnd = min(max(s.cwnd, s.frtoCwnd), max(s.peerMax, minWindow))
+		s.ssthresh = max(s.ssthresh, s.frtoSsthresh)
+		s.rtoRecover = s.una // not a timeout in a row if another comes
+	} else {
+		s.rtxNext = max(s.rtxNext, s.una)
+		s.rtxEnd = max(s.rtxEnd, s.frtoEnd)
+	}
+	s.frtoEnd = 0
 }
 
 // sampleRTT folds one round-trip sample into the estimate (RFC 6298
@@ -416,6 +460,10 @@ func (s *sender) grow(acked uint64) {
 // off.
 func (s *sender) timeout(now time.Time) {
 	again := s.una < s.rtoRecover
+	first := s.frtoEnd == 0
+	if first {
+		s.frtoCwnd, s.frtoSsthresh = s.cwnd, s.ssthresh
+	}
 	s.rtoRecover = s.nxt
 	s.ssthresh = max(s.cwnd/2, minCwnd)
 	s.cwnd = min(max(s.ssthresh, initCwnd), max(s.peerMax, minWindow))
@@ -424,7 +472,15 @@ func (s *sender) timeout(now time.Time) {
 	}
 	s.caAcked = 0
 	s.recover = s.nxt
-	s.rtxNext, s.rtxEnd = s.una, s.nxt
+	if first {
+		s.frtoEnd = s.nxt
+		s.rtxNext, s.rtxEnd = s.una, s.una+1
+	} else {
+		// A second timeout with no acknowledgement between: the flight
+		// is lost.
+		s.frtoEnd = 0
+		s.rtxNext, s.rtxEnd = s.una, s.nxt
+	}
 	s.tlpAt, s.tlpOut, s.rackAt = time.Time{}, false, time.Time{}
 	s.rto = min(2*s.rto, s.rtoCap())
 	s.rtoAt = now.Add(s.rto)
@@ -454,6 +510,7 @@ type txFrame struct {
 type batch struct {
 	frames           []txFrame
 	ack, window, sak uint64
+	sakShift         uint8
 	sendErrors       uint64
 }
 
@@ -582,14 +639,19 @@ func (c *Conn) plan(now time.Time, b *batch) (exit bool) {
 	if s.fastCheck || !s.rackAt.IsZero() && !now.Before(s.rackAt) {
 		c.detectLoss(now, b)
 	}
-	// After a timeout, resend the unSACKed frames in order.
-	for s.rtxNext < s.rtxEnd && len(b.frames) < maxBurst && s.pipe() < s.cwnd {
+	// After a timeout, resend the unSACKed frames in order; while the
+	// timeout may be spurious (frtoEnd) only the first, at once and
+	// asking for the acknowledgement that decides.
+	for s.rtxNext < s.rtxEnd && len(b.frames) < maxBurst && (s.pipe() < s.cwnd || s.frtoEnd != 0) {
 		i := s.rtxNext % s.n
 		s.rtxNext++
 		if s.flags[i]&slotSACKed != 0 {
 			continue
 		}
 		b.add(kindData, s.rtxNext-1, s.length[i])
+		if s.frtoEnd != 0 {
+			b.frames[len(b.frames)-1].flags |= flagAckNow
+		}
 		s.flags[i] |= slotRetransmitted
 		s.sentAt[i] = now.Sub(c.epoch)
 		c.st.TimeoutRetransmits++
@@ -674,7 +736,7 @@ func (c *Conn) plan(now time.Time, b *batch) (exit bool) {
 	if probe {
 		b.frames[len(b.frames)-1].flags |= flagAckNow
 	}
-	b.ack, b.window, b.sak = r.snapshot()
+	b.ack, b.window, b.sak, b.sakShift = r.snapshot()
 	s.txLow = noSeq
 	for _, f := range b.frames {
 		if f.kind == kindData {
@@ -709,8 +771,13 @@ func (c *Conn) detectLoss(now time.Time, b *batch) {
 			continue
 		}
 		age := t - s.sentAt[i]
+		// The count of later frames received says a frame is lost only
+		// when they were sent after it: a resent frame went out after
+		// all of them, and only the time rule (frames sent after its
+		// resend received) can find it lost again.
+		counted := above >= dupThresh && s.flags[i]&slotRetransmitted == 0
 		switch {
-		case above >= dupThresh && age >= s.srtt, s.sentAt[i] < s.rackTime && age >= wait:
+		case counted && age >= s.srtt, s.sentAt[i] < s.rackTime && age >= wait:
 		case s.sentAt[i] < s.rackTime:
 			if at := c.epoch.Add(s.sentAt[i] + wait); s.rackAt.IsZero() || at.Before(s.rackAt) {
 				s.rackAt = at // lost then, unless its ack comes first
@@ -761,7 +828,7 @@ func (c *Conn) nextDeadline(now time.Time) time.Time {
 // their headers are filled in place.
 func (c *Conn) transmit(b *batch) {
 	s := &c.snd
-	h := header{session: c.cfg.Session, ack: b.ack, window: uint16(b.window), sack: b.sak}
+	h := header{session: c.cfg.Session, ack: b.ack, window: uint16(b.window), sack: b.sak, shift: b.sakShift}
 	for k, f := range b.frames {
 		h.kind, h.flags, h.seq, h.length = f.kind, f.flags, f.seq, f.length
 		var buf []byte

@@ -74,15 +74,15 @@ func TestRTOAboveMaxRTO(t *testing.T) {
 	}
 }
 
-// A timeout resends everything from the first unacknowledged frame,
-// backs the timer off, and a second loss in the same window does not
-// halve again.
+// A timeout resends the first unacknowledged frame (the rest waits for
+// the verdict of F-RTO: TestSpuriousTimeout), backs the timer off, and a
+// second loss in the same window does not halve again.
 func TestTimeoutRecovery(t *testing.T) {
 	now := time.Now()
 	s := &sender{cwnd: 200, ssthresh: 1000, peerMax: 4096, una: 10, nxt: 400, rto: 20 * time.Millisecond}
 	s.timeout(now)
-	if s.rtxNext != 10 || s.rtxEnd != 400 || s.rto != 40*time.Millisecond || !s.rtoAt.Equal(now.Add(40*time.Millisecond)) {
-		t.Fatalf("after a timeout: resend [%d,%d), rto %v at %v", s.rtxNext, s.rtxEnd, s.rto, s.rtoAt.Sub(now))
+	if s.rtxNext != 10 || s.rtxEnd != 11 || s.frtoEnd != 400 || s.rto != 40*time.Millisecond || !s.rtoAt.Equal(now.Add(40*time.Millisecond)) {
+		t.Fatalf("after a timeout: resend [%d,%d) (flight to %d), rto %v at %v", s.rtxNext, s.rtxEnd, s.frtoEnd, s.rto, s.rtoAt.Sub(now))
 	}
 	s.lossEvent()
 	if s.cwnd != 100 {
@@ -104,5 +104,91 @@ func TestTimeoutRecovery(t *testing.T) {
 	s.timeout(now)
 	if s.cwnd != 150 {
 		t.Errorf("a timeout after recovery: cwnd %d, want 150", s.cwnd)
+	}
+}
+
+// After a timeout the first acknowledgement that makes progress decides
+// what else is resent (F-RTO, RFC 5682): one covering a frame of the
+// flight that was never resent shows the timeout spurious (nothing more
+// is resent, the window is restored); one covering only the resent frame
+// shows the flight lost (the rest is resent in order); a second timeout
+// without either resends the whole flight.
+func TestSpuriousTimeout(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		ack, sack    uint64 // the acknowledgement after the timeout; 0 ack: none
+		again        bool   // a second timeout instead
+		spurious     bool
+		rtxNext      uint64
+		rtxEnd       uint64
+		cwnd         uint64
+		stillWaiting bool
+	}{
+		{"the flight arrived: ack past the resent frame", 50, 0, false, true, 50, 50, 200, false},
+		{"the flight arrived: SACK of an original", 10, 1 << 5, false, true, 11, 11, 200, false},
+		{"only the resent frame acknowledged", 11, 0, false, false, 11, 400, 100, false},
+		{"no progress: a duplicate ack", 10, 0, false, false, 11, 11, 100, true},
+		{"a second timeout", 0, 0, true, false, 10, 400, initCwnd, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := &Conn{epoch: time.Now()}
+			s := &conn.snd
+			s.init(1024, 1500, Config{})
+			s.una, s.nxt, s.tail, s.highSACK = 10, 400, 400, 10
+			s.cwnd, s.ssthresh, s.peerMax, s.peerRight = 200, 1000, 4096, 4096
+			now := time.Now()
+			s.timeout(now)
+			s.rtxNext++ // the goroutine resent frame 10
+			s.flags[10] |= slotRetransmitted
+			switch {
+			case c.again:
+				s.timeout(now)
+			default:
+				var clk clock
+				if ok, _ := conn.onAck(&header{kind: kindAck, ack: c.ack, sack: c.sack, window: 4096}, &clk); !ok {
+					t.Fatal("acknowledgement refused")
+				}
+			}
+			if got := conn.st.SpuriousTimeouts == 1; got != c.spurious {
+				t.Errorf("spurious timeouts %d, want spurious %v", conn.st.SpuriousTimeouts, c.spurious)
+			}
+			if s.rtxNext != c.rtxNext || s.rtxEnd != c.rtxEnd || s.cwnd != c.cwnd {
+				t.Errorf("resend [%d,%d), cwnd %d; want [%d,%d), %d", s.rtxNext, s.rtxEnd, s.cwnd, c.rtxNext, c.rtxEnd, c.cwnd)
+			}
+			if (s.frtoEnd != 0) != c.stillWaiting {
+				t.Errorf("frtoEnd %d, still waiting %v", s.frtoEnd, c.stillWaiting)
+			}
+		})
+	}
+}
+
+// A SACK bitmap shifted past a wide hole marks the frames it shows
+// received, and the hole below them is resent without a timeout.
+func TestSACKBeyondHole(t *testing.T) {
+	conn := &Conn{epoch: time.Now().Add(-time.Second)}
+	s := &conn.snd
+	s.init(1024, 1500, Config{})
+	s.una, s.nxt, s.tail, s.highSACK = 10, 400, 400, 10
+	s.cwnd, s.ssthresh, s.peerMax, s.peerRight = 500, 1000, 4096, 4096
+	s.srtt = 5 * time.Millisecond
+	for q := s.una; q < s.nxt; q++ {
+		s.sentAt[q%s.n] = time.Duration(q) * time.Microsecond // all sent long ago
+	}
+	var clk clock
+	if ok, _ := conn.onAck(&header{kind: kindAck, ack: 10, shift: 2, sack: 0b111, window: 4096}, &clk); !ok {
+		t.Fatal("acknowledgement refused")
+	}
+	for q := uint64(139); q < 142; q++ {
+		if s.flags[q%s.n]&slotSACKed == 0 {
+			t.Errorf("frame %d not marked SACKed", q)
+		}
+	}
+	if s.sacked != 3 || s.highSACK != 142 {
+		t.Fatalf("sacked %d, highSACK %d; want 3, 142", s.sacked, s.highSACK)
+	}
+	var b batch
+	conn.detectLoss(time.Now(), &b)
+	if len(b.frames) != maxBurst || b.frames[0].seq != 10 || b.frames[maxBurst-1].seq != 10+maxBurst-1 || !s.fastCheck {
+		t.Fatalf("resent %d frames from %d (more to come %v); want %d from 10", len(b.frames), b.frames[0].seq, s.fastCheck, maxBurst)
 	}
 }
