@@ -53,11 +53,13 @@
 // # Loss recovery
 //
 // The receiver keeps frames that arrive beyond a gap (within its window)
-// and advertises them in the SACK bitmap, which starts at the 64-frame
-// block of the first frame held beyond the gap: a hole wider than the
-// bitmap (a burst the receiving NIC or its queue dropped) still shows
-// frames received beyond it, so it is found lost by the rule below
-// instead of by the timeout. The sender resends a frame
+// and advertises them in the SACK bitmap, 64 frames wide. Every other
+// acknowledgement's bitmap starts at the 64-frame block of the first
+// frame held beyond the gap: a hole wider than the bitmap (a burst the
+// receiving NIC or its queue dropped) still shows frames received
+// beyond it, so it is found lost by the rule below instead of by the
+// timeout. The others report, in turn, the blocks held further on, so
+// that the sender learns of them before it would resend them. The sender resends a frame
 // that the SACK shows missing when at least three later frames arrived,
 // or when a frame sent after it arrived and it has not been acknowledged
 // for 1.25 smoothed RTTs (RACK, RFC 8985, which also finds losses at the
@@ -75,9 +77,12 @@
 // covers a frame of the flight that was never resent, the flight was
 // only late (an emulator's receiving vCPU not scheduled, a queue in
 // front of it), the timeout is counted spurious, nothing more is resent
-// and the window goes back to what it was (RFC 4015); otherwise every
-// unacknowledged frame the SACK does not cover is resent in order as the
-// congestion window allows, as after a second timeout in a row. A
+// and the window goes back to what it was (RFC 4015); otherwise the
+// unacknowledged frames the SACK does not cover are resent in order as
+// the congestion window allows: those below the highest frame SACKed if
+// there is one (the receiver may hold more than its bitmaps have shown,
+// and the rules above find what is lost past it), else all of them, as
+// after a second timeout in a row. A
 // resent frame is found lost again only by the time rule (frames sent
 // after its resend arrived): the count of later frames received says
 // nothing about a frame sent after them. A Conn whose peer acknowledges nothing for

@@ -38,7 +38,12 @@ type receiver struct {
 	oooUnacked int       // out-of-order frames since the last ack sent
 	lastWnd    uint64    // the window the last frame sent advertised
 	every      uint64    // in-order frames per ack
-	discard    bool      // the Conn is closed: data is acknowledged and dropped
+	// sackRotate says the next acknowledgement reports the held block at
+	// or after sackFrom rather than the first: every other one does, so
+	// that frames held beyond the first block reach the sender too.
+	sackRotate bool
+	sackFrom   uint64
+	discard    bool // the Conn is closed: data is acknowledged and dropped
 }
 
 func (r *receiver) init(frames int) {
@@ -71,32 +76,52 @@ func (r *receiver) window() uint64 {
 }
 
 // sack is the SACK bitmap and its shift: bit i set when frame
-// next+1+sackBlock*shift+i is held. The bitmap starts at the block of the
-// first frame held beyond next, so that a hole wider than the bitmap
-// (a burst the receiving NIC or its queue dropped) still shows the sender
-// frames received beyond it, and with them that the hole is lost, rather
-// than leaving it to the retransmission timeout.
+// next+1+sackBlock*shift+i is held. Every other acknowledgement reports
+// the block of the first frame held beyond next, so that a hole wider
+// than the bitmap (a burst the receiving NIC or its queue dropped) still
+// shows the sender frames received beyond it, and with them that the
+// hole is lost; the others report, in turn, the blocks held further on,
+// which the sender would otherwise resend after a timeout.
 func (r *receiver) sack() (sack uint64, shift uint8) {
 	if r.ooo == 0 {
 		return 0, 0
 	}
-	lim := r.readSeq + r.n
-	base := r.next + 1
-	for base < lim && r.slots[base%r.n] == nil {
-		base++
+	lim := min(r.readSeq+r.n, r.next+1+sackBlock*256)
+	first := r.firstHeld(r.next+1, lim)
+	if first == noSeq {
+		return 0, 0
 	}
-	k := min((base-r.next-1)/sackBlock, 255)
-	base = r.next + 1 + sackBlock*k
-	for i := uint64(0); i < sackBlock; i++ {
-		s := base + i
-		if s >= lim {
-			break
+	k := (first - r.next - 1) / sackBlock
+	rotate := r.sackRotate
+	r.sackRotate = !rotate
+	if rotate {
+		// The next block held past the first and the last reported; when
+		// none is, the first again, and the next turn starts over.
+		r.sackFrom = max(r.sackFrom, r.next+1+sackBlock*(k+1))
+		if further := r.firstHeld(r.sackFrom, lim); further != noSeq {
+			k = (further - r.next - 1) / sackBlock
+			r.sackFrom = r.next + 1 + sackBlock*(k+1)
+		} else {
+			r.sackFrom = 0
 		}
-		if r.slots[s%r.n] != nil {
+	}
+	base := r.next + 1 + sackBlock*k
+	for i := uint64(0); i < sackBlock && base+i < lim; i++ {
+		if r.slots[(base+i)%r.n] != nil {
 			sack |= 1 << i
 		}
 	}
 	return sack, uint8(k)
+}
+
+// firstHeld is the first frame in [from, lim) held beyond next, or noSeq.
+func (r *receiver) firstHeld(from, lim uint64) uint64 {
+	for q := from; q < lim; q++ {
+		if r.slots[q%r.n] != nil {
+			return q
+		}
+	}
+	return noSeq
 }
 
 // snapshot returns the acknowledgement fields of a frame about to be

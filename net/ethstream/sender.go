@@ -371,8 +371,17 @@ func (c *Conn) frtoVerdict(original bool) {
 		s.ssthresh = max(s.ssthresh, s.frtoSsthresh)
 		s.rtoRecover = s.una // not a timeout in a row if another comes
 	} else {
+		// Lost. Where the SACK shows frames held beyond the loss, only
+		// the frames below the highest of them are resent now: the
+		// receiver may hold more past the block its bitmap showed, and
+		// the blocks it reports in turn, with the time rule, find the
+		// frames above that are lost. With no SACK, the whole flight.
+		end := s.frtoEnd
+		if s.highSACK > s.una {
+			end = min(end, s.highSACK)
+		}
 		s.rtxNext = max(s.rtxNext, s.una)
-		s.rtxEnd = max(s.rtxEnd, s.frtoEnd)
+		s.rtxEnd = max(s.rtxEnd, end)
 	}
 	s.frtoEnd = 0
 }

@@ -192,3 +192,36 @@ func TestSACKBeyondHole(t *testing.T) {
 		t.Fatalf("resent %d frames from %d (more to come %v); want %d from 10", len(b.frames), b.frames[0].seq, s.fastCheck, maxBurst)
 	}
 }
+
+// The receiver's SACK reports alternate between the block of the first
+// frame held beyond the ack and, in turn, the blocks held further on.
+func TestSACKRotation(t *testing.T) {
+	var r receiver
+	r.init(1024)
+	r.next = 3
+	for _, q := range []uint64{103, 104, 300, 700} {
+		r.slots[q%r.n] = []byte{1}
+		r.ooo++
+	}
+	type report struct {
+		shift uint8
+		sack  uint64
+	}
+	first := report{1, 3 << 35} // frames 103 and 104: block 68-131
+	want := []report{
+		first,
+		{4, 1 << 40}, // frame 300: block 260-323
+		first,
+		{10, 1 << 56}, // frame 700: block 644-707
+		first,
+		first, // nothing further on: back to the first block
+		first,
+		{4, 1 << 40},
+	}
+	for i, w := range want {
+		sack, shift := r.sack()
+		if (report{shift, sack}) != w {
+			t.Errorf("report %d: shift %d sack %#x; want shift %d sack %#x", i, shift, sack, w.shift, w.sack)
+		}
+	}
+}

@@ -249,3 +249,26 @@ func ExampleDemux_Open() {
 	b.Close()
 	// Output: hello 02:00:00:00:00:01
 }
+
+// TestBurstDrops: the wire drops runs of 200 frames, as a receiving
+// NIC's overflowing queue does, each hole wider than the 64-frame SACK
+// bitmap. The stream must carry everything, and resend the dropped frames
+// rather than the ones the receiver holds: the SACK bitmap starts past a
+// wide hole, and a timeout's resends wait for the next acknowledgement's
+// verdict.
+func TestBurstDrops(t *testing.T) {
+	const n = 8 << 20
+	a, b := newPair(t, linktest.Config{Faults: linktest.Faults{BurstLoss: 0.001, BurstLen: 200, Seed: 12}}, Config{GiveUp: 10 * time.Second})
+	data := testData(n, 5)
+	transfer(t, a.c, b.c, data, 60*time.Second)
+	sa, sb := a.c.Stats(), b.c.Stats()
+	lost, _, _ := a.end.Faulted()
+	t.Logf("the wire lost %d frames; sender %+v; receiver %d duplicates, %d out of order", lost, sa, sb.DuplicateFrames, sb.OutOfOrder)
+	if lost < 200 {
+		t.Fatal("no burst lost: the test did not exercise burst loss")
+	}
+	resent := sa.FastRetransmits + sa.TimeoutRetransmits
+	if sb.DuplicateFrames*4 > resent {
+		t.Errorf("%d of %d resent frames were duplicates: frames the receiver held were resent", sb.DuplicateFrames, resent)
+	}
+}

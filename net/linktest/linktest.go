@@ -24,6 +24,14 @@ import (
 type Faults struct {
 	// Loss is the probability a frame is dropped.
 	Loss float64
+	// BurstLoss is the probability a frame starts a run of BurstLen
+	// dropped frames (it among them), as a receiver's overflowing queue
+	// drops: a hole wider than a loss at a time makes. Like the queue's
+	// overflow the run ends when the wire has been idle for a
+	// millisecond (so it cannot also swallow the resends a timeout
+	// sends much later).
+	BurstLoss float64
+	BurstLen  int
 	// Reorder is the probability a frame is held back and delivered
 	// after the next one (or reorderHold later if none follows).
 	Reorder float64
@@ -306,6 +314,8 @@ func (e *End) closeOne() { e.once.Do(func() { close(e.closed) }) }
 func (e *End) wire() {
 	f := e.cfg.Faults
 	var held []byte
+	burst := 0 // frames of a burst loss still to drop
+	var last time.Time
 	start, sent := time.Now(), 0.0
 	for {
 		var frame []byte
@@ -335,7 +345,17 @@ func (e *End) wire() {
 				time.Sleep(d)
 			}
 		}
+		if now := time.Now(); now.Sub(last) > time.Millisecond {
+			burst = 0
+		} else if burst == 0 && f.BurstLoss > 0 && e.rng.Float64() < f.BurstLoss {
+			burst = f.BurstLen
+		}
+		last = time.Now()
 		switch {
+		case burst > 0:
+			burst--
+			e.lost.Add(1)
+			continue
 		case f.Loss > 0 && e.rng.Float64() < f.Loss:
 			e.lost.Add(1)
 			continue
