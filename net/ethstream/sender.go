@@ -112,7 +112,8 @@ type sender struct {
 	// only late: the timeout was spurious, nothing more is resent, and
 	// the window it halved is restored (frtoCwnd, frtoSsthresh; the
 	// Eifel response, RFC 4015). One that covers only resent frames
-	// shows the flight lost: the rest of it is resent in order.
+	// shows the flight lost: the rest of it is resent in order
+	// (frtoVerdict says how much).
 	frtoEnd                uint64
 	frtoCwnd, frtoSsthresh uint64
 
