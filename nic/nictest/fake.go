@@ -2,7 +2,8 @@
 // network stack and the FT link: two Fakes joined by Pair behave like two
 // NICs on one cable, with a transmit ring that fills up (ErrQueueFull,
 // then TxReady), a bounded receive queue that drops and counts, link state
-// and the same size checks and counters as the drivers.
+// and the same size checks and counters as the drivers. CloseDuringTraffic
+// is a check every driver's tests run on its Close.
 package nictest
 
 import (
