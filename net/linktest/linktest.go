@@ -345,12 +345,13 @@ func (e *End) wire() {
 				time.Sleep(d)
 			}
 		}
-		if now := time.Now(); now.Sub(last) > time.Millisecond {
+		now := time.Now()
+		if now.Sub(last) > time.Millisecond {
 			burst = 0
 		} else if burst == 0 && f.BurstLoss > 0 && e.rng.Float64() < f.BurstLoss {
 			burst = f.BurstLen
 		}
-		last = time.Now()
+		last = now
 		switch {
 		case burst > 0:
 			burst--
