@@ -27,9 +27,8 @@ type Faults struct {
 	// BurstLoss is the probability a frame starts a run of BurstLen
 	// dropped frames (it among them), as a receiver's overflowing queue
 	// drops: a hole wider than a loss at a time makes. Like the queue's
-	// overflow the run ends when the wire has been idle for a
-	// millisecond (so it cannot also swallow the resends a timeout
-	// sends much later).
+	// overflow the run ends when the wire has been idle for burstIdle
+	// (so it cannot also swallow the resends a timeout sends later).
 	BurstLoss float64
 	BurstLen  int
 	// Reorder is the probability a frame is held back and delivered
@@ -44,6 +43,11 @@ type Faults struct {
 	// Seed makes the fault sequence reproducible.
 	Seed uint64
 }
+
+// burstIdle ends a burst loss: shorter than the shortest retransmission
+// timeout a sender may use (10 ms), longer than the gaps between one
+// burst's frames on a loaded host (a wire goroutine under -race).
+const burstIdle = 5 * time.Millisecond
 
 // reorderHold is the longest a reordered frame waits for a later one to
 // overtake it.
@@ -346,7 +350,7 @@ func (e *End) wire() {
 			}
 		}
 		now := time.Now()
-		if now.Sub(last) > time.Millisecond {
+		if now.Sub(last) > burstIdle {
 			burst = 0
 		} else if burst == 0 && f.BurstLoss > 0 && e.rng.Float64() < f.BurstLoss {
 			burst = f.BurstLen
