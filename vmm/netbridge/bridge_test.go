@@ -99,7 +99,13 @@ func TestTransmitInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%64 == 63 {
-			time.Sleep(time.Millisecond) // let the queue drain: nothing is dropped
+			// Let the queue drain, so nothing is dropped: wait for it
+			// rather than for a fixed time, which a loaded host (make
+			// unit runs packages side by side under -race) outlasts.
+			deadline := time.Now().Add(5 * time.Second)
+			for b.Stats().TxFrames < uint64(i+1) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Microsecond)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
