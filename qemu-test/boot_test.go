@@ -228,3 +228,25 @@ func TestQEMUModuleCommandLines(t *testing.T) {
 		t.Errorf("the cut command line is not listed: %v", err)
 	}
 }
+
+// TestQEMUStartFailureSaysWhy starts QEMU with a device it does not
+// have: QEMU exits at once, and the error from Expect must carry QEMU's
+// own complaint and exit status, which go to its standard error, not to
+// the console.
+func TestQEMUStartFailureSaysWhy(t *testing.T) {
+	m, err := StartQEMU(t.Name(), QEMUConfig{SMP: 1, MemMiB: 128, Extra: []string{"-device", "doppel-no-such-nic"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	_, err = m.Expect(regexp.MustCompile(`never printed`), time.Minute)
+	if err == nil {
+		t.Fatal("Expect matched on a QEMU that could not start")
+	}
+	for _, want := range []string{"console closed", "exit status 1", "doppel-no-such-nic"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	t.Log(err)
+}

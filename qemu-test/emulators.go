@@ -2,6 +2,7 @@ package qemutest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -116,7 +117,7 @@ func runQEMU(name string, args []string) (*Machine, error) {
 		return nil, err
 	}
 	m.cmd.Stdout = w
-	m.cmd.Stderr = m.log
+	m.cmd.Stderr = io.MultiWriter(m.log, &m.stderr)
 	err = m.start()
 	w.Close() // the child holds its own copy; EOF comes when it exits
 	if err != nil {

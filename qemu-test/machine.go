@@ -37,6 +37,57 @@ type Machine struct {
 	ended  bool          // serial stream closed
 	// failOn, when set, ends Expect early: see FailOn.
 	failOn *regexp.Regexp
+	// stderr keeps the end of what the emulator wrote to its standard
+	// error (QEMU's own complaints, e.g. a -netdev it could not open),
+	// which goes to the log but not to the console Expect reads.
+	stderr tailWriter
+}
+
+// tailWriter keeps the last tailMax bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailMax = 2048
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if over := len(w.buf) - tailMax; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
+}
+
+// exitNote says how the emulator process ended, and what it last wrote
+// to its standard error, for an error about a console that closed. It
+// waits a little for the exit, which follows the console's end.
+func (m *Machine) exitNote() string {
+	if m.cmd == nil {
+		return ""
+	}
+	select {
+	case <-m.exited:
+	case <-time.After(2 * time.Second):
+		return " (the emulator still runs)"
+	}
+	how := "exit status 0"
+	if m.err != nil {
+		how = m.err.Error()
+	}
+	note := " (emulator: " + how
+	if e := strings.TrimSpace(m.stderr.String()); e != "" {
+		note += "; its standard error ends: " + e
+	}
+	return note + ")"
 }
 
 // FailOn makes every later Expect fail at once when the output it looks
@@ -144,7 +195,7 @@ func (m *Machine) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, er
 		grew, ended := m.grew, m.ended
 		m.mu.Unlock()
 		if ended {
-			return nil, fmt.Errorf("%s: console closed before %q%s; tail:\n%s", m.name, re, m.resetNote(), m.Tail(1500))
+			return nil, fmt.Errorf("%s: console closed before %q%s%s; tail:\n%s", m.name, re, m.resetNote(), m.exitNote(), m.Tail(1500))
 		}
 		select {
 		case <-grew:

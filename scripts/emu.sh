@@ -20,9 +20,27 @@ logs=build/qemu-test
 mkdir -p "$logs"
 rm -f "$logs"/*.log # this run's logs only: the reruns are decided from them
 
+# show_failures prints again, at the end, what each failed (sub)test
+# logged: its block from "=== RUN" to the next test's line, up to 40 lines
+# each. A failure's message comes where it happened, often far above the
+# end of a long run, and CI shows only the end of the output.
+show_failures() {
+  local names
+  mapfile -t names < <(grep -E '^ *--- FAIL: ' build/emu.log | awk '{print $3}' | sort -u)
+  [ ${#names[@]} = 0 ] && return
+  echo "emu: what the failed tests logged:"
+  for n in "${names[@]}"; do
+    awk -v n="$n" '
+      /^=== (RUN|CONT|PAUSE|NAME) / { on = ($3 == n); if (on) { shown = 0 } }
+      /^ *--- (PASS|FAIL|SKIP): / { on = 0 }
+      on && shown < 40 { print; shown++ }' build/emu.log
+  done
+}
+
 go test -count=1 -timeout 70m -v -skip "$skip" ./qemu-test/ 2>&1 | tee build/emu.log
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] && exit 0
+trap show_failures EXIT
 
 # triple_logs lists the logs of test $1's machines (named after the test;
 # a subtest's slash becomes _) that record either face: QEMU's reset log
