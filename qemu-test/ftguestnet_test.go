@@ -56,6 +56,10 @@ func inputLost(p, s *Machine) int {
 // ftTakeoverTimes is a promoted node's breakdown of its takeover.
 var ftTakeoverTimes = regexp.MustCompile(`takeover: [\d.]+ ms to the session's end[^\r\n]*`)
 
+// ftFirstOutput is how long the guest ran on the new primary before its
+// first output (serial or network).
+var ftFirstOutput = regexp.MustCompile(`takeover: the guest's first output came ([\d.]+) ms after its start`)
+
 // ftNetLines is the workload's line interval in the guest.
 const ftNetLines = "250ms"
 
@@ -578,8 +582,12 @@ func ftGuestNet(t *testing.T, kills []string) {
 			t.Logf("kill %s (%s epoch %s): stream read to %d, went on in order on the same connection to %d, longest wait %v before number %d; %s ran the guest from epoch %s, %s ms after %s was last heard; workload lines to %d on %s, on from %d on %s (%d repeated)",
 				kill, p.name, kl[2], before, stream.last(), gap.Round(time.Millisecond), gapAt, s.name, fo[1], fo[2], p.name,
 				pl[len(pl)-1], p.name, sl[0], s.name, repeats)
-			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard, %s input frames replayed, %d lost with the primary",
-				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2], replayed, inputLost(p, s))
+			firstOut := "?"
+			if m := lastMatch(ftFirstOutput, s.Output()); m != nil {
+				firstOut = m[1]
+			}
+			t.Logf("figures: failover %s: outside (TCP stream) gap %v, serial line gap %v (line %d to %d; lines every %s in the guest), takeover %s ms after the primary was last heard, the guest's first output %s ms after its start, %s input frames replayed, %d lost with the primary",
+				kill, gap.Round(time.Millisecond), serialGap.Round(time.Millisecond), pl[len(pl)-1], pl[len(pl)-1]+1, ftNetLines, fo[2], firstOut, replayed, inputLost(p, s))
 		})
 		if !ok || i+1 == len(failovers) && !resyncKill {
 			return
