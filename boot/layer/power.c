@@ -2,7 +2,8 @@
  * Power off tries, in order: Bochs/QEMU's "Shutdown" string on port 0x8900
  * (Bochs iodev/unmapped.cc), ACPI PM1a_CNT SLP_EN|S5 at QEMU's fixed ports
  * 0x604 (i440fx/q35) and 0xB004 (older QEMU, Bochs PIIX4), and QEMU's
- * isa-debug-exit at 0xF4. Restart pulses the 8042's reset line (0xFE to
+ * isa-debug-exit at 0xF4 (status 1: where no ACPI port answered within
+ * 200 ms). Restart pulses the 8042's reset line (0xFE to
  * port 0x64), then triple-faults. */
 #include "layer.h"
 
@@ -25,6 +26,10 @@ void power_off(void) {
 		outb(0x8900, (u8)*s);
 	outw(0x604, 0x2000);
 	outw(0xB004, 0x2000);
+	/* QEMU acts on the S5 write in its main loop, not at once: without
+	 * the wait, isa-debug-exit's write below came first and QEMU ended
+	 * with status 1 for a clean power off (make run reported an error). */
+	udelay(200000);
 	outb(0xF4, 0);
 	power_halt();
 }
