@@ -146,31 +146,39 @@ func TransmitWait(ctx context.Context, n NIC, frame []byte) error {
 // work that no interrupt reported.
 const WatchdogPeriod = 20 * time.Millisecond
 
-// Watchdog calls service whenever pending reports the same unfinished
-// work (same progress marker) on two ticks period apart, counting a
-// stall, until stop is closed. A driver runs it beside its interrupt
-// goroutine, so a lost interrupt costs latency, never a hung ring. A
-// period <= 0 disables it (tests that hold interrupts off on purpose).
-func Watchdog(s *Stats, period time.Duration, stop <-chan struct{}, pending func() (marker uint64, ok bool), service func()) {
-	if period <= 0 {
-		return
-	}
-	t := time.NewTicker(period)
-	defer t.Stop()
-	var last uint64
-	was := false
-	for {
-		select {
-		case <-t.C:
-		case <-stop:
+// StartWatchdog starts a goroutine that calls service whenever pending
+// reports the same unfinished work (same progress marker) on two ticks
+// period apart, counting a stall, until stop is closed. A driver runs it
+// beside its interrupt goroutine, so a lost interrupt costs latency,
+// never a hung ring. A period <= 0 disables it (tests that hold
+// interrupts off on purpose). The returned channel is closed once the
+// goroutine has ended: pending reads the rings, so a driver's Close
+// waits for it before the rings' memory is freed.
+func StartWatchdog(s *Stats, period time.Duration, stop <-chan struct{}, pending func() (marker uint64, ok bool), service func()) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if period <= 0 {
 			return
 		}
-		m, ok := pending()
-		if ok && was && m == last {
-			s.Stalls.Add(1)
-			service()
-			m, ok = pending()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		var last uint64
+		was := false
+		for {
+			select {
+			case <-t.C:
+			case <-stop:
+				return
+			}
+			m, ok := pending()
+			if ok && was && m == last {
+				s.Stalls.Add(1)
+				service()
+				m, ok = pending()
+			}
+			last, was = m, ok
 		}
-		last, was = m, ok
-	}
+	}()
+	return done
 }

@@ -102,6 +102,8 @@ type Device struct {
 	closed atomic.Bool
 	done   chan struct{}
 	stop   chan struct{}
+	// watchdog is closed once the lost-interrupt watchdog has ended.
+	watchdog <-chan struct{}
 	// serviceMu is held by each service pass. Close takes it, and txMu,
 	// once it has marked the device closed, so no pass and no transmit
 	// still uses the rings when the DMA memory is freed (and reused by the
@@ -165,7 +167,7 @@ func Open(cfg Config) (*Device, error) {
 	d.readLink()
 	d.regs.Write32(IMS, IntLSC|IntRXT0|IntRXDMT0|IntRXO|IntRXSEQ|IntTXDW)
 	go d.interrupts()
-	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
+	d.watchdog = nic.StartWatchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
 	return d, nil
 }
 
@@ -716,6 +718,7 @@ func (d *Device) Close() error {
 	d.regs.Write32(CTRL, d.regs.Read32(CTRL)|CtrlRST)
 	d.cfg.IRQ.Close()
 	d.rxq.Close()
+	<-d.watchdog       // its pending reads the rings
 	d.serviceMu.Lock() // the last service pass has ended; none starts now
 	d.serviceMu.Unlock()
 	d.txMu.Lock() // likewise the last transmit

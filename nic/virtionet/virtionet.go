@@ -83,6 +83,8 @@ type Device struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
+	// watchdog is closed once the lost-interrupt watchdog has ended.
+	watchdog <-chan struct{}
 	// serviceMu is held by each service pass. Close takes it, and txMu,
 	// once it has marked the device closed, so no pass and no transmit
 	// still uses the rings when the
@@ -160,7 +162,7 @@ func Open(cfg Config) (*Device, error) {
 	d.readLink()
 	d.t.Notify.Write16(d.rxNotify, rxQueue)
 	go d.interrupts()
-	go nic.Watchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
+	d.watchdog = nic.StartWatchdog(&d.stats, d.cfg.Watchdog, d.stop, d.pending, d.Service)
 	return d, nil
 }
 
@@ -473,6 +475,7 @@ func (d *Device) Close() error {
 	err := d.reset()
 	d.cfg.IRQ.Close()
 	d.rxq.Close()
+	<-d.watchdog       // its pending reads the rings
 	d.serviceMu.Lock() // the last service pass has ended; none starts now
 	d.serviceMu.Unlock()
 	d.txMu.Lock() // likewise the last transmit, which checks closed under it

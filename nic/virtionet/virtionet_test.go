@@ -434,11 +434,12 @@ func TestTransmitBurst(t *testing.T) {
 	}
 }
 
-// TestCloseDuringTraffic: Close returns only once no transmit and no
-// service pass uses the rings, and neither touches them afterwards
-// (nictest.CloseDuringTraffic).
+// TestCloseDuringTraffic: Close returns only once no transmit, no
+// service pass and no watchdog look uses the rings, and none touches
+// them afterwards (nictest.CloseDuringTraffic). The watchdog looks every
+// 50 µs, so that it too is reading the rings when Close comes.
 func TestCloseDuringTraffic(t *testing.T) {
-	d, m := openWatchdog(t, 64, 0, -1)
+	d, m := openWatchdog(t, 64, 0, 50*time.Microsecond)
 	mem, err := m.mem.Slice(m.mem.Base(), m.mem.Size())
 	if err != nil {
 		t.Fatal(err)
