@@ -210,7 +210,7 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	p.SetGeneration(tk.Generation)
 	p.Continue(tk.Epoch, tk.OutEnd, true)
 	// The first output after the start is timed: under QEMU the guest
-	// took 30-135 ms to produce it, running all along (docs/design.md,
+	// took 30-220 ms to produce it, running all along (docs/design.md,
 	// "The first output after a takeover").
 	first := make(chan time.Time, 1)
 	var emitted atomic.Bool

@@ -38,7 +38,7 @@ type Machine struct {
 	// failOn, when set, ends Expect early: see FailOn.
 	failOn *regexp.Regexp
 	// stderr keeps the end of what the emulator wrote to its standard
-	// error (QEMU's own complaints, e.g. a -netdev it could not open),
+	// error (QEMU's own complaints, e.g. a device model it lacks),
 	// which goes to the log but not to the console Expect reads.
 	stderr tailWriter
 }
