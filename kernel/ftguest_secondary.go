@@ -215,7 +215,8 @@ func (n *ftNode) takeover(sec *ftmirror.Secondary, tk ftmirror.Takeover, p *ftmi
 	first := make(chan time.Time, 1)
 	var emitted atomic.Bool
 	n.g.VM.Out.SetEmit(func(b []byte) {
-		if !emitted.Swap(true) {
+		// A load first: this runs for every output record from now on.
+		if !emitted.Load() && !emitted.Swap(true) {
 			first <- time.Now()
 		}
 		p.Output(b)

@@ -18,9 +18,10 @@ type Driver interface {
 
 // CloseDuringTraffic checks a driver's Close while a transmit loop and a
 // service loop (the device model receiving a frame through inject before
-// each pass) run: Close must return only once neither uses the rings, and
-// neither may touch them afterwards, so that the next Open may reuse the
-// DMA memory at once. mem is all of the driver's DMA memory; it is
+// each pass) run, beside the driver's own goroutines (its watchdog, which
+// a caller should run at a short period so that it is looking too): Close
+// must return only once none of them uses the rings, and none may touch
+// them afterwards, so that the next Open may reuse the DMA memory at once. mem is all of the driver's DMA memory; it is
 // overwritten with 0xFF right after Close, as a reuse would (every
 // descriptor "done", every index garbage, to a driver that still looked):
 // -race flags a pass still running, and the check after flags a late
