@@ -374,24 +374,32 @@ func TestTCPOutlivesOutage(t *testing.T) {
 
 // stallingEnd is a wire end whose receiver stops for pause after every
 // `every` frames, as a descheduled receive goroutine does: frames pile up
-// in the receive queue until it overflows and drops a burst.
+// in the receive queue until it overflows and drops a burst. With
+// untilDrop it stays stopped past pause (up to untilDrop) until the queue
+// has overflowed: how many frames the sender has in flight when a stall
+// begins depends on how its window grew, and so on the host's timing.
 type stallingEnd struct {
 	*linktest.End
-	every int64
-	pause time.Duration
-	n     atomic.Int64
+	every     int64
+	pause     time.Duration
+	untilDrop time.Duration
+	n         atomic.Int64
 }
 
 func (s *stallingEnd) Receive(ctx context.Context) ([]byte, error) {
 	if s.n.Add(1)%s.every == 0 {
+		dropped := s.Counters().RxDropped
 		time.Sleep(s.pause)
+		for end := time.Now().Add(s.untilDrop); s.Counters().RxDropped == dropped && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	return s.End.Receive(ctx)
 }
 
 // stallingPair is pair with a's receiver stalling and a small receive
 // queue, so that a bulk transfer from b loses bursts of frames.
-func stallingPair(tb testing.TB, queue int, rec *tcpip.TCPRecovery) (a, b *Stack, ea *linktest.End) {
+func stallingPair(tb testing.TB, queue int, rec *tcpip.TCPRecovery, untilDrop time.Duration) (a, b *Stack, ea *linktest.End) {
 	tb.Helper()
 	ea, eb := linktest.Pair(linktest.Config{RxQueue: queue})
 	var err error
@@ -405,7 +413,7 @@ func stallingPair(tb testing.TB, queue int, rec *tcpip.TCPRecovery) (a, b *Stack
 			}
 		}
 		c, _ := ParseConfig([]string{"10.9.0.1/24", "10.9.0.2/24"}[i])
-		n := []nic.NIC{&stallingEnd{End: ea, every: 3000, pause: 100 * time.Millisecond}, eb}[i]
+		n := []nic.NIC{&stallingEnd{End: ea, every: 3000, pause: 100 * time.Millisecond, untilDrop: untilDrop}, eb}[i]
 		if _, err := (*st).Add(n, c); err != nil {
 			tb.Fatal(err)
 		}
@@ -416,9 +424,11 @@ func stallingPair(tb testing.TB, queue int, rec *tcpip.TCPRecovery) (a, b *Stack
 
 // TestRecoversFromRxOverflow: bursts lost to a receive queue that
 // overflowed while its receiver stalled are recovered, the data intact,
-// by the loss recovery the stack is configured with.
+// by the loss recovery the stack is configured with. Each stall lasts
+// until the queue of 32 frames has overflowed (CI once saw a queue of 128
+// outlast every 100 ms stall of a transfer, the sender's window small).
 func TestRecoversFromRxOverflow(t *testing.T) {
-	a, b, ea := stallingPair(t, 128, nil)
+	a, b, ea := stallingPair(t, 32, nil, 2*time.Second)
 	var rec tcpip.TCPRecovery
 	if err := b.s.TransportProtocolOption(tcp.ProtocolNumber, &rec); err != nil || rec != recovery {
 		t.Fatalf("TCP recovery %#x (%v), want %#x", rec, err, recovery)
@@ -448,7 +458,7 @@ func BenchmarkStallRecovery(b *testing.B) {
 			const n = 32 << 20
 			var dropped, timeouts uint64
 			for i := 0; i < b.N; i++ {
-				x, y, ex := stallingPair(b, bench.queue, &bench.rec)
+				x, y, ex := stallingPair(b, bench.queue, &bench.rec, 0)
 				transfer(b, x, y, n)
 				dropped += ex.Counters().RxDropped
 				timeouts += y.TCP().Timeouts
