@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/net/ethstream"
 )
 
@@ -130,6 +131,14 @@ func (l *Link) Status() LinkStatus {
 type countingConn struct {
 	net.Conn
 	l *Link
+}
+
+// Abort aborts the link if it can (ftmirror.Aborter), else closes it.
+func (c *countingConn) Abort() error {
+	if a, ok := c.Conn.(ftmirror.Aborter); ok {
+		return a.Abort()
+	}
+	return c.Conn.Close()
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {

@@ -216,6 +216,14 @@ func (l *liveReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Aborter is a link that can also end at once, dropping what it has not
+// delivered (net/ethstream's Conn), where Close would go on delivering it
+// in the background. A session that ends because its peer is lost aborts
+// such a link rather than resend to a dead peer for minutes.
+type Aborter interface {
+	Abort() error
+}
+
 // fail ends the session with err (the first error wins).
 func (s *session) fail(err error) {
 	s.once.Do(func() {
@@ -224,7 +232,11 @@ func (s *session) fail(err error) {
 		if s.revoke != nil {
 			s.revoke()
 		}
-		s.rw.Close()
+		if a, ok := s.rw.(Aborter); ok && errors.Is(err, ErrPeerLost) {
+			a.Abort()
+		} else {
+			s.rw.Close()
+		}
 	})
 }
 

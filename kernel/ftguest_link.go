@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync/atomic"
 	"time"
+
+	"github.com/doppel-ft/doppel/ftmirror"
 )
 
 // Loss of carrier on the FT link. On the direct cable between a pair the
@@ -32,6 +34,14 @@ var errCarrierLost = fmt.Errorf("ft: the FT link lost its carrier: %w", io.EOF)
 type carrierConn struct {
 	io.ReadWriteCloser
 	lost atomic.Bool
+}
+
+// Abort aborts the link if it can (ftmirror.Aborter), else closes it.
+func (c *carrierConn) Abort() error {
+	if a, ok := c.ReadWriteCloser.(ftmirror.Aborter); ok {
+		return a.Abort()
+	}
+	return c.ReadWriteCloser.Close()
 }
 
 func (c *carrierConn) Read(p []byte) (int, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/doppel-ft/doppel/console"
 	"github.com/doppel-ft/doppel/ft"
 	"github.com/doppel-ft/doppel/ft/vmguest"
+	"github.com/doppel-ft/doppel/ftmirror"
 	"github.com/doppel-ft/doppel/net/netstack"
 	"github.com/doppel-ft/doppel/nic/nictest"
 )
@@ -86,5 +87,43 @@ func TestCarrierLost(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("read still blocked 5 s after the carrier was lost")
+	}
+}
+
+// abortConn records whether it was aborted or closed.
+type abortConn struct {
+	net.Conn
+	aborted, closed bool
+}
+
+func (c *abortConn) Abort() error { c.aborted = true; return nil }
+func (c *abortConn) Close() error { c.closed = true; return c.Conn.Close() }
+
+// TestLinkAbortReachesTheStream: the secondary's link as the engine sees
+// it (carrier watch, then the link's byte counters) passes an abort down
+// to a stream that can abort (ftmirror.Aborter, the ether stream) and
+// closes one that cannot (TCP).
+func TestLinkAbortReachesTheStream(t *testing.T) {
+	for _, abortable := range []bool{true, false} {
+		mine, peer := net.Pipe()
+		defer peer.Close()
+		inner := &abortConn{Conn: mine}
+		var under net.Conn = inner
+		if !abortable {
+			under = struct{ net.Conn }{inner} // hides Abort
+		}
+		var link ft.Link
+		c := &carrierConn{ReadWriteCloser: link.Wrap(under)}
+		var rw io.ReadWriteCloser = c
+		a, ok := rw.(ftmirror.Aborter)
+		if !ok {
+			t.Fatal("the secondary's link is not an ftmirror.Aborter")
+		}
+		if err := a.Abort(); err != nil {
+			t.Fatalf("Abort: %v", err)
+		}
+		if inner.aborted != abortable || inner.closed == abortable {
+			t.Errorf("abortable %v: the stream aborted %v, closed %v", abortable, inner.aborted, inner.closed)
+		}
 	}
 }

@@ -358,6 +358,19 @@ func (c *Conn) Close() error {
 	return nil
 }
 
+// Abort stops the Conn at once, for a peer known to be gone. As after
+// Close, blocked and later Reads and Writes return ErrClosed; but what was
+// written and not yet acknowledged is dropped, no close frame is sent, and
+// the Conn's goroutine has ended and its session is unregistered when
+// Abort returns. Abort after Close ends Close's background work, which
+// would otherwise resend to a dead peer until Config.GiveUp.
+func (c *Conn) Abort() error {
+	c.Close() // ErrClosed if it was closed already: Abort goes on all the same
+	c.evictNow()
+	<-c.done
+	return nil
+}
+
 // evictable reports whether Open may take over c's session: c was closed
 // and is only finishing in the background.
 func (c *Conn) evictable() bool {

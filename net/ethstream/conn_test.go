@@ -383,6 +383,63 @@ func TestCloseDoesNotWait(t *testing.T) {
 	}
 }
 
+// TestAbort: with the peer gone and data outstanding, Abort (on an open
+// Conn, or after Close) returns only once the Conn's goroutine has ended
+// and its session is free, long before GiveUp; blocked and later calls
+// return ErrClosed, and nothing more is sent.
+func TestAbort(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "open", true: "closed"}[closeFirst], func(t *testing.T) {
+			const giveUp = 10 * time.Second
+			a, b := newPair(t, linktest.Config{}, Config{GiveUp: giveUp})
+			b.end.SetLinkDown(true)
+			if _, err := a.c.Write(testData(64<<10, 9)); err != nil {
+				t.Fatal(err)
+			}
+			readErr := make(chan error, 1)
+			go func() {
+				_, err := a.c.Read(make([]byte, 10))
+				readErr <- err
+			}()
+			time.Sleep(50 * time.Millisecond) // a resend or two, the Read blocked
+			if closeFirst {
+				if err := a.c.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			if err := a.c.Abort(); err != nil {
+				t.Fatalf("Abort: %v", err)
+			}
+			select {
+			case <-a.c.done:
+			default:
+				t.Fatal("Abort returned before the Conn's goroutine ended")
+			}
+			if d := time.Since(start); d > giveUp/2 {
+				t.Fatalf("Abort took %v", d)
+			}
+			if (*a.d.conns.Load())[testSession] != nil {
+				t.Fatal("the session is still registered after Abort")
+			}
+			if err := <-readErr; !errors.Is(err, ErrClosed) {
+				t.Fatalf("the blocked Read: %v, want ErrClosed", err)
+			}
+			if _, err := a.c.Write([]byte("x")); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Write after Abort: %v, want ErrClosed", err)
+			}
+			sent := a.end.Counters().TxFrames
+			time.Sleep(300 * time.Millisecond) // past several RTOs
+			if now := a.end.Counters().TxFrames; now != sent {
+				t.Fatalf("%d frames sent after Abort", now-sent)
+			}
+			if err := a.c.Abort(); err != nil {
+				t.Fatalf("a second Abort: %v", err)
+			}
+		})
+	}
+}
+
 // TestPeerVanishes: the peer stops answering (its wire end refuses to
 // send); with data outstanding the Conn retransmits with backoff and
 // fails after GiveUp, Read and Write returning an error wrapping

@@ -143,6 +143,9 @@
 // acknowledged and dropped. The background work ends when the peer has
 // acknowledged the close, the peer closed too, the close went unanswered
 // five times, or GiveUp passed; Open of the same session ends it sooner.
+// Abort ends it at once, dropping what the peer has not acknowledged: the
+// FT engine aborts a session whose peer it has declared lost, rather than
+// resend to a dead machine until GiveUp.
 //
 // # What it does not do
 //
