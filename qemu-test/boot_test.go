@@ -60,6 +60,33 @@ func checkSelftest(t *testing.T, m *Machine, timeout time.Duration) {
 	}
 }
 
+// s5Line is the boot layer's report of how it will power the machine off
+// (boot/layer/acpi.c).
+var s5Line = regexp.MustCompile(`boot: acpi: S5 is SLP_TYP (\d+)/(\d+) at PM1a_CNT (port|memory) (0x[0-9a-f]+)`)
+
+// checkS5: the boot layer found in the firmware's FADT and DSDT the
+// machine's PM1a_CNT register and \_S5 sleep type (0 on these chipsets).
+// On QEMU (acpiOff) the power off that checkSelftest waited for went that
+// way, since the emulators' fixed ports are written only where the tables
+// say nothing: QEMU ended with status 0, not isa-debug-exit's 1 after.
+// Bochs takes the "Shutdown" port before it.
+func checkS5(t *testing.T, m *Machine, wantPort string, acpiOff bool) {
+	t.Helper()
+	s := s5Line.FindStringSubmatch(m.Output())
+	if s == nil {
+		t.Errorf("no %q line in the boot log", s5Line)
+		return
+	}
+	if s[1] != "0" || s[3] != "port" || s[4] != wantPort {
+		t.Errorf("%q: want SLP_TYP 0 at PM1a_CNT port %s", s[0], wantPort)
+	}
+	if acpiOff && m.Died() != "" {
+		if st := exitStatus(m.err); st != 0 {
+			t.Errorf("QEMU exit status %d after the power off, want 0 (the S5 write did not power it off)", st)
+		}
+	}
+}
+
 // goSees is doppel's report of the vector state its Go runtime found and
 // the page-diff loops it picked (kernel.reportCPU) when the CPU has AVX2
 // and, if avx512, AVX-512F.
@@ -100,6 +127,7 @@ func TestQEMUSelftest(t *testing.T) {
 	}
 	defer m.Close()
 	checkSelftest(t, m, 6*time.Minute)
+	checkS5(t, m, "0x604", true) // QEMU's PIIX4 PM base, 0x600
 	checkVectorState(t, m, "YMM0-15", false)
 	// All RAM seen: QEMU puts 3 GiB below 4 GiB and the rest above it, so
 	// the memory report must count RAM above 4 GiB too.
@@ -177,6 +205,7 @@ func TestBochsSelftest(t *testing.T) {
 	}
 	defer m.Close()
 	checkSelftest(t, m, 10*time.Minute)
+	checkS5(t, m, "0xb004", false) // the Bochs BIOS's PIIX4 PM base, 0xB000
 	checkVectorState(t, m, "YMM0-15, ZMM16-31, K1-7", true)
 }
 

@@ -45,4 +45,5 @@ func TestQEMUUEFISelftest(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSelftest(t, m, 6*time.Minute)
+	checkS5(t, m, "0xb004", true) // OVMF puts the PIIX4's PM base at 0xB000
 }

@@ -182,6 +182,11 @@ static inline u8 inb(u16 p) {
 	__asm__ volatile("inb %1,%0" : "=a"(v) : "Nd"(p));
 	return v;
 }
+static inline u16 inw(u16 p) {
+	u16 v;
+	__asm__ volatile("inw %1,%0" : "=a"(v) : "Nd"(p));
+	return v;
+}
 static inline u64 rdtsc(void) {
 	u32 lo, hi;
 	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
@@ -302,6 +307,7 @@ extern u32 cpu_apic_ids[MAX_CPUS];
 extern u64 ioapic_phys;
 extern u32 ioapic_gsi_base;
 void acpi_init(void);
+int acpi_s5(void);
 int isa_to_gsi(int irq, int *flags);
 void lapic_init(void);
 void lapic_timer_start(void);

@@ -1,9 +1,11 @@
 /* power.c: power off, restart and halt; exit_group's policy (CONTRACT.md).
- * Power off tries, in order: Bochs/QEMU's "Shutdown" string on port 0x8900
- * (Bochs iodev/unmapped.cc), ACPI PM1a_CNT SLP_EN|S5 at QEMU's fixed ports
- * 0x604 (i440fx/q35) and 0xB004 (older QEMU, Bochs PIIX4), and QEMU's
- * isa-debug-exit at 0xF4 (status 1: where no ACPI port answered within
- * 200 ms). Restart pulses the 8042's reset line (0xFE to
+ * Power off tries, in order: Bochs's "Shutdown" string on port 0x8900
+ * (Bochs iodev/unmapped.cc; Bochs takes an ACPI S5 for a fatal error);
+ * S5 as the FADT and the DSDT's \_S5 say (acpi.c), or where the tables
+ * say nothing, PM1a_CNT SLP_EN|S5 at the emulators' fixed ports 0x604
+ * (QEMU i440fx/q35) and 0xB004 (PIIX4 under OVMF, Bochs); then QEMU's
+ * isa-debug-exit at 0xF4 (status 1: the machine was still on 200 ms
+ * later). Restart pulses the 8042's reset line (0xFE to
  * port 0x64), then triple-faults. */
 #include "layer.h"
 
@@ -24,8 +26,12 @@ void power_off(void) {
 	kprintf("boot: power off\n");
 	for (const char *s = "Shutdown"; *s; s++)
 		outb(0x8900, (u8)*s);
-	outw(0x604, 0x2000);
-	outw(0xB004, 0x2000);
+	/* The fixed ports only where the tables said nothing: on a real
+	 * machine they may be some other device's registers. */
+	if (!acpi_s5()) {
+		outw(0x604, 0x2000);
+		outw(0xB004, 0x2000);
+	}
 	/* QEMU acts on the S5 write in its main loop, not at once: without
 	 * the wait, isa-debug-exit's write below came first and QEMU ended
 	 * with status 1 for a clean power off (make run reported an error). */
