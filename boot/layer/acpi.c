@@ -155,8 +155,8 @@ static int aml_small_int(const u8 **pp, const u8 *end, u8 *out) {
  * its PkgLength (1-4 bytes: the lead byte's top two bits count the rest)
  * and NumElements. A \_S5 that a method computes is not handled. */
 static int find_s5(const u8 *aml, const u8 *end, u8 *a, u8 *b) {
-	for (const u8 *p = aml + 2; p + 5 < end; p++) {
-		if (memcmp(p, "_S5_", 4) || !(p[-1] == 0x08 || (p[-1] == '\\' && p[-2] == 0x08)))
+	for (const u8 *p = aml + 1; p + 5 < end; p++) {
+		if (memcmp(p, "_S5_", 4) || !(p[-1] == 0x08 || (p[-1] == '\\' && p - 2 >= aml && p[-2] == 0x08)))
 			continue;
 		const u8 *q = p + 4;
 		if (*q++ != 0x12)
@@ -181,8 +181,12 @@ static void s5_init(u8 *rsdp) {
 		kprintf("boot: acpi: no DSDT at 0x%lx: power off only by emulators' ports\n", dsdt_pa);
 		return;
 	}
-	const u8 *end = dsdt + *(const u32 *)(dsdt + 4);
-	if (!find_s5(dsdt + 36, end, &s5.typ_a, &s5.typ_b)) {
+	u32 dsdt_len = *(const u32 *)(dsdt + 4);
+	if (dsdt_len < 36 || dsdt_len > 16u << 20) { /* corrupt: do not scan past it */
+		kprintf("boot: acpi: DSDT length %u implausible: power off only by emulators' ports\n", dsdt_len);
+		return;
+	}
+	if (!find_s5(dsdt + 36, dsdt + dsdt_len, &s5.typ_a, &s5.typ_b)) {
 		kprintf("boot: acpi: no \\_S5 package in the DSDT: power off only by emulators' ports\n");
 		return;
 	}
