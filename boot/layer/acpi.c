@@ -39,12 +39,20 @@ static u8 *find_rsdp(void) {
 	return p ? P2V(p) : 0;
 }
 
+/* rd64 reads a 64-bit field that the tables need not align (the XSDT's
+ * entries start at offset 36, the FADT's X_ fields at 4 mod 8). */
+static u64 rd64(const u8 *p) {
+	u64 v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
 static u8 *find_table(u8 *rsdp, const char *sig) {
-	int x = rsdp[15] >= 2 && *(u64 *)(rsdp + 24);
-	u8 *root = P2V(x ? *(u64 *)(rsdp + 24) : *(u32 *)(rsdp + 16));
+	int x = rsdp[15] >= 2 && rd64(rsdp + 24);
+	u8 *root = P2V(x ? rd64(rsdp + 24) : *(u32 *)(rsdp + 16));
 	u32 len = *(u32 *)(root + 4), esz = x ? 8 : 4;
 	for (u32 off = 36; off + esz <= len; off += esz) {
-		u64 pa = x ? *(u64 *)(root + off) : *(u32 *)(root + off);
+		u64 pa = x ? rd64(root + off) : *(u32 *)(root + off);
 		u8 *t = P2V(pa);
 		if (!memcmp(t, sig, 4))
 			return t;
@@ -97,12 +105,6 @@ static struct {
 	u32 smi_cmd;
 	u8 acpi_enable;
 } s5;
-
-static u64 rd64(const u8 *p) {
-	u64 v;
-	memcpy(&v, p, 8);
-	return v;
-}
 
 /* fadt_gas reads the FADT's 64-bit register block at off if the table is
  * long enough and gives one, else the legacy 32-bit I/O port at legacy. */
