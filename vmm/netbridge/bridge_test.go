@@ -119,6 +119,9 @@ func TestTransmitInOrder(t *testing.T) {
 			t.Fatalf("frame %d carries %d", i, f[14])
 		}
 	}
+	// The transmit goroutine counts a frame after the NIC took it, so the
+	// peer can hold the last one a moment before it is counted (CI saw 499).
+	waitFor(t, "the last frame counted", func() bool { return b.Stats().TxFrames >= n })
 	if s := b.Stats(); s.TxFrames != n || s.TxDroppedFull != 0 || s.TxErrors != 0 {
 		t.Errorf("stats %+v, want %d frames sent and nothing dropped", s, n)
 	}
@@ -169,6 +172,7 @@ func TestTransmitQueueFullDrops(t *testing.T) {
 			t.Fatalf("frames on the wire %v: want 0..7 in order", got)
 		}
 	}
+	waitFor(t, "the last frame counted", func() bool { return b.Stats().TxFrames >= 8 })
 	if s := b.Stats(); s.TxFrames != 8 || s.TxDroppedFull != 22 || s.TxErrors != 0 {
 		t.Errorf("stats %+v: want 8 sent, 22 dropped", s)
 	}
