@@ -41,6 +41,7 @@ func Builtins(sys System) []Command {
 		{Name: "log", Args: "[n]", Help: "the last n log lines (all kept lines by default)", Run: func(w io.Writer, args []string) error {
 			return logCommand(w, sys.Log, args)
 		}},
+		{Name: "poweroff", Help: "power the machine off (the ACPI S5 the firmware's tables give)", Run: power(sys.Power, board.PowerOff)},
 		{Name: "halt", Help: "stop all CPUs", Run: power(sys.Power, board.Halt)},
 		{Name: "reboot", Help: "restart the machine", Run: power(sys.Power, board.Restart)},
 		{Name: "stats", Args: "[lock]", Help: "boot layer counters (" + board.StatsPath + "); lock: who held the layer's lock, longest first (" + board.LockStatPath + ")", Run: func(w io.Writer, args []string) error {

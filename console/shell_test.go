@@ -113,10 +113,12 @@ func TestShell(t *testing.T) {
 				"stats: want no argument or \"lock\"\n" + prompt,
 		},
 		{
-			name:    "halt and reboot refused off bare metal",
-			input:   "halt\nreboot\n",
-			want:    prompt + "halt...\nhalt: not on bare metal (no /proc/doppel/memmap)\n" + prompt + "restart...\nreboot: not on bare metal (no /proc/doppel/memmap)\n" + prompt,
-			powered: []board.PowerAction{board.Halt, board.Restart},
+			name:  "poweroff, halt and reboot refused off bare metal",
+			input: "poweroff\nhalt\nreboot\n",
+			want: prompt + "power off...\npoweroff: not on bare metal (no /proc/doppel/memmap)\n" + prompt +
+				"halt...\nhalt: not on bare metal (no /proc/doppel/memmap)\n" + prompt +
+				"restart...\nreboot: not on bare metal (no /proc/doppel/memmap)\n" + prompt,
+			powered: []board.PowerAction{board.PowerOff, board.Halt, board.Restart},
 		},
 		{
 			name:  "up arrow recalls, down arrow walks back to an empty line",

@@ -148,6 +148,17 @@ func TestQEMUShell(t *testing.T) {
 	}
 	defer m.Close()
 	shellSession(t, m, 2*time.Minute)
+	// poweroff takes the S5 path the firmware's tables give: QEMU ends
+	// with status 0, not isa-debug-exit's 1 after it.
+	if err := m.Type("poweroff\r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Wait(60 * time.Second); err != nil {
+		t.Fatalf("no power-off after poweroff: %v", err)
+	}
+	if st := exitStatus(m.err); st != 0 {
+		t.Errorf("QEMU exit status %d after poweroff, want 0", st)
+	}
 }
 
 // shellSession types help, mem, uptime, stats lock and a wrong command at
@@ -161,7 +172,7 @@ func shellSession(t *testing.T, m *Machine, bootTimeout time.Duration) {
 		typed string
 		want  *regexp.Regexp
 	}{
-		{"help\r", regexp.MustCompile(`(?s)help.*mem.*cpu.*uptime.*log.*halt.*reboot.*` + prompt)},
+		{"help\r", regexp.MustCompile(`(?s)help.*mem.*cpu.*uptime.*log.*poweroff.*halt.*reboot.*` + prompt)},
 		{"mem\r", regexp.MustCompile(`(?s)MemTotal.*` + prompt)},
 		{"uptime\r", regexp.MustCompile(`(?s)up.*\d.*` + prompt)},
 		// The layer's lock counts its holders; the shell's own reads and
