@@ -358,16 +358,17 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// Abort stops the Conn at once, for a peer known to be gone. As after
-// Close, blocked and later Reads and Writes return ErrClosed; but what was
-// written and not yet acknowledged is dropped, no close frame is sent, and
-// the Conn's goroutine has ended and its session is unregistered when
-// Abort returns. Abort after Close ends Close's background work, which
-// would otherwise resend to a dead peer until Config.GiveUp.
+// Abort stops the Conn, for a peer known to be gone. As after Close,
+// blocked and later Reads and Writes return ErrClosed; but what was
+// written and not yet acknowledged is dropped and no close frame is sent:
+// the Conn's goroutine ends before its next frame and unregisters the
+// session. Abort after Close ends Close's background work, which would
+// otherwise resend to a dead peer until Config.GiveUp. It does not wait
+// for the goroutine (which may be waiting out a full NIC ring): the FT
+// engine aborts on its way to a takeover.
 func (c *Conn) Abort() error {
 	c.Close() // ErrClosed if it was closed already: Abort goes on all the same
 	c.evictNow()
-	<-c.done
 	return nil
 }
 

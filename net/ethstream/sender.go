@@ -840,6 +840,11 @@ func (c *Conn) transmit(b *batch) {
 	s := &c.snd
 	h := header{session: c.cfg.Session, ack: b.ack, window: uint16(b.window), sack: b.sak, shift: b.sakShift}
 	for k, f := range b.frames {
+		select {
+		case <-c.evict: // aborted: not one frame more
+			return
+		default:
+		}
 		h.kind, h.flags, h.seq, h.length = f.kind, f.flags, f.seq, f.length
 		var buf []byte
 		psum := emptySum
