@@ -210,6 +210,11 @@ func TestS5FromTables(t *testing.T) {
 			"S5 is SLP_TYP 7/7 at PM1a_CNT port 0x1804, PM1b_CNT 0x0"},
 		{"memory-space PM1a, WordPrefix", firmware(276, gasFADT(0, 0xFED80004), s5(false, false, []byte{0x0B, 5, 0}, zero)),
 			"S5 is SLP_TYP 5/0 at PM1a_CNT memory 0xfed80004"},
+		{"PCI-space X_PM1a: the legacy port", firmware(276, func(f []byte, dsdt uint64) {
+			gasFADT(2, 0x1804)(f, dsdt)
+			binary.LittleEndian.PutUint32(f[64:], 0x604)
+		}, s5(false, false, zero, zero)),
+			"S5 is SLP_TYP 0/0 at PM1a_CNT port 0x604"},
 		{"no \\_S5", firmware(116, legacyFADT(0x604, 0), scope(nil)),
 			"no \\_S5 package in the DSDT"},
 		{"\\_S5 a method computes", firmware(116, legacyFADT(0x604, 0), []byte{0x14, 0x09, '_', 'S', '5', '_', 0x00, 0xA4, 0x0A, 0x05}),

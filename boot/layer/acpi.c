@@ -107,10 +107,12 @@ static struct {
 } s5;
 
 /* fadt_gas reads the FADT's 64-bit register block at off if the table is
- * long enough and gives one, else the legacy 32-bit I/O port at legacy. */
+ * long enough and gives one in memory or I/O space (others, such as PCI
+ * configuration space, are not handled), else the legacy 32-bit I/O port
+ * at legacy. */
 static struct gas fadt_gas(const u8 *f, u32 len, u32 off, u32 legacy) {
 	struct gas g = {GAS_IO, 0};
-	if (off + 12 <= len && rd64(f + off + 4)) {
+	if (off + 12 <= len && rd64(f + off + 4) && f[off] <= GAS_IO) {
 		g.space = f[off];
 		g.addr = rd64(f + off + 4);
 	} else if (legacy + 4 <= len) {
