@@ -8,9 +8,17 @@
 # 1.27): a worker's shutdown error escapes the filter for the expected stop.
 # A run that fails that way and wrote no new input under testdata/fuzz is
 # run again once; any other failure, or a second one, fails the pass.
+#
+# Minimizing a new interesting input stops the execution count for up to
+# -fuzzminimizetime (Go's default: 60s), so with a few seconds a target the
+# first input that widened coverage took the rest of the time: 7 of 23
+# targets ran 77-12,787 inputs in a CI run (FuzzDetect 1,354, against
+# 224,060 with 1s). CI keeps no corpus, so an unminimized input costs
+# nothing; a crasher is still written, minimized as far as 1s goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-8s}
+minimize=${FUZZMINIMIZETIME:-1s}
 
 corpus_count() { # pkg target
   local dir="$1/testdata/fuzz/$2"
@@ -22,7 +30,7 @@ grep -v -E '^\s*(#|$)' scripts/fuzz-targets.txt | while read -r pkg target; do
     echo "fuzz: $pkg $target for $fuzztime"
     before=$(corpus_count "$pkg" "$target")
     log=$(mktemp)
-    if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tee "$log"; then
+    if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" "$pkg" 2>&1 | tee "$log"; then
       rm -f "$log"
       break
     fi
