@@ -219,7 +219,7 @@ func (l *liveReader) Read(b []byte) (int, error) {
 // Aborter is a link that can also end at once, dropping what it has not
 // delivered (net/ethstream's Conn), where Close would go on delivering it
 // in the background. A session that ends because its peer is lost aborts
-// such a link rather than resend to a dead peer for minutes.
+// such a link rather than resend to a dead peer for up to a minute.
 type Aborter interface {
 	Abort() error
 }
