@@ -17,6 +17,15 @@ type VMCS interface {
 type Regs struct {
 	RAX, RBX, RCX, RDX, RSI, RDI, RBP    uint64
 	R8, R9, R10, R11, R12, R13, R14, R15 uint64
+	// CR2 is the guest's CR2 under VT-x, which no VMCS field holds (SDM
+	// Vol. 3C 25.4): a VM exit leaves it in the register, where any host
+	// page fault before the next entry would overwrite it (the boot layer
+	// backs memory on first touch), and a guest whose #PF handler had
+	// not yet read it, or whose #PF delivery the exit interrupted, would
+	// see a host address. vmexitEntry saves it before anything can fault
+	// and vmentry loads it last. AMD-V keeps CR2 in the VMCB and ignores
+	// this field.
+	CR2 uint64
 }
 
 // Action is what the vCPU loop does after an exit was handled.

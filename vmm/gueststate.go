@@ -126,8 +126,9 @@ type VCPUState struct {
 	MSRs     *GuestMSRs
 	WaitSIPI bool
 	GuestTSC uint64
-	// CR2 and DR6 are kept by AMD-V's VMCB (version 2); VT-x leaves them
-	// 0 (its VMCS has no CR2 or DR6 field).
+	// CR2 and DR6 are kept by AMD-V's VMCB (version 2). VT-x's VMCS has
+	// neither: CR2 comes from Regs.CR2, which doppel saves at every exit;
+	// DR6 stays 0.
 	CR2, DR6 uint64
 
 	// What RestoreVCPUState checks XSave and XCR0 against: the size of

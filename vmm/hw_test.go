@@ -17,7 +17,7 @@ func TestRegsOffsets(t *testing.T) {
 		{"RCX", unsafe.Offsetof(r.RCX), 16}, {"RDX", unsafe.Offsetof(r.RDX), 24},
 		{"RSI", unsafe.Offsetof(r.RSI), 32}, {"RDI", unsafe.Offsetof(r.RDI), 40},
 		{"RBP", unsafe.Offsetof(r.RBP), 48}, {"R8", unsafe.Offsetof(r.R8), 56},
-		{"R15", unsafe.Offsetof(r.R15), 112},
+		{"R15", unsafe.Offsetof(r.R15), 112}, {"CR2", unsafe.Offsetof(r.CR2), 120},
 	} {
 		if c.got != c.want {
 			t.Errorf("Regs.%s at %d, the stub uses %d", c.name, c.got, c.want)

@@ -142,6 +142,13 @@ nofpu:
 	MOVQ $0x6C16, CX
 	BYTE $0x0F; BYTE $0x79; BYTE $0xCA
 	JBE  entryfail
+	// The guest's CR2 (Regs.CR2), after the last access here that could
+	// fault (both ends of regs read first: a host #PF writes CR2) and
+	// before the CMP (MOV to CR2 leaves the flags undefined).
+	// MOV CR2, RCX: 0F 22 /r, ModRM 0xD1 = CR2, RCX.
+	MOVQ 0(AX), CX
+	MOVQ 120(AX), CX
+	BYTE $0x0F; BYTE $0x22; BYTE $0xD1
 	CMPQ BX, $0
 	// MOVs keep the flags of the CMP for the JNE below.
 	MOVQ 8(AX), BX
@@ -215,6 +222,10 @@ TEXT ·vmexitEntry(SB), NOSPLIT|NOFRAME, $0-0
 	PUSHQ AX
 	MOVQ 8(SP), AX
 	MOVQ BX, 8(AX)
+	// The guest's CR2 into Regs.CR2 before anything can fault.
+	// MOV RBX, CR2: 0F 20 /r, ModRM 0xD3 = CR2, RBX.
+	BYTE $0x0F; BYTE $0x20; BYTE $0xD3
+	MOVQ BX, 120(AX)
 	MOVQ CX, 16(AX)
 	MOVQ DX, 24(AX)
 	MOVQ SI, 32(AX)

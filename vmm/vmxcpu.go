@@ -616,7 +616,7 @@ func (c *VMXCPU) Close() error { return vmxError("vmclear", vmclear(c.HW.vmcsPA)
 func (c *VMXCPU) Save() ([]byte, error) {
 	return SaveVCPUState(c.HW.VMCS, &VCPUState{
 		Regs: c.V.Regs, XSave: c.xsave, XCR0: c.V.XCR0, MSRArea: c.msr.Area,
-		MSRs: c.msr, WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
+		MSRs: c.msr, WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(), CR2: c.V.Regs.CR2,
 	})
 }
 
@@ -627,6 +627,7 @@ func (c *VMXCPU) Restore(b []byte) error {
 		return err
 	}
 	c.V.Regs, c.V.XCR0, c.waitSIPI = s.Regs, s.XCR0, s.WaitSIPI
+	c.V.Regs.CR2 = s.CR2
 	// The saved area may be shorter (x87/SSE only): the rest stays
 	// zero, which XSTATE_BV (checked) does not refer to.
 	clear(c.xsave)
