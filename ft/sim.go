@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,7 @@ type Sim struct {
 	guest     string
 	primary   *ftmirror.Primary
 	secondary *ftmirror.Secondary
+	session   net.Conn // the primary's current session's link, for its counters
 	sink      *streamSink
 	result    Result
 }
@@ -286,6 +288,10 @@ func (s *Sim) printCounters(phase string, conn net.Conn) {
 	if line, ok := StreamCounters(conn); ok {
 		s.printf("%s ether: %s", phase, line)
 	}
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	s.printf("%s gc: %d cycles, %v paused in all, %.1f MB allocated in all, heap %.1f MB",
+		phase, m.NumGC, time.Duration(m.PauseTotalNs).Round(time.Microsecond), float64(m.TotalAlloc)/1e6, float64(m.HeapAlloc)/1e6)
 }
 
 // StreamCounters is a session's ether stream counters in one line, if

@@ -86,6 +86,9 @@ func (s *Sim) runPrimary(ctx context.Context) error {
 		}
 		s.Link.Set(LinkUp, conn.RemoteAddr().String(), nil)
 		s.syncWire.start(s.Link.TxBytes())
+		s.mu.Lock()
+		s.session = conn
+		s.mu.Unlock()
 		s.printf("session with %v", conn.RemoteAddr())
 		err = p.Serve(s.Link.Wrap(conn))
 		s.Link.Set(LinkLost, "", err)
@@ -194,6 +197,12 @@ func (s *Sim) reportLoop(ctx context.Context, p *ftmirror.Primary, sink *streamS
 			s.printf("initial sync: %.3f s, %.1f MB/s, brownout rounds %v; %.1f MB on the wire in %.3f s (%.1f MB/s)",
 				sum.SyncSeconds, float64(sum.SyncBytes)/sum.SyncSeconds/1e6, sum.BrownoutRounds,
 				float64(b)/1e6, d.Seconds(), float64(b)/max(d.Seconds(), 1e-9)/1e6)
+			s.mu.Lock()
+			conn := s.session
+			s.mu.Unlock()
+			if conn != nil {
+				s.printCounters("sync", conn) // how the link carried it
+			}
 			break
 		}
 	}

@@ -161,6 +161,25 @@ func (s *Sim) etherBaseline(conn net.Conn, buf []byte) (float64, error) {
 	return mbps, nil
 }
 
+// reportSync prints the link's counters once the initial copy is
+// complete, the receiving side of what the primary's sync figures say,
+// or not at all if done closes first.
+func (s *Sim) reportSync(sec *ftmirror.Secondary, conn net.Conn, done <-chan struct{}) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if _, complete := sec.Committed(); complete {
+			s.printCounters("sync", conn)
+			return
+		}
+	}
+}
+
 // runSecondary mirrors the primary until it is lost, takes over, verifies
 // and runs the guest for After as the new primary.
 func (s *Sim) runSecondary(ctx context.Context) error {
@@ -192,7 +211,10 @@ func (s *Sim) runSecondary(ctx context.Context) error {
 	}
 	s.Link.Set(LinkUp, conn.RemoteAddr().String(), nil)
 	s.printf("session with %v", conn.RemoteAddr())
+	synced := make(chan struct{})
+	go s.reportSync(sec, conn, synced)
 	err = sec.Serve(s.Link.Wrap(conn))
+	close(synced)
 	res.SessionEnd = fmt.Sprint(err)
 	s.Link.Set(LinkLost, "", err)
 	e, _ := sec.Committed()
