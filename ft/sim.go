@@ -302,9 +302,9 @@ func StreamCounters(c net.Conn) (string, bool) {
 		return "", false
 	}
 	x := es.Stats()
-	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts (%d spurious), %d tail probes; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; %d window stalls, cwnd %d, peer window %d, srtt %v, rto %v",
+	return fmt.Sprintf("data frames %d sent, %d received; %d retransmitted (%d fast), %d timeouts (%d spurious), %d tail probes; %d acks sent, %d probes; %d duplicates, %d out of order, %d bad, %d refused by the NIC; %d window stalls, %d congestion window stalls (%v), cwnd %d, peer window %d, srtt %v, rto %v",
 		x.DataFramesSent, x.DataFramesReceived, x.FastRetransmits+x.TimeoutRetransmits, x.FastRetransmits, x.Timeouts, x.SpuriousTimeouts, x.TailProbes,
-		x.AcksSent, x.Probes, x.DuplicateFrames, x.OutOfOrder, x.BadFrames, x.SendErrors, x.WindowStalls, x.Cwnd, x.PeerWindow,
+		x.AcksSent, x.Probes, x.DuplicateFrames, x.OutOfOrder, x.BadFrames, x.SendErrors, x.WindowStalls, x.CwndStalls, x.CwndLimited.Round(time.Millisecond), x.Cwnd, x.PeerWindow,
 		x.SRTT.Round(time.Microsecond), x.RTO.Round(time.Microsecond)), true
 }
 

@@ -144,6 +144,11 @@ type Stats struct {
 	// WindowStalls counts times new data waited for the peer's window
 	// (its reader fell behind).
 	WindowStalls uint64
+	// CwndStalls counts times new data waited for the congestion window,
+	// and CwndLimited is how long it waited in all (up to the last
+	// burst planned): whether the sender or the path set the pace.
+	CwndStalls  uint64
+	CwndLimited time.Duration
 	// Cwnd is the congestion window and PeerWindow the window the peer
 	// last advertised, in frames.
 	Cwnd, PeerWindow uint64

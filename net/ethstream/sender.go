@@ -124,6 +124,9 @@ type sender struct {
 	probeEvery        time.Duration
 
 	stalled bool // the peer's window stopped new data (counted once per stall)
+	// cwndSince is when the congestion window last began to hold back
+	// new data (zero: it does not now).
+	cwndSince time.Time
 
 	closeSeq   uint64 // the close frame's number (tail when it was sent)
 	closeSent  bool
@@ -686,6 +689,14 @@ func (c *Conn) plan(now time.Time, b *batch) (exit bool) {
 		}
 	} else {
 		s.stalled = false
+	}
+	switch held := s.nxt < limit && s.nxt < s.peerRight && s.pipe() >= s.cwnd; {
+	case held && s.cwndSince.IsZero():
+		s.cwndSince = now
+		c.st.CwndStalls++
+	case !held && !s.cwndSince.IsZero():
+		c.st.CwndLimited += now.Sub(s.cwndSince)
+		s.cwndSince = time.Time{}
 	}
 	if newFrames > 0 && s.nxt < limit && len(b.frames) < maxBurst {
 		// Stopped by a window with more to send: ask for the ack that lets

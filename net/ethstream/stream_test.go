@@ -99,6 +99,9 @@ func TestTransfer(t *testing.T) {
 			if tc.lc.RxQueue == 16 && (rxDropped == 0 || retx == 0) {
 				t.Errorf("receive queue of 16: %d frames dropped, %d retransmits", rxDropped, retx)
 			}
+			if tc.lc.RxQueue == 16 && (sa.CwndStalls == 0 || sa.CwndLimited <= 0) {
+				t.Errorf("receive queue of 16: the congestion window never held the sender back (%d stalls, %v)", sa.CwndStalls, sa.CwndLimited)
+			}
 			if tc.cfg.ReceiveBuffer != 0 && sa.WindowStalls == 0 {
 				t.Error("small receive buffer but the sender never waited for the window")
 			}
