@@ -108,18 +108,15 @@
 // never moves back. The sender keeps at most min(peer window, congestion
 // window) frames in flight. Congestion control only keeps bursts from
 // overflowing the receiving NIC's ring (the link is dedicated): AIMD in
-// frames, slow start from 32, then an eighth more (at least 8 frames) per
-// window acknowledged (not TCP's one: there is no other flow to be fair
-// to),
+// frames, slow start from 32, then about 8 frames more per window
+// acknowledged (not TCP's one: there is no other flow to be fair to),
 // halved (to at least 4) on a loss event (once per window of data) and on
 // a timeout (to at least 32; back to 32 on a second timeout before the
 // first's flight is acknowledged), never above the peer's window. A
 // timeout does not restart slow start: under an emulator most timeouts
 // are spurious, a receiving vCPU not scheduled for longer than the RTO
 // (their resent frames arrive as duplicates), and with one-frame growth a
-// window of 300 frames took over a second to recover from one. Growth by
-// an eighth a round trip is multiplicative: a window halved at any size
-// is back in about six round trips. A sender
+// window of 300 frames took over a second to recover from one. A sender
 // facing a zero window with nothing in flight probes it with an ack-now frame every RTO (backed off to 200 ms), so a
 // lost window update cannot deadlock the stream.
 //

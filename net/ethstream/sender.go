@@ -27,16 +27,13 @@ const (
 	// timeout leaves; minCwnd the least a loss event halves it to.
 	initCwnd = 32
 	minCwnd  = 4
-	// Once past ssthresh the congestion window grows per window of
-	// acknowledged frames by an eighth of itself (caDivisor), at least
-	// caStep frames. TCP's one frame is fair to other flows on a shared
-	// path, which this link does not have; on it, one spurious timeout
-	// at a window of 300 frames took over a second to grow back from at
-	// one a round trip, and a halving at 1,400 frames (a QEMU pair's
-	// sync) took 1.3 s at 8 a round trip: a third of the sync waited for
-	// the window. An eighth regains a halved window in six round trips.
-	caStep    = 8
-	caDivisor = 8
+	// caStep is how many frames the congestion window grows per
+	// window of acknowledged frames once past ssthresh: TCP's one is
+	// fair to other flows on a shared path, which this link does not
+	// have; on it, one spurious timeout at a window of 300 frames took
+	// over a second to grow back from at one a round trip (section
+	// "Flow and congestion control" of the package doc).
+	caStep = 8
 	// dupThresh is how many later frames the peer must have received
 	// before a missing one is retransmitted.
 	dupThresh = 3
@@ -447,8 +444,7 @@ func (s *sender) armTLP(now time.Time) {
 }
 
 // grow opens the congestion window for acked frames: slow start below
-// ssthresh, an eighth of the window (at least caStep frames) per window
-// above, none during loss recovery, and
+// ssthresh, caStep frames per window above, none during loss recovery, and
 // never past the largest window the peer offered (or the smallest any
 // peer has, before it said).
 func (s *sender) grow(acked uint64) {
@@ -458,7 +454,7 @@ func (s *sender) grow(acked uint64) {
 	if s.cwnd < s.ssthresh {
 		s.cwnd += acked
 	} else {
-		s.caAcked += acked * max(caStep, s.cwnd/caDivisor)
+		s.caAcked += acked * caStep
 		for s.caAcked >= s.cwnd {
 			s.caAcked -= s.cwnd
 			s.cwnd++
