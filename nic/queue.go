@@ -40,11 +40,53 @@ type RxQueue struct {
 	closed chan struct{}
 	once   atomic.Bool
 	stats  *Stats
+	// free holds buffers handed back by Recycle, each of capacity at
+	// least frameCap, for Copy to take before it allocates.
+	free     chan []byte
+	frameCap int
 }
 
-// NewRxQueue makes a queue holding at most n frames that counts into s.
-func NewRxQueue(n int, s *Stats) *RxQueue {
-	return &RxQueue{ch: make(chan []byte, n), closed: make(chan struct{}), stats: s}
+// recycleBytes bounds the buffers a queue keeps for reuse: enough for the
+// FT link's ether stream to hand back a whole receive window (4 MiB) at
+// once, as it does when its reader catches up.
+const recycleBytes = 5 << 20
+
+// NewRxQueue makes a queue holding at most n frames that counts into s,
+// for frames of up to frameCap bytes.
+func NewRxQueue(n, frameCap int, s *Stats) *RxQueue {
+	return &RxQueue{ch: make(chan []byte, n), closed: make(chan struct{}), stats: s,
+		free: make(chan []byte, max(64, recycleBytes/max(frameCap, 1))), frameCap: frameCap}
+}
+
+// Copy returns a copy of a received frame, in a buffer handed back by
+// Recycle if one is free, else in a new one of the queue's frame size. A
+// driver copies each frame out of its DMA buffer with it.
+func (q *RxQueue) Copy(src []byte) []byte {
+	select {
+	case b := <-q.free:
+		if cap(b) >= len(src) {
+			return append(b[:0], src...)
+		}
+	default:
+	}
+	b := make([]byte, len(src), max(len(src), q.frameCap))
+	copy(b, src)
+	return b
+}
+
+// Recycle hands back a frame Pop returned, once nothing uses it or any
+// slice of it any more, for Copy to reuse. A frame whose capacity is
+// below the queue's frame size (a slice that does not start where the
+// frame did) is left to the garbage collector, as is every frame once
+// the queue keeps recycleBytes of them.
+func (q *RxQueue) Recycle(frame []byte) {
+	if cap(frame) < q.frameCap {
+		return
+	}
+	select {
+	case q.free <- frame[:0]:
+	default:
+	}
 }
 
 // Push queues a received frame without blocking. A full queue drops the

@@ -219,6 +219,7 @@ func newConn(d *Demux, cfg Config, mtu int) *Conn {
 	c.sumSeq = make([]uint64, sendFrames)
 	c.sumVal = make([]uint64, sendFrames)
 	c.rcv.init(min(maxWindow, max(minWindow, cfg.ReceiveBuffer/maxPayload)))
+	c.rcv.recycle = d.recycle
 	return c
 }
 
@@ -515,23 +516,27 @@ func fmtTimeout(c *Conn) error {
 		c.cfg.Session, Addr(c.cfg.Peer), c.giveUp, ErrTimeout)
 }
 
-// deliver takes a received frame of c's session from the Demux.
-func (c *Conn) deliver(h *header, payload []byte) {
+// deliver takes a received frame of c's session from the Demux, whose
+// payload it is, and reports whether c kept the frame (a data frame
+// buffered for Read, which hands it back to the Wire once read).
+func (c *Conn) deliver(h *header, frame, payload []byte) (kept bool) {
 	var clk clock
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	ok, kick := c.onAck(h, &clk)
 	if !ok {
 		c.st.BadFrames++
 		c.mu.Unlock()
-		return
+		return false
 	}
 	switch h.kind {
 	case kindData:
-		kick = c.onData(h, payload, &clk) || kick
+		var k bool
+		k, kept = c.onData(h, frame, payload, &clk)
+		kick = k || kick
 	case kindClose:
 		kick = c.onClose(h) || kick
 	}
@@ -543,6 +548,7 @@ func (c *Conn) deliver(h *header, payload []byte) {
 	if kick {
 		c.poke()
 	}
+	return kept
 }
 
 // clock reads the time once, when first asked: most received frames need

@@ -21,9 +21,18 @@ type Wire interface {
 	MTU() int
 }
 
+// Recycler is a Wire that takes received frames back once the stream is
+// done with them (Read has copied a data frame's payload out, or the
+// frame was dropped), for its NIC to receive into again instead of
+// allocating (nic.Recycler).
+type Recycler interface {
+	Recycle(frame []byte)
+}
+
 // Demux routes received stream frames to Conns by session.
 type Demux struct {
-	w Wire
+	w       Wire
+	recycle func(frame []byte) // the Wire's Recycle, or a no-op
 
 	mu    sync.Mutex                       // serializes changes to conns
 	conns atomic.Pointer[map[uint32]*Conn] // copied on change: Deliver reads it without a lock
@@ -53,7 +62,10 @@ type DemuxStats struct {
 // NewDemux returns a Demux sending through w. It starts no goroutine:
 // each Conn it opens has its own.
 func NewDemux(w Wire) *Demux {
-	d := &Demux{w: w}
+	d := &Demux{w: w, recycle: func([]byte) {}}
+	if r, ok := w.(Recycler); ok {
+		d.recycle = r.Recycle
+	}
 	d.conns.Store(&map[uint32]*Conn{})
 	return d
 }
@@ -61,32 +73,40 @@ func NewDemux(w Wire) *Demux {
 // Deliver takes one received Ethernet frame of EtherType (header
 // included) from the link's receive goroutine. The frame becomes the
 // Demux's: the payload of a data frame is kept, not copied, until Read
-// takes it. Deliver never blocks on the wire: it updates the Conn's state
+// takes it, and then (or at once, for a frame not kept) the frame goes
+// back to the Wire if it is a Recycler. Deliver never blocks on the wire: it updates the Conn's state
 // under its lock and wakes the Conn's goroutine to send what is due.
 func (d *Demux) Deliver(frame []byte) {
 	h, payload, why := parse(frame)
 	switch why {
 	case parseMalformed:
 		d.malformed.Add(1)
+		d.recycle(frame)
 		return
 	case parseBadSum:
 		d.badSum.Add(1)
+		d.recycle(frame)
 		return
 	}
 	c := (*d.conns.Load())[h.session]
 	switch {
 	case c == nil:
 		d.unknown.Add(1)
+		d.recycle(frame)
 		return
 	case [6]byte(frame[0:6]) != c.cfg.Local:
 		d.wrongDst.Add(1)
+		d.recycle(frame)
 		return
 	case [6]byte(frame[6:12]) != c.cfg.Peer:
 		d.wrongSrc.Add(1)
+		d.recycle(frame)
 		return
 	}
 	d.frames.Add(1)
-	c.deliver(&h, payload)
+	if !c.deliver(&h, frame, payload) {
+		d.recycle(frame)
+	}
 }
 
 // Open registers a Conn for cfg.Session and starts its goroutine. It

@@ -13,7 +13,8 @@
 // session out of band). What remains is a small sliding-window protocol
 // counted in frames: per frame it fills in a 40-byte header in place,
 // sums a checksum (XXH64), makes one call to the NIC, and on
-// receipt keeps the frame it was given until Read copies from it.
+// receipt keeps the frame it was given until Read copies from it, then
+// hands it back to the NIC's driver (Recycler) to receive into again.
 //
 // # Frames
 //

@@ -23,6 +23,11 @@ type endWire struct{ e *linktest.End }
 
 func (w endWire) MTU() int { return w.e.MTU() }
 
+// Recycle hands received frames back as the link endpoint does: the
+// linktest end poisons each one, so a stream that read a frame after
+// handing it back would deliver garbage.
+func (w endWire) Recycle(frame []byte) { w.e.Recycle(frame) }
+
 func (w endWire) SendFrame(frame []byte, more bool) error {
 	var timer *time.Timer
 	for {

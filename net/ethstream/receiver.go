@@ -22,6 +22,7 @@ const (
 type receiver struct {
 	n       uint64   // capacity in frames: the window when nothing is held
 	slots   [][]byte // payload of frame s at s%n, for s in [readSeq, readSeq+n)
+	frames  [][]byte // the whole frame of each slot, handed back once read
 	readSeq uint64   // the frame Read takes from next
 	readOff int      // bytes of it already read
 	next    uint64   // the first frame not yet received: the ack
@@ -44,11 +45,15 @@ type receiver struct {
 	sackRotate bool
 	sackFrom   uint64
 	discard    bool // the Conn is closed: data is acknowledged and dropped
+
+	recycle func(frame []byte) // hands a frame Read is done with back to the Wire
 }
 
 func (r *receiver) init(frames int) {
 	r.n = uint64(frames)
 	r.slots = make([][]byte, frames)
+	r.frames = make([][]byte, frames)
+	r.recycle = func([]byte) {}
 	r.every = max(1, min(maxAckEvery, r.n/4))
 	r.lastWnd = r.n
 }
@@ -165,7 +170,9 @@ func (r *receiver) consume(n int) (update bool) {
 			break
 		}
 		n -= rest
-		r.slots[i] = nil // the frame is the garbage collector's again
+		// Read has copied all of it: the frame goes back to the Wire.
+		r.recycle(r.frames[i])
+		r.slots[i], r.frames[i] = nil, nil
 		r.readSeq++
 		r.readOff = 0
 	}
@@ -184,41 +191,43 @@ func (r *receiver) discardBuffered() {
 }
 
 func (r *receiver) dropInOrder() {
+	// Dropped, not handed back: a Read may still be copying from them
+	// (Close discards what it has not consumed yet).
 	for end := r.dataEnd(); r.readSeq < end; r.readSeq++ {
-		r.slots[r.readSeq%r.n] = nil
+		r.slots[r.readSeq%r.n], r.frames[r.readSeq%r.n] = nil, nil
 	}
 	r.readOff = 0
 }
 
 // onData takes a data frame (under c.mu) and reports whether the
 // goroutine must be woken (to send an ack).
-func (c *Conn) onData(h *header, payload []byte, clk *clock) (kick bool) {
+func (c *Conn) onData(h *header, frame, payload []byte, clk *clock) (kick, kept bool) {
 	r := &c.rcv
 	c.st.DataFramesReceived++
 	s := h.seq
 	switch {
 	case len(payload) == 0, r.peerClosed && s >= r.peerClose:
 		c.st.BadFrames++
-		return false
+		return false, false
 	case s < r.next:
 		// Received before: the sender probably missed our ack.
 		c.st.DuplicateFrames++
 		r.ackNow = true
-		return true
+		return true, false
 	case s >= r.readSeq+r.n:
 		// Beyond the window: no sender of ours does that; our window may
 		// be news to it.
 		c.st.BadFrames++
 		r.ackNow = true
-		return true
+		return true, false
 	}
 	i := s % r.n
 	if r.slots[i] != nil {
 		c.st.DuplicateFrames++
 		r.ackNow = true
-		return true
+		return true, false
 	}
-	r.slots[i] = payload
+	r.slots[i], r.frames[i] = payload, frame
 	r.high = max(r.high, s+1)
 	if s != r.next {
 		c.st.OutOfOrder++
@@ -226,9 +235,9 @@ func (c *Conn) onData(h *header, payload []byte, clk *clock) (kick bool) {
 		r.oooUnacked++
 		if r.ooo == 1 || r.oooUnacked >= oooAckEvery {
 			r.ackNow = true // a gap: the sender needs the SACK
-			return true
+			return true, true
 		}
-		return false
+		return false, true
 	}
 	// In order: take it and whatever it joins up with.
 	lim := r.readSeq + r.n
@@ -259,9 +268,9 @@ func (c *Conn) onData(h *header, payload []byte, clk *clock) (kick bool) {
 	case r.ackAt.IsZero():
 		r.ackAt = clk.now().Add(delayedAck)
 	default:
-		return false // the delayed ack is already armed
+		return false, true // the delayed ack is already armed
 	}
-	return true
+	return true, true
 }
 
 // onClose takes the peer's close frame (under c.mu).

@@ -105,6 +105,11 @@ func TestTransfer(t *testing.T) {
 			if tc.cfg.ReceiveBuffer != 0 && sa.WindowStalls == 0 {
 				t.Error("small receive buffer but the sender never waited for the window")
 			}
+			// Every data frame read went back to its wire end, once.
+			recycled, twice := b.end.Recycled()
+			if recycled < sb.DataFramesReceived-sb.DuplicateFrames || twice != 0 {
+				t.Errorf("receiver handed back %d frames (%d twice) of %d data frames received", recycled, twice, sb.DataFramesReceived)
+			}
 			if sa.BadFrames+sb.BadFrames != 0 {
 				t.Errorf("%d bad frames counted on a wire that makes none", sa.BadFrames+sb.BadFrames)
 			}

@@ -99,6 +99,9 @@ type Stats struct {
 // Endpoint is a stack.LinkEndpoint over one nic.NIC.
 type Endpoint struct {
 	nic nic.NIC
+	// recycler is nic as a nic.Recycler, or nil: received frames the
+	// endpoint is done with go back to the driver.
+	recycler nic.Recycler
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -137,7 +140,8 @@ var (
 // attaches it (stack.CreateNIC).
 func New(n nic.NIC) *Endpoint {
 	m := n.MAC()
-	return &Endpoint{nic: n, mtu: uint32(n.MTU()), addr: tcpip.LinkAddress(m[:])}
+	r, _ := n.(nic.Recycler)
+	return &Endpoint{nic: n, recycler: r, mtu: uint32(n.MTU()), addr: tcpip.LinkAddress(m[:])}
 }
 
 // NIC returns the device under the endpoint.
@@ -293,13 +297,13 @@ func (e *Endpoint) receive(ctx context.Context, d stack.NetworkDispatcher) {
 		if err != nil {
 			return // ctx done, or the NIC closed
 		}
-		e.deliver(&g, frame)
+		e.deliverFrame(&g, frame)
 		for i := 0; i < groBatch && !e.noGRO.Load(); i++ {
 			frame, err := e.nic.Receive(now)
 			if err != nil {
 				break
 			}
-			e.deliver(&g, frame)
+			e.deliverFrame(&g, frame)
 		}
 		for range groFlushes {
 			g.Flush()
@@ -356,19 +360,29 @@ func (e *Endpoint) SetTSO(on bool) { e.noTSO.Store(!on) }
 // comparisons.
 func (e *Endpoint) SetGRO(on bool) { e.noGRO.Store(!on) }
 
+// deliverFrame delivers one received frame and hands it back to the
+// driver unless a handler took it.
+func (e *Endpoint) deliverFrame(g *gro.GRO, frame []byte) {
+	if !e.deliver(g, frame) && e.recycler != nil {
+		e.recycler.Recycle(frame)
+	}
+}
+
 // deliver checks one frame and hands it to GRO (which passes anything but
 // TCP over IPv4 or IPv6 straight on), or counts it as a probe, a runt or
-// an invalid IPv4 packet.
-func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
+// an invalid IPv4 packet. It reports whether a handler took the frame;
+// otherwise the endpoint is done with it when deliver returns (the stack
+// copies a packet into its own buffers: buffer.MakeWithData).
+func (e *Endpoint) deliver(g *gro.GRO, frame []byte) (handled bool) {
 	if len(frame) < header.EthernetMinimumSize {
 		e.rxRunts.Add(1)
-		return
+		return false
 	}
 	if hs := e.handlers.Load(); hs != nil {
 		if h, ok := (*hs)[uint16(header.Ethernet(frame).Type())]; ok {
 			e.rxHandled.Add(1)
 			h(frame)
-			return
+			return true
 		}
 	}
 	// GRO merges only segments whose checksums were checked; its own check
@@ -384,13 +398,13 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 		case nil:
 		case errFragment:
 			e.rxFrags.Add(1)
-			return
+			return false
 		case errChecksum:
 			e.rxChecksum.Add(1)
-			return
+			return false
 		default:
 			e.rxMalformed.Add(1)
-			return
+			return false
 		}
 		frame = frame[:header.EthernetMinimumSize+n]
 		tcp = proto == header.TCPProtocolNumber
@@ -398,12 +412,12 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
 	defer pkt.DecRef()
 	if !e.ParseHeader(pkt) {
-		return
+		return false
 	}
 	eth := header.Ethernet(pkt.LinkHeader().Slice())
 	if eth.Type() == EtherTypeProbe {
 		e.countProbe(len(frame))
-		return
+		return false
 	}
 	dst := eth.DestinationAddress()
 	switch {
@@ -420,9 +434,10 @@ func (e *Endpoint) deliver(g *gro.GRO, frame []byte) {
 	pkt.RXChecksumValidated = tcp
 	if !tcp || e.noGRO.Load() {
 		g.Dispatcher.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
-		return
+		return false
 	}
 	g.Enqueue(pkt)
+	return false
 }
 
 var (
@@ -576,7 +591,8 @@ func (e *Endpoint) retryFull(send func() error) error {
 // Ethernet header included; the frame becomes h's) to h on the receive
 // goroutine instead of the stack, or stops doing so if h is nil. It is
 // how a transport beside IP (net/ethstream) shares the NIC with the
-// stack. h must not block: frames behind it wait.
+// stack. h must not block: frames behind it wait. The frame is h's: it
+// may hand it back to the NIC with Raw.Recycle when done with it.
 func (e *Endpoint) HandleEtherType(t uint16, h func(frame []byte)) {
 	e.mu.Lock() // serializes the copy-on-write updates
 	defer e.mu.Unlock()
@@ -602,6 +618,14 @@ func (e *Endpoint) Raw() Raw { return Raw{e} }
 
 // MTU is the largest payload after the Ethernet header.
 func (r Raw) MTU() int { return r.e.nic.MTU() }
+
+// Recycle hands a received frame back to the NIC (if it recycles
+// frames) once its handler is done with it: net/ethstream's Recycler.
+func (r Raw) Recycle(frame []byte) {
+	if r.e.recycler != nil {
+		r.e.recycler.Recycle(frame)
+	}
+}
 
 // SendFrame transmits one whole Ethernet frame, waiting out a full ring
 // for up to txWait as the stack's packets do; with more, the doorbell may

@@ -152,7 +152,7 @@ func Open(cfg Config) (*Device, error) {
 	}
 	d := &Device{cfg: cfg, regs: cfg.Regs, mtu: cfg.MTU, bufSize: buf, rctlBuf: rctl,
 		ready: nic.NewTxSignal(), done: make(chan struct{}), stop: make(chan struct{})}
-	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
+	d.rxq = nic.NewRxQueue(cfg.RxQueue, cfg.MTU+nic.HeaderLen, &d.stats)
 	if err := d.reset(); err != nil {
 		return nil, err
 	}
@@ -423,7 +423,7 @@ func (d *Device) receive() {
 			d.stats.RxErrors.Add(1)
 		default:
 			buf := d.rxBufs.Mem[i*d.bufSize : i*d.bufSize+length]
-			d.rxq.Push(append([]byte(nil), buf...))
+			d.rxq.Push(d.rxq.Copy(buf))
 		}
 		desc[rxStatus], desc[rxErrors] = 0, 0
 		binary.LittleEndian.PutUint16(desc[descLength:], 0)
@@ -673,6 +673,12 @@ func (d *Device) Describe() string {
 
 // Receive implements nic.NIC.
 func (d *Device) Receive(ctx context.Context) ([]byte, error) { return d.rxq.Pop(ctx) }
+
+var _ nic.Recycler = (*Device)(nil)
+
+// Recycle implements nic.Recycler: the frame's buffer takes a later
+// frame's copy.
+func (d *Device) Recycle(frame []byte) { d.rxq.Recycle(frame) }
 
 // Name implements nic.NIC.
 func (d *Device) Name() string { return d.cfg.Name }

@@ -109,7 +109,7 @@ func Open(cfg Config) (*Device, error) {
 		cfg.Watchdog = nic.WatchdogPeriod
 	}
 	d := &Device{cfg: cfg, t: cfg.Transport, ready: nic.NewTxSignal(), stop: make(chan struct{})}
-	d.rxq = nic.NewRxQueue(cfg.RxQueue, &d.stats)
+	d.rxq = nic.NewRxQueue(cfg.RxQueue, cfg.MTU+nic.HeaderLen, &d.stats)
 	c := d.t.Common
 	if err := d.reset(); err != nil {
 		return nil, err
@@ -334,7 +334,7 @@ func (d *Device) receive() {
 		case int(n) > d.bufSize, frame < nic.HeaderLen, frame > d.mtu+nic.HeaderLen:
 			d.stats.RxErrors.Add(1)
 		default:
-			d.rxq.Push(append([]byte(nil), d.rx.buf(id)[netHdrLen:n]...))
+			d.rxq.Push(d.rxq.Copy(d.rx.buf(id)[netHdrLen:n]))
 		}
 		d.rx.post(id, d.bufSize, DescFWrite)
 		posted = true
@@ -438,6 +438,12 @@ func (d *Device) Describe() string {
 
 // Receive implements nic.NIC.
 func (d *Device) Receive(ctx context.Context) ([]byte, error) { return d.rxq.Pop(ctx) }
+
+var _ nic.Recycler = (*Device)(nil)
+
+// Recycle implements nic.Recycler: the frame's buffer takes a later
+// frame's copy.
+func (d *Device) Recycle(frame []byte) { d.rxq.Recycle(frame) }
 
 // Name implements nic.NIC.
 func (d *Device) Name() string { return d.cfg.Name }
