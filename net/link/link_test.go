@@ -319,3 +319,44 @@ func TestHandleEtherType(t *testing.T) {
 		t.Fatalf("after removing the handler: handler %d frames, stack %d packets; want 1 and 2", len(got), len(r.pkts))
 	}
 }
+
+// recycler records the frames handed back to it.
+type recycler struct{ back [][]byte }
+
+func (r *recycler) Recycle(frame []byte) { r.back = append(r.back, frame) }
+
+// TestRecycle: a frame the stack was given goes back to the NIC as soon
+// as it is delivered, and what the stack holds is its own copy (the frame
+// is overwritten after the hand-back); a frame a handler took does not go
+// back from the endpoint; a runt goes back too.
+func TestRecycle(t *testing.T) {
+	g, r, e := newCoalescer()
+	rec := &recycler{}
+	e.recycler = rec
+	var handled [][]byte
+	e.HandleEtherType(0x88b6, func(f []byte) { handled = append(handled, f) })
+	raw := make([]byte, 64)
+	header.Ethernet(raw).Encode(&header.EthernetFields{Type: 0x88b6,
+		SrcAddr: "\x02\x00\x00\x00\x00\x02", DstAddr: "\x02\x00\x00\x00\x00\x01"})
+	payload := []byte("stays the stack's own")
+	seg := segment(1, payload)
+	runt := make([]byte, 10)
+	for _, f := range [][]byte{seg, raw, runt} {
+		e.deliverFrame(g, f)
+	}
+	for _, f := range rec.back {
+		for i := range f {
+			f[i] = 0xa5
+		}
+	}
+	g.Flush()
+	if len(rec.back) != 2 || &rec.back[0][0] != &seg[0] || &rec.back[1][0] != &runt[0] {
+		t.Fatalf("%d frames handed back, want the segment and the runt", len(rec.back))
+	}
+	if len(handled) != 1 || &handled[0][0] != &raw[0] {
+		t.Fatalf("handler got %d frames, want the raw one", len(handled))
+	}
+	if len(r.pkts) != 1 || !bytes.HasSuffix(r.pkts[0], payload) {
+		t.Fatalf("the stack got %x, want a packet ending in %q after the frame was overwritten", r.pkts, payload)
+	}
+}
