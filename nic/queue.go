@@ -52,10 +52,14 @@ type RxQueue struct {
 const recycleBytes = 5 << 20
 
 // NewRxQueue makes a queue holding at most n frames that counts into s,
-// for frames of up to frameCap bytes.
+// for frames of up to frameCap bytes; with frameCap 0 it keeps no
+// buffers for reuse (Recycle does nothing).
 func NewRxQueue(n, frameCap int, s *Stats) *RxQueue {
-	return &RxQueue{ch: make(chan []byte, n), closed: make(chan struct{}), stats: s,
-		free: make(chan []byte, max(64, recycleBytes/max(frameCap, 1))), frameCap: frameCap}
+	q := &RxQueue{ch: make(chan []byte, n), closed: make(chan struct{}), stats: s, frameCap: frameCap}
+	if frameCap > 0 {
+		q.free = make(chan []byte, max(64, recycleBytes/frameCap))
+	}
+	return q
 }
 
 // Copy returns a copy of a received frame, in a buffer handed back by
@@ -80,7 +84,7 @@ func (q *RxQueue) Copy(src []byte) []byte {
 // frame did) is left to the garbage collector, as is every frame once
 // the queue keeps recycleBytes of them.
 func (q *RxQueue) Recycle(frame []byte) {
-	if cap(frame) < q.frameCap {
+	if q.free == nil || cap(frame) < q.frameCap {
 		return
 	}
 	select {

@@ -59,6 +59,11 @@ func TestRxQueueRecycleBound(t *testing.T) {
 	if n := len(q.free); n*9014 > recycleBytes {
 		t.Errorf("%d buffers of 9014 bytes kept, more than %d bytes", n, recycleBytes)
 	}
+	none := NewRxQueue(8, 0, &st)
+	none.Recycle(make([]byte, 1514))
+	if cap(none.free) != 0 || len(none.free) != 0 {
+		t.Errorf("a queue of frame size 0 keeps %d of %d buffers, want none", len(none.free), cap(none.free))
+	}
 }
 
 // BenchmarkRxQueueCopy compares a driver's copy out of its DMA buffer

@@ -74,39 +74,41 @@ func NewDemux(w Wire) *Demux {
 // included) from the link's receive goroutine. The frame becomes the
 // Demux's: the payload of a data frame is kept, not copied, until Read
 // takes it, and then (or at once, for a frame not kept) the frame goes
-// back to the Wire if it is a Recycler. Deliver never blocks on the wire: it updates the Conn's state
-// under its lock and wakes the Conn's goroutine to send what is due.
+// back to the Wire if it is a Recycler. Deliver never blocks on the
+// wire: it updates the Conn's state under its lock and wakes the Conn's
+// goroutine to send what is due.
 func (d *Demux) Deliver(frame []byte) {
+	if !d.route(frame) {
+		d.recycle(frame)
+	}
+}
+
+// route hands frame to its Conn, or counts why not, and reports whether
+// the Conn kept it.
+func (d *Demux) route(frame []byte) (kept bool) {
 	h, payload, why := parse(frame)
 	switch why {
 	case parseMalformed:
 		d.malformed.Add(1)
-		d.recycle(frame)
-		return
+		return false
 	case parseBadSum:
 		d.badSum.Add(1)
-		d.recycle(frame)
-		return
+		return false
 	}
 	c := (*d.conns.Load())[h.session]
 	switch {
 	case c == nil:
 		d.unknown.Add(1)
-		d.recycle(frame)
-		return
+		return false
 	case [6]byte(frame[0:6]) != c.cfg.Local:
 		d.wrongDst.Add(1)
-		d.recycle(frame)
-		return
+		return false
 	case [6]byte(frame[6:12]) != c.cfg.Peer:
 		d.wrongSrc.Add(1)
-		d.recycle(frame)
-		return
+		return false
 	}
 	d.frames.Add(1)
-	if !c.deliver(&h, frame, payload) {
-		d.recycle(frame)
-	}
+	return c.deliver(&h, frame, payload)
 }
 
 // Open registers a Conn for cfg.Session and starts its goroutine. It

@@ -76,7 +76,7 @@ func newFake(i int, cfg Config) *Fake {
 		ready: nic.NewTxSignal(),
 		done:  make(chan struct{}),
 	}
-	f.rx = nic.NewRxQueue(cfg.RxQueue, 0, &f.stats) // frames arrive as the peer's copies: nothing to recycle
+	f.rx = nic.NewRxQueue(cfg.RxQueue, 0, &f.stats) // frames arrive as the peer's copies: no buffers kept for reuse
 	f.link.Store(true)
 	return f
 }
