@@ -14,9 +14,13 @@ import (
 
 // relay joins two QEMU `-netdev socket,connect=` back ends (each frame is
 // a 4-byte big-endian length and the frame) and can lose and reorder
-// frames on the way, as a faulty wire would.
+// frames on the way, as a faulty wire would, or carry them at a line
+// rate, as a real one does.
 type relay struct {
-	loss, reorder           float64
+	loss, reorder float64
+	// rate, if not zero, is the wire's line rate in bytes a second in each
+	// direction (see pacer).
+	rate                    float64
 	frames, lost, reordered atomic.Uint64
 	ln                      [2]net.Listener
 	// inject[i] takes extra frames (without the length prefix) to write
@@ -32,7 +36,17 @@ type relay struct {
 // newRelay listens on two loopback ports; side i's QEMU connects to
 // Port(i).
 func newRelay(t *testing.T, loss, reorder float64, seed uint64) *relay {
-	r := &relay{loss: loss, reorder: reorder, inject: [2]chan []byte{make(chan []byte, 64), make(chan []byte, 64)}}
+	return startRelay(t, &relay{loss: loss, reorder: reorder}, seed)
+}
+
+// newPacedRelay is a fault-free relay whose wire carries rate bytes a
+// second each way.
+func newPacedRelay(t *testing.T, rate float64) *relay {
+	return startRelay(t, &relay{rate: rate}, 1)
+}
+
+func startRelay(t *testing.T, r *relay, seed uint64) *relay {
+	r.inject = [2]chan []byte{make(chan []byte, 64), make(chan []byte, 64)}
 	for i := range r.ln {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -63,6 +77,54 @@ func (r *relay) run(seed uint64) {
 	}
 	go r.pipe(c[0], c[1], 1, rand.New(rand.NewPCG(seed, 1)))
 	go r.pipe(c[1], c[0], 0, rand.New(rand.NewPCG(seed, 2)))
+}
+
+// wireOverhead is what an Ethernet wire spends on a frame beyond the bytes
+// QEMU hands over: the FCS (4), the preamble and start delimiter (8) and
+// the minimum gap between frames (12).
+const wireOverhead = 4 + 8 + 12
+
+// pacerBurst is how far a pacer may fall behind its schedule and catch up
+// at full speed: a sleep overshoots by tens of microseconds, and without
+// the slack every overshoot would be wire time lost for good.
+const pacerBurst = time.Millisecond
+
+// pacer holds frames to a line rate. Without one the relay's wire has no
+// speed of its own: the raw probe then measures how fast the receiving
+// emulated CPU takes frames in, and any work a protocol does per byte
+// shows as wire lost. A paced relay stops reading while it waits, so the
+// sending QEMU's socket fills and its queue holds the frames, as a NIC's
+// transmit ring does on a real link.
+type pacer struct {
+	rate  float64   // bytes a second, 0 for none
+	due   time.Time // when the wire is free for the next frame
+	now   func() time.Time
+	sleep func(time.Duration)
+}
+
+func newPacer(rate float64) *pacer {
+	return &pacer{rate: rate, now: time.Now, sleep: time.Sleep}
+}
+
+// wait returns once the wire has time for a frame of n bytes (without the
+// relay's length prefix), calling flush first if it must sleep.
+func (p *pacer) wait(n int, flush func() error) error {
+	if p.rate == 0 {
+		return nil
+	}
+	now := p.now()
+	if d := p.due.Sub(now); d > 0 {
+		if err := flush(); err != nil {
+			return err
+		}
+		p.sleep(d)
+		now = p.now()
+	}
+	if p.due.Before(now.Add(-pacerBurst)) {
+		p.due = now.Add(-pacerBurst)
+	}
+	p.due = p.due.Add(time.Duration(float64(n+wireOverhead) / p.rate * float64(time.Second)))
+	return nil
 }
 
 // Inject queues frames to be written toward side i (blocking while 64
@@ -117,6 +179,15 @@ func (r *relay) pipe(src, dst net.Conn, to int, rng *rand.Rand) {
 		}
 	}()
 	bw := bufio.NewWriterSize(dst, 256<<10)
+	pace := newPacer(r.rate)
+	// write sends one frame (with its length prefix) when the wire is free.
+	write := func(f []byte) error {
+		if err := pace.wait(len(f)-4, bw.Flush); err != nil {
+			return err
+		}
+		_, err := bw.Write(f)
+		return err
+	}
 	var held []byte
 	for {
 		if len(frames) == 0 {
@@ -148,23 +219,23 @@ func (r *relay) pipe(src, dst net.Conn, to int, rng *rand.Rand) {
 				bad := append([]byte(nil), f...)
 				bad[off] ^= 0x5a
 				r.corrupted.Add(1)
-				if _, err := bw.Write(bad); err != nil {
+				if err := write(bad); err != nil {
 					return
 				}
 			}
-			if _, err := bw.Write(f); err != nil {
+			if err := write(f); err != nil {
 				return
 			}
 			if held != nil {
-				bw.Write(held)
+				write(held)
 				held = nil
 			}
 		case <-late:
-			bw.Write(held)
+			write(held)
 			held = nil
 		case f := <-r.inject[to]:
 			b := binary.BigEndian.AppendUint32(nil, uint32(len(f)))
-			if _, err := bw.Write(append(b, f...)); err != nil {
+			if err := write(append(b, f...)); err != nil {
 				return
 			}
 		}
