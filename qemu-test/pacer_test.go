@@ -23,6 +23,11 @@ func (c *fakeClock) sleep(d time.Duration) {
 // 976-byte frame (1,000 bytes with the wire's overhead) takes 1 ms.
 func TestPacer(t *testing.T) {
 	const frame = 1000 - wireOverhead
+	// paced is how long n back-to-back frames of the given wire time take,
+	// first to last departure: the slack lets its worth go at once.
+	paced := func(n int, each time.Duration) time.Duration {
+		return time.Duration(n-1)*each - pacerBurst
+	}
 	tests := []struct {
 		name      string
 		rate      float64
@@ -34,15 +39,14 @@ func TestPacer(t *testing.T) {
 		minTook, maxTook time.Duration
 	}{
 		{"unpaced", 0, 0, 0, 100, 0, 0},
-		// Back to back: the slack lets one frame go early, no more.
-		{"back to back", 1e6, 0, 0, 100, 98 * time.Millisecond, 98 * time.Millisecond},
-		// Sleeps that overshoot by 0.3 ms lose no wire time: the frames
-		// behind catch up within the slack.
-		{"overshooting sleeps", 1e6, 300 * time.Microsecond, 0, 100, 98 * time.Millisecond, 99 * time.Millisecond},
-		// An idle wire saves up no more than the slack: after 50 ms idle,
-		// 100 frames still take 98 ms.
-		{"after idle", 1e6, 0, 50 * time.Millisecond, 100, 98 * time.Millisecond, 98 * time.Millisecond},
-		{"faster wire", 1e7, 0, 0, 100, 89 * time.Millisecond / 10, 90 * time.Millisecond / 10},
+		{"back to back", 1e6, 0, 0, 100, paced(100, time.Millisecond), paced(100, time.Millisecond)},
+		// Sleeps that overshoot lose no wire time while the overshoot is
+		// within the slack: the frames behind catch up.
+		{"overshooting sleeps", 1e6, 300 * time.Microsecond, 0, 100, paced(100, time.Millisecond), paced(100, time.Millisecond) + time.Millisecond},
+		{"millisecond sleeps", 1e6, 1500 * time.Microsecond, 0, 100, paced(100, time.Millisecond), paced(100, time.Millisecond) + 2*time.Millisecond},
+		// An idle wire saves up no more than the slack.
+		{"after idle", 1e6, 0, 50 * time.Millisecond, 100, paced(100, time.Millisecond), paced(100, time.Millisecond)},
+		{"faster wire", 1e7, 0, 0, 1000, paced(1000, 100*time.Microsecond), paced(1000, 100*time.Microsecond)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,6 +70,9 @@ func TestPacer(t *testing.T) {
 				last = clk.t
 			}
 			took := last.Sub(first)
+			if tc.rate == 0 {
+				tc.minTook, tc.maxTook = 0, 0
+			}
 			if took < tc.minTook || took > tc.maxTook {
 				t.Errorf("%d frames took %v, want %v to %v", tc.frames, took, tc.minTook, tc.maxTook)
 			}
