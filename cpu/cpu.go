@@ -37,6 +37,25 @@ func WriteCR0(v uint64) { writeCR0(v) }
 // WriteCR4 sets CR4. Ring 0 only: it faults on a host.
 func WriteCR4(v uint64) { writeCR4(v) }
 
+// DebugRegs are the debug registers a hypervisor must carry for its guest
+// itself (SDM Vol. 3B 18.2): the breakpoint addresses DR0-DR3 and the
+// debug status DR6. Neither VT-x's VMCS nor AMD-V's VMCB holds DR0-DR3,
+// and the VMCS does not hold DR6: a guest's values stay in the CPU's own
+// registers across VM exits. DR7, which enables the breakpoints, is in
+// both.
+type DebugRegs struct {
+	DR  [4]uint64
+	DR6 uint64
+}
+
+// ReadDebugRegs reads DR0-DR3 and DR6 of the CPU the thread runs on.
+// Ring 0 only: it faults on a host.
+func ReadDebugRegs(d *DebugRegs) { readDebugRegs(d) }
+
+// WriteDebugRegs loads DR0-DR3 and DR6. DR6 bits 63:32 must be zero (a 1
+// there is a #GP). Ring 0 only: it faults on a host.
+func WriteDebugRegs(d *DebugRegs) { writeDebugRegs(d) }
+
 // HasRDTSCP reports whether the CPU implements RDTSCP
 // (CPUID.80000001H:EDX[bit 27]).
 func HasRDTSCP() bool {

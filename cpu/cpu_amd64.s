@@ -138,3 +138,39 @@ TEXT ·writeCR4(SB), NOSPLIT, $0-8
 	MOVQ v+0(FP), AX
 	MOVQ AX, CR4
 	RET
+
+// func readDebugRegs(d *DebugRegs)
+// MOV RAX, DRn (SDM Vol. 2B ch. 4, "MOV—Move to/from Debug Registers"):
+// 0F 21 /r, ModRM 11 n 000 (0xC0 | n<<3), always 64 bits wide in 64-bit
+// mode. Spelt in bytes: Go's assembler knows DR0, DR6 and DR7 only.
+// Ring 0 only.
+TEXT ·readDebugRegs(SB), NOSPLIT, $0-8
+	MOVQ d+0(FP), BX
+	BYTE $0x0F; BYTE $0x21; BYTE $0xC0 // DR0
+	MOVQ AX, 0(BX)
+	BYTE $0x0F; BYTE $0x21; BYTE $0xC8 // DR1
+	MOVQ AX, 8(BX)
+	BYTE $0x0F; BYTE $0x21; BYTE $0xD0 // DR2
+	MOVQ AX, 16(BX)
+	BYTE $0x0F; BYTE $0x21; BYTE $0xD8 // DR3
+	MOVQ AX, 24(BX)
+	BYTE $0x0F; BYTE $0x21; BYTE $0xF0 // DR6
+	MOVQ AX, 32(BX)
+	RET
+
+// func writeDebugRegs(d *DebugRegs)
+// MOV DRn, RAX: 0F 23 /r, the same ModRM. Ring 0 only; a 1 in DR6 bits
+// 63:32 is a #GP, which the caller rules out.
+TEXT ·writeDebugRegs(SB), NOSPLIT, $0-8
+	MOVQ d+0(FP), BX
+	MOVQ 0(BX), AX
+	BYTE $0x0F; BYTE $0x23; BYTE $0xC0 // DR0
+	MOVQ 8(BX), AX
+	BYTE $0x0F; BYTE $0x23; BYTE $0xC8 // DR1
+	MOVQ 16(BX), AX
+	BYTE $0x0F; BYTE $0x23; BYTE $0xD0 // DR2
+	MOVQ 24(BX), AX
+	BYTE $0x0F; BYTE $0x23; BYTE $0xD8 // DR3
+	MOVQ 32(BX), AX
+	BYTE $0x0F; BYTE $0x23; BYTE $0xF0 // DR6
+	RET

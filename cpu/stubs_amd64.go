@@ -35,3 +35,9 @@ func readCR4() uint64
 func writeCR0(v uint64)
 
 func writeCR4(v uint64)
+
+//go:noescape
+func readDebugRegs(d *DebugRegs)
+
+//go:noescape
+func writeDebugRegs(d *DebugRegs)

@@ -180,9 +180,7 @@ func TestQEMUSVMFTGuest(t *testing.T) {
 				}
 			}
 			repeats := last - sec[0].n + 1
-			if strings.Contains(pout, "TSC went backwards") || strings.Contains(s.Output(), "TSC went backwards") {
-				t.Error("the guest's TSC went backwards")
-			}
+			checkGuestState(t, pout, s.Output())
 			checkReplay(t, s, repeats, 2)
 			if transport == "ether" && !strings.Contains(pout, "(ether) connected") {
 				t.Errorf("the session did not run on the ether stream:\n%s", p.Tail(40))
@@ -376,6 +374,19 @@ func checkSeam(t *testing.T, before, after []tick) int {
 // has handled the ACK that releases the one before (ftmirror.Takeover).
 // Before the RELEASE frame, a takeover after a resync replayed some 20
 // epochs.
+// checkGuestState fails the test if ftticks reported, on any machine, a
+// TSC that went backwards or debug registers that lost their values.
+func checkGuestState(t *testing.T, outputs ...string) {
+	t.Helper()
+	for _, o := range outputs {
+		for _, lost := range []string{"TSC went backwards", "debug registers lost"} {
+			if strings.Contains(o, "ftticks: "+lost) {
+				t.Errorf("the guest's %s", lost)
+			}
+		}
+	}
+}
+
 func checkReplay(t *testing.T, m *Machine, repeats, gen int) {
 	t.Helper()
 	f := ftReplay.FindStringSubmatch(m.Output())
@@ -435,9 +446,7 @@ func TestQEMUSVMFTGuestResync(t *testing.T) {
 	r2 := checkSeam(t, bTicks, a2Ticks)
 	checkReplay(t, b, r1, 2)
 	checkReplay(t, a2, r2, 3)
-	if strings.Contains(a2.Output(), "TSC went backwards") || strings.Contains(b.Output(), "TSC went backwards") {
-		t.Error("the guest's TSC went backwards")
-	}
+	checkGuestState(t, a2.Output(), b.Output())
 	t.Logf("a released ticks 1..%d; b went on at %d (%d repeated) to %d; a2 went on at %d (%d repeated) to %d",
 		aTicks[len(aTicks)-1].n, bTicks[0].n, max(r1, 0), bTicks[len(bTicks)-1].n, a2Ticks[0].n, max(r2, 0), a2Ticks[len(a2Ticks)-1].n)
 }
@@ -478,6 +487,7 @@ func TestBochsFTGuest(t *testing.T) {
 	sec := waitTicksFor(t, s, prim[len(prim)-1].n+10, 10*time.Minute)
 	r := checkSeam(t, prim, sec)
 	checkReplay(t, s, r, 2)
+	checkGuestState(t, p.Output(), s.Output())
 	if f := lastMatch(ftFigures, p.Output()); f != nil {
 		t.Logf("primary: %s", f[0])
 	}

@@ -11,8 +11,14 @@
  * gap in N after a failover. The counter lives in memory; the pacing reads
  * the TSC, and a TSC lower than at the previous line is reported as
  * "ftticks: TSC went backwards".
+ * It also loads the debug registers a hypervisor must carry itself (no
+ * VMCS or VMCB field holds DR0-DR3, the VMCS not DR6): breakpoint
+ * addresses in DR0-DR3, none of them enabled (DR7 stays 400H), and B0 and
+ * B2 in DR6. Before every line it checks them, and a value lost (across
+ * a checkpoint, a failover) is reported as
+ * "ftticks: debug registers lost" and loaded again.
  * No interrupts, no SSE: all its state is the general registers, the
- * segment and control registers, and its memory.
+ * segment, control and debug registers, and its memory.
  *
  * Multiboot 0.6.96 §3.1 (header with the a.out-kludge address fields);
  * COM1 output: com1.S. */
@@ -22,6 +28,11 @@
 #define COM1       0x3F8
 #define AREA_WORDS (64 * 1024)
 #define DELAY      40000000     /* TSC cycles between lines */
+#define DR0_VALUE  0x00101000   /* breakpoint addresses, never enabled */
+#define DR1_VALUE  0x00202008
+#define DR2_VALUE  0x7FF03010
+#define DR3_VALUE  0xC0404018
+#define DR6_B      0x5          /* DR6 B0 and B2, as after a #DB */
 
 	.code32
 	.section .text
@@ -43,7 +54,9 @@ _start:
 	call com1_init
 	movl $s_start, %esi
 	call puts
+	call dr_load
 tick:
+	call dr_check
 	/* N = ++counter; area[(N%64)*1024 + (N/64)%1024] = N */
 	movl counter, %eax
 	incl %eax
@@ -98,6 +111,44 @@ tick:
 	jb 2b
 	jmp tick
 
+/* dr_load loads DR0-DR3 and sets DR6's B0 and B2 (SDM Vol. 3B 18.2). */
+dr_load:
+	movl $DR0_VALUE, %eax
+	movl %eax, %dr0
+	movl $DR1_VALUE, %eax
+	movl %eax, %dr1
+	movl $DR2_VALUE, %eax
+	movl %eax, %dr2
+	movl $DR3_VALUE, %eax
+	movl %eax, %dr3
+	movl %dr6, %eax
+	orl $DR6_B, %eax
+	movl %eax, %dr6
+	ret
+
+/* dr_check reports and reloads debug registers that lost their values. */
+dr_check:
+	movl %dr0, %eax
+	cmpl $DR0_VALUE, %eax
+	jne 1f
+	movl %dr1, %eax
+	cmpl $DR1_VALUE, %eax
+	jne 1f
+	movl %dr2, %eax
+	cmpl $DR2_VALUE, %eax
+	jne 1f
+	movl %dr3, %eax
+	cmpl $DR3_VALUE, %eax
+	jne 1f
+	movl %dr6, %eax
+	andl $0xF, %eax
+	cmpl $DR6_B, %eax
+	jne 1f
+	ret
+1:	movl $s_dr, %esi
+	call puts
+	jmp dr_load
+
 #include "com1.S"
 
 	.section .rodata
@@ -106,6 +157,7 @@ s_tick:  .asciz "ftticks: tick "
 s_sum:   .asciz " sum "
 s_nl:    .asciz "\n"
 s_back:  .asciz "ftticks: TSC went backwards\n"
+s_dr:    .asciz "ftticks: debug registers lost\n"
 
 	.section .bss
 	.align 4096

@@ -127,9 +127,13 @@ type VCPUState struct {
 	WaitSIPI bool
 	GuestTSC uint64
 	// CR2 and DR6 are kept by AMD-V's VMCB (version 2). VT-x's VMCS has
-	// neither: CR2 comes from Regs.CR2, which doppel saves at every exit;
-	// DR6 stays 0.
+	// neither: CR2 comes from Regs.CR2, which doppel saves at every exit,
+	// and DR6 from the CPU's own register (version 4), like DR0-DR3.
 	CR2, DR6 uint64
+	// DR holds the breakpoint addresses DR0-DR3 (version 4), which
+	// neither the VMCS nor the VMCB has: a guest's values stay in the
+	// CPU's registers across exits (cpu.DebugRegs).
+	DR [4]uint64
 
 	// What RestoreVCPUState checks XSave and XCR0 against: the size of
 	// the restoring vCPU's area (0: XSaveMinSize, x87/SSE only) and the
@@ -139,17 +143,20 @@ type VCPUState struct {
 }
 
 // Versions: 2 carried a 512-byte FXSAVE image where 3 carries the XSAVE
-// area; a version-2 state still restores (its image becomes an area
-// holding x87 and SSE).
+// area; 4 adds DR0-DR3 at the end. Older states still restore: a
+// version-2 image becomes an area holding x87 and SSE, and a state
+// without DR0-DR3 has them zero, as after RESET.
 const (
-	vcpuStateMagic     = "VCPU"
-	vcpuStateVersion   = 3
-	vcpuStateVersionFX = 2
+	vcpuStateMagic       = "VCPU"
+	vcpuStateVersion     = 4
+	vcpuStateVersionNoDR = 3
+	vcpuStateVersionFX   = 2
 )
 
 // SaveVCPUState encodes a vCPU: the VMCS fields in savedFields order,
 // the general registers, the XSAVE area, XCR0, the switched MSRs, the
-// software MSRs, whether it waits for SIPI, its TSC, CR2 and DR6.
+// software MSRs, whether it waits for SIPI, its TSC, CR2, DR6 and
+// DR0-DR3.
 func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 	e := devices.NewEncoder(vcpuStateMagic, vcpuStateVersion)
 	e.U32(uint32(len(savedFields)))
@@ -188,6 +195,9 @@ func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 	e.U64(s.GuestTSC)
 	e.U64(s.CR2)
 	e.U64(s.DR6)
+	for _, v := range s.DR {
+		e.U64(v)
+	}
 	return e.Finish(), nil
 }
 
@@ -196,8 +206,10 @@ func SaveVCPUState(vmcs VMCS, s *VCPUState) ([]byte, error) {
 // x87 and SSE). On a bad blob nothing is changed.
 func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 	version := uint16(vcpuStateVersion)
-	if len(b) >= 6 && binary.LittleEndian.Uint16(b[4:6]) == vcpuStateVersionFX {
-		version = vcpuStateVersionFX
+	if len(b) >= 6 {
+		if v := binary.LittleEndian.Uint16(b[4:6]); v == vcpuStateVersionFX || v == vcpuStateVersionNoDR {
+			version = v
+		}
 	}
 	d := devices.NewDecoder(b, vcpuStateMagic, version)
 	n := d.U32()
@@ -246,6 +258,15 @@ func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 	wait := d.Bool()
 	tsc := d.U64()
 	cr2, dr6 := d.U64(), d.U64()
+	// A 1 in DR6 bits 63:32 is a #GP when loaded (MOV to DR6) and fails
+	// VMRUN's checks (AMD APM Vol. 2 15.5.1).
+	d.Check(d.Err() != nil || dr6>>32 == 0, "DR6 %#x has bits above 31", dr6)
+	var dr [4]uint64
+	if version >= vcpuStateVersion {
+		for i := range dr {
+			dr[i] = d.U64()
+		}
+	}
 	if err := d.Finish(); err != nil {
 		return fmt.Errorf("vmm: restore vcpu: %w", err)
 	}
@@ -264,7 +285,7 @@ func RestoreVCPUState(vmcs VMCS, b []byte, s *VCPUState) error {
 		g.APICBase, g.MTRRDef, g.MTRRFixed, g.MTRRVar, g.MiscEnable
 	s.WaitSIPI = wait
 	s.GuestTSC = tsc
-	s.CR2, s.DR6 = cr2, dr6
+	s.CR2, s.DR6, s.DR = cr2, dr6, dr
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/doppel-ft/doppel/vmm/devices"
@@ -58,7 +59,8 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	a1 := NewMSRArea(&f1, SwitchedMSRs, []uint64{1, 2, 3, 4, 5, 6})
 	g1 := NewGuestMSRs(src, a1, true)
 	g1.MTRRVar[3], g1.MTRRFixed[10], g1.MTRRDef = 0x55, 0x0606, 0xC06
-	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 7, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456, CR2: 0x7F00_1008, DR6: 0xFFFF_4FF0}
+	s := &VCPUState{Regs: Regs{RAX: 1, R15: 15}, XCR0: 7, MSRArea: a1, MSRs: g1, WaitSIPI: true, GuestTSC: 123456, CR2: 0x7F00_1008, DR6: 0xFFFF_4FF0,
+		DR: [4]uint64{0x40_1000, 0, 0x7FFF_EFF8, 0xFFFF_FFFF_8100_0040}}
 	s.XSave = NewXSaveArea(832) // x87, SSE, AVX (at 576, 256 bytes)
 	s.XSave[0], s.XSave[511], s.XSave[xsaveXStateBV], s.XSave[831] = 0x7F, 0xEE, 7, 0xAB
 	blob, err := SaveVCPUState(src, s)
@@ -77,7 +79,7 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 			t.Errorf("field %#x = %#x, want %#x", uint32(f), dst[f], src[f])
 		}
 	}
-	if got.Regs != s.Regs || !bytes.Equal(got.XSave, s.XSave) || got.XCR0 != 7 || !got.WaitSIPI || got.GuestTSC != 123456 || got.CR2 != s.CR2 || got.DR6 != s.DR6 {
+	if got.Regs != s.Regs || !bytes.Equal(got.XSave, s.XSave) || got.XCR0 != 7 || !got.WaitSIPI || got.GuestTSC != 123456 || got.CR2 != s.CR2 || got.DR6 != s.DR6 || got.DR != s.DR {
 		t.Errorf("state %+v", got)
 	}
 	if v, _ := a2.Get(IA32_TSC_AUX); v != 6 {
@@ -85,6 +87,13 @@ func TestVCPUStateRoundTrip(t *testing.T) {
 	}
 	if g2.MTRRVar[3] != 0x55 || g2.MTRRFixed[10] != 0x0606 || g2.MTRRDef != 0xC06 || g2.APICBase != g1.APICBase {
 		t.Errorf("MSRs %+v", g2)
+	}
+	// A DR6 that would #GP when loaded is refused, to a vCPU that takes
+	// everything else in the blob.
+	badDR6 := append([]byte{}, blob...)
+	binary.LittleEndian.PutUint64(badDR6[len(badDR6)-5*8:], 1<<32|0xFFFF_0FF0)
+	if err := RestoreVCPUState(fakeVMCS{}, badDR6, &VCPUState{MSRArea: a2, MSRs: g2, XSaveSize: 832, XCR0Allowed: 7}); !errors.Is(err, devices.ErrBadState) || !strings.Contains(err.Error(), "DR6") {
+		t.Errorf("DR6 with bit 32 set: %v", err)
 	}
 	// Truncated or foreign blobs, and AVX state for a vCPU without it,
 	// are refused and change nothing.
@@ -106,10 +115,11 @@ func TestVCPUStateVersion2(t *testing.T) {
 	a1 := NewMSRArea(&f1, SwitchedMSRs, make([]uint64, len(SwitchedMSRs)))
 	s := &VCPUState{XSave: NewXSaveArea(XSaveMinSize), XCR0: XCR0_X87, MSRArea: a1, MSRs: NewGuestMSRs(src, a1, true)}
 	s.XSave[100], s.XSave[511] = 0x42, 0x99
-	v3, err := SaveVCPUState(src, s)
+	v4, err := SaveVCPUState(src, s)
 	if err != nil {
 		t.Fatal(err)
 	}
+	v3 := v4[:len(v4)-4*8] // without DR0-DR3
 	// The area follows the header, the VMCS fields and 15 registers as
 	// a length-prefixed string: cut its XSAVE header off and relabel.
 	at := 10 + 4 + 8*len(savedFields) + 15*8
@@ -131,10 +141,41 @@ func TestVCPUStateVersion2(t *testing.T) {
 		t.Errorf("area % x, XCR0 %#x", got.XSave[:32], got.XCR0)
 	}
 	// An unknown version is refused by name.
-	v4 := append([]byte{}, v3...)
-	v4[4] = 4
-	if err := RestoreVCPUState(fakeVMCS{}, v4, got); !errors.Is(err, devices.ErrBadState) {
-		t.Errorf("version 4: %v", err)
+	v5 := append([]byte{}, v4...)
+	v5[4] = 5
+	if err := RestoreVCPUState(fakeVMCS{}, v5, got); !errors.Is(err, devices.ErrBadState) {
+		t.Errorf("version 5: %v", err)
+	}
+}
+
+// TestVCPUStateVersion3 restores a version-3 state, which has no DR0-DR3:
+// they come back zero, as after RESET.
+func TestVCPUStateVersion3(t *testing.T) {
+	var f1, f2 [512]uint64
+	a1 := NewMSRArea(&f1, SwitchedMSRs, make([]uint64, len(SwitchedMSRs)))
+	s := &VCPUState{XSave: NewXSaveArea(XSaveMinSize), XCR0: XCR0_X87, MSRArea: a1, MSRs: NewGuestMSRs(fakeVMCS{}, a1, true),
+		CR2: 0x1000, DR6: 0xFFFF_0FF1, DR: [4]uint64{1, 2, 3, 4}}
+	v4, err := SaveVCPUState(fakeVMCS{}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3 := append([]byte{}, v4[:len(v4)-4*8]...)
+	binary.LittleEndian.PutUint16(v3[4:], 3)
+	binary.LittleEndian.PutUint32(v3[6:], uint32(len(v3)-10))
+	got := &VCPUState{MSRArea: NewMSRArea(&f2, SwitchedMSRs, make([]uint64, len(SwitchedMSRs))), MSRs: NewGuestMSRs(fakeVMCS{}, a1, false),
+		DR: [4]uint64{9, 9, 9, 9}}
+	if err := RestoreVCPUState(fakeVMCS{}, v3, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.DR != [4]uint64{} || got.CR2 != 0x1000 || got.DR6 != 0xFFFF_0FF1 {
+		t.Errorf("DR0-DR3 %#x, CR2 %#x, DR6 %#x from a version-3 state", got.DR, got.CR2, got.DR6)
+	}
+	// Version 3 with DR0-DR3 appended is a version-4 body under the
+	// wrong label: refused.
+	long := append([]byte{}, v4...)
+	binary.LittleEndian.PutUint16(long[4:], 3)
+	if err := RestoreVCPUState(fakeVMCS{}, long, got); !errors.Is(err, devices.ErrBadState) {
+		t.Errorf("version 3 with 32 bytes too many: %v", err)
 	}
 }
 

@@ -152,7 +152,16 @@ type VMXCPU struct {
 	// lastRIP and lastReason are the guest RIP and basic reason of the
 	// latest exit: a sample of where the guest runs.
 	lastRIP, lastReason atomic.Uint64
+	// debug is the guest's DR0-DR3 and DR6 to load before the next entry
+	// when debugLoad is set (at creation, with RESET's values, and after
+	// Restore); otherwise they are the CPU's own registers, which VM
+	// exits leave alone and doppel does not use.
+	debug     cpu.DebugRegs
+	debugLoad bool
 }
+
+// resetDR6 is DR6 after RESET (SDM Vol. 3A 10.1.1, table 10-1).
+const resetDR6 = 0xFFFF_0FF0
 
 // LastExit returns the basic reason and guest RIP of the vCPU's latest
 // exit; it may be read from any goroutine while the vCPU runs (a sample
@@ -200,7 +209,8 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 		return nil, err
 	}
 	h := &HWVCPU{vmcsPA: pa}
-	c := &VMXCPU{HW: h, cfg: cfg, kickCh: make(chan struct{}, 1), tid: syscall.Gettid()}
+	c := &VMXCPU{HW: h, cfg: cfg, kickCh: make(chan struct{}, 1), tid: syscall.Gettid(),
+		debug: cpu.DebugRegs{DR6: resetDR6}, debugLoad: true}
 	c.initFPU()
 	if err := c.setControls(); err != nil {
 		return nil, err
@@ -324,12 +334,16 @@ func (c *VMXCPU) setControls() error {
 		need2 |= Proc2EnablePML
 	}
 	h.Proc2 = adj(ProcBased2, want2, need2, caps.Proc2)
-	h.ExitCtl = adj(VMExit, ExitSaveIA32PAT|ExitLoadIA32PAT, ExitHostAddressSpaceSize|ExitSaveIA32EFER|ExitLoadIA32EFER, caps.Exit)
+	// The debug controls move the guest's DR7 and IA32_DEBUGCTL through
+	// the VMCS. They are default-1 controls that the TRUE capability MSRs
+	// let software clear, and cleared, a guest's DR7 would be lost at
+	// every exit (SDM Vol. 3C 28.3.1: an exit sets DR7 to 400H).
+	h.ExitCtl = adj(VMExit, ExitSaveIA32PAT|ExitLoadIA32PAT, ExitHostAddressSpaceSize|ExitSaveIA32EFER|ExitLoadIA32EFER|ExitSaveDebugControls, caps.Exit)
 	var entry uint32
 	if c.cfg.Start != nil && c.cfg.Start.Mode == loader.Long64 {
 		entry = EntryIA32eModeGuest
 	}
-	h.EntryCtl = adj(VMEntry, EntryLoadIA32PAT, EntryLoadIA32EFER|entry, caps.Entry)
+	h.EntryCtl = adj(VMEntry, EntryLoadIA32PAT, EntryLoadIA32EFER|EntryLoadDebugControls|entry, caps.Entry)
 	if err != nil {
 		return err
 	}
@@ -394,6 +408,10 @@ func (c *VMXCPU) Step() (Action, error) {
 	}
 	c.nmiBlocked = st&BlockingByNMI != 0
 	c.fpu.guestXCR0 = c.V.XCR0
+	if c.debugLoad {
+		cpu.WriteDebugRegs(&c.debug)
+		c.debugLoad = false
+	}
 	tg := c.cfg.Clock.Read()
 	res := vmentry(&c.V.Regs, c.HW.launched, c.fpu)
 	c.tGuest.Add(c.cfg.Clock.Read() - tg)
@@ -612,11 +630,17 @@ func (c *VMXCPU) Kick() {
 // be reused.
 func (c *VMXCPU) Close() error { return vmxError("vmclear", vmclear(c.HW.vmcsPA)) }
 
-// Save implements CPU.
+// Save implements CPU. It runs on the vCPU's own pinned thread (Machine
+// saves a parked vCPU there), whose CPU holds the guest's debug registers.
 func (c *VMXCPU) Save() ([]byte, error) {
+	d := c.debug
+	if !c.debugLoad {
+		cpu.ReadDebugRegs(&d)
+	}
 	return SaveVCPUState(c.HW.VMCS, &VCPUState{
 		Regs: c.V.Regs, XSave: c.xsave, XCR0: c.V.XCR0, MSRArea: c.msr.Area,
 		MSRs: c.msr, WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(), CR2: c.V.Regs.CR2,
+		DR6: d.DR6, DR: d.DR,
 	})
 }
 
@@ -628,6 +652,10 @@ func (c *VMXCPU) Restore(b []byte) error {
 	}
 	c.V.Regs, c.V.XCR0, c.waitSIPI = s.Regs, s.XCR0, s.WaitSIPI
 	c.V.Regs.CR2 = s.CR2
+	c.debug, c.debugLoad = cpu.DebugRegs{DR: s.DR, DR6: s.DR6}, true
+	if s.DR6 == 0 { // a state from before VT-x saved DR6 (version 3)
+		c.debug.DR6 = resetDR6
+	}
 	// The saved area may be shorter (x87/SSE only): the rest stays
 	// zero, which XSTATE_BV (checked) does not refer to.
 	clear(c.xsave)

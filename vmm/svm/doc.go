@@ -141,17 +141,21 @@
 //
 // # Saved state across vendors
 //
-// PCCPU saves VT-x's blob (vmm.SaveVCPUState through vmcsView) and
-// restores it or one from VT-x's VMXCPU; the dirty-test CPU (cpu.go) keeps
-// its own "SVMC" blob of the VMCB. The blob (version 3; version 2 still
-// restores) carries CR2 and DR6, which the VMCB holds and the VMCS does
-// not (VT-x saves them as 0; a VT-x blob restores here with CR2 0 and the
-// vCPU's own DR6), the x87/SSE image as an XSAVE area holding x87 and SSE
-// only (the CPUID view offers no XSAVE under AMD-V, so a VT-x blob whose
-// area holds AVX state or whose XCR0 enables it is refused), XCR0, the
-// syscall MSRs, PAT, EFER, DEBUGCTL, SYSENTER, the MSR file (APIC base,
-// MTRRs, MISC_ENABLE), a halt with interrupts off (activity state HLT) and
-// the guest's TSC; the LAPIC's TSC deadline is the LAPIC's own state.
+// PCCPU saves VT-x's blob (vmm.SaveVCPUState through vmcsView) and restores
+// it or one from VT-x's VMXCPU; the dirty-test CPU (cpu.go) keeps its own
+// "SVMC" blob of the VMCB. The blob (version 4; versions 2 and 3 still
+// restore) carries CR2 and DR6, which the VMCB holds and the VMCS does not
+// (VT-x saves CR2 from the registers it keeps at every exit and DR6 from the
+// CPU; an older VT-x blob has DR6 0 and restores here with the vCPU's own),
+// and DR0-DR3, which neither holds: both vendors' vCPUs read them from the
+// CPU on the vCPU's own thread when saving, and load them before the next
+// entry after a restore (cpu.DebugRegs; the dirty-test CPU does not carry
+// them), the x87/SSE image as an XSAVE area holding x87 and SSE only (the
+// CPUID view offers no XSAVE under AMD-V, so a VT-x blob whose area holds
+// AVX state or whose XCR0 enables it is refused), XCR0, the syscall MSRs,
+// PAT, EFER, DEBUGCTL, SYSENTER, the MSR file (APIC base, MTRRs,
+// MISC_ENABLE), a halt with interrupts off (activity state HLT) and the
+// guest's TSC; the LAPIC's TSC deadline is the LAPIC's own state.
 // docs/design.md ("AMD-V") lists what would
 // still stop a guest saved on one vendor from resuming on the other: CPUID
 // the guest has acted on, vendor-only MSRs, TSC rate without scaling, the

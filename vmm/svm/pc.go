@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/devices"
 	"github.com/doppel-ft/doppel/vmm/loader"
@@ -73,6 +74,13 @@ type PCCPU struct {
 	// for the report of a guest that shut down.
 	history [historyLen]exitRecord
 	next    int
+	// debug is the guest's DR0-DR3 to load before the next VMRUN when
+	// debugLoad is set (at creation, with RESET's zeros, and after
+	// Restore); otherwise they are the CPU's own registers, which VMRUN
+	// and #VMEXIT leave alone (the VMCB has DR6 and DR7 only) and doppel
+	// does not use.
+	debug     cpu.DebugRegs
+	debugLoad bool
 }
 
 // historyLen is how many exits a shutdown report lists.
@@ -188,7 +196,8 @@ func NewPCCPU(cfg PCConfig) (*PCCPU, error) {
 	}
 	vm.Set64(TSCOffset, cfg.Clock.Offset())
 	view := &vmcsView{v: vm}
-	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1)}
+	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1),
+		debug: cpu.DebugRegs{DR6: resetDR6}, debugLoad: true}
 	c.tid.Store(int64(syscall.Gettid()))
 	c.slice = time.AfterFunc(time.Hour, func() {
 		if c.inGuest.Load() {
@@ -292,6 +301,11 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	}
 	c.S.Regs = c.V.Regs
 	injected := c.HW.VMCB.Get64(EventInj)
+	if c.debugLoad {
+		// DR6 goes too, harmlessly: VMRUN loads the VMCB's.
+		cpu.WriteDebugRegs(&c.debug)
+		c.debugLoad = false
+	}
 	e := c.HW.enterFX(c.S, c.fx)
 	c.V.Regs = c.S.Regs
 	c.inGuest.Store(false)
@@ -623,9 +637,23 @@ func (c *PCCPU) Save() ([]byte, error) {
 		Regs: c.V.Regs, XSave: vmm.FXArea(&c.fx.Guest), XCR0: c.V.XCR0,
 		MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, vals), MSRs: c.msr,
 		WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
-		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6),
+		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6), DR: c.debugRegs(),
 	})
 }
+
+// debugRegs returns the guest's DR0-DR3: the CPU's, read on the vCPU's own
+// pinned thread (Machine saves a parked vCPU there), unless a load is
+// still pending.
+func (c *PCCPU) debugRegs() [4]uint64 {
+	d := c.debug
+	if !c.debugLoad {
+		cpu.ReadDebugRegs(&d)
+	}
+	return d.DR
+}
+
+// resetDR6 is DR6 after RESET (AMD APM Vol. 2 14.1.3).
+const resetDR6 = 0xFFFF_0FF0
 
 // Restore implements vmm.CPU: a blob from Save, or from VT-x's VMXCPU.
 // On a bad blob nothing changes.
@@ -666,12 +694,13 @@ func (c *PCCPU) Restore(b []byte) error {
 	copy(c.fx.Guest[:], s.XSave[:512])
 	// CR2 is what a page-fault handler reads: a guest paused between a
 	// #PF and its read of CR2 must find the address again. A blob from
-	// VT-x has DR6 0, which no CPU reads (its reserved bits are 1, AMD
-	// APM Vol. 2 13.1.1.3): the vCPU keeps its own then.
+	// VT-x before version 4 has DR6 0, which no CPU reads (its reserved
+	// bits are 1, AMD APM Vol. 2 13.1.1.3): the vCPU keeps its own then.
 	vm.Set64(SaveCR2, s.CR2)
 	if s.DR6 != 0 {
 		vm.Set64(SaveDR6, s.DR6)
 	}
+	c.debug.DR, c.debugLoad = s.DR, true
 	// The guest's TSC continues from the saved value.
 	c.cfg.Clock.Base = c.cfg.Clock.Read() - s.GuestTSC
 	vm.Set64(TSCOffset, c.cfg.Clock.Offset())
