@@ -160,8 +160,11 @@ type VMXCPU struct {
 	debugLoad bool
 }
 
-// resetDR6 is DR6 after RESET (SDM Vol. 3A 10.1.1, table 10-1).
+// resetDR6 is DR6 after RESET (SDM Vol. 3A 10.1.1, table 10-1); DR0-DR3
+// are zero then.
 const resetDR6 = 0xFFFF_0FF0
+
+var resetDebugRegs = cpu.DebugRegs{DR6: resetDR6}
 
 // LastExit returns the basic reason and guest RIP of the vCPU's latest
 // exit; it may be read from any goroutine while the vCPU runs (a sample
@@ -210,7 +213,7 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 	}
 	h := &HWVCPU{vmcsPA: pa}
 	c := &VMXCPU{HW: h, cfg: cfg, kickCh: make(chan struct{}, 1), tid: syscall.Gettid(),
-		debug: cpu.DebugRegs{DR6: resetDR6}, debugLoad: true}
+		debug: resetDebugRegs, debugLoad: true}
 	c.initFPU()
 	if err := c.setControls(); err != nil {
 		return nil, err
@@ -644,10 +647,27 @@ func (c *VMXCPU) Save() ([]byte, error) {
 	})
 }
 
+// restoredEntryControls returns the entry controls of a vCPU whose own
+// are own after it restored a state that saved saved. They stay its own,
+// fitted to its CPU: only "IA-32e mode guest", which is guest state,
+// carries over. A blob from AMD-V holds that bit alone, one from an older
+// doppel lacks the debug controls, and one from another CPU may hold
+// bits this one does not allow.
+func restoredEntryControls(own uint32, saved uint64) uint64 {
+	return uint64(own&^EntryIA32eModeGuest) | saved&EntryIA32eModeGuest
+}
+
 // Restore implements CPU.
 func (c *VMXCPU) Restore(b []byte) error {
 	s := &VCPUState{MSRArea: c.msr.Area, MSRs: c.msr, XSaveSize: len(c.xsave), XCR0Allowed: c.V.XCR0Allowed}
 	if err := RestoreVCPUState(c.HW.VMCS, b, s); err != nil {
+		return err
+	}
+	saved, err := c.HW.VMCS.Read(VMEntryControls)
+	if err != nil {
+		return err
+	}
+	if err := c.HW.VMCS.Write(VMEntryControls, restoredEntryControls(c.HW.EntryCtl, saved)); err != nil {
 		return err
 	}
 	c.V.Regs, c.V.XCR0, c.waitSIPI = s.Regs, s.XCR0, s.WaitSIPI
