@@ -166,6 +166,9 @@ func loadMultiboot2(mem Memory, l Layout, image []byte, cmdline string, mods []M
 		}
 		if h.hasEntry {
 			entry = uint64(h.entry)
+			if !inSegment(segs, entry) {
+				return nil, fmt.Errorf("multiboot2: entry_addr %#x is in no loadable segment: %w", entry, ErrCorrupt)
+			}
 		}
 	}
 	if err := checkLowArea(l); err != nil {
@@ -212,4 +215,14 @@ func loadMultiboot2(mem Memory, l Layout, image []byte, cmdline string, mods []M
 	tag(mb2TagEnd, nil)
 	info.put32(0, uint32(len(info.buf)))
 	return startMultiboot(mem, l, placed, info, mb2BootMagic, entry)
+}
+
+// inSegment reports whether addr lies in one of segs as loaded.
+func inSegment(segs []segment, addr uint64) bool {
+	for _, s := range segs {
+		if addr >= s.addr && addr-s.addr < s.memsz {
+			return true
+		}
+	}
+	return false
 }
