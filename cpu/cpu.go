@@ -48,6 +48,10 @@ type DebugRegs struct {
 	DR6 uint64
 }
 
+// ResetDR6 is DR6 after RESET or INIT (SDM Vol. 3A 10.1.1 table 10-1,
+// AMD APM Vol. 2 14.1.3); DR0-DR3 are zero then.
+const ResetDR6 = 0xFFFF_0FF0
+
 // ReadDebugRegs reads DR0-DR3 and DR6 of the CPU the thread runs on.
 // Ring 0 only: it faults on a host.
 func ReadDebugRegs(d *DebugRegs) { readDebugRegs(d) }

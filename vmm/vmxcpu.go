@@ -160,12 +160,6 @@ type VMXCPU struct {
 	debugLoad bool
 }
 
-// resetDR6 is DR6 after RESET (SDM Vol. 3A 10.1.1, table 10-1); DR0-DR3
-// are zero then.
-const resetDR6 = 0xFFFF_0FF0
-
-var resetDebugRegs = cpu.DebugRegs{DR6: resetDR6}
-
 // LastExit returns the basic reason and guest RIP of the vCPU's latest
 // exit; it may be read from any goroutine while the vCPU runs (a sample
 // of where the guest spends its time).
@@ -213,7 +207,7 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 	}
 	h := &HWVCPU{vmcsPA: pa}
 	c := &VMXCPU{HW: h, cfg: cfg, kickCh: make(chan struct{}, 1), tid: syscall.Gettid(),
-		debug: resetDebugRegs, debugLoad: true}
+		debug: cpu.DebugRegs{DR6: cpu.ResetDR6}, debugLoad: true}
 	c.initFPU()
 	if err := c.setControls(); err != nil {
 		return nil, err
@@ -674,7 +668,7 @@ func (c *VMXCPU) Restore(b []byte) error {
 	c.V.Regs.CR2 = s.CR2
 	c.debug, c.debugLoad = cpu.DebugRegs{DR: s.DR, DR6: s.DR6}, true
 	if s.DR6 == 0 { // a state from before VT-x saved DR6 (version 3)
-		c.debug.DR6 = resetDR6
+		c.debug.DR6 = cpu.ResetDR6
 	}
 	// The saved area may be shorter (x87/SSE only): the rest stays
 	// zero, which XSTATE_BV (checked) does not refer to.

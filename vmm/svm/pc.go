@@ -197,7 +197,7 @@ func NewPCCPU(cfg PCConfig) (*PCCPU, error) {
 	vm.Set64(TSCOffset, cfg.Clock.Offset())
 	view := &vmcsView{v: vm}
 	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1),
-		debug: cpu.DebugRegs{DR6: resetDR6}, debugLoad: true}
+		debug: cpu.DebugRegs{DR6: cpu.ResetDR6}, debugLoad: true}
 	c.tid.Store(int64(syscall.Gettid()))
 	c.slice = time.AfterFunc(time.Hour, func() {
 		if c.inGuest.Load() {
@@ -651,9 +651,6 @@ func (c *PCCPU) debugRegs() [4]uint64 {
 	}
 	return d.DR
 }
-
-// resetDR6 is DR6 after RESET (AMD APM Vol. 2 14.1.3).
-const resetDR6 = 0xFFFF_0FF0
 
 // Restore implements vmm.CPU: a blob from Save, or from VT-x's VMXCPU.
 // On a bad blob nothing changes.

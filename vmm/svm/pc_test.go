@@ -20,7 +20,7 @@ func hostPCCPU(tsc *uint64) *PCCPU {
 	// The debug registers are pending a load, as after creation: the
 	// host cannot read the CPU's (MOV from DRn is for ring 0).
 	c := &PCCPU{HW: &HWVCPU{VMCB: vm}, view: view, fx: vmm.NewFXState(), cfg: PCConfig{Clock: clock},
-		debug: cpu.DebugRegs{DR6: resetDR6}, debugLoad: true}
+		debug: cpu.DebugRegs{DR6: cpu.ResetDR6}, debugLoad: true}
 	c.msr = vmm.NewGuestMSRs(view, nil, true)
 	c.V = &vmm.VCPU{VMCS: view, MSRs: c.msr, XCR0: vmm.XCR0_X87}
 	return c
