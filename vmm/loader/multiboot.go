@@ -26,12 +26,16 @@ const (
 // lowArea is what the multiboot loaders reserve for themselves.
 var lowArea = span{0, mbInfoEnd}
 
-// loadSegments checks that each segment lies in RAM and overlaps neither
-// another segment nor the loader's low area, then writes it and zeroes its
-// tail. It returns the spans taken.
+// loadSegments checks that the entry lies in one of the segments and that
+// each segment lies in RAM and overlaps neither another segment nor the
+// loader's low area, then writes it and zeroes its tail. It returns the
+// spans taken.
 func loadSegments(mem Memory, l Layout, segs []segment, entry uint64) ([]span, error) {
 	if entry >= fourGiB {
 		return nil, fmt.Errorf("entry %#x above 4 GiB for a 32-bit start: %w", entry, ErrUnsupported)
+	}
+	if !inSegment(segs, entry) {
+		return nil, fmt.Errorf("entry_addr %#x is in no loaded segment: %w", entry, ErrCorrupt)
 	}
 	var taken []span
 	for i, s := range segs {
@@ -167,4 +171,14 @@ func startMultiboot(mem Memory, l Layout, kernel []span, info *infoBuilder, magi
 	s.RAX = uint64(magic)
 	s.RBX = info.base
 	return s, nil
+}
+
+// inSegment reports whether addr lies in one of segs as loaded.
+func inSegment(segs []segment, addr uint64) bool {
+	for _, s := range segs {
+		if addr >= s.addr && addr-s.addr < s.memsz {
+			return true
+		}
+	}
+	return false
 }

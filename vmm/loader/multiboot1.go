@@ -88,10 +88,7 @@ func loadMultiboot1(mem Memory, l Layout, image []byte, cmdline string, mods []M
 		if err != nil {
 			return nil, fmt.Errorf("multiboot1: %w", err)
 		}
-		segs, entry = []segment{seg}, uint64(h.entry)
-		if entry < seg.addr || entry >= seg.addr+seg.memsz {
-			return nil, fmt.Errorf("multiboot1: entry_addr %#x outside the loaded %#x+%#x: %w", entry, seg.addr, seg.memsz, ErrCorrupt)
-		}
+		segs, entry = []segment{seg}, uint64(h.entry) // loadSegments checks it
 	} else if segs, entry, err = parseELF(image); err != nil {
 		return nil, fmt.Errorf("multiboot1 ELF kernel: %w", err)
 	}

@@ -157,18 +157,12 @@ func loadMultiboot2(mem Memory, l Layout, image []byte, cmdline string, mods []M
 			return nil, fmt.Errorf("multiboot2: %w", err)
 		}
 		segs, entry = []segment{seg}, uint64(h.entry)
-		if entry < seg.addr || entry >= seg.addr+seg.memsz {
-			return nil, fmt.Errorf("multiboot2: entry_addr %#x outside the loaded %#x+%#x: %w", entry, seg.addr, seg.memsz, ErrCorrupt)
-		}
 	} else {
 		if segs, entry, err = parseELF(image); err != nil {
 			return nil, fmt.Errorf("multiboot2 ELF kernel: %w", err)
 		}
 		if h.hasEntry {
-			entry = uint64(h.entry)
-			if !inSegment(segs, entry) {
-				return nil, fmt.Errorf("multiboot2: entry_addr %#x is in no loadable segment: %w", entry, ErrCorrupt)
-			}
+			entry = uint64(h.entry) // loadSegments checks it
 		}
 	}
 	if err := checkLowArea(l); err != nil {
@@ -215,14 +209,4 @@ func loadMultiboot2(mem Memory, l Layout, image []byte, cmdline string, mods []M
 	tag(mb2TagEnd, nil)
 	info.put32(0, uint32(len(info.buf)))
 	return startMultiboot(mem, l, placed, info, mb2BootMagic, entry)
-}
-
-// inSegment reports whether addr lies in one of segs as loaded.
-func inSegment(segs []segment, addr uint64) bool {
-	for _, s := range segs {
-		if addr >= s.addr && addr-s.addr < s.memsz {
-			return true
-		}
-	}
-	return false
 }
