@@ -152,12 +152,9 @@ type VMXCPU struct {
 	// lastRIP and lastReason are the guest RIP and basic reason of the
 	// latest exit: a sample of where the guest runs.
 	lastRIP, lastReason atomic.Uint64
-	// debug is the guest's DR0-DR3 and DR6 to load before the next entry
-	// when debugLoad is set (at creation, with RESET's values, and after
-	// Restore); otherwise they are the CPU's own registers, which VM
-	// exits leave alone and doppel does not use.
-	debug     cpu.DebugRegs
-	debugLoad bool
+	// debug is the guest's DR0-DR3 and DR6, which VM exits leave in the
+	// CPU.
+	debug GuestDebugRegs
 }
 
 // LastExit returns the basic reason and guest RIP of the vCPU's latest
@@ -207,7 +204,7 @@ func NewVMXCPU(cfg VMXCPUConfig) (*VMXCPU, error) {
 	}
 	h := &HWVCPU{vmcsPA: pa}
 	c := &VMXCPU{HW: h, cfg: cfg, kickCh: make(chan struct{}, 1), tid: syscall.Gettid(),
-		debug: cpu.DebugRegs{DR6: cpu.ResetDR6}, debugLoad: true}
+		debug: NewGuestDebugRegs()}
 	c.initFPU()
 	if err := c.setControls(); err != nil {
 		return nil, err
@@ -405,10 +402,7 @@ func (c *VMXCPU) Step() (Action, error) {
 	}
 	c.nmiBlocked = st&BlockingByNMI != 0
 	c.fpu.guestXCR0 = c.V.XCR0
-	if c.debugLoad {
-		cpu.WriteDebugRegs(&c.debug)
-		c.debugLoad = false
-	}
+	c.debug.BeforeEntry()
 	tg := c.cfg.Clock.Read()
 	res := vmentry(&c.V.Regs, c.HW.launched, c.fpu)
 	c.tGuest.Add(c.cfg.Clock.Read() - tg)
@@ -630,10 +624,7 @@ func (c *VMXCPU) Close() error { return vmxError("vmclear", vmclear(c.HW.vmcsPA)
 // Save implements CPU. It runs on the vCPU's own pinned thread (Machine
 // saves a parked vCPU there), whose CPU holds the guest's debug registers.
 func (c *VMXCPU) Save() ([]byte, error) {
-	d := c.debug
-	if !c.debugLoad {
-		cpu.ReadDebugRegs(&d)
-	}
+	d := c.debug.Current()
 	return SaveVCPUState(c.HW.VMCS, &VCPUState{
 		Regs: c.V.Regs, XSave: c.xsave, XCR0: c.V.XCR0, MSRArea: c.msr.Area,
 		MSRs: c.msr, WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(), CR2: c.V.Regs.CR2,
@@ -666,10 +657,11 @@ func (c *VMXCPU) Restore(b []byte) error {
 	}
 	c.V.Regs, c.V.XCR0, c.waitSIPI = s.Regs, s.XCR0, s.WaitSIPI
 	c.V.Regs.CR2 = s.CR2
-	c.debug, c.debugLoad = cpu.DebugRegs{DR: s.DR, DR6: s.DR6}, true
-	if s.DR6 == 0 { // a state from before VT-x saved DR6 (version 3)
-		c.debug.DR6 = cpu.ResetDR6
+	dr6 := s.DR6
+	if dr6 == 0 { // a state from before VT-x saved DR6 (version 3)
+		dr6 = cpu.ResetDR6
 	}
+	c.debug.Restore(cpu.DebugRegs{DR: s.DR, DR6: dr6})
 	// The saved area may be shorter (x87/SSE only): the rest stays
 	// zero, which XSTATE_BV (checked) does not refer to.
 	clear(c.xsave)

@@ -74,13 +74,9 @@ type PCCPU struct {
 	// for the report of a guest that shut down.
 	history [historyLen]exitRecord
 	next    int
-	// debug is the guest's DR0-DR3 to load before the next VMRUN when
-	// debugLoad is set (at creation, with RESET's zeros, and after
-	// Restore); otherwise they are the CPU's own registers, which VMRUN
-	// and #VMEXIT leave alone (the VMCB has DR6 and DR7 only) and doppel
-	// does not use.
-	debug     cpu.DebugRegs
-	debugLoad bool
+	// debug is the guest's DR0-DR3, which VMRUN and #VMEXIT leave in the
+	// CPU (the VMCB has DR6 and DR7 only).
+	debug vmm.GuestDebugRegs
 }
 
 // historyLen is how many exits a shutdown report lists.
@@ -197,7 +193,7 @@ func NewPCCPU(cfg PCConfig) (*PCCPU, error) {
 	vm.Set64(TSCOffset, cfg.Clock.Offset())
 	view := &vmcsView{v: vm}
 	c := &PCCPU{HW: h, cfg: cfg, view: view, fx: vmm.NewFXState(), kickCh: make(chan struct{}, 1),
-		debug: cpu.DebugRegs{DR6: cpu.ResetDR6}, debugLoad: true}
+		debug: vmm.NewGuestDebugRegs()}
 	c.tid.Store(int64(syscall.Gettid()))
 	c.slice = time.AfterFunc(time.Hour, func() {
 		if c.inGuest.Load() {
@@ -301,11 +297,7 @@ func (c *PCCPU) Step() (vmm.Action, error) {
 	}
 	c.S.Regs = c.V.Regs
 	injected := c.HW.VMCB.Get64(EventInj)
-	if c.debugLoad {
-		// DR6 goes too, harmlessly: VMRUN loads the VMCB's.
-		cpu.WriteDebugRegs(&c.debug)
-		c.debugLoad = false
-	}
+	c.debug.BeforeEntry() // DR6 goes too, harmlessly: VMRUN loads the VMCB's
 	e := c.HW.enterFX(c.S, c.fx)
 	c.V.Regs = c.S.Regs
 	c.inGuest.Store(false)
@@ -637,19 +629,8 @@ func (c *PCCPU) Save() ([]byte, error) {
 		Regs: c.V.Regs, XSave: vmm.FXArea(&c.fx.Guest), XCR0: c.V.XCR0,
 		MSRArea: vmm.NewMSRArea(&frame, vmm.SwitchedMSRs, vals), MSRs: c.msr,
 		WaitSIPI: c.waitSIPI, GuestTSC: c.cfg.Clock.GuestTSC(),
-		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6), DR: c.debugRegs(),
+		CR2: vm.Get64(SaveCR2), DR6: vm.Get64(SaveDR6), DR: c.debug.Current().DR,
 	})
-}
-
-// debugRegs returns the guest's DR0-DR3: the CPU's, read on the vCPU's own
-// pinned thread (Machine saves a parked vCPU there), unless a load is
-// still pending.
-func (c *PCCPU) debugRegs() [4]uint64 {
-	d := c.debug
-	if !c.debugLoad {
-		cpu.ReadDebugRegs(&d)
-	}
-	return d.DR
 }
 
 // Restore implements vmm.CPU: a blob from Save, or from VT-x's VMXCPU.
@@ -697,7 +678,7 @@ func (c *PCCPU) Restore(b []byte) error {
 	if s.DR6 != 0 {
 		vm.Set64(SaveDR6, s.DR6)
 	}
-	c.debug.DR, c.debugLoad = s.DR, true
+	c.debug.Restore(cpu.DebugRegs{DR: s.DR, DR6: cpu.ResetDR6})
 	// The guest's TSC continues from the saved value.
 	c.cfg.Clock.Base = c.cfg.Clock.Read() - s.GuestTSC
 	vm.Set64(TSCOffset, c.cfg.Clock.Offset())

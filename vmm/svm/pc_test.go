@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/doppel-ft/doppel/cpu"
 	"github.com/doppel-ft/doppel/vmm"
 	"github.com/doppel-ft/doppel/vmm/devices"
 )
@@ -20,7 +19,7 @@ func hostPCCPU(tsc *uint64) *PCCPU {
 	// The debug registers are pending a load, as after creation: the
 	// host cannot read the CPU's (MOV from DRn is for ring 0).
 	c := &PCCPU{HW: &HWVCPU{VMCB: vm}, view: view, fx: vmm.NewFXState(), cfg: PCConfig{Clock: clock},
-		debug: cpu.DebugRegs{DR6: cpu.ResetDR6}, debugLoad: true}
+		debug: vmm.NewGuestDebugRegs()}
 	c.msr = vmm.NewGuestMSRs(view, nil, true)
 	c.V = &vmm.VCPU{VMCS: view, MSRs: c.msr, XCR0: vmm.XCR0_X87}
 	return c
@@ -60,7 +59,7 @@ func userState(c *PCCPU) {
 	vm.Set64(SaveCR2, 0x7F12_3456_7008) // paused between a #PF and its read of CR2
 	vm.Set64(SaveDR6, 0xFFFF_4FF0)      // BS: a single step was reported
 	c.V.Regs.RAX, c.V.Regs.R15 = 0xAAAA, 0xF15
-	c.debug.DR = [4]uint64{0x40_1000, 0x7FFF_EFF8, 0, 0xFFFF_FFFF_8100_0040} // hardware breakpoints set
+	c.debug.Regs.DR = [4]uint64{0x40_1000, 0x7FFF_EFF8, 0, 0xFFFF_FFFF_8100_0040} // hardware breakpoints set
 	c.fx.Guest[100] = 0x5A
 	c.V.XCR0 = vmm.XCR0_X87
 }
@@ -115,8 +114,8 @@ func TestPCCPUSaveFormat(t *testing.T) {
 	if b.Get8(SaveCPL) != 3 || dst.V.Regs != src.V.Regs || dst.fx.Guest != src.fx.Guest || dst.V.XCR0 != src.V.XCR0 {
 		t.Errorf("CPL %d, registers, x87/SSE image or XCR0 differ", b.Get8(SaveCPL))
 	}
-	if dst.debug.DR != src.debug.DR || !dst.debugLoad {
-		t.Errorf("DR0-DR3 %#x restored as %#x (to load before the next VMRUN: %v)", src.debug.DR, dst.debug.DR, dst.debugLoad)
+	if dst.debug.Regs.DR != src.debug.Regs.DR || !dst.debug.Pending {
+		t.Errorf("DR0-DR3 %#x restored as %#x (to load before the next VMRUN: %v)", src.debug.Regs.DR, dst.debug.Regs.DR, dst.debug.Pending)
 	}
 	if got := dst.cfg.Clock.GuestTSC(); got != savedTSC {
 		t.Errorf("guest TSC %d after restore, want %d (as saved)", got, savedTSC)
