@@ -132,7 +132,7 @@ type VCPUState struct {
 	CR2, DR6 uint64
 	// DR holds the breakpoint addresses DR0-DR3 (version 4), which
 	// neither the VMCS nor the VMCB has: a guest's values stay in the
-	// CPU's registers across exits (cpu.DebugRegs).
+	// CPU's registers across exits (GuestDebugRegs).
 	DR [4]uint64
 
 	// What RestoreVCPUState checks XSave and XCR0 against: the size of

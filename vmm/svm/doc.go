@@ -149,7 +149,7 @@
 // CPU; an older VT-x blob has DR6 0 and restores here with the vCPU's own),
 // and DR0-DR3, which neither holds: both vendors' vCPUs read them from the
 // CPU on the vCPU's own thread when saving, and load them before the next
-// entry after a restore (cpu.DebugRegs; the dirty-test CPU does not carry
+// entry after a restore (vmm.GuestDebugRegs; the dirty-test CPU does not carry
 // them), the x87/SSE image as an XSAVE area holding x87 and SSE only (the
 // CPUID view offers no XSAVE under AMD-V, so a VT-x blob whose area holds
 // AVX state or whose XCR0 enables it is refused), XCR0, the syscall MSRs,
